@@ -1,0 +1,184 @@
+//! Connections: the node's pool, with limits, session guards and retries.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+use crate::config::Config;
+use crate::error::{redact_url, sqlstate, Error, Result};
+
+/// First pause between connection attempts; it doubles up to [`RETRY_PAUSE_MS_MAX`].
+const RETRY_PAUSE_MS_MIN: u64 = 50;
+/// Longest pause between connection attempts.
+const RETRY_PAUSE_MS_MAX: u64 = 1_000;
+/// Postgres "database does not exist".
+const INVALID_CATALOG_NAME: &str = "3D000";
+/// Postgres "database already exists".
+const DUPLICATE_DATABASE: &str = "42P04";
+
+/// Limits of a pool, taken from a node's [`Config`].
+#[derive(Clone, Debug)]
+pub struct PoolLimits {
+    /// Connections in the pool.
+    pub size_max: u32,
+    /// Time a caller waits for a connection.
+    pub acquire_timeout_ms: u64,
+    /// Session setting `idle_in_transaction_session_timeout`.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// Session setting `statement_timeout` (0 disables).
+    pub statement_timeout_ms: u64,
+    /// Total time spent retrying an unreachable database.
+    pub connect_retry_ms_max: u64,
+}
+
+impl PoolLimits {
+    /// The pool limits of a node configuration.
+    pub fn from_config(c: &Config) -> PoolLimits {
+        PoolLimits {
+            size_max: c.pool_size_max,
+            acquire_timeout_ms: c.pool_acquire_timeout_ms,
+            idle_in_transaction_timeout_ms: c.idle_in_transaction_timeout_ms,
+            statement_timeout_ms: c.statement_timeout_ms,
+            connect_retry_ms_max: c.connect_retry_ms_max,
+        }
+    }
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits::from_config(&Config::default())
+    }
+}
+
+/// Parses a database URL and adds the session settings that stop runaway work.
+///
+/// # Errors
+/// [`Error::BadUrl`] when the URL does not parse.
+pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOptions> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::BadUrl {
+            url: redact_url(url),
+            reason: "it must start with postgres:// or postgresql://".into(),
+        });
+    }
+    let opts = PgConnectOptions::from_str(url).map_err(|e| Error::BadUrl {
+        url: redact_url(url),
+        reason: e.to_string(),
+    })?;
+    Ok(opts
+        .application_name("dbos")
+        .options([
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", limits.idle_in_transaction_timeout_ms),
+            ),
+            ("statement_timeout", format!("{}ms", limits.statement_timeout_ms)),
+        ]))
+}
+
+/// Opens a pool on `url`, creating the database if it does not exist, retrying with backoff
+/// while the server is unreachable.
+///
+/// # Errors
+/// [`Error::BadUrl`], [`Error::Unreachable`] after `connect_retry_ms_max`, or the server's
+/// refusal (e.g. a wrong password), which is not retried.
+pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
+    let opts = connect_options(url, limits)?;
+    let pool_opts = || {
+        PgPoolOptions::new()
+            .max_connections(limits.size_max)
+            .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
+    };
+    let open = || {
+        retry(url, limits.connect_retry_ms_max, || async {
+            Ok(pool_opts().connect_with(opts.clone()).await?)
+        })
+    };
+    match open().await {
+        Err(Error::Db(e)) if sqlstate(&e).as_deref() == Some(INVALID_CATALOG_NAME) => {
+            create_database(&opts).await?;
+            open().await
+        }
+        other => other,
+    }
+}
+
+/// Opens a single connection on `url` with the same retries as [`connect`].
+///
+/// # Errors
+/// As [`connect`], but a missing database is an error.
+pub async fn connect_one(url: &str, limits: &PoolLimits) -> Result<PgConnection> {
+    let opts = connect_options(url, limits)?;
+    retry(url, limits.connect_retry_ms_max, || async {
+        Ok(PgConnection::connect_with(&opts).await?)
+    })
+    .await
+}
+
+/// Whether an error means "try again later" rather than "this will never work".
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)) => true,
+        // 57P03: the database system is starting up / shutting down.
+        Error::Db(e) => matches!(sqlstate(e).as_deref(), Some("57P03" | "53300")),
+        _ => false,
+    }
+}
+
+async fn retry<T, F, Fut>(url: &str, retry_ms_max: u64, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    let mut pause = RETRY_PAUSE_MS_MIN;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) => {
+                let waited = start.elapsed().as_millis() as u64;
+                if waited >= retry_ms_max {
+                    let Error::Db(source) = e else {
+                        unreachable!("transient errors are database errors")
+                    };
+                    return Err(Error::Unreachable {
+                        url: redact_url(url),
+                        attempts,
+                        waited_ms: waited,
+                        source,
+                    });
+                }
+                tracing::debug!(error = %e, attempts, "database unreachable; retrying");
+                tokio::time::sleep(Duration::from_millis(pause.min(retry_ms_max - waited))).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MS_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn create_database(opts: &PgConnectOptions) -> Result<()> {
+    let name = opts
+        .get_database()
+        .map(str::to_owned)
+        .unwrap_or_else(|| opts.get_username().to_owned());
+    let admin = opts.clone().database("postgres");
+    let mut conn = PgConnection::connect_with(&admin).await?;
+    let sql = format!("CREATE DATABASE {}", quote_ident(&name));
+    match conn.execute(sql.as_str()).await {
+        Ok(_) => tracing::info!(database = %name, "created the database"),
+        Err(e) if sqlstate(&e).as_deref() == Some(DUPLICATE_DATABASE) => {}
+        Err(e) => return Err(e.into()),
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// Quotes a Postgres identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,794 @@
+//! The embedded Postgres: one cluster per data directory, started by the first node that boots
+//! on it and stopped by the last one that leaves.
+//!
+//! Layout of a data directory `D`:
+//!
+//! | path | what |
+//! |---|---|
+//! | `D/DBOS_DATA_DIR` | marker: this directory belongs to a dbos node |
+//! | `D/pgdata/` | the Postgres cluster (owned by the user that runs Postgres, mode 0700) |
+//! | `D/run/` | the Unix socket directory |
+//! | `D/password` | the password of the `dbos` superuser (mode 0600) |
+//! | `D/postgres.log` | the server's log |
+//! | `D/port` | the TCP port last used, reused when still free so URLs stay valid |
+//! | `D/lock` | held exclusively while a process starts or stops the cluster |
+//! | `D/attach.lock` | held shared by every process using the cluster |
+//!
+//! Every process that uses the cluster holds a shared `flock` on `attach.lock`; a process that
+//! leaves stops Postgres only if it can then take that lock exclusively, i.e. when no other
+//! process is attached. The kernel releases `flock`s when a process dies, so a node killed with
+//! SIGKILL never keeps the cluster alive for ever: the next node to boot joins the server it left
+//! running, and the last node to stop shuts it down.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Pid, Uid, User};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+const MARKER: &str = "DBOS_DATA_DIR";
+const PGDATA: &str = "pgdata";
+const RUN: &str = "run";
+const PASSWORD: &str = "password";
+const LOG: &str = "postgres.log";
+const PORT: &str = "port";
+const LOCK: &str = "lock";
+const ATTACH: &str = "attach.lock";
+/// Superuser created by `initdb`, and the database the system lives in.
+pub const SUPERUSER: &str = "dbos";
+/// Database that holds the system's tables in an embedded cluster.
+pub const DATABASE: &str = "dbos";
+/// Longest Unix socket path Linux accepts (`sun_path` is 108 bytes with its NUL).
+const SOCKET_PATH_BYTES_MAX: usize = 107;
+/// Time a stopping server gets for a fast shutdown before it is told to quit at once.
+const STOP_TIMEOUT_MS: u64 = 30_000;
+/// Attempts at starting on a fresh free port when another process grabbed the chosen one.
+const PORT_ATTEMPTS_MAX: u32 = 3;
+
+/// How to run the embedded cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Unprivileged user that runs Postgres when this process is root.
+    pub pg_user: String,
+    /// Directory of the server binaries; searched for when `None`.
+    pub pg_bindir: Option<PathBuf>,
+    /// Fixed TCP port; a free one when `None`.
+    pub pg_port: Option<u16>,
+    /// Time to wait for the server to accept connections.
+    pub start_timeout_ms: u64,
+    /// Extra `-c name=value` server settings.
+    pub settings: Vec<(String, String)>,
+    /// Stop the server when the thread that started it exits (test clusters only).
+    pub die_with_parent: bool,
+}
+
+impl Options {
+    /// The embedded-cluster part of a node's configuration.
+    pub fn from_config(c: &Config) -> Options {
+        Options {
+            data_dir: c.data_dir.clone(),
+            pg_user: c.pg_user.clone(),
+            pg_bindir: c.pg_bindir.clone(),
+            pg_port: c.pg_port,
+            start_timeout_ms: c.pg_start_timeout_ms,
+            settings: Vec::new(),
+            die_with_parent: false,
+        }
+    }
+}
+
+/// Where a running cluster can be reached.
+#[derive(Clone, Debug)]
+pub struct ClusterInfo {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Process id of the postmaster.
+    pub pid: i32,
+    /// Connection URL for the system database, password included.
+    pub url: String,
+}
+
+/// A running embedded cluster that this process is attached to.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    info: ClusterInfo,
+    /// The postmaster, when this process started it.
+    child: Option<Child>,
+    /// Shared lock on `attach.lock`, held while attached.
+    attached: Option<Flock<File>>,
+}
+
+impl Cluster {
+    /// Joins the cluster running in the data directory, or initialises and starts one.
+    ///
+    /// # Errors
+    /// Missing binaries, an unusable data directory, a busy port, or a server that fails to
+    /// start; each error says what to do.
+    pub async fn start(opts: Options) -> Result<Cluster> {
+        tokio::task::spawn_blocking(move || start_blocking(&opts))
+            .await
+            .expect("the cluster start task does not panic")
+    }
+
+    /// As [`Cluster::start`], but on the calling thread, which a server started with
+    /// [`Options::die_with_parent`] is tied to.
+    ///
+    /// # Errors
+    /// As [`Cluster::start`].
+    pub async fn start_here(opts: Options) -> Result<Cluster> {
+        start_blocking(&opts)
+    }
+
+    /// Connection URL of the system database.
+    pub fn url(&self) -> &str {
+        &self.info.url
+    }
+
+    /// Where the cluster can be reached.
+    pub fn info(&self) -> &ClusterInfo {
+        &self.info
+    }
+
+    /// Whether this process started the server (rather than joining a running one).
+    pub fn started_here(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Detaches from the cluster and stops the server if no other process is attached.
+    /// Returns whether the server was stopped.
+    ///
+    /// # Errors
+    /// The lock files cannot be used or the server does not stop.
+    pub async fn stop(mut self) -> Result<bool> {
+        tokio::task::spawn_blocking(move || self.stop_blocking())
+            .await
+            .expect("the cluster stop task does not panic")
+    }
+
+    fn stop_blocking(&mut self) -> Result<bool> {
+        let _guard = lock_exclusive(&self.dir.join(LOCK))?;
+        let attached = self.attached.take().expect("a started cluster is attached");
+        let file = attached
+            .unlock()
+            .map_err(|(_, e)| Error::io("unlocking", self.dir.join(ATTACH), e.into()))?;
+        let last = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(_exclusive) => true,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => false,
+            Err((_, e)) => return Err(Error::io("locking", self.dir.join(ATTACH), e.into())),
+        };
+        if !last {
+            tracing::info!("other processes still use the cluster; leaving it running");
+            return Ok(false);
+        }
+        stop_server(&self.dir, self.info.pid, self.child.as_mut())?;
+        Ok(true)
+    }
+}
+
+/// Finds the cluster running in a data directory, for commands that only connect.
+///
+/// # Errors
+/// [`Error::NoRunningCluster`] when no live server belongs to the directory.
+pub fn discover(data_dir: &Path) -> Result<ClusterInfo> {
+    running(data_dir)?.ok_or_else(|| Error::NoRunningCluster {
+        path: data_dir.to_owned(),
+    })
+}
+
+fn start_blocking(opts: &Options) -> Result<Cluster> {
+    let dir = prepare_dir(&opts.data_dir)?;
+    let _guard = lock_exclusive(&dir.join(LOCK))?;
+    let attach_path = dir.join(ATTACH);
+    let attach_file = open_lock_file(&attach_path)?;
+    let attached = Flock::lock(attach_file, FlockArg::LockShared)
+        .map_err(|(_, e)| Error::io("locking", &attach_path, e.into()))?;
+
+    if let Some(info) = running(&dir)? {
+        tracing::info!(port = info.port, pid = info.pid, "joined the running embedded Postgres");
+        return Ok(Cluster {
+            dir,
+            info,
+            child: None,
+            attached: Some(attached),
+        });
+    }
+
+    let bin = find_binaries(opts.pg_bindir.as_deref())?;
+    let owner = run_user(&opts.pg_user)?;
+    let pgdata = dir.join(PGDATA);
+    let run = dir.join(RUN);
+    check_socket_path(&run)?;
+    for d in [&pgdata, &run] {
+        create_private_dir(d, owner.as_ref())?;
+    }
+    if let Some(user) = &owner {
+        check_reachable(user, &dir)?;
+    }
+    let pid_file = pgdata.join("postmaster.pid");
+    if pid_file.exists() {
+        tracing::warn!(path = %pid_file.display(), "removing the stale postmaster.pid of a server that is gone");
+        fs::remove_file(&pid_file).map_err(|e| Error::io("removing", &pid_file, e))?;
+    }
+    if !pgdata.join("PG_VERSION").exists() {
+        initdb(&bin, &dir, owner.as_ref())?;
+    }
+    check_version(&bin, &pgdata)?;
+    let password = read_password(&dir)?;
+
+    let mut attempt = 0;
+    let (child, port) = loop {
+        attempt += 1;
+        let port = choose_port(&dir, opts.pg_port)?;
+        match spawn_server(&bin, &dir, port, owner.as_ref(), opts)? {
+            Started::Ready(child) => break (child, port),
+            Started::PortTaken if opts.pg_port.is_none() && attempt < PORT_ATTEMPTS_MAX => {
+                continue
+            }
+            Started::PortTaken => return Err(Error::PortInUse { port }),
+        }
+    };
+    write_file(&dir.join(PORT), port.to_string().as_bytes(), 0o644)?;
+    let pid = child.id() as i32;
+    tracing::info!(port, pid, dir = %dir.display(), "started the embedded Postgres");
+    Ok(Cluster {
+        dir,
+        info: ClusterInfo {
+            port,
+            pid,
+            url: url(&password, port),
+        },
+        child: Some(child),
+        attached: Some(attached),
+    })
+}
+
+fn url(password: &str, port: u16) -> String {
+    format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}")
+}
+
+/// Creates the data directory if needed and checks that it is ours and writable.
+fn prepare_dir(dir: &Path) -> Result<PathBuf> {
+    let not_writable = |e: std::io::Error| Error::DataDirNotWritable {
+        path: dir.to_owned(),
+        reason: e.to_string(),
+    };
+    fs::create_dir_all(dir).map_err(not_writable)?;
+    let dir = dir.canonicalize().map_err(not_writable)?;
+    if !dir.is_dir() {
+        return Err(Error::DataDirNotWritable {
+            path: dir,
+            reason: "it is not a directory".into(),
+        });
+    }
+    let marker = dir.join(MARKER);
+    if !marker.exists() {
+        let mut entries = fs::read_dir(&dir).map_err(not_writable)?;
+        if entries.next().is_some() {
+            let reason = if dir.join("PG_VERSION").exists() {
+                "it is a bare PostgreSQL cluster; give its parent a fresh directory or pass \
+                 --database-url of a server running on it"
+            } else {
+                "it is not empty and holds no dbos data (no DBOS_DATA_DIR marker); \
+                 choose an empty or new directory"
+            };
+            return Err(Error::NotACluster {
+                path: dir,
+                reason: reason.into(),
+            });
+        }
+        write_file(
+            &marker,
+            b"This directory holds the embedded Postgres of a dbos node.\n",
+            0o644,
+        )
+        .map_err(|e| Error::DataDirNotWritable {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    // Read-only file systems and similar refuse writes even where the marker exists.
+    let probe = dir.join(".write-probe");
+    fs::write(&probe, b"").map_err(|e| Error::DataDirNotWritable {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let _ = fs::remove_file(&probe);
+    Ok(dir)
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| Error::io("opening", path, e))
+}
+
+fn lock_exclusive(path: &Path) -> Result<Flock<File>> {
+    let file = open_lock_file(path)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::io("locking", path, e.into()))
+}
+
+/// The live server of a data directory, if any.
+fn running(dir: &Path) -> Result<Option<ClusterInfo>> {
+    let pid_file = dir.join(PGDATA).join("postmaster.pid");
+    let text = match fs::read_to_string(&pid_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading", &pid_file, e)),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: i32 = match lines.first().and_then(|l| l.trim().parse().ok()) {
+        Some(pid) => pid,
+        None => return Ok(None),
+    };
+    if !is_postgres(pid) {
+        return Ok(None);
+    }
+    let Some(port) = lines.get(3).and_then(|l| l.trim().parse::<u16>().ok()) else {
+        return Ok(None);
+    };
+    let password = read_password(dir)?;
+    Ok(Some(ClusterInfo {
+        port,
+        pid,
+        url: url(&password, port),
+    }))
+}
+
+/// Whether `pid` is a live Postgres process (not a recycled pid of something else).
+fn is_postgres(pid: i32) -> bool {
+    if pid <= 0 || !alive(pid) {
+        return false;
+    }
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|comm| {
+            let comm = comm.trim();
+            comm == "postgres" || comm == "postmaster"
+        })
+        .unwrap_or(false)
+}
+
+fn alive(pid: i32) -> bool {
+    matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
+}
+
+/// The server binaries.
+#[derive(Debug)]
+struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    fn path(&self, program: &str) -> PathBuf {
+        self.dir.join(program)
+    }
+}
+
+fn has_server(dir: &Path) -> bool {
+    ["initdb", "postgres"]
+        .iter()
+        .all(|p| dir.join(p).is_file())
+}
+
+fn find_binaries(explicit: Option<&Path>) -> Result<Binaries> {
+    if let Some(dir) = explicit {
+        return if has_server(dir) {
+            Ok(Binaries { dir: dir.to_owned() })
+        } else {
+            Err(Error::BinariesNotFound {
+                searched: format!("DBOS_PG_BINDIR={}", dir.display()),
+            })
+        };
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+    }
+    let mut versioned: Vec<(u32, PathBuf)> = Vec::new();
+    for (root, prefix) in [("/usr/lib/postgresql", ""), ("/usr", "pgsql-")] {
+        if let Ok(entries) = fs::read_dir(root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(v) = name.strip_prefix(prefix).and_then(|v| v.parse().ok()) {
+                    versioned.push((v, entry.path().join("bin")));
+                }
+            }
+        }
+    }
+    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.extend(versioned.into_iter().map(|(_, p)| p));
+    candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
+    for dir in candidates {
+        if has_server(&dir) {
+            // Resolve symlinks such as /usr/local/bin/initdb -> /usr/lib/postgresql/15/bin/initdb,
+            // so the binaries' sibling programs and share directory are found.
+            let dir = fs::canonicalize(dir.join("postgres"))
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_owned))
+                .filter(|d| has_server(d))
+                .unwrap_or(dir);
+            return Ok(Binaries { dir });
+        }
+    }
+    Err(Error::BinariesNotFound {
+        searched: "PATH, `pg_config --bindir`, /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, \
+                   /usr/local/pgsql/bin"
+            .into(),
+    })
+}
+
+/// The user Postgres runs as when this process is root; `None` means "this process's user".
+fn run_user(name: &str) -> Result<Option<User>> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    match User::from_name(name) {
+        Ok(Some(user)) if !user.uid.is_root() => Ok(Some(user)),
+        _ => Err(Error::NoPgUser {
+            user: name.to_owned(),
+        }),
+    }
+}
+
+fn check_socket_path(run: &Path) -> Result<()> {
+    // The socket is `run/.s.PGSQL.<port>`: up to 17 bytes after the directory.
+    let len = run.as_os_str().len() + 17;
+    if len > SOCKET_PATH_BYTES_MAX {
+        return Err(Error::DataDirNotWritable {
+            path: run.parent().map(Path::to_owned).unwrap_or_default(),
+            reason: format!(
+                "its socket path would be {len} bytes, over the {SOCKET_PATH_BYTES_MAX}-byte limit \
+                 of Unix sockets; use a shorter path"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path, owner: Option<&User>) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::DataDirNotWritable {
+        path: dir.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if let Some(user) = owner {
+        nix::unistd::chown(dir, Some(user.uid), Some(user.gid))
+            .map_err(|e| Error::io("changing the owner of", dir, e.into()))?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("setting permissions of", dir, e))
+}
+
+/// Running as root, checks that the Postgres user can reach the data directory.
+fn check_reachable(user: &User, dir: &Path) -> Result<()> {
+    let ok = Command::new("test")
+        .arg("-x")
+        .arg(dir)
+        .uid(user.uid.as_raw())
+        .gid(user.gid.as_raw())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::DataDirNotWritable {
+            path: dir.to_owned(),
+            reason: format!(
+                "user {} that runs Postgres cannot reach it (a parent directory lacks o+x, \
+                 e.g. /root)",
+                user.name
+            ),
+        })
+    }
+}
+
+fn as_user(cmd: &mut Command, owner: Option<&User>) {
+    if let Some(user) = owner {
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        cmd.env("HOME", &user.dir).env("USER", &user.name);
+    }
+}
+
+fn initdb(bin: &Binaries, dir: &Path, owner: Option<&User>) -> Result<()> {
+    let password = hex::encode(rand::random::<[u8; 16]>());
+    // The password file must be readable by the Postgres user; it lives in the private run dir.
+    let pwfile = dir.join(RUN).join("initdb.pw");
+    write_file(&pwfile, password.as_bytes(), 0o600)?;
+    if let Some(user) = owner {
+        nix::unistd::chown(&pwfile, Some(user.uid), Some(user.gid))
+            .map_err(|e| Error::io("changing the owner of", &pwfile, e.into()))?;
+    }
+    let mut cmd = Command::new(bin.path("initdb"));
+    cmd.arg("-D")
+        .arg(dir.join(PGDATA))
+        .arg(format!("--username={SUPERUSER}"))
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .args([
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    as_user(&mut cmd, owner);
+    tracing::info!(dir = %dir.display(), "initialising a new Postgres cluster");
+    let out = cmd.output().map_err(|e| Error::Postgres {
+        program: "initdb".into(),
+        detail: e.to_string(),
+    });
+    let _ = fs::remove_file(&pwfile);
+    let out = out?;
+    if !out.status.success() {
+        // Leave no half-made cluster behind: the next boot would refuse it.
+        let _ = fs::remove_dir_all(dir.join(PGDATA));
+        return Err(Error::Postgres {
+            program: "initdb".into(),
+            detail: format!("{}: {}", out.status, tail(&String::from_utf8_lossy(&out.stderr))),
+        });
+    }
+    write_file(&dir.join(PASSWORD), password.as_bytes(), 0o600)
+}
+
+fn read_password(dir: &Path) -> Result<String> {
+    let path = dir.join(PASSWORD);
+    fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| Error::NotACluster {
+            path: dir.to_owned(),
+            reason: format!("cannot read its password file {}: {e}", path.display()),
+        })
+}
+
+fn server_major(bin: &Binaries) -> Result<u32> {
+    let out = Command::new(bin.path("postgres"))
+        .arg("--version")
+        .output()
+        .map_err(|e| Error::Postgres {
+            program: "postgres --version".into(),
+            detail: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Postgres {
+            program: "postgres --version".into(),
+            detail: format!("unexpected output {text:?}"),
+        })
+}
+
+fn check_version(bin: &Binaries, pgdata: &Path) -> Result<()> {
+    let path = pgdata.join("PG_VERSION");
+    let cluster: u32 = fs::read_to_string(&path)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::NotACluster {
+            path: pgdata.to_owned(),
+            reason: "its PG_VERSION file is missing or unreadable".into(),
+        })?;
+    let server = server_major(bin)?;
+    if cluster != server {
+        return Err(Error::NotACluster {
+            path: pgdata.to_owned(),
+            reason: format!(
+                "it was made by PostgreSQL {cluster} but the binaries in {} are PostgreSQL {server}; \
+                 point DBOS_PG_BINDIR at PostgreSQL {cluster}",
+                bin.dir.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn choose_port(dir: &Path, fixed: Option<u16>) -> Result<u16> {
+    if let Some(port) = fixed {
+        return if port_free(port) {
+            Ok(port)
+        } else {
+            Err(Error::PortInUse { port })
+        };
+    }
+    let last = fs::read_to_string(dir.join(PORT))
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    if let Some(port) = last.filter(|p| port_free(*p)) {
+        return Ok(port);
+    }
+    let listener =
+        TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::io("binding", "127.0.0.1:0", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("binding", "127.0.0.1:0", e))?
+        .port();
+    Ok(port)
+}
+
+enum Started {
+    Ready(Child),
+    PortTaken,
+}
+
+fn spawn_server(
+    bin: &Binaries,
+    dir: &Path,
+    port: u16,
+    owner: Option<&User>,
+    opts: &Options,
+) -> Result<Started> {
+    let log_path = dir.join(LOG);
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io("opening", &log_path, e))?;
+    let log_start = log
+        .seek(SeekFrom::End(0))
+        .map_err(|e| Error::io("reading", &log_path, e))?;
+    let stderr = log
+        .try_clone()
+        .map_err(|e| Error::io("opening", &log_path, e))?;
+    let mut cmd = Command::new(bin.path("postgres"));
+    cmd.arg("-D")
+        .arg(dir.join(PGDATA))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir.join(RUN))
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "max_connections=300"])
+        .args(["-c", "unix_socket_permissions=0700"]);
+    for (name, value) in &opts.settings {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    cmd.current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(stderr))
+        // Its own process group: a Ctrl-C in the node's terminal must not reach Postgres
+        // before the node has drained its tasks.
+        .process_group(0);
+    as_user(&mut cmd, owner);
+    if opts.die_with_parent {
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGQUIT).map_err(std::io::Error::from)
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::Postgres {
+        program: "postgres".into(),
+        detail: e.to_string(),
+    })?;
+    let pid_file = dir.join(PGDATA).join("postmaster.pid");
+    let deadline = Instant::now() + Duration::from_millis(opts.start_timeout_ms);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| Error::Postgres {
+            program: "postgres".into(),
+            detail: e.to_string(),
+        })? {
+            let log_text = read_from(&log_path, log_start);
+            if log_text.contains("could not bind") || log_text.contains("Address already in use") {
+                return Ok(Started::PortTaken);
+            }
+            return Err(Error::Postgres {
+                program: "postgres".into(),
+                detail: format!(
+                    "exited with {status} while starting; its log {} ends with:\n{}",
+                    log_path.display(),
+                    tail(&log_text)
+                ),
+            });
+        }
+        if fs::read_to_string(&pid_file)
+            .map(|t| t.lines().nth(7).map(str::trim) == Some("ready"))
+            .unwrap_or(false)
+        {
+            return Ok(Started::Ready(child));
+        }
+        if Instant::now() > deadline {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGQUIT);
+            let _ = child.wait();
+            return Err(Error::Postgres {
+                program: "postgres".into(),
+                detail: format!(
+                    "not ready after {} ms; its log {} ends with:\n{}",
+                    opts.start_timeout_ms,
+                    log_path.display(),
+                    tail(&read_from(&log_path, log_start))
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop_server(dir: &Path, pid: i32, mut child: Option<&mut Child>) -> Result<()> {
+    let exited = |child: &mut Option<&mut Child>| match child {
+        Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+        None => !alive(pid),
+    };
+    for (signal, wait_ms) in [
+        (Signal::SIGINT, STOP_TIMEOUT_MS),
+        (Signal::SIGQUIT, 5_000),
+        (Signal::SIGKILL, 5_000),
+    ] {
+        if exited(&mut child) {
+            break;
+        }
+        let _ = kill(Pid::from_raw(pid), signal);
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        while !exited(&mut child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if exited(&mut child) {
+            tracing::info!(pid, ?signal, dir = %dir.display(), "stopped the embedded Postgres");
+            return Ok(());
+        }
+        tracing::warn!(pid, ?signal, "Postgres did not stop in time; escalating");
+    }
+    if exited(&mut child) {
+        Ok(())
+    } else {
+        Err(Error::Postgres {
+            program: "postgres".into(),
+            detail: format!("process {pid} did not stop even after SIGKILL"),
+        })
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Error::io("writing", path, e))?;
+    f.write_all(contents)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("writing", path, e))
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.seek(SeekFrom::Start(offset));
+        let _ = f.read_to_string(&mut text);
+    }
+    text
+}
+
+/// The last lines of a program's output, for error messages.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

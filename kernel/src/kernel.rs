@@ -1,0 +1,278 @@
+//! Boot and shutdown of a node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::{self, PoolLimits};
+use crate::embedded::{self, Cluster};
+use crate::error::Result;
+use crate::migrate::{self, ServiceMigrations};
+use crate::node::{self, NodeInfo};
+use crate::notify::Notifier;
+use crate::task::Runtime;
+
+/// Version of this binary, recorded for every node.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A booted node: the database, its identity, the task runtime and the notifier.
+#[derive(Debug)]
+pub struct Kernel {
+    config: Config,
+    pool: PgPool,
+    url: String,
+    node: NodeInfo,
+    runtime: Runtime,
+    notifier: Notifier,
+    shutdown: CancellationToken,
+    heartbeat: JoinHandle<()>,
+    cluster: Option<Cluster>,
+    replaced: Vec<String>,
+}
+
+/// What happened at shutdown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Tasks still running at the drain deadline; the next node recovers their work.
+    pub tasks_abandoned: usize,
+    /// Whether this node stopped the embedded Postgres (it was the last node using it).
+    pub postgres_stopped: bool,
+}
+
+impl Kernel {
+    /// Boots a node: the database (embedded when `config.database_url` is `None`), the
+    /// kernel's and the services' migrations, the node's registration, heartbeat, task runtime
+    /// and notifier.
+    ///
+    /// # Errors
+    /// Any [`crate::Error`]; on error nothing is left running (an embedded Postgres this call
+    /// started is stopped again).
+    pub async fn boot(config: Config, services: &[ServiceMigrations]) -> Result<Kernel> {
+        config.validate()?;
+        let (cluster, url) = match &config.database_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let cluster = Cluster::start(embedded::Options::from_config(&config)).await?;
+                let url = cluster.url().to_owned();
+                (Some(cluster), url)
+            }
+        };
+        match Self::boot_on(config, url, cluster.as_ref().map(|_| ()), services).await {
+            Ok(mut k) => {
+                k.cluster = cluster;
+                Ok(k)
+            }
+            Err(e) => {
+                if let Some(cluster) = cluster {
+                    if let Err(stop) = cluster.stop().await {
+                        tracing::warn!(error = %stop, "could not stop the embedded Postgres after a failed boot");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_on(
+        config: Config,
+        url: String,
+        embedded: Option<()>,
+        services: &[ServiceMigrations],
+    ) -> Result<Kernel> {
+        let pool = db::connect(&url, &PoolLimits::from_config(&config)).await?;
+        let mut all = vec![migrate::KERNEL];
+        all.extend_from_slice(services);
+        migrate::apply(&pool, &all).await?;
+
+        let hostname = node::hostname();
+        let node = NodeInfo {
+            node_id: config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| node::fresh_node_id(&hostname)),
+            hostname,
+            pid: std::process::id() as i32,
+            version: VERSION.to_owned(),
+            data_dir: embedded.map(|()| config.data_dir.display().to_string()),
+            slots: config.slots,
+            labels: config.labels.clone(),
+            lease_ms: config.node_lease_ms,
+        };
+        node::register(&pool, &node).await?;
+        let replaced = node::mark_predecessors_dead(&pool, &node).await?;
+        let notifier = Notifier::start(&pool, config.notify_buffer_max).await?;
+        let runtime = Runtime::new(pool.clone(), &node.node_id, config.slots);
+        let shutdown = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            pool.clone(),
+            node.node_id.clone(),
+            Duration::from_millis(config.heartbeat_interval_ms),
+            shutdown.clone(),
+        ));
+        tracing::info!(node_id = %node.node_id, slots = node.slots, "node booted");
+        Ok(Kernel {
+            config,
+            pool,
+            url,
+            node,
+            runtime,
+            notifier,
+            shutdown,
+            heartbeat,
+            cluster: None,
+            replaced,
+        })
+    }
+
+    /// The pool on the system database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// URL of the system database (with its password).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node.node_id
+    }
+
+    /// This node's registration.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// The configuration the node booted with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The task runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The notifier.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Cancelled when the node begins to shut down (or learns it was declared dead): loops that
+    /// claim work stop claiming when it fires.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Earlier nodes of this host and data directory that this boot found dead (a restart after
+    /// a crash); their work can be taken over at once.
+    pub fn replaced_nodes(&self) -> &[String] {
+        &self.replaced
+    }
+
+    /// Whether this process started the embedded Postgres.
+    pub fn started_postgres(&self) -> bool {
+        self.cluster.as_ref().is_some_and(Cluster::started_here)
+    }
+
+    /// Runs until SIGINT or SIGTERM (or until the node is declared dead), then shuts down. A
+    /// second signal during the drain abandons the running tasks at once.
+    ///
+    /// # Errors
+    /// Signal handlers cannot be installed, or shutdown fails.
+    pub async fn run_until_signal(self) -> Result<ShutdownReport> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sig = |kind| signal(kind).map_err(|e| crate::Error::io("installing a handler for", "signal", e));
+        let mut int = sig(SignalKind::interrupt())?;
+        let mut term = sig(SignalKind::terminate())?;
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            () = self.shutdown.cancelled() => {}
+        }
+        let second = async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        };
+        self.shutdown_with(Some(Box::pin(second))).await
+    }
+
+    /// Stops claiming work, drains running tasks up to `drain_timeout_ms`, marks the node
+    /// stopped, and stops the embedded Postgres if no other node uses it.
+    ///
+    /// # Errors
+    /// The database cannot record the stop, or Postgres does not stop.
+    pub async fn shutdown(self) -> Result<ShutdownReport> {
+        self.shutdown_with(None).await
+    }
+
+    async fn shutdown_with(
+        self,
+        abort: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    ) -> Result<ShutdownReport> {
+        self.shutdown.cancel();
+        if let Err(e) = node::mark_draining(&self.pool, &self.node.node_id).await {
+            tracing::warn!(error = %e, "could not record the drain");
+        }
+        let drain = Duration::from_millis(self.config.drain_timeout_ms);
+        let running = self.runtime.running();
+        if running > 0 {
+            tracing::info!(running, ?drain, "waiting for running tasks");
+        }
+        let abandoned = match abort {
+            Some(abort) => tokio::select! {
+                n = self.runtime.drain(drain) => n,
+                () = abort => {
+                    tracing::warn!("second signal: abandoning running tasks");
+                    self.runtime.running()
+                }
+            },
+            None => self.runtime.drain(drain).await,
+        };
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "tasks still running at the drain deadline; their work will be recovered");
+        }
+        let _ = self.heartbeat.await;
+        self.notifier.stop().await;
+        let marked = node::mark_stopped(&self.pool, &self.node.node_id).await;
+        self.pool.close().await;
+        let postgres_stopped = match self.cluster {
+            Some(cluster) => cluster.stop().await?,
+            None => false,
+        };
+        marked?;
+        tracing::info!(node_id = %self.node.node_id, "node stopped");
+        Ok(ShutdownReport {
+            tasks_abandoned: abandoned,
+            postgres_stopped,
+        })
+    }
+}
+
+async fn heartbeat_loop(pool: PgPool, node_id: String, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let node_id: Arc<str> = node_id.into();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match node::heartbeat(&pool, &node_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(%node_id, "this node was declared dead by the cluster; stopping");
+                shutdown.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Nodes: registration, heartbeats, liveness.
+//!
+//! All queries here run on `kernel.nodes`; times come from the database clock.
+
+use std::collections::BTreeMap;
+
+use sqlx::types::chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+
+use crate::error::{Error, Result};
+
+/// The identity a node registers with.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// Unique id; the DBOS `executor_id` of everything the node runs.
+    pub node_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Process id on the host.
+    pub pid: i32,
+    /// Version of the binary.
+    pub version: String,
+    /// Data directory of the embedded cluster, when the node uses one.
+    pub data_dir: Option<String>,
+    /// Tasks the node runs at once.
+    pub slots: u32,
+    /// Placement labels.
+    pub labels: BTreeMap<String, String>,
+    /// Silence after which the node counts as dead.
+    pub lease_ms: u64,
+}
+
+/// A row of `kernel.nodes`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Node {
+    /// Node id.
+    pub node_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Process id.
+    pub pid: i32,
+    /// `running`, `draining`, `stopped` or `dead`.
+    pub state: String,
+    /// Last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Whether it heartbeats within its lease.
+    pub alive: bool,
+}
+
+/// A fresh node id: the host name and 8 random hex digits.
+pub fn fresh_node_id(hostname: &str) -> String {
+    let host: String = hostname.chars().take(96).collect();
+    format!("{host}-{}", hex::encode(rand::random::<[u8; 4]>()))
+}
+
+/// The host's name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Registers a node as running. A node id may be reused (`--node-id`) once its previous holder
+/// is stopped, dead, or silent past its lease.
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// [`Error::Config`] when a live node holds the id.
+pub async fn register(pool: &PgPool, n: &NodeInfo) -> Result<()> {
+    let labels = serde_json::to_value(&n.labels).expect("string maps serialise");
+    // Inserts, or takes over a row whose holder is gone (served by the primary key).
+    let row = sqlx::query(
+        "INSERT INTO kernel.nodes AS n
+             (node_id, hostname, pid, version, data_dir, slots, labels, lease_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (node_id) DO UPDATE SET
+             hostname = excluded.hostname, pid = excluded.pid, version = excluded.version,
+             data_dir = excluded.data_dir, slots = excluded.slots, labels = excluded.labels,
+             lease_ms = excluded.lease_ms, started_at = now(), heartbeat_at = now(),
+             stopped_at = NULL, state = 'running'
+         WHERE n.state IN ('stopped', 'dead')
+            OR n.heartbeat_at < now() - n.lease_ms * interval '1 millisecond'
+            OR (n.hostname = excluded.hostname AND n.pid = $9)
+         RETURNING node_id",
+    )
+    .bind(&n.node_id)
+    .bind(&n.hostname)
+    .bind(n.pid)
+    .bind(&n.version)
+    .bind(&n.data_dir)
+    .bind(n.slots as i32)
+    .bind(labels)
+    .bind(n.lease_ms as i64)
+    // A previous holder on this host whose process is gone may be replaced at once.
+    .bind(dead_local_pid(pool, &n.node_id, &n.hostname).await?)
+    .fetch_optional(pool)
+    .await?;
+    if row.is_none() {
+        return Err(Error::Config(format!(
+            "node id {:?} belongs to a live node; choose another --node-id or stop that node",
+            n.node_id
+        )));
+    }
+    Ok(())
+}
+
+/// The pid of the current holder of `node_id` on this host if that process is gone, else 0.
+async fn dead_local_pid(pool: &PgPool, node_id: &str, hostname: &str) -> Result<i32> {
+    let pid: Option<i32> =
+        sqlx::query_scalar("SELECT pid FROM kernel.nodes WHERE node_id = $1 AND hostname = $2")
+            .bind(node_id)
+            .bind(hostname)
+            .fetch_optional(pool)
+            .await?;
+    Ok(pid.filter(|p| !process_alive(*p)).unwrap_or(0))
+}
+
+fn process_alive(pid: i32) -> bool {
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    pid > 0 && matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
+}
+
+/// Marks as dead the earlier nodes of this host and data directory whose processes are gone
+/// (a restart after a crash), so their work can be taken over at once instead of after their
+/// lease. Returns their ids.
+///
+/// 2 round trips, 1 commit (served by `nodes_host_idx`).
+///
+/// # Errors
+/// Database errors.
+pub async fn mark_predecessors_dead(pool: &PgPool, me: &NodeInfo) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "SELECT node_id, pid FROM kernel.nodes
+         WHERE hostname = $1 AND data_dir IS NOT DISTINCT FROM $2
+           AND state IN ('running', 'draining') AND node_id <> $3",
+    )
+    .bind(&me.hostname)
+    .bind(&me.data_dir)
+    .bind(&me.node_id)
+    .fetch_all(pool)
+    .await?;
+    let gone: Vec<String> = rows
+        .iter()
+        .filter(|r| !process_alive(r.get::<i32, _>("pid")))
+        .map(|r| r.get("node_id"))
+        .collect();
+    if gone.is_empty() {
+        return Ok(gone);
+    }
+    let marked: Vec<String> = sqlx::query_scalar(
+        "UPDATE kernel.nodes SET state = 'dead', stopped_at = now()
+         WHERE node_id = ANY($1) AND state IN ('running', 'draining')
+         RETURNING node_id",
+    )
+    .bind(&gone)
+    .fetch_all(pool)
+    .await?;
+    for id in &marked {
+        tracing::info!(node_id = %id, "marked the previous node of this host dead");
+    }
+    Ok(marked)
+}
+
+/// Records a heartbeat. Returns `false` when the node is no longer registered as live (another
+/// node declared it dead), in which case it must stop.
+///
+/// 1 round trip, 1 commit (primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn heartbeat(pool: &PgPool, node_id: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE kernel.nodes SET heartbeat_at = now()
+         WHERE node_id = $1 AND state IN ('running', 'draining')",
+    )
+    .bind(node_id)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Sets a live node's state to `draining`.
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// Database errors.
+pub async fn mark_draining(pool: &PgPool, node_id: &str) -> Result<()> {
+    sqlx::query("UPDATE kernel.nodes SET state = 'draining' WHERE node_id = $1 AND state = 'running'")
+        .bind(node_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records that a node left cleanly.
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// Database errors.
+pub async fn mark_stopped(pool: &PgPool, node_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE kernel.nodes SET state = 'stopped', stopped_at = now()
+         WHERE node_id = $1 AND state IN ('running', 'draining')",
+    )
+    .bind(node_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Nodes that are dead but never left cleanly: marked dead by a successor, or running/draining
+/// with a heartbeat older than their lease. Their work is to be taken over.
+///
+/// 1 round trip (served by `nodes_live_idx`).
+///
+/// # Errors
+/// Database errors.
+pub async fn dead_nodes(pool: &PgPool) -> Result<Vec<Node>> {
+    list(
+        pool,
+        "WHERE state = 'dead'
+            OR (state IN ('running', 'draining')
+                AND heartbeat_at < now() - lease_ms * interval '1 millisecond')",
+    )
+    .await
+}
+
+/// Every node, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn all_nodes(pool: &PgPool) -> Result<Vec<Node>> {
+    list(pool, "").await
+}
+
+async fn list(pool: &PgPool, filter: &str) -> Result<Vec<Node>> {
+    let sql = format!(
+        "SELECT node_id, hostname, pid, state, heartbeat_at,
+                state IN ('running', 'draining')
+                    AND heartbeat_at > now() - lease_ms * interval '1 millisecond' AS alive
+         FROM kernel.nodes {filter} ORDER BY started_at DESC"
+    );
+    let rows = sqlx::query(&sql).fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Node {
+            node_id: r.get("node_id"),
+            hostname: r.get("hostname"),
+            pid: r.get("pid"),
+            state: r.get("state"),
+            heartbeat_at: r.get("heartbeat_at"),
+            alive: r.get("alive"),
+        })
+        .collect())
+}

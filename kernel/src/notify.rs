@@ -1,0 +1,221 @@
+//! The notifier: one LISTEN connection per node, fanned out to in-process waiters.
+//!
+//! Notifications are hints. A waiter that wakes always re-checks its table, and after the
+//! LISTEN connection is lost and re-established (when notifications may have been missed) every
+//! waiter receives [`Wake::Recheck`], so a lost notification costs latency, never correctness.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// Channel the notifier itself listens on, to learn of new subscriptions while it waits.
+const CONTROL_CHANNEL: &str = "dbos_kernel_notifier";
+/// Longest pause between reconnection attempts of the LISTEN connection.
+const RECONNECT_PAUSE_MS_MAX: u64 = 2_000;
+/// Longest channel name Postgres accepts (NAMEDATALEN - 1).
+const CHANNEL_BYTES_MAX: usize = 63;
+
+/// Why a waiter woke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A NOTIFY arrived on the channel, with its payload.
+    Notified(String),
+    /// Notifications may have been lost (reconnect, or this waiter fell behind): re-check.
+    Recheck,
+}
+
+/// Handle to the node's notifier. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    channels: Mutex<HashMap<String, broadcast::Sender<Wake>>>,
+    commands: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
+    pool: PgPool,
+    buffer_max: usize,
+    stop: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A subscription to one channel.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: broadcast::Receiver<Wake>,
+}
+
+impl Subscription {
+    /// Waits for the next wake-up; `None` once the notifier has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a wake-up not returned stays queued.
+    pub async fn recv(&mut self) -> Option<Wake> {
+        match self.rx.recv().await {
+            Ok(w) => Some(w),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Wake::Recheck),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl Notifier {
+    /// Starts the notifier with its own connection to `pool`'s database (not one of the pool's).
+    ///
+    /// # Errors
+    /// The first LISTEN connection cannot be made.
+    pub async fn start(pool: &PgPool, buffer_max: usize) -> Result<Notifier> {
+        let opts = pool.connect_options().as_ref().clone();
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(opts);
+        let mut listener = PgListener::connect_with(&listen_pool).await?;
+        listener.ignore_pool_close_event(true);
+        listener.eager_reconnect(true);
+        listener.listen(CONTROL_CHANNEL).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            channels: Mutex::new(HashMap::new()),
+            commands: tx,
+            pool: pool.clone(),
+            buffer_max,
+            stop: CancellationToken::new(),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(listener, rx, Arc::downgrade(&inner), inner.stop.clone()));
+        *inner.task.lock() = Some(task);
+        Ok(Notifier { inner })
+    }
+
+    /// Subscribes to `channel`; returns once the node is listening on it, so any NOTIFY
+    /// committed afterwards wakes the subscription.
+    ///
+    /// # Errors
+    /// An invalid channel name, or the notifier has stopped.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription> {
+        if channel.is_empty() || channel.len() > CHANNEL_BYTES_MAX {
+            return Err(Error::Config(format!(
+                "channel name {channel:?} must be 1 to {CHANNEL_BYTES_MAX} bytes"
+            )));
+        }
+        let (rx, fresh) = {
+            let mut channels = self.inner.channels.lock();
+            match channels.get(channel) {
+                Some(tx) => (tx.subscribe(), false),
+                None => {
+                    let (tx, rx) = broadcast::channel(self.inner.buffer_max);
+                    channels.insert(channel.to_owned(), tx);
+                    (rx, true)
+                }
+            }
+        };
+        if fresh {
+            let (ack_tx, ack_rx) = oneshot::channel();
+            self.inner
+                .commands
+                .send((channel.to_owned(), ack_tx))
+                .map_err(|_| Error::ShuttingDown)?;
+            // Wakes the loop, which is waiting for notifications, to LISTEN on the channel.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CONTROL_CHANNEL)
+                .execute(&self.inner.pool)
+                .await?;
+            ack_rx.await.map_err(|_| Error::ShuttingDown)?;
+        }
+        Ok(Subscription { rx })
+    }
+
+    /// Stops listening; subscriptions then return `None`.
+    pub async fn stop(&self) {
+        self.inner.stop.cancel();
+        let task = self.inner.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.inner.channels.lock().clear();
+    }
+}
+
+async fn run(
+    mut listener: PgListener,
+    mut commands: mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>,
+    inner: std::sync::Weak<Inner>,
+    stop: CancellationToken,
+) {
+    let mut pause_ms = 50;
+    let mut broken = false;
+    loop {
+        // Subscriptions requested since the last wake-up.
+        while let Ok((channel, ack)) = commands.try_recv() {
+            match listener.listen(&channel).await {
+                Ok(()) => {
+                    let _ = ack.send(());
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "LISTEN failed; will retry");
+                    broken = true;
+                    // Keep the request for the next round.
+                    let Some(inner) = inner.upgrade() else { return };
+                    let _ = inner.commands.send((channel, ack));
+                    break;
+                }
+            }
+        }
+        if broken {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
+            }
+            pause_ms = (pause_ms * 2).min(RECONNECT_PAUSE_MS_MAX);
+            // Reconnects (re-listening on every channel) if the connection is gone.
+            if listener.listen(CONTROL_CHANNEL).await.is_err() {
+                continue;
+            }
+            broken = false;
+            pause_ms = 50;
+            let Some(inner) = inner.upgrade() else { return };
+            broadcast_all(&inner, Wake::Recheck);
+            tracing::info!("notifier reconnected; waiters re-check");
+        }
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = listener.try_recv() => next,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        match next {
+            Ok(Some(n)) if n.channel() == CONTROL_CHANNEL => {}
+            Ok(Some(n)) => {
+                if let Some(tx) = inner.channels.lock().get(n.channel()) {
+                    let _ = tx.send(Wake::Notified(n.payload().to_owned()));
+                }
+            }
+            // Lost and re-established (eager reconnect): anything in between was missed.
+            Ok(None) => {
+                broadcast_all(&inner, Wake::Recheck);
+                tracing::info!("notifier connection was lost and re-established; waiters re-check");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "notifier connection lost; reconnecting");
+                broken = true;
+                broadcast_all(&inner, Wake::Recheck);
+            }
+        }
+    }
+}
+
+fn broadcast_all(inner: &Inner, wake: Wake) {
+    for tx in inner.channels.lock().values() {
+        let _ = tx.send(wake.clone());
+    }
+}

@@ -1,0 +1,181 @@
+//! The task runtime: tasks run concurrently on tokio, bounded by the node's slots, and each
+//! receives a [`TaskCtx`] whose one capability is opening a database transaction.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{Error, Result};
+
+/// What a task may use: a transactional database client and its own identity.
+#[derive(Clone, Debug)]
+pub struct TaskCtx {
+    pool: PgPool,
+    task_id: Arc<str>,
+    node_id: Arc<str>,
+}
+
+impl TaskCtx {
+    /// Opens a transaction on the system database.
+    ///
+    /// # Errors
+    /// No connection within the pool's acquire timeout, or the database refuses.
+    ///
+    /// # Cancel safety
+    /// Dropping the transaction (or the future holding it) rolls it back.
+    pub async fn tx(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// The task's id.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// The id of the node running the task.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+/// Runs tasks on this node, at most `slots` at once. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pool: PgPool,
+    node_id: Arc<str>,
+    slots: Arc<Semaphore>,
+    slots_max: usize,
+    tracker: TaskTracker,
+}
+
+/// A running task; await it for its output.
+#[derive(Debug)]
+pub struct TaskHandle<T> {
+    join: JoinHandle<T>,
+}
+
+impl<T> TaskHandle<T> {
+    /// Waits for the task's output.
+    ///
+    /// # Errors
+    /// The task panicked or was aborted; the message says which.
+    pub async fn join(self) -> std::result::Result<T, tokio::task::JoinError> {
+        self.join.await
+    }
+
+    /// Aborts the task at its next await point.
+    pub fn abort(&self) {
+        self.join.abort();
+    }
+}
+
+impl Runtime {
+    /// A runtime for `node_id` with `slots` concurrent tasks.
+    pub fn new(pool: PgPool, node_id: &str, slots: u32) -> Runtime {
+        let slots_max = slots as usize;
+        Runtime {
+            pool,
+            node_id: node_id.into(),
+            slots: Arc::new(Semaphore::new(slots_max)),
+            slots_max,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Starts a task once a slot is free.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] once the runtime is closed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it returns starts nothing.
+    pub async fn spawn<F, Fut, T>(&self, task_id: impl Into<Arc<str>>, task: F) -> Result<TaskHandle<T>>
+    where
+        F: FnOnce(TaskCtx) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        Ok(self.start(permit, task_id.into(), task))
+    }
+
+    /// Starts a task if a slot is free now; otherwise hands the task back.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] once the runtime is closed.
+    pub fn try_spawn<F, Fut, T>(
+        &self,
+        task_id: impl Into<Arc<str>>,
+        task: F,
+    ) -> Result<std::result::Result<TaskHandle<T>, F>>
+    where
+        F: FnOnce(TaskCtx) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Ok(self.start(permit, task_id.into(), task))),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(Err(task)),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(Error::ShuttingDown),
+        }
+    }
+
+    fn start<F, Fut, T>(&self, permit: OwnedSemaphorePermit, task_id: Arc<str>, task: F) -> TaskHandle<T>
+    where
+        F: FnOnce(TaskCtx) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ctx = TaskCtx {
+            pool: self.pool.clone(),
+            task_id,
+            node_id: self.node_id.clone(),
+        };
+        let fut = task(ctx);
+        let join = self.tracker.spawn(async move {
+            let out = fut.await;
+            drop(permit);
+            out
+        });
+        TaskHandle { join }
+    }
+
+    /// Slots free now.
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// Tasks running now.
+    pub fn running(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// The node's slot count.
+    pub fn slots(&self) -> usize {
+        self.slots_max
+    }
+
+    /// Refuses new tasks from now on.
+    pub fn close(&self) {
+        self.slots.close();
+        self.tracker.close();
+    }
+
+    /// Closes the runtime and waits up to `timeout` for running tasks. Returns how many were
+    /// still running at the deadline (their durable state is recovered by the next node).
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.close();
+        let _ = tokio::time::timeout(timeout, self.tracker.wait()).await;
+        self.tracker.len()
+    }
+}

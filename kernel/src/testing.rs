@@ -1,0 +1,129 @@
+//! Test support: one embedded cluster per test binary, a fresh database per test.
+//!
+//! Set `DBOS_TEST_DATABASE_URL` to use another server instead of the embedded cluster.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::config::Config;
+use crate::db::quote_ident;
+use crate::embedded::{self, Cluster};
+
+/// A database of its own for one test.
+#[derive(Clone, Debug)]
+pub struct TestDb {
+    /// URL of the test's database.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// A node configuration on this database with short intervals for tests.
+    pub fn config(&self) -> Config {
+        Config {
+            database_url: Some(self.url.clone()),
+            heartbeat_interval_ms: 100,
+            node_lease_ms: 1_000,
+            pool_size_max: 8,
+            drain_timeout_ms: 5_000,
+            connect_retry_ms_max: 2_000,
+            ..Config::default()
+        }
+    }
+}
+
+struct Server {
+    /// URL of the server's maintenance database.
+    admin_url: String,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+/// The test binary's server: `DBOS_TEST_DATABASE_URL`, or an embedded cluster started once
+/// and stopped when the test binary exits.
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DBOS_TEST_DATABASE_URL") {
+            return Server { admin_url: url };
+        }
+        let dir = scratch_dir();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Postgres is told to quit when the thread that forked it exits; this thread lives as
+        // long as the test binary.
+        std::thread::Builder::new()
+            .name("dbos-test-postgres".into())
+            .spawn(move || {
+                let opts = embedded::Options {
+                    data_dir: dir,
+                    die_with_parent: true,
+                    ..embedded::Options::from_config(&Config::default())
+                };
+                let cluster = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a test runtime can be built")
+                    .block_on(Cluster::start_here(opts));
+                match cluster {
+                    Ok(c) => {
+                        tx.send(Ok(c.url().to_owned())).expect("the test waits");
+                        loop {
+                            std::thread::park();
+                        }
+                    }
+                    Err(e) => tx.send(Err(e.to_string())).expect("the test waits"),
+                }
+            })
+            .expect("a thread can be spawned");
+        let url = rx
+            .recv()
+            .expect("the cluster thread answers")
+            .unwrap_or_else(|e| panic!("the test cluster did not start: {e}"));
+        let admin_url = url.rsplit_once('/').expect("a database URL").0.to_owned() + "/postgres";
+        Server { admin_url }
+    })
+}
+
+/// A scratch data directory for this process, after removing those of dead test processes.
+fn scratch_dir() -> PathBuf {
+    let root = std::env::temp_dir().join("dbos-test-clusters");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let pid: Option<i32> = e.file_name().to_str().and_then(|n| n.parse().ok());
+            if let Some(pid) = pid {
+                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let _ = std::fs::create_dir_all(&root);
+    // Reachable by the unprivileged user that runs Postgres when tests run as root.
+    let _ = std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
+    root.join(std::process::id().to_string())
+}
+
+/// URL of the test server's maintenance database.
+pub fn admin_url() -> String {
+    server().admin_url.clone()
+}
+
+/// A new, empty database for one test.
+///
+/// # Panics
+/// When the test server cannot be reached; tests cannot run without it.
+pub async fn database() -> TestDb {
+    let admin = admin_url();
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test server: {e}"));
+    conn.execute(format!("CREATE DATABASE {}", quote_ident(&name)).as_str())
+        .await
+        .expect("a test database can be created");
+    let _ = conn.close().await;
+    let url = format!("{}/{name}", admin.rsplit_once('/').expect("a database URL").0);
+    TestDb { url, name }
+}

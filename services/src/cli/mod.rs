@@ -1,0 +1,275 @@
+//! The `dbos` command-line interface.
+
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dbos_kernel::db::{self, PoolLimits};
+use dbos_kernel::{config, embedded, redact_url, Config, Kernel};
+
+use render::Format;
+
+/// A database-oriented operating system on Postgres.
+#[derive(Debug, Parser)]
+#[command(name = "dbos", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot a node in the foreground (Ctrl-C or SIGTERM stops it cleanly).
+    Boot(BootArgs),
+    /// Show the database, its nodes and applied migrations.
+    Status {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run SQL on the system database and print the rows.
+    Sql {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print the rows as a JSON array of objects.
+        #[arg(long)]
+        json: bool,
+        /// The SQL; several statements separated by `;` run in order.
+        query: String,
+    },
+    /// Open psql on the system database.
+    Psql {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Extra arguments for psql, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+/// How a command finds the database.
+#[derive(Debug, Args)]
+struct ConnArgs {
+    /// Postgres URL of the system database; the embedded cluster of --data-dir when unset.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Data directory of the embedded cluster [default: /var/lib/dbos for root, else
+    /// ~/.local/share/dbos].
+    #[arg(long, env = "DBOS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// The database URL: given, or that of the running embedded cluster.
+    fn url(&self) -> Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        let dir = self.data_dir.clone().unwrap_or_else(config::default_data_dir);
+        Ok(embedded::discover(&dir)?.url)
+    }
+}
+
+#[derive(Debug, Args)]
+struct BootArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Node id; a fresh one per boot when unset.
+    #[arg(long, env = "DBOS_NODE_ID")]
+    node_id: Option<String>,
+    /// Tasks this node runs at once.
+    #[arg(long, env = "DBOS_SLOTS", default_value_t = Config::default().slots)]
+    slots: u32,
+    /// Placement label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Unprivileged user that runs the embedded Postgres when booting as root.
+    #[arg(long, env = "DBOS_PG_USER", default_value_t = Config::default().pg_user)]
+    pg_user: String,
+    /// Directory of the Postgres server binaries; searched for when unset.
+    #[arg(long, env = "DBOS_PG_BINDIR")]
+    pg_bindir: Option<PathBuf>,
+    /// Port of the embedded Postgres on 127.0.0.1; a free one when unset.
+    #[arg(long, env = "DBOS_PG_PORT")]
+    pg_port: Option<u16>,
+    /// Connections in the node's pool.
+    #[arg(long, default_value_t = Config::default().pool_size_max)]
+    pool_size_max: u32,
+    /// Interval between heartbeats, in ms.
+    #[arg(long, default_value_t = Config::default().heartbeat_interval_ms)]
+    heartbeat_interval_ms: u64,
+    /// Silence after which a node counts as dead, in ms.
+    #[arg(long, default_value_t = Config::default().node_lease_ms)]
+    node_lease_ms: u64,
+    /// Time running tasks get to finish at shutdown, in ms.
+    #[arg(long, default_value_t = Config::default().drain_timeout_ms)]
+    drain_timeout_ms: u64,
+    /// Time spent retrying an unreachable database, in ms.
+    #[arg(long, default_value_t = Config::default().connect_retry_ms_max)]
+    connect_retry_ms_max: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    config::parse_label(s).map_err(|e| e.to_string())
+}
+
+impl BootArgs {
+    fn config(self) -> Config {
+        Config {
+            database_url: self.conn.database_url,
+            data_dir: self.conn.data_dir.unwrap_or_else(config::default_data_dir),
+            node_id: self.node_id,
+            slots: self.slots,
+            labels: self.labels.into_iter().collect(),
+            pg_user: self.pg_user,
+            pg_bindir: self.pg_bindir,
+            pg_port: self.pg_port,
+            pool_size_max: self.pool_size_max,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            node_lease_ms: self.node_lease_ms,
+            drain_timeout_ms: self.drain_timeout_ms,
+            connect_retry_ms_max: self.connect_retry_ms_max,
+            ..Config::default()
+        }
+    }
+}
+
+/// Runs the `dbos` command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Boot(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Boot(args) => boot(args).await,
+        Command::Status { conn, json } => status(&conn, Format::from_json_flag(json)).await,
+        Command::Sql { conn, json, query } => {
+            sql(&conn, &query, Format::from_json_flag(json)).await
+        }
+        Command::Psql { conn, args } => psql(&conn, &args),
+    }
+}
+
+async fn boot(args: BootArgs) -> Result<ExitCode> {
+    let config = args.config();
+    let kernel = Kernel::boot(config, &crate::migrations()).await?;
+    println!("node {}", kernel.node_id());
+    println!("database {}", kernel.url());
+    if kernel.config().database_url.is_none() {
+        println!("data-dir {}", kernel.config().data_dir.display());
+    }
+    use std::io::Write;
+    std::io::stdout().flush().context("writing to stdout")?;
+    let report = kernel.run_until_signal().await?;
+    if report.tasks_abandoned > 0 {
+        eprintln!(
+            "{} tasks were still running at the drain deadline; their work will be recovered",
+            report.tasks_abandoned
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cli_limits() -> PoolLimits {
+    PoolLimits {
+        size_max: 2,
+        ..PoolLimits::default()
+    }
+}
+
+async fn sql(conn: &ConnArgs, query: &str, format: Format) -> Result<ExitCode> {
+    let url = conn.url()?;
+    let mut c = db::connect_one(&url, &cli_limits()).await?;
+    match render::run_query(&mut c, query).await {
+        Ok(sets) => {
+            render::print_sets(&sets, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {}", render::describe_db_error(&e));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
+    let url = conn.url()?;
+    let mut c = db::connect_one(&url, &cli_limits()).await?;
+    let sections = [
+        (
+            "database",
+            format!(
+                "SELECT current_database() AS database, '{}' AS url, \
+                 current_setting('server_version') AS server_version, \
+                 (SELECT count(*) FROM os.nodes WHERE alive) AS nodes_alive",
+                redact_url(&url).replace('\'', "''")
+            ),
+        ),
+        (
+            "nodes",
+            "SELECT node_id, hostname, pid, state, alive, slots, labels, started_at, heartbeat_at \
+             FROM os.nodes ORDER BY alive DESC, started_at DESC"
+                .to_owned(),
+        ),
+        (
+            "migrations",
+            "SELECT service, max(version) AS version, count(*) AS applied, \
+             max(applied_at) AS last_applied_at FROM os.migrations GROUP BY service ORDER BY service"
+                .to_owned(),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, q) in sections {
+        let sets = render::run_query(&mut c, &q)
+            .await
+            .map_err(|e| anyhow::anyhow!(render::describe_db_error(&e)))
+            .with_context(|| format!("reading {name}; was this database booted by `dbos boot`?"))?;
+        let Some(set) = sets.into_iter().next() else {
+            bail!("no result for {name}");
+        };
+        out.push((name, set));
+    }
+    render::print_sections(&out, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn psql(conn: &ConnArgs, args: &[String]) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let url = conn.url()?;
+    let err = std::process::Command::new("psql").arg(&url).args(args).exec();
+    if err.kind() == std::io::ErrorKind::NotFound {
+        bail!("psql not found on PATH; install it with `apt-get install postgresql-client`");
+    }
+    Err(err).context("running psql")
+}

@@ -1,0 +1,222 @@
+//! Running arbitrary SQL and printing its rows as tables or JSON.
+//!
+//! Queries run through the simple-query protocol, so every value arrives as text whatever its
+//! type; the column types then decide how a value is written in JSON.
+
+use std::io::Write;
+
+use anyhow::Result;
+use futures_util::TryStreamExt;
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::{Column, Either, PgConnection, Row, TypeInfo, ValueRef};
+
+/// Output style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Format {
+    Table,
+    Json,
+}
+
+impl Format {
+    pub(super) fn from_json_flag(json: bool) -> Format {
+        if json {
+            Format::Json
+        } else {
+            Format::Table
+        }
+    }
+}
+
+/// The result of one statement.
+#[derive(Debug, Default)]
+pub(super) struct ResultSet {
+    columns: Vec<(String, String)>,
+    rows: Vec<Vec<Option<String>>>,
+    rows_affected: u64,
+}
+
+/// Runs one or more statements and collects each one's rows.
+pub(super) async fn run_query(
+    conn: &mut PgConnection,
+    query: &str,
+) -> Result<Vec<ResultSet>, sqlx::Error> {
+    let mut sets = Vec::new();
+    let mut current = ResultSet::default();
+    let mut stream = sqlx::raw_sql(query).fetch_many(conn);
+    while let Some(item) = stream.try_next().await? {
+        match item {
+            Either::Left(done) => {
+                current.rows_affected = done.rows_affected();
+                sets.push(std::mem::take(&mut current));
+            }
+            Either::Right(row) => current.push(&row)?,
+        }
+    }
+    Ok(sets)
+}
+
+impl ResultSet {
+    fn push(&mut self, row: &PgRow) -> Result<(), sqlx::Error> {
+        if self.columns.is_empty() {
+            self.columns = row
+                .columns()
+                .iter()
+                .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+                .collect();
+        }
+        let mut values = Vec::with_capacity(row.len());
+        for i in 0..row.len() {
+            let raw = row.try_get_raw(i)?;
+            values.push(if raw.is_null() {
+                None
+            } else {
+                Some(
+                    raw.as_str()
+                        .map_err(sqlx::Error::Decode)?
+                        .to_owned(),
+                )
+            });
+        }
+        self.rows.push(values);
+        Ok(())
+    }
+
+    fn to_json(&self) -> Vec<Value> {
+        self.rows
+            .iter()
+            .map(|row| {
+                let mut obj = Map::new();
+                for ((name, ty), v) in self.columns.iter().zip(row) {
+                    obj.insert(name.clone(), json_value(ty, v.as_deref()));
+                }
+                Value::Object(obj)
+            })
+            .collect()
+    }
+}
+
+/// A text value as JSON, typed by its Postgres type name.
+fn json_value(ty: &str, v: Option<&str>) -> Value {
+    let Some(v) = v else { return Value::Null };
+    match ty {
+        "BOOL" => Value::Bool(v == "t"),
+        "INT2" | "INT4" | "INT8" | "OID" => v
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(v.to_owned())),
+        "FLOAT4" | "FLOAT8" | "NUMERIC" => match v.parse::<f64>() {
+            Ok(f) if f.is_finite() => Value::from(f),
+            _ => Value::String(v.to_owned()),
+        },
+        "JSON" | "JSONB" => serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
+        _ => Value::String(v.to_owned()),
+    }
+}
+
+/// Prints every statement's rows: tables for people, or one JSON array of the row objects of
+/// every row-returning statement.
+pub(super) fn print_sets(sets: &[ResultSet], format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            let rows: Vec<Value> = sets.iter().flat_map(ResultSet::to_json).collect();
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            for set in sets {
+                if set.columns.is_empty() {
+                    writeln!(out, "OK ({} rows affected)", set.rows_affected)?;
+                } else {
+                    write_table(&mut out, set)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints named sections (`dbos status`): titled tables, or one JSON object of row arrays.
+pub(super) fn print_sections(sections: &[(&str, ResultSet)], format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            let obj: Map<String, Value> = sections
+                .iter()
+                .map(|(name, set)| ((*name).to_owned(), Value::Array(set.to_json())))
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &obj)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            for (name, set) in sections {
+                writeln!(out, "{name}:")?;
+                write_table(&mut out, set)?;
+                writeln!(out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_table(out: &mut impl Write, set: &ResultSet) -> Result<()> {
+    let mut widths: Vec<usize> = set.columns.iter().map(|(n, _)| n.chars().count()).collect();
+    for row in &set.rows {
+        for (w, v) in widths.iter_mut().zip(row) {
+            *w = (*w).max(v.as_deref().map_or(0, |v| v.chars().count()));
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!(" {c:<w$} "))
+            .collect::<Vec<_>>()
+            .join("|")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(set.columns.iter().map(|(n, _)| n.as_str()).collect()))?;
+    writeln!(
+        out,
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    )?;
+    for row in &set.rows {
+        writeln!(out, "{}", line(row.iter().map(|v| v.as_deref().unwrap_or("")).collect()))?;
+    }
+    let n = set.rows.len();
+    writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" })?;
+    Ok(())
+}
+
+/// A database error as a person should read it: the server's message, detail, hint and code.
+pub(super) fn describe_db_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => {
+            let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+            let mut s = db.message().to_owned();
+            if let Some(pg) = pg {
+                if let Some(d) = pg.detail() {
+                    s.push_str(&format!("\ndetail: {d}"));
+                }
+                if let Some(h) = pg.hint() {
+                    s.push_str(&format!("\nhint: {h}"));
+                }
+                if let Some(sqlx::postgres::PgErrorPosition::Original(p)) = pg.position() {
+                    s.push_str(&format!("\nat character {p}"));
+                }
+            }
+            if let Some(code) = db.code() {
+                s.push_str(&format!(" (SQLSTATE {code})"));
+            }
+            s
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,1 @@
+fn main() -> std::process::ExitCode { dbos_services::cli::main() }
