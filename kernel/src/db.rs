@@ -85,24 +85,20 @@ pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOption
 /// [`Error::BadUrl`], [`Error::Unreachable`] after `connect_retry_ms_max`, or the server's
 /// refusal (e.g. a wrong password), which is not retried.
 pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
-    let opts = connect_options(url, limits)?;
-    let pool_opts = || {
-        PgPoolOptions::new()
-            .max_connections(limits.size_max)
-            .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
-    };
-    let open = || {
-        retry(url, limits.connect_retry_ms_max, || async {
-            Ok(pool_opts().connect_with(opts.clone()).await?)
-        })
-    };
-    match open().await {
+    // Probe with one plain connection: the pool itself would retry silently until its acquire
+    // timeout, hiding both the cause and the retry budget.
+    let probe = match connect_one(url, limits).await {
         Err(Error::Db(e)) if sqlstate(&e).as_deref() == Some(INVALID_CATALOG_NAME) => {
-            create_database(&opts).await?;
-            open().await
+            create_database(&connect_options(url, limits)?).await?;
+            connect_one(url, limits).await?
         }
-        other => other,
-    }
+        other => other?,
+    };
+    probe.close().await?;
+    Ok(PgPoolOptions::new()
+        .max_connections(limits.size_max)
+        .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
+        .connect_lazy_with(connect_options(url, limits)?))
 }
 
 /// Opens a single connection on `url` with the same retries as [`connect`].

@@ -127,3 +127,15 @@ pub async fn database() -> TestDb {
     let url = format!("{}/{name}", admin.rsplit_once('/').expect("a database URL").0);
     TestDb { url, name }
 }
+
+/// An empty scratch directory that the unprivileged Postgres user can reach (tests run as root
+/// in CI), removed when dropped.
+pub fn scratch_dir_for_cluster() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("dbos-scratch-")
+        .tempdir()
+        .expect("a temporary directory can be created");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("the temporary directory's mode can be set");
+    dir
+}

@@ -1,0 +1,63 @@
+//! Connecting: bad URLs and unreachable servers give clear errors; a missing database is made.
+
+use dbos_kernel::db::{self, PoolLimits};
+use dbos_kernel::{testing, Config, Error, Kernel};
+
+fn quick() -> PoolLimits {
+    PoolLimits {
+        connect_retry_ms_max: 500,
+        ..PoolLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_url_that_does_not_parse_is_a_clear_error() {
+    for url in ["mysql://x@y/z", "postgres://u:pw@host:notaport/db"] {
+        let err = db::connect(url, &quick()).await.expect_err("refused");
+        assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err}");
+        assert!(!err.to_string().contains("pw@"), "the password is hidden: {err}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_after_bounded_retries() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://u:secret@127.0.0.1:{port}/db");
+    let start = std::time::Instant::now();
+    let err = db::connect(&url, &quick()).await.expect_err("unreachable");
+    match &err {
+        Error::Unreachable { attempts, .. } => assert!(*attempts > 1, "it retried"),
+        other => panic!("expected Unreachable, got {other}"),
+    }
+    assert!(start.elapsed().as_secs() < 30, "bounded");
+    assert!(!err.to_string().contains("secret"), "{err}");
+    let config = Config {
+        database_url: Some(url),
+        connect_retry_ms_max: 300,
+        ..Config::default()
+    };
+    assert!(matches!(Kernel::boot(config, &[]).await, Err(Error::Unreachable { .. })));
+}
+
+#[tokio::test]
+async fn a_missing_database_is_created_and_sessions_carry_the_guards() {
+    let db = testing::database().await;
+    let url = format!("{}_fresh", db.url);
+    let limits = PoolLimits {
+        idle_in_transaction_timeout_ms: 1234,
+        ..PoolLimits::default()
+    };
+    let pool = db::connect(&url, &limits).await.expect("created and connected");
+    let (name, guard): (String, String) = sqlx::query_as(
+        "SELECT current_database(), current_setting('idle_in_transaction_session_timeout')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("query");
+    assert_eq!(name, format!("{}_fresh", db.name));
+    assert_eq!(guard, "1234ms");
+}

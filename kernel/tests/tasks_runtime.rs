@@ -1,0 +1,138 @@
+//! Tasks run concurrently, never more than the node's slots, with a transaction as their one
+//! capability; shutdown drains them up to a deadline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbos_kernel::{testing, Config, Error, Kernel};
+
+#[tokio::test]
+async fn tasks_never_exceed_the_slots_and_their_transactions_commit() {
+    let db = testing::database().await;
+    let k = Kernel::boot(Config { slots: 3, ..db.config() }, &[]).await.expect("boot");
+    sqlx::query("CREATE TABLE public.done (task_id text PRIMARY KEY, node_id text NOT NULL)")
+        .execute(k.pool())
+        .await
+        .expect("table");
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for i in 0..12 {
+        let (running, peak) = (running.clone(), peak.clone());
+        let h = k
+            .runtime()
+            .spawn(format!("task-{i}"), move |ctx| async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let mut tx = ctx.tx().await?;
+                sqlx::query("INSERT INTO public.done VALUES ($1, $2)")
+                    .bind(ctx.task_id())
+                    .bind(ctx.node_id())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, Error>(i)
+            })
+            .await
+            .expect("spawn");
+        handles.push(h);
+    }
+    let mut outs = Vec::new();
+    for h in handles {
+        outs.push(h.join().await.expect("no panic").expect("task ok"));
+    }
+    assert_eq!(outs, (0..12).collect::<Vec<_>>());
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 3, "at most 3 at once, saw {peak}");
+    assert!(peak >= 2, "tasks overlap, saw {peak}");
+    let (n, nodes): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE node_id = $1) FROM public.done")
+            .bind(k.node_id())
+            .fetch_one(k.pool())
+            .await
+            .expect("count");
+    assert_eq!((n, nodes), (12, 12));
+    k.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_rolls_back() {
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[]).await.expect("boot");
+    sqlx::query("CREATE TABLE public.t (x int)")
+        .execute(k.pool())
+        .await
+        .expect("table");
+    let h = k
+        .runtime()
+        .spawn("rollback", |ctx| async move {
+            let mut tx = ctx.tx().await?;
+            sqlx::query("INSERT INTO public.t VALUES (1)").execute(&mut *tx).await?;
+            drop(tx);
+            Ok::<_, Error>(())
+        })
+        .await
+        .expect("spawn");
+    h.join().await.expect("no panic").expect("ok");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM public.t")
+        .fetch_one(k.pool())
+        .await
+        .expect("count");
+    assert_eq!(n, 0);
+    k.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
+    let db = testing::database().await;
+    let k = Kernel::boot(Config { slots: 1, ..db.config() }, &[]).await.expect("boot");
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = k
+        .runtime()
+        .spawn("holder", |_ctx| async move {
+            let _ = release_rx.await;
+        })
+        .await
+        .expect("spawn");
+    assert_eq!(k.runtime().free_slots(), 0);
+    let back = k
+        .runtime()
+        .try_spawn("second", |_ctx| async {})
+        .expect("runtime open");
+    assert!(back.is_err(), "no slot: the task comes back");
+    release_tx.send(()).expect("holder waits");
+    first.join().await.expect("done");
+    let started = k
+        .runtime()
+        .try_spawn("third", |_ctx| async { 5 })
+        .expect("runtime open");
+    let Ok(h) = started else { panic!("a slot is free again") };
+    assert_eq!(h.join().await.expect("done"), 5);
+    k.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_drains_quick_tasks_abandons_slow_ones_and_refuses_new_ones() {
+    let db = testing::database().await;
+    let k = Kernel::boot(Config { drain_timeout_ms: 300, ..db.config() }, &[]).await.expect("boot");
+    let finished = Arc::new(AtomicUsize::new(0));
+    for (i, ms) in [(0, 50u64), (1, 60_000)] {
+        let finished = finished.clone();
+        k.runtime()
+            .spawn(format!("t{i}"), move |_ctx| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+            .await
+            .expect("spawn");
+    }
+    let runtime = k.runtime().clone();
+    let report = k.shutdown().await.expect("shutdown");
+    assert_eq!(report.tasks_abandoned, 1);
+    assert_eq!(finished.load(Ordering::SeqCst), 1, "the quick task finished");
+    let err = runtime.spawn("late", |_ctx| async {}).await.expect_err("closed");
+    assert!(matches!(err, Error::ShuttingDown));
+}
