@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { dbos_services::cli::main() }
+fn main() -> std::process::ExitCode {
+    dbos_services::cli::main()
+}

@@ -204,12 +204,19 @@ mod tests {
             heartbeat_interval_ms: 1000,
             ..Config::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("node_lease_ms"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("node_lease_ms"));
     }
 
     #[test]
     fn labels_parse_key_value() {
-        assert_eq!(parse_label("gpu=true").unwrap(), ("gpu".into(), "true".into()));
+        assert_eq!(
+            parse_label("gpu=true").unwrap(),
+            ("gpu".into(), "true".into())
+        );
         assert_eq!(parse_label("zone=").unwrap(), ("zone".into(), "".into()));
         assert!(parse_label("=x").is_err());
         assert!(parse_label("novalue").is_err());

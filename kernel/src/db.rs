@@ -67,15 +67,16 @@ pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOption
         url: redact_url(url),
         reason: e.to_string(),
     })?;
-    Ok(opts
-        .application_name("dbos")
-        .options([
-            (
-                "idle_in_transaction_session_timeout",
-                format!("{}ms", limits.idle_in_transaction_timeout_ms),
-            ),
-            ("statement_timeout", format!("{}ms", limits.statement_timeout_ms)),
-        ]))
+    Ok(opts.application_name("dbos").options([
+        (
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", limits.idle_in_transaction_timeout_ms),
+        ),
+        (
+            "statement_timeout",
+            format!("{}ms", limits.statement_timeout_ms),
+        ),
+    ]))
 }
 
 /// Opens a pool on `url`, creating the database if it does not exist, retrying with backoff

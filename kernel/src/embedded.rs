@@ -197,7 +197,11 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
         .map_err(|(_, e)| Error::io("locking", &attach_path, e.into()))?;
 
     if let Some(info) = running(&dir)? {
-        tracing::info!(port = info.port, pid = info.pid, "joined the running embedded Postgres");
+        tracing::info!(
+            port = info.port,
+            pid = info.pid,
+            "joined the running embedded Postgres"
+        );
         return Ok(Cluster {
             dir,
             info,
@@ -223,6 +227,18 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
         fs::remove_file(&pid_file).map_err(|e| Error::io("removing", &pid_file, e))?;
     }
     if !pgdata.join("PG_VERSION").exists() {
+        let empty = fs::read_dir(&pgdata)
+            .map_err(|e| Error::io("reading", &pgdata, e))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(Error::NotACluster {
+                path: pgdata,
+                reason: "it is not empty but has no PG_VERSION file (a damaged or foreign \
+                         cluster); move it away and boot again to start afresh"
+                    .into(),
+            });
+        }
         initdb(&bin, &dir, owner.as_ref())?;
     }
     check_version(&bin, &pgdata)?;
@@ -234,9 +250,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
         let port = choose_port(&dir, opts.pg_port)?;
         match spawn_server(&bin, &dir, port, owner.as_ref(), opts)? {
             Started::Ready(child) => break (child, port),
-            Started::PortTaken if opts.pg_port.is_none() && attempt < PORT_ATTEMPTS_MAX => {
-                continue
-            }
+            Started::PortTaken if opts.pg_port.is_none() && attempt < PORT_ATTEMPTS_MAX => continue,
             Started::PortTaken => return Err(Error::PortInUse { port }),
         }
     };
@@ -321,7 +335,8 @@ fn open_lock_file(path: &Path) -> Result<File> {
 
 fn lock_exclusive(path: &Path) -> Result<Flock<File>> {
     let file = open_lock_file(path)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::io("locking", path, e.into()))
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io("locking", path, e.into()))
 }
 
 /// The live server of a data directory, if any.
@@ -364,8 +379,26 @@ fn is_postgres(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a process exists and is not a zombie (a zombie child of this process is reaped).
 fn alive(pid: i32) -> bool {
-    matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    // Reaps the server if it is an exited child of this process; ECHILD otherwise.
+    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    if !matches!(
+        kill(Pid::from_raw(pid), None),
+        Ok(()) | Err(nix::errno::Errno::EPERM)
+    ) {
+        return false;
+    }
+    // "pid (comm) S ...": a zombie has state Z.
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    !zombie
 }
 
 /// The server binaries.
@@ -381,15 +414,15 @@ impl Binaries {
 }
 
 fn has_server(dir: &Path) -> bool {
-    ["initdb", "postgres"]
-        .iter()
-        .all(|p| dir.join(p).is_file())
+    ["initdb", "postgres"].iter().all(|p| dir.join(p).is_file())
 }
 
 fn find_binaries(explicit: Option<&Path>) -> Result<Binaries> {
     if let Some(dir) = explicit {
         return if has_server(dir) {
-            Ok(Binaries { dir: dir.to_owned() })
+            Ok(Binaries {
+                dir: dir.to_owned(),
+            })
         } else {
             Err(Error::BinariesNotFound {
                 searched: format!("DBOS_PG_BINDIR={}", dir.display()),
@@ -416,7 +449,7 @@ fn find_binaries(explicit: Option<&Path>) -> Result<Binaries> {
             }
         }
     }
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     candidates.extend(versioned.into_iter().map(|(_, p)| p));
     candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
     for dir in candidates {
@@ -545,10 +578,49 @@ fn initdb(bin: &Binaries, dir: &Path, owner: Option<&User>) -> Result<()> {
         let _ = fs::remove_dir_all(dir.join(PGDATA));
         return Err(Error::Postgres {
             program: "initdb".into(),
-            detail: format!("{}: {}", out.status, tail(&String::from_utf8_lossy(&out.stderr))),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                tail(&String::from_utf8_lossy(&out.stderr))
+            ),
         });
     }
+    create_system_database(bin, dir, owner)?;
     write_file(&dir.join(PASSWORD), password.as_bytes(), 0o600)
+}
+
+/// Creates the system database in single-user mode, so the cluster's URL works as soon as the
+/// server is up.
+fn create_system_database(bin: &Binaries, dir: &Path, owner: Option<&User>) -> Result<()> {
+    let mut cmd = Command::new(bin.path("postgres"));
+    cmd.arg("--single")
+        .arg("-j")
+        .arg("-D")
+        .arg(dir.join(PGDATA))
+        .arg("postgres")
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    as_user(&mut cmd, owner);
+    let fail = |detail: String| Error::Postgres {
+        program: "postgres --single".into(),
+        detail,
+    };
+    let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(format!("CREATE DATABASE {DATABASE};\n").as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || stderr.contains("ERROR") {
+        let _ = fs::remove_dir_all(dir.join(PGDATA));
+        return Err(fail(format!("{}: {}", out.status, tail(&stderr))));
+    }
+    Ok(())
 }
 
 fn read_password(dir: &Path) -> Result<String> {
@@ -733,7 +805,8 @@ fn spawn_server(
 
 fn stop_server(dir: &Path, pid: i32, mut child: Option<&mut Child>) -> Result<()> {
     let exited = |child: &mut Option<&mut Child>| match child {
-        Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+        // An error means the child was already reaped elsewhere: it is gone.
+        Some(c) => !matches!(c.try_wait(), Ok(None)),
         None => !alive(pid),
     };
     for (signal, wait_ms) in [

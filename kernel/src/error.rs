@@ -71,7 +71,9 @@ pub enum Error {
         reason: String,
     },
     /// The database stayed unreachable through every retry.
-    #[error("database at {url} unreachable after {attempts} attempts over {waited_ms} ms: {source}")]
+    #[error(
+        "database at {url} unreachable after {attempts} attempts over {waited_ms} ms: {source}"
+    )]
     Unreachable {
         /// The URL with any password hidden.
         url: String,
@@ -195,8 +197,14 @@ mod tests {
             redact_url("postgres://dbos:s3cret@127.0.0.1:5432/dbos?sslmode=disable"),
             "postgres://dbos:***@127.0.0.1:5432/dbos?sslmode=disable"
         );
-        assert_eq!(redact_url("postgres://dbos@host/db"), "postgres://dbos@host/db");
-        assert_eq!(redact_url("postgres:///db?host=/tmp"), "postgres:///db?host=/tmp");
+        assert_eq!(
+            redact_url("postgres://dbos@host/db"),
+            "postgres://dbos@host/db"
+        );
+        assert_eq!(
+            redact_url("postgres:///db?host=/tmp"),
+            "postgres:///db?host=/tmp"
+        );
         assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -187,7 +187,9 @@ impl Kernel {
     /// Signal handlers cannot be installed, or shutdown fails.
     pub async fn run_until_signal(self) -> Result<ShutdownReport> {
         use tokio::signal::unix::{signal, SignalKind};
-        let sig = |kind| signal(kind).map_err(|e| crate::Error::io("installing a handler for", "signal", e));
+        let sig = |kind| {
+            signal(kind).map_err(|e| crate::Error::io("installing a handler for", "signal", e))
+        };
         let mut int = sig(SignalKind::interrupt())?;
         let mut term = sig(SignalKind::terminate())?;
         tokio::select! {
@@ -237,7 +239,10 @@ impl Kernel {
             None => self.runtime.drain(drain).await,
         };
         if abandoned > 0 {
-            tracing::warn!(abandoned, "tasks still running at the drain deadline; their work will be recovered");
+            tracing::warn!(
+                abandoned,
+                "tasks still running at the drain deadline; their work will be recovered"
+            );
         }
         let _ = self.heartbeat.await;
         self.notifier.stop().await;
@@ -256,7 +261,12 @@ impl Kernel {
     }
 }
 
-async fn heartbeat_loop(pool: PgPool, node_id: String, every: Duration, shutdown: CancellationToken) {
+async fn heartbeat_loop(
+    pool: PgPool,
+    node_id: String,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let node_id: Arc<str> = node_id.into();

@@ -135,7 +135,12 @@ pub async fn apply(pool: &PgPool, services: &[ServiceMigrations]) -> Result<Vec<
             .await
             .map_err(fail)?;
             tx.commit().await.map_err(fail)?;
-            tracing::info!(service = s.service, version = m.version, name = m.name, "applied migration");
+            tracing::info!(
+                service = s.service,
+                version = m.version,
+                name = m.name,
+                "applied migration"
+            );
             applied.push(Applied {
                 service: s.service.into(),
                 version: m.version,

@@ -120,7 +120,11 @@ async fn dead_local_pid(pool: &PgPool, node_id: &str, hostname: &str) -> Result<
 fn process_alive(pid: i32) -> bool {
     use nix::sys::signal::kill;
     use nix::unistd::Pid;
-    pid > 0 && matches!(kill(Pid::from_raw(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
+    pid > 0
+        && matches!(
+            kill(Pid::from_raw(pid), None),
+            Ok(()) | Err(nix::errno::Errno::EPERM)
+        )
 }
 
 /// Marks as dead the earlier nodes of this host and data directory whose processes are gone
@@ -189,10 +193,12 @@ pub async fn heartbeat(pool: &PgPool, node_id: &str) -> Result<bool> {
 /// # Errors
 /// Database errors.
 pub async fn mark_draining(pool: &PgPool, node_id: &str) -> Result<()> {
-    sqlx::query("UPDATE kernel.nodes SET state = 'draining' WHERE node_id = $1 AND state = 'running'")
-        .bind(node_id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE kernel.nodes SET state = 'draining' WHERE node_id = $1 AND state = 'running'",
+    )
+    .bind(node_id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -93,7 +93,12 @@ impl Notifier {
             stop: CancellationToken::new(),
             task: Mutex::new(None),
         });
-        let task = tokio::spawn(run(listener, rx, Arc::downgrade(&inner), inner.stop.clone()));
+        let task = tokio::spawn(run(
+            listener,
+            rx,
+            Arc::downgrade(&inner),
+            inner.stop.clone(),
+        ));
         *inner.task.lock() = Some(task);
         Ok(Notifier { inner })
     }

@@ -94,7 +94,11 @@ impl Runtime {
     ///
     /// # Cancel safety
     /// Dropping the future before it returns starts nothing.
-    pub async fn spawn<F, Fut, T>(&self, task_id: impl Into<Arc<str>>, task: F) -> Result<TaskHandle<T>>
+    pub async fn spawn<F, Fut, T>(
+        &self,
+        task_id: impl Into<Arc<str>>,
+        task: F,
+    ) -> Result<TaskHandle<T>>
     where
         F: FnOnce(TaskCtx) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
@@ -130,7 +134,12 @@ impl Runtime {
         }
     }
 
-    fn start<F, Fut, T>(&self, permit: OwnedSemaphorePermit, task_id: Arc<str>, task: F) -> TaskHandle<T>
+    fn start<F, Fut, T>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        task_id: Arc<str>,
+        task: F,
+    ) -> TaskHandle<T>
     where
         F: FnOnce(TaskCtx) -> Fut,
         Fut: Future<Output = T> + Send + 'static,

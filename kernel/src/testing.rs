@@ -124,7 +124,10 @@ pub async fn database() -> TestDb {
         .await
         .expect("a test database can be created");
     let _ = conn.close().await;
-    let url = format!("{}/{name}", admin.rsplit_once('/').expect("a database URL").0);
+    let url = format!(
+        "{}/{name}",
+        admin.rsplit_once('/').expect("a database URL").0
+    );
     TestDb { url, name }
 }
 
@@ -135,7 +138,10 @@ pub fn scratch_dir_for_cluster() -> tempfile::TempDir {
         .prefix("dbos-scratch-")
         .tempdir()
         .expect("a temporary directory can be created");
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("the temporary directory's mode can be set");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("the temporary directory's mode can be set");
     dir
 }

@@ -15,7 +15,10 @@ async fn a_url_that_does_not_parse_is_a_clear_error() {
     for url in ["mysql://x@y/z", "postgres://u:pw@host:notaport/db"] {
         let err = db::connect(url, &quick()).await.expect_err("refused");
         assert!(matches!(err, Error::BadUrl { .. }), "{url}: {err}");
-        assert!(!err.to_string().contains("pw@"), "the password is hidden: {err}");
+        assert!(
+            !err.to_string().contains("pw@"),
+            "the password is hidden: {err}"
+        );
     }
 }
 
@@ -40,7 +43,10 @@ async fn an_unreachable_server_fails_after_bounded_retries() {
         connect_retry_ms_max: 300,
         ..Config::default()
     };
-    assert!(matches!(Kernel::boot(config, &[]).await, Err(Error::Unreachable { .. })));
+    assert!(matches!(
+        Kernel::boot(config, &[]).await,
+        Err(Error::Unreachable { .. })
+    ));
 }
 
 #[tokio::test]
@@ -51,7 +57,9 @@ async fn a_missing_database_is_created_and_sessions_carry_the_guards() {
         idle_in_transaction_timeout_ms: 1234,
         ..PoolLimits::default()
     };
-    let pool = db::connect(&url, &limits).await.expect("created and connected");
+    let pool = db::connect(&url, &limits)
+        .await
+        .expect("created and connected");
     let (name, guard): (String, String) = sqlx::query_as(
         "SELECT current_database(), current_setting('idle_in_transaction_session_timeout')",
     )

@@ -38,7 +38,9 @@ async fn boot_applies_kernel_and_service_migrations_once() {
     let db = testing::database().await;
     let k = Kernel::boot(db.config(), &[DEMO]).await.expect("boot");
     k.shutdown().await.expect("shutdown");
-    let k = Kernel::boot(db.config(), &[DEMO]).await.expect("second boot");
+    let k = Kernel::boot(db.config(), &[DEMO])
+        .await
+        .expect("second boot");
     let rows = recorded(k.pool()).await;
     assert_eq!(
         rows,
@@ -81,14 +83,20 @@ async fn concurrent_boots_apply_each_migration_exactly_once() {
 async fn a_database_migrated_by_a_newer_binary_is_refused() {
     let db = testing::database().await;
     let p = pool(&db).await;
-    migrate::apply(&p, &[migrate::KERNEL]).await.expect("migrate");
+    migrate::apply(&p, &[migrate::KERNEL])
+        .await
+        .expect("migrate");
     sqlx::query("INSERT INTO kernel.migrations (service, version, name, checksum) VALUES ('kernel', 99, 'future', 'x')")
         .execute(&p)
         .await
         .expect("insert");
     let err = Kernel::boot(db.config(), &[]).await.expect_err("refused");
     match &err {
-        Error::NewerDatabase { service, recorded, known } => {
+        Error::NewerDatabase {
+            service,
+            recorded,
+            known,
+        } => {
             assert_eq!(service, "kernel");
             assert_eq!(*recorded, 99);
             assert_eq!(*known, migrate::KERNEL.migrations.len() as i32);
@@ -102,7 +110,9 @@ async fn a_database_migrated_by_a_newer_binary_is_refused() {
 async fn an_edited_migration_is_refused_by_checksum() {
     let db = testing::database().await;
     let p = pool(&db).await;
-    migrate::apply(&p, &[migrate::KERNEL, DEMO]).await.expect("migrate");
+    migrate::apply(&p, &[migrate::KERNEL, DEMO])
+        .await
+        .expect("migrate");
     const EDITED: ServiceMigrations = ServiceMigrations {
         service: "demo",
         migrations: &[Migration {
@@ -146,5 +156,7 @@ async fn a_failing_migration_leaves_nothing_behind() {
     assert_eq!(exists, None, "the failed migration's table was rolled back");
     assert!(recorded(&p).await.iter().all(|(s, _)| s != "broken"));
     // The advisory lock was released: migrating again works.
-    migrate::apply(&p, &[migrate::KERNEL]).await.expect("migrate again");
+    migrate::apply(&p, &[migrate::KERNEL])
+        .await
+        .expect("migrate again");
 }

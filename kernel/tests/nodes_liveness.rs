@@ -7,7 +7,9 @@ use dbos_kernel::{testing, Config, Kernel};
 
 /// A pid that belonged to a process that has exited.
 fn dead_pid() -> i32 {
-    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
     let pid = child.id() as i32;
     child.wait().expect("wait");
     pid
@@ -53,7 +55,9 @@ async fn a_booted_node_is_alive_with_its_labels_and_heartbeats() {
             .expect("heartbeat");
     assert!(hb2 > hb1, "the heartbeat advances");
     let id = k.node_id().to_owned();
-    let db_pool = dbos_kernel::db::connect(&db.url, &Default::default()).await.expect("pool");
+    let db_pool = dbos_kernel::db::connect(&db.url, &Default::default())
+        .await
+        .expect("pool");
     k.shutdown().await.expect("shutdown");
     let (state, alive): (String, bool) =
         sqlx::query_as("SELECT state, alive FROM os.nodes WHERE node_id = $1")
@@ -62,7 +66,10 @@ async fn a_booted_node_is_alive_with_its_labels_and_heartbeats() {
             .await
             .expect("row");
     assert_eq!((state.as_str(), alive), ("stopped", false));
-    assert!(node::dead_nodes(&db_pool).await.expect("dead").is_empty(), "a clean stop is not a death");
+    assert!(
+        node::dead_nodes(&db_pool).await.expect("dead").is_empty(),
+        "a clean stop is not a death"
+    );
 }
 
 #[tokio::test]
@@ -72,13 +79,19 @@ async fn a_silent_node_is_listed_dead_after_its_lease() {
     let ghost = info("ghost", dead_pid(), Some("/elsewhere"));
     node::register(k.pool(), &ghost).await.expect("register");
     let dead = node::dead_nodes(k.pool()).await.expect("dead nodes");
-    assert!(dead.iter().all(|n| n.node_id != "ghost"), "fresh heartbeat: alive");
+    assert!(
+        dead.iter().all(|n| n.node_id != "ghost"),
+        "fresh heartbeat: alive"
+    );
     sqlx::query("UPDATE kernel.nodes SET heartbeat_at = now() - interval '2 seconds' WHERE node_id = 'ghost'")
         .execute(k.pool())
         .await
         .expect("age the heartbeat");
     let dead = node::dead_nodes(k.pool()).await.expect("dead nodes");
-    assert_eq!(dead.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(), vec!["ghost"]);
+    assert_eq!(
+        dead.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
+        vec!["ghost"]
+    );
     assert!(!dead[0].alive);
     k.shutdown().await.expect("shutdown");
 }
@@ -96,7 +109,9 @@ async fn a_node_id_held_by_a_live_node_is_refused_and_reusable_once_stopped() {
         .execute(k.pool())
         .await
         .expect("update");
-    let err = Kernel::boot(config.clone(), &[]).await.expect_err("refused");
+    let err = Kernel::boot(config.clone(), &[])
+        .await
+        .expect_err("refused");
     assert!(err.to_string().contains("belongs to a live node"), "{err}");
     k.shutdown().await.expect("shutdown");
     let k = Kernel::boot(config, &[]).await.expect("reuse after stop");
@@ -115,19 +130,25 @@ async fn a_restart_on_the_same_host_marks_the_crashed_predecessor_dead_at_once()
         ..info("other", dead_pid(), None)
     };
     node::register(k.pool(), &crashed).await.expect("register");
-    node::register(k.pool(), &live_elsewhere).await.expect("register");
+    node::register(k.pool(), &live_elsewhere)
+        .await
+        .expect("register");
     k.shutdown().await.expect("shutdown");
 
     let k = Kernel::boot(db.config(), &[]).await.expect("restart");
     assert_eq!(k.replaced_nodes(), ["crashed".to_owned()]);
-    let states: Vec<(String, String)> =
-        sqlx::query_as("SELECT node_id, state FROM kernel.nodes WHERE node_id IN ('crashed', 'other') ORDER BY 1")
-            .fetch_all(k.pool())
-            .await
-            .expect("states");
+    let states: Vec<(String, String)> = sqlx::query_as(
+        "SELECT node_id, state FROM kernel.nodes WHERE node_id IN ('crashed', 'other') ORDER BY 1",
+    )
+    .fetch_all(k.pool())
+    .await
+    .expect("states");
     assert_eq!(
         states,
-        vec![("crashed".into(), "dead".into()), ("other".into(), "running".into())],
+        vec![
+            ("crashed".into(), "dead".into()),
+            ("other".into(), "running".into())
+        ],
         "only this host's vanished process is marked dead before its lease"
     );
     let dead = node::dead_nodes(k.pool()).await.expect("dead");

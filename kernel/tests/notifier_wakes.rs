@@ -50,7 +50,9 @@ async fn after_the_listen_connection_dies_waiters_recheck_and_notifications_resu
     .await
     .expect("terminate the listener");
     assert_eq!(killed, 1, "one LISTEN connection per node");
-    let w = tokio::time::timeout(WAIT, s.recv()).await.expect("told to re-check");
+    let w = tokio::time::timeout(WAIT, s.recv())
+        .await
+        .expect("told to re-check");
     assert_eq!(w, Some(Wake::Recheck));
     // The reconnected listener is listening on the channel again.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -65,7 +67,10 @@ async fn after_the_listen_connection_dies_waiters_recheck_and_notifications_resu
                 break;
             }
             Ok(Some(Wake::Recheck)) | Err(_) => {
-                assert!(tokio::time::Instant::now() < deadline, "notifications resume");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "notifications resume"
+                );
             }
             Ok(None) => panic!("the notifier stopped"),
         }
@@ -77,11 +82,18 @@ async fn after_the_listen_connection_dies_waiters_recheck_and_notifications_resu
 async fn subscriptions_end_when_the_node_stops_and_bad_channels_are_refused() {
     let db = testing::database().await;
     let k = Kernel::boot(db.config(), &[]).await.expect("boot");
-    let err = k.notifier().subscribe(&"x".repeat(64)).await.expect_err("too long");
+    let err = k
+        .notifier()
+        .subscribe(&"x".repeat(64))
+        .await
+        .expect_err("too long");
     assert!(err.to_string().contains("63 bytes"), "{err}");
     let mut s = k.notifier().subscribe("x").await.expect("subscribe");
     let notifier = k.notifier().clone();
     k.shutdown().await.expect("shutdown");
-    assert_eq!(tokio::time::timeout(WAIT, s.recv()).await.expect("ends"), None);
+    assert_eq!(
+        tokio::time::timeout(WAIT, s.recv()).await.expect("ends"),
+        None
+    );
     assert!(notifier.subscribe("y").await.is_err());
 }

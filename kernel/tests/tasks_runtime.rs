@@ -10,7 +10,15 @@ use dbos_kernel::{testing, Config, Error, Kernel};
 #[tokio::test]
 async fn tasks_never_exceed_the_slots_and_their_transactions_commit() {
     let db = testing::database().await;
-    let k = Kernel::boot(Config { slots: 3, ..db.config() }, &[]).await.expect("boot");
+    let k = Kernel::boot(
+        Config {
+            slots: 3,
+            ..db.config()
+        },
+        &[],
+    )
+    .await
+    .expect("boot");
     sqlx::query("CREATE TABLE public.done (task_id text PRIMARY KEY, node_id text NOT NULL)")
         .execute(k.pool())
         .await
@@ -70,7 +78,9 @@ async fn a_dropped_transaction_rolls_back() {
         .runtime()
         .spawn("rollback", |ctx| async move {
             let mut tx = ctx.tx().await?;
-            sqlx::query("INSERT INTO public.t VALUES (1)").execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO public.t VALUES (1)")
+                .execute(&mut *tx)
+                .await?;
             drop(tx);
             Ok::<_, Error>(())
         })
@@ -88,7 +98,15 @@ async fn a_dropped_transaction_rolls_back() {
 #[tokio::test]
 async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
     let db = testing::database().await;
-    let k = Kernel::boot(Config { slots: 1, ..db.config() }, &[]).await.expect("boot");
+    let k = Kernel::boot(
+        Config {
+            slots: 1,
+            ..db.config()
+        },
+        &[],
+    )
+    .await
+    .expect("boot");
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let first = k
         .runtime()
@@ -109,7 +127,9 @@ async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
         .runtime()
         .try_spawn("third", |_ctx| async { 5 })
         .expect("runtime open");
-    let Ok(h) = started else { panic!("a slot is free again") };
+    let Ok(h) = started else {
+        panic!("a slot is free again")
+    };
     assert_eq!(h.join().await.expect("done"), 5);
     k.shutdown().await.expect("shutdown");
 }
@@ -117,7 +137,15 @@ async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
 #[tokio::test]
 async fn shutdown_drains_quick_tasks_abandons_slow_ones_and_refuses_new_ones() {
     let db = testing::database().await;
-    let k = Kernel::boot(Config { drain_timeout_ms: 300, ..db.config() }, &[]).await.expect("boot");
+    let k = Kernel::boot(
+        Config {
+            drain_timeout_ms: 300,
+            ..db.config()
+        },
+        &[],
+    )
+    .await
+    .expect("boot");
     let finished = Arc::new(AtomicUsize::new(0));
     for (i, ms) in [(0, 50u64), (1, 60_000)] {
         let finished = finished.clone();
@@ -132,7 +160,14 @@ async fn shutdown_drains_quick_tasks_abandons_slow_ones_and_refuses_new_ones() {
     let runtime = k.runtime().clone();
     let report = k.shutdown().await.expect("shutdown");
     assert_eq!(report.tasks_abandoned, 1);
-    assert_eq!(finished.load(Ordering::SeqCst), 1, "the quick task finished");
-    let err = runtime.spawn("late", |_ctx| async {}).await.expect_err("closed");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the quick task finished"
+    );
+    let err = runtime
+        .spawn("late", |_ctx| async {})
+        .await
+        .expect_err("closed");
     assert!(matches!(err, Error::ShuttingDown));
 }

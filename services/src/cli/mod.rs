@@ -70,7 +70,10 @@ impl ConnArgs {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        let dir = self.data_dir.clone().unwrap_or_else(config::default_data_dir);
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(config::default_data_dir);
         Ok(embedded::discover(&dir)?.url)
     }
 }
@@ -267,7 +270,10 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
 fn psql(conn: &ConnArgs, args: &[String]) -> Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     let url = conn.url()?;
-    let err = std::process::Command::new("psql").arg(&url).args(args).exec();
+    let err = std::process::Command::new("psql")
+        .arg(&url)
+        .args(args)
+        .exec();
     if err.kind() == std::io::ErrorKind::NotFound {
         bail!("psql not found on PATH; install it with `apt-get install postgresql-client`");
     }

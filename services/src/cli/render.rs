@@ -71,11 +71,7 @@ impl ResultSet {
             values.push(if raw.is_null() {
                 None
             } else {
-                Some(
-                    raw.as_str()
-                        .map_err(sqlx::Error::Decode)?
-                        .to_owned(),
-                )
+                Some(raw.as_str().map_err(sqlx::Error::Decode)?.to_owned())
             });
         }
         self.rows.push(values);
@@ -177,7 +173,11 @@ fn write_table(out: &mut impl Write, set: &ResultSet) -> Result<()> {
             .trim_end()
             .to_owned()
     };
-    writeln!(out, "{}", line(set.columns.iter().map(|(n, _)| n.as_str()).collect()))?;
+    writeln!(
+        out,
+        "{}",
+        line(set.columns.iter().map(|(n, _)| n.as_str()).collect())
+    )?;
     writeln!(
         out,
         "{}",
@@ -188,7 +188,11 @@ fn write_table(out: &mut impl Write, set: &ResultSet) -> Result<()> {
             .join("+")
     )?;
     for row in &set.rows {
-        writeln!(out, "{}", line(row.iter().map(|v| v.as_deref().unwrap_or("")).collect()))?;
+        writeln!(
+            out,
+            "{}",
+            line(row.iter().map(|v| v.as_deref().unwrap_or("")).collect())
+        )?;
     }
     let n = set.rows.len();
     writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" })?;

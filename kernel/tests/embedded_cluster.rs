@@ -1,0 +1,214 @@
+//! The embedded cluster: init once, join a running server, stop with the last user, recover
+//! from a stale postmaster.pid, and clear errors for every bad setup.
+
+use std::path::Path;
+
+use dbos_kernel::embedded::{self, Cluster, Options};
+use dbos_kernel::{testing, Config, Error};
+use sqlx::{Connection, PgConnection};
+
+fn options(dir: &Path) -> Options {
+    Options {
+        data_dir: dir.to_owned(),
+        ..Options::from_config(&Config::default())
+    }
+}
+
+async fn query_one(url: &str, sql: &str) -> Result<i64, sqlx::Error> {
+    let mut c = PgConnection::connect(url).await?;
+    let v = sqlx::query_scalar(sql).fetch_one(&mut c).await;
+    let _ = c.close().await;
+    v
+}
+
+fn postmaster_pid(dir: &Path) -> i32 {
+    std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .expect("a pid")
+}
+
+fn gone(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+}
+
+#[tokio::test]
+async fn the_last_process_to_leave_stops_the_server_and_data_survives_a_restart() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let dir = scratch.path().join("d");
+    let first = Cluster::start(options(&dir)).await.expect("start");
+    assert!(first.started_here());
+    sqlx::query("CREATE TABLE kept (x int)")
+        .execute(&mut PgConnection::connect(first.url()).await.expect("connect"))
+        .await
+        .expect("create table");
+    let pid = first.info().pid;
+
+    let second = Cluster::start(options(&dir)).await.expect("join");
+    assert!(
+        !second.started_here(),
+        "the running server is joined, not restarted"
+    );
+    assert_eq!(second.info().port, first.info().port);
+    assert_eq!(
+        embedded::discover(&dir).expect("discover").port,
+        first.info().port
+    );
+
+    assert!(
+        !first.stop().await.expect("stop"),
+        "another process is attached"
+    );
+    assert!(!gone(pid));
+    assert_eq!(
+        query_one(second.url(), "SELECT 1::int8")
+            .await
+            .expect("still up"),
+        1
+    );
+    assert!(
+        second.stop().await.expect("stop"),
+        "the last one out stops the server"
+    );
+    assert!(gone(pid), "no Postgres process is left behind");
+    assert!(matches!(
+        embedded::discover(&dir),
+        Err(Error::NoRunningCluster { .. })
+    ));
+
+    let again = Cluster::start(options(&dir)).await.expect("restart");
+    assert_eq!(
+        query_one(again.url(), "SELECT count(*) FROM kept")
+            .await
+            .expect("table kept"),
+        0
+    );
+    let settings: (String, String) =
+        sqlx::query_as("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+            .fetch_one(&mut PgConnection::connect(again.url()).await.expect("connect"))
+            .await
+            .expect("settings");
+    assert_eq!(
+        settings,
+        ("on".into(), "on".into()),
+        "durable settings stay on"
+    );
+    again.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_stale_postmaster_pid_after_kill_9_is_handled() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let dir = scratch.path().join("d");
+    let c = Cluster::start(options(&dir)).await.expect("start");
+    let pid = postmaster_pid(&dir);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    // The killed postmaster is this process's child: reap it via the cluster handle.
+    drop(c);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gone(pid) && std::time::Instant::now() < deadline {
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        dir.join("pgdata/postmaster.pid").exists(),
+        "kill -9 leaves the pid file"
+    );
+    // Orphaned backends may linger for a moment holding shared memory; start must cope.
+    let c = Cluster::start(options(&dir))
+        .await
+        .expect("start over a stale pid file");
+    assert!(c.started_here());
+    assert_eq!(query_one(c.url(), "SELECT 2::int8").await.expect("up"), 2);
+    c.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn missing_binaries_name_the_package_to_install() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let empty = scratch.path().join("bin");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let err = Cluster::start(Options {
+        pg_bindir: Some(empty),
+        ..options(&scratch.path().join("d"))
+    })
+    .await
+    .expect_err("no binaries");
+    assert!(matches!(err, Error::BinariesNotFound { .. }), "{err}");
+    assert!(
+        err.to_string().contains("apt-get install postgresql"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_port_is_reported() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let err = Cluster::start(Options {
+        pg_port: Some(port),
+        ..options(&scratch.path().join("d"))
+    })
+    .await
+    .expect_err("busy");
+    assert!(
+        matches!(err, Error::PortInUse { port: p } if p == port),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--pg-port"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unwritable_data_directory_is_reported() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let err = Cluster::start(options(&file.join("d")))
+        .await
+        .expect_err("not a directory");
+    assert!(matches!(err, Error::DataDirNotWritable { .. }), "{err}");
+    assert!(err.to_string().contains("--data-dir"), "{err}");
+}
+
+#[tokio::test]
+async fn a_directory_that_is_not_a_cluster_is_refused_untouched() {
+    let scratch = testing::scratch_dir_for_cluster();
+    // Someone else's files.
+    let other = scratch.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), b"mine").expect("write");
+    let err = Cluster::start(options(&other)).await.expect_err("refused");
+    assert!(matches!(err, Error::NotACluster { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(other.join("notes.txt")).expect("kept"),
+        b"mine"
+    );
+    assert_eq!(
+        std::fs::read_dir(&other).expect("ls").count(),
+        1,
+        "nothing was added"
+    );
+
+    // A data directory of ours whose cluster was damaged.
+    let ours = scratch.path().join("ours");
+    Cluster::start(options(&ours))
+        .await
+        .expect("start")
+        .stop()
+        .await
+        .expect("stop");
+    std::fs::remove_file(ours.join("pgdata/PG_VERSION")).expect("damage");
+    let err = Cluster::start(options(&ours)).await.expect_err("refused");
+    assert!(matches!(err, Error::NotACluster { .. }), "{err}");
+    assert!(err.to_string().contains("PG_VERSION"), "{err}");
+}

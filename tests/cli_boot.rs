@@ -1,0 +1,221 @@
+//! End to end: `dbos boot` on the embedded default, `sql`, `status`, Ctrl-C, kill -9.
+
+mod support;
+
+use dbos_kernel::testing::scratch_dir_for_cluster;
+use nix::sys::signal::Signal;
+use support::{eventually, ok, path, postmaster_pid, process_alive, run, sql_json, Node};
+
+#[test]
+fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let node = Node::boot(
+        &dir,
+        &["--slots", "5", "--label", "gpu=true", "--label", "zone=a"],
+    );
+    assert!(node.url.starts_with("postgres://dbos:"), "{}", node.url);
+
+    let rows = sql_json(&dir, "SELECT node_id, alive, slots, labels FROM os.nodes");
+    assert_eq!(
+        rows,
+        serde_json::json!([{
+            "node_id": node.node_id, "alive": true, "slots": 5,
+            "labels": {"gpu": "true", "zone": "a"}
+        }])
+    );
+    // The printed URL works for other clients.
+    let by_url = ok(&[
+        "sql",
+        "--database-url",
+        &node.url,
+        "--json",
+        "SELECT 40 + 2 AS answer",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&by_url).expect("json"),
+        serde_json::json!([{"answer": 42}])
+    );
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--json", "--data-dir", path(&dir)])).expect("json");
+    assert_eq!(status["database"][0]["database"], "dbos");
+    assert_eq!(status["database"][0]["nodes_alive"], 1);
+    assert!(
+        !status["database"][0]["url"]
+            .as_str()
+            .expect("url")
+            .contains(&node.url[16..24]),
+        "password hidden"
+    );
+    assert_eq!(status["nodes"][0]["node_id"], node.node_id.as_str());
+    assert_eq!(status["migrations"][0]["service"], "kernel");
+    let table = ok(&["status", "--data-dir", path(&dir)]);
+    assert!(
+        table.contains("nodes:") && table.contains(&node.node_id),
+        "{table}"
+    );
+
+    let pg = postmaster_pid(&dir).expect("postgres runs");
+    node.signal(Signal::SIGINT);
+    assert!(node.wait(), "Ctrl-C exits cleanly");
+    eventually("postgres has exited", || !process_alive(pg));
+    let out = run(&["sql", "--data-dir", path(&dir), "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running cluster"));
+
+    // The stop was recorded before the cluster went down.
+    let node2 = Node::boot(&dir, &[]);
+    let rows = sql_json(
+        &dir,
+        "SELECT node_id, state FROM os.nodes ORDER BY started_at",
+    );
+    assert_eq!(rows[0]["state"], "stopped");
+    assert_eq!(rows[1]["node_id"], node2.node_id.as_str());
+    node2.signal(Signal::SIGTERM);
+    assert!(node2.wait(), "SIGTERM exits cleanly");
+}
+
+#[test]
+fn invalid_sql_reports_the_postgres_error_and_breaks_nothing() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let node = Node::boot(&dir, &[]);
+    let out = run(&["sql", "--data-dir", path(&dir), "SELEKT * FROM os.nodes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("syntax error") && err.contains("42601"),
+        "{err}"
+    );
+
+    let out = run(&[
+        "sql",
+        "--data-dir",
+        path(&dir),
+        "SELECT * FROM no_such_table",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("42P01"));
+
+    // Several statements; a table for people.
+    let text = ok(&[
+        "sql",
+        "--data-dir",
+        path(&dir),
+        "CREATE TABLE public.t (x int); INSERT INTO public.t VALUES (1), (2); SELECT x FROM public.t ORDER BY x",
+    ]);
+    assert!(
+        text.contains("2 rows affected") && text.contains("(2 rows)"),
+        "{text}"
+    );
+    let rows = sql_json(&dir, "SELECT count(*) AS n FROM os.nodes WHERE alive");
+    assert_eq!(rows, serde_json::json!([{"n": 1}]));
+    let out = ok(&[
+        "psql",
+        "--data-dir",
+        path(&dir),
+        "--",
+        "-At",
+        "-c",
+        "SELECT sum(x) FROM public.t",
+    ]);
+    assert_eq!(out.trim(), "3");
+    node.signal(Signal::SIGINT);
+    assert!(node.wait());
+}
+
+#[test]
+fn after_kill_9_a_new_boot_works_and_the_old_node_shows_dead() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let first = Node::boot(&dir, &[]);
+    let first_id = first.node_id.clone();
+    first.kill9();
+    // Postgres outlived its node; the next boot joins it.
+    let pg = postmaster_pid(&dir).expect("postgres still runs");
+    assert!(process_alive(pg));
+
+    let second = Node::boot(&dir, &[]);
+    assert_ne!(second.node_id, first_id, "a restarted node gets a fresh id");
+    let rows = sql_json(
+        &dir,
+        "SELECT node_id, state, alive FROM os.nodes ORDER BY started_at",
+    );
+    assert_eq!(rows[0]["node_id"], first_id.as_str());
+    assert_eq!(rows[0]["alive"], false);
+    assert_eq!(
+        rows[0]["state"], "dead",
+        "the successor on this host saw its process gone"
+    );
+    assert_eq!(rows[1]["alive"], true);
+
+    // Kill both node and Postgres: a stale postmaster.pid is left behind.
+    second.kill9();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pg), Signal::SIGKILL).expect("kill postgres");
+    eventually("postgres is gone", || !process_alive(pg));
+    assert!(dir.join("pgdata/postmaster.pid").exists());
+    let third = Node::boot(&dir, &[]);
+    let rows = sql_json(&dir, "SELECT count(*) AS n FROM os.nodes WHERE alive");
+    assert_eq!(rows, serde_json::json!([{"n": 1}]));
+    let pg3 = postmaster_pid(&dir).expect("postgres runs");
+    third.signal(Signal::SIGINT);
+    assert!(third.wait());
+    eventually("postgres has exited", || !process_alive(pg3));
+}
+
+#[test]
+fn a_dead_node_on_another_host_shows_dead_after_its_lease() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let node = Node::boot(&dir, &[]);
+    ok(&[
+        "sql",
+        "--data-dir",
+        path(&dir),
+        "INSERT INTO kernel.nodes (node_id, hostname, pid, version, slots, lease_ms) \
+         VALUES ('remote', 'elsewhere', 4242, '0', 1, 300)",
+    ]);
+    eventually("the silent remote node counts as dead", || {
+        sql_json(&dir, "SELECT alive FROM os.nodes WHERE node_id = 'remote'")
+            == serde_json::json!([{"alive": false}])
+    });
+    node.signal(Signal::SIGINT);
+    assert!(node.wait());
+}
+
+#[test]
+fn bad_flags_and_unreachable_databases_give_clear_errors() {
+    for args in [
+        vec!["--help"],
+        vec!["boot", "--help"],
+        vec!["status", "--help"],
+        vec!["sql", "--help"],
+        vec!["psql", "--help"],
+    ] {
+        let out = ok(&args);
+        assert!(out.contains("Usage"), "{args:?}: {out}");
+    }
+    let out = run(&["boot", "--label", "nokeyvalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"));
+
+    let out = run(&[
+        "sql",
+        "--database-url",
+        "postgres://x:pw@127.0.0.1:1/db",
+        "SELECT 1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unreachable") && !err.contains("pw@"), "{err}");
+
+    let out = run(&["status", "--database-url", "mysql://nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"));
+
+    let scratch = scratch_dir_for_cluster();
+    let out = run(&["status", "--data-dir", path(scratch.path())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dbos boot --data-dir"));
+}

@@ -1,0 +1,142 @@
+//! Shared fixtures of the end-to-end tests: running the real `dbos` binary.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The `dbos` binary under test.
+pub fn dbos() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dbos"));
+    c.env_remove("DATABASE_URL")
+        .env_remove("DBOS_DATA_DIR")
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// Runs `dbos ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    dbos().args(args).output().expect("the dbos binary runs")
+}
+
+/// `dbos ARGS` that must succeed; returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "dbos {args:?} failed with {}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// `dbos sql --json QUERY` on a data directory, parsed.
+pub fn sql_json(data_dir: &Path, query: &str) -> serde_json::Value {
+    let out = ok(&["sql", "--data-dir", path(data_dir), "--json", query]);
+    serde_json::from_str(&out).expect("JSON rows")
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A `dbos boot` running in the background.
+pub struct Node {
+    pub child: Child,
+    pub node_id: String,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// Boots a node on `data_dir` and waits until it prints its identity.
+    pub fn boot(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut child = dbos()
+            .args(["boot", "--data-dir", path(data_dir)])
+            .args(["--heartbeat-interval-ms", "200", "--node-lease-ms", "2000"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbos boot starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut node_id, mut url) = (None, None);
+        while node_id.is_none() || url.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| {
+                    panic!("dbos boot printed its identity ({:?})", child.try_wait())
+                });
+            if let Some(id) = line.strip_prefix("node ") {
+                node_id = Some(id.to_owned());
+            } else if let Some(u) = line.strip_prefix("database ") {
+                url = Some(u.to_owned());
+            }
+        }
+        Node {
+            child,
+            node_id: node_id.expect("set"),
+            url: url.expect("set"),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).expect("signal the node");
+    }
+
+    /// Waits for the node to exit; returns whether it exited successfully.
+    pub fn wait(mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "the node exits");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+/// The pid of the data directory's postmaster, if its pid file exists.
+pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(data_dir.join("pgdata/postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// Polls `f` until it returns true or a generous deadline passes.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
