@@ -6,10 +6,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cli;
+pub mod workflow;
 
 use dbos_kernel::ServiceMigrations;
 
 /// Migrations of every service hosted here (the kernel's own are applied first by the kernel).
 pub fn migrations() -> Vec<ServiceMigrations> {
-    Vec::new()
+    vec![workflow::MIGRATIONS]
 }

@@ -1,0 +1,544 @@
+//! The context a workflow runs with: durable steps, transactions, child workflows, sleep.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+
+use super::codec;
+use super::committer::Checkpoint;
+use super::error::WfError;
+use super::service::{now_ms, Service, StartOptions, WorkflowHandle};
+
+/// An operation recorded by an earlier execution of the workflow.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct Recorded {
+    pub(crate) function_id: i32,
+    pub(crate) function_name: String,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) child_workflow_id: Option<String>,
+}
+
+/// Decides whether a failed step attempt is retried.
+pub type ShouldRetry = Arc<dyn Fn(&WfError) -> bool + Send + Sync>;
+
+/// How a step is retried. The default runs a step once.
+#[derive(Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, at least 1.
+    pub max_attempts: u32,
+    /// Pause after the first failure.
+    pub interval_ms: u64,
+    /// Factor by which the pause grows after each failure.
+    pub backoff_rate: f64,
+    /// Longest pause.
+    pub max_interval_ms: u64,
+    /// Whether an error is worth another attempt; every error is when `None`.
+    pub should_retry: Option<ShouldRetry>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            interval_ms: 1_000,
+            backoff_rate: 2.0,
+            max_interval_ms: 3_600_000,
+            should_retry: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("max_attempts", &self.max_attempts)
+            .field("interval_ms", &self.interval_ms)
+            .field("backoff_rate", &self.backoff_rate)
+            .field("max_interval_ms", &self.max_interval_ms)
+            .finish()
+    }
+}
+
+impl RetryPolicy {
+    /// Up to `max_attempts` attempts with the default backoff (1 s, doubling).
+    pub fn attempts(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn pause_ms(&self, failures: u32) -> u64 {
+        let ms = self.interval_ms as f64 * self.backoff_rate.powi(failures as i32 - 1);
+        (ms.min(self.max_interval_ms as f64)).max(0.0) as u64
+    }
+}
+
+/// Transactions retried on serialization failures and deadlocks before giving up.
+const TRANSACTION_ATTEMPTS_MAX: u32 = 20;
+
+/// What a running workflow is given. Cheap to clone.
+#[derive(Clone)]
+pub struct WfCtx {
+    pub(crate) inner: Arc<CtxInner>,
+}
+
+pub(crate) struct CtxInner {
+    pub(crate) svc: Service,
+    pub(crate) workflow_id: String,
+    pub(crate) owner_xid: String,
+    pub(crate) next_fid: AtomicI32,
+    pub(crate) recorded: Mutex<HashMap<i32, Recorded>>,
+    pub(crate) deadline_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for WfCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WfCtx")
+            .field("workflow_id", &self.inner.workflow_id)
+            .finish()
+    }
+}
+
+impl WfCtx {
+    /// This workflow's ID.
+    pub fn workflow_id(&self) -> &str {
+        &self.inner.workflow_id
+    }
+
+    fn next_fid(&self) -> i32 {
+        self.inner.next_fid.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The recorded operation at `fid`, checked against the name the code calls now.
+    fn replay(&self, fid: i32, name: &str) -> Result<Option<Recorded>, WfError> {
+        let rec = self.inner.recorded.lock().get(&fid).cloned();
+        match rec {
+            Some(r) if r.function_name != name => Err(WfError::Determinism {
+                workflow_id: self.inner.workflow_id.clone(),
+                function_id: fid,
+                called: name.to_owned(),
+                recorded: r.function_name,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    fn replay_value<T: DeserializeOwned>(&self, r: &Recorded) -> Result<T, WfError> {
+        match (&r.output, &r.error) {
+            (_, Some(e)) => Err(WfError::Failed(Box::new(codec::decode_error(e)))),
+            (Some(o), None) => codec::decode(o),
+            (None, None) => codec::decode("null"),
+        }
+    }
+
+    /// Fails with [`WfError::Cancelled`] once the workflow's deadline has passed (and cancels it).
+    async fn check_deadline(&self) -> Result<(), WfError> {
+        if let Some(deadline) = self.inner.deadline_ms {
+            if now_ms() >= deadline {
+                self.inner
+                    .svc
+                    .cancel_expired(&self.inner.workflow_id)
+                    .await?;
+                return Err(WfError::Cancelled(self.inner.workflow_id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint; a refused write says why (cancelled, or owned elsewhere).
+    async fn record(&self, c: Checkpoint) -> Result<(), WfError> {
+        if self.inner.svc.committer().checkpoint(c).await? {
+            Ok(())
+        } else {
+            Err(self.inner.svc.why_not_owner(&self.inner.workflow_id).await)
+        }
+    }
+
+    fn checkpoint(
+        &self,
+        fid: i32,
+        name: &str,
+        result: &Result<String, WfError>,
+        started_at_ms: i64,
+        completed_at_ms: i64,
+        child: Option<String>,
+    ) -> Checkpoint {
+        let (output, error) = match result {
+            Ok(o) => (Some(o.clone()), None),
+            Err(e) => (None, Some(codec::encode_error(&e.to_portable()))),
+        };
+        Checkpoint {
+            workflow_id: self.inner.workflow_id.clone(),
+            owner_xid: self.inner.owner_xid.clone(),
+            function_id: fid,
+            name: name.to_owned(),
+            output,
+            error,
+            child_workflow_id: child,
+            started_at_ms,
+            completed_at_ms,
+        }
+    }
+
+    /// Runs `f` once as a durable step: its result is recorded, and a replay returns the
+    /// recorded result (or re-raises the recorded error) without running it again.
+    ///
+    /// 1 round trip and 1 commit (shared with concurrent workflows) when it runs; none on replay.
+    ///
+    /// # Errors
+    /// The step's own error (recorded), [`WfError::Cancelled`], [`WfError::Determinism`].
+    pub async fn step<T, F, Fut>(&self, name: &str, f: F) -> Result<T, WfError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, WfError>>,
+    {
+        self.step_with(name, &RetryPolicy::default(), f).await
+    }
+
+    /// As [`WfCtx::step`], retrying failures by `policy`. Only the final outcome is recorded.
+    ///
+    /// # Errors
+    /// As [`WfCtx::step`]; [`WfError::MaxStepRetries`] when every attempt failed.
+    pub async fn step_with<T, F, Fut>(
+        &self,
+        name: &str,
+        policy: &RetryPolicy,
+        mut f: F,
+    ) -> Result<T, WfError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, WfError>>,
+    {
+        let fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            return self.replay_value(&r);
+        }
+        self.check_deadline().await?;
+        let started = now_ms();
+        let attempts = policy.max_attempts.max(1);
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match f().await {
+                Ok(v) => break Ok(v),
+                Err(e) if e.parks() => return Err(e),
+                Err(e) => {
+                    let retry = policy.should_retry.as_ref().is_none_or(|p| p(&e));
+                    if !retry {
+                        break Err(e);
+                    }
+                    if attempt >= attempts {
+                        break Err(if attempts > 1 {
+                            WfError::MaxStepRetries {
+                                name: name.to_owned(),
+                                attempts,
+                                last: Box::new(e.to_portable()),
+                            }
+                        } else {
+                            e
+                        });
+                    }
+                    tracing::debug!(step = name, attempt, error = %e, "step failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(policy.pause_ms(attempt))).await;
+                }
+            }
+        };
+        let encoded = match &result {
+            Ok(v) => codec::encode(v).map(Some)?,
+            Err(_) => None,
+        };
+        let as_text: Result<String, WfError> = match (&encoded, &result) {
+            (Some(o), _) => Ok(o.clone()),
+            (None, Err(e)) => Err(WfError::Failed(Box::new(e.to_portable()))),
+            (None, Ok(_)) => unreachable!("a success is encoded"),
+        };
+        self.record(self.checkpoint(fid, name, &as_text, started, now_ms(), None))
+            .await?;
+        result.map_err(|e| match e {
+            WfError::Failed(_) | WfError::MaxStepRetries { .. } => e,
+            other => WfError::Failed(Box::new(other.to_portable())),
+        })
+    }
+
+    /// Runs `f` in a Postgres transaction whose commit also records the step: the user's writes
+    /// and the checkpoint commit together or not at all. Serialization failures and deadlocks
+    /// retry the whole transaction.
+    ///
+    /// 1 commit; round trips are the user's statements plus 3 (begin, checkpoint, commit).
+    ///
+    /// # Errors
+    /// The closure's error (recorded, after rolling its writes back), [`WfError::Cancelled`].
+    pub async fn transaction<T, F>(&self, name: &str, mut f: F) -> Result<T, WfError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, WfError>>,
+    {
+        let fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            return self.replay_value(&r);
+        }
+        self.check_deadline().await?;
+        let started = now_ms();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = self.inner.svc.pool().acquire().await?;
+            let mut tx = conn.begin().await?;
+            let outcome = f(&mut tx).await;
+            let value = match outcome {
+                Ok(v) => v,
+                Err(WfError::Db(e)) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
+                    drop(tx);
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(e) if e.parks() => return Err(e),
+                Err(e) => {
+                    tx.rollback().await?;
+                    let err = Err(WfError::Failed(Box::new(e.to_portable())));
+                    self.record(self.checkpoint(fid, name, &err, started, now_ms(), None))
+                        .await?;
+                    return Err(e);
+                }
+            };
+            let output = codec::encode(&value)?;
+            // Served by the primary keys; locks the workflow row against a concurrent cancel.
+            let written = sqlx::query(
+                "WITH own AS (
+                     SELECT 1 FROM dbos.workflow_status
+                     WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+                     FOR NO KEY UPDATE
+                 )
+                 INSERT INTO dbos.operation_outputs
+                     (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
+                      completed_at_epoch_ms, serialization)
+                 SELECT $1, $3, $4, $5, $6, (EXTRACT(epoch FROM now()) * 1000)::bigint, 'portable_json'
+                 FROM own
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.inner.workflow_id)
+            .bind(&self.inner.owner_xid)
+            .bind(fid)
+            .bind(name)
+            .bind(&output)
+            .bind(started)
+            .execute(&mut *tx)
+            .await;
+            let written = match written {
+                Ok(r) => r.rows_affected() == 1,
+                Err(e) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
+                    drop(tx);
+                    backoff(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !written {
+                tx.rollback().await?;
+                return Err(self.inner.svc.why_not_owner(&self.inner.workflow_id).await);
+            }
+            match tx.commit().await {
+                Ok(()) => return Ok(value),
+                Err(e) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Starts a child workflow (default ID `{parent}-{function_id}`), recorded so a replay
+    /// re-attaches to the same child. The child inherits this workflow's deadline.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// [`WfError::NotRegistered`], [`WfError::Conflict`], [`WfError::Cancelled`].
+    pub async fn start_child<I, O>(
+        &self,
+        name: &str,
+        input: I,
+        mut opts: StartOptions,
+    ) -> Result<WorkflowHandle<O>, WfError>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        let fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            let child = r.child_workflow_id.ok_or_else(|| WfError::Determinism {
+                workflow_id: self.inner.workflow_id.clone(),
+                function_id: fid,
+                called: name.to_owned(),
+                recorded: "an operation without a child".into(),
+            })?;
+            return Ok(self.inner.svc.handle(child));
+        }
+        self.check_deadline().await?;
+        let id = opts
+            .workflow_id
+            .take()
+            .unwrap_or_else(|| format!("{}-{fid}", self.inner.workflow_id));
+        if opts.timeout.is_none() {
+            opts.deadline_ms = self.inner.deadline_ms;
+        }
+        let inputs = codec::encode_input(&input)?;
+        self.inner
+            .svc
+            .start_child(self, fid, name, &id, inputs, &opts)
+            .await
+    }
+
+    /// Waits for a workflow's result, recorded so a replay returns the same outcome.
+    ///
+    /// # Errors
+    /// The awaited workflow's error, or this workflow's cancellation.
+    pub async fn result_of<O>(&self, handle: WorkflowHandle<O>) -> Result<O, WfError>
+    where
+        O: Serialize + DeserializeOwned,
+    {
+        let name = "DBOS.getResult";
+        let fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            return self.replay_value(&r);
+        }
+        let started = now_ms();
+        let child = handle.workflow_id().to_owned();
+        let result = handle.result().await;
+        let text = match &result {
+            Ok(v) => Ok(codec::encode(v)?),
+            Err(WfError::Failed(p)) => Err(WfError::Failed(p.clone())),
+            Err(e) if e.parks() && !matches!(e, WfError::Cancelled(_)) => return result,
+            Err(e) => Err(WfError::Failed(Box::new(e.to_portable()))),
+        };
+        self.record(self.checkpoint(fid, name, &text, started, now_ms(), Some(child)))
+            .await?;
+        result
+    }
+
+    /// Starts a child workflow and waits for its result.
+    ///
+    /// # Errors
+    /// As [`WfCtx::start_child`] and [`WfCtx::result_of`].
+    pub async fn run_child<I, O>(&self, name: &str, input: I) -> Result<O, WfError>
+    where
+        I: Serialize,
+        O: Serialize + DeserializeOwned,
+    {
+        let h = self
+            .start_child(name, input, StartOptions::default())
+            .await?;
+        self.result_of(h).await
+    }
+
+    /// Sleeps durably: the wake-up time is recorded before sleeping, so a recovered workflow
+    /// sleeps only for what is left.
+    ///
+    /// # Errors
+    /// [`WfError::Cancelled`], or a database error recording the wake-up time.
+    pub async fn sleep(&self, duration: Duration) -> Result<(), WfError> {
+        let name = "DBOS.sleep";
+        let fid = self.next_fid();
+        let end_ms = match self.replay(fid, name)? {
+            Some(r) => {
+                let secs: f64 = codec::decode(r.output.as_deref().unwrap_or("0"))?;
+                (secs * 1000.0) as i64
+            }
+            None => {
+                self.check_deadline().await?;
+                let now = now_ms();
+                let end = now + duration.as_millis() as i64;
+                let secs = end as f64 / 1000.0;
+                self.record(self.checkpoint(fid, name, &Ok(codec::encode(&secs)?), now, end, None))
+                    .await?;
+                end
+            }
+        };
+        let left = end_ms - now_ms();
+        if left > 0 {
+            tokio::time::sleep(Duration::from_millis(left as u64)).await;
+        }
+        Ok(())
+    }
+
+    /// The current time in milliseconds since the epoch, recorded: a replay sees the same value.
+    ///
+    /// # Errors
+    /// As [`WfCtx::step`].
+    pub async fn now_ms(&self) -> Result<i64, WfError> {
+        self.step("DBOS.now", || async { Ok(now_ms()) }).await
+    }
+
+    /// A random 64-bit value, recorded: a replay sees the same value.
+    ///
+    /// # Errors
+    /// As [`WfCtx::step`].
+    pub async fn random(&self) -> Result<u64, WfError> {
+        self.step("DBOS.random", || async { Ok(rand::random::<u64>()) })
+            .await
+    }
+
+    /// Patching: `true` in executions that started after the patch was deployed (the new code
+    /// path), `false` in older ones replaying a history recorded without it.
+    ///
+    /// # Errors
+    /// A database error recording the patch marker.
+    pub async fn patch(&self, patch_name: &str) -> Result<bool, WfError> {
+        let name = format!("DBOS.patch-{patch_name}");
+        let fid = self.inner.next_fid.load(Ordering::SeqCst) + 1;
+        let rec = self.inner.recorded.lock().get(&fid).cloned();
+        match rec {
+            Some(r) if r.function_name == name => {
+                self.inner.next_fid.fetch_add(1, Ordering::SeqCst);
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                self.inner.next_fid.fetch_add(1, Ordering::SeqCst);
+                let now = now_ms();
+                let mut c = self.checkpoint(fid, &name, &Ok(String::new()), now, now, None);
+                c.output = None;
+                self.record(c).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Retires a patch once no execution without it remains: always `true`; skips the patch
+    /// marker where one was recorded.
+    pub fn deprecate_patch(&self, patch_name: &str) -> bool {
+        let name = format!("DBOS.patch-{patch_name}");
+        let fid = self.inner.next_fid.load(Ordering::SeqCst) + 1;
+        let marked = self
+            .inner
+            .recorded
+            .lock()
+            .get(&fid)
+            .is_some_and(|r| r.function_name == name);
+        if marked {
+            self.inner.next_fid.fetch_add(1, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+fn retryable(e: &sqlx::Error) -> bool {
+    matches!(dbos_kernel::sqlstate(e).as_deref(), Some("40001" | "40P01"))
+}
+
+async fn backoff(attempt: u32) {
+    let ms = (1.5f64.powi(attempt as i32)).min(2_000.0) as u64;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}

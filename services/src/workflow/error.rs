@@ -1,0 +1,162 @@
+//! Errors of the workflow service.
+
+use serde::{Deserialize, Serialize};
+
+/// An application error in DBOS's portable shape: what workflows and steps fail with, what is
+/// recorded, and what replays re-raise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortableError {
+    /// Error class name, e.g. `ValueError`.
+    pub name: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Optional machine-readable code.
+    #[serde(default)]
+    pub code: Option<serde_json::Value>,
+    /// Optional structured data.
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for PortableError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+/// Everything a workflow operation can fail with.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum WfError {
+    /// The workflow or step failed with an application error (recorded, replayed identically).
+    #[error("{0}")]
+    Failed(Box<PortableError>),
+    /// The workflow was cancelled (or passed its deadline); observed at a step boundary.
+    #[error("workflow {0} was cancelled")]
+    Cancelled(String),
+    /// The workflow exceeded its recovery attempts and was dead-lettered.
+    #[error("workflow {0} exceeded its maximum recovery attempts and was dead-lettered")]
+    MaxRecoveryAttemptsExceeded(String),
+    /// A replay found a different operation recorded at this position: the workflow code is not
+    /// deterministic, or changed since the workflow started.
+    #[error(
+        "workflow {workflow_id} step {function_id}: the code called {called:?} where the recorded \
+         run called {recorded:?}; workflow code must be deterministic (use patch() for code changes)"
+    )]
+    Determinism {
+        /// The workflow.
+        workflow_id: String,
+        /// The position.
+        function_id: i32,
+        /// What the code called now.
+        called: String,
+        /// What was recorded.
+        recorded: String,
+    },
+    /// Another execution owns the workflow now (it was recovered elsewhere, or cancelled).
+    #[error("workflow {0} is owned by another execution; this one stops without writing")]
+    NotOwner(String),
+    /// An ID is in use by a workflow of another function.
+    #[error("workflow {id} already exists with function {existing:?}, not {requested:?}")]
+    Conflict {
+        /// The workflow ID.
+        id: String,
+        /// Its recorded function.
+        existing: String,
+        /// The function asked for now.
+        requested: String,
+    },
+    /// No workflow has this ID.
+    #[error("no workflow has ID {0:?}")]
+    NotFound(String),
+    /// No workflow function of this name is registered on this node.
+    #[error("no workflow named {0:?} is registered here")]
+    NotRegistered(String),
+    /// A step failed on every attempt.
+    #[error("step {name} has exceeded its maximum of {attempts} attempts: {last}")]
+    MaxStepRetries {
+        /// The step.
+        name: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: Box<PortableError>,
+    },
+    /// A payload cannot be encoded or decoded.
+    #[error("payload error: {0}")]
+    Encode(String),
+    /// Bad arguments to an operation.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The service is shutting down.
+    #[error("the workflow service is shutting down")]
+    ShuttingDown,
+    /// A database error.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A kernel error.
+    #[error(transparent)]
+    Kernel(#[from] dbos_kernel::Error),
+}
+
+impl WfError {
+    /// An application error with a class name and message.
+    pub fn failed(name: impl Into<String>, message: impl Into<String>) -> WfError {
+        WfError::Failed(Box::new(PortableError {
+            name: name.into(),
+            message: message.into(),
+            code: None,
+            data: None,
+        }))
+    }
+
+    pub(crate) fn encode(e: serde_json::Error) -> WfError {
+        WfError::Encode(e.to_string())
+    }
+
+    /// The error as it is recorded: application errors as they are, others under DBOS's names.
+    pub fn to_portable(&self) -> PortableError {
+        if let WfError::Failed(p) = self {
+            return (**p).clone();
+        }
+        let name = match self {
+            WfError::Cancelled(_) => "DBOSWorkflowCancelledError",
+            WfError::MaxRecoveryAttemptsExceeded(_) => "DBOSMaxRecoveryAttemptsExceededError",
+            WfError::Determinism { .. } => "DBOSUnexpectedStepError",
+            WfError::NotOwner(_) => "DBOSWorkflowConflictIDError",
+            WfError::Conflict { .. } => "DBOSConflictingWorkflowError",
+            WfError::NotFound(_) => "DBOSNonExistentWorkflowError",
+            WfError::NotRegistered(_) => "DBOSWorkflowFunctionNotFoundError",
+            WfError::MaxStepRetries { .. } => "DBOSMaxStepRetriesExceeded",
+            WfError::Encode(_) => "DBOSSerializationError",
+            WfError::Invalid(_) => "ValueError",
+            WfError::ShuttingDown | WfError::Db(_) | WfError::Kernel(_) => "DBOSException",
+            WfError::Failed(_) => unreachable!("returned above"),
+        };
+        PortableError {
+            name: name.into(),
+            message: self.to_string(),
+            code: None,
+            data: None,
+        }
+    }
+
+    /// Whether this error ends the execution without recording an outcome (someone else owns
+    /// the workflow's fate).
+    pub(crate) fn parks(&self) -> bool {
+        matches!(
+            self,
+            WfError::Cancelled(_)
+                | WfError::NotOwner(_)
+                | WfError::ShuttingDown
+                | WfError::Db(_)
+                | WfError::Kernel(_)
+        )
+    }
+}
+
+impl From<serde_json::Error> for WfError {
+    fn from(e: serde_json::Error) -> Self {
+        WfError::encode(e)
+    }
+}

@@ -1,0 +1,54 @@
+//! Durable workflows with the semantics of DBOS Transact, on the DBOS system database.
+//!
+//! A workflow is a deterministic async function; each step's result is checkpointed in
+//! `dbos.operation_outputs` under `(workflow_uuid, function_id)`, `function_id` counting from 1
+//! in call order. A recovered workflow runs again from the top and every completed step returns
+//! its recorded output instead of running again.
+//!
+//! ```no_run
+//! use dbos_services::workflow::{Registry, Service, Options, StartOptions, WfCtx, WfError};
+//!
+//! async fn greet(ctx: WfCtx, (name,): (String,)) -> Result<String, WfError> {
+//!     let greeting = ctx.step("compose", || async { Ok(format!("hello, {name}")) }).await?;
+//!     ctx.sleep(std::time::Duration::from_millis(10)).await?;
+//!     Ok(greeting)
+//! }
+//!
+//! # async fn demo(kernel: &dbos_kernel::Kernel) -> Result<(), WfError> {
+//! let mut registry = Registry::new();
+//! registry.register("greet", greet);
+//! let wf = Service::launch(kernel, registry, Options::default()).await?;
+//! let out: String = wf.run("greet", ("world".to_owned(),), StartOptions::default()).await?;
+//! assert_eq!(out, "hello, world");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Cost of a fresh workflow: 1 round trip to start, 1 per step checkpoint, 1 to finish; the
+//! checkpoint and finish writes of concurrent workflows share statements and commits.
+
+pub mod codec;
+mod committer;
+mod ctx;
+mod error;
+pub mod manage;
+mod service;
+
+pub use ctx::{RetryPolicy, ShouldRetry, WfCtx};
+pub use error::{PortableError, WfError};
+pub use service::{
+    now_ms, Options, Registry, Service, StartOptions, WorkflowHandle, ENQUEUE_CHANNEL,
+    INTERNAL_QUEUE,
+};
+
+use dbos_kernel::{Migration, ServiceMigrations};
+
+/// The DBOS system database (schema `dbos`, DBOS migration version 125).
+pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
+    service: "dbos",
+    migrations: &[Migration {
+        version: 1,
+        name: "DBOS system database v125",
+        sql: include_str!("../../migrations/dbos_0001_system_database.sql"),
+    }],
+};

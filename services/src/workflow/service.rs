@@ -1,0 +1,933 @@
+//! The workflow service: registry, start, enqueue, dispatch, recovery and execution.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::AtomicI32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbos_kernel::{CancellationToken, Kernel, Runtime};
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+use tokio::sync::Notify;
+
+use super::codec;
+use super::committer::{Committer, Outcome};
+use super::ctx::{CtxInner, Recorded, WfCtx};
+use super::error::WfError;
+
+/// Queue that hosts resumed, forked and recovered workflows.
+pub const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
+/// Channel on which enqueues wake idle nodes.
+pub const ENQUEUE_CHANNEL: &str = "dbos_kernel_enqueue";
+
+/// Milliseconds since the epoch, by this host's clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Options of the workflow service; every limit has a default.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Application version; derived from the registered workflow names when `None`
+    /// (see [`Registry::version`]).
+    pub app_version: Option<String>,
+    /// Claims beyond this many recoveries dead-letter a workflow; `None` is unlimited.
+    pub max_recovery_attempts: Option<u32>,
+    /// Checkpoints and outcomes written in one statement at most.
+    pub checkpoint_batch_max: usize,
+    /// Checkpoint batches being committed at once.
+    pub checkpoint_batches_in_flight_max: usize,
+    /// Workflows claimed in one round trip at most.
+    pub claim_batch_max: usize,
+    /// Poll interval of the dispatcher when no notification arrives.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            app_version: std::env::var("DBOS__APPVERSION")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            max_recovery_attempts: Some(100),
+            checkpoint_batch_max: 512,
+            checkpoint_batches_in_flight_max: 4,
+            claim_batch_max: 256,
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+type ErasedFn =
+    Arc<dyn Fn(WfCtx, String) -> BoxFuture<'static, Result<String, WfError>> + Send + Sync>;
+
+/// The workflow functions a node can run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    fns: HashMap<String, ErasedFn>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.fns.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers a workflow function. Its input is a tuple of positional arguments (`(x,)` for
+    /// one, `()` for none); input and output travel as `portable_json`.
+    pub fn register<I, O, F, Fut>(&mut self, name: &str, f: F) -> &mut Registry
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(WfCtx, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, WfError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let erased: ErasedFn = Arc::new(move |ctx, input| {
+            let f = f.clone();
+            Box::pin(async move {
+                let input: I = codec::decode_input(&input)?;
+                let out = f(ctx, input).await?;
+                codec::encode(&out)
+            })
+        });
+        self.fns.insert(name.to_owned(), erased);
+        self
+    }
+
+    /// Names of the registered workflows, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.fns.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The default application version: the first 32 hex digits of SHA-256 over this crate's
+    /// version and the sorted registered workflow names, one per line. Nodes running the same
+    /// set of workflows share a version; adding, removing or renaming one changes it. Set
+    /// `DBOS__APPVERSION` (or [`Options::app_version`]) to version by code instead.
+    pub fn version(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        for n in self.names() {
+            h.update(b"\n");
+            h.update(n.as_bytes());
+        }
+        hex::encode(h.finalize())[..32].to_owned()
+    }
+}
+
+/// Options of one start or enqueue.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Workflow ID; a fresh UUID when `None`.
+    pub workflow_id: Option<String>,
+    /// Start-to-close timeout; the deadline is set at start (direct) or claim (queued).
+    pub timeout: Option<Duration>,
+    /// Absolute deadline (epoch ms), e.g. inherited from a parent.
+    pub deadline_ms: Option<i64>,
+    /// Queue priority: lower runs earlier; 0 is the default and highest.
+    pub priority: i32,
+    /// Deduplication ID within the queue.
+    pub deduplication_id: Option<String>,
+}
+
+/// The workflow service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    runtime: Runtime,
+    executor_id: String,
+    app_version: String,
+    registry: Registry,
+    names: Vec<String>,
+    committer: Committer,
+    opts: Options,
+    /// Wakes result waiters when a local execution ends.
+    done: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Wakes the dispatcher.
+    wake: Notify,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("executor_id", &self.inner.executor_id)
+            .field("app_version", &self.inner.app_version)
+            .field("registry", &self.inner.registry)
+            .finish()
+    }
+}
+
+/// A started workflow.
+pub struct WorkflowHandle<O> {
+    id: String,
+    svc: Service,
+    _out: PhantomData<fn() -> O>,
+}
+
+impl<O> std::fmt::Debug for WorkflowHandle<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowHandle")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<O> Clone for WorkflowHandle<O> {
+    fn clone(&self) -> Self {
+        WorkflowHandle {
+            id: self.id.clone(),
+            svc: self.svc.clone(),
+            _out: PhantomData,
+        }
+    }
+}
+
+/// A workflow's terminal state, as read from the database.
+#[derive(Debug)]
+enum Terminal {
+    Success(Option<String>),
+    Error(Option<String>),
+    Cancelled,
+    Dead,
+}
+
+impl<O: DeserializeOwned> WorkflowHandle<O> {
+    /// The workflow's ID.
+    pub fn workflow_id(&self) -> &str {
+        &self.id
+    }
+
+    /// Waits until the workflow ends and returns its output, or its recorded error.
+    ///
+    /// Polls `workflow_status` ⟕ `workflow_output` (1 round trip each), woken at once when this
+    /// node finishes the workflow.
+    ///
+    /// # Errors
+    /// The workflow's error, [`WfError::Cancelled`], [`WfError::MaxRecoveryAttemptsExceeded`],
+    /// [`WfError::NotFound`].
+    pub async fn result(&self) -> Result<O, WfError> {
+        let notify = self
+            .svc
+            .inner
+            .done
+            .lock()
+            .entry(self.id.clone())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(t) = self.svc.terminal(&self.id).await? {
+                return match t {
+                    Terminal::Success(o) => codec::decode(o.as_deref().unwrap_or("null")),
+                    Terminal::Error(e) => Err(WfError::Failed(Box::new(codec::decode_error(
+                        e.as_deref().unwrap_or("unknown error"),
+                    )))),
+                    Terminal::Cancelled => Err(WfError::Cancelled(self.id.clone())),
+                    Terminal::Dead => Err(WfError::MaxRecoveryAttemptsExceeded(self.id.clone())),
+                };
+            }
+            let _ = tokio::time::timeout(pause, notified).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Service {
+    /// Starts the service on a booted node: registers the application version, re-enqueues
+    /// this node's (and its crashed predecessors') PENDING workflows of this version, and runs
+    /// the dispatcher that claims enqueued workflows this node has code for.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn launch(
+        kernel: &Kernel,
+        registry: Registry,
+        opts: Options,
+    ) -> Result<Service, WfError> {
+        let app_version = opts
+            .app_version
+            .clone()
+            .unwrap_or_else(|| registry.version());
+        let pool = kernel.pool().clone();
+        let shutdown = kernel.shutdown_token();
+        let committer = Committer::start(
+            pool.clone(),
+            opts.checkpoint_batch_max,
+            opts.checkpoint_batches_in_flight_max,
+            shutdown.clone(),
+        );
+        let svc = Service {
+            inner: Arc::new(Inner {
+                pool,
+                runtime: kernel.runtime().clone(),
+                executor_id: kernel.node_id().to_owned(),
+                app_version,
+                names: registry.names(),
+                registry,
+                committer,
+                opts,
+                done: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                shutdown,
+            }),
+        };
+        // Registers this version; "latest" is the newest registered one.
+        sqlx::query(
+            "INSERT INTO dbos.application_versions (version_id, version_name)
+             VALUES (gen_random_uuid()::text, $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(&svc.inner.app_version)
+        .execute(&svc.inner.pool)
+        .await?;
+        let mut executors = vec![svc.inner.executor_id.clone()];
+        executors.extend(kernel.replaced_nodes().iter().cloned());
+        let recovered = svc.recover(&executors).await?;
+        if recovered > 0 {
+            tracing::info!(recovered, "re-enqueued pending workflows for recovery");
+        }
+        let sub = kernel.notifier().subscribe(ENQUEUE_CHANNEL).await?;
+        tokio::spawn(svc.clone().dispatcher(sub));
+        Ok(svc)
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn committer(&self) -> &Committer {
+        &self.inner.committer
+    }
+
+    /// This node's executor id.
+    pub fn executor_id(&self) -> &str {
+        &self.inner.executor_id
+    }
+
+    /// The application version this node runs.
+    pub fn app_version(&self) -> &str {
+        &self.inner.app_version
+    }
+
+    /// A handle to an existing workflow.
+    pub fn handle<O>(&self, workflow_id: impl Into<String>) -> WorkflowHandle<O> {
+        WorkflowHandle {
+            id: workflow_id.into(),
+            svc: self.clone(),
+            _out: PhantomData,
+        }
+    }
+
+    /// Re-enqueues the PENDING workflows of these executors at this application version on
+    /// their queue (or the internal one). Returns how many.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn recover(&self, executors: &[String]) -> Result<u64, WfError> {
+        let r = sqlx::query(
+            "UPDATE dbos.workflow_status
+             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
+                 queue_name = COALESCE(queue_name, $3),
+                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+             WHERE status = 'PENDING' AND executor_id = ANY($1) AND application_version = $2",
+        )
+        .bind(executors)
+        .bind(&self.inner.app_version)
+        .bind(INTERNAL_QUEUE)
+        .execute(&self.inner.pool)
+        .await?;
+        if r.rows_affected() > 0 {
+            self.inner.wake.notify_one();
+        }
+        Ok(r.rows_affected())
+    }
+
+    /// Starts a workflow on this node and returns its handle. An existing ID returns the
+    /// existing workflow (which is not run again); an ID used by another function is an error.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// [`WfError::NotRegistered`], [`WfError::Conflict`], [`WfError::Invalid`].
+    pub async fn start<I, O>(
+        &self,
+        name: &str,
+        input: I,
+        opts: StartOptions,
+    ) -> Result<WorkflowHandle<O>, WfError>
+    where
+        I: Serialize,
+    {
+        let f = self.function(name)?;
+        let inputs = codec::encode_input(&input)?;
+        let id = workflow_id(opts.workflow_id.clone())?;
+        let xid = uuid::Uuid::new_v4().to_string();
+        let deadline = deadline(&opts);
+        // Served by the primary keys of workflow_status and workflow_input.
+        let row = sqlx::query(
+            "WITH ins AS (
+                 INSERT INTO dbos.workflow_status AS w
+                     (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
+                      owner_xid, creator_xid, serialization, workflow_timeout_ms,
+                      workflow_deadline_epoch_ms, priority)
+                 VALUES ($1, 'PENDING', $2, $3, $4, 1, $5, $5, 'portable_json', $6, $7, $8)
+                 ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+                 RETURNING name, creator_xid
+             ), inp AS (
+                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+                 SELECT $1, $9 FROM ins WHERE ins.creator_xid = $5
+                 ON CONFLICT DO NOTHING
+             )
+             SELECT name, creator_xid = $5 AS created FROM ins",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(&self.inner.executor_id)
+        .bind(&self.inner.app_version)
+        .bind(&xid)
+        .bind(opts.timeout.map(|t| t.as_millis() as i64))
+        .bind(deadline)
+        .bind(opts.priority)
+        .bind(&inputs)
+        .fetch_one(&self.inner.pool)
+        .await?;
+        let (existing, created): (Option<String>, bool) = (row.get(0), row.get(1));
+        if !created {
+            return self.existing(id, existing, name);
+        }
+        self.execute(f, id.clone(), xid, inputs, HashMap::new(), deadline, 0)
+            .await?;
+        Ok(self.handle(id))
+    }
+
+    /// Starts a workflow and waits for its result.
+    ///
+    /// # Errors
+    /// As [`Service::start`] and [`WorkflowHandle::result`].
+    pub async fn run<I, O>(&self, name: &str, input: I, opts: StartOptions) -> Result<O, WfError>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        self.start::<I, O>(name, input, opts).await?.result().await
+    }
+
+    /// Enqueues a workflow on a queue; a node with the workflow's code claims and runs it.
+    ///
+    /// 1 round trip, 1 commit (which also wakes idle nodes).
+    ///
+    /// # Errors
+    /// [`WfError::Conflict`], or [`WfError::Invalid`] for a duplicate deduplication ID.
+    pub async fn enqueue<I, O>(
+        &self,
+        queue: &str,
+        name: &str,
+        input: I,
+        opts: StartOptions,
+    ) -> Result<WorkflowHandle<O>, WfError>
+    where
+        I: Serialize,
+    {
+        let inputs = codec::encode_input(&input)?;
+        let id = workflow_id(opts.workflow_id.clone())?;
+        if queue.is_empty() {
+            return Err(WfError::Invalid("queue name cannot be empty".into()));
+        }
+        let xid = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "WITH ins AS (
+                 INSERT INTO dbos.workflow_status AS w
+                     (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
+                      serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
+                      deduplication_id)
+                 VALUES ($1, 'ENQUEUED', $2, $3, 0, $4, 'portable_json', $5, $6, $7, $8)
+                 ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+                 RETURNING name, creator_xid
+             ), inp AS (
+                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+                 SELECT $1, $9 FROM ins WHERE ins.creator_xid = $4
+                 ON CONFLICT DO NOTHING
+             )
+             SELECT name, creator_xid = $4 AS created, pg_notify($10, $3) IS NULL FROM ins",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(queue)
+        .bind(&xid)
+        .bind(opts.timeout.map(|t| t.as_millis() as i64))
+        .bind(opts.deadline_ms)
+        .bind(opts.priority)
+        .bind(&opts.deduplication_id)
+        .bind(&inputs)
+        .bind(ENQUEUE_CHANNEL)
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(|e| match dbos_kernel::sqlstate(&e).as_deref() {
+            Some("23505") => WfError::Invalid(format!(
+                "workflow {id} was deduplicated: queue {queue} already has deduplication ID {:?}",
+                opts.deduplication_id.as_deref().unwrap_or_default()
+            )),
+            _ => WfError::Db(e),
+        })?;
+        let (existing, created): (Option<String>, bool) = (row.get(0), row.get(1));
+        if !created {
+            return self.existing(id, existing, name);
+        }
+        self.inner.wake.notify_one();
+        Ok(self.handle(id))
+    }
+
+    fn existing<O>(
+        &self,
+        id: String,
+        existing: Option<String>,
+        name: &str,
+    ) -> Result<WorkflowHandle<O>, WfError> {
+        match existing {
+            Some(e) if e != name => Err(WfError::Conflict {
+                id,
+                existing: e,
+                requested: name.to_owned(),
+            }),
+            _ => Ok(self.handle(id)),
+        }
+    }
+
+    fn function(&self, name: &str) -> Result<super::service::ErasedFnRef, WfError> {
+        self.inner
+            .registry
+            .fns
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WfError::NotRegistered(name.to_owned()))
+    }
+
+    /// Starts a child from a workflow: the child's row, its input and the parent's record of
+    /// it in one statement.
+    pub(crate) async fn start_child<O>(
+        &self,
+        parent: &WfCtx,
+        fid: i32,
+        name: &str,
+        id: &str,
+        inputs: String,
+        opts: &StartOptions,
+    ) -> Result<WorkflowHandle<O>, WfError> {
+        let f = self.function(name)?;
+        let xid = uuid::Uuid::new_v4().to_string();
+        let deadline = deadline(opts);
+        let now = now_ms();
+        let row = sqlx::query(
+            "WITH own AS (
+                 SELECT 1 FROM dbos.workflow_status
+                 WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+                 FOR NO KEY UPDATE
+             ), child AS (
+                 INSERT INTO dbos.workflow_status AS w
+                     (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
+                      owner_xid, creator_xid, serialization, workflow_timeout_ms,
+                      workflow_deadline_epoch_ms, parent_workflow_id, priority)
+                 SELECT $3, 'PENDING', $4, $5, $6, 1, $7, $7, 'portable_json', $8, $9, $1, $10 FROM own
+                 ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+                 RETURNING name, creator_xid
+             ), inp AS (
+                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+                 SELECT $3, $11 FROM child WHERE child.creator_xid = $7
+                 ON CONFLICT DO NOTHING
+             ), op AS (
+                 INSERT INTO dbos.operation_outputs
+                     (workflow_uuid, function_id, function_name, child_workflow_id,
+                      started_at_epoch_ms, completed_at_epoch_ms, serialization)
+                 SELECT $1, $12, $4, $3, $13, $13, 'portable_json' FROM own
+                 ON CONFLICT DO NOTHING
+             )
+             SELECT (SELECT count(*) FROM own) AS owned,
+                    (SELECT name FROM child) AS name,
+                    COALESCE((SELECT creator_xid = $7 FROM child), false) AS created",
+        )
+        .bind(parent.workflow_id())
+        .bind(&parent.inner.owner_xid)
+        .bind(id)
+        .bind(name)
+        .bind(&self.inner.executor_id)
+        .bind(&self.inner.app_version)
+        .bind(&xid)
+        .bind(opts.timeout.map(|t| t.as_millis() as i64))
+        .bind(deadline)
+        .bind(opts.priority)
+        .bind(&inputs)
+        .bind(fid)
+        .bind(now)
+        .fetch_one(&self.inner.pool)
+        .await?;
+        let (owned, existing, created): (i64, Option<String>, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        if owned == 0 {
+            return Err(self.why_not_owner(parent.workflow_id()).await);
+        }
+        if !created {
+            return self.existing(id.to_owned(), existing, name);
+        }
+        self.execute(f, id.to_owned(), xid, inputs, HashMap::new(), deadline, 0)
+            .await?;
+        Ok(self.handle(id.to_owned()))
+    }
+
+    /// Runs a workflow this node owns, on a task slot.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        f: ErasedFn,
+        id: String,
+        owner_xid: String,
+        inputs: String,
+        recorded: HashMap<i32, Recorded>,
+        deadline_ms: Option<i64>,
+        _attempts: i64,
+    ) -> Result<(), WfError> {
+        let ctx = WfCtx {
+            inner: Arc::new(CtxInner {
+                svc: self.clone(),
+                workflow_id: id.clone(),
+                owner_xid: owner_xid.clone(),
+                next_fid: AtomicI32::new(0),
+                recorded: Mutex::new(recorded),
+                deadline_ms,
+            }),
+        };
+        let svc = self.clone();
+        self.inner
+            .runtime
+            .spawn(id.clone(), move |_task| async move {
+                let result = match deadline_ms {
+                    Some(d) => {
+                        // Cancels in the database at the deadline; the run notices at its next
+                        // step boundary.
+                        let svc2 = svc.clone();
+                        let id2 = id.clone();
+                        let timer = tokio::spawn(async move {
+                            let left = d - now_ms();
+                            if left > 0 {
+                                tokio::time::sleep(Duration::from_millis(left as u64)).await;
+                            }
+                            let _ = svc2.cancel_expired(&id2).await;
+                        });
+                        let r = f(ctx, inputs).await;
+                        timer.abort();
+                        r
+                    }
+                    None => f(ctx, inputs).await,
+                };
+                svc.finish(&id, &owner_xid, result).await;
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Records a workflow's outcome (unless it parks) and wakes local waiters.
+    async fn finish(&self, id: &str, owner_xid: &str, result: Result<String, WfError>) {
+        let outcome = match &result {
+            Ok(out) => Some(Outcome {
+                workflow_id: id.to_owned(),
+                owner_xid: owner_xid.to_owned(),
+                status: "SUCCESS",
+                output: Some(out.clone()),
+                error: None,
+            }),
+            Err(e) if e.parks() => {
+                tracing::debug!(workflow_id = id, error = %e, "workflow execution parked");
+                None
+            }
+            Err(e) => Some(Outcome {
+                workflow_id: id.to_owned(),
+                owner_xid: owner_xid.to_owned(),
+                status: "ERROR",
+                output: None,
+                error: Some(codec::encode_error(&e.to_portable())),
+            }),
+        };
+        if let Some(o) = outcome {
+            match self.inner.committer.outcome(o).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(workflow_id = id, "outcome not written: no longer owned")
+                }
+                Err(e) => {
+                    tracing::warn!(workflow_id = id, error = %e, "could not record the outcome; recovery will re-run it")
+                }
+            }
+        }
+        if let Some(n) = self.inner.done.lock().remove(id) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Why a write fenced on `(status = PENDING, owner_xid)` was refused.
+    pub(crate) async fn why_not_owner(&self, id: &str) -> WfError {
+        let status: Result<Option<Option<String>>, _> =
+            sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
+                .bind(id)
+                .fetch_optional(&self.inner.pool)
+                .await;
+        match status {
+            Ok(Some(Some(s))) if s == "CANCELLED" => WfError::Cancelled(id.to_owned()),
+            Ok(Some(Some(s))) if s == "MAX_RECOVERY_ATTEMPTS_EXCEEDED" => {
+                WfError::MaxRecoveryAttemptsExceeded(id.to_owned())
+            }
+            Ok(None) => WfError::NotFound(id.to_owned()),
+            Ok(_) => WfError::NotOwner(id.to_owned()),
+            Err(e) => WfError::Db(e),
+        }
+    }
+
+    /// Cancels a workflow whose deadline has passed.
+    pub(crate) async fn cancel_expired(&self, id: &str) -> Result<(), WfError> {
+        sqlx::query(
+            "UPDATE dbos.workflow_status
+             SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
+                 started_at_epoch_ms = NULL,
+                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+                 completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+             WHERE workflow_uuid = $1 AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
+               AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint",
+        )
+        .bind(id)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn terminal(&self, id: &str) -> Result<Option<Terminal>, WfError> {
+        let row = sqlx::query(
+            "SELECT s.status, COALESCE(o.output, s.output), COALESCE(o.error, s.error)
+             FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
+             WHERE s.workflow_uuid = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.inner.pool)
+        .await?
+        .ok_or_else(|| WfError::NotFound(id.to_owned()))?;
+        let status: Option<String> = row.get(0);
+        Ok(match status.as_deref() {
+            Some("SUCCESS") => Some(Terminal::Success(row.get(1))),
+            Some("ERROR") => Some(Terminal::Error(row.get(2))),
+            Some("CANCELLED") => Some(Terminal::Cancelled),
+            Some("MAX_RECOVERY_ATTEMPTS_EXCEEDED") => Some(Terminal::Dead),
+            _ => None,
+        })
+    }
+
+    /// Claims enqueued workflows this node has code for, up to its free slots, and runs them.
+    async fn dispatcher(self, mut sub: dbos_kernel::Subscription) {
+        let poll = Duration::from_millis(self.inner.opts.poll_interval_ms);
+        let mut last_sweep = std::time::Instant::now();
+        loop {
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            let free = self
+                .inner
+                .runtime
+                .free_slots()
+                .min(self.inner.opts.claim_batch_max);
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(n) => claimed = n,
+                    Err(e) => tracing::warn!(error = %e, "claiming workflows failed; retrying"),
+                }
+            }
+            if last_sweep.elapsed() >= poll {
+                last_sweep = std::time::Instant::now();
+                if let Err(e) = self.sweep_deadlines().await {
+                    tracing::warn!(error = %e, "deadline sweep failed");
+                }
+            }
+            if claimed > 0 && claimed == free {
+                continue;
+            }
+            let wait = if free == 0 {
+                Duration::from_millis(20)
+            } else {
+                poll
+            };
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                () = self.inner.wake.notified() => {}
+                w = sub.recv() => if w.is_none() { return },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Claims up to `n` workflows in one round trip (with their inputs and recorded steps) and
+    /// starts them. Returns how many were claimed.
+    async fn claim(&self, n: usize) -> Result<usize, WfError> {
+        // Served by idx_workflow_status_in_flight_v2 (status, priority, created_at).
+        let rows = sqlx::query(
+            "WITH latest AS (
+                 SELECT version_name FROM dbos.application_versions
+                 ORDER BY version_timestamp DESC LIMIT 1
+             ), c AS (
+                 SELECT workflow_uuid FROM dbos.workflow_status
+                 WHERE status = 'ENQUEUED' AND queue_name IS NOT NULL AND name = ANY($1)
+                   AND (application_version = $2
+                        OR (application_version IS NULL
+                            AND $2 IS NOT DISTINCT FROM (SELECT version_name FROM latest)))
+                 ORDER BY priority, created_at
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE dbos.workflow_status w
+             SET status = 'PENDING', owner_xid = gen_random_uuid()::text, executor_id = $4,
+                 application_version = $2,
+                 started_at_epoch_ms = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+                 recovery_attempts = w.recovery_attempts + 1,
+                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+                 workflow_deadline_epoch_ms = CASE
+                     WHEN w.workflow_timeout_ms IS NOT NULL AND w.workflow_deadline_epoch_ms IS NULL
+                     THEN (EXTRACT(epoch FROM now()) * 1000)::bigint + w.workflow_timeout_ms
+                     ELSE w.workflow_deadline_epoch_ms END
+             FROM c WHERE w.workflow_uuid = c.workflow_uuid
+             RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
+                 w.workflow_deadline_epoch_ms,
+                 (SELECT inputs FROM dbos.workflow_input i WHERE i.workflow_uuid = w.workflow_uuid),
+                 (SELECT json_agg(json_build_object(
+                      'function_id', o.function_id, 'function_name', o.function_name,
+                      'output', o.output, 'error', o.error,
+                      'child_workflow_id', o.child_workflow_id))
+                  FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid)",
+        )
+        .bind(&self.inner.names)
+        .bind(&self.inner.app_version)
+        .bind(n as i64)
+        .bind(&self.inner.executor_id)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let claimed = rows.len();
+        for row in rows {
+            let id: String = row.get(0);
+            let name: Option<String> = row.get(1);
+            let owner: String = row.get(2);
+            let attempts: Option<i64> = row.get(3);
+            let deadline: Option<i64> = row.get(4);
+            let inputs: Option<String> = row.get(5);
+            let recorded: Option<serde_json::Value> = row.get(6);
+            if let Some(max) = self.inner.opts.max_recovery_attempts {
+                if attempts.unwrap_or(0) > i64::from(max) + 1 {
+                    self.dead_letter(&id, &owner).await?;
+                    continue;
+                }
+            }
+            let recorded: Vec<Recorded> = match recorded {
+                Some(v) => serde_json::from_value(v).map_err(WfError::encode)?,
+                None => Vec::new(),
+            };
+            let recorded = recorded.into_iter().map(|r| (r.function_id, r)).collect();
+            let name = name.unwrap_or_default();
+            let Ok(f) = self.function(&name) else {
+                continue;
+            };
+            self.execute(
+                f,
+                id,
+                owner,
+                inputs.unwrap_or_else(|| "{}".into()),
+                recorded,
+                deadline,
+                attempts.unwrap_or(0),
+            )
+            .await?;
+        }
+        Ok(claimed)
+    }
+
+    async fn dead_letter(&self, id: &str, owner: &str) -> Result<(), WfError> {
+        tracing::warn!(
+            workflow_id = id,
+            "dead-lettering after too many recovery attempts"
+        );
+        sqlx::query(
+            "UPDATE dbos.workflow_status
+             SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', owner_xid = NULL, deduplication_id = NULL,
+                 started_at_epoch_ms = NULL, queue_name = NULL,
+                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+                 completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+             WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.inner.pool)
+        .await?;
+        if let Some(n) = self.inner.done.lock().remove(id) {
+            n.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Cancels every workflow past its deadline (served by idx_workflow_status_deadline).
+    async fn sweep_deadlines(&self) -> Result<(), WfError> {
+        sqlx::query(
+            "UPDATE dbos.workflow_status
+             SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
+                 started_at_epoch_ms = NULL,
+                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+                 completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+             WHERE status IN ('ENQUEUED', 'PENDING', 'DELAYED')
+               AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint",
+        )
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Wakes the dispatcher (after a resume or fork enqueued work).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}
+
+pub(crate) type ErasedFnRef = ErasedFn;
+
+fn workflow_id(given: Option<String>) -> Result<String, WfError> {
+    match given {
+        Some(id) if id.trim().is_empty() => {
+            Err(WfError::Invalid("workflow ID cannot be empty".into()))
+        }
+        Some(id) if id.len() > 1024 => {
+            Err(WfError::Invalid("workflow ID is over 1024 bytes".into()))
+        }
+        Some(id) => Ok(id),
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+    }
+}
+
+fn deadline(opts: &StartOptions) -> Option<i64> {
+    match opts.timeout {
+        Some(t) => Some(now_ms() + t.as_millis() as i64),
+        None => opts.deadline_ms,
+    }
+}

@@ -1,0 +1,100 @@
+//! Shared fixtures of the workflow tests: a node with the workflow service on a fresh database.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbos_kernel::{testing, Kernel};
+use dbos_services::workflow::{Options, Registry, Service};
+use parking_lot::Mutex;
+use sqlx::PgPool;
+
+/// Counts how often each named thing ran.
+#[derive(Clone, Default)]
+pub struct Counter(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Counter {
+    pub fn hit(&self, what: &str) {
+        *self.0.lock().entry(what.to_owned()).or_default() += 1;
+    }
+    pub fn get(&self, what: &str) -> usize {
+        self.0.lock().get(what).copied().unwrap_or(0)
+    }
+}
+
+pub struct Node {
+    pub kernel: Kernel,
+    pub wf: Service,
+    pub db: testing::TestDb,
+}
+
+impl Node {
+    pub fn pool(&self) -> &PgPool {
+        self.kernel.pool()
+    }
+    pub async fn stop(self) {
+        self.kernel.shutdown().await.expect("shutdown");
+    }
+}
+
+/// Boots a node on a fresh database with the workflows `register` adds.
+pub async fn node(register: impl FnOnce(&mut Registry)) -> Node {
+    let db = testing::database().await;
+    node_on(db, register, Options::default()).await
+}
+
+pub async fn node_on(
+    db: testing::TestDb,
+    register: impl FnOnce(&mut Registry),
+    opts: Options,
+) -> Node {
+    let kernel = Kernel::boot(db.config(), &dbos_services::migrations())
+        .await
+        .expect("boot");
+    let mut registry = Registry::new();
+    register(&mut registry);
+    let opts = Options {
+        poll_interval_ms: 100,
+        ..opts
+    };
+    let wf = Service::launch(&kernel, registry, opts)
+        .await
+        .expect("launch");
+    Node { kernel, wf, db }
+}
+
+pub async fn status(pool: &PgPool, id: &str) -> String {
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .expect("status")
+    .unwrap_or_default()
+}
+
+pub async fn wait_status(pool: &PgPool, id: &str, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(pool, id).await;
+        if s == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} reached {want} (is {s})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn step_names(pool: &PgPool, id: &str) -> Vec<(i32, String)> {
+    sqlx::query_as("SELECT function_id, function_name FROM dbos.operation_outputs WHERE workflow_uuid = $1 ORDER BY 1")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .expect("steps")
+}

@@ -1,0 +1,796 @@
+//! DBOS workflow semantics: exactly-once steps, replayed errors, idempotent IDs, children,
+//! transactions, determinism, recovery, dead-lettering, timeouts, cancel/resume, fork, patching.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbos_services::workflow::{manage, RetryPolicy, StartOptions, WfCtx, WfError};
+use support::{node, status, step_names, wait_status, Counter};
+
+fn id(s: &str) -> StartOptions {
+    StartOptions {
+        workflow_id: Some(s.to_owned()),
+        ..StartOptions::default()
+    }
+}
+
+fn three_steps(
+    c: Counter,
+) -> impl Fn(WfCtx, (i64,)) -> futures_util::future::BoxFuture<'static, Result<i64, WfError>>
+       + Send
+       + Sync
+       + 'static {
+    move |ctx: WfCtx, (x,): (i64,)| {
+        let c = c.clone();
+        Box::pin(async move {
+            let a = ctx
+                .step("one", || {
+                    let c = c.clone();
+                    async move {
+                        c.hit("one");
+                        Ok(x + 1)
+                    }
+                })
+                .await?;
+            let b = ctx
+                .step("two", || {
+                    let c = c.clone();
+                    async move {
+                        c.hit("two");
+                        Ok(a * 2)
+                    }
+                })
+                .await?;
+            ctx.step("three", || {
+                let c = c.clone();
+                async move {
+                    c.hit("three");
+                    Ok(b + 100)
+                }
+            })
+            .await
+        })
+    }
+}
+
+#[tokio::test]
+async fn completed_steps_run_once_across_repeated_calls_with_one_id() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let out: i64 = n.wf.run("three", (4,), id("w1")).await.expect("run");
+    assert_eq!(out, 110);
+    let again: i64 = n.wf.run("three", (4,), id("w1")).await.expect("run again");
+    assert_eq!(again, 110);
+    for s in ["one", "two", "three"] {
+        assert_eq!(c.get(s), 1, "{s} ran once");
+    }
+    assert_eq!(
+        step_names(n.pool(), "w1").await,
+        vec![(1, "one".into()), (2, "two".into()), (3, "three".into())]
+    );
+    let (inputs, output, ser): (String, String, String) = sqlx::query_as(
+        "SELECT i.inputs, o.output, s.serialization FROM dbos.workflow_status s
+         JOIN dbos.workflow_input i USING (workflow_uuid) JOIN dbos.workflow_output o USING (workflow_uuid)
+         WHERE workflow_uuid = 'w1'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("row");
+    assert_eq!(inputs, r#"{"positionalArgs":[4],"namedArgs":{}}"#);
+    assert_eq!(output, "110");
+    assert_eq!(ser, "portable_json");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn an_id_used_by_another_function_is_a_conflict() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+        r.register("other", |_ctx: WfCtx, (): ()| async { Ok(1) });
+    })
+    .await;
+    let _: i64 = n.wf.run("three", (1,), id("same")).await.expect("run");
+    let err =
+        n.wf.start::<_, i64>("other", (), id("same"))
+            .await
+            .expect_err("conflict");
+    assert!(matches!(err, WfError::Conflict { .. }), "{err}");
+    let err =
+        n.wf.start::<_, i64>("missing", (), id("x"))
+            .await
+            .expect_err("unknown");
+    assert!(matches!(err, WfError::NotRegistered(_)), "{err}");
+    let err =
+        n.wf.start::<_, i64>("three", (1,), id("  "))
+            .await
+            .expect_err("empty id");
+    assert!(matches!(err, WfError::Invalid(_)), "{err}");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn recorded_errors_replay_without_running_the_step_again() {
+    let c = Counter::default();
+    let c2 = c.clone();
+    let n = node(move |r| {
+        r.register("fails", move |ctx: WfCtx, (): ()| {
+            let c = c2.clone();
+            async move {
+                ctx.step("bad", || {
+                    let c = c.clone();
+                    async move {
+                        c.hit("bad");
+                        Err::<i64, _>(WfError::failed("ValueError", "no good"))
+                    }
+                })
+                .await
+            }
+        });
+    })
+    .await;
+    let err =
+        n.wf.run::<_, i64>("fails", (), id("e1"))
+            .await
+            .expect_err("fails");
+    assert_eq!(err.to_string(), "ValueError: no good");
+    let err2 =
+        n.wf.run::<_, i64>("fails", (), id("e1"))
+            .await
+            .expect_err("fails again");
+    assert_eq!(err2.to_string(), "ValueError: no good");
+    assert_eq!(c.get("bad"), 1);
+    assert_eq!(status(n.pool(), "e1").await, "ERROR");
+    let (err_row,): (String,) =
+        sqlx::query_as("SELECT error FROM dbos.workflow_output WHERE workflow_uuid = 'e1'")
+            .fetch_one(n.pool())
+            .await
+            .expect("error row");
+    assert_eq!(
+        err_row,
+        r#"{"name":"ValueError","message":"no good","code":null,"data":null}"#
+    );
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn retries_follow_the_policy_and_only_the_final_outcome_is_recorded() {
+    let c = Counter::default();
+    let c2 = c.clone();
+    let n = node(move |r| {
+        r.register("flaky", move |ctx: WfCtx, (): ()| {
+            let c = c2.clone();
+            async move {
+                let policy = RetryPolicy {
+                    max_attempts: 5,
+                    interval_ms: 1,
+                    ..RetryPolicy::default()
+                };
+                ctx.step_with("flaky", &policy, || {
+                    let c = c.clone();
+                    async move {
+                        c.hit("try");
+                        if c.get("try") < 3 {
+                            Err(WfError::failed("Flaky", "not yet"))
+                        } else {
+                            Ok(c.get("try"))
+                        }
+                    }
+                })
+                .await
+            }
+        });
+    })
+    .await;
+    let out: usize =
+        n.wf.run("flaky", (), id("r1"))
+            .await
+            .expect("succeeds on the 3rd try");
+    assert_eq!(out, 3);
+    assert_eq!(step_names(n.pool(), "r1").await.len(), 1);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn children_get_parent_derived_ids_and_are_reattached_on_replay() {
+    let c = Counter::default();
+    let c2 = c.clone();
+    let n = node(move |r| {
+        let c3 = c2.clone();
+        r.register("child", move |ctx: WfCtx, (x,): (i64,)| {
+            let c = c3.clone();
+            async move {
+                ctx.step("double", || {
+                    let c = c.clone();
+                    async move {
+                        c.hit("child");
+                        Ok(x * 2)
+                    }
+                })
+                .await
+            }
+        });
+        r.register("parent", |ctx: WfCtx, (): ()| async move {
+            let a: i64 = ctx.run_child("child", (5,)).await?;
+            let b: i64 = ctx.run_child("child", (a,)).await?;
+            Ok(b)
+        });
+    })
+    .await;
+    let out: i64 = n.wf.run("parent", (), id("p")).await.expect("run");
+    assert_eq!(out, 20);
+    let children: Vec<(String, String)> = sqlx::query_as(
+        "SELECT workflow_uuid, parent_workflow_id FROM dbos.workflow_status WHERE parent_workflow_id IS NOT NULL ORDER BY 1",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("children");
+    assert_eq!(
+        children,
+        vec![("p-1".into(), "p".into()), ("p-3".into(), "p".into())]
+    );
+    assert_eq!(
+        step_names(n.pool(), "p").await,
+        vec![
+            (1, "child".into()),
+            (2, "DBOS.getResult".into()),
+            (3, "child".into()),
+            (4, "DBOS.getResult".into())
+        ]
+    );
+    // A fork that replays the first child re-attaches to it instead of starting another.
+    let forked = manage::fork(n.pool(), "p", 3, Some("p2".into()), None)
+        .await
+        .expect("fork");
+    n.wf.wake();
+    let out: i64 = n.wf.handle(forked).result().await.expect("fork result");
+    assert_eq!(out, 20);
+    assert_eq!(
+        c.get("child"),
+        3,
+        "the forked run started only the second child anew"
+    );
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn a_transaction_commits_user_writes_and_its_checkpoint_together_once() {
+    let n = node(|r| {
+        r.register("tx", |ctx: WfCtx, (v,): (i32,)| async move {
+            let inserted: i64 = ctx
+                .transaction("insert", move |c| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO public.ledger (v) VALUES ($1)")
+                            .bind(v)
+                            .execute(&mut *c)
+                            .await?;
+                        Ok(sqlx::query_scalar("SELECT count(*) FROM public.ledger")
+                            .fetch_one(&mut *c)
+                            .await?)
+                    })
+                })
+                .await?;
+            // A failing transaction leaves nothing behind but its recorded error.
+            let failed: Result<i64, WfError> = ctx
+                .transaction("fails", |c| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO public.ledger (v) VALUES (-1)")
+                            .execute(&mut *c)
+                            .await?;
+                        Err(WfError::failed("Rollback", "undo"))
+                    })
+                })
+                .await;
+            assert!(failed.is_err());
+            Ok(inserted)
+        });
+    })
+    .await;
+    sqlx::query("CREATE TABLE public.ledger (v int)")
+        .execute(n.pool())
+        .await
+        .expect("table");
+    let out: i64 = n.wf.run("tx", (7,), id("t1")).await.expect("run");
+    assert_eq!(out, 1);
+    let again: i64 = n.wf.run("tx", (7,), id("t1")).await.expect("again");
+    assert_eq!(again, 1);
+    let rows: Vec<(i32,)> = sqlx::query_as("SELECT v FROM public.ledger")
+        .fetch_all(n.pool())
+        .await
+        .expect("rows");
+    assert_eq!(
+        rows,
+        vec![(7,)],
+        "the effect is there exactly once, the failed one not at all"
+    );
+    let names = step_names(n.pool(), "t1").await;
+    assert_eq!(names, vec![(1, "insert".into()), (2, "fails".into())]);
+    n.stop().await;
+}
+
+/// Inserts a workflow row as an earlier execution left it.
+async fn seed(
+    pool: &sqlx::PgPool,
+    id: &str,
+    name: &str,
+    status: &str,
+    executor: &str,
+    version: &str,
+    attempts: i64,
+    steps: &[(i32, &str, &str)],
+) {
+    sqlx::query(
+        "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id, application_version, recovery_attempts, queue_name, serialization, owner_xid)
+         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $2 = 'ENQUEUED' THEN '_dbos_internal_queue' END, 'portable_json', 'old-owner')",
+    )
+    .bind(id).bind(status).bind(name).bind(executor).bind(version).bind(attempts)
+    .execute(pool).await.expect("seed status");
+    sqlx::query("INSERT INTO dbos.workflow_input (workflow_uuid, inputs) VALUES ($1, '{\"positionalArgs\":[4],\"namedArgs\":{}}')")
+        .bind(id).execute(pool).await.expect("seed input");
+    for (fid, fname, out) in steps {
+        sqlx::query("INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output, serialization) VALUES ($1, $2, $3, $4, 'portable_json')")
+            .bind(id).bind(fid).bind(fname).bind(out).execute(pool).await.expect("seed step");
+    }
+}
+
+#[tokio::test]
+async fn recovery_replays_recorded_steps_and_is_scoped_to_this_version() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let v = n.wf.app_version().to_owned();
+    seed(
+        n.pool(),
+        "rec",
+        "three",
+        "PENDING",
+        "crashed-node",
+        &v,
+        1,
+        &[(1, "one", "5")],
+    )
+    .await;
+    seed(
+        n.pool(),
+        "other-version",
+        "three",
+        "PENDING",
+        "crashed-node",
+        "some-old-version",
+        1,
+        &[],
+    )
+    .await;
+    let recovered =
+        n.wf.recover(&["crashed-node".to_owned()])
+            .await
+            .expect("recover");
+    assert_eq!(recovered, 1, "only this version's pending work");
+    let out: i64 = n.wf.handle("rec").result().await.expect("finishes");
+    assert_eq!(out, 110);
+    assert_eq!(
+        (c.get("one"), c.get("two"), c.get("three")),
+        (0, 1, 1),
+        "step one was replayed"
+    );
+    assert_eq!(status(n.pool(), "other-version").await, "PENDING");
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT recovery_attempts FROM dbos.workflow_status WHERE workflow_uuid = 'rec'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("attempts");
+    assert_eq!(attempts, 2);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn a_renamed_step_is_a_determinism_error() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let v = n.wf.app_version().to_owned();
+    seed(
+        n.pool(),
+        "det",
+        "three",
+        "ENQUEUED",
+        "x",
+        &v,
+        0,
+        &[(1, "renamed", "5")],
+    )
+    .await;
+    n.wf.wake();
+    let err = n.wf.handle::<i64>("det").result().await.expect_err("fails");
+    assert!(err.to_string().contains("DBOSUnexpectedStepError"), "{err}");
+    assert_eq!(c.get("one"), 0);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_recoveries_dead_letter_and_resume_revives() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let v = n.wf.app_version().to_owned();
+    seed(n.pool(), "dlq", "three", "ENQUEUED", "x", &v, 101, &[]).await;
+    n.wf.wake();
+    let err =
+        n.wf.handle::<i64>("dlq")
+            .result()
+            .await
+            .expect_err("dead-lettered");
+    assert!(
+        matches!(err, WfError::MaxRecoveryAttemptsExceeded(_)),
+        "{err}"
+    );
+    assert_eq!(c.get("one"), 0);
+    assert!(manage::resume(n.pool(), "dlq").await.expect("resume"));
+    n.wf.wake();
+    let out: i64 = n.wf.handle("dlq").result().await.expect("resumed");
+    assert_eq!(out, 110);
+    n.stop().await;
+}
+
+fn slow(
+    gate: Arc<AtomicBool>,
+) -> impl Fn(WfCtx, ()) -> futures_util::future::BoxFuture<'static, Result<i64, WfError>>
+       + Send
+       + Sync
+       + 'static {
+    move |ctx: WfCtx, (): ()| {
+        let gate = gate.clone();
+        Box::pin(async move {
+            let a = ctx.step("first", || async { Ok(1) }).await?;
+            // Waits until released, in small steps so a cancel is seen at a boundary.
+            loop {
+                let open = ctx
+                    .step("poll", || {
+                        let g = gate.clone();
+                        async move { Ok(g.load(Ordering::SeqCst)) }
+                    })
+                    .await?;
+                if open {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(a + 1)
+        })
+    }
+}
+
+#[tokio::test]
+async fn timeouts_cancel_direct_queued_and_inherited_deadlines() {
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let n = node(move |r| {
+        r.register("slow", slow(g.clone()));
+        r.register("parent", |ctx: WfCtx, (): ()| async move {
+            let v: i64 = ctx.run_child("slow", ()).await?;
+            Ok(v)
+        });
+    })
+    .await;
+    let timeout = |i: &str| StartOptions {
+        workflow_id: Some(i.into()),
+        timeout: Some(Duration::from_millis(300)),
+        ..StartOptions::default()
+    };
+    let err =
+        n.wf.run::<_, i64>("slow", (), timeout("direct"))
+            .await
+            .expect_err("times out");
+    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    let h =
+        n.wf.enqueue::<_, i64>("default", "slow", (), timeout("queued"))
+            .await
+            .expect("enqueue");
+    let err = h.result().await.expect_err("times out");
+    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    let err =
+        n.wf.run::<_, i64>("parent", (), timeout("par"))
+            .await
+            .expect_err("times out");
+    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    let (pd, cd): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT workflow_deadline_epoch_ms FROM dbos.workflow_status WHERE workflow_uuid = 'par'),
+                (SELECT workflow_deadline_epoch_ms FROM dbos.workflow_status WHERE workflow_uuid = 'par-1')",
+    )
+    .fetch_one(n.pool()).await.expect("deadlines");
+    assert!(pd.is_some());
+    assert_eq!(pd, cd, "the child inherits the parent's deadline");
+    wait_status(n.pool(), "par-1", "CANCELLED").await;
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_at_a_step_boundary_and_resume_finishes_without_redoing_steps() {
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let n = node(move |r| {
+        r.register("slow", slow(g.clone()));
+    })
+    .await;
+    let h =
+        n.wf.start::<_, i64>("slow", (), id("c1"))
+            .await
+            .expect("start");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        manage::cancel(n.pool(), "c1", false).await.expect("cancel"),
+        vec!["c1".to_owned()]
+    );
+    let err = h.result().await.expect_err("cancelled");
+    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let polls_before = step_names(n.pool(), "c1").await.len();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        step_names(n.pool(), "c1").await.len(),
+        polls_before,
+        "no steps run after the cancel"
+    );
+    gate.store(true, Ordering::SeqCst);
+    assert!(manage::resume(n.pool(), "c1").await.expect("resume"));
+    n.wf.wake();
+    let out: i64 = n.wf.handle("c1").result().await.expect("resumed");
+    assert_eq!(out, 2);
+    let names = step_names(n.pool(), "c1").await;
+    assert_eq!(names.iter().filter(|(_, n)| n == "first").count(), 1);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn fork_from_steps_1_3_5_runs_exactly_the_later_steps() {
+    let c = Counter::default();
+    let c2 = c.clone();
+    let n = node(move |r| {
+        r.register("five", move |ctx: WfCtx, (): ()| {
+            let c = c2.clone();
+            async move {
+                let mut sum = 0;
+                for i in 1..=5 {
+                    let c = c.clone();
+                    sum += ctx
+                        .step(&format!("s{i}"), move || {
+                            let c = c.clone();
+                            async move {
+                                c.hit(&format!("s{i}"));
+                                Ok(i)
+                            }
+                        })
+                        .await?;
+                }
+                Ok(sum)
+            }
+        });
+    })
+    .await;
+    let out: i64 = n.wf.run("five", (), id("f")).await.expect("run");
+    assert_eq!(out, 15);
+    for start in [1, 3, 5] {
+        let before: Vec<usize> = (1..=5).map(|i| c.get(&format!("s{i}"))).collect();
+        let fid = manage::fork(n.pool(), "f", start, Some(format!("f-from-{start}")), None)
+            .await
+            .expect("fork");
+        n.wf.wake();
+        let out: i64 = n.wf.handle(fid.clone()).result().await.expect("forked");
+        assert_eq!(out, 15);
+        let after: Vec<usize> = (1..=5).map(|i| c.get(&format!("s{i}"))).collect();
+        let ran: Vec<usize> = (0..5)
+            .filter(|&i| after[i] > before[i])
+            .map(|i| i + 1)
+            .collect();
+        assert_eq!(
+            ran,
+            (start as usize..=5).collect::<Vec<_>>(),
+            "fork from {start}"
+        );
+        let forked_from: Option<String> = sqlx::query_scalar(
+            "SELECT forked_from FROM dbos.workflow_status WHERE workflow_uuid = $1",
+        )
+        .bind(&fid)
+        .fetch_one(n.pool())
+        .await
+        .expect("row");
+        assert_eq!(forked_from.as_deref(), Some("f"));
+    }
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn patching_keeps_old_histories_on_the_old_path() {
+    let patched = Arc::new(AtomicBool::new(false));
+    let p = patched.clone();
+    let n = node(move |r| {
+        r.register("evolving", move |ctx: WfCtx, (): ()| {
+            let p = p.clone();
+            async move {
+                let a: i64 = ctx.step("a", || async { Ok(1) }).await?;
+                let b: i64 = if p.load(Ordering::SeqCst) && ctx.patch("v2").await? {
+                    ctx.step("new", || async { Ok(100) }).await?
+                } else {
+                    ctx.step("old", || async { Ok(10) }).await?
+                };
+                let c: i64 = ctx.step("c", || async { Ok(1000) }).await?;
+                Ok(a + b + c)
+            }
+        });
+    })
+    .await;
+    let old: i64 = n.wf.run("evolving", (), id("v1-run")).await.expect("v1");
+    assert_eq!(old, 1011);
+    patched.store(true, Ordering::SeqCst);
+    let new: i64 = n.wf.run("evolving", (), id("v2-run")).await.expect("v2");
+    assert_eq!(new, 1101);
+    assert_eq!(
+        step_names(n.pool(), "v2-run").await,
+        vec![
+            (1, "a".into()),
+            (2, "DBOS.patch-v2".into()),
+            (3, "new".into()),
+            (4, "c".into())
+        ]
+    );
+    // Replaying the old history with the patched code keeps the old path.
+    let f = manage::fork(n.pool(), "v1-run", 3, Some("v1-replay".into()), None)
+        .await
+        .expect("fork");
+    n.wf.wake();
+    let replayed: i64 = n.wf.handle(f).result().await.expect("replay");
+    assert_eq!(replayed, 1011);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn sleep_now_and_random_are_recorded() {
+    let n = node(|r| {
+        r.register("sleeper", |ctx: WfCtx, (): ()| async move {
+            let t0 = ctx.now_ms().await?;
+            ctx.sleep(Duration::from_millis(50)).await?;
+            let r = ctx.random().await?;
+            Ok((t0, r))
+        });
+    })
+    .await;
+    let first: (i64, u64) = n.wf.run("sleeper", (), id("s")).await.expect("run");
+    let names = step_names(n.pool(), "s").await;
+    assert_eq!(
+        names,
+        vec![
+            (1, "DBOS.now".into()),
+            (2, "DBOS.sleep".into()),
+            (3, "DBOS.random".into())
+        ]
+    );
+    let f = manage::fork(n.pool(), "s", 4, Some("s2".into()), None)
+        .await
+        .expect("fork");
+    n.wf.wake();
+    let replay: (i64, u64) = n.wf.handle(f).result().await.expect("replay");
+    assert_eq!(
+        replay, first,
+        "a replay sees the recorded time and random value"
+    );
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn enqueued_workflows_run_on_a_node_with_their_code_and_sql_enqueue_works() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let h =
+        n.wf.enqueue::<_, i64>("default", "three", (1,), id("q1"))
+            .await
+            .expect("enqueue");
+    assert_eq!(h.result().await.expect("ran"), 104);
+    let sql_id: String =
+        sqlx::query_scalar("SELECT dbos.enqueue_workflow('three', 'default', ARRAY['2'::json])")
+            .fetch_one(n.pool())
+            .await
+            .expect("sql enqueue");
+    let out: i64 = n.wf.handle(sql_id).result().await.expect("ran");
+    assert_eq!(out, 106);
+    // Nobody here has code for it: it stays enqueued.
+    let other: String = sqlx::query_scalar("SELECT dbos.enqueue_workflow('unknown_fn', 'default')")
+        .fetch_one(n.pool())
+        .await
+        .expect("sql enqueue");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(n.pool(), &other).await, "ENQUEUED");
+    let dedup = StartOptions {
+        deduplication_id: Some("k".into()),
+        ..StartOptions::default()
+    };
+    n.wf.enqueue::<_, i64>("default", "unknown_fn", (1,), dedup.clone())
+        .await
+        .expect("first");
+    let err =
+        n.wf.enqueue::<_, i64>("default", "unknown_fn", (1,), dedup)
+            .await
+            .expect_err("dup");
+    assert!(err.to_string().contains("deduplicated"), "{err}");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn list_steps_and_delete() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    for i in 0..3 {
+        let _: i64 =
+            n.wf.run("three", (i,), id(&format!("l{i}")))
+                .await
+                .expect("run");
+    }
+    let all = manage::list(
+        n.pool(),
+        &manage::ListFilter {
+            name: Some("three".into()),
+            sort_desc: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert_eq!(
+        all.iter()
+            .map(|w| w.workflow_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["l2", "l1", "l0"]
+    );
+    assert_eq!(all[0].output.as_deref(), Some("106"));
+    let page = manage::list(
+        n.pool(),
+        &manage::ListFilter {
+            workflow_id_prefix: Some("l".into()),
+            limit: Some(1),
+            offset: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert_eq!(page[0].workflow_id, "l1");
+    let steps = manage::steps(n.pool(), "l0").await.expect("steps");
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s.output.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["1", "2", "102"]
+    );
+    assert_eq!(
+        manage::delete(n.pool(), "l0", false).await.expect("delete"),
+        vec!["l0".to_owned()]
+    );
+    assert!(matches!(
+        manage::get(n.pool(), "l0").await,
+        Err(WfError::NotFound(_))
+    ));
+    assert!(matches!(
+        manage::steps(n.pool(), "l0").await,
+        Err(WfError::NotFound(_))
+    ));
+    n.stop().await;
+}
