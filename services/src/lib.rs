@@ -5,6 +5,7 @@
 //! the kernel applies them.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod builtin;
 pub mod cli;
 pub mod workflow;
 

@@ -1,6 +1,8 @@
 //! The `dbos` command-line interface.
 
+mod demo;
 mod render;
+mod wf;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +43,26 @@ enum Command {
         json: bool,
         /// The SQL; several statements separated by `;` run in order.
         query: String,
+    },
+    /// Inspect and manage durable workflows.
+    Wf {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: wf::WfCommand,
+    },
+    /// Show durability in five minutes: run a workflow on a node, kill the node with SIGKILL
+    /// mid-way, boot again, and watch the workflow finish without redoing finished steps.
+    Demo {
+        /// Data directory of the embedded cluster the demo boots.
+        #[arg(long, env = "DBOS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Pause inside each of the workflow's four operations, in ms.
+        #[arg(long, default_value_t = 1500)]
+        pause_ms: u64,
     },
     /// Open psql on the system database.
     Psql {
@@ -181,13 +203,21 @@ async fn run(command: Command) -> Result<ExitCode> {
             sql(&conn, &query, Format::from_json_flag(json)).await
         }
         Command::Psql { conn, args } => psql(&conn, &args),
+        Command::Wf { conn, json, command } => wf::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Demo { data_dir, pause_ms } => {
+            demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
+        }
     }
 }
 
 async fn boot(args: BootArgs) -> Result<ExitCode> {
     let config = args.config();
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
+    let mut registry = crate::workflow::Registry::new();
+    crate::builtin::register(&mut registry);
+    let wf = crate::workflow::Service::launch(&kernel, registry, crate::workflow::Options::default()).await?;
     println!("node {}", kernel.node_id());
+    println!("app-version {}", wf.app_version());
     println!("database {}", kernel.url());
     if kernel.config().database_url.is_none() {
         println!("data-dir {}", kernel.config().data_dir.display());
@@ -202,6 +232,11 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A small pool on the database of `conn`.
+async fn pool(conn: &ConnArgs) -> Result<sqlx::PgPool> {
+    Ok(db::connect(&conn.url()?, &cli_limits()).await?)
 }
 
 fn cli_limits() -> PoolLimits {

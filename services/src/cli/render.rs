@@ -224,3 +224,50 @@ pub(super) fn describe_db_error(e: &sqlx::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// Prints JSON objects: as JSON, or as a table of `columns` (every key when empty, one
+/// `key: value` line each for a single object).
+pub(super) fn print_json_rows(rows: &[Value], columns: &[&str], format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut out, rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let text = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if columns.is_empty() {
+        for row in rows {
+            if let Value::Object(m) = row {
+                let w = m.keys().map(|k| k.len()).max().unwrap_or(0);
+                for (k, v) in m {
+                    writeln!(out, "{k:<w$}  {}", text(v))?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let set = ResultSet {
+        columns: columns.iter().map(|c| ((*c).to_owned(), String::new())).collect(),
+        rows: rows
+            .iter()
+            .map(|r| columns.iter().map(|c| r.get(*c).map(text).filter(|s| !s.is_empty())).collect())
+            .collect(),
+        rows_affected: 0,
+    };
+    write_table(&mut out, &set)
+}
+
+/// Prints the result of a command: a JSON object, or `key  value` lines.
+pub(super) fn print_message(v: &Value, format: Format) -> Result<()> {
+    if format == Format::Json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    print_json_rows(std::slice::from_ref(v), &[], format)
+}

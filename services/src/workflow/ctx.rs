@@ -115,6 +115,11 @@ impl WfCtx {
         &self.inner.workflow_id
     }
 
+    /// The system database, for reads and for effects that need not be exactly-once.
+    pub fn pool(&self) -> &sqlx::PgPool {
+        self.inner.svc.pool()
+    }
+
     fn next_fid(&self) -> i32 {
         self.inner.next_fid.fetch_add(1, Ordering::SeqCst) + 1
     }

@@ -411,3 +411,66 @@ pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<Strin
     .await?;
     Ok(ids)
 }
+
+/// Rewinds an ended workflow in place to step `start_step`: its operations, events and stream
+/// values from that step on are erased, messages it consumed from then on are forgotten, and it
+/// is enqueued again to run from there.
+///
+/// 1 transaction of 8 statements.
+///
+/// # Errors
+/// [`WfError::NotFound`]; [`WfError::Invalid`] for a workflow still running or a step below 1.
+pub async fn rewind(pool: &PgPool, id: &str, start_step: i32) -> Result<(), WfError> {
+    if start_step < 1 {
+        return Err(WfError::Invalid(format!("rewind step must be at least 1, got {start_step}")));
+    }
+    let mut tx = pool.begin().await?;
+    let status: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match status.flatten().as_deref() {
+        None => return Err(WfError::NotFound(id.to_owned())),
+        Some("SUCCESS" | "ERROR" | "CANCELLED" | "MAX_RECOVERY_ATTEMPTS_EXCEEDED") => {}
+        Some(other) => {
+            return Err(WfError::Invalid(format!(
+                "workflow {id} is {other}; only ended workflows can be rewound (cancel it first)"
+            )))
+        }
+    }
+    for sql in [
+        "DELETE FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_id >= $2",
+        "DELETE FROM dbos.workflow_events_history WHERE workflow_uuid = $1 AND function_id >= $2",
+        "DELETE FROM dbos.streams WHERE workflow_uuid = $1 AND function_id >= $2",
+        "DELETE FROM dbos.notifications WHERE destination_uuid = $1
+             AND (NOT consumed OR consumed_by_function_id >= $2)",
+        "DELETE FROM dbos.workflow_events WHERE workflow_uuid = $1 AND $2 > 0",
+        "INSERT INTO dbos.workflow_events (workflow_uuid, key, value, serialization)
+         SELECT DISTINCT ON (key) workflow_uuid, key, value, serialization
+         FROM dbos.workflow_events_history WHERE workflow_uuid = $1 AND $2 > 0
+         ORDER BY key, function_id DESC",
+        "DELETE FROM dbos.workflow_output WHERE workflow_uuid = $1 AND $2 > 0",
+    ] {
+        sqlx::query(sql).bind(id).bind(start_step).execute(&mut *tx).await?;
+    }
+    sqlx::query(
+        "UPDATE dbos.workflow_status
+         SET status = 'ENQUEUED', owner_xid = NULL, queue_name = $2, recovery_attempts = 0,
+             workflow_deadline_epoch_ms = NULL, deduplication_id = NULL, started_at_epoch_ms = NULL,
+             completed_at = NULL, updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+         WHERE workflow_uuid = $1",
+    )
+    .bind(id)
+    .bind(INTERNAL_QUEUE)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ENQUEUE_CHANNEL)
+        .bind(INTERNAL_QUEUE)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! `dbos wf ...`: inspect and manage workflows with SQL alone.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::render::{self, Format};
+use super::ConnArgs;
+use crate::workflow::manage::{self, ListFilter};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum WfCommand {
+    /// List workflows, oldest first (newest first with --sort-desc).
+    List(ListArgs),
+    /// Show one workflow's status, inputs and outcome.
+    Get {
+        /// Workflow ID.
+        id: String,
+    },
+    /// Show a workflow's recorded steps in order.
+    Steps {
+        /// Workflow ID.
+        id: String,
+    },
+    /// Cancel a workflow; it stops at its next step boundary.
+    Cancel {
+        /// Workflow ID.
+        id: String,
+        /// Also cancel its child workflows, recursively.
+        #[arg(long)]
+        cascade: bool,
+    },
+    /// Resume a cancelled or dead-lettered workflow from its last completed step.
+    Resume {
+        /// Workflow ID.
+        id: String,
+    },
+    /// Start a copy of a workflow that reuses its steps before --step and runs the rest.
+    Fork {
+        /// Workflow ID.
+        id: String,
+        /// First step to run again (1 runs everything again).
+        #[arg(short = 'S', long, default_value_t = 1)]
+        step: i32,
+        /// ID of the new workflow; a fresh UUID when unset.
+        #[arg(short = 'f', long)]
+        forked_id: Option<String>,
+        /// Application version that must run the fork; the latest when unset.
+        #[arg(short = 'v', long)]
+        app_version: Option<String>,
+    },
+    /// Re-run an ended workflow in place from --step on.
+    Rewind {
+        /// Workflow ID.
+        id: String,
+        /// First step to run again.
+        #[arg(short = 'S', long)]
+        step: i32,
+    },
+    /// Delete a workflow and everything recorded for it.
+    Delete {
+        /// Workflow ID.
+        id: String,
+        /// Also delete its child workflows, recursively.
+        #[arg(long)]
+        children: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ListArgs {
+    /// Most workflows shown.
+    #[arg(short = 'l', long, default_value_t = 10)]
+    limit: i64,
+    /// Workflows skipped first.
+    #[arg(short = 'o', long)]
+    offset: Option<i64>,
+    /// Created at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    #[arg(short = 't', long)]
+    start_time: Option<String>,
+    /// Created at or before this time (RFC 3339).
+    #[arg(short = 'e', long)]
+    end_time: Option<String>,
+    /// Only this status (repeatable): PENDING, ENQUEUED, SUCCESS, ERROR, CANCELLED, ...
+    #[arg(short = 'S', long)]
+    status: Vec<String>,
+    /// Only this workflow function.
+    #[arg(short = 'n', long)]
+    name: Option<String>,
+    /// Only this application version.
+    #[arg(short = 'v', long)]
+    app_version: Option<String>,
+    /// Only this queue.
+    #[arg(short = 'q', long)]
+    queue: Option<String>,
+    /// Only IDs starting with this prefix.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Only children of this workflow.
+    #[arg(long)]
+    parent: Option<String>,
+    /// Only workflows of this executor (node).
+    #[arg(long)]
+    executor: Option<String>,
+    /// Newest first.
+    #[arg(short = 'd', long)]
+    sort_desc: bool,
+}
+
+const STATUSES: &[&str] = &[
+    "PENDING",
+    "ENQUEUED",
+    "DELAYED",
+    "SUCCESS",
+    "ERROR",
+    "CANCELLED",
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+];
+
+fn epoch_ms(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
+    v.as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_millis())
+                .with_context(|| format!("{flag} {t:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+        })
+        .transpose()
+}
+
+pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Result<ExitCode> {
+    let pool = super::pool(conn).await?;
+    match cmd {
+        WfCommand::List(a) => {
+            for s in &a.status {
+                anyhow::ensure!(
+                    STATUSES.contains(&s.as_str()),
+                    "unknown status {s:?}; one of {}",
+                    STATUSES.join(", ")
+                );
+            }
+            let f = ListFilter {
+                status: a.status,
+                name: a.name,
+                app_version: a.app_version,
+                queue_name: a.queue,
+                workflow_id_prefix: a.prefix,
+                parent_workflow_id: a.parent,
+                executor_id: a.executor,
+                start_time_ms: epoch_ms("--start-time", &a.start_time)?,
+                end_time_ms: epoch_ms("--end-time", &a.end_time)?,
+                limit: Some(a.limit),
+                offset: a.offset,
+                sort_desc: a.sort_desc,
+                ..ListFilter::default()
+            };
+            let rows: Vec<Value> = manage::list(&pool, &f).await?.iter().map(|w| json(w)).collect();
+            render::print_json_rows(
+                &rows,
+                &["workflow_id", "status", "name", "queue_name", "executor_id", "created_at", "output", "error"],
+                format,
+            )?;
+        }
+        WfCommand::Get { id } => {
+            let w = manage::get(&pool, &id).await?;
+            render::print_json_rows(&[json(&w)], &[], format)?;
+        }
+        WfCommand::Steps { id } => {
+            let rows: Vec<Value> = manage::steps(&pool, &id).await?.iter().map(|s| json(s)).collect();
+            render::print_json_rows(
+                &rows,
+                &["function_id", "function_name", "output", "error", "child_workflow_id", "started_at_epoch_ms", "completed_at_epoch_ms"],
+                format,
+            )?;
+        }
+        WfCommand::Cancel { id, cascade } => {
+            let ids = manage::cancel(&pool, &id, cascade).await?;
+            render::print_message(&serde_json::json!({ "cancelled": ids }), format)?;
+        }
+        WfCommand::Resume { id } => {
+            let resumed = manage::resume(&pool, &id).await?;
+            anyhow::ensure!(resumed, "workflow {id} already ended with SUCCESS or ERROR; fork it to run it again");
+            render::print_message(&serde_json::json!({ "resumed": id }), format)?;
+        }
+        WfCommand::Fork { id, step, forked_id, app_version } => {
+            let new_id = manage::fork(&pool, &id, step, forked_id, app_version).await?;
+            render::print_message(&serde_json::json!({ "workflow_id": new_id, "forked_from": id }), format)?;
+        }
+        WfCommand::Rewind { id, step } => {
+            manage::rewind(&pool, &id, step).await?;
+            render::print_message(&serde_json::json!({ "rewound": id, "from_step": step }), format)?;
+        }
+        WfCommand::Delete { id, children } => {
+            let ids = manage::delete(&pool, &id, children).await?;
+            render::print_message(&serde_json::json!({ "deleted": ids }), format)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("status rows serialise")
+}
