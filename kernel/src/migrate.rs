@@ -57,6 +57,7 @@ pub const KERNEL: ServiceMigrations = ServiceMigrations {
 const MIGRATION_LOCK_KEY: i64 = 0x6462_6f73_6d69_6772;
 
 const BOOTSTRAP: &str = "
+SET client_min_messages TO warning;
 CREATE SCHEMA IF NOT EXISTS kernel;
 CREATE TABLE IF NOT EXISTS kernel.migrations (
     service    text        NOT NULL,

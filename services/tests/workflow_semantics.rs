@@ -82,7 +82,7 @@ async fn completed_steps_run_once_across_repeated_calls_with_one_id() {
     .fetch_one(n.pool())
     .await
     .expect("row");
-    assert_eq!(inputs, r#"{"positionalArgs":[4],"namedArgs":{}}"#);
+    assert_eq!(inputs, r#"{"namedArgs":{},"positionalArgs":[4]}"#);
     assert_eq!(output, "110");
     assert_eq!(ser, "portable_json");
     n.stop().await;
@@ -154,7 +154,7 @@ async fn recorded_errors_replay_without_running_the_step_again() {
             .expect("error row");
     assert_eq!(
         err_row,
-        r#"{"name":"ValueError","message":"no good","code":null,"data":null}"#
+        r#"{"name":"ValueError","message":"no good","code":null}"#
     );
     n.stop().await;
 }

@@ -15,7 +15,7 @@ pub fn dbos() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dbos"));
     c.env_remove("DATABASE_URL")
         .env_remove("DBOS_DATA_DIR")
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "warn");
     c
 }
 

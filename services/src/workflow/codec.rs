@@ -27,12 +27,13 @@ pub fn encode_input<I: Serialize>(input: &I) -> Result<String, WfError> {
             )))
         }
     };
+    // Field order as DBOS for Python writes it: namedArgs first.
     #[derive(Serialize)]
     struct Inputs {
-        #[serde(rename = "positionalArgs")]
-        positional_args: Vec<Value>,
         #[serde(rename = "namedArgs")]
         named_args: serde_json::Map<String, Value>,
+        #[serde(rename = "positionalArgs")]
+        positional_args: Vec<Value>,
     }
     serde_json::to_string(&Inputs {
         positional_args: args,
@@ -41,11 +42,12 @@ pub fn encode_input<I: Serialize>(input: &I) -> Result<String, WfError> {
     .map_err(WfError::encode)
 }
 
-/// Decodes portable inputs into a tuple of positional arguments. Named arguments are not
-/// supported by Rust functions and are refused.
+/// Decodes portable inputs: positional arguments into a tuple, or named arguments (with no
+/// positional ones) into a struct whose fields are the names.
 ///
 /// # Errors
-/// Malformed JSON, named arguments, or arguments that do not match the input type.
+/// Malformed JSON, a mix of positional and named arguments, or arguments that do not match
+/// the input type.
 pub fn decode_input<I: DeserializeOwned>(text: &str) -> Result<I, WfError> {
     #[derive(Deserialize)]
     struct Inputs {
@@ -56,10 +58,15 @@ pub fn decode_input<I: DeserializeOwned>(text: &str) -> Result<I, WfError> {
     }
     let inputs: Inputs = serde_json::from_str(text)
         .map_err(|e| WfError::Encode(format!("workflow inputs are not portable JSON: {e}")))?;
-    if inputs.named_args.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(WfError::Encode(
-            "named arguments are not supported by Rust workflows; pass positional arguments".into(),
-        ));
+    if let Some(named) = inputs.named_args.filter(|m| !m.is_empty()) {
+        if !inputs.positional_args.is_empty() {
+            return Err(WfError::Encode(
+                "Rust workflows take positional or named arguments, not both".into(),
+            ));
+        }
+        let named = Value::Object(named);
+        return serde_json::from_value(named.clone())
+            .map_err(|e| WfError::Encode(format!("workflow arguments {named} do not match: {e}")));
     }
     let args = Value::Array(inputs.positional_args);
     // `()` deserialises from null, not from [].
@@ -123,6 +130,13 @@ mod tests {
         decode_input::<()>(r#"{"positionalArgs":[],"namedArgs":{}}"#).unwrap();
         assert!(encode_input(&5).is_err());
         assert!(decode_input::<(i64,)>(r#"{"positionalArgs":[1],"namedArgs":{"k":1}}"#).is_err());
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+            count: i64,
+        }
+        let n: Named = decode_input(r#"{"positionalArgs":[],"namedArgs":{"name":"t","count":4}}"#).unwrap();
+        assert_eq!((n.name.as_str(), n.count), ("t", 4));
         assert!(decode_input::<(i64,)>("not json").is_err());
     }
 

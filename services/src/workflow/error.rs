@@ -10,11 +10,11 @@ pub struct PortableError {
     pub name: String,
     /// Human-readable message.
     pub message: String,
-    /// Optional machine-readable code.
+    /// Optional machine-readable code (always written, null when absent, as DBOS does).
     #[serde(default)]
     pub code: Option<serde_json::Value>,
-    /// Optional structured data.
-    #[serde(default)]
+    /// Optional structured data (omitted when absent, as DBOS does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
 }
 

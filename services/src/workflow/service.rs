@@ -814,7 +814,8 @@ impl Service {
              FROM c WHERE w.workflow_uuid = c.workflow_uuid
              RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
                  w.workflow_deadline_epoch_ms,
-                 (SELECT inputs FROM dbos.workflow_input i WHERE i.workflow_uuid = w.workflow_uuid),
+                 COALESCE((SELECT inputs FROM dbos.workflow_input i WHERE i.workflow_uuid = w.workflow_uuid),
+                          w.inputs),
                  (SELECT json_agg(json_build_object(
                       'function_id', o.function_id, 'function_name', o.function_name,
                       'output', o.output, 'error', o.error,
