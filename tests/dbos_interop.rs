@@ -9,7 +9,9 @@ use support::python::{dbos_cli, dbos_venv, python};
 
 /// Everything about schema `dbos` that a client could depend on, one line per item, sorted.
 async fn catalog(url: &str) -> Vec<String> {
-    let pool = dbos_kernel::db::connect(url, &Default::default()).await.expect("connect");
+    let pool = dbos_kernel::db::connect(url, &Default::default())
+        .await
+        .expect("connect");
     let q = r#"
         SELECT 'column ' || table_name || '.' || column_name || ' #' || ordinal_position || ' ' ||
                data_type || COALESCE('(' || character_maximum_length || ')', '') ||
@@ -30,7 +32,10 @@ async fn catalog(url: &str) -> Vec<String> {
         UNION ALL
         SELECT 'migration version ' || version FROM dbos.dbos_migrations
     "#;
-    let mut lines: Vec<String> = sqlx::query_scalar(q).fetch_all(&pool).await.expect("catalog");
+    let mut lines: Vec<String> = sqlx::query_scalar(q)
+        .fetch_all(&pool)
+        .await
+        .expect("catalog");
     lines.sort();
     lines
 }
@@ -39,7 +44,9 @@ async fn catalog(url: &str) -> Vec<String> {
 async fn our_schema_is_the_one_dbos_3_4_creates() {
     let Some(bin) = dbos_venv() else { return };
     let ours = testing::database().await;
-    let k = Kernel::boot(ours.config(), &dbos_services::migrations()).await.expect("boot");
+    let k = Kernel::boot(ours.config(), &dbos_services::migrations())
+        .await
+        .expect("boot");
     k.shutdown().await.expect("shutdown");
     let theirs = testing::database().await;
     dbos_cli(&bin, &["migrate", "-s", &theirs.url]);
@@ -50,16 +57,24 @@ async fn our_schema_is_the_one_dbos_3_4_creates() {
         only_ours.is_empty() && only_theirs.is_empty(),
         "schema drift\nonly ours:\n{only_ours:#?}\nonly DBOS's:\n{only_theirs:#?}"
     );
-    assert!(a.len() > 150, "the catalog query sees the schema ({} items)", a.len());
+    assert!(
+        a.len() > 150,
+        "the catalog query sees the schema ({} items)",
+        a.len()
+    );
 
     // A database DBOS created is adopted as it is.
-    let k = Kernel::boot(theirs.config(), &dbos_services::migrations()).await.expect("boot on DBOS's schema");
+    let k = Kernel::boot(theirs.config(), &dbos_services::migrations())
+        .await
+        .expect("boot on DBOS's schema");
     k.shutdown().await.expect("shutdown");
     assert_eq!(catalog(&theirs.url).await, b);
 }
 
 async fn node(db: &testing::TestDb) -> (Kernel, Service) {
-    let k = Kernel::boot(db.config(), &dbos_services::migrations()).await.expect("boot");
+    let k = Kernel::boot(db.config(), &dbos_services::migrations())
+        .await
+        .expect("boot");
     let mut r = Registry::new();
     r.register("add", |ctx: WfCtx, (a, b): (i64, i64)| async move {
         let s = ctx.step("sum", || async { Ok(a + b) }).await?;
@@ -74,7 +89,10 @@ async fn node(db: &testing::TestDb) -> (Kernel, Service) {
     r.register("kwargWorkflow", |_ctx: WfCtx, kw: Kw| async move {
         Ok::<_, WfError>(format!("{}-{}-{}", kw.name, kw.count, kw.tags.join(",")))
     });
-    let opts = Options { poll_interval_ms: 100, ..Options::default() };
+    let opts = Options {
+        poll_interval_ms: 100,
+        ..Options::default()
+    };
     let wf = Service::launch(&k, r, opts).await.expect("launch");
     (k, wf)
 }
@@ -84,22 +102,37 @@ async fn the_python_cli_lists_and_inspects_our_workflows() {
     let Some(bin) = dbos_venv() else { return };
     let db = testing::database().await;
     let (k, wf) = node(&db).await;
-    let opts = StartOptions { workflow_id: Some("rust-add".into()), ..StartOptions::default() };
+    let opts = StartOptions {
+        workflow_id: Some("rust-add".into()),
+        ..StartOptions::default()
+    };
     let out: i64 = wf.run("add", (2, 3), opts).await.expect("run");
     assert_eq!(out, 5);
 
-    let list: serde_json::Value = serde_json::from_str(&dbos_cli(&bin, &["workflow", "list", "-s", &db.url])).expect("json");
-    let w = list.as_array().and_then(|l| l.iter().find(|w| w["workflow_id"] == "rust-add")).expect("listed");
+    let list: serde_json::Value =
+        serde_json::from_str(&dbos_cli(&bin, &["workflow", "list", "-s", &db.url])).expect("json");
+    let w = list
+        .as_array()
+        .and_then(|l| l.iter().find(|w| w["workflow_id"] == "rust-add"))
+        .expect("listed");
     assert_eq!(w["status"], "SUCCESS");
     assert_eq!(w["name"], "add");
     assert_eq!(w["executor_id"], k.node_id());
 
-    let get: serde_json::Value = serde_json::from_str(&dbos_cli(&bin, &["workflow", "get", "rust-add", "-s", &db.url])).expect("json");
+    let get: serde_json::Value = serde_json::from_str(&dbos_cli(
+        &bin,
+        &["workflow", "get", "rust-add", "-s", &db.url],
+    ))
+    .expect("json");
     assert_eq!(get["status"], "SUCCESS");
     assert_eq!(get["input"]["args"], serde_json::json!([2, 3]));
     assert_eq!(get["output"], 5);
 
-    let steps: serde_json::Value = serde_json::from_str(&dbos_cli(&bin, &["workflow", "steps", "rust-add", "-s", &db.url])).expect("json");
+    let steps: serde_json::Value = serde_json::from_str(&dbos_cli(
+        &bin,
+        &["workflow", "steps", "rust-add", "-s", &db.url],
+    ))
+    .expect("json");
     assert_eq!(steps[0]["function_id"], 1);
     assert_eq!(steps[0]["function_name"], "sum");
     assert_eq!(steps[0]["output"], 5);
@@ -132,7 +165,10 @@ client.destroy()
     .fetch_one(k.pool())
     .await
     .expect("row");
-    assert_eq!((status.as_str(), executor.as_str()), ("SUCCESS", k.node_id()));
+    assert_eq!(
+        (status.as_str(), executor.as_str()),
+        ("SUCCESS", k.node_id())
+    );
     k.shutdown().await.expect("shutdown");
 }
 
@@ -153,10 +189,12 @@ async fn dbos_golden_kwargs_row_inserted_by_sql_runs_and_produces_the_golden_out
     wf.wake();
     let out: String = wf.handle("golden-kw").result().await.expect("runs");
     assert_eq!(out, "test-42-a,b");
-    let stored: String = sqlx::query_scalar("SELECT output FROM dbos.workflow_output WHERE workflow_uuid = 'golden-kw'")
-        .fetch_one(k.pool())
-        .await
-        .expect("output");
+    let stored: String = sqlx::query_scalar(
+        "SELECT output FROM dbos.workflow_output WHERE workflow_uuid = 'golden-kw'",
+    )
+    .fetch_one(k.pool())
+    .await
+    .expect("output");
     assert_eq!(stored, r#""test-42-a,b""#);
     k.shutdown().await.expect("shutdown");
 }

@@ -37,7 +37,12 @@ fn crash_at(point: Point) {
         &format!("SELECT dbos.enqueue_workflow('dbos.demo', 'default', ARRAY['1500'::json], workflow_id => '{wf}')"),
     ]);
     let ops = |dir: &Path| {
-        one(dir, &format!("SELECT count(*) AS n FROM dbos.operation_outputs WHERE workflow_uuid = '{wf}'"))["n"]
+        one(
+            dir,
+            &format!(
+                "SELECT count(*) AS n FROM dbos.operation_outputs WHERE workflow_uuid = '{wf}'"
+            ),
+        )["n"]
             .as_i64()
             .expect("count")
     };
@@ -52,14 +57,20 @@ fn crash_at(point: Point) {
         Point::BeforeCommit => eventually("the transaction waits before its commit", || {
             one(&dir, "SELECT count(*) AS n FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'")["n"] == 1
         }),
-        Point::AfterCommit => eventually("the workflow sleeps after the transaction", || ops(&dir) == 3),
+        Point::AfterCommit => eventually("the workflow sleeps after the transaction", || {
+            ops(&dir) == 3
+        }),
     }
     let recorded_before = ops(&dir);
     first.kill9();
 
     let second = Node::boot(&dir, &[]);
     eventually("the workflow finishes on the new node", || {
-        one(&dir, &format!("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = '{wf}'"))["status"] == "SUCCESS"
+        one(
+            &dir,
+            &format!("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = '{wf}'"),
+        )["status"]
+            == "SUCCESS"
     });
     let row = one(
         &dir,
@@ -72,16 +83,25 @@ fn crash_at(point: Point) {
              WHERE s.workflow_uuid = '{wf}'"
         ),
     );
-    assert_eq!(row["output"], "\"deposited 42, balance 42\"", "{point:?}: same output");
+    assert_eq!(
+        row["output"], "\"deposited 42, balance 42\"",
+        "{point:?}: same output"
+    );
     assert_eq!(row["executor_id"], second.node_id.as_str());
     assert_eq!(row["recovery_attempts"], 2);
-    assert_eq!(row["deposits"], 1, "{point:?}: the transaction's effect is there exactly once");
+    assert_eq!(
+        row["deposits"], 1,
+        "{point:?}: the transaction's effect is there exactly once"
+    );
     assert_eq!(row["reports"], 1, "{point:?}: the last step ran once");
     let fetches = row["fetches"].as_i64().expect("count");
     if recorded_before >= 1 {
         assert_eq!(fetches, 1, "{point:?}: a completed step is not run again");
     } else {
-        assert_eq!(fetches, 2, "{point:?}: the interrupted step ran again, once");
+        assert_eq!(
+            fetches, 2,
+            "{point:?}: the interrupted step ran again, once"
+        );
     }
     let steps = sql_json(&dir, &format!(
         "SELECT function_id, function_name FROM dbos.operation_outputs WHERE workflow_uuid = '{wf}' ORDER BY 1"

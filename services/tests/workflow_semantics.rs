@@ -794,3 +794,99 @@ async fn list_steps_and_delete() {
     ));
     n.stop().await;
 }
+
+#[tokio::test]
+async fn debounce_coalesces_calls_and_the_last_arguments_win() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        let h =
+            n.wf.debounce::<_, i64>(
+                "default",
+                "three",
+                "k",
+                Duration::from_millis(400),
+                None,
+                (i,),
+            )
+            .await
+            .expect("debounce");
+        ids.push(h.workflow_id().to_owned());
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]), "one workflow: {ids:?}");
+    assert_eq!(status(n.pool(), &ids[0]).await, "DELAYED");
+    let out: i64 = n.wf.handle(ids[0].clone()).result().await.expect("runs");
+    assert_eq!(out, 112, "ran once, with the last call's argument 5");
+    assert_eq!(c.get("one"), 1);
+    // The key is free again: the next call debounces a new workflow.
+    let next =
+        n.wf.debounce::<_, i64>(
+            "default",
+            "three",
+            "k",
+            Duration::from_millis(10),
+            None,
+            (0,),
+        )
+        .await
+        .expect("debounce");
+    assert_ne!(next.workflow_id(), ids[0]);
+    assert_eq!(next.result().await.expect("runs"), 102);
+    // A timeout caps how long calls can push the start back.
+    let capped =
+        n.wf.debounce::<_, i64>(
+            "default",
+            "three",
+            "cap",
+            Duration::from_secs(3600),
+            Some(Duration::from_millis(200)),
+            (1,),
+        )
+        .await
+        .expect("debounce");
+    assert_eq!(capped.result().await.expect("runs within the cap"), 104);
+    let err =
+        n.wf.debounce::<_, i64>("default", "three", "", Duration::from_millis(1), None, (1,))
+            .await
+            .expect_err("empty key");
+    assert!(matches!(err, WfError::Invalid(_)));
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn delayed_enqueue_and_wait_first() {
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let c = Counter::default();
+    let n = node(move |r| {
+        r.register("slow", slow(g.clone()));
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let delayed = StartOptions {
+        delay: Some(Duration::from_millis(300)),
+        ..id("later")
+    };
+    let h =
+        n.wf.enqueue::<_, i64>("default", "three", (1,), delayed)
+            .await
+            .expect("enqueue");
+    assert_eq!(status(n.pool(), "later").await, "DELAYED");
+    assert_eq!(h.result().await.expect("runs after its delay"), 104);
+    let slow_h =
+        n.wf.start::<_, i64>("slow", (), id("blocked"))
+            .await
+            .expect("start");
+    let quick =
+        n.wf.start::<_, i64>("three", (2,), id("quick"))
+            .await
+            .expect("start");
+    let (i, r) = n.wf.wait_first(&[slow_h, quick]).await.expect("wait");
+    assert_eq!((i, r.expect("quick result")), (1, 106));
+    gate.store(true, Ordering::SeqCst);
+    n.stop().await;
+}

@@ -13,15 +13,26 @@ pub fn dbos_venv() -> Option<PathBuf> {
     static VENV: OnceLock<Option<PathBuf>> = OnceLock::new();
     VENV.get_or_init(|| {
         if Command::new("python3").arg("--version").output().is_err() {
-            eprintln!("NOTICE: python3 is not installed; skipping the interop tests with DBOS for Python");
+            eprintln!(
+                "NOTICE: python3 is not installed; skipping the interop tests with DBOS for Python"
+            );
             return None;
         }
-        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dbos-py-{DBOS_VERSION}"));
+        let venv =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dbos-py-{DBOS_VERSION}"));
         let bin = venv.join("bin");
         let ready = venv.join(".installed");
         if !ready.exists() {
-            let st = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs");
-            assert!(st.success(), "python3 -m venv failed; install python3-venv (scripts/setup does)");
+            let st = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .status()
+                .expect("python3 runs");
+            assert!(
+                st.success(),
+                "python3 -m venv failed; install python3-venv (scripts/setup does)"
+            );
             let st = Command::new(bin.join("pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
                 .arg(format!("dbos=={DBOS_VERSION}"))
@@ -55,7 +66,10 @@ pub fn python(bin: &std::path::Path, script: &str, args: &[&str]) -> String {
 
 /// Runs the Python `dbos` CLI; returns its stdout.
 pub fn dbos_cli(bin: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(bin.join("dbos")).args(args).output().expect("dbos CLI runs");
+    let out = Command::new(bin.join("dbos"))
+        .args(args)
+        .output()
+        .expect("dbos CLI runs");
     assert!(
         out.status.success(),
         "dbos {args:?} failed:\n{}",

@@ -31,14 +31,21 @@ fn boot(exe: &Path, data_dir: &Path) -> Result<Node> {
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading the node's output")?;
         if let Some(id) = line.strip_prefix("node ") {
-            return Ok(Node { child, id: id.to_owned() });
+            return Ok(Node {
+                child,
+                id: id.to_owned(),
+            });
         }
     }
     let status = child.wait()?;
     bail!("the node exited ({status}) before it booted");
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while !check().await? {
         if Instant::now() > deadline {
@@ -59,33 +66,56 @@ pub(super) async fn run(data_dir: PathBuf, pause_ms: u64) -> Result<ExitCode> {
     say(&format!("1. booting node A on {}", data_dir.display()));
     let mut a = boot(&exe, &data_dir)?;
     let url = dbos_kernel::embedded::discover(&data_dir)?.url;
-    let pool = dbos_kernel::db::connect(&url, &dbos_kernel::db::PoolLimits { size_max: 2, ..Default::default() }).await?;
-    let id = format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
-    sqlx::query("SELECT dbos.enqueue_workflow($1, 'default', ARRAY[$2::text::json], workflow_id => $3)")
-        .bind(DEMO)
-        .bind(pause_ms.to_string())
-        .bind(&id)
-        .execute(&pool)
-        .await?;
-    say(&format!("2. enqueued workflow {id} ({DEMO}: step fetch, transaction deposit, durable sleep, step report)"));
-    wait_until("the workflow is in its durable sleep", Duration::from_secs(60), async || {
-        Ok(steps_done(&pool, &id).await? >= 3)
-    })
+    let pool = dbos_kernel::db::connect(
+        &url,
+        &dbos_kernel::db::PoolLimits {
+            size_max: 2,
+            ..Default::default()
+        },
+    )
     .await?;
-    say(&format!("3. node {} finished fetch and deposit and is sleeping: kill -9", a.id));
+    let id = format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow($1, 'default', ARRAY[$2::text::json], workflow_id => $3)",
+    )
+    .bind(DEMO)
+    .bind(pause_ms.to_string())
+    .bind(&id)
+    .execute(&pool)
+    .await?;
+    say(&format!("2. enqueued workflow {id} ({DEMO}: step fetch, transaction deposit, durable sleep, step report)"));
+    wait_until(
+        "the workflow is in its durable sleep",
+        Duration::from_secs(60),
+        async || Ok(steps_done(&pool, &id).await? >= 3),
+    )
+    .await?;
+    say(&format!(
+        "3. node {} finished fetch and deposit and is sleeping: kill -9",
+        a.id
+    ));
     a.child.kill().context("killing node A")?;
     a.child.wait()?;
     say("4. booting node B on the same directory; it finds A dead and recovers its work");
     let mut b = boot(&exe, &data_dir)?;
-    wait_until("the workflow finishes", Duration::from_secs(120), async || {
-        let s: Option<String> = sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
+    wait_until(
+        "the workflow finishes",
+        Duration::from_secs(120),
+        async || {
+            let s: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1",
+            )
             .bind(&id)
             .fetch_one(&pool)
             .await?;
-        Ok(matches!(s.as_deref(), Some("SUCCESS" | "ERROR")))
-    })
+            Ok(matches!(s.as_deref(), Some("SUCCESS" | "ERROR")))
+        },
+    )
     .await?;
-    say(&format!("5. node {} finished it. Its steps, from SQL:", b.id));
+    say(&format!(
+        "5. node {} finished it. Its steps, from SQL:",
+        b.id
+    ));
     let mut conn = pool.acquire().await?;
     let sets = render::run_query(
         &mut conn,
@@ -105,15 +135,20 @@ pub(super) async fn run(data_dir: PathBuf, pause_ms: u64) -> Result<ExitCode> {
     say("fetch and report ran once each (times_run), the deposit committed once, the sleep resumed.");
     drop(conn);
     pool.close().await;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(b.child.id() as i32), nix::sys::signal::Signal::SIGINT)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
     b.child.wait()?;
     say("6. node B stopped.");
     Ok(ExitCode::SUCCESS)
 }
 
 async fn steps_done(pool: &PgPool, id: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?,
+    )
 }

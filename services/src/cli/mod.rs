@@ -203,7 +203,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             sql(&conn, &query, Format::from_json_flag(json)).await
         }
         Command::Psql { conn, args } => psql(&conn, &args),
-        Command::Wf { conn, json, command } => wf::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Wf {
+            conn,
+            json,
+            command,
+        } => wf::run(&conn, Format::from_json_flag(json), command).await,
         Command::Demo { data_dir, pause_ms } => {
             demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
         }
@@ -215,7 +219,9 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
     let mut registry = crate::workflow::Registry::new();
     crate::builtin::register(&mut registry);
-    let wf = crate::workflow::Service::launch(&kernel, registry, crate::workflow::Options::default()).await?;
+    let wf =
+        crate::workflow::Service::launch(&kernel, registry, crate::workflow::Options::default())
+            .await?;
     println!("node {}", kernel.node_id());
     println!("app-version {}", wf.app_version());
     println!("database {}", kernel.url());

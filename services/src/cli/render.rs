@@ -251,10 +251,18 @@ pub(super) fn print_json_rows(rows: &[Value], columns: &[&str], format: Format) 
         return Ok(());
     }
     let set = ResultSet {
-        columns: columns.iter().map(|c| ((*c).to_owned(), String::new())).collect(),
+        columns: columns
+            .iter()
+            .map(|c| ((*c).to_owned(), String::new()))
+            .collect(),
         rows: rows
             .iter()
-            .map(|r| columns.iter().map(|c| r.get(*c).map(text).filter(|s| !s.is_empty())).collect())
+            .map(|r| {
+                columns
+                    .iter()
+                    .map(|c| r.get(*c).map(text).filter(|s| !s.is_empty()))
+                    .collect()
+            })
             .collect(),
         rows_affected: 0,
     };

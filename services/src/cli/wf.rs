@@ -124,7 +124,9 @@ fn epoch_ms(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
         .map(|t| {
             chrono::DateTime::parse_from_rfc3339(t)
                 .map(|d| d.timestamp_millis())
-                .with_context(|| format!("{flag} {t:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z"))
+                .with_context(|| {
+                    format!("{flag} {t:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z")
+                })
         })
         .transpose()
 }
@@ -155,10 +157,23 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
                 sort_desc: a.sort_desc,
                 ..ListFilter::default()
             };
-            let rows: Vec<Value> = manage::list(&pool, &f).await?.iter().map(|w| json(w)).collect();
+            let rows: Vec<Value> = manage::list(&pool, &f)
+                .await?
+                .iter()
+                .map(|w| json(w))
+                .collect();
             render::print_json_rows(
                 &rows,
-                &["workflow_id", "status", "name", "queue_name", "executor_id", "created_at", "output", "error"],
+                &[
+                    "workflow_id",
+                    "status",
+                    "name",
+                    "queue_name",
+                    "executor_id",
+                    "created_at",
+                    "output",
+                    "error",
+                ],
                 format,
             )?;
         }
@@ -167,10 +182,22 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
             render::print_json_rows(&[json(&w)], &[], format)?;
         }
         WfCommand::Steps { id } => {
-            let rows: Vec<Value> = manage::steps(&pool, &id).await?.iter().map(|s| json(s)).collect();
+            let rows: Vec<Value> = manage::steps(&pool, &id)
+                .await?
+                .iter()
+                .map(|s| json(s))
+                .collect();
             render::print_json_rows(
                 &rows,
-                &["function_id", "function_name", "output", "error", "child_workflow_id", "started_at_epoch_ms", "completed_at_epoch_ms"],
+                &[
+                    "function_id",
+                    "function_name",
+                    "output",
+                    "error",
+                    "child_workflow_id",
+                    "started_at_epoch_ms",
+                    "completed_at_epoch_ms",
+                ],
                 format,
             )?;
         }
@@ -180,16 +207,30 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
         }
         WfCommand::Resume { id } => {
             let resumed = manage::resume(&pool, &id).await?;
-            anyhow::ensure!(resumed, "workflow {id} already ended with SUCCESS or ERROR; fork it to run it again");
+            anyhow::ensure!(
+                resumed,
+                "workflow {id} already ended with SUCCESS or ERROR; fork it to run it again"
+            );
             render::print_message(&serde_json::json!({ "resumed": id }), format)?;
         }
-        WfCommand::Fork { id, step, forked_id, app_version } => {
+        WfCommand::Fork {
+            id,
+            step,
+            forked_id,
+            app_version,
+        } => {
             let new_id = manage::fork(&pool, &id, step, forked_id, app_version).await?;
-            render::print_message(&serde_json::json!({ "workflow_id": new_id, "forked_from": id }), format)?;
+            render::print_message(
+                &serde_json::json!({ "workflow_id": new_id, "forked_from": id }),
+                format,
+            )?;
         }
         WfCommand::Rewind { id, step } => {
             manage::rewind(&pool, &id, step).await?;
-            render::print_message(&serde_json::json!({ "rewound": id, "from_step": step }), format)?;
+            render::print_message(
+                &serde_json::json!({ "rewound": id, "from_step": step }),
+                format,
+            )?;
         }
         WfCommand::Delete { id, children } => {
             let ids = manage::delete(&pool, &id, children).await?;

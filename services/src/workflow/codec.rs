@@ -135,7 +135,8 @@ mod tests {
             name: String,
             count: i64,
         }
-        let n: Named = decode_input(r#"{"positionalArgs":[],"namedArgs":{"name":"t","count":4}}"#).unwrap();
+        let n: Named =
+            decode_input(r#"{"positionalArgs":[],"namedArgs":{"name":"t","count":4}}"#).unwrap();
         assert_eq!((n.name.as_str(), n.count), ("t", 4));
         assert!(decode_input::<(i64,)>("not json").is_err());
     }

@@ -422,7 +422,9 @@ pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<Strin
 /// [`WfError::NotFound`]; [`WfError::Invalid`] for a workflow still running or a step below 1.
 pub async fn rewind(pool: &PgPool, id: &str, start_step: i32) -> Result<(), WfError> {
     if start_step < 1 {
-        return Err(WfError::Invalid(format!("rewind step must be at least 1, got {start_step}")));
+        return Err(WfError::Invalid(format!(
+            "rewind step must be at least 1, got {start_step}"
+        )));
     }
     let mut tx = pool.begin().await?;
     let status: Option<Option<String>> = sqlx::query_scalar(
@@ -453,7 +455,11 @@ pub async fn rewind(pool: &PgPool, id: &str, start_step: i32) -> Result<(), WfEr
          ORDER BY key, function_id DESC",
         "DELETE FROM dbos.workflow_output WHERE workflow_uuid = $1 AND $2 > 0",
     ] {
-        sqlx::query(sql).bind(id).bind(start_step).execute(&mut *tx).await?;
+        sqlx::query(sql)
+            .bind(id)
+            .bind(start_step)
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query(
         "UPDATE dbos.workflow_status

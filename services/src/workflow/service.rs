@@ -142,6 +142,8 @@ pub struct StartOptions {
     pub priority: i32,
     /// Deduplication ID within the queue.
     pub deduplication_id: Option<String>,
+    /// Enqueue as DELAYED; the workflow becomes ENQUEUED after this long.
+    pub delay: Option<Duration>,
 }
 
 /// The workflow service. Cheap to clone.
@@ -163,6 +165,8 @@ struct Inner {
     done: Mutex<HashMap<String, Arc<Notify>>>,
     /// Wakes the dispatcher.
     wake: Notify,
+    /// Earliest `delay_until_epoch_ms` of a DELAYED workflow, when known.
+    next_delay_ms: Mutex<Option<i64>>,
     shutdown: CancellationToken,
 }
 
@@ -290,6 +294,7 @@ impl Service {
                 opts,
                 done: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                next_delay_ms: Mutex::new(None),
                 shutdown,
             }),
         };
@@ -462,8 +467,9 @@ impl Service {
                  INSERT INTO dbos.workflow_status AS w
                      (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
                       serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
-                      deduplication_id)
-                 VALUES ($1, 'ENQUEUED', $2, $3, 0, $4, 'portable_json', $5, $6, $7, $8)
+                      deduplication_id, delay_until_epoch_ms)
+                 VALUES ($1, CASE WHEN $11::int8 IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, $2, $3, 0, $4,
+                         'portable_json', $5, $6, $7, $8, $11)
                  ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
                  RETURNING name, creator_xid
              ), inp AS (
@@ -483,6 +489,7 @@ impl Service {
         .bind(&opts.deduplication_id)
         .bind(&inputs)
         .bind(ENQUEUE_CHANNEL)
+        .bind(opts.delay.map(|d| now_ms() + d.as_millis() as i64))
         .fetch_one(&self.inner.pool)
         .await
         .map_err(|e| match dbos_kernel::sqlstate(&e).as_deref() {
@@ -760,20 +767,37 @@ impl Service {
                     Err(e) => tracing::warn!(error = %e, "claiming workflows failed; retrying"),
                 }
             }
-            if last_sweep.elapsed() >= poll {
+            let due = self
+                .inner
+                .next_delay_ms
+                .lock()
+                .is_some_and(|d| d <= now_ms());
+            if last_sweep.elapsed() >= poll || due {
                 last_sweep = std::time::Instant::now();
                 if let Err(e) = self.sweep_deadlines().await {
                     tracing::warn!(error = %e, "deadline sweep failed");
+                }
+                match self.promote_delayed().await {
+                    Ok((promoted, next)) => {
+                        *self.inner.next_delay_ms.lock() = next;
+                        if promoted > 0 {
+                            continue;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "promoting delayed workflows failed"),
                 }
             }
             if claimed > 0 && claimed == free {
                 continue;
             }
-            let wait = if free == 0 {
+            let mut wait = if free == 0 {
                 Duration::from_millis(20)
             } else {
                 poll
             };
+            if let Some(next) = *self.inner.next_delay_ms.lock() {
+                wait = wait.min(Duration::from_millis((next - now_ms()).max(1) as u64));
+            }
             tokio::select! {
                 () = self.inner.shutdown.cancelled() => return,
                 () = self.inner.wake.notified() => {}
@@ -903,6 +927,122 @@ impl Service {
         .execute(&self.inner.pool)
         .await?;
         Ok(())
+    }
+
+    /// Moves DELAYED workflows whose time has come to ENQUEUED (releasing a debounce key) and
+    /// returns how many, with the next pending delay.
+    ///
+    /// 1 round trip, 1 commit (served by idx_workflow_status_delayed).
+    async fn promote_delayed(&self) -> Result<(u64, Option<i64>), WfError> {
+        let row = sqlx::query(
+            "WITH p AS (
+                 UPDATE dbos.workflow_status
+                 SET status = 'ENQUEUED',
+                     deduplication_id = CASE WHEN is_debounced THEN NULL ELSE deduplication_id END,
+                     updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+                 WHERE status = 'DELAYED'
+                   AND delay_until_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM p),
+                    (SELECT min(delay_until_epoch_ms) FROM dbos.workflow_status
+                     WHERE status = 'DELAYED'
+                       AND delay_until_epoch_ms > (EXTRACT(epoch FROM now()) * 1000)::bigint)",
+        )
+        .fetch_one(&self.inner.pool)
+        .await?;
+        Ok((row.get::<i64, _>(0) as u64, row.get(1)))
+    }
+
+    /// Debounces `name` under `key`: the first call enqueues a DELAYED workflow; calls within
+    /// `period` of the last one push its start back (never past `timeout` after the first call)
+    /// and replace its arguments, so the last call's arguments win. Once it starts, the next
+    /// call debounces a fresh workflow.
+    ///
+    /// 1 round trip, 1 commit (a retry only when two first calls race).
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] for an empty key.
+    pub async fn debounce<I: Serialize, O>(
+        &self,
+        queue: &str,
+        name: &str,
+        key: &str,
+        period: Duration,
+        timeout: Option<Duration>,
+        input: I,
+    ) -> Result<WorkflowHandle<O>, WfError> {
+        if key.is_empty() {
+            return Err(WfError::Invalid("a debounce key cannot be empty".into()));
+        }
+        let inputs = codec::encode_input(&input)?;
+        for _ in 0..3 {
+            let now = now_ms();
+            let until = now + period.as_millis() as i64;
+            let cap = timeout.map(|t| now + t.as_millis() as i64);
+            let id: Option<String> = sqlx::query_scalar(
+                "WITH upd AS (
+                     UPDATE dbos.workflow_status
+                     SET delay_until_epoch_ms = LEAST($4, COALESCE(debounce_deadline_epoch_ms, $4)),
+                         updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+                     WHERE name = $1 AND queue_name = $2 AND deduplication_id = $3
+                       AND status = 'DELAYED' AND is_debounced
+                     RETURNING workflow_uuid
+                 ), inp AS (
+                     UPDATE dbos.workflow_input SET inputs = $6
+                     WHERE workflow_uuid IN (SELECT workflow_uuid FROM upd)
+                 ), ins AS (
+                     INSERT INTO dbos.workflow_status
+                         (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
+                          serialization, deduplication_id, is_debounced, delay_until_epoch_ms,
+                          debounce_deadline_epoch_ms)
+                     SELECT gen_random_uuid()::text, 'DELAYED', $1, $2, 0, gen_random_uuid()::text,
+                            'portable_json', $3, true, LEAST($4, COALESCE($5, $4)), $5
+                     WHERE NOT EXISTS (SELECT 1 FROM upd)
+                     ON CONFLICT DO NOTHING
+                     RETURNING workflow_uuid
+                 ), ins_inp AS (
+                     INSERT INTO dbos.workflow_input (workflow_uuid, inputs) SELECT workflow_uuid, $6 FROM ins
+                 )
+                 SELECT workflow_uuid FROM upd UNION ALL SELECT workflow_uuid FROM ins",
+            )
+            .bind(name)
+            .bind(queue)
+            .bind(key)
+            .bind(until)
+            .bind(cap)
+            .bind(&inputs)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+            if let Some(id) = id {
+                let mut next = self.inner.next_delay_ms.lock();
+                *next = Some(next.map_or(until, |n| n.min(until)));
+                drop(next);
+                self.inner.wake.notify_one();
+                return Ok(self.handle(id));
+            }
+        }
+        Err(WfError::Invalid(format!(
+            "debounce key {key:?} on queue {queue} is held by a workflow that is not debounced"
+        )))
+    }
+
+    /// Waits for the first of several workflows to end; returns its index and result.
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] for no handles; otherwise the first workflow's error.
+    pub async fn wait_first<O: DeserializeOwned>(
+        &self,
+        handles: &[WorkflowHandle<O>],
+    ) -> Result<(usize, Result<O, WfError>), WfError> {
+        if handles.is_empty() {
+            return Err(WfError::Invalid(
+                "wait_first needs at least one handle".into(),
+            ));
+        }
+        let futures: Vec<_> = handles.iter().map(|h| Box::pin(h.result())).collect();
+        let (result, index, _rest) = futures_util::future::select_all(futures).await;
+        Ok((index, result))
     }
 
     /// Wakes the dispatcher (after a resume or fork enqueued work).
