@@ -160,7 +160,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
             let rows: Vec<Value> = manage::list(&pool, &f)
                 .await?
                 .iter()
-                .map(|w| json(w))
+                .map(json)
                 .collect();
             render::print_json_rows(
                 &rows,
@@ -185,7 +185,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
             let rows: Vec<Value> = manage::steps(&pool, &id)
                 .await?
                 .iter()
-                .map(|s| json(s))
+                .map(json)
                 .collect();
             render::print_json_rows(
                 &rows,
