@@ -48,9 +48,7 @@ fn crash_at(point: Point) {
     };
     match point {
         Point::DuringStep => eventually("the first step is running", || {
-            one(&dir, &format!(
-                "SELECT count(*) AS n FROM pg_tables WHERE tablename = 'dbos_demo_runs'"
-            ))["n"] == 1
+            one(&dir, "SELECT count(*) AS n FROM pg_tables WHERE tablename = 'dbos_demo_runs'")["n"] == 1
                 && one(&dir, &format!("SELECT count(*) AS n FROM public.dbos_demo_runs WHERE workflow_id = '{wf}'"))["n"] == 1
                 && ops(&dir) == 0
         }),

@@ -157,11 +157,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
                 sort_desc: a.sort_desc,
                 ..ListFilter::default()
             };
-            let rows: Vec<Value> = manage::list(&pool, &f)
-                .await?
-                .iter()
-                .map(json)
-                .collect();
+            let rows: Vec<Value> = manage::list(&pool, &f).await?.iter().map(json).collect();
             render::print_json_rows(
                 &rows,
                 &[
@@ -182,11 +178,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
             render::print_json_rows(&[json(&w)], &[], format)?;
         }
         WfCommand::Steps { id } => {
-            let rows: Vec<Value> = manage::steps(&pool, &id)
-                .await?
-                .iter()
-                .map(json)
-                .collect();
+            let rows: Vec<Value> = manage::steps(&pool, &id).await?.iter().map(json).collect();
             render::print_json_rows(
                 &rows,
                 &[
