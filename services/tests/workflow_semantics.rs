@@ -315,6 +315,7 @@ async fn a_transaction_commits_user_writes_and_its_checkpoint_together_once() {
 }
 
 /// Inserts a workflow row as an earlier execution left it.
+#[allow(clippy::too_many_arguments)]
 async fn seed(
     pool: &sqlx::PgPool,
     id: &str,
@@ -325,18 +326,21 @@ async fn seed(
     attempts: i64,
     steps: &[(i32, &str, &str)],
 ) {
+    // One transaction, as real writers do: a dispatcher never sees the row without its input.
+    let mut tx = pool.begin().await.expect("begin");
     sqlx::query(
         "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id, application_version, recovery_attempts, queue_name, serialization, owner_xid)
          VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $2 = 'ENQUEUED' THEN '_dbos_internal_queue' END, 'portable_json', 'old-owner')",
     )
     .bind(id).bind(status).bind(name).bind(executor).bind(version).bind(attempts)
-    .execute(pool).await.expect("seed status");
+    .execute(&mut *tx).await.expect("seed status");
     sqlx::query("INSERT INTO dbos.workflow_input (workflow_uuid, inputs) VALUES ($1, '{\"positionalArgs\":[4],\"namedArgs\":{}}')")
-        .bind(id).execute(pool).await.expect("seed input");
+        .bind(id).execute(&mut *tx).await.expect("seed input");
     for (fid, fname, out) in steps {
         sqlx::query("INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output, serialization) VALUES ($1, $2, $3, $4, 'portable_json')")
-            .bind(id).bind(fid).bind(fname).bind(out).execute(pool).await.expect("seed step");
+            .bind(id).bind(fid).bind(fname).bind(out).execute(&mut *tx).await.expect("seed step");
     }
+    tx.commit().await.expect("commit");
 }
 
 #[tokio::test]

@@ -64,6 +64,12 @@ enum Command {
         #[arg(long, default_value_t = 1500)]
         pause_ms: u64,
     },
+    /// Run the benchmarks (see `dbos bench --help`).
+    Bench {
+        /// Suites and options of the harness.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Open psql on the system database.
     Psql {
         #[command(flatten)]
@@ -203,6 +209,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             sql(&conn, &query, Format::from_json_flag(json)).await
         }
         Command::Psql { conn, args } => psql(&conn, &args),
+        Command::Bench { .. } => bail!("`dbos bench` is served by the dbos binary itself"),
         Command::Wf {
             conn,
             json,

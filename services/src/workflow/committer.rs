@@ -39,10 +39,26 @@ pub(crate) struct Outcome {
     pub(crate) error: Option<String>,
 }
 
+/// A direct start of a top-level workflow.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) workflow_id: String,
+    pub(crate) name: String,
+    pub(crate) xid: String,
+    pub(crate) timeout_ms: Option<i64>,
+    pub(crate) deadline_ms: Option<i64>,
+    pub(crate) priority: i32,
+    pub(crate) inputs: String,
+}
+
+/// What a start found: the workflow's recorded function name, and whether this start made it.
+pub(crate) type Started = (Option<String>, bool);
+
 #[derive(Debug)]
 enum Request {
     Checkpoint(Checkpoint, oneshot::Sender<Result<bool, String>>),
     Outcome(Outcome, oneshot::Sender<Result<bool, String>>),
+    Start(Start, oneshot::Sender<Result<Started, String>>),
 }
 
 /// Handle to the committer. Cheap to clone.
@@ -58,6 +74,8 @@ struct Inner {
     pool: PgPool,
     batch_max: usize,
     in_flight: Arc<Semaphore>,
+    executor_id: String,
+    app_version: String,
 }
 
 impl Committer {
@@ -66,6 +84,8 @@ impl Committer {
         pool: PgPool,
         batch_max: usize,
         batches_in_flight_max: usize,
+        executor_id: String,
+        app_version: String,
         shutdown: dbos_kernel::CancellationToken,
     ) -> Committer {
         let inner = Arc::new(Inner {
@@ -74,6 +94,8 @@ impl Committer {
             pool,
             batch_max,
             in_flight: Arc::new(Semaphore::new(batches_in_flight_max)),
+            executor_id,
+            app_version,
         });
         tokio::spawn(flusher(inner.clone(), shutdown));
         Committer { inner }
@@ -97,6 +119,19 @@ impl Committer {
         let (tx, rx) = oneshot::channel();
         self.push(Request::Outcome(o, tx));
         Self::answer(rx).await
+    }
+
+    /// Inserts a PENDING workflow owned by `xid` with its input, unless the ID exists.
+    ///
+    /// 1 round trip, 1 commit, shared with concurrent requests.
+    pub(crate) async fn start_workflow(&self, st: Start) -> Result<Started, WfError> {
+        let (tx, rx) = oneshot::channel();
+        self.push(Request::Start(st, tx));
+        match rx.await {
+            Ok(Ok(started)) => Ok(started),
+            Ok(Err(e)) => Err(WfError::Db(sqlx::Error::Protocol(e))),
+            Err(_) => Err(WfError::ShuttingDown),
+        }
     }
 
     fn push(&self, r: Request) {
@@ -141,21 +176,25 @@ async fn flusher(inner: Arc<Inner>, shutdown: dbos_kernel::CancellationToken) {
         if batch.is_empty() {
             continue;
         }
-        let pool = inner.pool.clone();
+        let inner = inner.clone();
         tokio::spawn(async move {
-            write_batch(&pool, batch).await;
+            write_batch(&inner, batch).await;
             drop(permit);
         });
     }
 }
 
-/// Writes a batch in one statement: checkpoints of owned PENDING workflows, and outcomes with
-/// their output rows. Answers every request.
-async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
+/// Writes a batch in one statement: starts, checkpoints of owned PENDING workflows, and
+/// outcomes with their output rows. Answers every request.
+async fn write_batch(inner: &Inner, batch: Vec<Request>) {
     let mut ck = CheckpointColumns::default();
     let mut oc = OutcomeColumns::default();
+    let mut st = StartColumns::default();
     let mut ck_tx = Vec::new();
     let mut oc_tx = Vec::new();
+    let mut st_tx = Vec::new();
+    // One statement cannot insert the same ID twice: repeats go in a batch of their own.
+    let mut later = Vec::new();
     for r in batch {
         match r {
             Request::Checkpoint(c, tx) => {
@@ -166,10 +205,17 @@ async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
                 oc.push(o);
                 oc_tx.push(tx);
             }
+            Request::Start(s, tx) if st.id.contains(&s.workflow_id) => {
+                later.push(Request::Start(s, tx))
+            }
+            Request::Start(s, tx) => {
+                st.push(s);
+                st_tx.push(tx);
+            }
         }
     }
-    // Served by the primary keys of workflow_status and operation_outputs.
-    let result = sqlx::query_as::<_, (String, String, i32)>(
+    // Served by the primary keys of workflow_status, workflow_input and operation_outputs.
+    let result = sqlx::query_as::<_, (String, String, i32, Option<String>, Option<String>)>(
         "WITH c AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::int8[], $9::int8[])
@@ -200,9 +246,28 @@ async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
              INSERT INTO dbos.workflow_output (workflow_uuid, output, error)
              SELECT o.wf, o.output, o.error FROM o JOIN done ON done.workflow_uuid = o.wf
              ON CONFLICT (workflow_uuid) DO UPDATE SET output = excluded.output, error = excluded.error
+         ), s AS (
+             SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::int8[], $19::int8[],
+                                  $20::int4[], $21::text[])
+                 AS s(id, name, xid, timeout, deadline, priority, inputs)
+         ), st AS (
+             INSERT INTO dbos.workflow_status AS w
+                 (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
+                  owner_xid, creator_xid, serialization, workflow_timeout_ms,
+                  workflow_deadline_epoch_ms, priority)
+             SELECT id, 'PENDING', name, $22, $23, 1, xid, xid, 'portable_json', timeout, deadline,
+                    priority
+             FROM s
+             ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+             RETURNING workflow_uuid, name, creator_xid
+         ), st_in AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT s.id, s.inputs FROM s JOIN st ON st.workflow_uuid = s.id AND st.creator_xid = s.xid
+             ON CONFLICT DO NOTHING
          )
-         SELECT 'c', workflow_uuid, function_id FROM ck
-         UNION ALL SELECT 'o', workflow_uuid, 0 FROM done",
+         SELECT 'c', workflow_uuid, function_id, NULL::text, NULL::text FROM ck
+         UNION ALL SELECT 'o', workflow_uuid, 0, NULL, NULL FROM done
+         UNION ALL SELECT 's', workflow_uuid, 0, name, creator_xid FROM st",
     )
     .bind(&ck.wf)
     .bind(&ck.owner)
@@ -218,19 +283,38 @@ async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
     .bind(&oc.status)
     .bind(&oc.output)
     .bind(&oc.error)
-    .fetch_all(pool)
+    .bind(&st.id)
+    .bind(&st.name)
+    .bind(&st.xid)
+    .bind(&st.timeout)
+    .bind(&st.deadline)
+    .bind(&st.priority)
+    .bind(&st.inputs)
+    .bind(&inner.executor_id)
+    .bind(&inner.app_version)
+    .fetch_all(&inner.pool)
     .await;
     match result {
         Ok(rows) => {
             for (i, tx) in ck_tx.into_iter().enumerate() {
                 let written = rows
                     .iter()
-                    .any(|(k, wf, fid)| k == "c" && *wf == ck.wf[i] && *fid == ck.fid[i]);
+                    .any(|(k, wf, fid, ..)| k == "c" && *wf == ck.wf[i] && *fid == ck.fid[i]);
                 let _ = tx.send(Ok(written));
             }
             for (i, tx) in oc_tx.into_iter().enumerate() {
-                let written = rows.iter().any(|(k, wf, _)| k == "o" && *wf == oc.wf[i]);
+                let written = rows.iter().any(|(k, wf, ..)| k == "o" && *wf == oc.wf[i]);
                 let _ = tx.send(Ok(written));
+            }
+            for (i, tx) in st_tx.into_iter().enumerate() {
+                let found = rows.iter().find(|(k, wf, ..)| k == "s" && *wf == st.id[i]);
+                let answer = match found {
+                    Some((.., name, xid)) => {
+                        Ok((name.clone(), xid.as_deref() == Some(st.xid[i].as_str())))
+                    }
+                    None => Err(format!("the start of {} returned no row", st.id[i])),
+                };
+                let _ = tx.send(answer);
             }
         }
         Err(e) => {
@@ -239,7 +323,36 @@ async fn write_batch(pool: &PgPool, batch: Vec<Request>) {
             for tx in ck_tx.into_iter().chain(oc_tx) {
                 let _ = tx.send(Err(msg.clone()));
             }
+            for tx in st_tx {
+                let _ = tx.send(Err(msg.clone()));
+            }
         }
+    }
+    if !later.is_empty() {
+        Box::pin(write_batch(inner, later)).await;
+    }
+}
+
+#[derive(Default)]
+struct StartColumns {
+    id: Vec<String>,
+    name: Vec<String>,
+    xid: Vec<String>,
+    timeout: Vec<Option<i64>>,
+    deadline: Vec<Option<i64>>,
+    priority: Vec<i32>,
+    inputs: Vec<String>,
+}
+
+impl StartColumns {
+    fn push(&mut self, s: Start) {
+        self.id.push(s.workflow_id);
+        self.name.push(s.name);
+        self.xid.push(s.xid);
+        self.timeout.push(s.timeout_ms);
+        self.deadline.push(s.deadline_ms);
+        self.priority.push(s.priority);
+        self.inputs.push(s.inputs);
     }
 }
 

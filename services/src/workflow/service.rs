@@ -17,7 +17,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 
 use super::codec;
-use super::committer::{Committer, Outcome};
+use super::committer::{Committer, Outcome, Start};
 use super::ctx::{CtxInner, Recorded, WfCtx};
 use super::error::WfError;
 
@@ -162,7 +162,7 @@ struct Inner {
     committer: Committer,
     opts: Options,
     /// Wakes result waiters when a local execution ends.
-    done: Mutex<HashMap<String, Arc<Notify>>>,
+    done: Mutex<HashMap<String, Arc<Completion>>>,
     /// Wakes the dispatcher.
     wake: Notify,
     /// Earliest `delay_until_epoch_ms` of a DELAYED workflow, when known.
@@ -205,6 +205,14 @@ impl<O> Clone for WorkflowHandle<O> {
     }
 }
 
+/// Where a local execution hands its recorded outcome to waiters on this node.
+#[derive(Default)]
+struct Completion {
+    notify: Notify,
+    /// The outcome as recorded: `Ok(output)` or `Err(error)`, both portable JSON text.
+    outcome: std::sync::OnceLock<Result<String, String>>,
+}
+
 /// A workflow's terminal state, as read from the database.
 #[derive(Debug)]
 enum Terminal {
@@ -229,30 +237,63 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     /// The workflow's error, [`WfError::Cancelled`], [`WfError::MaxRecoveryAttemptsExceeded`],
     /// [`WfError::NotFound`].
     pub async fn result(&self) -> Result<O, WfError> {
-        let notify = self
-            .svc
-            .inner
-            .done
-            .lock()
-            .entry(self.id.clone())
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
+        let (completion, local) = {
+            let mut done = self.svc.inner.done.lock();
+            match done.get(&self.id) {
+                Some(c) => (c.clone(), true),
+                None => {
+                    let c = Arc::new(Completion::default());
+                    done.insert(self.id.clone(), c.clone());
+                    (c, false)
+                }
+            }
+        };
+        let result = self.wait(&completion, local).await;
+        // An entry this call made for a workflow run elsewhere is not kept.
+        if !local {
+            let mut done = self.svc.inner.done.lock();
+            if done
+                .get(&self.id)
+                .is_some_and(|c| Arc::ptr_eq(c, &completion))
+                && Arc::strong_count(&completion) == 2
+            {
+                done.remove(&self.id);
+            }
+        }
+        result
+    }
+
+    async fn wait(&self, completion: &Completion, mut skip_db: bool) -> Result<O, WfError> {
         let mut pause = Duration::from_millis(5);
+        let started = std::time::Instant::now();
         loop {
-            let notified = notify.notified();
+            let notified = completion.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(t) = self.svc.terminal(&self.id).await? {
-                return match t {
-                    Terminal::Success(o) => codec::decode(o.as_deref().unwrap_or("null")),
-                    Terminal::Error(e) => Err(WfError::Failed(Box::new(codec::decode_error(
-                        e.as_deref().unwrap_or("unknown error"),
-                    )))),
-                    Terminal::Cancelled => Err(WfError::Cancelled(self.id.clone())),
-                    Terminal::Dead => Err(WfError::MaxRecoveryAttemptsExceeded(self.id.clone())),
-                };
+            match completion.outcome.get() {
+                Some(Ok(o)) => return codec::decode(o),
+                Some(Err(e)) => return Err(WfError::Failed(Box::new(codec::decode_error(e)))),
+                None => {}
             }
-            let _ = tokio::time::timeout(pause, notified).await;
+            // A workflow running here announces its end; otherwise (or when its execution
+            // parked without an outcome) the database says.
+            if !skip_db {
+                if let Some(t) = self.svc.terminal(&self.id).await? {
+                    return match t {
+                        Terminal::Success(o) => codec::decode(o.as_deref().unwrap_or("null")),
+                        Terminal::Error(e) => Err(WfError::Failed(Box::new(codec::decode_error(
+                            e.as_deref().unwrap_or("unknown error"),
+                        )))),
+                        Terminal::Cancelled => Err(WfError::Cancelled(self.id.clone())),
+                        Terminal::Dead => {
+                            Err(WfError::MaxRecoveryAttemptsExceeded(self.id.clone()))
+                        }
+                    };
+                }
+            }
+            let woken = tokio::time::timeout(pause, notified).await.is_ok();
+            // Past a second, the database is asked too, in case the execution ended abnormally.
+            skip_db = skip_db && !woken && started.elapsed() < Duration::from_secs(1);
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
@@ -280,6 +321,8 @@ impl Service {
             pool.clone(),
             opts.checkpoint_batch_max,
             opts.checkpoint_batches_in_flight_max,
+            kernel.node_id().to_owned(),
+            app_version.clone(),
             shutdown.clone(),
         );
         let svc = Service {
@@ -391,35 +434,19 @@ impl Service {
         let id = workflow_id(opts.workflow_id.clone())?;
         let xid = uuid::Uuid::new_v4().to_string();
         let deadline = deadline(&opts);
-        // Served by the primary keys of workflow_status and workflow_input.
-        let row = sqlx::query(
-            "WITH ins AS (
-                 INSERT INTO dbos.workflow_status AS w
-                     (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
-                      owner_xid, creator_xid, serialization, workflow_timeout_ms,
-                      workflow_deadline_epoch_ms, priority)
-                 VALUES ($1, 'PENDING', $2, $3, $4, 1, $5, $5, 'portable_json', $6, $7, $8)
-                 ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
-                 RETURNING name, creator_xid
-             ), inp AS (
-                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-                 SELECT $1, $9 FROM ins WHERE ins.creator_xid = $5
-                 ON CONFLICT DO NOTHING
-             )
-             SELECT name, creator_xid = $5 AS created FROM ins",
-        )
-        .bind(&id)
-        .bind(name)
-        .bind(&self.inner.executor_id)
-        .bind(&self.inner.app_version)
-        .bind(&xid)
-        .bind(opts.timeout.map(|t| t.as_millis() as i64))
-        .bind(deadline)
-        .bind(opts.priority)
-        .bind(&inputs)
-        .fetch_one(&self.inner.pool)
-        .await?;
-        let (existing, created): (Option<String>, bool) = (row.get(0), row.get(1));
+        let (existing, created) = self
+            .inner
+            .committer
+            .start_workflow(Start {
+                workflow_id: id.clone(),
+                name: name.to_owned(),
+                xid: xid.clone(),
+                timeout_ms: opts.timeout.map(|t| t.as_millis() as i64),
+                deadline_ms: deadline,
+                priority: opts.priority,
+                inputs: inputs.clone(),
+            })
+            .await?;
         if !created {
             return self.existing(id, existing, name);
         }
@@ -625,6 +652,12 @@ impl Service {
                 deadline_ms,
             }),
         };
+        // Waiters on this node learn the outcome without asking the database.
+        self.inner
+            .done
+            .lock()
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Completion::default()));
         let svc = self.clone();
         self.inner
             .runtime
@@ -642,11 +675,11 @@ impl Service {
                             }
                             let _ = svc2.cancel_expired(&id2).await;
                         });
-                        let r = f(ctx, inputs).await;
+                        let r = run_guarded(f, ctx, inputs).await;
                         timer.abort();
                         r
                     }
-                    None => f(ctx, inputs).await,
+                    None => run_guarded(f, ctx, inputs).await,
                 };
                 svc.finish(&id, &owner_xid, result).await;
             })
@@ -676,9 +709,15 @@ impl Service {
                 error: Some(codec::encode_error(&e.to_portable())),
             }),
         };
+        let mut recorded = None;
         if let Some(o) = outcome {
+            let text = match (&o.output, &o.error) {
+                (Some(out), _) => Ok(out.clone()),
+                (None, Some(err)) => Err(err.clone()),
+                (None, None) => Ok("null".to_owned()),
+            };
             match self.inner.committer.outcome(o).await {
-                Ok(true) => {}
+                Ok(true) => recorded = Some(text),
                 Ok(false) => {
                     tracing::debug!(workflow_id = id, "outcome not written: no longer owned")
                 }
@@ -687,8 +726,12 @@ impl Service {
                 }
             }
         }
-        if let Some(n) = self.inner.done.lock().remove(id) {
-            n.notify_waiters();
+        let completion = self.inner.done.lock().remove(id);
+        if let Some(c) = completion {
+            if let Some(text) = recorded {
+                let _ = c.outcome.set(text);
+            }
+            c.notify.notify_waiters();
         }
     }
 
@@ -907,8 +950,9 @@ impl Service {
         .bind(owner)
         .execute(&self.inner.pool)
         .await?;
-        if let Some(n) = self.inner.done.lock().remove(id) {
-            n.notify_waiters();
+        let completion = self.inner.done.lock().remove(id);
+        if let Some(c) = completion {
+            c.notify.notify_waiters();
         }
         Ok(())
     }
@@ -1052,6 +1096,28 @@ impl Service {
 }
 
 pub(crate) type ErasedFnRef = ErasedFn;
+
+/// Runs a workflow function; a panic becomes the workflow's error instead of a lost outcome.
+async fn run_guarded(f: ErasedFn, ctx: WfCtx, inputs: String) -> Result<String, WfError> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(f(ctx, inputs))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(WfError::failed(
+                "Panic",
+                format!("the workflow panicked: {msg}"),
+            ))
+        }
+    }
+}
 
 fn workflow_id(given: Option<String>) -> Result<String, WfError> {
     match given {

@@ -1,0 +1,315 @@
+//! The suites.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use dbos_kernel::db::{self, PoolLimits};
+use dbos_kernel::{Config, Kernel};
+use dbos_services::workflow::{Options, Registry, Service, StartOptions, WfCtx, WfError};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::PgPool;
+
+use crate::{quantile, summarize, Mode, Plan, Row};
+
+/// A node booted for benchmarking, with the benchmark workflows registered.
+pub(crate) struct Env {
+    kernel: Kernel,
+    wf: Service,
+    url: String,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+/// Name of the benchmark workflow: `n` no-op steps.
+const STEPS: &str = "bench.steps";
+
+async fn noop_steps(ctx: WfCtx, (n,): (u32,)) -> Result<u32, WfError> {
+    for i in 0..n {
+        ctx.step("noop", || async move { Ok(i) }).await?;
+    }
+    Ok(n)
+}
+
+impl Env {
+    pub(crate) async fn start(database_url: Option<String>) -> Result<Env> {
+        let scratch = match database_url {
+            Some(_) => None,
+            None => {
+                let d = tempfile::Builder::new().prefix("dbos-bench-").tempdir()?;
+                std::fs::set_permissions(
+                    d.path(),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )?;
+                Some(d)
+            }
+        };
+        let config = Config {
+            database_url,
+            data_dir: scratch
+                .as_ref()
+                .map(|d| d.path().join("data"))
+                .unwrap_or_default(),
+            slots: 256,
+            pool_size_max: 48,
+            ..Config::default()
+        };
+        let kernel = Kernel::boot(config, &dbos_services::migrations()).await?;
+        let mut r = Registry::new();
+        r.register(STEPS, noop_steps);
+        let wf = Service::launch(
+            &kernel,
+            r,
+            Options {
+                poll_interval_ms: 200,
+                ..Options::default()
+            },
+        )
+        .await?;
+        let url = kernel.url().to_owned();
+        Ok(Env {
+            kernel,
+            wf,
+            url,
+            _scratch: scratch,
+        })
+    }
+
+    pub(crate) async fn stop(self) -> Result<()> {
+        self.kernel.shutdown().await?;
+        Ok(())
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.kernel.pool()
+    }
+}
+
+/// Commits per second by clients, measured by the ceiling suite.
+#[derive(Debug, Default)]
+pub(crate) struct Ceiling {
+    pub(crate) commits_per_s: BTreeMap<usize, f64>,
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg:40} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Server-side counters: transaction ids assigned (= write transactions) and WAL position.
+async fn counters(pool: &PgPool) -> Result<(i64, String)> {
+    Ok(sqlx::query_as(
+        "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, pg_current_wal_lsn()::text",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn wal_since(pool: &PgPool, lsn: &str) -> Result<f64> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
+            .bind(lsn)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Runs `callers` loops of `op` for `run`; returns operations done and their latencies (ms).
+async fn drive<F, Fut>(callers: usize, run: Duration, op: F) -> (u64, Vec<f64>, Duration)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let deadline = start + run;
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Latencies::default();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if let Err(e) = op().await {
+                    eprintln!("benchmark operation failed: {e:#}");
+                    break;
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("caller task").0);
+    }
+    (all.len() as u64, all, start.elapsed())
+}
+
+pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<Vec<Row>> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS public.bench_ceiling (id bigserial PRIMARY KEY, v int NOT NULL)")
+        .execute(env.pool())
+        .await?;
+    let clients = [1usize, 8, 32];
+    let pb = bar(
+        (clients.len() * plan.repeats) as u64,
+        "ceiling: INSERT commits",
+    );
+    let mut rows = Vec::new();
+    for &c in &clients {
+        let pool = db::connect(
+            &env.url,
+            &PoolLimits {
+                size_max: c as u32,
+                ..PoolLimits::default()
+            },
+        )
+        .await?;
+        let mut rates = Vec::new();
+        let mut lats = Vec::new();
+        for _ in 0..plan.repeats {
+            let p = pool.clone();
+            let (n, l, took) = drive(c, plan.run, move || {
+                let p = p.clone();
+                async move {
+                    sqlx::query("INSERT INTO public.bench_ceiling (v) VALUES (1)")
+                        .execute(&p)
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await;
+            rates.push(n as f64 / took.as_secs_f64());
+            lats.extend(l);
+            pb.inc(1);
+        }
+        pool.close().await;
+        let (med, min, max) = summarize(&rates);
+        out.commits_per_s.insert(c, med);
+        rows.push(Row {
+            suite: "ceiling".into(),
+            workload: format!(
+                "single-row INSERT commit, {c} client{}",
+                if c == 1 { "" } else { "s" }
+            ),
+            ours: med,
+            min,
+            max,
+            unit: "commits/s".into(),
+            baseline: None,
+            baseline_name: None,
+            ratio: None,
+            paper: None,
+            p50_ms: Some(quantile(&mut lats, 0.5)),
+            p99_ms: Some(quantile(&mut lats, 0.99)),
+            extra: Default::default(),
+            mode: Mode::D,
+            runs: plan.repeats,
+        });
+    }
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Vec<Row>> {
+    // (steps, callers, via queue)
+    let workloads: Vec<(u32, usize, bool)> = if plan.quick {
+        vec![(3, 1, false), (3, 32, false), (3, 32, true)]
+    } else {
+        let mut w = Vec::new();
+        for steps in [1, 3, 10] {
+            for callers in [1, 8, 32] {
+                w.push((steps, callers, false));
+            }
+        }
+        w.push((3, 1, true));
+        w.push((3, 32, true));
+        w
+    };
+    let pb = bar((workloads.len() * plan.repeats) as u64, "workflow");
+    let mut rows = Vec::new();
+    for (steps, callers, queued) in workloads {
+        let mut rates = Vec::new();
+        let mut lats = Vec::new();
+        let mut commits = Vec::new();
+        let mut wal = Vec::new();
+        for _ in 0..plan.repeats {
+            let (xid0, lsn0) = counters(env.pool()).await?;
+            let wf = env.wf.clone();
+            let (n, l, took) = drive(callers, plan.run, move || {
+                let wf = wf.clone();
+                async move {
+                    let out: u32 = if queued {
+                        wf.enqueue::<_, u32>("bench", STEPS, (steps,), StartOptions::default())
+                            .await?
+                            .result()
+                            .await?
+                    } else {
+                        wf.run(STEPS, (steps,), StartOptions::default()).await?
+                    };
+                    anyhow::ensure!(out == steps, "the workflow returned {out}, not {steps}");
+                    Ok(())
+                }
+            })
+            .await;
+            let (xid1, _) = counters(env.pool()).await?;
+            let wal_bytes = wal_since(env.pool(), &lsn0).await?;
+            rates.push(n as f64 / took.as_secs_f64());
+            // Minus the counter query's own transaction id.
+            commits.push((xid1 - xid0 - 1).max(0) as f64 / n.max(1) as f64);
+            wal.push(wal_bytes / n.max(1) as f64);
+            lats.extend(l);
+            pb.inc(1);
+        }
+        let (med, min, max) = summarize(&rates);
+        let (commits_per_wf, _, _) = summarize(&commits);
+        let (wal_per_wf, _, _) = summarize(&wal);
+        let bound = ceiling
+            .commits_per_s
+            .get(&callers)
+            .map(|c| c / commits_per_wf.max(1.0));
+        let mut extra = serde_json::Map::new();
+        extra.insert("steps_per_s".into(), (med * f64::from(steps)).into());
+        extra.insert("commits_per_wf".into(), commits_per_wf.into());
+        extra.insert("wal_bytes_per_wf".into(), wal_per_wf.into());
+        rows.push(Row {
+            suite: "workflow".into(),
+            workload: format!(
+                "{steps}-step workflow, {callers} caller{}, {}",
+                if callers == 1 { "" } else { "s" },
+                if queued { "queued" } else { "direct" }
+            ),
+            ours: med,
+            min,
+            max,
+            unit: "workflows/s".into(),
+            baseline: bound,
+            baseline_name: Some(format!("commit bound: ceiling({callers}) ÷ commits/wf")),
+            ratio: bound.map(|b| med / b),
+            paper: None,
+            p50_ms: Some(quantile(&mut lats, 0.5)),
+            p99_ms: Some(quantile(&mut lats, 0.99)),
+            extra,
+            mode: Mode::D,
+            runs: plan.repeats,
+        });
+    }
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+/// Latencies of one caller, in ms.
+#[derive(Default)]
+struct Latencies(Vec<f64>);
+
+impl Latencies {
+    fn push(&mut self, ms: f64) {
+        self.0.push(ms);
+    }
+}
