@@ -7,6 +7,11 @@
 //!   started directly or through a queue; workflows/s, latency, commits and WAL bytes per
 //!   workflow (read from the server, not guessed), and the ratio to the commit bound
 //!   (ceiling commits/s ÷ commits per workflow).
+//! - `peer`: the same 3-step workflow run by the official DBOS for Python (installed into a
+//!   virtualenv on first use) against the same Postgres, beside ours; skipped with a notice
+//!   when python3 is missing.
+//! - `recovery`: 1,000 and 10,000 PENDING workflows of a dead node; seconds until this node has
+//!   re-enqueued, claimed and finished them all.
 //!
 //! Figures are medians of repeated runs, with min and max. Results go to stdout as a table and
 //! to `bench/results/<suite>.json` and `.md`.
@@ -26,7 +31,7 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(name = "dbos bench", about = "Benchmarks with same-run baselines")]
 pub struct Args {
-    /// Suites to run (ceiling, workflow); all when none is given.
+    /// Suites to run (ceiling, workflow, peer, recovery); all when none is given.
     pub suites: Vec<String>,
     /// A smoke run: one short repetition of a few workloads (under a minute).
     #[arg(long)]
@@ -43,7 +48,7 @@ pub struct Args {
 }
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
-pub const SUITES: &[&str] = &["ceiling", "workflow"];
+pub const SUITES: &[&str] = &["ceiling", "workflow", "peer", "recovery"];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -190,6 +195,8 @@ async fn run(args: Args) -> Result<()> {
                 }
                 suites::workflow(&env, plan, &ceiling).await?
             }
+            "peer" => suites::peer(&env, plan).await?,
+            "recovery" => suites::recovery(&env, plan).await?,
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;

@@ -313,3 +313,193 @@ impl Latencies {
         self.0.push(ms);
     }
 }
+
+/// Version of DBOS for Python the peer suite measures.
+const PEER_VERSION: &str = "3.4.0";
+
+/// A virtualenv with DBOS for Python, made on first use; `None` when python3 is missing.
+async fn peer_python() -> Result<Option<std::path::PathBuf>> {
+    if tokio::process::Command::new("python3").arg("--version").output().await.is_err() {
+        return Ok(None);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let venv = cache.join(format!("dbos-bench/dbos-py-{PEER_VERSION}"));
+    let python = venv.join("bin/python");
+    if !venv.join(".installed").exists() {
+        let ok = tokio::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await?;
+        anyhow::ensure!(ok.success(), "python3 -m venv failed; install python3-venv");
+        let ok = tokio::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("dbos=={PEER_VERSION}"))
+            .status()
+            .await?;
+        anyhow::ensure!(ok.success(), "pip install dbos=={PEER_VERSION} failed");
+        std::fs::write(venv.join(".installed"), b"")?;
+    }
+    Ok(Some(python))
+}
+
+/// Runs the same workflow workload with DBOS for Python against the same Postgres, beside ours.
+pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
+    let Some(python) = peer_python().await? else {
+        eprintln!("NOTICE: python3 is not installed; the peer suite (DBOS for Python) is skipped");
+        return Ok(Vec::new());
+    };
+    let script = std::env::temp_dir().join(format!("dbos_peer_{}.py", std::process::id()));
+    std::fs::write(&script, include_str!("../peer/dbos_peer.py"))?;
+    let base = env.url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_default();
+    let peer_url = format!("{base}/bench_peer");
+    let workloads: &[usize] = if plan.quick { &[1] } else { &[1, 8, 32] };
+    let pb = bar((workloads.len() * plan.repeats) as u64, "peer: DBOS for Python");
+    let mut rows = Vec::new();
+    for &callers in workloads {
+        let (mut theirs, mut ours, mut lats) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.repeats {
+            let out = tokio::process::Command::new(&python)
+                .arg(&script)
+                .arg(&peer_url)
+                .arg("3")
+                .arg(callers.to_string())
+                .arg(plan.run.as_secs_f64().to_string())
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "the DBOS for Python workload failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(
+                out.stdout.rsplit(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap_or_default(),
+            )?;
+            let n = v["workflows"].as_f64().unwrap_or(0.0);
+            theirs.push(n / v["seconds"].as_f64().unwrap_or(1.0));
+            if let Some(l) = v["latencies_ms"].as_array() {
+                lats.extend(l.iter().filter_map(|x| x.as_f64()));
+            }
+            let wf = env.wf.clone();
+            let (n, _, took) = drive(callers, plan.run, move || {
+                let wf = wf.clone();
+                async move {
+                    let _: u32 = wf.run(STEPS, (3u32,), StartOptions::default()).await?;
+                    Ok(())
+                }
+            })
+            .await;
+            ours.push(n as f64 / took.as_secs_f64());
+            pb.inc(1);
+        }
+        let (their_med, _, _) = summarize(&theirs);
+        let (med, min, max) = summarize(&ours);
+        let mut extra = serde_json::Map::new();
+        extra.insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
+        rows.push(Row {
+            suite: "peer".into(),
+            workload: format!("3-step workflow, {callers} caller{}", if callers == 1 { "" } else { "s" }),
+            ours: med,
+            min,
+            max,
+            unit: "workflows/s".into(),
+            baseline: Some(their_med),
+            baseline_name: Some(format!("DBOS for Python {PEER_VERSION}, same Postgres, same run")),
+            ratio: Some(med / their_med.max(f64::MIN_POSITIVE)),
+            paper: None,
+            p50_ms: None,
+            p99_ms: None,
+            extra,
+            mode: Mode::D,
+            runs: plan.repeats,
+        });
+    }
+    let _ = std::fs::remove_file(&script);
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+/// Recovery: N PENDING 3-step workflows left by a dead node (inserted as its crash leaves them,
+/// one step already recorded), then the time until this node has recovered and finished all.
+pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
+    let sizes: &[i64] = if plan.quick { &[1_000] } else { &[1_000, 10_000] };
+    let pb = bar((sizes.len() * plan.repeats) as u64, "recovery");
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let mut secs = Vec::new();
+        for rep in 0..plan.repeats {
+            let dead = format!("bench-dead-{n}-{rep}-{}", std::process::id());
+            // One transaction, as the dead node's commits would have left them.
+            let mut tx = env.pool().begin().await?;
+            sqlx::query(
+                "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id,
+                     application_version, recovery_attempts, owner_xid, serialization)
+                 SELECT $1 || '-' || i, 'PENDING', $2, $1, $3, 1, 'gone', 'portable_json'
+                 FROM generate_series(1, $4) i",
+            )
+            .bind(&dead)
+            .bind(STEPS)
+            .bind(env.wf.app_version())
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+                 SELECT $1 || '-' || i, '{\"namedArgs\":{},\"positionalArgs\":[3]}' FROM generate_series(1, $2) i",
+            )
+            .bind(&dead)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output, serialization)
+                 SELECT $1 || '-' || i, 1, 'noop', '0', 'portable_json' FROM generate_series(1, $2) i",
+            )
+            .bind(&dead)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let start = Instant::now();
+            let recovered = env.wf.recover(std::slice::from_ref(&dead)).await?;
+            anyhow::ensure!(recovered == n as u64, "recovered {recovered} of {n}");
+            loop {
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM dbos.workflow_status
+                     WHERE workflow_uuid LIKE $1 || '-%' AND status <> 'SUCCESS'",
+                )
+                .bind(&dead)
+                .fetch_one(env.pool())
+                .await?;
+                if left == 0 {
+                    break;
+                }
+                anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "{left} workflows never finished");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            secs.push(start.elapsed().as_secs_f64());
+            pb.inc(1);
+        }
+        let (med, min, max) = summarize(&secs);
+        let mut extra = serde_json::Map::new();
+        extra.insert("workflows_per_s".into(), (n as f64 / med).into());
+        rows.push(Row {
+            suite: "recovery".into(),
+            workload: format!("{n} pending 3-step workflows of a dead node, recovered and finished"),
+            ours: med,
+            min,
+            max,
+            unit: "s".into(),
+            baseline: None,
+            baseline_name: None,
+            ratio: None,
+            paper: None,
+            p50_ms: None,
+            p99_ms: None,
+            extra,
+            mode: Mode::D,
+            runs: plan.repeats,
+        });
+    }
+    pb.finish_and_clear();
+    Ok(rows)
+}
