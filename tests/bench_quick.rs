@@ -23,7 +23,11 @@ fn quick_bench_of_every_suite_writes_json_with_nonzero_figures() {
     let rows = rows.as_array().expect("an array of rows");
     let mut suites = vec!["ceiling", "workflow", "recovery"];
     // The peer suite needs python3; without it the harness says so and skips it.
-    if std::process::Command::new("python3").arg("--version").output().is_ok() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         suites.push("peer");
     }
     for suite in suites {

@@ -96,6 +96,31 @@ pub struct Row {
     pub runs: usize,
 }
 
+impl Row {
+    /// A durable-mode row of `runs` measurements summarised as median, min and max; the
+    /// optional fields start empty.
+    pub fn new(suite: &str, workload: String, values: &[f64], unit: &str, runs: usize) -> Row {
+        let (ours, min, max) = summarize(values);
+        Row {
+            suite: suite.to_owned(),
+            workload,
+            ours,
+            min,
+            max,
+            unit: unit.to_owned(),
+            baseline: None,
+            baseline_name: None,
+            ratio: None,
+            paper: None,
+            p50_ms: None,
+            p99_ms: None,
+            extra: serde_json::Map::new(),
+            mode: Mode::D,
+            runs,
+        }
+    }
+}
+
 /// Median, min and max of repeated measurements.
 pub fn summarize(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();

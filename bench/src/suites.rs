@@ -11,7 +11,7 @@ use dbos_services::workflow::{Options, Registry, Service, StartOptions, WfCtx, W
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
-use crate::{quantile, summarize, Mode, Plan, Row};
+use crate::{quantile, summarize, Plan, Row};
 
 /// A node booted for benchmarking, with the benchmark workflows registered.
 pub(crate) struct Env {
@@ -190,28 +190,20 @@ pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<
             pb.inc(1);
         }
         pool.close().await;
-        let (med, min, max) = summarize(&rates);
-        out.commits_per_s.insert(c, med);
-        rows.push(Row {
-            suite: "ceiling".into(),
-            workload: format!(
+        let mut row = Row::new(
+            "ceiling",
+            format!(
                 "single-row INSERT commit, {c} client{}",
                 if c == 1 { "" } else { "s" }
             ),
-            ours: med,
-            min,
-            max,
-            unit: "commits/s".into(),
-            baseline: None,
-            baseline_name: None,
-            ratio: None,
-            paper: None,
-            p50_ms: Some(quantile(&mut lats, 0.5)),
-            p99_ms: Some(quantile(&mut lats, 0.99)),
-            extra: Default::default(),
-            mode: Mode::D,
-            runs: plan.repeats,
-        });
+            &rates,
+            "commits/s",
+            plan.repeats,
+        );
+        out.commits_per_s.insert(c, row.ours);
+        row.p50_ms = Some(quantile(&mut lats, 0.5));
+        row.p99_ms = Some(quantile(&mut lats, 0.99));
+        rows.push(row);
     }
     pb.finish_and_clear();
     Ok(rows)
@@ -267,7 +259,7 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
             lats.extend(l);
             pb.inc(1);
         }
-        let (med, min, max) = summarize(&rates);
+        let (med, _, _) = summarize(&rates);
         let (commits_per_wf, _, _) = summarize(&commits);
         let (wal_per_wf, _, _) = summarize(&wal);
         let bound = ceiling
@@ -278,27 +270,24 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         extra.insert("steps_per_s".into(), (med * f64::from(steps)).into());
         extra.insert("commits_per_wf".into(), commits_per_wf.into());
         extra.insert("wal_bytes_per_wf".into(), wal_per_wf.into());
-        rows.push(Row {
-            suite: "workflow".into(),
-            workload: format!(
+        let mut row = Row::new(
+            "workflow",
+            format!(
                 "{steps}-step workflow, {callers} caller{}, {}",
                 if callers == 1 { "" } else { "s" },
                 if queued { "queued" } else { "direct" }
             ),
-            ours: med,
-            min,
-            max,
-            unit: "workflows/s".into(),
-            baseline: bound,
-            baseline_name: Some(format!("commit bound: ceiling({callers}) ÷ commits/wf")),
-            ratio: bound.map(|b| med / b),
-            paper: None,
-            p50_ms: Some(quantile(&mut lats, 0.5)),
-            p99_ms: Some(quantile(&mut lats, 0.99)),
-            extra,
-            mode: Mode::D,
-            runs: plan.repeats,
-        });
+            &rates,
+            "workflows/s",
+            plan.repeats,
+        );
+        row.baseline = bound;
+        row.baseline_name = Some(format!("commit bound: ceiling({callers}) ÷ commits/wf"));
+        row.ratio = bound.map(|b| med / b);
+        row.p50_ms = Some(quantile(&mut lats, 0.5));
+        row.p99_ms = Some(quantile(&mut lats, 0.99));
+        row.extra = extra;
+        rows.push(row);
     }
     pb.finish_and_clear();
     Ok(rows)
@@ -319,7 +308,12 @@ const PEER_VERSION: &str = "3.4.0";
 
 /// A virtualenv with DBOS for Python, made on first use; `None` when python3 is missing.
 async fn peer_python() -> Result<Option<std::path::PathBuf>> {
-    if tokio::process::Command::new("python3").arg("--version").output().await.is_err() {
+    if tokio::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .await
+        .is_err()
+    {
         return Ok(None);
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -329,7 +323,12 @@ async fn peer_python() -> Result<Option<std::path::PathBuf>> {
     let venv = cache.join(format!("dbos-bench/dbos-py-{PEER_VERSION}"));
     let python = venv.join("bin/python");
     if !venv.join(".installed").exists() {
-        let ok = tokio::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await?;
+        let ok = tokio::process::Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .await?;
         anyhow::ensure!(ok.success(), "python3 -m venv failed; install python3-venv");
         let ok = tokio::process::Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
@@ -350,10 +349,17 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     };
     let script = std::env::temp_dir().join(format!("dbos_peer_{}.py", std::process::id()));
     std::fs::write(&script, include_str!("../peer/dbos_peer.py"))?;
-    let base = env.url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_default();
+    let base = env
+        .url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or_default();
     let peer_url = format!("{base}/bench_peer");
     let workloads: &[usize] = if plan.quick { &[1] } else { &[1, 8, 32] };
-    let pb = bar((workloads.len() * plan.repeats) as u64, "peer: DBOS for Python");
+    let pb = bar(
+        (workloads.len() * plan.repeats) as u64,
+        "peer: DBOS for Python",
+    );
     let mut rows = Vec::new();
     for &callers in workloads {
         let (mut theirs, mut ours, mut lats) = (Vec::new(), Vec::new(), Vec::new());
@@ -372,7 +378,10 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
                 String::from_utf8_lossy(&out.stderr)
             );
             let v: serde_json::Value = serde_json::from_slice(
-                out.stdout.rsplit(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap_or_default(),
+                out.stdout
+                    .rsplit(|b| *b == b'\n')
+                    .find(|l| !l.is_empty())
+                    .unwrap_or_default(),
             )?;
             let n = v["workflows"].as_f64().unwrap_or(0.0);
             theirs.push(n / v["seconds"].as_f64().unwrap_or(1.0));
@@ -392,26 +401,24 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             pb.inc(1);
         }
         let (their_med, _, _) = summarize(&theirs);
-        let (med, min, max) = summarize(&ours);
-        let mut extra = serde_json::Map::new();
-        extra.insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
-        rows.push(Row {
-            suite: "peer".into(),
-            workload: format!("3-step workflow, {callers} caller{}", if callers == 1 { "" } else { "s" }),
-            ours: med,
-            min,
-            max,
-            unit: "workflows/s".into(),
-            baseline: Some(their_med),
-            baseline_name: Some(format!("DBOS for Python {PEER_VERSION}, same Postgres, same run")),
-            ratio: Some(med / their_med.max(f64::MIN_POSITIVE)),
-            paper: None,
-            p50_ms: None,
-            p99_ms: None,
-            extra,
-            mode: Mode::D,
-            runs: plan.repeats,
-        });
+        let mut row = Row::new(
+            "peer",
+            format!(
+                "3-step workflow, {callers} caller{}",
+                if callers == 1 { "" } else { "s" }
+            ),
+            &ours,
+            "workflows/s",
+            plan.repeats,
+        );
+        row.baseline = Some(their_med);
+        row.baseline_name = Some(format!(
+            "DBOS for Python {PEER_VERSION}, same Postgres, same run"
+        ));
+        row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
+        row.extra
+            .insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
+        rows.push(row);
     }
     let _ = std::fs::remove_file(&script);
     pb.finish_and_clear();
@@ -421,7 +428,11 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
 /// Recovery: N PENDING 3-step workflows left by a dead node (inserted as its crash leaves them,
 /// one step already recorded), then the time until this node has recovered and finished all.
 pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
-    let sizes: &[i64] = if plan.quick { &[1_000] } else { &[1_000, 10_000] };
+    let sizes: &[i64] = if plan.quick {
+        &[1_000]
+    } else {
+        &[1_000, 10_000]
+    };
     let pb = bar((sizes.len() * plan.repeats) as u64, "recovery");
     let mut rows = Vec::new();
     for &n in sizes {
@@ -473,32 +484,25 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
                 if left == 0 {
                     break;
                 }
-                anyhow::ensure!(start.elapsed() < Duration::from_secs(600), "{left} workflows never finished");
+                anyhow::ensure!(
+                    start.elapsed() < Duration::from_secs(600),
+                    "{left} workflows never finished"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             secs.push(start.elapsed().as_secs_f64());
             pb.inc(1);
         }
-        let (med, min, max) = summarize(&secs);
-        let mut extra = serde_json::Map::new();
-        extra.insert("workflows_per_s".into(), (n as f64 / med).into());
-        rows.push(Row {
-            suite: "recovery".into(),
-            workload: format!("{n} pending 3-step workflows of a dead node, recovered and finished"),
-            ours: med,
-            min,
-            max,
-            unit: "s".into(),
-            baseline: None,
-            baseline_name: None,
-            ratio: None,
-            paper: None,
-            p50_ms: None,
-            p99_ms: None,
-            extra,
-            mode: Mode::D,
-            runs: plan.repeats,
-        });
+        let mut row = Row::new(
+            "recovery",
+            format!("{n} pending 3-step workflows of a dead node, recovered and finished"),
+            &secs,
+            "s",
+            plan.repeats,
+        );
+        row.extra
+            .insert("workflows_per_s".into(), (n as f64 / row.ours).into());
+        rows.push(row);
     }
     pb.finish_and_clear();
     Ok(rows)

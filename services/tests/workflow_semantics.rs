@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbos_services::workflow::{manage, RetryPolicy, StartOptions, WfCtx, WfError};
-use support::{node, status, step_names, wait_status, Counter};
+use support::{fork_and_wait, node, status, step_names, wait_status, Counter};
 
 fn id(s: &str) -> StartOptions {
     StartOptions {
@@ -245,11 +245,7 @@ async fn children_get_parent_derived_ids_and_are_reattached_on_replay() {
         ]
     );
     // A fork that replays the first child re-attaches to it instead of starting another.
-    let forked = manage::fork(n.pool(), "p", 3, Some("p2".into()), None)
-        .await
-        .expect("fork");
-    n.wf.wake();
-    let out: i64 = n.wf.handle(forked).result().await.expect("fork result");
+    let out: i64 = fork_and_wait(&n, "p", 3, "p2").await;
     assert_eq!(out, 20);
     assert_eq!(
         c.get("child"),
@@ -651,11 +647,7 @@ async fn patching_keeps_old_histories_on_the_old_path() {
         ]
     );
     // Replaying the old history with the patched code keeps the old path.
-    let f = manage::fork(n.pool(), "v1-run", 3, Some("v1-replay".into()), None)
-        .await
-        .expect("fork");
-    n.wf.wake();
-    let replayed: i64 = n.wf.handle(f).result().await.expect("replay");
+    let replayed: i64 = fork_and_wait(&n, "v1-run", 3, "v1-replay").await;
     assert_eq!(replayed, 1011);
     n.stop().await;
 }
@@ -681,11 +673,7 @@ async fn sleep_now_and_random_are_recorded() {
             (3, "DBOS.random".into())
         ]
     );
-    let f = manage::fork(n.pool(), "s", 4, Some("s2".into()), None)
-        .await
-        .expect("fork");
-    n.wf.wake();
-    let replay: (i64, u64) = n.wf.handle(f).result().await.expect("replay");
+    let replay: (i64, u64) = fork_and_wait(&n, "s", 4, "s2").await;
     assert_eq!(
         replay, first,
         "a replay sees the recorded time and random value"
@@ -891,6 +879,62 @@ async fn delayed_enqueue_and_wait_first() {
             .expect("start");
     let (i, r) = n.wf.wait_first(&[slow_h, quick]).await.expect("wait");
     assert_eq!((i, r.expect("quick result")), (1, 106));
+    gate.store(true, Ordering::SeqCst);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn rewind_reruns_an_ended_workflow_in_place_from_a_step() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let _: i64 = n.wf.run("three", (4,), id("rw")).await.expect("run");
+    manage::rewind(n.pool(), "rw", 2).await.expect("rewind");
+    n.wf.wake();
+    wait_status(n.pool(), "rw", "SUCCESS").await;
+    let out: i64 = n.wf.handle("rw").result().await.expect("result");
+    assert_eq!(out, 110);
+    assert_eq!(
+        (c.get("one"), c.get("two"), c.get("three")),
+        (1, 2, 2),
+        "steps 2 and 3 ran again"
+    );
+    let err = manage::rewind(n.pool(), "rw", 0).await.expect_err("step 0");
+    assert!(matches!(err, WfError::Invalid(_)));
+    assert!(matches!(
+        manage::rewind(n.pool(), "nope", 1).await,
+        Err(WfError::NotFound(_))
+    ));
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_with_cascade_reaches_the_children() {
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let n = node(move |r| {
+        r.register("slow", slow(g.clone()));
+        r.register("parent", |ctx: WfCtx, (): ()| async move {
+            let v: i64 = ctx.run_child("slow", ()).await?;
+            Ok(v)
+        });
+    })
+    .await;
+    let h =
+        n.wf.start::<_, i64>("parent", (), id("cp"))
+            .await
+            .expect("start");
+    wait_status(n.pool(), "cp-1", "PENDING").await;
+    let cancelled = manage::cancel(n.pool(), "cp", true).await.expect("cancel");
+    assert_eq!(cancelled.len(), 2, "{cancelled:?}");
+    assert!(matches!(h.result().await, Err(WfError::Cancelled(_))));
+    assert_eq!(status(n.pool(), "cp-1").await, "CANCELLED");
+    assert!(matches!(
+        manage::cancel(n.pool(), "nope", false).await,
+        Err(WfError::NotFound(_))
+    ));
     gate.store(true, Ordering::SeqCst);
     n.stop().await;
 }

@@ -118,6 +118,17 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// A test that fails midway must not leave its node running (holding the test's output
+    /// pipes open and its cluster alive).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The pid of the data directory's postmaster, if its pid file exists.
 pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     std::fs::read_to_string(data_dir.join("pgdata/postmaster.pid"))

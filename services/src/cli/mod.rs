@@ -84,11 +84,11 @@ enum Command {
 #[derive(Debug, Args)]
 struct ConnArgs {
     /// Postgres URL of the system database; the embedded cluster of --data-dir when unset.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Data directory of the embedded cluster [default: /var/lib/dbos for root, else
     /// ~/.local/share/dbos].
-    #[arg(long, env = "DBOS_DATA_DIR")]
+    #[arg(long, global = true, env = "DBOS_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
 

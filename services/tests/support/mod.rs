@@ -70,9 +70,10 @@ pub async fn status(pool: &PgPool, id: &str) -> String {
         "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1",
     )
     .bind(id)
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
     .expect("status")
+    .flatten()
     .unwrap_or_default()
 }
 
@@ -97,4 +98,22 @@ pub async fn step_names(pool: &PgPool, id: &str) -> Vec<(i32, String)> {
         .fetch_all(pool)
         .await
         .expect("steps")
+}
+
+/// Forks `id` from `step` as `new_id`, wakes the dispatcher and waits for the fork's result.
+pub async fn fork_and_wait<O: serde::de::DeserializeOwned>(
+    n: &Node,
+    id: &str,
+    step: i32,
+    new_id: &str,
+) -> O {
+    let forked =
+        dbos_services::workflow::manage::fork(n.pool(), id, step, Some(new_id.to_owned()), None)
+            .await
+            .expect("fork");
+    n.wf.wake();
+    n.wf.handle(forked)
+        .result()
+        .await
+        .expect("the fork finishes")
 }
