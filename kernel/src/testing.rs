@@ -42,9 +42,33 @@ struct Server {
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
+/// Longest a test binary may run before it is stopped with a message, so a hang fails fast
+/// instead of holding CI (override with `DBOS_TEST_WATCHDOG_S`).
+const WATCHDOG_S_DEFAULT: u64 = 600;
+
+/// Starts the watchdog once per test binary.
+pub fn watchdog() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let limit = std::env::var("DBOS_TEST_WATCHDOG_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(WATCHDOG_S_DEFAULT);
+        std::thread::Builder::new()
+            .name("dbos-test-watchdog".into())
+            .spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(limit));
+                eprintln!("test binary still running after {limit} s: a test hangs; stopping");
+                std::process::exit(124);
+            })
+            .expect("a thread can be spawned");
+    });
+}
+
 /// The test binary's server: `DBOS_TEST_DATABASE_URL`, or an embedded cluster started once
 /// and stopped when the test binary exits.
 fn server() -> &'static Server {
+    watchdog();
     SERVER.get_or_init(|| {
         if let Ok(url) = std::env::var("DBOS_TEST_DATABASE_URL") {
             return Server { admin_url: url };

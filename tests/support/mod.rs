@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 
 /// The `dbos` binary under test.
 pub fn dbos() -> Command {
+    dbos_kernel::testing::watchdog();
     let mut c = Command::new(env!("CARGO_BIN_EXE_dbos"));
     c.env_remove("DATABASE_URL")
         .env_remove("DBOS_DATA_DIR")
