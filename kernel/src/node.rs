@@ -64,7 +64,7 @@ pub fn hostname() -> String {
 /// Registers a node as running. A node id may be reused (`--node-id`) once its previous holder
 /// is stopped, dead, or silent past its lease.
 ///
-/// 1 round trip, 1 commit.
+/// 2 round trips (the current holder's pid, then the upsert), 1 commit; runs once per boot.
 ///
 /// # Errors
 /// [`Error::Config`] when a live node holds the id.

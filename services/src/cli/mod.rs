@@ -229,14 +229,28 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
     let wf =
         crate::workflow::Service::launch(&kernel, registry, crate::workflow::Options::default())
             .await?;
-    println!("node {}", kernel.node_id());
-    println!("app-version {}", wf.app_version());
-    println!("database {}", kernel.url());
+    let mut identity = format!(
+        "node {}\napp-version {}\ndatabase {}\n",
+        kernel.node_id(),
+        wf.app_version(),
+        kernel.url()
+    );
     if kernel.config().database_url.is_none() {
-        println!("data-dir {}", kernel.config().data_dir.display());
+        identity.push_str(&format!(
+            "data-dir {}\n",
+            kernel.config().data_dir.display()
+        ));
     }
+    // A node must outlive whoever reads its output: a closed stdout is not a reason to stop.
     use std::io::Write;
-    std::io::stdout().flush().context("writing to stdout")?;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out
+        .write_all(identity.as_bytes())
+        .and_then(|()| out.flush())
+    {
+        tracing::warn!(error = %e, "could not print the node's identity to stdout");
+    }
+    drop(out);
     let report = kernel.run_until_signal().await?;
     if report.tasks_abandoned > 0 {
         eprintln!(

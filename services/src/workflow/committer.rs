@@ -79,14 +79,14 @@ struct Inner {
 }
 
 impl Committer {
-    /// Starts the flusher loop; it ends when `shutdown` fires and the queue is empty.
+    /// Starts the flusher loop. It runs until the pool is closed (after the node's drain, so
+    /// workflows finishing during the drain still record their steps) and the queue is empty.
     pub(crate) fn start(
         pool: PgPool,
         batch_max: usize,
         batches_in_flight_max: usize,
         executor_id: String,
         app_version: String,
-        shutdown: dbos_kernel::CancellationToken,
     ) -> Committer {
         let inner = Arc::new(Inner {
             queue: Mutex::new(Vec::new()),
@@ -97,7 +97,7 @@ impl Committer {
             executor_id,
             app_version,
         });
-        tokio::spawn(flusher(inner.clone(), shutdown));
+        tokio::spawn(flusher(inner.clone()));
         Committer { inner }
     }
 
@@ -135,6 +135,19 @@ impl Committer {
     }
 
     fn push(&self, r: Request) {
+        if self.inner.pool.is_closed() {
+            // The flusher has ended: answer at once rather than never.
+            let msg = "the node has shut down; nothing was written".to_owned();
+            match r {
+                Request::Checkpoint(_, tx) | Request::Outcome(_, tx) => {
+                    let _ = tx.send(Err(msg));
+                }
+                Request::Start(_, tx) => {
+                    let _ = tx.send(Err(msg));
+                }
+            }
+            return;
+        }
         self.inner.queue.lock().push(r);
         self.inner.wake.notify_one();
     }
@@ -148,17 +161,16 @@ impl Committer {
     }
 }
 
-async fn flusher(inner: Arc<Inner>, shutdown: dbos_kernel::CancellationToken) {
+async fn flusher(inner: Arc<Inner>) {
     loop {
         let empty = inner.queue.lock().is_empty();
         if empty {
+            if inner.pool.is_closed() {
+                return;
+            }
             tokio::select! {
                 () = inner.wake.notified() => {}
-                () = shutdown.cancelled() => {
-                    if inner.queue.lock().is_empty() {
-                        return;
-                    }
-                }
+                () = inner.pool.close_event() => {}
             }
             continue;
         }

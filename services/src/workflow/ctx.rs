@@ -152,7 +152,7 @@ impl WfCtx {
             if now_ms() >= deadline {
                 self.inner
                     .svc
-                    .cancel_expired(&self.inner.workflow_id)
+                    .cancel_expired(Some(&self.inner.workflow_id))
                     .await?;
                 return Err(WfError::Cancelled(self.inner.workflow_id.clone()));
             }
@@ -260,16 +260,11 @@ impl WfCtx {
                 }
             }
         };
-        let encoded = match &result {
-            Ok(v) => codec::encode(v).map(Some)?,
-            Err(_) => None,
+        let recorded = match &result {
+            Ok(v) => Ok(codec::encode(v)?),
+            Err(e) => Err(WfError::Failed(Box::new(e.to_portable()))),
         };
-        let as_text: Result<String, WfError> = match (&encoded, &result) {
-            (Some(o), _) => Ok(o.clone()),
-            (None, Err(e)) => Err(WfError::Failed(Box::new(e.to_portable()))),
-            (None, Ok(_)) => unreachable!("a success is encoded"),
-        };
-        self.record(self.checkpoint(fid, name, &as_text, started, now_ms(), None))
+        self.record(self.checkpoint(fid, name, &recorded, started, now_ms(), None))
             .await?;
         result.map_err(|e| match e {
             WfError::Failed(_) | WfError::MaxStepRetries { .. } => e,

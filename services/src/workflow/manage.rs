@@ -177,7 +177,6 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<WorkflowStatus, WfError> {
 /// # Errors
 /// [`WfError::NotFound`] when the workflow does not exist.
 pub async fn steps(pool: &PgPool, id: &str) -> Result<Vec<StepInfo>, WfError> {
-    exists(pool, id).await?;
     let rows = sqlx::query(
         "SELECT function_id, function_name, output, error, child_workflow_id,
                 started_at_epoch_ms, completed_at_epoch_ms
@@ -186,6 +185,9 @@ pub async fn steps(pool: &PgPool, id: &str) -> Result<Vec<StepInfo>, WfError> {
     .bind(id)
     .fetch_all(pool)
     .await?;
+    if rows.is_empty() {
+        exists(pool, id).await?;
+    }
     Ok(rows
         .iter()
         .map(|r| StepInfo {
@@ -200,6 +202,8 @@ pub async fn steps(pool: &PgPool, id: &str) -> Result<Vec<StepInfo>, WfError> {
         .collect())
 }
 
+/// Tells "no such workflow" apart from "nothing to do": asked only after a statement that
+/// touched nothing, so the common path stays one round trip.
 async fn exists(pool: &PgPool, id: &str) -> Result<(), WfError> {
     let found: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = $1")
@@ -219,7 +223,6 @@ async fn exists(pool: &PgPool, id: &str) -> Result<(), WfError> {
 /// # Errors
 /// [`WfError::NotFound`].
 pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String>, WfError> {
-    exists(pool, id).await?;
     // Served by the primary key and idx_workflow_status_parent_workflow_id.
     let ids: Vec<String> = sqlx::query_scalar(
         "WITH RECURSIVE tree(id) AS (
@@ -241,6 +244,9 @@ pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String
     .bind(cascade)
     .fetch_all(pool)
     .await?;
+    if ids.is_empty() {
+        exists(pool, id).await?;
+    }
     Ok(ids)
 }
 
@@ -252,7 +258,6 @@ pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String
 /// # Errors
 /// [`WfError::NotFound`].
 pub async fn resume(pool: &PgPool, id: &str) -> Result<bool, WfError> {
-    exists(pool, id).await?;
     let r = sqlx::query(
         "WITH u AS (
              UPDATE dbos.workflow_status
@@ -270,7 +275,11 @@ pub async fn resume(pool: &PgPool, id: &str) -> Result<bool, WfError> {
     .bind(ENQUEUE_CHANNEL)
     .fetch_one(pool)
     .await?;
-    Ok(r.get::<i64, _>(0) > 0)
+    let resumed = r.get::<i64, _>(0) > 0;
+    if !resumed {
+        exists(pool, id).await?;
+    }
+    Ok(resumed)
 }
 
 /// Forks a workflow from step `start_step`: a new workflow with the same function and inputs
@@ -293,8 +302,7 @@ pub async fn fork(
             "fork step must be at least 1, got {start_step}"
         )));
     }
-    exists(pool, id).await?;
-    let new_id = new_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let new_id = super::service::workflow_id(new_id)?;
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO dbos.workflow_status
@@ -388,7 +396,6 @@ pub async fn fork(
 /// # Errors
 /// [`WfError::NotFound`].
 pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<String>, WfError> {
-    exists(pool, id).await?;
     let ids: Vec<String> = sqlx::query_scalar(
         "WITH RECURSIVE tree(id) AS (
              SELECT $1::text
@@ -409,6 +416,9 @@ pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<Strin
     .bind(children)
     .fetch_all(pool)
     .await?;
+    if ids.is_empty() {
+        return Err(WfError::NotFound(id.to_owned()));
+    }
     Ok(ids)
 }
 

@@ -323,7 +323,6 @@ impl Service {
             opts.checkpoint_batches_in_flight_max,
             kernel.node_id().to_owned(),
             app_version.clone(),
-            shutdown.clone(),
         );
         let svc = Service {
             inner: Arc::new(Inner {
@@ -450,7 +449,7 @@ impl Service {
         if !created {
             return self.existing(id, existing, name);
         }
-        self.execute(f, id.clone(), xid, inputs, HashMap::new(), deadline, 0)
+        self.execute(f, id.clone(), xid, inputs, HashMap::new(), deadline)
             .await?;
         Ok(self.handle(id))
     }
@@ -550,7 +549,7 @@ impl Service {
         }
     }
 
-    fn function(&self, name: &str) -> Result<super::service::ErasedFnRef, WfError> {
+    fn function(&self, name: &str) -> Result<ErasedFn, WfError> {
         self.inner
             .registry
             .fns
@@ -625,13 +624,12 @@ impl Service {
         if !created {
             return self.existing(id.to_owned(), existing, name);
         }
-        self.execute(f, id.to_owned(), xid, inputs, HashMap::new(), deadline, 0)
+        self.execute(f, id.to_owned(), xid, inputs, HashMap::new(), deadline)
             .await?;
         Ok(self.handle(id.to_owned()))
     }
 
     /// Runs a workflow this node owns, on a task slot.
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         f: ErasedFn,
@@ -640,7 +638,6 @@ impl Service {
         inputs: String,
         recorded: HashMap<i32, Recorded>,
         deadline_ms: Option<i64>,
-        _attempts: i64,
     ) -> Result<(), WfError> {
         let ctx = WfCtx {
             inner: Arc::new(CtxInner {
@@ -673,7 +670,7 @@ impl Service {
                             if left > 0 {
                                 tokio::time::sleep(Duration::from_millis(left as u64)).await;
                             }
-                            let _ = svc2.cancel_expired(&id2).await;
+                            let _ = svc2.cancel_expired(Some(&id2)).await;
                         });
                         let r = run_guarded(f, ctx, inputs).await;
                         timer.abort();
@@ -753,15 +750,18 @@ impl Service {
         }
     }
 
-    /// Cancels a workflow whose deadline has passed.
-    pub(crate) async fn cancel_expired(&self, id: &str) -> Result<(), WfError> {
+    /// Cancels the workflow `id` (every workflow when `None`) whose deadline has passed.
+    ///
+    /// 1 round trip, 1 commit (served by the primary key, or idx_workflow_status_deadline).
+    pub(crate) async fn cancel_expired(&self, id: Option<&str>) -> Result<(), WfError> {
         sqlx::query(
             "UPDATE dbos.workflow_status
              SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
                  started_at_epoch_ms = NULL,
                  updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
                  completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-             WHERE workflow_uuid = $1 AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
+             WHERE ($1::text IS NULL OR workflow_uuid = $1)
+               AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
                AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint",
         )
         .bind(id)
@@ -817,7 +817,7 @@ impl Service {
                 .is_some_and(|d| d <= now_ms());
             if last_sweep.elapsed() >= poll || due {
                 last_sweep = std::time::Instant::now();
-                if let Err(e) = self.sweep_deadlines().await {
+                if let Err(e) = self.cancel_expired(None).await {
                     tracing::warn!(error = %e, "deadline sweep failed");
                 }
                 match self.promote_delayed().await {
@@ -926,7 +926,6 @@ impl Service {
                 inputs.unwrap_or_else(|| "{}".into()),
                 recorded,
                 deadline,
-                attempts.unwrap_or(0),
             )
             .await?;
         }
@@ -954,22 +953,6 @@ impl Service {
         if let Some(c) = completion {
             c.notify.notify_waiters();
         }
-        Ok(())
-    }
-
-    /// Cancels every workflow past its deadline (served by idx_workflow_status_deadline).
-    async fn sweep_deadlines(&self) -> Result<(), WfError> {
-        sqlx::query(
-            "UPDATE dbos.workflow_status
-             SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
-                 started_at_epoch_ms = NULL,
-                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
-                 completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-             WHERE status IN ('ENQUEUED', 'PENDING', 'DELAYED')
-               AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint",
-        )
-        .execute(&self.inner.pool)
-        .await?;
         Ok(())
     }
 
@@ -1095,8 +1078,6 @@ impl Service {
     }
 }
 
-pub(crate) type ErasedFnRef = ErasedFn;
-
 /// Runs a workflow function; a panic becomes the workflow's error instead of a lost outcome.
 async fn run_guarded(f: ErasedFn, ctx: WfCtx, inputs: String) -> Result<String, WfError> {
     use futures_util::FutureExt;
@@ -1119,7 +1100,8 @@ async fn run_guarded(f: ErasedFn, ctx: WfCtx, inputs: String) -> Result<String, 
     }
 }
 
-fn workflow_id(given: Option<String>) -> Result<String, WfError> {
+/// The given workflow ID, checked, or a fresh UUID.
+pub(crate) fn workflow_id(given: Option<String>) -> Result<String, WfError> {
     match given {
         Some(id) if id.trim().is_empty() => {
             Err(WfError::Invalid("workflow ID cannot be empty".into()))
