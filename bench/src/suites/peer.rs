@@ -1,0 +1,125 @@
+//! Suite `peer`.
+
+use super::*;
+
+/// Version of DBOS for Python the peer suite measures.
+const PEER_VERSION: &str = "3.4.0";
+
+/// A virtualenv with DBOS for Python, made on first use; `None` when python3 is missing.
+async fn peer_python() -> Result<Option<std::path::PathBuf>> {
+    if tokio::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let venv = cache.join(format!("dbos-bench/dbos-py-{PEER_VERSION}"));
+    let python = venv.join("bin/python");
+    if !venv.join(".installed").exists() {
+        let ok = tokio::process::Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .await?;
+        anyhow::ensure!(ok.success(), "python3 -m venv failed; install python3-venv");
+        let ok = tokio::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("dbos=={PEER_VERSION}"))
+            .status()
+            .await?;
+        anyhow::ensure!(ok.success(), "pip install dbos=={PEER_VERSION} failed");
+        std::fs::write(venv.join(".installed"), b"")?;
+    }
+    Ok(Some(python))
+}
+
+/// Runs the same workflow workload with DBOS for Python against the same Postgres, beside ours.
+pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
+    let Some(python) = peer_python().await? else {
+        eprintln!("NOTICE: python3 is not installed; the peer suite (DBOS for Python) is skipped");
+        return Ok(Vec::new());
+    };
+    let script = std::env::temp_dir().join(format!("dbos_peer_{}.py", std::process::id()));
+    std::fs::write(&script, include_str!("../../peer/dbos_peer.py"))?;
+    let base = env
+        .url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or_default();
+    let peer_url = format!("{base}/bench_peer");
+    let workloads: &[usize] = if plan.quick { &[1] } else { &[1, 8, 32] };
+    let pb = bar(
+        (workloads.len() * plan.repeats) as u64,
+        "peer: DBOS for Python",
+    );
+    let mut rows = Vec::new();
+    for &callers in workloads {
+        let (mut theirs, mut ours, mut lats) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.repeats {
+            let out = tokio::process::Command::new(&python)
+                .arg(&script)
+                .arg(&peer_url)
+                .arg("3")
+                .arg(callers.to_string())
+                .arg(plan.run.as_secs_f64().to_string())
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "the DBOS for Python workload failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(
+                out.stdout
+                    .rsplit(|b| *b == b'\n')
+                    .find(|l| !l.is_empty())
+                    .unwrap_or_default(),
+            )?;
+            let n = v["workflows"].as_f64().unwrap_or(0.0);
+            theirs.push(n / v["seconds"].as_f64().unwrap_or(1.0));
+            if let Some(l) = v["latencies_ms"].as_array() {
+                lats.extend(l.iter().filter_map(|x| x.as_f64()));
+            }
+            let wf = env.wf.clone();
+            let (n, _, took) = drive(callers, plan.run, move || {
+                let wf = wf.clone();
+                async move {
+                    let _: u32 = wf.run(STEPS, (3u32,), StartOptions::default()).await?;
+                    Ok(())
+                }
+            })
+            .await;
+            ours.push(n as f64 / took.as_secs_f64());
+            pb.inc(1);
+        }
+        let (their_med, _, _) = summarize(&theirs);
+        let mut row = Row::new(
+            "peer",
+            format!(
+                "3-step workflow, {callers} caller{}",
+                if callers == 1 { "" } else { "s" }
+            ),
+            &ours,
+            "workflows/s",
+            plan.repeats,
+        );
+        row.baseline = Some(their_med);
+        row.baseline_name = Some(format!(
+            "DBOS for Python {PEER_VERSION}, same Postgres, same run"
+        ));
+        row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
+        row.extra
+            .insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
+        rows.push(row);
+    }
+    let _ = std::fs::remove_file(&script);
+    pb.finish_and_clear();
+    Ok(rows)
+}
