@@ -120,12 +120,12 @@ impl WfCtx {
         self.inner.svc.pool()
     }
 
-    fn next_fid(&self) -> i32 {
+    pub(super) fn next_fid(&self) -> i32 {
         self.inner.next_fid.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// The recorded operation at `fid`, checked against the name the code calls now.
-    fn replay(&self, fid: i32, name: &str) -> Result<Option<Recorded>, WfError> {
+    pub(super) fn replay(&self, fid: i32, name: &str) -> Result<Option<Recorded>, WfError> {
         let rec = self.inner.recorded.lock().get(&fid).cloned();
         match rec {
             Some(r) if r.function_name != name => Err(WfError::Determinism {
@@ -138,7 +138,7 @@ impl WfCtx {
         }
     }
 
-    fn replay_value<T: DeserializeOwned>(&self, r: &Recorded) -> Result<T, WfError> {
+    pub(super) fn replay_value<T: DeserializeOwned>(&self, r: &Recorded) -> Result<T, WfError> {
         match (&r.output, &r.error) {
             (_, Some(e)) => Err(WfError::Failed(Box::new(codec::decode_error(e)))),
             (Some(o), None) => codec::decode(o),
@@ -147,7 +147,7 @@ impl WfCtx {
     }
 
     /// Fails with [`WfError::Cancelled`] once the workflow's deadline has passed (and cancels it).
-    async fn check_deadline(&self) -> Result<(), WfError> {
+    pub(super) async fn check_deadline(&self) -> Result<(), WfError> {
         if let Some(deadline) = self.inner.deadline_ms {
             if now_ms() >= deadline {
                 self.inner
@@ -161,7 +161,7 @@ impl WfCtx {
     }
 
     /// Writes a checkpoint; a refused write says why (cancelled, or owned elsewhere).
-    async fn record(&self, c: Checkpoint) -> Result<(), WfError> {
+    pub(super) async fn record(&self, c: Checkpoint) -> Result<(), WfError> {
         if self.inner.svc.committer().checkpoint(c).await? {
             Ok(())
         } else {
@@ -169,7 +169,7 @@ impl WfCtx {
         }
     }
 
-    fn checkpoint(
+    pub(super) fn checkpoint(
         &self,
         fid: i32,
         name: &str,
@@ -449,28 +449,30 @@ impl WfCtx {
     /// # Errors
     /// [`WfError::Cancelled`], or a database error recording the wake-up time.
     pub async fn sleep(&self, duration: Duration) -> Result<(), WfError> {
-        let name = "DBOS.sleep";
         let fid = self.next_fid();
-        let end_ms = match self.replay(fid, name)? {
-            Some(r) => {
-                let secs: f64 = codec::decode(r.output.as_deref().unwrap_or("0"))?;
-                (secs * 1000.0) as i64
-            }
-            None => {
-                self.check_deadline().await?;
-                let now = now_ms();
-                let end = now + duration.as_millis() as i64;
-                let secs = end as f64 / 1000.0;
-                self.record(self.checkpoint(fid, name, &Ok(codec::encode(&secs)?), now, end, None))
-                    .await?;
-                end
-            }
-        };
+        let end_ms = self.timer(fid, duration).await?;
         let left = end_ms - now_ms();
         if left > 0 {
             tokio::time::sleep(Duration::from_millis(left as u64)).await;
         }
         Ok(())
+    }
+
+    /// The wake-up time (epoch ms) of a durable timer at `fid`: recorded as `DBOS.sleep` on
+    /// first execution, read back on replay, so a recovered wait only waits for what is left.
+    pub(super) async fn timer(&self, fid: i32, duration: Duration) -> Result<i64, WfError> {
+        let name = "DBOS.sleep";
+        if let Some(r) = self.replay(fid, name)? {
+            let secs: f64 = codec::decode(r.output.as_deref().unwrap_or("0"))?;
+            return Ok((secs * 1000.0) as i64);
+        }
+        self.check_deadline().await?;
+        let now = now_ms();
+        let end = now.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64);
+        let secs = end as f64 / 1000.0;
+        self.record(self.checkpoint(fid, name, &Ok(codec::encode(&secs)?), now, end, None))
+            .await?;
+        Ok(end)
     }
 
     /// The current time in milliseconds since the epoch, recorded: a replay sees the same value.

@@ -160,3 +160,15 @@ impl From<serde_json::Error> for WfError {
         WfError::encode(e)
     }
 }
+
+impl From<dbos_msg::Error> for WfError {
+    fn from(e: dbos_msg::Error) -> Self {
+        match e {
+            dbos_msg::Error::NoSuchWorkflow(id) => WfError::NotFound(id),
+            dbos_msg::Error::Payload(e) => WfError::encode(e),
+            dbos_msg::Error::Db(e) => WfError::Db(e),
+            dbos_msg::Error::Kernel(e) => WfError::Kernel(e),
+            other => WfError::Invalid(other.to_string()),
+        }
+    }
+}

@@ -32,10 +32,12 @@ mod committer;
 mod ctx;
 mod error;
 pub mod manage;
+mod messaging;
 mod service;
 
 pub use ctx::{RetryPolicy, ShouldRetry, WfCtx};
 pub use error::{PortableError, WfError};
+pub use messaging::{TopicMessage, WfStream};
 pub use service::{
     now_ms, Options, Registry, Service, StartOptions, WorkflowHandle, ENQUEUE_CHANNEL,
     INTERNAL_QUEUE,

@@ -47,6 +47,8 @@ pub struct Options {
     pub claim_batch_max: usize,
     /// Poll interval of the dispatcher when no notification arrives.
     pub poll_interval_ms: u64,
+    /// Limits of messaging (send/recv, events, streams, topics).
+    pub msg: dbos_msg::Options,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             checkpoint_batches_in_flight_max: 4,
             claim_batch_max: 256,
             poll_interval_ms: 1_000,
+            msg: dbos_msg::Options::default(),
         }
     }
 }
@@ -160,6 +163,7 @@ struct Inner {
     registry: Registry,
     names: Vec<String>,
     committer: Committer,
+    messages: dbos_msg::Client,
     opts: Options,
     /// Wakes result waiters when a local execution ends.
     done: Mutex<HashMap<String, Arc<Completion>>>,
@@ -324,6 +328,10 @@ impl Service {
             kernel.node_id().to_owned(),
             app_version.clone(),
         );
+        let waiters =
+            dbos_msg::Waiters::start(kernel.notifier(), opts.msg.recheck_interval_ms).await?;
+        let messages = dbos_msg::Client::new(pool.clone(), waiters, opts.msg.clone());
+        tokio::spawn(messages.clone().run_sweeper(shutdown.clone()));
         let svc = Service {
             inner: Arc::new(Inner {
                 pool,
@@ -333,6 +341,7 @@ impl Service {
                 names: registry.names(),
                 registry,
                 committer,
+                messages,
                 opts,
                 done: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
@@ -370,6 +379,11 @@ impl Service {
     /// This node's executor id.
     pub fn executor_id(&self) -> &str {
         &self.inner.executor_id
+    }
+
+    /// Messaging for code outside workflows (send, events, streams, topics).
+    pub fn messages(&self) -> &dbos_msg::Client {
+        &self.inner.messages
     }
 
     /// The application version this node runs.

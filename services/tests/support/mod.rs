@@ -117,3 +117,32 @@ pub async fn fork_and_wait<O: serde::de::DeserializeOwned>(
         .await
         .expect("the fork finishes")
 }
+
+/// Inserts a workflow row as an earlier execution left it.
+#[allow(clippy::too_many_arguments)]
+pub async fn seed(
+    pool: &sqlx::PgPool,
+    id: &str,
+    name: &str,
+    status: &str,
+    executor: &str,
+    version: &str,
+    attempts: i64,
+    steps: &[(i32, &str, &str)],
+) {
+    // One transaction, as real writers do: a dispatcher never sees the row without its input.
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id, application_version, recovery_attempts, queue_name, serialization, owner_xid)
+         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $2 = 'ENQUEUED' THEN '_dbos_internal_queue' END, 'portable_json', 'old-owner')",
+    )
+    .bind(id).bind(status).bind(name).bind(executor).bind(version).bind(attempts)
+    .execute(&mut *tx).await.expect("seed status");
+    sqlx::query("INSERT INTO dbos.workflow_input (workflow_uuid, inputs) VALUES ($1, '{\"positionalArgs\":[4],\"namedArgs\":{}}')")
+        .bind(id).execute(&mut *tx).await.expect("seed input");
+    for (fid, fname, out) in steps {
+        sqlx::query("INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output, serialization) VALUES ($1, $2, $3, $4, 'portable_json')")
+            .bind(id).bind(fid).bind(fname).bind(out).execute(&mut *tx).await.expect("seed step");
+    }
+    tx.commit().await.expect("commit");
+}

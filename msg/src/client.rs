@@ -1,0 +1,458 @@
+//! Messaging for code outside workflows: send, events, streams, publish and subscribe.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::sql::{self, Delivered, Outgoing, Start};
+use crate::wait::{Channel, Waiters};
+
+/// Limits of the messaging service.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Options {
+    /// Largest message, event value, stream value or topic payload, in bytes of JSON.
+    pub message_bytes_max: usize,
+    /// Waiters re-probe at least this often even without a notification.
+    pub recheck_interval_ms: u64,
+    /// Stream values fetched in one round trip at most.
+    pub stream_batch_max: i32,
+    /// Topic messages consumed in one round trip at most.
+    pub topic_batch_max: i64,
+    /// Messages in one bulk send or batch publish at most.
+    pub batch_max: usize,
+    /// Pause between retention sweeps of pub/sub topics.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            message_bytes_max: 1 << 20,
+            recheck_interval_ms: 10_000,
+            stream_batch_max: 100,
+            topic_batch_max: 1_000,
+            batch_max: 10_000,
+            sweep_interval_ms: 60_000,
+        }
+    }
+}
+
+impl Options {
+    /// Encodes `value` as portable JSON, refusing it when over `message_bytes_max`.
+    ///
+    /// # Errors
+    /// [`Error::Payload`], [`Error::TooLarge`].
+    pub fn encode<T: Serialize + ?Sized>(&self, what: &'static str, value: &T) -> Result<String> {
+        let text = serde_json::to_string(value)?;
+        self.check_size(what, &text)?;
+        Ok(text)
+    }
+
+    /// Refuses JSON text over `message_bytes_max`.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`].
+    pub fn check_size(&self, what: &'static str, text: &str) -> Result<()> {
+        if text.len() > self.message_bytes_max {
+            return Err(Error::TooLarge {
+                what,
+                bytes: text.len(),
+                max: self.message_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a batch over `batch_max`.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`].
+    pub fn check_batch(&self, n: usize) -> Result<()> {
+        if n > self.batch_max {
+            return Err(Error::TooLarge {
+                what: "batch (messages)",
+                bytes: n,
+                max: self.batch_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Decodes portable JSON text.
+///
+/// # Errors
+/// [`Error::Payload`].
+pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T> {
+    Ok(serde_json::from_str(text)?)
+}
+
+/// Messaging operations for code outside workflows. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pool: PgPool,
+    waiters: Waiters,
+    opts: Options,
+}
+
+/// A reader of one workflow stream, from an offset.
+#[derive(Debug)]
+pub struct StreamReader {
+    client: Client,
+    workflow_id: String,
+    key: String,
+    offset: i32,
+    buffered: std::collections::VecDeque<String>,
+    done: bool,
+}
+
+impl Client {
+    /// A client over `pool`, waking waiters through `waiters`.
+    pub fn new(pool: PgPool, waiters: Waiters, opts: Options) -> Client {
+        Client {
+            pool,
+            waiters,
+            opts,
+        }
+    }
+
+    /// The limits in force.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// The waiter registry.
+    pub fn waiters(&self) -> &Waiters {
+        &self.waiters
+    }
+
+    /// Sends `message` to a workflow's mailbox `topic`; with an idempotency key a repeated send
+    /// is delivered once. Returns whether it was newly stored.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchWorkflow`], [`Error::TooLarge`].
+    pub async fn send<T: Serialize + ?Sized>(
+        &self,
+        destination: &str,
+        message: &T,
+        topic: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<bool> {
+        let m = Outgoing {
+            destination: destination.to_owned(),
+            message: self.opts.encode("message", message)?,
+            topic: topic.map(str::to_owned),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        Ok(self.send_bulk(std::slice::from_ref(&m)).await? == 1)
+    }
+
+    /// Sends many messages in one statement; returns how many were newly stored.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchWorkflow`] (nothing is stored), [`Error::TooLarge`].
+    pub async fn send_bulk(&self, msgs: &[Outgoing]) -> Result<u64> {
+        self.opts.check_batch(msgs.len())?;
+        for m in msgs {
+            self.opts.check_size("message", &m.message)?;
+        }
+        let mut conn = self.pool.acquire().await?;
+        sql::send(&mut conn, msgs).await
+    }
+
+    /// The latest value of a workflow's event, waiting up to `timeout` for it to be set;
+    /// `None` when it is not set by then.
+    ///
+    /// # Errors
+    /// [`Error::Payload`] when the value does not decode to `T`.
+    pub async fn get_event<T: DeserializeOwned>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>> {
+        let text = self.get_event_text(workflow_id, key, timeout).await?;
+        text.map(|t| decode(&t)).transpose()
+    }
+
+    /// As [`Client::get_event`], returning the JSON text.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn get_event_text(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>> {
+        let deadline = Instant::now() + timeout;
+        let pool = &self.pool;
+        self.waiters
+            .wait_for(
+                Channel::Events,
+                format!("{workflow_id}::{key}"),
+                Some(deadline),
+                || async move {
+                    let mut conn = pool.acquire().await?;
+                    sql::get_event(&mut conn, workflow_id, key).await
+                },
+            )
+            .await
+    }
+
+    /// Every event of a workflow, latest values by key.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn get_all_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
+        let mut conn = self.pool.acquire().await?;
+        sql::get_all_events(&mut conn, workflow_id).await
+    }
+
+    /// A reader of stream `key` of a workflow from `offset`.
+    pub fn read_stream(&self, workflow_id: &str, key: &str, offset: i32) -> StreamReader {
+        StreamReader {
+            client: self.clone(),
+            workflow_id: workflow_id.to_owned(),
+            key: key.to_owned(),
+            offset,
+            buffered: Default::default(),
+            done: false,
+        }
+    }
+
+    /// Publishes payloads to `topic` in order; returns the first and last sequence numbers.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::TooLarge`].
+    pub async fn publish<T: Serialize>(&self, topic: &str, payloads: &[T]) -> Result<(i64, i64)> {
+        self.opts.check_batch(payloads.len())?;
+        let texts = payloads
+            .iter()
+            .map(|p| self.opts.encode("payload", p))
+            .collect::<Result<Vec<_>>>()?;
+        self.publish_text(topic, &texts).await
+    }
+
+    /// As [`Client::publish`], with payloads already JSON text.
+    ///
+    /// # Errors
+    /// As [`Client::publish`].
+    pub async fn publish_text(&self, topic: &str, payloads: &[String]) -> Result<(i64, i64)> {
+        self.opts.check_batch(payloads.len())?;
+        for p in payloads {
+            self.opts.check_size("payload", p)?;
+        }
+        let mut conn = self.pool.acquire().await?;
+        sql::publish(&mut conn, topic, payloads, None).await
+    }
+
+    /// Subscribes `subscriber` to `topic`; an existing subscription keeps its place. Returns
+    /// the cursor.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`].
+    pub async fn subscribe(&self, topic: &str, subscriber: &str, start: Start) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        sql::subscribe(&mut conn, topic, subscriber, start).await
+    }
+
+    /// Ends a subscription; returns whether there was one.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn unsubscribe(&self, topic: &str, subscriber: &str) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        sql::unsubscribe(&mut conn, topic, subscriber).await
+    }
+
+    /// Consumes up to `topic_batch_max` messages of a subscription, waiting up to `timeout`
+    /// for the first; empty when none came. Each message is taken once (the cursor commits
+    /// with the read); a caller that must not lose one on a crash consumes with
+    /// [`sql::consume`] inside the transaction that handles it, or from a workflow.
+    ///
+    /// # Errors
+    /// [`Error::NotSubscribed`].
+    pub async fn consume(
+        &self,
+        topic: &str,
+        subscriber: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Delivered>> {
+        let deadline = Instant::now() + timeout;
+        let (pool, max) = (&self.pool, self.opts.topic_batch_max);
+        let got = self
+            .waiters
+            .wait_for(
+                Channel::Topics,
+                topic.to_owned(),
+                Some(deadline),
+                || async move {
+                    let mut conn = pool.acquire().await?;
+                    let v = sql::consume(&mut conn, topic, subscriber, max).await?;
+                    Ok((!v.is_empty()).then_some(v))
+                },
+            )
+            .await?;
+        Ok(got.unwrap_or_default())
+    }
+
+    /// Retained messages of `topic` after sequence number `after`, waiting up to `timeout` for
+    /// the first; no subscription needed, nothing is consumed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn read_topic(
+        &self,
+        topic: &str,
+        after: i64,
+        timeout: Duration,
+    ) -> Result<Vec<Delivered>> {
+        let deadline = Instant::now() + timeout;
+        let (pool, max) = (&self.pool, self.opts.topic_batch_max);
+        let got = self
+            .waiters
+            .wait_for(
+                Channel::Topics,
+                topic.to_owned(),
+                Some(deadline),
+                || async move {
+                    let mut conn = pool.acquire().await?;
+                    let v = sql::read_topic(&mut conn, topic, after, max).await?;
+                    Ok((!v.is_empty()).then_some(v))
+                },
+            )
+            .await?;
+        Ok(got.unwrap_or_default())
+    }
+
+    /// Sets a topic's retention.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], or a limit that is not positive.
+    pub async fn set_retention(
+        &self,
+        topic: &str,
+        max_age_ms: Option<i64>,
+        max_count: Option<i64>,
+    ) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sql::set_retention(&mut conn, topic, max_age_ms, max_count).await
+    }
+
+    /// Sweeps messages beyond retention every `sweep_interval_ms` until `stop` fires.
+    pub async fn run_sweeper(self, stop: dbos_kernel::CancellationToken) {
+        let pause = Duration::from_millis(self.opts.sweep_interval_ms.max(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            let swept = match self.pool.acquire().await {
+                Ok(mut conn) => sql::sweep(&mut conn).await,
+                Err(e) => Err(e.into()),
+            };
+            match swept {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "swept topic messages beyond retention"),
+                Err(e) => tracing::warn!(error = %e, "topic retention sweep failed"),
+            }
+        }
+    }
+}
+
+impl StreamReader {
+    /// The next value, waiting up to `timeout` for it; `Ok(None)` at the end of the stream (it
+    /// was closed, or its writer ended without closing it) or when `timeout` passes first
+    /// (see [`StreamReader::is_done`]).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchWorkflow`]; [`Error::Payload`] when the value does not decode to `T`.
+    pub async fn next<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<Option<T>> {
+        self.next_text(timeout)
+            .await?
+            .map(|t| decode(&t))
+            .transpose()
+    }
+
+    /// As [`StreamReader::next`], returning the JSON text.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchWorkflow`].
+    pub async fn next_text(&mut self, timeout: Duration) -> Result<Option<String>> {
+        if let Some(v) = self.buffered.pop_front() {
+            return Ok(Some(v));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + timeout;
+        let c = &self.client;
+        let (wf, key, offset) = (&self.workflow_id, &self.key, self.offset);
+        let got = c
+            .waiters
+            .wait_for(
+                Channel::Streams,
+                format!("{wf}::{key}"),
+                Some(deadline),
+                || async move {
+                    let mut conn = c.pool.acquire().await?;
+                    let chunk =
+                        sql::read_stream(&mut conn, wf, key, offset, c.opts.stream_batch_max)
+                            .await?
+                            .ok_or_else(|| Error::NoSuchWorkflow(wf.clone()))?;
+                    if !chunk.values.is_empty() || sql::is_terminal(&chunk.status) {
+                        Ok(Some(chunk.values))
+                    } else {
+                        Ok(None)
+                    }
+                },
+            )
+            .await?;
+        let Some(values) = got else {
+            return Ok(None);
+        };
+        if values.is_empty() {
+            // The writer has ended and nothing more was written.
+            self.done = true;
+            return Ok(None);
+        }
+        for v in values {
+            if v == sql::STREAM_CLOSED {
+                self.done = true;
+                break;
+            }
+            self.offset += 1;
+            self.buffered.push_back(v);
+        }
+        Ok(self.buffered.pop_front())
+    }
+
+    /// Passes over the next value without reading it (a replayed read already returned it).
+    pub fn skip_one(&mut self) {
+        if self.buffered.pop_front().is_none() {
+            self.offset += 1;
+        }
+    }
+
+    /// Whether the stream has ended (closed, or its writer finished).
+    pub fn is_done(&self) -> bool {
+        self.done && self.buffered.is_empty()
+    }
+
+    /// The offset of the next value to be returned.
+    pub fn offset(&self) -> i32 {
+        self.offset - self.buffered.len() as i32
+    }
+}

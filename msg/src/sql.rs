@@ -1,0 +1,820 @@
+//! Every statement of the messaging service, each a function over a connection or transaction.
+//!
+//! Functions named `*_recorded` also write the workflow's checkpoint row in
+//! `dbos.operation_outputs` in the same statement, after locking the workflow's status row and
+//! checking that the caller still owns it (`owner_xid`) and that it is `PENDING`: the effect and
+//! its record commit together or not at all, so a replay neither repeats nor loses the effect.
+//! They return `None` (or `false`) when the caller no longer owns the workflow; nothing is
+//! written then.
+
+use sqlx::{PgConnection, Row};
+
+use crate::error::{Error, Result};
+
+/// Topic stored for messages sent without one (DBOS's convention).
+pub const NULL_TOPIC: &str = "__null__topic__";
+/// The value that closes a stream, in portable JSON (DBOS's convention).
+pub const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
+
+/// The checkpoint an operation inside a workflow writes with its effect.
+#[derive(Clone, Copy, Debug)]
+pub struct Op<'a> {
+    /// The workflow.
+    pub workflow_id: &'a str,
+    /// The execution's ownership token.
+    pub owner_xid: &'a str,
+    /// The operation's function ID (1-based, in call order).
+    pub function_id: i32,
+    /// The operation's name (`DBOS.send`, `DBOS.recv`, ...).
+    pub name: &'a str,
+    /// When the operation started, epoch ms.
+    pub started_at_ms: i64,
+}
+
+/// A message to send.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// Destination workflow ID.
+    pub destination: String,
+    /// The message, portable JSON text.
+    pub message: String,
+    /// Mailbox of the destination; `None` is the default mailbox.
+    pub topic: Option<String>,
+    /// A repeated send with the same key to the same destination is delivered once.
+    pub idempotency_key: Option<String>,
+}
+
+impl Outgoing {
+    fn message_uuid(&self) -> String {
+        match &self.idempotency_key {
+            Some(k) => format!("{k}::{}", self.destination),
+            None => uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    fn topic(&self) -> &str {
+        self.topic.as_deref().unwrap_or(NULL_TOPIC)
+    }
+}
+
+/// One message of a pub/sub topic.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delivered {
+    /// Its sequence number in the topic (from 1, gapless as published).
+    pub seq: i64,
+    /// Its payload, JSON text.
+    pub payload: String,
+}
+
+/// Values of a stream read from an offset, with the writer's status.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// Status of the writing workflow.
+    pub status: String,
+    /// Consecutive values from the offset asked for; the close marker ends a stream.
+    pub values: Vec<String>,
+}
+
+/// Locks the workflow row if the caller owns it: `$1` workflow, `$2` owner.
+const OWN: &str = "own AS (
+    SELECT 1 FROM dbos.workflow_status
+    WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+    FOR NO KEY UPDATE)";
+
+/// The checkpoint row: `$3` function ID, `$4` started at, `$5` name; `{output}` and `{cond}`
+/// are filled in by the caller.
+fn rec(output: &str, cond: &str) -> String {
+    format!(
+        "rec AS (
+    INSERT INTO dbos.operation_outputs
+        (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
+         completed_at_epoch_ms, serialization)
+    SELECT $1, $3, $5, {output}, $4, (EXTRACT(epoch FROM now()) * 1000)::bigint, 'portable_json'
+    FROM own {cond}
+    ON CONFLICT DO NOTHING
+    RETURNING 1)"
+    )
+}
+
+fn bind_op<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    op: &Op<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(op.workflow_id)
+        .bind(op.owner_xid)
+        .bind(op.function_id)
+        .bind(op.started_at_ms)
+        .bind(op.name)
+}
+
+fn columns(msgs: &[Outgoing]) -> [Vec<String>; 4] {
+    let mut c: [Vec<String>; 4] = Default::default();
+    for m in msgs {
+        c[0].push(m.message_uuid());
+        c[1].push(m.destination.clone());
+        c[2].push(m.topic().to_owned());
+        c[3].push(m.message.clone());
+    }
+    c
+}
+
+/// Names the destinations of `msgs` that do not exist (after a foreign-key violation).
+async fn missing(conn: &mut PgConnection, msgs: &[Outgoing]) -> Error {
+    let dests: Vec<String> = msgs.iter().map(|m| m.destination.clone()).collect();
+    let found: Result<Vec<String>, _> = sqlx::query_scalar(
+        "SELECT d FROM unnest($1::text[]) d
+         WHERE NOT EXISTS (SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = d)",
+    )
+    .bind(&dests)
+    .fetch_all(conn)
+    .await;
+    match found {
+        Ok(v) if !v.is_empty() => Error::NoSuchWorkflow(v.join(", ")),
+        _ => Error::NoSuchWorkflow(dests.join(", ")),
+    }
+}
+
+fn is_fk(e: &sqlx::Error) -> bool {
+    dbos_kernel::sqlstate(e).as_deref() == Some("23503")
+}
+
+/// Sends messages; a message whose idempotency key was used before for the same destination is
+/// not delivered again. Returns how many were newly stored.
+///
+/// 1 round trip (index: `notifications` primary key; the trigger notifies each destination's
+/// waiters at commit).
+///
+/// # Errors
+/// [`Error::NoSuchWorkflow`] naming the missing destinations; nothing is stored then.
+pub async fn send(conn: &mut PgConnection, msgs: &[Outgoing]) -> Result<u64> {
+    let [ids, dests, topics, bodies] = columns(msgs);
+    let r = sqlx::query(
+        "INSERT INTO dbos.notifications
+             (message_uuid, destination_uuid, topic, message, serialization)
+         SELECT u, d, t, m, 'portable_json'
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(u, d, t, m)
+         ON CONFLICT (message_uuid) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&dests)
+    .bind(&topics)
+    .bind(&bodies)
+    .execute(&mut *conn)
+    .await;
+    match r {
+        Ok(r) => Ok(r.rows_affected()),
+        Err(e) if is_fk(&e) => Err(missing(conn, msgs).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`send`] from a workflow, recorded as `op`. `Ok(false)`: not the owner, nothing sent.
+///
+/// 1 round trip, and 1 commit when run outside a transaction.
+///
+/// # Errors
+/// As [`send`].
+pub async fn send_recorded(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    msgs: &[Outgoing],
+) -> Result<bool> {
+    let [ids, dests, topics, bodies] = columns(msgs);
+    let sql = format!(
+        "WITH {OWN}, sent AS (
+             INSERT INTO dbos.notifications
+                 (message_uuid, destination_uuid, topic, message, serialization)
+             SELECT u, d, t, m, 'portable_json'
+             FROM unnest($6::text[], $7::text[], $8::text[], $9::text[]) AS x(u, d, t, m)
+             WHERE EXISTS (SELECT 1 FROM own)
+             ON CONFLICT (message_uuid) DO NOTHING
+             RETURNING 1
+         ), {}
+         SELECT EXISTS (SELECT 1 FROM rec) AS recorded, (SELECT count(*) FROM sent) AS sent",
+        rec("NULL", "")
+    );
+    let r = bind_op(sqlx::query(&sql), op)
+        .bind(&ids)
+        .bind(&dests)
+        .bind(&topics)
+        .bind(&bodies)
+        .fetch_one(&mut *conn)
+        .await;
+    match r {
+        Ok(row) => Ok(row.get::<bool, _>("recorded")),
+        Err(e) if is_fk(&e) => Err(missing(conn, msgs).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What [`recv_recorded`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// The oldest unconsumed message of the mailbox, now consumed and recorded.
+    Message(String),
+    /// No message; recorded as `null` if the caller said this was the final probe.
+    Empty,
+    /// The caller does not own the workflow; nothing was consumed.
+    NotOwner,
+}
+
+/// Consumes the oldest unconsumed message of `topic` in the workflow's mailbox and records it as
+/// `op` (output: the message), in one statement. With `last` set, an empty mailbox is recorded
+/// as `null` (the receive timed out).
+///
+/// 1 round trip, 1 commit (index: `idx_workflow_topic (destination_uuid, topic)`). Messages of
+/// one mailbox are taken oldest first: by send time, then by inserting transaction, then by
+/// position, so messages of one sender keep their order even within a millisecond.
+///
+/// # Errors
+/// Database errors.
+pub async fn recv_recorded(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    topic: Option<&str>,
+    last: bool,
+) -> Result<Received> {
+    let sql = format!(
+        "WITH {OWN}, got AS (
+             UPDATE dbos.notifications SET consumed = TRUE, consumed_by_function_id = $3
+             WHERE message_uuid = (
+                     SELECT message_uuid FROM dbos.notifications
+                     WHERE destination_uuid = $1 AND topic = $6 AND NOT consumed
+                     ORDER BY created_at_epoch_ms, age(xmin) DESC, ctid
+                     LIMIT 1)
+               AND NOT consumed AND EXISTS (SELECT 1 FROM own)
+             RETURNING message
+         ), {}
+         SELECT (SELECT message FROM got) AS message, EXISTS (SELECT 1 FROM own) AS owned",
+        rec(
+            "COALESCE((SELECT message FROM got), 'null')",
+            "WHERE EXISTS (SELECT 1 FROM got) OR $7"
+        )
+    );
+    let row = bind_op(sqlx::query(&sql), op)
+        .bind(topic.unwrap_or(NULL_TOPIC))
+        .bind(last)
+        .fetch_one(conn)
+        .await?;
+    let message: Option<String> = row.get("message");
+    Ok(match (message, row.get::<bool, _>("owned")) {
+        (_, false) => Received::NotOwner,
+        (Some(m), true) => Received::Message(m),
+        (None, true) => Received::Empty,
+    })
+}
+
+/// Sets an event of a workflow (latest value wins) and appends it to the event history under
+/// the operation's function ID, recorded as `op`; waiters of the event are notified at commit.
+/// `Ok(false)`: not the owner, nothing written.
+///
+/// 1 round trip, 1 commit (indexes: primary keys of `workflow_events`, `_history`).
+///
+/// # Errors
+/// Database errors.
+pub async fn set_event_recorded(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    key: &str,
+    value: &str,
+) -> Result<bool> {
+    let sql = format!(
+        "WITH {OWN}, ev AS (
+             INSERT INTO dbos.workflow_events (workflow_uuid, key, value, serialization)
+             SELECT $1, $6, $7, 'portable_json' FROM own
+             ON CONFLICT (workflow_uuid, key)
+                 DO UPDATE SET value = excluded.value, serialization = excluded.serialization
+             RETURNING 1
+         ), hist AS (
+             INSERT INTO dbos.workflow_events_history
+                 (workflow_uuid, function_id, key, value, serialization)
+             SELECT $1, $3, $6, $7, 'portable_json' FROM own
+             ON CONFLICT (workflow_uuid, function_id, key)
+                 DO UPDATE SET value = excluded.value, serialization = excluded.serialization
+             RETURNING 1
+         ), {}
+         SELECT EXISTS (SELECT 1 FROM rec) AS recorded,
+                (SELECT count(pg_notify('{}', $1 || '::' || $6)) FROM own) AS notified",
+        rec("NULL", ""),
+        crate::EVENTS_CHANNEL
+    );
+    let row = bind_op(sqlx::query(&sql), op)
+        .bind(key)
+        .bind(value)
+        .fetch_one(conn)
+        .await?;
+    Ok(row.get::<bool, _>("recorded"))
+}
+
+/// The latest value of a workflow's event.
+///
+/// 1 round trip (index: `workflow_events` primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn get_event(
+    conn: &mut PgConnection,
+    workflow_id: &str,
+    key: &str,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT value FROM dbos.workflow_events WHERE workflow_uuid = $1 AND key = $2",
+    )
+    .bind(workflow_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Every event of a workflow with its latest value, by key.
+///
+/// 1 round trip (index: `workflow_events` primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn get_all_events(
+    conn: &mut PgConnection,
+    workflow_id: &str,
+) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT key, value FROM dbos.workflow_events WHERE workflow_uuid = $1 ORDER BY key",
+    )
+    .bind(workflow_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Whether a workflow exists.
+///
+/// 1 round trip (index: `workflow_status` primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn workflow_exists(conn: &mut PgConnection, workflow_id: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = $1)",
+    )
+    .bind(workflow_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Appends `value` to the workflow's stream `key`, recorded as `op`; readers are notified at
+/// commit. Returns the value's offset, `None` when the caller is not the owner.
+///
+/// 1 round trip, 1 commit (index: `streams` primary key). The workflow row lock orders the
+/// writers of one workflow; a writer that still collides on an offset retries.
+///
+/// # Errors
+/// Database errors.
+pub async fn write_stream_recorded(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    key: &str,
+    value: &str,
+) -> Result<Option<i32>> {
+    let sql = format!(
+        "WITH {OWN}, s AS (
+             INSERT INTO dbos.streams
+                 (workflow_uuid, key, value, \"offset\", function_id, serialization)
+             SELECT $1, $6, $7,
+                    COALESCE((SELECT max(\"offset\") FROM dbos.streams
+                              WHERE workflow_uuid = $1 AND key = $6), -1) + 1,
+                    $3, 'portable_json'
+             FROM own
+             RETURNING \"offset\"
+         ), {}
+         SELECT (SELECT \"offset\" FROM s) AS off, EXISTS (SELECT 1 FROM rec) AS recorded,
+                (SELECT count(pg_notify('{}', $1 || '::' || $6)) FROM own) AS notified",
+        rec("NULL", ""),
+        crate::STREAMS_CHANNEL
+    );
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = bind_op(sqlx::query(&sql), op)
+            .bind(key)
+            .bind(value)
+            .fetch_one(&mut *conn)
+            .await;
+        match r {
+            Ok(row) => {
+                let off: Option<i32> = row.get("off");
+                return Ok(off.filter(|_| row.get::<bool, _>("recorded")));
+            }
+            Err(e) if dbos_kernel::sqlstate(&e).as_deref() == Some("23505") && attempt < 10 => {
+                tokio::time::sleep(std::time::Duration::from_millis(attempt * 5)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Up to `max` consecutive values of stream `key` from `offset`, with the writer's status;
+/// `None` when the workflow does not exist.
+///
+/// 1 round trip (index: `streams` primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn read_stream(
+    conn: &mut PgConnection,
+    workflow_id: &str,
+    key: &str,
+    offset: i32,
+    max: i32,
+) -> Result<Option<Chunk>> {
+    let rows: Vec<(String, Option<i32>, Option<String>)> = sqlx::query_as(
+        "SELECT w.status, s.\"offset\", s.value
+         FROM dbos.workflow_status w
+         LEFT JOIN dbos.streams s
+             ON s.workflow_uuid = w.workflow_uuid AND s.key = $2
+            AND s.\"offset\" >= $3 AND s.\"offset\" < $3 + $4
+         WHERE w.workflow_uuid = $1
+         ORDER BY s.\"offset\"",
+    )
+    .bind(workflow_id)
+    .bind(key)
+    .bind(offset)
+    .bind(max)
+    .fetch_all(conn)
+    .await?;
+    let Some(status) = rows.first().map(|r| r.0.clone()) else {
+        return Ok(None);
+    };
+    let mut values = Vec::new();
+    for (_, off, value) in rows {
+        match (off, value) {
+            (Some(o), Some(v)) if o == offset + values.len() as i32 => values.push(v),
+            _ => break,
+        }
+    }
+    Ok(Some(Chunk { status, values }))
+}
+
+/// Whether a workflow status is final (no more stream values can come).
+pub fn is_terminal(status: &str) -> bool {
+    !matches!(status, "PENDING" | "ENQUEUED" | "DELAYED")
+}
+
+fn check_topic(topic: &str) -> Result<()> {
+    check_name("topic", topic)
+}
+
+/// Topic, subscriber and key names: 1 to 255 bytes.
+pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
+    let why = if value.is_empty() {
+        "it is empty"
+    } else if value.len() > 255 {
+        "it is longer than 255 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        what,
+        value: value.chars().take(80).collect(),
+        why,
+    })
+}
+
+/// Publishes `payloads` to `topic` (created if new) in order; returns the first and last
+/// sequence numbers. Subscribers are notified at commit.
+///
+/// 1 round trip (indexes: `topics` and `messages` primary keys). The topic row stays locked
+/// until commit, so the messages of a topic commit in sequence order.
+///
+/// # Errors
+/// [`Error::InvalidName`].
+pub async fn publish(
+    conn: &mut PgConnection,
+    topic: &str,
+    payloads: &[String],
+    publisher: Option<&str>,
+) -> Result<(i64, i64)> {
+    check_topic(topic)?;
+    let row = sqlx::query(&format!(
+        "WITH t AS (
+             INSERT INTO msg.topics AS t (name, next_seq) VALUES ($1, 1 + $3)
+             ON CONFLICT (name) DO UPDATE SET next_seq = t.next_seq + $3
+             RETURNING next_seq - $3 AS first
+         ), ins AS (
+             INSERT INTO msg.messages (topic, seq, payload, publisher)
+             SELECT $1, t.first + p.ord - 1, p.payload, $4
+             FROM t, unnest($2::text[]) WITH ORDINALITY AS p(payload, ord)
+             RETURNING seq
+         )
+         SELECT (SELECT min(seq) FROM ins) AS first, (SELECT max(seq) FROM ins) AS last,
+                pg_notify('{}', $1)",
+        crate::TOPICS_CHANNEL
+    ))
+    .bind(topic)
+    .bind(payloads)
+    .bind(payloads.len() as i64)
+    .bind(publisher)
+    .fetch_one(conn)
+    .await?;
+    Ok((
+        row.get::<Option<i64>, _>("first").unwrap_or(0),
+        row.get::<Option<i64>, _>("last").unwrap_or(0),
+    ))
+}
+
+/// [`publish`] from a workflow, recorded as `op` (output: `[first, last]`); `None` when the
+/// caller is not the owner.
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// [`Error::InvalidName`].
+pub async fn publish_recorded(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    topic: &str,
+    payloads: &[String],
+) -> Result<Option<(i64, i64)>> {
+    check_topic(topic)?;
+    // The topic row is only touched when the caller owns the workflow.
+    let sql = format!(
+        "WITH {OWN}, t AS (
+             INSERT INTO msg.topics AS t (name, next_seq) SELECT $6, 1 + $8 FROM own
+             ON CONFLICT (name) DO UPDATE SET next_seq = t.next_seq + $8
+             RETURNING next_seq - $8 AS first
+         ), ins AS (
+             INSERT INTO msg.messages (topic, seq, payload, publisher)
+             SELECT $6, t.first + p.ord - 1, p.payload, $9
+             FROM t, unnest($7::text[]) WITH ORDINALITY AS p(payload, ord)
+             RETURNING seq
+         ), {}
+         SELECT (SELECT min(seq) FROM ins) AS first, (SELECT max(seq) FROM ins) AS last,
+                EXISTS (SELECT 1 FROM rec) AS recorded,
+                (SELECT count(pg_notify('{}', $6)) FROM own) AS notified",
+        rec(
+            "json_build_array((SELECT min(seq) FROM ins), (SELECT max(seq) FROM ins))::text",
+            ""
+        ),
+        crate::TOPICS_CHANNEL
+    );
+    let row = bind_op(sqlx::query(&sql), op)
+        .bind(topic)
+        .bind(payloads)
+        .bind(payloads.len() as i64)
+        .bind(op.workflow_id)
+        .fetch_one(conn)
+        .await?;
+    if !row.get::<bool, _>("recorded") {
+        return Ok(None);
+    }
+    Ok(Some((
+        row.get::<Option<i64>, _>("first").unwrap_or(0),
+        row.get::<Option<i64>, _>("last").unwrap_or(0),
+    )))
+}
+
+/// Where a new subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// With the next message published.
+    Next,
+    /// With the oldest message retained.
+    Oldest,
+}
+
+/// Subscribes `subscriber` to `topic` (created if new); an existing subscription keeps its
+/// cursor. Returns the cursor (last consumed sequence number).
+///
+/// 1 round trip (indexes: `topics` and `subscriptions` primary keys).
+///
+/// # Errors
+/// [`Error::InvalidName`].
+pub async fn subscribe(
+    conn: &mut PgConnection,
+    topic: &str,
+    subscriber: &str,
+    start: Start,
+) -> Result<i64> {
+    check_topic(topic)?;
+    check_name("subscriber", subscriber)?;
+    let cursor = match start {
+        Start::Next => "t.next_seq - 1",
+        Start::Oldest => "0",
+    };
+    Ok(sqlx::query_scalar(&format!(
+        "WITH t0 AS (
+             INSERT INTO msg.topics (name) VALUES ($1) ON CONFLICT (name) DO NOTHING
+             RETURNING next_seq
+         ), t AS (
+             SELECT next_seq FROM t0 UNION ALL SELECT next_seq FROM msg.topics WHERE name = $1
+         ), s AS (
+             INSERT INTO msg.subscriptions (topic, subscriber, cursor)
+             SELECT $1, $2, {cursor} FROM t LIMIT 1
+             ON CONFLICT (topic, subscriber) DO NOTHING
+             RETURNING cursor
+         )
+         SELECT cursor FROM s
+         UNION ALL SELECT cursor FROM msg.subscriptions WHERE topic = $1 AND subscriber = $2
+         LIMIT 1"
+    ))
+    .bind(topic)
+    .bind(subscriber)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Ends a subscription; returns whether there was one.
+///
+/// 1 round trip.
+///
+/// # Errors
+/// Database errors.
+pub async fn unsubscribe(conn: &mut PgConnection, topic: &str, subscriber: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("DELETE FROM msg.subscriptions WHERE topic = $1 AND subscriber = $2")
+            .bind(topic)
+            .bind(subscriber)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// The subscription's cursor (`sub`), the next messages after it (`got`) and the cursor's
+/// advance (`adv`), for topic `$t`, subscriber `$s`, batch size `$n`; `guard` is an extra
+/// condition that must hold for anything to be taken.
+fn consume_cte(t: &str, s: &str, n: &str, guard: &str) -> String {
+    format!(
+        "sub AS (
+        SELECT cursor FROM msg.subscriptions WHERE topic = {t} AND subscriber = {s} FOR UPDATE
+    ), got AS (
+        SELECT m.seq, m.payload FROM msg.messages m, sub
+        WHERE m.topic = {t} AND m.seq > sub.cursor {guard}
+        ORDER BY m.seq LIMIT {n}
+    ), adv AS (
+        UPDATE msg.subscriptions SET cursor = (SELECT max(seq) FROM got), consumed_at = now()
+        WHERE topic = {t} AND subscriber = {s} AND EXISTS (SELECT 1 FROM got)
+        RETURNING 1
+    )"
+    )
+}
+
+fn delivered(
+    rows: Vec<sqlx::postgres::PgRow>,
+    topic: &str,
+    subscriber: &str,
+) -> Result<Vec<Delivered>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        if !r.get::<bool, _>("subscribed") {
+            return Err(Error::NotSubscribed {
+                topic: topic.to_owned(),
+                subscriber: subscriber.to_owned(),
+            });
+        }
+        if let (Some(seq), Some(payload)) = (r.get("seq"), r.get("payload")) {
+            out.push(Delivered { seq, payload });
+        }
+    }
+    Ok(out)
+}
+
+/// Takes up to `max` messages after the subscription's cursor and advances it, in the caller's
+/// transaction: the caller's other writes and the cursor commit together.
+///
+/// 1 round trip (indexes: `subscriptions`, `messages` primary keys).
+///
+/// # Errors
+/// [`Error::NotSubscribed`].
+pub async fn consume(
+    conn: &mut PgConnection,
+    topic: &str,
+    subscriber: &str,
+    max: i64,
+) -> Result<Vec<Delivered>> {
+    let rows = sqlx::query(&format!(
+        "WITH {}
+         SELECT EXISTS (SELECT 1 FROM sub) AS subscribed, g.seq, g.payload
+         FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
+        consume_cte("$1", "$2", "$3", "")
+    ))
+    .bind(topic)
+    .bind(subscriber)
+    .bind(max)
+    .fetch_all(conn)
+    .await?;
+    delivered(rows, topic, subscriber)
+}
+
+/// [`consume`] from a workflow, recorded as `op` (output: the messages as a JSON array of
+/// `{seq, payload}`): each message is consumed exactly once. Nothing is recorded when there is
+/// no message, unless `last`. `None` when the caller is not the owner.
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// [`Error::NotSubscribed`].
+pub async fn consume_recorded(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    topic: &str,
+    subscriber: &str,
+    max: i64,
+    last: bool,
+) -> Result<Option<Vec<Delivered>>> {
+    let sql = format!(
+        "WITH {OWN}, {}, {}
+         SELECT EXISTS (SELECT 1 FROM sub) AS subscribed, EXISTS (SELECT 1 FROM rec) AS recorded,
+                EXISTS (SELECT 1 FROM own) AS owned, g.seq, g.payload
+         FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
+        consume_cte("$6", "$7", "$8", "AND EXISTS (SELECT 1 FROM own)"),
+        rec(
+            "(SELECT COALESCE(json_agg(json_build_object('seq', seq, 'payload', payload::json)
+                                        ORDER BY seq), '[]')::text FROM got)",
+            "WHERE EXISTS (SELECT 1 FROM got) OR $9"
+        )
+    );
+    // A non-owner takes nothing (`got` is guarded), so the cursor never moves unrecorded.
+    let rows = bind_op(sqlx::query(&sql), op)
+        .bind(topic)
+        .bind(subscriber)
+        .bind(max)
+        .bind(last)
+        .fetch_all(conn)
+        .await?;
+    let owned = rows.first().is_some_and(|r| r.get::<bool, _>("owned"));
+    let msgs = delivered(rows, topic, subscriber)?;
+    Ok(owned.then_some(msgs))
+}
+
+/// Up to `max` retained messages of `topic` after `after`, without a subscription.
+///
+/// 1 round trip (index: `messages` primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn read_topic(
+    conn: &mut PgConnection,
+    topic: &str,
+    after: i64,
+    max: i64,
+) -> Result<Vec<Delivered>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT seq, payload FROM msg.messages WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(topic)
+    .bind(after)
+    .bind(max)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, payload)| Delivered { seq, payload })
+        .collect())
+}
+
+/// Sets a topic's retention (created if new); `None` keeps no limit of that kind.
+///
+/// 1 round trip.
+///
+/// # Errors
+/// [`Error::InvalidName`]; a limit that is zero or negative (violates the table's CHECK).
+pub async fn set_retention(
+    conn: &mut PgConnection,
+    topic: &str,
+    max_age_ms: Option<i64>,
+    max_count: Option<i64>,
+) -> Result<()> {
+    check_topic(topic)?;
+    sqlx::query(
+        "INSERT INTO msg.topics (name, retain_max_age_ms, retain_max_count) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE
+             SET retain_max_age_ms = excluded.retain_max_age_ms,
+                 retain_max_count = excluded.retain_max_count",
+    )
+    .bind(topic)
+    .bind(max_age_ms)
+    .bind(max_count)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes messages beyond their topic's retention; returns how many. Only one node sweeps at a
+/// time (a transaction-scoped advisory lock; the others skip).
+///
+/// 1 round trip (indexes: `messages` primary key and `published_at`).
+///
+/// # Errors
+/// Database errors.
+pub async fn sweep(conn: &mut PgConnection) -> Result<u64> {
+    Ok(sqlx::query(
+        "WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('dbos.msg.sweep')) AS got)
+         DELETE FROM msg.messages m USING msg.topics t
+         WHERE (SELECT got FROM lock) AND m.topic = t.name
+           AND ((t.retain_max_age_ms IS NOT NULL
+                 AND m.published_at < now() - t.retain_max_age_ms * interval '1 millisecond')
+             OR (t.retain_max_count IS NOT NULL AND m.seq < t.next_seq - t.retain_max_count))",
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

@@ -1,0 +1,450 @@
+//! Messaging inside workflows: send/recv, events, streams and pub/sub topics, each recorded
+//! in the same statement as its effect (see `dbos_msg::sql`), so a replay neither repeats an
+//! effect nor takes a message twice.
+
+use std::time::Duration;
+
+use dbos_msg::sql::{self, Op, Outgoing, Received};
+use dbos_msg::{Channel, Start};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::codec;
+use super::ctx::WfCtx;
+use super::error::WfError;
+use super::service::now_ms;
+
+/// A message taken from a pub/sub topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopicMessage<T> {
+    /// Its sequence number in the topic.
+    pub seq: i64,
+    /// Its payload.
+    pub payload: T,
+}
+
+/// How a stream read inside a workflow is recorded.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StreamRead {
+    Value(serde_json::Value),
+    End,
+    Timeout,
+}
+
+/// A stream of another (or this) workflow, read from inside a workflow; every read is
+/// recorded, so a replay sees the same values.
+#[derive(Debug)]
+pub struct WfStream {
+    ctx: WfCtx,
+    reader: dbos_msg::StreamReader,
+    ended: bool,
+}
+
+impl WfCtx {
+    fn op<'a>(&'a self, function_id: i32, name: &'a str, started_at_ms: i64) -> Op<'a> {
+        Op {
+            workflow_id: &self.inner.workflow_id,
+            owner_xid: &self.inner.owner_xid,
+            function_id,
+            name,
+            started_at_ms,
+        }
+    }
+
+    fn msg(&self) -> &dbos_msg::Client {
+        self.inner.svc.messages()
+    }
+
+    async fn not_owner(&self) -> WfError {
+        self.inner.svc.why_not_owner(&self.inner.workflow_id).await
+    }
+
+    /// Sends `message` to workflow `destination`'s mailbox `topic` (`None`: the default one),
+    /// exactly once: the message and this workflow's record of sending it commit together.
+    ///
+    /// 1 round trip, 1 commit; none on replay.
+    ///
+    /// # Errors
+    /// [`WfError::NotFound`] for a destination that does not exist (nothing is sent),
+    /// [`WfError::Invalid`] for a message over `message_bytes_max`, [`WfError::Cancelled`].
+    pub async fn send<T: Serialize + ?Sized>(
+        &self,
+        destination: &str,
+        message: &T,
+        topic: Option<&str>,
+    ) -> Result<(), WfError> {
+        let m = Outgoing {
+            destination: destination.to_owned(),
+            message: self.msg().options().encode("message", message)?,
+            topic: topic.map(str::to_owned),
+            idempotency_key: None,
+        };
+        self.send_recorded("DBOS.send", &[m]).await
+    }
+
+    /// Sends many messages in one statement, exactly once as a whole.
+    ///
+    /// 1 round trip, 1 commit; none on replay.
+    ///
+    /// # Errors
+    /// As [`WfCtx::send`]; a missing destination stores none of them.
+    pub async fn send_bulk(&self, msgs: &[Outgoing]) -> Result<(), WfError> {
+        let opts = self.msg().options();
+        opts.check_batch(msgs.len())?;
+        for m in msgs {
+            opts.check_size("message", &m.message)?;
+        }
+        self.send_recorded("DBOS.send_bulk", msgs).await
+    }
+
+    async fn send_recorded(&self, name: &str, msgs: &[Outgoing]) -> Result<(), WfError> {
+        let fid = self.next_fid();
+        if self.replay(fid, name)?.is_some() {
+            return Ok(());
+        }
+        self.check_deadline().await?;
+        let mut conn = self.pool().acquire().await?;
+        if sql::send_recorded(&mut conn, &self.op(fid, name, now_ms()), msgs).await? {
+            Ok(())
+        } else {
+            Err(self.not_owner().await)
+        }
+    }
+
+    /// Takes the oldest message of this workflow's mailbox `topic`, waiting up to `timeout`;
+    /// `None` when none came. The message is consumed and recorded in one statement; a
+    /// recovered workflow gets the same message back and waits only for what is left of
+    /// `timeout`. Uses two function IDs (`DBOS.recv` and its `DBOS.sleep` timer), as DBOS does.
+    /// No connection is held while waiting.
+    ///
+    /// # Errors
+    /// [`WfError::Encode`] when the message does not decode to `T`, [`WfError::Cancelled`].
+    pub async fn recv<T: DeserializeOwned>(
+        &self,
+        topic: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Option<T>, WfError> {
+        let name = "DBOS.recv";
+        let fid = self.next_fid();
+        let timer_fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            return self.replay_value(&r);
+        }
+        self.check_deadline().await?;
+        let started = now_ms();
+        let end_ms = self.timer(timer_fid, timeout).await?;
+        let deadline = instant_at(end_ms);
+        let key = format!(
+            "{}::{}",
+            self.inner.workflow_id,
+            topic.unwrap_or(sql::NULL_TOPIC)
+        );
+        let op = self.op(fid, name, started);
+        let pool = self.pool();
+        let got = self
+            .msg()
+            .waiters()
+            .wait_for(Channel::Notifications, key, Some(deadline), || async move {
+                let mut conn = pool.acquire().await?;
+                Ok(
+                    match sql::recv_recorded(&mut conn, &op, topic, false).await? {
+                        Received::Empty => None,
+                        other => Some(other),
+                    },
+                )
+            })
+            .await?;
+        let got = match got {
+            Some(g) => g,
+            None => {
+                let mut conn = pool.acquire().await?;
+                sql::recv_recorded(&mut conn, &op, topic, true).await?
+            }
+        };
+        match got {
+            Received::Message(m) => Ok(codec::decode(&m)?),
+            Received::Empty => Ok(None),
+            Received::NotOwner => Err(self.not_owner().await),
+        }
+    }
+
+    /// Sets this workflow's event `key` to `value` (the latest value wins; every value is kept
+    /// in the event history), recorded with it in one statement. Waiting readers wake at commit.
+    ///
+    /// 1 round trip, 1 commit; none on replay.
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] for a value over `message_bytes_max`, [`WfError::Cancelled`].
+    pub async fn set_event<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), WfError> {
+        let name = "DBOS.setEvent";
+        let fid = self.next_fid();
+        if self.replay(fid, name)?.is_some() {
+            return Ok(());
+        }
+        self.check_deadline().await?;
+        let text = self.msg().options().encode("event value", value)?;
+        let mut conn = self.pool().acquire().await?;
+        if sql::set_event_recorded(&mut conn, &self.op(fid, name, now_ms()), key, &text).await? {
+            Ok(())
+        } else {
+            Err(self.not_owner().await)
+        }
+    }
+
+    /// The value of workflow `workflow_id`'s event `key`, waiting up to `timeout` for it to be
+    /// set; `None` when it is not. Recorded, so a replay sees the same value. Uses two function
+    /// IDs (`DBOS.getEvent` and its timer).
+    ///
+    /// # Errors
+    /// [`WfError::Encode`] when the value does not decode to `T`, [`WfError::Cancelled`].
+    pub async fn get_event<T: DeserializeOwned>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<T>, WfError> {
+        let name = "DBOS.getEvent";
+        let fid = self.next_fid();
+        let timer_fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            return self.replay_value(&r);
+        }
+        self.check_deadline().await?;
+        let started = now_ms();
+        let end_ms = self.timer(timer_fid, timeout).await?;
+        let wait = Duration::from_millis((end_ms - now_ms()).max(0) as u64);
+        let text = self.msg().get_event_text(workflow_id, key, wait).await?;
+        let out = text.clone().unwrap_or_else(|| "null".to_owned());
+        self.record(self.checkpoint(fid, name, &Ok(out), started, now_ms(), None))
+            .await?;
+        match text {
+            Some(t) => Ok(Some(codec::decode(&t)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends `value` to this workflow's stream `key`, recorded with it in one statement.
+    ///
+    /// 1 round trip, 1 commit; none on replay.
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] for a value over `message_bytes_max`, [`WfError::Cancelled`].
+    pub async fn write_stream<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), WfError> {
+        let text = self.msg().options().encode("stream value", value)?;
+        self.stream_recorded("DBOS.writeStream", key, &text).await
+    }
+
+    /// Closes this workflow's stream `key`: readers stop after its last value.
+    ///
+    /// # Errors
+    /// [`WfError::Cancelled`].
+    pub async fn close_stream(&self, key: &str) -> Result<(), WfError> {
+        self.stream_recorded("DBOS.closeStream", key, sql::STREAM_CLOSED)
+            .await
+    }
+
+    async fn stream_recorded(&self, name: &str, key: &str, text: &str) -> Result<(), WfError> {
+        let fid = self.next_fid();
+        if self.replay(fid, name)?.is_some() {
+            return Ok(());
+        }
+        self.check_deadline().await?;
+        let mut conn = self.pool().acquire().await?;
+        match sql::write_stream_recorded(&mut conn, &self.op(fid, name, now_ms()), key, text)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(self.not_owner().await),
+        }
+    }
+
+    /// A reader of workflow `workflow_id`'s stream `key` from its start.
+    pub fn read_stream(&self, workflow_id: &str, key: &str) -> WfStream {
+        WfStream {
+            ctx: self.clone(),
+            reader: self.msg().read_stream(workflow_id, key, 0),
+            ended: false,
+        }
+    }
+
+    /// Publishes payloads to a pub/sub topic, in order, exactly once; returns the first and last
+    /// sequence numbers given.
+    ///
+    /// 1 round trip, 1 commit; none on replay.
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] for a bad topic name or a payload over `message_bytes_max`.
+    pub async fn publish<T: Serialize>(
+        &self,
+        topic: &str,
+        payloads: &[T],
+    ) -> Result<(i64, i64), WfError> {
+        let name = "msg.publish";
+        let fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            return self.replay_value(&r);
+        }
+        self.check_deadline().await?;
+        let opts = self.msg().options();
+        opts.check_batch(payloads.len())?;
+        let texts = payloads
+            .iter()
+            .map(|p| opts.encode("payload", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.pool().acquire().await?;
+        match sql::publish_recorded(&mut conn, &self.op(fid, name, now_ms()), topic, &texts).await?
+        {
+            Some(range) => Ok(range),
+            None => Err(self.not_owner().await),
+        }
+    }
+
+    /// Subscribes this workflow (its ID is the subscriber) to a topic; an existing
+    /// subscription keeps its place.
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] for a bad topic name.
+    pub async fn subscribe(&self, topic: &str, start: Start) -> Result<(), WfError> {
+        let (msg, wf) = (self.msg().clone(), self.inner.workflow_id.clone());
+        let topic = topic.to_owned();
+        self.step("msg.subscribe", move || {
+            let (msg, wf, topic) = (msg.clone(), wf.clone(), topic.clone());
+            async move {
+                msg.subscribe(&topic, &wf, start).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Takes the next messages (up to `topic_batch_max`) of this workflow's subscription to
+    /// `topic`, waiting up to `timeout` for the first; empty when none came. The cursor moves
+    /// in the statement that records the messages, so each is consumed exactly once. Uses two
+    /// function IDs (`msg.consume` and its timer).
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] when not subscribed; [`WfError::Encode`] when a payload does not
+    /// decode to `T`.
+    pub async fn next_messages<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Vec<TopicMessage<T>>, WfError> {
+        let name = "msg.consume";
+        let fid = self.next_fid();
+        let timer_fid = self.next_fid();
+        if let Some(r) = self.replay(fid, name)? {
+            return self.replay_value(&r);
+        }
+        self.check_deadline().await?;
+        let started = now_ms();
+        let end_ms = self.timer(timer_fid, timeout).await?;
+        let op = self.op(fid, name, started);
+        let (pool, max) = (self.pool(), self.msg().options().topic_batch_max);
+        let subscriber = self.inner.workflow_id.as_str();
+        let got = self
+            .msg()
+            .waiters()
+            .wait_for(
+                Channel::Topics,
+                topic.to_owned(),
+                Some(instant_at(end_ms)),
+                || async move {
+                    let mut conn = pool.acquire().await?;
+                    let v = sql::consume_recorded(&mut conn, &op, topic, subscriber, max, false)
+                        .await?;
+                    Ok(match v {
+                        Some(v) if v.is_empty() => None,
+                        other => Some(other),
+                    })
+                },
+            )
+            .await?;
+        let got = match got {
+            Some(g) => g,
+            None => {
+                let mut conn = pool.acquire().await?;
+                sql::consume_recorded(&mut conn, &op, topic, subscriber, max, true).await?
+            }
+        };
+        let Some(msgs) = got else {
+            return Err(self.not_owner().await);
+        };
+        msgs.into_iter()
+            .map(|d| {
+                Ok(TopicMessage {
+                    seq: d.seq,
+                    payload: codec::decode(&d.payload)?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl WfStream {
+    /// The next value, waiting up to `timeout` for it; `None` at the end of the stream (closed,
+    /// or its writer ended) or on timeout ([`WfStream::is_done`] tells which). Every call is
+    /// recorded (`DBOS.readStream`), so a replay returns the same values.
+    ///
+    /// # Errors
+    /// [`WfError::NotFound`] when the writer does not exist; [`WfError::Encode`].
+    pub async fn next<T: DeserializeOwned>(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<T>, WfError> {
+        let name = "DBOS.readStream";
+        let ctx = &self.ctx;
+        let fid = ctx.next_fid();
+        let read: StreamRead = match ctx.replay(fid, name)? {
+            Some(r) => {
+                let read = ctx.replay_value(&r)?;
+                if let StreamRead::Value(_) = read {
+                    // The live reader keeps pace with replayed reads, to resume after them.
+                    self.reader.skip_one();
+                }
+                read
+            }
+            None => {
+                ctx.check_deadline().await?;
+                let started = now_ms();
+                let read = match self.reader.next_text(timeout).await? {
+                    Some(v) => StreamRead::Value(codec::decode(&v)?),
+                    None if self.reader.is_done() => StreamRead::End,
+                    None => StreamRead::Timeout,
+                };
+                let text = codec::encode(&read)?;
+                ctx.record(ctx.checkpoint(fid, name, &Ok(text), started, now_ms(), None))
+                    .await?;
+                read
+            }
+        };
+        match read {
+            StreamRead::Value(v) => Ok(Some(serde_json::from_value(v)?)),
+            StreamRead::End => {
+                self.ended = true;
+                Ok(None)
+            }
+            StreamRead::Timeout => Ok(None),
+        }
+    }
+
+    /// Whether the stream has ended.
+    pub fn is_done(&self) -> bool {
+        self.ended
+    }
+}
+
+/// The tokio instant at epoch-ms `end_ms`.
+fn instant_at(end_ms: i64) -> Instant {
+    Instant::now() + Duration::from_millis((end_ms - now_ms()).max(0) as u64)
+}

@@ -1,0 +1,655 @@
+//! Messaging semantics: send/recv mailboxes, idempotency, exactly-once inside workflows,
+//! events with history, streams read live, pub/sub topics with cursors, limits and bad input.
+
+mod support;
+
+use std::time::Duration;
+
+use dbos_msg::{Outgoing, Start};
+use dbos_services::workflow::{Options, StartOptions, TopicMessage, WfCtx, WfError};
+use support::{node, node_on, seed, status, step_names, wait_status};
+
+fn id(s: &str) -> StartOptions {
+    StartOptions {
+        workflow_id: Some(s.to_owned()),
+        ..StartOptions::default()
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Receives `n` messages of topic "a", then one of "b", then times out once on "a".
+async fn receiver(ctx: WfCtx, (n,): (i64,)) -> Result<Vec<Option<String>>, WfError> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(ctx.recv::<String>(Some("a"), WAIT).await?);
+    }
+    got.push(ctx.recv(Some("b"), WAIT).await?);
+    got.push(ctx.recv(Some("a"), Duration::from_millis(200)).await?);
+    Ok(got)
+}
+
+async fn unconsumed(pool: &sqlx::PgPool, dest: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM dbos.notifications WHERE destination_uuid = $1 AND NOT consumed",
+    )
+    .bind(dest)
+    .fetch_one(pool)
+    .await
+    .expect("count")
+}
+
+#[tokio::test]
+async fn mailboxes_are_fifo_per_topic_independent_and_recv_times_out() {
+    let n = node(|r| {
+        r.register("receiver", receiver);
+    })
+    .await;
+    let h =
+        n.wf.start::<_, Vec<Option<String>>>("receiver", (3,), id("rx"))
+            .await
+            .expect("start");
+    let msg = n.wf.messages();
+    // Sent before the receiver waits on "b": topics are separate mailboxes.
+    msg.send("rx", "b1", Some("b"), None)
+        .await
+        .expect("send b1");
+    for m in ["a1", "a2", "a3"] {
+        msg.send("rx", m, Some("a"), None).await.expect("send a");
+    }
+    let out = h.result().await.expect("receiver finishes");
+    let want: Vec<Option<String>> = vec![
+        Some("a1".into()),
+        Some("a2".into()),
+        Some("a3".into()),
+        Some("b1".into()),
+        None,
+    ];
+    assert_eq!(out, want);
+    // Each recv took two function IDs (the receive and its timer), as in DBOS.
+    let names: Vec<String> = step_names(n.pool(), "rx")
+        .await
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
+    assert_eq!(names.len(), 10);
+    assert!(names
+        .chunks(2)
+        .all(|p| p[0] == "DBOS.recv" && p[1] == "DBOS.sleep"));
+    let consumed: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT message, consumed_by_function_id FROM dbos.notifications
+         WHERE destination_uuid = 'rx' ORDER BY consumed_by_function_id",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("rows");
+    assert_eq!(
+        consumed,
+        vec![
+            ("\"a1\"".into(), 1),
+            ("\"a2\"".into(), 3),
+            ("\"a3\"".into(), 5),
+            ("\"b1\"".into(), 7)
+        ]
+    );
+    n.stop().await;
+}
+
+async fn parked(ctx: WfCtx, (_,): (i64,)) -> Result<Option<i64>, WfError> {
+    ctx.recv(None, WAIT).await
+}
+
+#[tokio::test]
+async fn idempotency_keys_deliver_once_and_missing_destinations_store_nothing() {
+    let n = node(|r| {
+        r.register("parked", parked);
+    })
+    .await;
+    let h =
+        n.wf.start::<_, Option<i64>>("parked", (0,), id("p1"))
+            .await
+            .expect("start");
+    let msg = n.wf.messages();
+    assert!(msg.send("p1", &7, None, Some("k")).await.expect("first"));
+    assert!(!msg.send("p1", &8, None, Some("k")).await.expect("repeat"));
+    assert_eq!(h.result().await.expect("done"), Some(7));
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.notifications WHERE destination_uuid = 'p1'")
+            .fetch_one(n.pool())
+            .await
+            .expect("count");
+    assert_eq!(rows, 1, "the repeated send was not stored");
+
+    let err = msg
+        .send("nobody", &1, None, None)
+        .await
+        .expect_err("no such workflow");
+    assert!(
+        matches!(err, dbos_msg::Error::NoSuchWorkflow(ref w) if w == "nobody"),
+        "{err}"
+    );
+    // A bulk send with one missing destination stores none and names the missing one.
+    let bulk = vec![
+        Outgoing {
+            destination: "p1".into(),
+            message: "1".into(),
+            topic: None,
+            idempotency_key: None,
+        },
+        Outgoing {
+            destination: "ghost".into(),
+            message: "2".into(),
+            topic: None,
+            idempotency_key: None,
+        },
+    ];
+    let err = msg.send_bulk(&bulk).await.expect_err("missing destination");
+    assert!(err.to_string().contains("ghost"), "{err}");
+    assert_eq!(unconsumed(n.pool(), "p1").await, 0);
+    // Over the size limit: a clear error and nothing stored.
+    let big = "x".repeat(msg.options().message_bytes_max + 1);
+    let err = msg
+        .send("p1", &big, None, None)
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, dbos_msg::Error::TooLarge { .. }), "{err}");
+    assert_eq!(unconsumed(n.pool(), "p1").await, 0);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn sql_send_message_wakes_recv_and_invalid_json_is_refused() {
+    let n = node(|r| {
+        r.register("parked", parked);
+    })
+    .await;
+    let h =
+        n.wf.start::<_, Option<i64>>("parked", (0,), id("s1"))
+            .await
+            .expect("start");
+    let err = sqlx::query("SELECT dbos.send_message('s1', '{not json'::json)")
+        .execute(n.pool())
+        .await
+        .expect_err("invalid JSON");
+    assert_eq!(dbos_kernel::sqlstate(&err).as_deref(), Some("22P02"));
+    let err = sqlx::query("SELECT dbos.send_message('nobody', '1'::json)")
+        .execute(n.pool())
+        .await
+        .expect_err("missing destination");
+    assert!(
+        err.to_string().contains("DBOS non-existent workflow"),
+        "{err}"
+    );
+    sqlx::query("SELECT dbos.send_message('s1', '42'::json)")
+        .execute(n.pool())
+        .await
+        .expect("send from SQL");
+    assert_eq!(h.result().await.expect("done"), Some(42));
+    n.stop().await;
+}
+
+/// Sends one message, receives two: the send and the first receive are recorded.
+async fn relay(ctx: WfCtx, (_,): (i64,)) -> Result<Vec<Option<String>>, WfError> {
+    ctx.send("sink", "hello", None).await?;
+    let a = ctx.recv(None, WAIT).await?;
+    let b = ctx.recv(None, WAIT).await?;
+    Ok(vec![a, b])
+}
+
+#[tokio::test]
+async fn a_recovered_workflow_neither_resends_nor_takes_a_second_message() {
+    let n = node(|r| {
+        r.register("relay", relay);
+        r.register("parked", parked);
+    })
+    .await;
+    n.wf.start::<_, Option<i64>>("parked", (0,), id("sink"))
+        .await
+        .expect("sink");
+    let v = n.wf.app_version().to_owned();
+    // As a crashed execution left it: sent (op 1), received "m1" (ops 2-3).
+    seed(
+        n.pool(),
+        "relay-1",
+        "relay",
+        "PENDING",
+        "crashed-node",
+        &v,
+        1,
+        &[
+            (1, "DBOS.send", "null"),
+            (2, "DBOS.recv", "\"m1\""),
+            (3, "DBOS.sleep", "1e12"),
+        ],
+    )
+    .await;
+    n.wf.messages()
+        .send("relay-1", "m2", None, None)
+        .await
+        .expect("m2");
+    n.wf.recover(&["crashed-node".to_owned()])
+        .await
+        .expect("recover");
+    let out: Vec<Option<String>> = n.wf.handle("relay-1").result().await.expect("done");
+    assert_eq!(out, vec![Some("m1".into()), Some("m2".into())]);
+    let sent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dbos.notifications WHERE destination_uuid = 'sink'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("count");
+    assert_eq!(sent, 0, "the recorded send was not repeated");
+    let by: Option<i32> = sqlx::query_scalar(
+        "SELECT consumed_by_function_id FROM dbos.notifications WHERE destination_uuid = 'relay-1'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("m2 row");
+    assert_eq!(by, Some(4), "m2 was taken by the second receive only");
+    n.stop().await;
+}
+
+/// Publishes its progress as events, and waits for a go-ahead in between.
+async fn progress(ctx: WfCtx, (_,): (i64,)) -> Result<String, WfError> {
+    ctx.set_event("stage", "started").await?;
+    ctx.set_event("owner", &serde_json::json!({"team": "ops"}))
+        .await?;
+    let go: Option<String> = ctx.recv(Some("go"), WAIT).await?;
+    ctx.set_event("stage", "done").await?;
+    Ok(go.unwrap_or_default())
+}
+
+/// Reads another workflow's event from inside a workflow.
+async fn watcher(ctx: WfCtx, (_,): (i64,)) -> Result<(Option<String>, Option<String>), WfError> {
+    let seen = ctx.get_event("ev", "stage", WAIT).await?;
+    let missing = ctx
+        .get_event("ev", "never-set", Duration::from_millis(100))
+        .await?;
+    Ok((seen, missing))
+}
+
+#[tokio::test]
+async fn events_wait_latest_wins_history_is_kept_and_reads_are_recorded() {
+    let n = node(|r| {
+        r.register("progress", progress);
+        r.register("watcher", watcher);
+    })
+    .await;
+    let h =
+        n.wf.start::<_, String>("progress", (0,), id("ev"))
+            .await
+            .expect("start");
+    let msg = n.wf.messages();
+    let stage: Option<String> = msg.get_event("ev", "stage", WAIT).await.expect("wait");
+    assert_eq!(stage.as_deref(), Some("started"));
+    let w: (Option<String>, Option<String>) =
+        n.wf.run("watcher", (0,), id("w")).await.expect("watcher");
+    assert_eq!(w, (Some("started".into()), None));
+    msg.send("ev", "go!", Some("go"), None).await.expect("go");
+    assert_eq!(h.result().await.expect("done"), "go!");
+    let stage: Option<String> = msg
+        .get_event("ev", "stage", Duration::ZERO)
+        .await
+        .expect("read");
+    assert_eq!(stage.as_deref(), Some("done"), "the latest value wins");
+    let all = msg.get_all_events("ev").await.expect("all");
+    assert_eq!(
+        all,
+        vec![
+            ("owner".into(), r#"{"team":"ops"}"#.into()),
+            ("stage".into(), "\"done\"".into())
+        ]
+    );
+    let history: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT function_id, value FROM dbos.workflow_events_history
+         WHERE workflow_uuid = 'ev' AND key = 'stage' ORDER BY function_id",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("history");
+    assert_eq!(
+        history,
+        vec![(1, "\"started\"".into()), (5, "\"done\"".into())]
+    );
+    let missing: Option<String> = msg
+        .get_event("ev", "nope", Duration::from_millis(50))
+        .await
+        .expect("timeout");
+    assert_eq!(missing, None);
+    // The watcher's reads are recorded: a rewind replays them instead of reading again.
+    dbos_services::workflow::manage::rewind(n.pool(), "w", 5)
+        .await
+        .expect("rewind");
+    n.wf.wake();
+    let again: (Option<String>, Option<String>) = n.wf.handle("w").result().await.expect("again");
+    assert_eq!(again, (Some("started".into()), None));
+    n.stop().await;
+}
+
+/// Writes `n` values to stream "out", waiting for a tick message before each, then closes it
+/// (or fails without closing when `n` is negative).
+async fn writer(ctx: WfCtx, (n,): (i64,)) -> Result<i64, WfError> {
+    for i in 0..n.abs() {
+        ctx.recv::<i64>(Some("tick"), WAIT).await?;
+        ctx.write_stream("out", &i).await?;
+    }
+    if n < 0 {
+        return Err(WfError::failed("Crash", "stopped without closing"));
+    }
+    ctx.close_stream("out").await?;
+    Ok(n)
+}
+
+/// Reads workflow "w1"'s stream "out" from inside a workflow.
+async fn stream_reader(ctx: WfCtx, (_,): (i64,)) -> Result<Vec<i64>, WfError> {
+    let mut s = ctx.read_stream("w1", "out");
+    let mut got = Vec::new();
+    while let Some(v) = s.next::<i64>(WAIT).await? {
+        got.push(v);
+    }
+    assert!(s.is_done());
+    Ok(got)
+}
+
+#[tokio::test]
+async fn streams_are_read_live_until_closed_or_the_writer_ends() {
+    let n = node(|r| {
+        r.register("writer", writer);
+        r.register("stream_reader", stream_reader);
+    })
+    .await;
+    let msg = n.wf.messages().clone();
+    n.wf.start::<_, i64>("writer", (4,), id("w1"))
+        .await
+        .expect("writer");
+    let live = tokio::spawn({
+        let msg = msg.clone();
+        async move {
+            let mut r = msg.read_stream("w1", "out", 0);
+            let mut got = Vec::new();
+            while let Some(v) = r.next::<i64>(WAIT).await.expect("read") {
+                got.push(v);
+                // Each value read releases the next.
+                msg.send("w1", &0, Some("tick"), None).await.expect("tick");
+            }
+            (got, r.is_done())
+        }
+    });
+    msg.send("w1", &0, Some("tick"), None)
+        .await
+        .expect("first tick");
+    let (got, done) = live.await.expect("reader");
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    assert!(done, "the reader stopped at the close");
+    // From an offset.
+    let mut r = msg.read_stream("w1", "out", 2);
+    assert_eq!(r.next::<i64>(WAIT).await.expect("2"), Some(2));
+    assert_eq!(r.next::<i64>(WAIT).await.expect("3"), Some(3));
+    assert_eq!(r.next::<i64>(WAIT).await.expect("end"), None);
+    // Inside a workflow every read is recorded, the end too.
+    let inside: Vec<i64> =
+        n.wf.run("stream_reader", (0,), id("sr"))
+            .await
+            .expect("inside");
+    assert_eq!(inside, vec![0, 1, 2, 3]);
+    let reads = step_names(n.pool(), "sr").await;
+    assert_eq!(reads.len(), 5);
+    assert!(reads.iter().all(|(_, name)| name == "DBOS.readStream"));
+    // A writer that fails without closing still ends the stream for its readers.
+    n.wf.start::<_, i64>("writer", (-2,), id("w2"))
+        .await
+        .expect("failing writer");
+    for _ in 0..2 {
+        msg.send("w2", &0, Some("tick"), None).await.expect("tick");
+    }
+    let mut r = msg.read_stream("w2", "out", 0);
+    let mut got = Vec::new();
+    while let Some(v) = r.next::<i64>(WAIT).await.expect("read") {
+        got.push(v);
+    }
+    assert_eq!(got, vec![0, 1]);
+    assert!(r.is_done());
+    wait_status(n.pool(), "w2", "ERROR").await;
+    // A stream of a workflow that does not exist is an error, not an endless wait.
+    let err = msg
+        .read_stream("nobody", "out", 0)
+        .next::<i64>(WAIT)
+        .await
+        .expect_err("no writer");
+    assert!(matches!(err, dbos_msg::Error::NoSuchWorkflow(_)), "{err}");
+    n.stop().await;
+}
+
+/// Subscribes to "news" and consumes until it has `n` messages; returns them.
+async fn subscriber(ctx: WfCtx, (n,): (i64,)) -> Result<Vec<TopicMessage<String>>, WfError> {
+    ctx.subscribe("news", Start::Next).await?;
+    ctx.set_event("ready", &true).await?;
+    let mut got = Vec::new();
+    while (got.len() as i64) < n {
+        got.extend(ctx.next_messages::<String>("news", WAIT).await?);
+    }
+    Ok(got)
+}
+
+/// Publishes `n` messages to "news" in one batch.
+async fn publisher(ctx: WfCtx, (n,): (i64,)) -> Result<(i64, i64), WfError> {
+    let batch: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    ctx.publish("news", &batch).await
+}
+
+#[tokio::test]
+async fn a_publish_reaches_every_subscriber_once_in_order() {
+    let n = node(|r| {
+        r.register("subscriber", subscriber);
+        r.register("publisher", publisher);
+    })
+    .await;
+    let msg = n.wf.messages();
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        let wid = format!("sub-{i}");
+        handles.push(
+            n.wf.start::<_, Vec<TopicMessage<String>>>("subscriber", (5,), id(&wid))
+                .await
+                .expect("start"),
+        );
+        let ready: Option<bool> = msg.get_event(&wid, "ready", WAIT).await.expect("ready");
+        assert_eq!(ready, Some(true));
+    }
+    let range: (i64, i64) = n.wf.run("publisher", (3,), id("pub-1")).await.expect("pub");
+    assert_eq!(range, (1, 3));
+    assert_eq!(
+        msg.publish("news", &["n3", "n4"])
+            .await
+            .expect("client publish"),
+        (4, 5)
+    );
+    for h in handles {
+        let got = h.result().await.expect("subscriber");
+        let payloads: Vec<(i64, String)> = got.into_iter().map(|m| (m.seq, m.payload)).collect();
+        assert_eq!(
+            payloads,
+            (0..5).map(|i| (i + 1, format!("n{i}"))).collect::<Vec<_>>()
+        );
+    }
+    // One stored copy per message, whatever the number of subscribers.
+    let (stored, cursors): (i64, Vec<i64>) = (
+        sqlx::query_scalar("SELECT count(*) FROM msg.messages WHERE topic = 'news'")
+            .fetch_one(n.pool())
+            .await
+            .expect("stored"),
+        sqlx::query_scalar("SELECT cursor FROM msg.subscriptions WHERE topic = 'news' ORDER BY 1")
+            .fetch_all(n.pool())
+            .await
+            .expect("cursors"),
+    );
+    assert_eq!(stored, 5);
+    assert_eq!(cursors, vec![5, 5, 5]);
+    let view: (i64, i64, i64) = sqlx::query_as(
+        "SELECT head_seq, subscribers, retained FROM os.topics WHERE topic = 'news'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("os.topics");
+    assert_eq!(view, (5, 3, 5));
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn plain_consumers_commit_the_cursor_with_their_transaction_and_retention_sweeps() {
+    let n = node(|_| {}).await;
+    let msg = n.wf.messages();
+    assert_eq!(
+        msg.subscribe("jobs", "worker", Start::Next)
+            .await
+            .expect("sub"),
+        0
+    );
+    msg.publish("jobs", &[1, 2, 3]).await.expect("publish");
+    // A consumer whose transaction rolls back has consumed nothing.
+    let mut tx = n.pool().begin().await.expect("begin");
+    let got = dbos_msg::sql::consume(&mut tx, "jobs", "worker", 2)
+        .await
+        .expect("consume");
+    assert_eq!(got.len(), 2);
+    tx.rollback().await.expect("rollback");
+    let got = msg
+        .consume("jobs", "worker", Duration::ZERO)
+        .await
+        .expect("consume again");
+    assert_eq!(
+        got.iter().map(|d| d.payload.as_str()).collect::<Vec<_>>(),
+        vec!["1", "2", "3"]
+    );
+    // Re-subscribing keeps the place; nothing new means an empty batch after the timeout.
+    assert_eq!(
+        msg.subscribe("jobs", "worker", Start::Next)
+            .await
+            .expect("again"),
+        3
+    );
+    assert!(msg
+        .consume("jobs", "worker", Duration::from_millis(50))
+        .await
+        .expect("empty")
+        .is_empty());
+    // A new subscriber from the oldest retained message; an unknown one is refused.
+    msg.subscribe("jobs", "late", Start::Oldest)
+        .await
+        .expect("late");
+    assert_eq!(
+        msg.consume("jobs", "late", Duration::ZERO)
+            .await
+            .expect("late")
+            .len(),
+        3
+    );
+    let err = msg
+        .consume("jobs", "stranger", Duration::ZERO)
+        .await
+        .expect_err("not subscribed");
+    assert!(
+        matches!(err, dbos_msg::Error::NotSubscribed { .. }),
+        "{err}"
+    );
+    // Retention by count keeps the newest two.
+    msg.set_retention("jobs", None, Some(2))
+        .await
+        .expect("retention");
+    msg.publish("jobs", &[4]).await.expect("publish");
+    let mut conn = n.pool().acquire().await.expect("conn");
+    let swept = dbos_msg::sql::sweep(&mut conn).await.expect("sweep");
+    assert_eq!(swept, 2);
+    let left: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM msg.messages WHERE topic = 'jobs' ORDER BY seq")
+            .fetch_all(n.pool())
+            .await
+            .expect("left");
+    assert_eq!(left, vec![3, 4]);
+    // Bad names and limits are clear errors.
+    let err = msg.publish("", &[1]).await.expect_err("empty topic");
+    assert!(matches!(err, dbos_msg::Error::InvalidName { .. }), "{err}");
+    let err = msg
+        .set_retention("jobs", Some(0), None)
+        .await
+        .expect_err("zero retention");
+    assert!(err.to_string().contains("check"), "{err}");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn many_waiting_workflows_hold_no_pooled_connection() {
+    let db = dbos_kernel::testing::database().await;
+    let mut config = db.config();
+    config.pool_size_max = 4;
+    let kernel = dbos_kernel::Kernel::boot(config, &dbos_services::migrations())
+        .await
+        .expect("boot");
+    let mut registry = dbos_services::workflow::Registry::new();
+    registry.register("parked", parked);
+    let wf = dbos_services::workflow::Service::launch(&kernel, registry, Options::default())
+        .await
+        .expect("launch");
+    let waiting = 60;
+    let mut handles = Vec::new();
+    for i in 0..waiting {
+        handles.push(
+            wf.start::<_, Option<i64>>("parked", (0,), id(&format!("park-{i}")))
+                .await
+                .expect("start"),
+        );
+    }
+    // All are parked in recv, on a pool of 4 connections.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while wf.messages().waiters().waiting() < waiting {
+        assert!(tokio::time::Instant::now() < deadline, "all reach recv");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..waiting {
+        wf.messages()
+            .send(&format!("park-{i}"), &(i as i64), None, None)
+            .await
+            .expect("send while they wait");
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.result().await.expect("done"), Some(i as i64));
+    }
+    assert_eq!(status(kernel.pool(), "park-0").await, "SUCCESS");
+    kernel.shutdown().await.expect("shutdown");
+    drop(db);
+}
+
+#[tokio::test]
+async fn messaging_limits_come_from_options() {
+    let db = dbos_kernel::testing::database().await;
+    let n = node_on(
+        db,
+        |r| {
+            r.register("big_event", big_event);
+        },
+        Options {
+            msg: dbos_msg::Options {
+                message_bytes_max: 64,
+                ..dbos_msg::Options::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let err =
+        n.wf.run::<_, ()>("big_event", (100,), id("big"))
+            .await
+            .expect_err("too large");
+    assert!(err.to_string().contains("message_bytes_max"), "{err}");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_events WHERE workflow_uuid = 'big'")
+            .fetch_one(n.pool())
+            .await
+            .expect("count");
+    assert_eq!(events, 0, "nothing stored");
+    n.stop().await;
+}
+
+async fn big_event(ctx: WfCtx, (n,): (i64,)) -> Result<(), WfError> {
+    ctx.set_event("blob", &"x".repeat(n as usize)).await
+}
