@@ -89,12 +89,62 @@ async fn node(db: &testing::TestDb) -> (Kernel, Service) {
     r.register("kwargWorkflow", |_ctx: WfCtx, kw: Kw| async move {
         Ok::<_, WfError>(format!("{}-{}-{}", kw.name, kw.count, kw.tags.join(",")))
     });
+    dbos_services::builtin::register(&mut r);
     let opts = Options {
         poll_interval_ms: 100,
         ..Options::default()
     };
     let wf = Service::launch(&k, r, opts).await.expect("launch");
     (k, wf)
+}
+
+#[tokio::test]
+async fn a_python_client_sends_to_a_rust_recv_and_reads_its_events_and_stream() {
+    let Some(bin) = dbos_venv() else { return };
+    let db = testing::database().await;
+    let (k, wf) = node(&db).await;
+    let opts = StartOptions {
+        workflow_id: Some("py-echo".into()),
+        ..StartOptions::default()
+    };
+    let h = wf
+        .start::<_, u64>(dbos_services::builtin::ECHO, (60,), opts)
+        .await
+        .expect("start echo");
+    let script = r#"
+import json, sys
+from dbos import DBOSClient, WorkflowSerializationFormat
+P = WorkflowSerializationFormat.PORTABLE
+c = DBOSClient(system_database_url=sys.argv[1])
+print(json.dumps(c.get_event("py-echo", "ready", timeout_seconds=30)))
+c.send("py-echo", {"from": "python", "n": [1, 2]}, "in", "key-1", serialization_type=P)
+c.send("py-echo", {"from": "python", "n": [1, 2]}, "in", "key-1", serialization_type=P)
+c.send("py-echo", "second", "in", serialization_type=P)
+c.send("py-echo", None, "in", serialization_type=P)
+print(json.dumps(list(c.read_stream("py-echo", "out", timeout_seconds=30))))
+print(json.dumps(c.get_event("py-echo", "last", timeout_seconds=30)))
+c.destroy()
+"#;
+    let url = db.url.clone();
+    let out = tokio::task::spawn_blocking(move || python(&bin, script, &[&url]))
+        .await
+        .expect("python task");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "true",
+            r#"[{"from": "python", "n": [1, 2]}, "second"]"#,
+            "\"second\""
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        h.result().await.expect("echo ends"),
+        2,
+        "the repeated key was delivered once"
+    );
+    k.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]

@@ -7,9 +7,35 @@ use crate::workflow::{Registry, WfCtx, WfError};
 /// Name of the demonstration workflow run by `dbos demo`.
 pub const DEMO: &str = "dbos.demo";
 
+/// Name of the echo workflow, for trying messaging from the command line or any client.
+pub const ECHO: &str = "dbos.echo";
+
 /// Registers the built-in workflows.
 pub fn register(r: &mut Registry) {
     r.register(DEMO, demo);
+    r.register(ECHO, echo);
+}
+
+/// Echoes messages: announces itself with event `ready`, then takes each message of mailbox
+/// topic `in` (waiting up to `idle_s` seconds for each), appends it to stream `out` and sets
+/// event `last` to it; a `null` message or the idle timeout ends it, closing the stream.
+/// Returns how many messages it echoed.
+async fn echo(ctx: WfCtx, (idle_s,): (u64,)) -> Result<u64, WfError> {
+    ctx.set_event("ready", &true).await?;
+    let mut n = 0;
+    while let Some(m) = ctx
+        .recv::<serde_json::Value>(Some("in"), Duration::from_secs(idle_s))
+        .await?
+    {
+        if m.is_null() {
+            break;
+        }
+        ctx.write_stream("out", &m).await?;
+        ctx.set_event("last", &m).await?;
+        n += 1;
+    }
+    ctx.close_stream("out").await?;
+    Ok(n)
 }
 
 /// A sample workflow of four durable operations, each pausing `pause_ms` so a node can be

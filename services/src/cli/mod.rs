@@ -1,6 +1,7 @@
 //! The `dbos` command-line interface.
 
 mod demo;
+mod msg;
 mod render;
 mod wf;
 
@@ -53,6 +54,16 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: wf::WfCommand,
+    },
+    /// Send messages to workflows, read their events and streams, publish and subscribe.
+    Msg {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables (one JSON object per line for message feeds).
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: msg::MsgCommand,
     },
     /// Show durability in five minutes: run a workflow on a node, kill the node with SIGKILL
     /// mid-way, boot again, and watch the workflow finish without redoing finished steps.
@@ -145,6 +156,33 @@ struct BootArgs {
     connect_retry_ms_max: u64,
 }
 
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`), or plain milliseconds.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m or 1h"))?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n * 1e3,
+        "m" | "min" => n * 60e3,
+        "h" => n * 3600e3,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    if !ms.is_finite() || ms < 0.0 || ms > 1e15 {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(std::time::Duration::from_millis(ms as u64))
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     config::parse_label(s).map_err(|e| e.to_string())
 }
@@ -215,6 +253,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             json,
             command,
         } => wf::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Msg {
+            conn,
+            json,
+            command,
+        } => msg::run(&conn, Format::from_json_flag(json), command).await,
         Command::Demo { data_dir, pause_ms } => {
             demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
         }
