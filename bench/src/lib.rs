@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
-pub const SUITES: &[&str] = &["ceiling", "workflow", "peer", "recovery"];
+pub const SUITES: &[&str] = &["ceiling", "workflow", "peer", "recovery", "msg"];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -222,6 +222,7 @@ async fn run(args: Args) -> Result<()> {
             }
             "peer" => suites::peer(&env, plan).await?,
             "recovery" => suites::recovery(&env, plan).await?,
+            "msg" => suites::msg(&env, plan).await?,
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;

@@ -35,7 +35,7 @@ mod wait;
 pub use client::{decode, Client, Options, StreamReader};
 pub use error::{Error, Result};
 pub use sql::{Delivered, Outgoing, Start};
-pub use wait::{Channel, Waiters};
+pub use wait::{Channel, Waiter, Waiters, Woke};
 
 use dbos_kernel::{Migration, ServiceMigrations};
 
@@ -45,6 +45,8 @@ pub const NOTIFICATIONS_CHANNEL: &str = "dbos_notifications_channel";
 pub const EVENTS_CHANNEL: &str = "dbos_workflow_events_channel";
 /// Channel DBOS announces stream values on (payload `"{workflow}::{key}"`).
 pub const STREAMS_CHANNEL: &str = "dbos_streams_channel";
+/// Channel on which cancelling a workflow wakes its waits (payload: the workflow ID).
+pub const CANCEL_CHANNEL: &str = "dbos_workflow_cancel";
 /// Channel of our pub/sub topics (payload: the topic).
 pub const TOPICS_CHANNEL: &str = "dbos_msg_topics";
 

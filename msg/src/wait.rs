@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use dbos_kernel::{Notifier, Wake};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::Result;
-use crate::{EVENTS_CHANNEL, NOTIFICATIONS_CHANNEL, STREAMS_CHANNEL, TOPICS_CHANNEL};
+use crate::{
+    CANCEL_CHANNEL, EVENTS_CHANNEL, NOTIFICATIONS_CHANNEL, STREAMS_CHANNEL, TOPICS_CHANNEL,
+};
 
 /// The channels waiters wait on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,14 +32,17 @@ pub enum Channel {
     Streams,
     /// Our pub/sub channel, key the topic.
     Topics,
+    /// Workflows cancelled, key the workflow ID.
+    Cancel,
 }
 
 impl Channel {
-    const ALL: [Channel; 4] = [
+    const ALL: [Channel; 5] = [
         Channel::Notifications,
         Channel::Events,
         Channel::Streams,
         Channel::Topics,
+        Channel::Cancel,
     ];
 
     fn name(self) -> &'static str {
@@ -46,13 +51,21 @@ impl Channel {
             Channel::Events => EVENTS_CHANNEL,
             Channel::Streams => STREAMS_CHANNEL,
             Channel::Topics => TOPICS_CHANNEL,
+            Channel::Cancel => CANCEL_CHANNEL,
         }
     }
 }
 
 struct Entry {
-    notify: Arc<Notify>,
+    /// Bumped on every notification for the key; each waiter watches it.
+    wakes: watch::Sender<u64>,
     waiters: usize,
+}
+
+impl Entry {
+    fn wake(&self) {
+        self.wakes.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 type Table = Mutex<HashMap<(Channel, String), Entry>>;
@@ -72,20 +85,77 @@ impl std::fmt::Debug for Waiters {
     }
 }
 
-/// A registration; dropping it forgets the waiter.
-struct Guard<'a> {
+/// A registered waiter: notifications for its keys that arrive after registration wake it,
+/// however late it starts waiting. Dropping it forgets the registration.
+pub struct Waiter<'a> {
     table: &'a Table,
-    key: (Channel, String),
-    notify: Arc<Notify>,
+    keys: Vec<((Channel, String), watch::Receiver<u64>)>,
+    recheck_interval: Duration,
 }
 
-impl Drop for Guard<'_> {
+/// Why [`Waiter::wait`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woke {
+    /// A notification for the registration at this index (0: the first key).
+    Key(usize),
+    /// The deadline or the recheck interval passed.
+    Timer,
+}
+
+impl Waiter<'_> {
+    /// Also wakes on notifications for `key` on `chan` (e.g. the waiting workflow's
+    /// cancellation); its index in [`Woke::Key`] is the number of keys registered before it.
+    pub fn also(mut self, chan: Channel, key: String) -> Self {
+        let rx = register_key(self.table, chan, key.clone());
+        self.keys.push(((chan, key), rx));
+        self
+    }
+
+    /// Sleeps until a notification for one of the keys arrives (or arrived since the last
+    /// wake-up), `recheck_interval_ms` passes, or `deadline` passes; then the caller re-probes.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait(&mut self, deadline: Option<Instant>) -> Woke {
+        let mut until = Instant::now() + self.recheck_interval;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        let changed = self.keys.iter_mut().enumerate().map(|(i, (_, rx))| {
+            Box::pin(async move {
+                // The sender lives as long as this registration, so this only returns on a
+                // change; an error would mean it is gone, which is a wake-up too.
+                let _ = rx.changed().await;
+                i
+            })
+        });
+        let any = futures_util::future::select_all(changed);
+        tokio::select! {
+            (i, _, _) = any => Woke::Key(i),
+            _ = tokio::time::sleep_until(until) => Woke::Timer,
+        }
+    }
+}
+
+fn register_key(table: &Table, chan: Channel, key: String) -> watch::Receiver<u64> {
+    let mut t = table.lock();
+    let e = t.entry((chan, key)).or_insert_with(|| Entry {
+        wakes: watch::channel(0).0,
+        waiters: 0,
+    });
+    e.waiters += 1;
+    e.wakes.subscribe()
+}
+
+impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let mut t = self.table.lock();
-        if let Some(e) = t.get_mut(&self.key) {
-            e.waiters -= 1;
-            if e.waiters == 0 {
-                t.remove(&self.key);
+        for (key, _) in &self.keys {
+            if let Some(e) = t.get_mut(key) {
+                e.waiters -= 1;
+                if e.waiters == 0 {
+                    t.remove(key);
+                }
             }
         }
     }
@@ -108,13 +178,13 @@ impl Waiters {
                     match wake {
                         Wake::Notified(key) => {
                             if let Some(e) = t.get(&(chan, key)) {
-                                e.notify.notify_waiters();
+                                e.wake();
                             }
                         }
                         Wake::Recheck => {
                             for ((c, _), e) in t.iter() {
                                 if *c == chan {
-                                    e.notify.notify_waiters();
+                                    e.wake();
                                 }
                             }
                         }
@@ -128,17 +198,14 @@ impl Waiters {
         })
     }
 
-    fn register(&self, chan: Channel, key: String) -> Guard<'_> {
-        let mut t = self.table.lock();
-        let e = t.entry((chan, key.clone())).or_insert_with(|| Entry {
-            notify: Arc::new(Notify::new()),
-            waiters: 0,
-        });
-        e.waiters += 1;
-        Guard {
+    /// Registers a waiter for `key` on `chan`. Register before probing the table, so that a
+    /// notification committed between the probe and the wait is not missed.
+    pub fn register(&self, chan: Channel, key: String) -> Waiter<'_> {
+        let rx = register_key(&self.table, chan, key.clone());
+        Waiter {
             table: &self.table,
-            key: (chan, key),
-            notify: e.notify.clone(),
+            keys: vec![((chan, key), rx)],
+            recheck_interval: self.recheck_interval,
         }
     }
 
@@ -167,26 +234,15 @@ impl Waiters {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>>>,
     {
-        let guard = self.register(chan, key);
+        let mut waiter = self.register(chan, key);
         loop {
-            let notified = guard.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             if let Some(v) = probe().await? {
                 return Ok(Some(v));
             }
-            let now = Instant::now();
-            let mut until = now + self.recheck_interval;
-            if let Some(d) = deadline {
-                if d <= now {
-                    return Ok(None);
-                }
-                until = until.min(d);
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Ok(None);
             }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
+            waiter.wait(deadline).await;
         }
     }
 }

@@ -66,16 +66,24 @@ async fn mailboxes_are_fifo_per_topic_independent_and_recv_times_out() {
         None,
     ];
     assert_eq!(out, want);
-    // Each recv took two function IDs (the receive and its timer), as in DBOS.
-    let names: Vec<String> = step_names(n.pool(), "rx")
-        .await
-        .into_iter()
-        .map(|(_, name)| name)
+    // Each recv takes two function IDs (the receive and its timer), as in DBOS; the timer is
+    // only recorded by a receive that had to wait.
+    let steps = step_names(n.pool(), "rx").await;
+    let recvs: Vec<i32> = steps
+        .iter()
+        .filter(|(_, name)| name == "DBOS.recv")
+        .map(|(fid, _)| *fid)
         .collect();
-    assert_eq!(names.len(), 10);
-    assert!(names
-        .chunks(2)
-        .all(|p| p[0] == "DBOS.recv" && p[1] == "DBOS.sleep"));
+    assert_eq!(recvs, vec![1, 3, 5, 7, 9]);
+    assert!(steps
+        .iter()
+        .all(|(fid, name)| name == "DBOS.recv" || (name == "DBOS.sleep" && fid % 2 == 0)));
+    assert!(
+        steps
+            .iter()
+            .any(|(fid, name)| *fid == 10 && name == "DBOS.sleep"),
+        "the receive that timed out waited on its timer"
+    );
     let consumed: Vec<(String, i32)> = sqlx::query_as(
         "SELECT message, consumed_by_function_id FROM dbos.notifications
          WHERE destination_uuid = 'rx' ORDER BY consumed_by_function_id",
@@ -652,4 +660,57 @@ async fn messaging_limits_come_from_options() {
 
 async fn big_event(ctx: WfCtx, (n,): (i64,)) -> Result<(), WfError> {
     ctx.set_event("blob", &"x".repeat(n as usize)).await
+}
+
+async fn long_wait(ctx: WfCtx, (sleep,): (i64,)) -> Result<Option<i64>, WfError> {
+    if sleep == 1 {
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        return Ok(None);
+    }
+    ctx.recv(None, Duration::from_secs(3600)).await
+}
+
+#[tokio::test]
+async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
+    let db = dbos_kernel::testing::database().await;
+    // No periodic re-check: only the cancellation notice can end these waits.
+    let n = node_on(
+        db,
+        |r| {
+            r.register("long_wait", long_wait);
+        },
+        Options {
+            msg: dbos_msg::Options {
+                recheck_interval_ms: 3_600_000,
+                ..dbos_msg::Options::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    for (wid, sleep) in [("in-recv", 0), ("in-sleep", 1)] {
+        let h =
+            n.wf.start::<_, Option<i64>>("long_wait", (sleep,), id(wid))
+                .await
+                .expect("start");
+        // Waiting once its timer is recorded.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !step_names(n.pool(), wid)
+            .await
+            .iter()
+            .any(|(_, s)| s == "DBOS.sleep")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{wid} waits");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        dbos_services::workflow::manage::cancel(n.pool(), wid, false)
+            .await
+            .expect("cancel");
+        let out = tokio::time::timeout(Duration::from_secs(60), h.result())
+            .await
+            .expect("the cancel ended the wait");
+        assert!(matches!(out, Err(WfError::Cancelled(_))), "{out:?}");
+        assert_eq!(status(n.pool(), wid).await, "CANCELLED");
+    }
+    n.stop().await;
 }

@@ -14,11 +14,13 @@ use sqlx::PgPool;
 use crate::{quantile, summarize, Plan, Row};
 
 mod ceiling;
+mod msg;
 mod peer;
 mod recovery;
 mod workflow;
 
 pub(crate) use ceiling::ceiling;
+pub(crate) use msg::msg;
 pub(crate) use peer::peer;
 pub(crate) use recovery::recovery;
 pub(crate) use workflow::workflow;
@@ -67,6 +69,9 @@ impl Env {
         let kernel = Kernel::boot(config, &dbos_services::migrations()).await?;
         let mut r = Registry::new();
         r.register(STEPS, noop_steps);
+        r.register(msg::PONG, msg::pong);
+        r.register(msg::PING, msg::ping);
+        r.register(msg::PROBE, msg::probe);
         let wf = Service::launch(
             &kernel,
             r,

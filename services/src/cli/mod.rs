@@ -177,7 +177,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
             ))
         }
     };
-    if !ms.is_finite() || ms < 0.0 || ms > 1e15 {
+    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
         return Err(format!("duration {s:?} is out of range"));
     }
     Ok(std::time::Duration::from_millis(ms as u64))

@@ -451,28 +451,53 @@ impl WfCtx {
     pub async fn sleep(&self, duration: Duration) -> Result<(), WfError> {
         let fid = self.next_fid();
         let end_ms = self.timer(fid, duration).await?;
-        let left = end_ms - now_ms();
-        if left > 0 {
-            tokio::time::sleep(Duration::from_millis(left as u64)).await;
+        // A cancellation wakes the sleep early.
+        let mut cancelled = self
+            .inner
+            .svc
+            .messages()
+            .waiters()
+            .register(dbos_msg::Channel::Cancel, self.inner.workflow_id.clone());
+        loop {
+            let left = end_ms - now_ms();
+            if left <= 0 {
+                return Ok(());
+            }
+            let until = tokio::time::Instant::now() + Duration::from_millis(left as u64);
+            if let dbos_msg::Woke::Key(_) = cancelled.wait(Some(until)).await {
+                self.stop_if_cancelled().await?;
+            }
         }
-        Ok(())
     }
 
     /// The wake-up time (epoch ms) of a durable timer at `fid`: recorded as `DBOS.sleep` on
     /// first execution, read back on replay, so a recovered wait only waits for what is left.
     pub(super) async fn timer(&self, fid: i32, duration: Duration) -> Result<i64, WfError> {
+        let (end, record) = self.plan_timer(fid, duration).await?;
+        if let Some(c) = record {
+            self.record(c).await?;
+        }
+        Ok(end)
+    }
+
+    /// The wake-up time of the timer at `fid`, and the checkpoint that records it when it is
+    /// new (the caller writes it, possibly while it already waits).
+    pub(super) async fn plan_timer(
+        &self,
+        fid: i32,
+        duration: Duration,
+    ) -> Result<(i64, Option<Checkpoint>), WfError> {
         let name = "DBOS.sleep";
         if let Some(r) = self.replay(fid, name)? {
             let secs: f64 = codec::decode(r.output.as_deref().unwrap_or("0"))?;
-            return Ok((secs * 1000.0) as i64);
+            return Ok(((secs * 1000.0) as i64, None));
         }
         self.check_deadline().await?;
         let now = now_ms();
         let end = now.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64);
         let secs = end as f64 / 1000.0;
-        self.record(self.checkpoint(fid, name, &Ok(codec::encode(&secs)?), now, end, None))
-            .await?;
-        Ok(end)
+        let c = self.checkpoint(fid, name, &Ok(codec::encode(&secs)?), now, end, None);
+        Ok((end, Some(c)))
     }
 
     /// The current time in milliseconds since the epoch, recorded: a replay sees the same value.

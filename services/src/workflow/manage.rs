@@ -230,18 +230,22 @@ pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String
              UNION
              SELECT w.workflow_uuid FROM dbos.workflow_status w JOIN tree ON w.parent_workflow_id = tree.id
              WHERE $2
+         ), c AS (
+             UPDATE dbos.workflow_status
+             SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
+                 started_at_epoch_ms = NULL,
+                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+                 completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+             WHERE workflow_uuid IN (SELECT id FROM tree)
+               AND status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')
+             RETURNING workflow_uuid
          )
-         UPDATE dbos.workflow_status
-         SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
-             started_at_epoch_ms = NULL,
-             updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
-             completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-         WHERE workflow_uuid IN (SELECT id FROM tree)
-           AND status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')
-         RETURNING workflow_uuid",
+         -- Wakes the cancelled workflows' waits (recv, sleep, ...) at commit.
+         SELECT c.workflow_uuid FROM c, LATERAL (SELECT pg_notify($3, c.workflow_uuid)) n",
     )
     .bind(id)
     .bind(cascade)
+    .bind(dbos_msg::CANCEL_CHANNEL)
     .fetch_all(pool)
     .await?;
     if ids.is_empty() {

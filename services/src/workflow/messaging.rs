@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dbos_msg::sql::{self, Op, Outgoing, Received};
-use dbos_msg::{Channel, Start};
+use dbos_msg::{Channel, Start, Woke};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -55,6 +55,20 @@ impl WfCtx {
 
     fn msg(&self) -> &dbos_msg::Client {
         self.inner.svc.messages()
+    }
+
+    /// After a cancellation notice: the error to stop with, unless this execution still owns
+    /// the workflow (the notice was for an earlier execution).
+    pub(super) async fn stop_if_cancelled(&self) -> Result<(), WfError> {
+        let svc = &self.inner.svc;
+        if svc
+            .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(self.not_owner().await)
+        }
     }
 
     async fn not_owner(&self) -> WfError {
@@ -133,41 +147,93 @@ impl WfCtx {
             return self.replay_value(&r);
         }
         self.check_deadline().await?;
-        let started = now_ms();
-        let end_ms = self.timer(timer_fid, timeout).await?;
-        let deadline = instant_at(end_ms);
+        let op = self.op(fid, name, now_ms());
+        let pool = self.pool();
         let key = format!(
             "{}::{}",
             self.inner.workflow_id,
             topic.unwrap_or(sql::NULL_TOPIC)
         );
-        let op = self.op(fid, name, started);
-        let pool = self.pool();
         let got = self
-            .msg()
-            .waiters()
-            .wait_for(Channel::Notifications, key, Some(deadline), || async move {
-                let mut conn = pool.acquire().await?;
-                Ok(
-                    match sql::recv_recorded(&mut conn, &op, topic, false).await? {
-                        Received::Empty => None,
-                        other => Some(other),
-                    },
-                )
+            .wait_recorded(Channel::Notifications, key, timer_fid, timeout, |last| {
+                let op = &op;
+                async move {
+                    let mut conn = pool.acquire().await?;
+                    Ok(
+                        match sql::recv_recorded(&mut conn, op, topic, last).await? {
+                            Received::Empty if !last => None,
+                            other => Some(other),
+                        },
+                    )
+                }
             })
             .await?;
-        let got = match got {
-            Some(g) => g,
-            None => {
-                let mut conn = pool.acquire().await?;
-                sql::recv_recorded(&mut conn, &op, topic, true).await?
-            }
-        };
         match got {
             Received::Message(m) => Ok(codec::decode(&m)?),
             Received::Empty => Ok(None),
             Received::NotOwner => Err(self.not_owner().await),
         }
+    }
+
+    /// Waits the way `recv`, `get_event` and `next_messages` do: registers for `key` on `chan`,
+    /// probes; when the first probe finds nothing, starts the timeout timer at `timer_fid`
+    /// (recorded while waiting, so a recovered wait only waits for what is left) and probes
+    /// again on every wake-up, the last time with `last` set, which must give a value.
+    async fn wait_recorded<T, F, Fut>(
+        &self,
+        chan: Channel,
+        key: String,
+        timer_fid: i32,
+        timeout: Duration,
+        mut probe: F,
+    ) -> Result<T, WfError>
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, WfError>>,
+    {
+        let mut waiter = self
+            .msg()
+            .waiters()
+            .register(chan, key)
+            .also(Channel::Cancel, self.inner.workflow_id.clone());
+        // Something already there is taken at once: 1 round trip, no timer recorded (its
+        // function ID stays reserved, so numbering is the same either way).
+        if let Some(v) = probe(false).await? {
+            return Ok(v);
+        }
+        let (end_ms, record) = self.plan_timer(timer_fid, timeout).await?;
+        let deadline = instant_at(end_ms);
+        // The workflow's own deadline cuts the wait short (and then cancels it).
+        let wf_deadline = self.inner.deadline_ms.map(instant_at);
+        let record = async {
+            match record {
+                Some(c) => self.record(c).await,
+                None => Ok(()),
+            }
+        };
+        let wait = async {
+            loop {
+                let until = wf_deadline.map_or(deadline, |d| d.min(deadline));
+                if let Woke::Key(1) = waiter.wait(Some(until)).await {
+                    self.stop_if_cancelled().await?;
+                }
+                if wf_deadline.is_some_and(|d| Instant::now() >= d) {
+                    self.check_deadline().await?;
+                }
+                let last = Instant::now() >= deadline;
+                if let Some(v) = probe(last).await? {
+                    return Ok(v);
+                }
+                if last {
+                    return Err(WfError::Invalid(
+                        "a final probe must give a value".to_owned(),
+                    ));
+                }
+            }
+        };
+        // A refused timer record (cancelled, or owned elsewhere) ends the wait at once.
+        let ((), got) = tokio::try_join!(record, wait)?;
+        Ok(got)
     }
 
     /// Sets this workflow's event `key` to `value` (the latest value wins; every value is kept
@@ -217,9 +283,20 @@ impl WfCtx {
         }
         self.check_deadline().await?;
         let started = now_ms();
-        let end_ms = self.timer(timer_fid, timeout).await?;
-        let wait = Duration::from_millis((end_ms - now_ms()).max(0) as u64);
-        let text = self.msg().get_event_text(workflow_id, key, wait).await?;
+        let pool = self.pool();
+        let text: Option<String> = self
+            .wait_recorded(
+                Channel::Events,
+                format!("{workflow_id}::{key}"),
+                timer_fid,
+                timeout,
+                |last| async move {
+                    let mut conn = pool.acquire().await?;
+                    let v = sql::get_event(&mut conn, workflow_id, key).await?;
+                    Ok(if v.is_some() || last { Some(v) } else { None })
+                },
+            )
+            .await?;
         let out = text.clone().unwrap_or_else(|| "null".to_owned());
         self.record(self.checkpoint(fid, name, &Ok(out), started, now_ms(), None))
             .await?;
@@ -347,36 +424,29 @@ impl WfCtx {
             return self.replay_value(&r);
         }
         self.check_deadline().await?;
-        let started = now_ms();
-        let end_ms = self.timer(timer_fid, timeout).await?;
-        let op = self.op(fid, name, started);
+        let op = self.op(fid, name, now_ms());
         let (pool, max) = (self.pool(), self.msg().options().topic_batch_max);
         let subscriber = self.inner.workflow_id.as_str();
         let got = self
-            .msg()
-            .waiters()
-            .wait_for(
+            .wait_recorded(
                 Channel::Topics,
                 topic.to_owned(),
-                Some(instant_at(end_ms)),
-                || async move {
-                    let mut conn = pool.acquire().await?;
-                    let v = sql::consume_recorded(&mut conn, &op, topic, subscriber, max, false)
-                        .await?;
-                    Ok(match v {
-                        Some(v) if v.is_empty() => None,
-                        other => Some(other),
-                    })
+                timer_fid,
+                timeout,
+                |last| {
+                    let op = &op;
+                    async move {
+                        let mut conn = pool.acquire().await?;
+                        let v = sql::consume_recorded(&mut conn, op, topic, subscriber, max, last)
+                            .await?;
+                        Ok(match v {
+                            Some(v) if v.is_empty() && !last => None,
+                            other => Some(other),
+                        })
+                    }
                 },
             )
             .await?;
-        let got = match got {
-            Some(g) => g,
-            None => {
-                let mut conn = pool.acquire().await?;
-                sql::consume_recorded(&mut conn, &op, topic, subscriber, max, true).await?
-            }
-        };
         let Some(msgs) = got else {
             return Err(self.not_owner().await);
         };

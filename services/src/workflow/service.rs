@@ -747,6 +747,21 @@ impl Service {
     }
 
     /// Why a write fenced on `(status = PENDING, owner_xid)` was refused.
+    /// Whether the execution holding `owner_xid` still owns workflow `id` (it is PENDING).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub(crate) async fn still_owner(&self, id: &str, owner_xid: &str) -> Result<bool, WfError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
+                            WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING')",
+        )
+        .bind(id)
+        .bind(owner_xid)
+        .fetch_one(&self.inner.pool)
+        .await?)
+    }
+
     pub(crate) async fn why_not_owner(&self, id: &str) -> WfError {
         let status: Result<Option<Option<String>>, _> =
             sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
@@ -769,16 +784,21 @@ impl Service {
     /// 1 round trip, 1 commit (served by the primary key, or idx_workflow_status_deadline).
     pub(crate) async fn cancel_expired(&self, id: Option<&str>) -> Result<(), WfError> {
         sqlx::query(
-            "UPDATE dbos.workflow_status
-             SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
-                 started_at_epoch_ms = NULL,
-                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
-                 completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-             WHERE ($1::text IS NULL OR workflow_uuid = $1)
-               AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
-               AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint",
+            "WITH c AS (
+                 UPDATE dbos.workflow_status
+                 SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL,
+                     deduplication_id = NULL, started_at_epoch_ms = NULL,
+                     updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+                     completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
+                 WHERE ($1::text IS NULL OR workflow_uuid = $1)
+                   AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
+                   AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint
+                 RETURNING workflow_uuid
+             )
+             SELECT count(pg_notify($2, workflow_uuid)) FROM c",
         )
         .bind(id)
+        .bind(dbos_msg::CANCEL_CHANNEL)
         .execute(&self.inner.pool)
         .await?;
         Ok(())

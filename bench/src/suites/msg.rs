@@ -1,0 +1,385 @@
+//! Suite `msg`: the paper's IPC benchmark (B4) on our messaging, beside tokio TCP on loopback and
+//! a Unix domain socket measured in the same run.
+//!
+//! - ping-pong: a workflow sends a message to another workflow, which sends it back; 64 B, 1 KB,
+//!   8 KB; a round trip is 4 commits (send, recv, send, recv).
+//! - ping20-pong20: 20 messages outstanding (one bulk send), replies received one by one.
+//! - broadcast: a publisher publishes 64 B messages to a topic (batches of 100 per commit) and R
+//!   plain subscribers consume them through their cursors; figure: deliveries per second.
+//! - send to a waiting `recv`: time from the client's send to the workflow's receipt.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dbos_msg::{Outgoing, Start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+
+/// Workflow that answers every "ping" message `(reply_to, payload)` with a "pong" carrying the
+/// payload, until it gets an empty `reply_to` or waits a minute.
+pub(super) const PONG: &str = "bench.pong";
+/// Workflow that plays ping-pong with a pong workflow: input `(pong_id, bytes, batch, run_ms)`;
+/// output the round-trip latencies in ms (one per batch).
+pub(super) const PING: &str = "bench.ping";
+/// Workflow that receives `n` messages carrying their send time (µs since the epoch) and returns
+/// each one's delay in ms.
+pub(super) const PROBE: &str = "bench.recv_probe";
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+pub(super) async fn pong(ctx: WfCtx, (_,): (u32,)) -> Result<u64, WfError> {
+    let mut n = 0;
+    while let Some((from, payload)) = ctx.recv::<(String, String)>(Some("ping"), WAIT).await? {
+        if from.is_empty() {
+            break;
+        }
+        ctx.send(&from, &payload, Some("pong")).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+pub(super) async fn ping(
+    ctx: WfCtx,
+    (pong, bytes, batch, run_ms): (String, usize, usize, u64),
+) -> Result<Vec<f64>, WfError> {
+    let me = ctx.workflow_id().to_owned();
+    let payload = "x".repeat(bytes);
+    let message = serde_json::to_string(&(&me, &payload))?;
+    let start = Instant::now();
+    let mut lats = Vec::new();
+    while start.elapsed() < Duration::from_millis(run_ms) {
+        let t = Instant::now();
+        if batch == 1 {
+            ctx.send(&pong, &(&me, &payload), Some("ping")).await?;
+        } else {
+            let msgs: Vec<Outgoing> = (0..batch)
+                .map(|_| Outgoing {
+                    destination: pong.clone(),
+                    message: message.clone(),
+                    topic: Some("ping".into()),
+                    idempotency_key: None,
+                })
+                .collect();
+            ctx.send_bulk(&msgs).await?;
+        }
+        for _ in 0..batch {
+            ctx.recv::<String>(Some("pong"), WAIT).await?;
+        }
+        lats.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(lats)
+}
+
+pub(super) async fn probe(ctx: WfCtx, (n,): (u32,)) -> Result<Vec<f64>, WfError> {
+    let mut lats = Vec::new();
+    for _ in 0..n {
+        let Some(sent_us) = ctx.recv::<i64>(None, WAIT).await? else {
+            break;
+        };
+        lats.push((now_us() - sent_us) as f64 / 1000.0);
+    }
+    Ok(lats)
+}
+
+fn start_opts(id: &str) -> StartOptions {
+    StartOptions {
+        workflow_id: Some(id.to_owned()),
+        ..StartOptions::default()
+    }
+}
+
+/// Our ping-pong: round trips per second and their latencies.
+async fn ours_ping_pong(
+    env: &Env,
+    bytes: usize,
+    batch: usize,
+    run: Duration,
+) -> Result<(f64, Vec<f64>)> {
+    let tag = uuid_tag();
+    let pong_id = format!("pong-{tag}");
+    let pong = env
+        .wf
+        .start::<_, u64>(PONG, (0u32,), start_opts(&pong_id))
+        .await?;
+    let t = Instant::now();
+    let lats: Vec<f64> = env
+        .wf
+        .run(
+            PING,
+            (pong_id.clone(), bytes, batch, run.as_millis() as u64),
+            start_opts(&format!("ping-{tag}")),
+        )
+        .await?;
+    let took = t.elapsed();
+    env.wf
+        .messages()
+        .send(&pong_id, &("", ""), Some("ping"), None)
+        .await?;
+    pong.result().await?;
+    let msgs = (lats.len() * batch) as f64;
+    Ok((msgs / took.as_secs_f64(), lats))
+}
+
+fn uuid_tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A connected stream pair over TCP loopback or a Unix socket.
+enum Transport {
+    Tcp,
+    Unix,
+}
+
+async fn pair(t: &Transport) -> Result<(Box<dyn Stream>, Box<dyn Stream>)> {
+    match t {
+        Transport::Tcp => {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = l.local_addr()?;
+            let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+            let (a, b) = (a?, b?.0);
+            a.set_nodelay(true)?;
+            b.set_nodelay(true)?;
+            Ok((Box::new(a), Box::new(b)))
+        }
+        Transport::Unix => {
+            let (a, b) = tokio::net::UnixStream::pair()?;
+            Ok((Box::new(a), Box::new(b)))
+        }
+    }
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Ping-pong over a socket: an echo task answers each `batch` messages of `bytes`.
+async fn socket_ping_pong(
+    t: &Transport,
+    bytes: usize,
+    batch: usize,
+    run: Duration,
+) -> Result<(f64, Vec<f64>)> {
+    let (mut a, mut b) = pair(t).await?;
+    let echo = tokio::spawn(async move {
+        let mut buf = vec![0u8; bytes];
+        while b.read_exact(&mut buf).await.is_ok() {
+            if b.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let msg = vec![7u8; bytes];
+    let mut buf = vec![0u8; bytes];
+    let start = Instant::now();
+    let mut lats = Vec::new();
+    while start.elapsed() < run {
+        let t = Instant::now();
+        for _ in 0..batch {
+            a.write_all(&msg).await?;
+        }
+        for _ in 0..batch {
+            a.read_exact(&mut buf).await?;
+        }
+        lats.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let took = start.elapsed();
+    drop(a);
+    let _ = echo.await;
+    Ok(((lats.len() * batch) as f64 / took.as_secs_f64(), lats))
+}
+
+/// Broadcast over sockets: one writer sends each message to every receiver's connection.
+async fn socket_broadcast(t: &Transport, receivers: usize, messages: usize) -> Result<f64> {
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..receivers {
+        let (a, mut b) = pair(t).await?;
+        writers.push(a);
+        readers.push(tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            for _ in 0..messages {
+                b.read_exact(&mut buf).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        }));
+    }
+    let start = Instant::now();
+    let msg = [9u8; 64];
+    for _ in 0..messages {
+        for w in writers.iter_mut() {
+            w.write_all(&msg).await?;
+        }
+    }
+    for r in readers {
+        r.await??;
+    }
+    Ok((receivers * messages) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Our broadcast: a publisher (batches of 100 per commit) and `receivers` subscribers.
+async fn ours_broadcast(env: &Env, receivers: usize, messages: usize) -> Result<f64> {
+    let msg = env.wf.messages().clone();
+    let topic = format!("bench-{}", uuid_tag());
+    for r in 0..receivers {
+        msg.subscribe(&topic, &format!("r{r}"), Start::Next).await?;
+    }
+    let start = Instant::now();
+    let mut subs = Vec::new();
+    for r in 0..receivers {
+        let (msg, topic) = (msg.clone(), topic.clone());
+        subs.push(tokio::spawn(async move {
+            let name = format!("r{r}");
+            let mut got = 0;
+            while got < messages {
+                let batch = msg.consume(&topic, &name, WAIT).await?;
+                anyhow::ensure!(!batch.is_empty(), "subscriber {name} starved");
+                got += batch.len();
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    let payload = "x".repeat(62); // 64 bytes of JSON with its quotes
+    let batch: Vec<&str> = vec![payload.as_str(); 100];
+    for _ in 0..messages.div_ceil(100) {
+        msg.publish(&topic, &batch).await?;
+    }
+    for s in subs {
+        s.await??;
+    }
+    Ok((receivers * messages) as f64 / start.elapsed().as_secs_f64())
+}
+
+pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
+    let sizes = [64usize, 1024, 8192];
+    let fanouts = [1usize, 10, 40];
+    let cells = sizes.len() + 1 + fanouts.len() + 1;
+    let pb = bar((cells * plan.repeats) as u64, "msg: IPC");
+    let mut rows = Vec::new();
+    for (bytes, batch) in sizes.iter().map(|&b| (b, 1)).chain([(64, 20)]) {
+        let (mut ours, mut tcp, mut unix) = (Vec::new(), Vec::new(), Vec::new());
+        let mut lats = Vec::new();
+        for _ in 0..plan.repeats {
+            let (rate, l) = ours_ping_pong(env, bytes, batch, plan.run).await?;
+            ours.push(rate);
+            lats.extend(l);
+            tcp.push(
+                socket_ping_pong(&Transport::Tcp, bytes, batch, plan.run)
+                    .await?
+                    .0,
+            );
+            unix.push(
+                socket_ping_pong(&Transport::Unix, bytes, batch, plan.run)
+                    .await?
+                    .0,
+            );
+            pb.inc(1);
+        }
+        let name = if batch == 1 {
+            format!("ping-pong {}, 1 outstanding", size_name(bytes))
+        } else {
+            format!("ping{batch}-pong{batch} {}", size_name(bytes))
+        };
+        let mut row = Row::new("msg", name, &ours, "msgs/s", plan.repeats);
+        let tcp_med = summarize(&tcp).0;
+        row.baseline = Some(tcp_med);
+        row.baseline_name = Some("tokio TCP loopback".into());
+        row.ratio = Some(row.ours / tcp_med);
+        row.p50_ms = Some(quantile(&mut lats, 0.5));
+        row.p99_ms = Some(quantile(&mut lats, 0.99));
+        row.extra
+            .insert("unix_socket_msgs_per_s".into(), summarize(&unix).0.into());
+        row.extra.insert(
+            "ratio_to_unix_socket".into(),
+            (row.ours / summarize(&unix).0).into(),
+        );
+        row.extra.insert("commits_per_round_trip".into(), 4.into());
+        row.paper = Some(if batch == 1 {
+            "4–9.5× slower than TCP; 0.51–0.76× gRPC (PVLDB §4.3)".into()
+        } else {
+            "up to 2.7× faster than gRPC (PVLDB §4.3)".into()
+        });
+        rows.push(row);
+    }
+    let messages = if plan.quick { 500 } else { 5_000 };
+    for &r in &fanouts {
+        let (mut ours, mut tcp, mut unix) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.repeats {
+            ours.push(ours_broadcast(env, r, messages).await?);
+            tcp.push(socket_broadcast(&Transport::Tcp, r, messages).await?);
+            unix.push(socket_broadcast(&Transport::Unix, r, messages).await?);
+            pb.inc(1);
+        }
+        let mut row = Row::new(
+            "msg",
+            format!(
+                "broadcast 64 B to {r} subscriber{}",
+                if r == 1 { "" } else { "s" }
+            ),
+            &ours,
+            "deliveries/s",
+            plan.repeats,
+        );
+        let tcp_med = summarize(&tcp).0;
+        row.baseline = Some(tcp_med);
+        row.baseline_name = Some("tokio TCP loopback, one write per message".into());
+        row.ratio = Some(row.ours / tcp_med);
+        row.extra.insert(
+            "unix_socket_deliveries_per_s".into(),
+            summarize(&unix).0.into(),
+        );
+        row.extra.insert("messages".into(), messages.into());
+        row.extra.insert("publish_batch".into(), 100.into());
+        if r == 40 {
+            row.paper = Some("2.3× gRPC throughput at 40 receivers (PVLDB §4.3)".into());
+        }
+        rows.push(row);
+    }
+    // Send to a waiting recv.
+    let n: u32 = if plan.quick { 30 } else { 300 };
+    let mut lats = Vec::new();
+    for _ in 0..plan.repeats {
+        let id = format!("probe-{}", uuid_tag());
+        let h = env
+            .wf
+            .start::<_, Vec<f64>>(PROBE, (n,), start_opts(&id))
+            .await?;
+        for _ in 0..n {
+            // Let the workflow get back to waiting before the next send.
+            while env.wf.messages().waiters().waiting() == 0 {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            env.wf.messages().send(&id, &now_us(), None, None).await?;
+        }
+        lats.extend(h.result().await?);
+        pb.inc(1);
+    }
+    let p50 = quantile(&mut lats, 0.5);
+    let mut row = Row::new(
+        "msg",
+        "send to a waiting recv (one way)".into(),
+        &[p50],
+        "ms p50",
+        plan.repeats,
+    );
+    row.p50_ms = Some(p50);
+    row.p99_ms = Some(quantile(&mut lats, 0.99));
+    rows.push(row);
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+fn size_name(bytes: usize) -> String {
+    if bytes >= 1024 {
+        format!("{} KB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
+}
