@@ -1,0 +1,501 @@
+//! Running a Linux command for a command task: its own process group, output delivered in
+//! bounded chunks as it is produced, a timeout, and cancellation that reaches the whole group.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// What to run: the input of the `dbos.command` workflow.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Program and arguments; the program is looked up on `PATH` unless it contains a `/`.
+    pub argv: Vec<String>,
+    /// Extra environment variables (the node's environment is inherited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory; the node's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The process group is stopped after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Text written to the program's standard input (then closed); empty input when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+}
+
+impl CommandSpec {
+    /// Checks the spec before anything runs.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an empty argv, an empty program name, a NUL byte, or a zero
+    /// timeout.
+    pub fn validate(&self) -> Result<(), Error> {
+        let Some(program) = self.argv.first() else {
+            return Err(Error::Invalid(
+                "argv is empty: give the program and its arguments".into(),
+            ));
+        };
+        if program.is_empty() {
+            return Err(Error::Invalid("argv[0] (the program) is empty".into()));
+        }
+        let all = self
+            .argv
+            .iter()
+            .chain(self.env.iter().flat_map(|e| e.keys().chain(e.values())))
+            .chain(self.cwd.iter());
+        if all.clone().any(|s| s.contains('\0')) {
+            return Err(Error::Invalid(
+                "argv, env and cwd must not contain NUL bytes".into(),
+            ));
+        }
+        if self
+            .env
+            .iter()
+            .flat_map(|e| e.keys())
+            .any(|k| k.is_empty() || k.contains('='))
+        {
+            return Err(Error::Invalid(
+                "environment variable names must be non-empty and without '='".into(),
+            ));
+        }
+        if self.timeout_ms == Some(0) {
+            return Err(Error::Invalid("timeout_ms must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How the command ended.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Wall-clock run time in ms.
+    pub duration_ms: u64,
+    /// Bytes the program wrote to standard output (all of them, kept or not).
+    pub stdout_bytes: u64,
+    /// Bytes the program wrote to standard error.
+    pub stderr_bytes: u64,
+    /// Whether output beyond `output_bytes_max` was dropped.
+    pub truncated: bool,
+    /// Whether the timeout stopped it.
+    pub timed_out: bool,
+    /// Whether a cancellation stopped it.
+    pub cancelled: bool,
+}
+
+impl CommandResult {
+    /// Whether the command exited with code 0.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// One line saying how it ended.
+    pub fn describe(&self) -> String {
+        if self.timed_out {
+            format!("timed out after {} ms", self.duration_ms)
+        } else if self.cancelled {
+            "cancelled".to_owned()
+        } else if let Some(c) = self.exit_code {
+            format!("exited with code {c}")
+        } else if let Some(s) = self.signal {
+            let name = Signal::try_from(s).map(|s| s.as_str()).unwrap_or("unknown");
+            format!("killed by signal {s} ({name})")
+        } else {
+            "ended".to_owned()
+        }
+    }
+}
+
+/// Which output stream a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Output {
+    /// The workflow stream key the chunk goes to.
+    pub fn key(self) -> &'static str {
+        match self {
+            Output::Stdout => "stdout",
+            Output::Stderr => "stderr",
+        }
+    }
+}
+
+/// Limits of command tasks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Output kept per stream; the rest is counted and dropped, with a marker.
+    pub output_bytes_max: u64,
+    /// Largest chunk handed over at once.
+    pub chunk_bytes_max: usize,
+    /// Pause after SIGTERM before SIGKILL, when stopping a process group.
+    pub kill_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            output_bytes_max: 16 << 20,
+            chunk_bytes_max: 64 << 10,
+            kill_grace_ms: 5_000,
+        }
+    }
+}
+
+/// Why a command could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The spec is invalid.
+    #[error("invalid command: {0}")]
+    Invalid(String),
+    /// The program could not be started (not found, not executable, bad cwd, ...).
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reading its output or waiting for it failed.
+    #[error("while running the command: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Marker appended (once per stream) where output beyond the limit was dropped.
+pub fn truncation_marker(limit: u64) -> String {
+    format!("\n[output truncated: more than {limit} bytes]\n")
+}
+
+/// Runs `spec` in its own process group. Output chunks go to `sink` as they are produced
+/// (awaited, so a slow sink slows the reader, never memory); `cancelled` resolving stops the
+/// group (SIGTERM, then SIGKILL after the grace period), as does the timeout.
+///
+/// # Errors
+/// [`Error::Invalid`], [`Error::Spawn`] when the program cannot start, [`Error::Io`].
+///
+/// # Cancel safety
+/// Dropping the future kills the process group (the child is spawned with `kill_on_drop`, and
+/// the group is signalled).
+pub async fn run<S, SF, C>(
+    spec: &CommandSpec,
+    limits: &Limits,
+    mut sink: S,
+    cancelled: C,
+) -> Result<CommandResult, Error>
+where
+    S: FnMut(Output, String) -> SF,
+    SF: Future<Output = ()>,
+    C: Future<Output = ()>,
+{
+    spec.validate()?;
+    let mut cmd = tokio::process::Command::new(&spec.argv[0]);
+    cmd.args(&spec.argv[1..])
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(env) = &spec.env {
+        cmd.envs(env);
+    }
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    // A process group of its own, so signals reach everything it starts; and it dies with the
+    // node rather than running on unobserved.
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        program: spec.argv[0].clone(),
+        source,
+    })?;
+    let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+    let _group = GroupGuard(pgid);
+    if let (Some(text), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
+        tokio::spawn(async move {
+            // A program that does not read its input closes the pipe: not an error.
+            let _ = stdin.write_all(text.as_bytes()).await;
+        });
+    }
+    let (tx, mut rx) = mpsc::channel::<(Output, Vec<u8>)>(4);
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|r| tokio::spawn(pump(r, Output::Stdout, tx.clone(), limits.chunk_bytes_max))),
+        child
+            .stderr
+            .take()
+            .map(|r| tokio::spawn(pump(r, Output::Stderr, tx.clone(), limits.chunk_bytes_max))),
+    ];
+    drop(tx);
+    let mut result = CommandResult::default();
+    let timeout = spec.timeout_ms.map(Duration::from_millis);
+    let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline, cancelled);
+    let mut stopping = false;
+    let mut output_done = false;
+    let status = loop {
+        tokio::select! {
+            chunk = rx.recv(), if !output_done => match chunk {
+                Some((which, bytes)) => deliver(&mut result, limits, which, bytes, &mut sink).await,
+                None => output_done = true,
+            },
+            status = child.wait() => break status?,
+            () = &mut deadline, if !stopping && timeout.is_some() => {
+                result.timed_out = true;
+                stopping = true;
+                stop_group(pgid, limits.kill_grace_ms);
+            }
+            () = &mut cancelled, if !stopping => {
+                result.cancelled = true;
+                stopping = true;
+                stop_group(pgid, limits.kill_grace_ms);
+            }
+        }
+    };
+    // The leader is gone: nothing of the group may outlive it (that also closes the pipes that
+    // background processes held open), then the output still buffered is delivered.
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    while let Some((which, bytes)) = rx.recv().await {
+        deliver(&mut result, limits, which, bytes, &mut sink).await;
+    }
+    for r in readers.into_iter().flatten() {
+        let _ = r.await;
+    }
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result.exit_code = status.code();
+    result.signal = status.signal();
+    Ok(result)
+}
+
+async fn deliver<S, SF>(
+    result: &mut CommandResult,
+    limits: &Limits,
+    which: Output,
+    bytes: Vec<u8>,
+    sink: &mut S,
+) where
+    S: FnMut(Output, String) -> SF,
+    SF: Future<Output = ()>,
+{
+    let count = match which {
+        Output::Stdout => &mut result.stdout_bytes,
+        Output::Stderr => &mut result.stderr_bytes,
+    };
+    let before = *count;
+    *count += bytes.len() as u64;
+    if before >= limits.output_bytes_max {
+        return;
+    }
+    let room = (limits.output_bytes_max - before) as usize;
+    let keep = &bytes[..bytes.len().min(room)];
+    sink(which, String::from_utf8_lossy(keep).into_owned()).await;
+    if keep.len() < bytes.len() {
+        result.truncated = true;
+        sink(which, truncation_marker(limits.output_bytes_max)).await;
+    }
+}
+
+/// Reads `r` in chunks of at most `chunk_max` bytes into `tx`.
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    which: Output,
+    tx: mpsc::Sender<(Output, Vec<u8>)>,
+    chunk_max: usize,
+) {
+    let mut buf = vec![0u8; chunk_max.max(1)];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send((which, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to the group now, SIGKILL after the grace period.
+fn stop_group(pgid: Option<Pid>, grace_ms: u64) {
+    let Some(pgid) = pgid else { return };
+    let _ = killpg(pgid, Signal::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(grace_ms)).await;
+        let _ = killpg(pgid, Signal::SIGKILL);
+    });
+}
+
+/// Kills what is left of the group when the run ends or is dropped.
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn spec(argv: &[&str]) -> CommandSpec {
+        CommandSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..CommandSpec::default()
+        }
+    }
+
+    async fn collect(
+        s: &CommandSpec,
+        limits: &Limits,
+    ) -> (Result<CommandResult, Error>, String, String) {
+        let out = Arc::new(Mutex::new((String::new(), String::new())));
+        let o = out.clone();
+        let r = run(
+            s,
+            limits,
+            move |which, text| {
+                let o = o.clone();
+                async move {
+                    let mut g = o.lock().expect("lock");
+                    match which {
+                        Output::Stdout => g.0.push_str(&text),
+                        Output::Stderr => g.1.push_str(&text),
+                    }
+                }
+            },
+            std::future::pending(),
+        )
+        .await;
+        let g = out.lock().expect("lock").clone();
+        (r, g.0, g.1)
+    }
+
+    #[tokio::test]
+    async fn output_exit_code_env_cwd_and_stdin() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut s = spec(&[
+            "sh",
+            "-c",
+            "echo out; echo err >&2; echo $GREETING; pwd; cat; exit 3",
+        ]);
+        s.env = Some([("GREETING".to_string(), "hello".to_string())].into());
+        s.cwd = Some(dir.path().display().to_string());
+        s.stdin = Some("from stdin\n".into());
+        let (r, out, err) = collect(&s, &Limits::default()).await;
+        let r = r.expect("ran");
+        assert_eq!(r.exit_code, Some(3));
+        assert!(!r.succeeded());
+        let cwd = dir.path().canonicalize().expect("canonical");
+        assert_eq!(out, format!("out\nhello\n{}\nfrom stdin\n", cwd.display()));
+        assert_eq!(err, "err\n");
+        assert_eq!(r.stdout_bytes, out.len() as u64);
+        assert_eq!(r.describe(), "exited with code 3");
+    }
+
+    #[tokio::test]
+    async fn output_over_the_limit_is_truncated_with_a_marker() {
+        let limits = Limits {
+            output_bytes_max: 1000,
+            ..Limits::default()
+        };
+        let (r, out, _) = collect(
+            &spec(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]),
+            &limits,
+        )
+        .await;
+        let r = r.expect("ran");
+        assert!(r.truncated);
+        assert_eq!(r.stdout_bytes, 100_000);
+        assert_eq!(
+            out,
+            format!("{}{}", "x".repeat(1000), truncation_marker(1000))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_stops_the_whole_group() {
+        let mut s = spec(&["sh", "-c", "sleep 300 & echo $! ; wait"]);
+        s.timeout_ms = Some(300);
+        let (r, out, _) = collect(&s, &Limits::default()).await;
+        let r = r.expect("ran");
+        assert!(r.timed_out);
+        assert_eq!(r.signal, Some(libc_sigterm()));
+        let bg: i32 = out.trim().parse().expect("background pid");
+        assert!(
+            gone(bg).await,
+            "the background sleep was killed with its group"
+        );
+    }
+
+    /// Whether process `pid` has ended (gone, or a zombie waiting for its reaper).
+    pub(crate) async fn gone(pid: i32) -> bool {
+        for _ in 0..100 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(stat) => {
+                    let state = stat
+                        .rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next());
+                    if matches!(state, Some("Z" | "X")) {
+                        return true;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    fn libc_sigterm() -> i32 {
+        Signal::SIGTERM as i32
+    }
+
+    #[tokio::test]
+    async fn bad_specs_and_missing_programs_are_clear_errors() {
+        let (r, _, _) = collect(&spec(&[]), &Limits::default()).await;
+        assert!(matches!(r, Err(Error::Invalid(_))));
+        let (r, _, _) = collect(&spec(&["/no/such/program"]), &Limits::default()).await;
+        let e = r.expect_err("missing");
+        assert!(e.to_string().contains("/no/such/program"), "{e}");
+        let mut s = spec(&["true"]);
+        s.timeout_ms = Some(0);
+        assert!(matches!(s.validate(), Err(Error::Invalid(_))));
+    }
+}
