@@ -373,6 +373,34 @@ pub async fn write_stream_recorded(
     key: &str,
     value: &str,
 ) -> Result<Option<i32>> {
+    write_stream(conn, op, key, value, true).await
+}
+
+/// Appends `value` to the workflow's stream `key` from inside a step: ownership is checked and
+/// the value carries the step's function ID (`op.function_id`), but no operation is recorded,
+/// as DBOS does for streams written by steps. Returns the offset, `None` when the caller is not
+/// the owner.
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// Database errors.
+pub async fn write_stream_from_step(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    key: &str,
+    value: &str,
+) -> Result<Option<i32>> {
+    write_stream(conn, op, key, value, false).await
+}
+
+async fn write_stream(
+    conn: &mut PgConnection,
+    op: &Op<'_>,
+    key: &str,
+    value: &str,
+    record: bool,
+) -> Result<Option<i32>> {
     let sql = format!(
         "WITH {OWN}, s AS (
              INSERT INTO dbos.streams
@@ -386,7 +414,7 @@ pub async fn write_stream_recorded(
          ), {}
          SELECT (SELECT \"offset\" FROM s) AS off, EXISTS (SELECT 1 FROM rec) AS recorded,
                 (SELECT count(pg_notify('{}', $1 || '::' || $6)) FROM own) AS notified",
-        rec("NULL", ""),
+        rec("NULL", "WHERE $8"),
         crate::STREAMS_CHANNEL
     );
     let mut attempt = 0;
@@ -395,12 +423,13 @@ pub async fn write_stream_recorded(
         let r = bind_op(sqlx::query(&sql), op)
             .bind(key)
             .bind(value)
+            .bind(record)
             .fetch_one(&mut *conn)
             .await;
         match r {
             Ok(row) => {
                 let off: Option<i32> = row.get("off");
-                return Ok(off.filter(|_| row.get::<bool, _>("recorded")));
+                return Ok(off.filter(|_| !record || row.get::<bool, _>("recorded")));
             }
             Err(e) if dbos_kernel::sqlstate(&e).as_deref() == Some("23505") && attempt < 10 => {
                 tokio::time::sleep(std::time::Duration::from_millis(attempt * 5)).await;

@@ -31,6 +31,10 @@ pub struct CommandSpec {
     /// Text written to the program's standard input (then closed); empty input when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+    /// For command tasks: when the node dies while the command runs, record the loss instead
+    /// of running it again on the node that recovers the task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_retry: bool,
 }
 
 impl CommandSpec {

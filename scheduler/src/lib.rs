@@ -7,3 +7,16 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod command;
+
+use dbos_kernel::{Migration, ServiceMigrations};
+
+/// Schema `sched`, the `default` queue, and the views `os.queues` and `os.tasks`. Applied
+/// after the DBOS schema.
+pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
+    service: "sched",
+    migrations: &[Migration {
+        version: 1,
+        name: "queues and tasks",
+        sql: include_str!("../migrations/sched_0001_queues_tasks.sql"),
+    }],
+};

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::workflow::{Registry, WfCtx, WfError};
+use dbos_scheduler::command::{self, CommandResult, CommandSpec, Limits};
+
+use crate::workflow::{PortableError, Registry, WfCtx, WfError};
 
 /// Name of the demonstration workflow run by `dbos demo`.
 pub const DEMO: &str = "dbos.demo";
@@ -10,10 +12,78 @@ pub const DEMO: &str = "dbos.demo";
 /// Name of the echo workflow, for trying messaging from the command line or any client.
 pub const ECHO: &str = "dbos.echo";
 
+/// Name of the command-task workflow: runs a Linux command on the node that claims it.
+pub const COMMAND: &str = "dbos.command";
+
 /// Registers the built-in workflows.
 pub fn register(r: &mut Registry) {
     r.register(DEMO, demo);
     r.register(ECHO, echo);
+    r.register(COMMAND, run_command);
+}
+
+/// Error name of a command that ran and did not exit with 0 (its result is in `data`).
+pub const COMMAND_FAILED: &str = "CommandFailed";
+
+/// Runs a command task. At least once: a task whose node dies mid-run runs again on the node
+/// that recovers it (its output streams then hold both runs' output), unless `no_retry`.
+///
+/// Steps: `start` (marks that a run began), `run` (the command; its result recorded), then
+/// the `stdout` and `stderr` streams are closed. Exit code 0 succeeds with the
+/// [`CommandResult`]; anything else fails with [`COMMAND_FAILED`], the result in `data`.
+async fn run_command(ctx: WfCtx, (task,): (CommandSpec,)) -> Result<CommandResult, WfError> {
+    if let Err(e) = task.validate() {
+        return Err(WfError::failed("InvalidCommand", e.to_string()));
+    }
+    let fresh = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fresh.clone();
+    ctx.step("start", move || {
+        f.store(true, std::sync::atomic::Ordering::SeqCst);
+        async { Ok(()) }
+    })
+    .await?;
+    let lost_before = !fresh.load(std::sync::atomic::Ordering::SeqCst);
+    let limits = Limits::default();
+    let run = ctx
+        .step("run", || {
+            let (ctx, spec, limits) = (ctx.clone(), task.clone(), limits.clone());
+            async move {
+                if lost_before && spec.no_retry {
+                    return Err(WfError::failed(
+                        "TaskLost",
+                        "the node running this command died before it finished; not run again (no_retry)",
+                    ));
+                }
+                let sink = |which: command::Output, text: String| {
+                    let ctx = ctx.clone();
+                    async move {
+                        if let Err(e) = ctx.write_stream_from_step(which.key(), &text).await {
+                            tracing::warn!(error = %e, stream = which.key(), "command output not stored");
+                        }
+                    }
+                };
+                command::run(&spec, &limits, sink, ctx.cancelled())
+                    .await
+                    .map_err(|e| WfError::failed("CommandError", e.to_string()))
+            }
+        })
+        .await;
+    for key in ["stdout", "stderr"] {
+        ctx.close_stream(key).await?;
+    }
+    let result = run?;
+    if result.cancelled {
+        return Err(WfError::Cancelled(ctx.workflow_id().to_owned()));
+    }
+    if result.succeeded() {
+        return Ok(result);
+    }
+    Err(WfError::Failed(Box::new(PortableError {
+        name: COMMAND_FAILED.to_owned(),
+        message: result.describe(),
+        code: result.exit_code.map(serde_json::Value::from),
+        data: Some(serde_json::to_value(&result)?),
+    })))
 }
 
 /// Echoes messages: announces itself with event `ready`, then takes each message of mailbox

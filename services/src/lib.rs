@@ -13,5 +13,9 @@ use dbos_kernel::ServiceMigrations;
 
 /// Migrations of every service hosted here (the kernel's own are applied first by the kernel).
 pub fn migrations() -> Vec<ServiceMigrations> {
-    vec![workflow::MIGRATIONS, dbos_msg::MIGRATIONS]
+    vec![
+        workflow::MIGRATIONS,
+        dbos_msg::MIGRATIONS,
+        dbos_scheduler::MIGRATIONS,
+    ]
 }

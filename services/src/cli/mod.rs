@@ -3,6 +3,7 @@
 mod demo;
 mod msg;
 mod render;
+mod task;
 mod wf;
 
 use std::path::PathBuf;
@@ -54,6 +55,16 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: wf::WfCommand,
+    },
+    /// Submit Linux commands as tasks; follow, inspect, wait for and cancel them.
+    Task {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: task::TaskCommand,
     },
     /// Send messages to workflows, read their events and streams, publish and subscribe.
     Msg {
@@ -253,6 +264,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             json,
             command,
         } => wf::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Task {
+            conn,
+            json,
+            command,
+        } => task::run(&conn, Format::from_json_flag(json), command).await,
         Command::Msg {
             conn,
             json,

@@ -100,7 +100,11 @@ fn parse_json(what: &str, text: &str) -> Result<Value> {
 
 /// A messaging client with its own LISTEN connection.
 async fn client(conn: &ConnArgs) -> Result<Client> {
-    let pool = super::pool(conn).await?;
+    client_on(super::pool(conn).await?).await
+}
+
+/// A messaging client on `pool`, with its own LISTEN connection.
+pub(super) async fn client_on(pool: sqlx::PgPool) -> Result<Client> {
     let notifier = Notifier::start(&pool, 1024).await?;
     let opts = dbos_msg::Options::default();
     let waiters = Waiters::start(&notifier, opts.recheck_interval_ms).await?;

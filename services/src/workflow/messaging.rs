@@ -345,6 +345,54 @@ impl WfCtx {
         }
     }
 
+    /// Appends `value` to this workflow's stream `key` from inside a step (where operations
+    /// cannot be recorded): the value is written at once, owner-checked, but a step that runs
+    /// again after a crash writes its values again. `step_function_id` is stored with it.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// [`WfError::Invalid`] for a value over `message_bytes_max`, [`WfError::Cancelled`].
+    pub async fn write_stream_from_step<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), WfError> {
+        let text = self.msg().options().encode("stream value", value)?;
+        let fid = self
+            .inner
+            .next_fid
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut conn = self.pool().acquire().await?;
+        let op = self.op(fid, "", now_ms());
+        match sql::write_stream_from_step(&mut conn, &op, key, &text).await? {
+            Some(_) => Ok(()),
+            None => Err(self.not_owner().await),
+        }
+    }
+
+    /// Resolves once this execution no longer owns the workflow (it was cancelled, timed out,
+    /// or taken over): woken by the cancellation notice, re-checked every
+    /// `recheck_interval_ms` as well.
+    pub async fn cancelled(&self) {
+        let mut waiter = self
+            .msg()
+            .waiters()
+            .register(Channel::Cancel, self.inner.workflow_id.clone());
+        loop {
+            waiter.wait(None).await;
+            let svc = &self.inner.svc;
+            match svc
+                .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::debug!(error = %e, "ownership check failed; will re-check"),
+            }
+        }
+    }
+
     /// A reader of workflow `workflow_id`'s stream `key` from its start.
     pub fn read_stream(&self, workflow_id: &str, key: &str) -> WfStream {
         WfStream {

@@ -1,0 +1,54 @@
+-- The scheduler's extension schema, the queue every system has, and views of queues and tasks.
+CREATE SCHEMA IF NOT EXISTS sched;
+
+-- Queues paused by an operator: nothing is claimed from them until resumed.
+CREATE TABLE sched.paused_queues (
+    queue_name text PRIMARY KEY,
+    paused_at  timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO dbos.queues (name, priority_enabled)
+VALUES ('default', TRUE)
+ON CONFLICT (name) DO NOTHING;
+
+CREATE VIEW os.queues AS
+SELECT q.name AS queue,
+       (p.queue_name IS NOT NULL) AS paused,
+       q.concurrency, q.worker_concurrency,
+       q.rate_limit_max, q.rate_limit_period_sec,
+       q.partition_concurrency,
+       (SELECT count(*) FROM dbos.workflow_status w
+        WHERE w.queue_name = q.name AND w.status = 'ENQUEUED') AS depth,
+       (SELECT count(*) FROM dbos.workflow_status w
+        WHERE w.queue_name = q.name AND w.status = 'PENDING') AS running,
+       (SELECT count(*) FROM dbos.workflow_status w
+        WHERE w.queue_name = q.name AND w.status = 'DELAYED') AS delayed,
+       (SELECT count(*) FROM dbos.workflow_status w
+        WHERE w.queue_name = q.name
+          AND w.started_at_epoch_ms > (EXTRACT(epoch FROM now()) * 1000)::bigint - 60000)
+           AS started_last_minute,
+       to_timestamp(q.created_at / 1000.0) AS created_at
+FROM dbos.queues q
+LEFT JOIN sched.paused_queues p ON p.queue_name = q.name;
+
+-- Command tasks (workflows of `dbos.command`), with their command and how they ended.
+CREATE VIEW os.tasks AS
+SELECT s.workflow_uuid AS task_id,
+       s.status,
+       s.queue_name AS queue,
+       s.executor_id AS node,
+       (i.inputs::json -> 'positionalArgs' -> 0 -> 'argv') AS argv,
+       COALESCE((o.output::json ->> 'exit_code'),
+                (o.error::json -> 'data' ->> 'exit_code'))::int AS exit_code,
+       COALESCE((o.output::json ->> 'signal'), (o.error::json -> 'data' ->> 'signal'))::int AS signal,
+       COALESCE((o.output::json ->> 'duration_ms'),
+                (o.error::json -> 'data' ->> 'duration_ms'))::bigint AS duration_ms,
+       o.error::json ->> 'message' AS error,
+       s.priority,
+       to_timestamp(s.created_at / 1000.0) AS submitted_at,
+       to_timestamp(s.started_at_epoch_ms / 1000.0) AS started_at,
+       to_timestamp(s.completed_at / 1000.0) AS completed_at
+FROM dbos.workflow_status s
+LEFT JOIN dbos.workflow_input i USING (workflow_uuid)
+LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
+WHERE s.name = 'dbos.command';

@@ -1,0 +1,212 @@
+//! `dbos task ...` end to end: command tasks run by a real node, their output, exit codes,
+//! timeouts and cancellation (no process left behind), and bad submissions.
+
+mod support;
+
+use dbos_kernel::testing::scratch_dir_for_cluster;
+use support::{eventually, ok, path, run, sql_json, Node};
+
+/// Whether process `pid` has ended (gone, or a zombie waiting for its reaper).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+    }
+}
+
+#[test]
+fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let _node = Node::boot(&dir, &[]);
+    let d = path(&dir);
+
+    // --wait streams both outputs and exits with the command's code.
+    let out = run(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--id",
+        "t-exit",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops\n"));
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(&["task", "get", "t-exit", "--data-dir", d, "--json"]))
+            .expect("json");
+    assert_eq!(got[0]["status"], "ERROR");
+    assert_eq!(got[0]["exit_code"], 7);
+    assert_eq!(
+        got[0]["argv"],
+        serde_json::json!(["sh", "-c", "echo hello; echo oops >&2; exit 7"])
+    );
+    let logs = ok(&["task", "logs", "t-exit", "--data-dir", d]);
+    assert_eq!(logs, "hello\n");
+
+    // A program that does not exist fails the task clearly; the node lives on.
+    let out = run(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--wait",
+        "--",
+        "/no/such/program",
+    ]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/program"));
+    let out = run(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--wait",
+        "--env",
+        "X=42",
+        "--stdin",
+        "in",
+        "--",
+        "sh",
+        "-c",
+        "cat; echo \" $X\"",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in 42\n");
+
+    // A timeout stops the whole process group: exit 124 and no process left behind.
+    let out = run(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--timeout",
+        "500ms",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "sleep 300 & echo $!; wait",
+    ]);
+    assert_eq!(out.status.code(), Some(124));
+    let bg: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
+    eventually("the timed-out group is gone", || gone(bg));
+
+    // Cancel kills a running task's group.
+    let id = ok(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--",
+        "sh",
+        "-c",
+        "sleep 300 & echo $!; wait",
+    ]);
+    let id = id.trim();
+    let mut bg = 0;
+    eventually("the task prints its child's pid", || {
+        bg = ok(&["task", "logs", id, "--data-dir", d])
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        bg > 0
+    });
+    ok(&["task", "cancel", id, "--data-dir", d]);
+    let waited = run(&["task", "wait", id, "--data-dir", d]);
+    assert_eq!(waited.status.code(), Some(130));
+    eventually("the cancelled group is gone", || gone(bg));
+
+    // From any SQL client.
+    ok(&["sql", "--data-dir", d, "SELECT dbos.enqueue_workflow('dbos.command', 'default', ARRAY['{\"argv\":[\"echo\",\"hi\"]}'::json], workflow_id => 'from-sql')"]);
+    let waited = run(&["task", "wait", "from-sql", "--data-dir", d]);
+    assert_eq!(waited.status.code(), Some(0));
+    assert_eq!(ok(&["task", "logs", "from-sql", "--data-dir", d]), "hi\n");
+
+    // Huge output is cut at the limit with a marker, not buffered.
+    let out = run(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "head -c 17000000 /dev/zero | tr '\\0' x",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.len(), (16 << 20) + dbos_scheduler_marker().len());
+    assert!(text.ends_with(&dbos_scheduler_marker()));
+
+    // Bad submissions are refused before anything is stored.
+    let before = sql_json(&dir, "SELECT count(*) AS n FROM os.tasks")[0]["n"].clone();
+    for (args, says) in [
+        (vec!["-q", "nope"], "no queue named"),
+        (vec!["-p", "3000000000"], "--priority"),
+        (vec!["--cwd", "/tmp", "--env", "NOEQUALS"], "KEY=VALUE"),
+        (vec!["--timeout", "0s"], "timeout"),
+    ] {
+        let mut a = vec!["task", "submit", "--data-dir", d];
+        a.extend(args);
+        a.extend(["--", "true"]);
+        let out = run(&a);
+        assert!(!out.status.success(), "{a:?} was refused");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let empty = run(&["task", "submit", "--data-dir", d, "--"]);
+    assert!(!empty.status.success());
+    assert_eq!(
+        sql_json(&dir, "SELECT count(*) AS n FROM os.tasks")[0]["n"],
+        before
+    );
+
+    // Deduplication: the second submission with a key in use is refused.
+    ok(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--dedup",
+        "nightly",
+        "--",
+        "sleep",
+        "2",
+    ]);
+    let dup = run(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--dedup",
+        "nightly",
+        "--",
+        "sleep",
+        "2",
+    ]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already queued or running"));
+}
+
+fn dbos_scheduler_marker() -> String {
+    dbos_scheduler::command::truncation_marker(16 << 20)
+}
