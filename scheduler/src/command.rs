@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::Error;
+
 /// What to run: the input of the `dbos.command` workflow.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,11 +48,13 @@ impl CommandSpec {
     pub fn validate(&self) -> Result<(), Error> {
         let Some(program) = self.argv.first() else {
             return Err(Error::Invalid(
-                "argv is empty: give the program and its arguments".into(),
+                "command: argv is empty: give the program and its arguments".into(),
             ));
         };
         if program.is_empty() {
-            return Err(Error::Invalid("argv[0] (the program) is empty".into()));
+            return Err(Error::Invalid(
+                "command: argv[0] (the program) is empty".into(),
+            ));
         }
         let all = self
             .argv
@@ -59,7 +63,7 @@ impl CommandSpec {
             .chain(self.cwd.iter());
         if all.clone().any(|s| s.contains('\0')) {
             return Err(Error::Invalid(
-                "argv, env and cwd must not contain NUL bytes".into(),
+                "command: argv, env and cwd must not contain NUL bytes".into(),
             ));
         }
         if self
@@ -69,11 +73,13 @@ impl CommandSpec {
             .any(|k| k.is_empty() || k.contains('='))
         {
             return Err(Error::Invalid(
-                "environment variable names must be non-empty and without '='".into(),
+                "command: environment variable names must be non-empty and without '='".into(),
             ));
         }
         if self.timeout_ms == Some(0) {
-            return Err(Error::Invalid("timeout_ms must be at least 1".into()));
+            return Err(Error::Invalid(
+                "command: timeout_ms must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -162,26 +168,6 @@ impl Default for Limits {
             kill_grace_ms: 5_000,
         }
     }
-}
-
-/// Why a command could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The spec is invalid.
-    #[error("invalid command: {0}")]
-    Invalid(String),
-    /// The program could not be started (not found, not executable, bad cwd, ...).
-    #[error("cannot start {program:?}: {source}")]
-    Spawn {
-        /// The program.
-        program: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Reading its output or waiting for it failed.
-    #[error("while running the command: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Marker appended (once per stream) where output beyond the limit was dropped.

@@ -172,3 +172,12 @@ impl From<dbos_msg::Error> for WfError {
         }
     }
 }
+
+impl From<dbos_scheduler::Error> for WfError {
+    fn from(e: dbos_scheduler::Error) -> Self {
+        match e {
+            dbos_scheduler::Error::Db(e) => WfError::Db(e),
+            other => WfError::Invalid(other.to_string()),
+        }
+    }
+}

@@ -24,7 +24,7 @@ use super::error::WfError;
 /// Queue that hosts resumed, forked and recovered workflows.
 pub const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
 /// Channel on which enqueues wake idle nodes.
-pub const ENQUEUE_CHANNEL: &str = "dbos_kernel_enqueue";
+pub const ENQUEUE_CHANNEL: &str = dbos_scheduler::ENQUEUE_CHANNEL;
 
 /// Milliseconds since the epoch, by this host's clock.
 pub fn now_ms() -> i64 {
@@ -147,6 +147,8 @@ pub struct StartOptions {
     pub deduplication_id: Option<String>,
     /// Enqueue as DELAYED; the workflow becomes ENQUEUED after this long.
     pub delay: Option<Duration>,
+    /// Partition of a partitioned queue (required by one, refused by others).
+    pub partition_key: Option<String>,
 }
 
 /// The workflow service. Cheap to clone.
@@ -501,15 +503,22 @@ impl Service {
         if queue.is_empty() {
             return Err(WfError::Invalid("queue name cannot be empty".into()));
         }
+        if opts.priority < 0 {
+            return Err(WfError::Invalid(format!(
+                "priority must be between 0 and {}, got {}",
+                i32::MAX,
+                opts.priority
+            )));
+        }
         let xid = uuid::Uuid::new_v4().to_string();
         let row = sqlx::query(
             "WITH ins AS (
                  INSERT INTO dbos.workflow_status AS w
                      (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
                       serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
-                      deduplication_id, delay_until_epoch_ms)
+                      deduplication_id, delay_until_epoch_ms, queue_partition_key)
                  VALUES ($1, CASE WHEN $11::int8 IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, $2, $3, 0, $4,
-                         'portable_json', $5, $6, $7, $8, $11)
+                         'portable_json', $5, $6, $7, $8, $11, $12)
                  ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
                  RETURNING name, creator_xid
              ), inp AS (
@@ -530,6 +539,7 @@ impl Service {
         .bind(&inputs)
         .bind(ENQUEUE_CHANNEL)
         .bind(opts.delay.map(|d| now_ms() + d.as_millis() as i64))
+        .bind(&opts.partition_key)
         .fetch_one(&self.inner.pool)
         .await
         .map_err(|e| match dbos_kernel::sqlstate(&e).as_deref() {
@@ -887,59 +897,26 @@ impl Service {
     /// Claims up to `n` workflows in one round trip (with their inputs and recorded steps) and
     /// starts them. Returns how many were claimed.
     async fn claim(&self, n: usize) -> Result<usize, WfError> {
-        // Served by idx_workflow_status_in_flight_v2 (status, priority, created_at).
-        let rows = sqlx::query(
-            "WITH latest AS (
-                 SELECT version_name FROM dbos.application_versions
-                 ORDER BY version_timestamp DESC LIMIT 1
-             ), c AS (
-                 SELECT workflow_uuid FROM dbos.workflow_status
-                 WHERE status = 'ENQUEUED' AND queue_name IS NOT NULL AND name = ANY($1)
-                   AND (application_version = $2
-                        OR (application_version IS NULL
-                            AND $2 IS NOT DISTINCT FROM (SELECT version_name FROM latest)))
-                 ORDER BY priority, created_at
-                 LIMIT $3
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE dbos.workflow_status w
-             SET status = 'PENDING', owner_xid = gen_random_uuid()::text, executor_id = $4,
-                 application_version = $2,
-                 started_at_epoch_ms = (EXTRACT(epoch FROM now()) * 1000)::bigint,
-                 recovery_attempts = w.recovery_attempts + 1,
-                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
-                 workflow_deadline_epoch_ms = CASE
-                     WHEN w.workflow_timeout_ms IS NOT NULL AND w.workflow_deadline_epoch_ms IS NULL
-                     THEN (EXTRACT(epoch FROM now()) * 1000)::bigint + w.workflow_timeout_ms
-                     ELSE w.workflow_deadline_epoch_ms END
-             FROM c WHERE w.workflow_uuid = c.workflow_uuid
-             RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
-                 w.workflow_deadline_epoch_ms,
-                 COALESCE((SELECT inputs FROM dbos.workflow_input i WHERE i.workflow_uuid = w.workflow_uuid),
-                          w.inputs),
-                 (SELECT json_agg(json_build_object(
-                      'function_id', o.function_id, 'function_name', o.function_name,
-                      'output', o.output, 'error', o.error,
-                      'child_workflow_id', o.child_workflow_id))
-                  FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid)",
-        )
-        .bind(&self.inner.names)
-        .bind(&self.inner.app_version)
-        .bind(n as i64)
-        .bind(&self.inner.executor_id)
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let req = dbos_scheduler::claim::ClaimRequest {
+            names: &self.inner.names,
+            app_version: &self.inner.app_version,
+            executor_id: &self.inner.executor_id,
+            max: n as i64,
+        };
+        let rows = dbos_scheduler::claim::claim(&self.inner.pool, &req).await?;
         let claimed = rows.len();
         for row in rows {
-            let id: String = row.get(0);
-            let name: Option<String> = row.get(1);
-            let owner: String = row.get(2);
-            let attempts: Option<i64> = row.get(3);
-            let deadline: Option<i64> = row.get(4);
-            let inputs: Option<String> = row.get(5);
-            let recorded: Option<serde_json::Value> = row.get(6);
+            let dbos_scheduler::claim::Claimed {
+                workflow_id: id,
+                name,
+                owner_xid: owner,
+                recovery_attempts: attempts,
+                deadline_ms: deadline,
+                inputs,
+                recorded,
+            } = row;
             if let Some(max) = self.inner.opts.max_recovery_attempts {
-                if attempts.unwrap_or(0) > i64::from(max) + 1 {
+                if attempts > i64::from(max) + 1 {
                     self.dead_letter(&id, &owner).await?;
                     continue;
                 }
@@ -949,7 +926,6 @@ impl Service {
                 None => Vec::new(),
             };
             let recorded = recorded.into_iter().map(|r| (r.function_id, r)).collect();
-            let name = name.unwrap_or_default();
             let Ok(f) = self.function(&name) else {
                 continue;
             };

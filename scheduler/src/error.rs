@@ -1,0 +1,30 @@
+//! Errors of the scheduler.
+
+/// What went wrong in a scheduler operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bad input: a command spec, queue settings, a cron expression, ...
+    #[error("invalid {0}")]
+    Invalid(String),
+    /// No queue has this name.
+    #[error("no queue named {0:?}; `dbos queue list` shows the queues")]
+    NoSuchQueue(String),
+    /// A queue of this name exists already.
+    #[error("a queue named {0:?} exists already; use `dbos queue update` to change it")]
+    QueueExists(String),
+    /// The program of a command could not be started (not found, not executable, bad cwd, ...).
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reading a command's output or waiting for it failed.
+    #[error("while running the command: {0}")]
+    Io(#[from] std::io::Error),
+    /// A database error.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}

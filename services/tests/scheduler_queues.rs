@@ -1,0 +1,422 @@
+//! Queue limits as the claim enforces them: worker and global concurrency across several
+//! nodes, rate limits, priority (with pause/resume), partitions that cannot starve each other,
+//! deduplication, and bad queue settings.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbos_kernel::testing;
+use dbos_scheduler::queues::{self, Queue};
+use dbos_services::workflow::{Options, StartOptions, WfCtx, WfError};
+use support::{node, node_on, Node};
+
+/// Sleeps `ms` in a step and returns its own ID.
+async fn nap(ctx: WfCtx, (ms,): (u64,)) -> Result<String, WfError> {
+    ctx.step("nap", || async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(())
+    })
+    .await?;
+    Ok(ctx.workflow_id().to_owned())
+}
+
+fn opts(id: &str) -> StartOptions {
+    StartOptions {
+        workflow_id: Some(id.to_owned()),
+        ..StartOptions::default()
+    }
+}
+
+async fn create(n: &Node, q: Queue) {
+    let mut c = n.pool().acquire().await.expect("conn");
+    queues::create(&mut c, &q).await.expect("create queue");
+}
+
+/// Samples the queue's PENDING count until `done`; returns the largest seen.
+fn sample_running(
+    pool: sqlx::PgPool,
+    queue: &str,
+    done: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<i64> {
+    let queue = queue.to_owned();
+    tokio::spawn(async move {
+        let mut max = 0;
+        while !done.load(Ordering::SeqCst) {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM dbos.workflow_status WHERE queue_name = $1 AND status = 'PENDING'",
+            )
+            .bind(&queue)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+            max = max.max(n);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        max
+    })
+}
+
+#[tokio::test]
+async fn global_concurrency_holds_across_three_nodes_and_worker_concurrency_per_node() {
+    let db = testing::database().await;
+    let first = node_on(
+        db.clone(),
+        |r| {
+            r.register("nap", nap);
+        },
+        Options::default(),
+    )
+    .await;
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(
+            node_on(
+                db.clone(),
+                |r| {
+                    r.register("nap", nap);
+                },
+                Options::default(),
+            )
+            .await,
+        );
+    }
+    create(
+        &first,
+        Queue {
+            concurrency: Some(3),
+            worker_concurrency: Some(2),
+            ..Queue::named("g3")
+        },
+    )
+    .await;
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = sample_running(first.pool().clone(), "g3", done.clone());
+    let mut handles = Vec::new();
+    for i in 0..18 {
+        handles.push(
+            first
+                .wf
+                .enqueue::<_, String>("g3", "nap", (150u64,), opts(&format!("g3-{i}")))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for h in handles {
+        h.result().await.expect("finishes");
+    }
+    done.store(true, Ordering::SeqCst);
+    let max = sampler.await.expect("sampler");
+    assert!(
+        max <= 3,
+        "at most 3 ran at once across the nodes, saw {max}"
+    );
+    assert!(max >= 2, "the queue did run in parallel, saw {max}");
+    // Worker concurrency: no node ran more than 2 at once. Each node's runs, by start, must
+    // never overlap 3 deep: checked from the recorded start and completion times.
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT executor_id, started_at_epoch_ms, completed_at FROM dbos.workflow_status
+         WHERE workflow_uuid LIKE 'g3-%'",
+    )
+    .fetch_all(first.pool())
+    .await
+    .expect("rows");
+    let nodes: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert!(
+        nodes.len() >= 2,
+        "work was spread over the nodes: {nodes:?}"
+    );
+    for node in &nodes {
+        let spans: Vec<(i64, i64)> = rows
+            .iter()
+            .filter(|r| r.0 == *node)
+            .map(|r| (r.1, r.2))
+            .collect();
+        for &(s, _) in &spans {
+            let overlapping = spans.iter().filter(|&&(s2, e2)| s2 <= s && s < e2).count();
+            assert!(overlapping <= 2, "node {node} ran {overlapping} at once");
+        }
+    }
+    for n in others {
+        n.stop().await;
+    }
+    first.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_space_out_starts() {
+    let n = node(|r| {
+        r.register("nap", nap);
+    })
+    .await;
+    create(
+        &n,
+        Queue {
+            rate_limit_max: Some(2),
+            rate_limit_period_sec: Some(0.5),
+            ..Queue::named("r2")
+        },
+    )
+    .await;
+    let mut hs = Vec::new();
+    for i in 0..6 {
+        hs.push(
+            n.wf.enqueue::<_, String>("r2", "nap", (0u64,), opts(&format!("r2-{i}")))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for h in hs {
+        h.result().await.expect("finishes");
+    }
+    let mut starts: Vec<i64> = sqlx::query_scalar(
+        "SELECT started_at_epoch_ms FROM dbos.workflow_status WHERE workflow_uuid LIKE 'r2-%'",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("starts");
+    starts.sort();
+    for w in starts.windows(3) {
+        assert!(
+            w[2] - w[0] >= 500,
+            "no 3 starts within one 500 ms window: {starts:?}"
+        );
+    }
+    n.stop().await;
+}
+
+/// Appends its ID to `public.order_log` in a step.
+async fn log_order(ctx: WfCtx, (_,): (u64,)) -> Result<(), WfError> {
+    let (pool, me) = (ctx.pool().clone(), ctx.workflow_id().to_owned());
+    ctx.step("log", || {
+        let (pool, me) = (pool.clone(), me.clone());
+        async move {
+            sqlx::query("INSERT INTO public.order_log (id) VALUES ($1)")
+                .bind(&me)
+                .execute(&pool)
+                .await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn priority_orders_a_paused_queue_once_resumed_and_dedup_is_refused() {
+    let n = node(|r| {
+        r.register("log_order", log_order);
+    })
+    .await;
+    sqlx::query("CREATE TABLE public.order_log (seq bigserial, id text)")
+        .execute(n.pool())
+        .await
+        .expect("table");
+    create(
+        &n,
+        Queue {
+            worker_concurrency: Some(1),
+            ..Queue::named("p1")
+        },
+    )
+    .await;
+    let mut c = n.pool().acquire().await.expect("conn");
+    assert!(queues::set_paused(&mut c, "p1", true).await.expect("pause"));
+    let mut hs = Vec::new();
+    for (id, prio) in [("low", 9), ("mid", 5), ("top", 1), ("default", 0)] {
+        let o = StartOptions {
+            priority: prio,
+            ..opts(id)
+        };
+        hs.push(
+            n.wf.enqueue::<_, ()>("p1", "log_order", (0u64,), o)
+                .await
+                .expect("enqueue"),
+        );
+    }
+    // Paused: nothing starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started: i64 = sqlx::query_scalar("SELECT count(*) FROM public.order_log")
+        .fetch_one(n.pool())
+        .await
+        .expect("count");
+    assert_eq!(started, 0, "a paused queue starts nothing");
+    assert!(queues::set_paused(&mut c, "p1", false)
+        .await
+        .expect("resume"));
+    for h in hs {
+        h.result().await.expect("runs");
+    }
+    let order: Vec<String> = sqlx::query_scalar("SELECT id FROM public.order_log ORDER BY seq")
+        .fetch_all(n.pool())
+        .await
+        .expect("order");
+    assert_eq!(order, vec!["default", "top", "mid", "low"]);
+
+    // A second workflow with a deduplication ID in use is refused.
+    let o = StartOptions {
+        deduplication_id: Some("once".into()),
+        delay: Some(Duration::from_secs(60)),
+        ..opts("d1")
+    };
+    n.wf.enqueue::<_, ()>("p1", "log_order", (0u64,), o)
+        .await
+        .expect("first");
+    let o = StartOptions {
+        deduplication_id: Some("once".into()),
+        ..opts("d2")
+    };
+    let err =
+        n.wf.enqueue::<_, ()>("p1", "log_order", (0u64,), o)
+            .await
+            .err()
+            .expect("deduplicated");
+    assert!(err.to_string().contains("deduplicated"), "{err}");
+    let o = StartOptions {
+        priority: -1,
+        ..opts("neg")
+    };
+    assert!(n
+        .wf
+        .enqueue::<_, ()>("p1", "log_order", (0u64,), o)
+        .await
+        .is_err());
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn a_hot_partition_cannot_starve_the_others() {
+    let n = node(|r| {
+        r.register("nap", nap);
+    })
+    .await;
+    create(
+        &n,
+        Queue {
+            partition_concurrency: Some(1),
+            concurrency: Some(2),
+            ..Queue::named("parts")
+        },
+    )
+    .await;
+    let mut hs = Vec::new();
+    for i in 0..6 {
+        let o = StartOptions {
+            partition_key: Some("hot".into()),
+            ..opts(&format!("hot-{i}"))
+        };
+        hs.push(
+            n.wf.enqueue::<_, String>("parts", "nap", (100u64,), o)
+                .await
+                .expect("hot"),
+        );
+    }
+    let o = StartOptions {
+        partition_key: Some("cold".into()),
+        ..opts("cold-0")
+    };
+    hs.push(
+        n.wf.enqueue::<_, String>("parts", "nap", (100u64,), o)
+            .await
+            .expect("cold"),
+    );
+    for h in hs {
+        h.result().await.expect("finishes");
+    }
+    let starts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT workflow_uuid, started_at_epoch_ms FROM dbos.workflow_status
+         WHERE queue_partition_key IS NOT NULL ORDER BY started_at_epoch_ms",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("starts");
+    let cold_at = starts
+        .iter()
+        .position(|(id, _)| id == "cold-0")
+        .expect("cold ran");
+    assert!(
+        cold_at <= 1,
+        "the cold partition started among the first two: {starts:?}"
+    );
+    // Within the hot partition, one at a time.
+    let hot: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT started_at_epoch_ms, completed_at FROM dbos.workflow_status
+         WHERE queue_partition_key = 'hot' ORDER BY started_at_epoch_ms",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("hot");
+    for w in hot.windows(2) {
+        assert!(w[1].0 >= w[0].1, "hot partition ran one at a time: {hot:?}");
+    }
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn bad_queue_settings_are_refused_and_the_default_queue_exists() {
+    let n = node(|_| {}).await;
+    let mut c = n.pool().acquire().await.expect("conn");
+    let names: Vec<String> = queues::list(&mut c)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert!(names.contains(&"default".to_owned()));
+    for (q, says) in [
+        (
+            Queue {
+                concurrency: Some(0),
+                ..Queue::named("z")
+            },
+            "at least 1",
+        ),
+        (
+            Queue {
+                worker_concurrency: Some(-3),
+                ..Queue::named("z")
+            },
+            "at least 1",
+        ),
+        (
+            Queue {
+                concurrency: Some(1),
+                worker_concurrency: Some(2),
+                ..Queue::named("z")
+            },
+            "must not exceed",
+        ),
+        (
+            Queue {
+                rate_limit_max: Some(5),
+                ..Queue::named("z")
+            },
+            "period",
+        ),
+        (Queue::named("_dbos_mine"), "reserved"),
+        (Queue::named(""), "1 to 255"),
+    ] {
+        let e = queues::create(&mut c, &q).await.expect_err("refused");
+        assert!(e.to_string().contains(says), "{q:?}: {e}");
+    }
+    queues::create(&mut c, &Queue::named("twice"))
+        .await
+        .expect("first");
+    let e = queues::create(&mut c, &Queue::named("twice"))
+        .await
+        .expect_err("exists");
+    assert!(matches!(e, dbos_scheduler::Error::QueueExists(_)), "{e}");
+    let e = queues::update(&mut c, &Queue::named("ghost"))
+        .await
+        .expect_err("missing");
+    assert!(matches!(e, dbos_scheduler::Error::NoSuchQueue(_)), "{e}");
+    assert!(queues::delete(&mut c, "default").await.is_err());
+    queues::delete(&mut c, "twice").await.expect("delete");
+    assert!(matches!(
+        queues::get(&mut c, "twice").await,
+        Err(dbos_scheduler::Error::NoSuchQueue(_))
+    ));
+    drop(c);
+    n.stop().await;
+}
