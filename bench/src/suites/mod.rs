@@ -93,6 +93,34 @@ impl Env {
     fn pool(&self) -> &PgPool {
         self.kernel.pool()
     }
+
+    /// The machine, the server's durability settings and the plan, for the report.
+    pub(crate) async fn describe(&self, plan: Plan) -> Result<serde_json::Value> {
+        let settings: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, current_setting(name) FROM unnest(ARRAY['server_version', 'fsync',
+                 'synchronous_commit', 'wal_sync_method', 'shared_buffers', 'full_page_writes',
+                 'max_connections']) name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut postgres = serde_json::Map::new();
+        for (k, v) in settings {
+            postgres.insert(k, v.into());
+        }
+        let os = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| format!("Linux {}", r.trim()))
+            .unwrap_or_else(|_| std::env::consts::OS.to_owned());
+        Ok(serde_json::json!({
+            "measured_at": chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "os": os,
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "quick": plan.quick,
+            "repeats": plan.repeats,
+            "run_s": plan.run.as_secs_f64(),
+            "postgres": postgres,
+        }))
+    }
 }
 
 /// Commits per second by clients, measured by the ceiling suite.

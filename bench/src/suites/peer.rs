@@ -109,7 +109,11 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             &ours,
             "workflows/s",
             plan.repeats,
-        );
+        )
+        .at("3-step workflow", callers as u32);
+        if callers == 1 {
+            row.paper = Some("DBOS Python ≈33/s, DBOS Rust SDK ≈165/s (earlier, 2-core)".into());
+        }
         row.baseline = Some(their_med);
         row.baseline_name = Some(format!(
             "DBOS for Python {PEER_VERSION}, same Postgres, same run"

@@ -34,6 +34,8 @@ mod error;
 pub mod manage;
 mod service;
 
+#[doc(hidden)]
+pub use committer::bench as committer_bench;
 pub use ctx::{RetryPolicy, ShouldRetry, WfCtx};
 pub use error::{PortableError, WfError};
 pub use service::{
