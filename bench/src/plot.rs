@@ -3,7 +3,8 @@
 //! A suite whose rate rows name a concurrency (see [`Row::point`]) gets throughput versus
 //! concurrency: one solid line per plot line of ours, with min–max bars, a dashed line of the
 //! same colour for the baseline measured in the same run where the rows have one (the DBOS peer,
-//! the commit bound), and the machine's durable commit ceiling in black. Any other suite gets
+//! the commit bound), and the machine's durable commit ceiling in black; the y axis turns
+//! logarithmic when the figures span more than 20×. Any other suite gets
 //! one bar per row of its most common unit. Nothing here knows a suite by name.
 //!
 //! Text in the PNG is drawn with a TrueType font read at run time: `DBOS_BENCH_FONT` if set,
@@ -25,6 +26,8 @@ use crate::{Mode, Row};
 const WIDTH_PX: u32 = 1000;
 /// Height of a plot, pixels.
 const HEIGHT_PX: u32 = 620;
+/// Largest ÷ smallest figure above which a plot's y axis is logarithmic.
+const LOG_Y_SPREAD: f64 = 20.0;
 
 /// Font files tried in order when `DBOS_BENCH_FONT` is unset.
 const FONT_PATHS: &[&str] = &[
@@ -259,6 +262,20 @@ fn draw<DB: DrawingBackend>(
                 .flat_map(|l| l.points.iter().map(|p| p.3))
                 .fold(0.0f64, f64::max)
                 .max(f64::MIN_POSITIVE);
+            let y_min = lines
+                .iter()
+                .flat_map(|l| l.points.iter().map(|p| p.2))
+                .filter(|v| *v > 0.0)
+                .fold(f64::INFINITY, f64::min);
+            // Figures more than LOG_Y_SPREAD apart (a peer 20× slower than us under the
+            // ceiling) go on a log10 axis, so the small ones stay readable.
+            let log_y = y_min.is_finite() && y_max / y_min > LOG_Y_SPREAD;
+            let fy = move |v: f64| if log_y { v.max(y_min).log10() } else { v };
+            let (y_lo, y_hi) = if log_y {
+                (y_min.log10() - 0.15, y_max.log10() + 0.15)
+            } else {
+                (0.0, y_max * 1.12)
+            };
             // Concurrency on a log2 axis: 1, 8 and 32 clients are evenly apart.
             let (lo, hi) = ((x_min as f64).log2() - 0.5, (x_max as f64).log2() + 0.5);
             let mut c = ChartBuilder::on(root)
@@ -269,11 +286,15 @@ fn draw<DB: DrawingBackend>(
                 .margin(16)
                 .x_label_area_size(44)
                 .y_label_area_size(80)
-                .build_cartesian_2d(lo..hi, 0.0..y_max * 1.12)
+                .build_cartesian_2d(lo..hi, y_lo..y_hi)
                 .map_err(err)?;
             c.configure_mesh()
                 .x_desc("concurrent clients (log scale)")
-                .y_desc(unit.as_str())
+                .y_desc(if log_y {
+                    format!("{unit} (log scale)")
+                } else {
+                    unit.clone()
+                })
                 .x_labels(((hi - lo).ceil() as usize + 1).max(2))
                 .x_label_formatter(&|v| {
                     let r = v.round();
@@ -283,7 +304,7 @@ fn draw<DB: DrawingBackend>(
                         String::new()
                     }
                 })
-                .y_label_formatter(&|v| axis_num(*v))
+                .y_label_formatter(&|v| axis_num(if log_y { 10f64.powf(*v) } else { *v }))
                 .label_style(("sans-serif", 14))
                 .draw()
                 .map_err(err)?;
@@ -293,7 +314,7 @@ fn draw<DB: DrawingBackend>(
                 let pts: Vec<(f64, f64)> = line
                     .points
                     .iter()
-                    .map(|p| ((p.0 as f64).log2(), p.1))
+                    .map(|p| ((p.0 as f64).log2(), fy(p.1)))
                     .collect();
                 let legend = move |(x, y): (i32, i32)| {
                     PathElement::new(vec![(x, y), (x + 24, y)], col.stroke_width(2))
@@ -321,9 +342,9 @@ fn draw<DB: DrawingBackend>(
                     c.draw_series(line.points.iter().filter(|p| p.2 < p.3).map(|p| {
                         ErrorBar::new_vertical(
                             (p.0 as f64).log2(),
-                            p.2,
-                            p.1,
-                            p.3,
+                            fy(p.2),
+                            fy(p.1),
+                            fy(p.3),
                             col.stroke_width(1),
                             8,
                         )
