@@ -445,3 +445,27 @@ fn write_results(dir: &std::path::Path, suite: &str, rows: &[Row]) -> Result<()>
 fn print_table(rows: &[Row]) {
     println!("{}", markdown(rows));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_that_names_its_concurrency_is_a_point_on_a_line() {
+        let point = |w: &str| Row::new("s", w.into(), &[1.0], "ops/s", 1).point();
+        assert_eq!(
+            point("3-step workflow, 8 callers, direct"),
+            Some(("3-step workflow, direct".to_owned(), 8))
+        );
+        assert_eq!(
+            point("single-row INSERT commit, 1 client"),
+            Some(("single-row INSERT commit".to_owned(), 1))
+        );
+        assert_eq!(
+            point("ping-pong with 32 workers"),
+            Some(("ping-pong with".to_owned(), 32))
+        );
+        assert_eq!(point("1000 pending workflows, recovered"), None);
+        assert_eq!(summarize(&[3.0, 1.0, 2.0, 10.0]), (2.5, 1.0, 10.0));
+    }
+}
