@@ -1,16 +1,18 @@
-//! The benchmark harness runs every suite in quick mode and writes well-formed results.
+//! The benchmark harness runs every suite in quick mode and writes well-formed results, plots
+//! and the evaluation report.
 
 mod support;
 
 #[test]
-fn quick_bench_of_every_suite_writes_json_with_nonzero_figures() {
+fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures() {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let json = out_dir.path().join("all.json");
+    let results = out_dir.path().join("results");
     let out = support::dbos()
         .args(["bench", "--quick", "--json"])
         .arg(&json)
         .arg("--results-dir")
-        .arg(out_dir.path())
+        .arg(&results)
         .output()
         .expect("dbos bench runs");
     assert!(
@@ -30,21 +32,43 @@ fn quick_bench_of_every_suite_writes_json_with_nonzero_figures() {
     {
         suites.push("peer");
     }
-    for suite in suites {
+    for suite in &suites {
         let of_suite: Vec<&serde_json::Value> =
-            rows.iter().filter(|r| r["suite"] == suite).collect();
+            rows.iter().filter(|r| r["suite"] == *suite).collect();
         assert!(!of_suite.is_empty(), "suite {suite} has rows");
         for r in of_suite {
             assert!(r["ours"].as_f64().expect("a figure") > 0.0, "{r}");
-            assert_eq!(r["mode"], "D");
+            assert!(r["min"].as_f64().expect("a min") > 0.0, "{r}");
+            assert!(r["max"].as_f64() >= r["ours"].as_f64(), "{r}");
+            assert!(!r["workload"].as_str().expect("a workload").is_empty());
+            assert!(["D", "R", "M"].contains(&r["mode"].as_str().expect("a mode")));
         }
         let per_suite: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(out_dir.path().join(format!("{suite}.json"))).expect("suite file"),
+            &std::fs::read(results.join(format!("{suite}.json"))).expect("suite file"),
         )
         .expect("valid JSON");
         assert!(per_suite.as_array().is_some_and(|a| !a.is_empty()));
-        assert!(out_dir.path().join(format!("{suite}.md")).exists());
+        assert!(results.join(format!("{suite}.md")).exists());
+        let svg = std::fs::read_to_string(results.join(format!("{suite}.svg"))).expect("svg plot");
+        assert!(
+            svg.starts_with("<svg") && svg.contains(suite),
+            "{suite}.svg"
+        );
+        let png = std::fs::read(results.join(format!("{suite}.png"))).expect("png plot");
+        assert!(png.starts_with(b"\x89PNG"), "{suite}.png is a PNG");
     }
+    // The ceiling is measured in all three durability modes, the relaxed ones against D.
+    for mode in ["D", "R", "M"] {
+        let n = rows
+            .iter()
+            .filter(|r| r["suite"] == "ceiling" && r["mode"] == mode)
+            .count();
+        assert_eq!(n, 3, "ceiling rows in mode {mode}");
+    }
+    assert!(rows
+        .iter()
+        .filter(|r| r["suite"] == "ceiling" && r["mode"] != "D")
+        .all(|r| r["ratio"].as_f64().is_some_and(|x| x > 0.0)));
     let wf = rows
         .iter()
         .find(|r| r["suite"] == "workflow")
@@ -56,4 +80,33 @@ fn quick_bench_of_every_suite_writes_json_with_nonzero_figures() {
             > 0.0
     );
     assert!(wf["ratio"].as_f64().expect("ratio to the commit bound") > 0.0);
+
+    // The report regenerates from the result files alone.
+    let papers = out_dir.path().join("papers");
+    std::fs::create_dir_all(&papers).expect("papers dir");
+    let report = support::dbos()
+        .args(["bench", "--report", "--results-dir"])
+        .arg(&results)
+        .arg("--papers-dir")
+        .arg(&papers)
+        .output()
+        .expect("dbos bench --report runs");
+    assert!(
+        report.status.success(),
+        "dbos bench --report failed:\n{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let text = std::fs::read_to_string(papers.join("EVALUATION.md")).expect("EVALUATION.md");
+    assert!(text.contains("## Beside the published figures"));
+    assert!(
+        text.contains("7,794 tps"),
+        "the pgbench figure is set beside ours"
+    );
+    for suite in &suites {
+        assert!(
+            text.contains(&format!("### {suite}\n")),
+            "section of {suite}"
+        );
+        assert!(papers.join(format!("figures/{suite}.svg")).exists());
+    }
 }

@@ -14,9 +14,28 @@
 //!   re-enqueued, claimed and finished them all.
 //!
 //! Figures are medians of repeated runs, with min and max. Results go to stdout as a table and
-//! to `bench/results/<suite>.json` and `.md`.
+//! to `bench/results/<suite>.json` and `.md`, with a plot per suite beside them
+//! (`<suite>.svg` and `.png`, see [`plot`]); `dbos bench --report` turns the result files into
+//! `papers/EVALUATION.md` (see [`report`]) without running anything.
+//!
+//! A suite is a function that returns [`Row`]s. Plots, tables and the report are generic over
+//! suites and rows: a row with a concurrency (set with [`Row::at`], or read from a workload
+//! named like "…, 8 clients") becomes a point on a throughput-versus-concurrency line of its
+//! suite's plot, and any other row a bar.
+//!
+//! ```
+//! use dbos_bench::{Mode, Row};
+//!
+//! let mut row = Row::new("ceiling", "INSERT commit, 8 clients".into(), &[7.0, 9.0, 8.0], "commits/s", 3)
+//!     .at("INSERT commit", 8);
+//! row.mode = Mode::R;
+//! assert_eq!((row.ours, row.min, row.max), (8.0, 7.0, 9.0));
+//! assert_eq!(row.point(), Some(("INSERT commit (R)".to_owned(), 8)));
+//! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod plot;
+pub mod report;
 mod suites;
 
 use std::path::PathBuf;
@@ -25,7 +44,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Command-line arguments of `dbos bench` / `dbos-bench`.
 #[derive(Debug, Parser)]
@@ -45,14 +64,21 @@ pub struct Args {
     /// Directory for result files.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub results_dir: PathBuf,
+    /// Run nothing: regenerate `EVALUATION.md` in the papers directory from the result files.
+    #[arg(long, conflicts_with_all = ["suites", "quick", "json"])]
+    pub report: bool,
+    /// Directory of `EVALUATION.md` (with `--report`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../papers"))]
+    pub papers_dir: PathBuf,
 }
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
 pub const SUITES: &[&str] = &["ceiling", "workflow", "peer", "recovery", "msg"];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
+    #[default]
     /// Durable: fsync and synchronous_commit on (the default).
     D,
     /// synchronous_commit off.
@@ -62,7 +88,7 @@ pub enum Mode {
 }
 
 /// One measured figure.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     /// Suite name.
     pub suite: String,
@@ -77,23 +103,37 @@ pub struct Row {
     /// Unit of `ours`.
     pub unit: String,
     /// The same-run baseline, when one applies.
+    #[serde(default)]
     pub baseline: Option<f64>,
     /// What the baseline is.
+    #[serde(default)]
     pub baseline_name: Option<String>,
     /// ours ÷ baseline.
+    #[serde(default)]
     pub ratio: Option<f64>,
-    /// The paper's figure, where one exists.
+    /// The paper's (or a published) figure for this cell, with its source, where one exists.
+    #[serde(default)]
     pub paper: Option<String>,
     /// Median latency, ms.
+    #[serde(default)]
     pub p50_ms: Option<f64>,
     /// 99th percentile latency, ms.
+    #[serde(default)]
     pub p99_ms: Option<f64>,
     /// Other measured facts (commits per workflow, WAL bytes, ...).
+    #[serde(default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// Durability mode.
+    #[serde(default)]
     pub mode: Mode,
     /// Repetitions.
     pub runs: usize,
+    /// Concurrent clients (callers, workers) of the workload: the x axis of the suite's plot.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// The plot line the row belongs to: the workload without its concurrency.
+    #[serde(default)]
+    pub series: Option<String>,
 }
 
 impl Row {
@@ -117,8 +157,80 @@ impl Row {
             extra: serde_json::Map::new(),
             mode: Mode::D,
             runs,
+            concurrency: None,
+            series: None,
         }
     }
+
+    /// Places the row on the plot line `series` at `concurrency` clients.
+    pub fn at(mut self, series: impl Into<String>, concurrency: u32) -> Row {
+        self.series = Some(series.into());
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    /// Whether the figure is a rate (its unit ends in `/s`): only rates are plotted against
+    /// concurrency.
+    pub fn is_rate(&self) -> bool {
+        self.unit.ends_with("/s")
+    }
+
+    /// The plot line and concurrency of the row: [`Row::at`]'s, or else read from a workload
+    /// that names its concurrency ("3-step workflow, 8 callers, direct" is line "3-step
+    /// workflow, direct" at 8). A mode other than D is appended to the line's name.
+    pub fn point(&self) -> Option<(String, u32)> {
+        let (series, x) = match (&self.series, self.concurrency) {
+            (Some(s), Some(c)) => (s.clone(), c),
+            _ => split_concurrency(&self.workload)?,
+        };
+        Some(match self.mode {
+            Mode::D => (series, x),
+            m => (format!("{series} ({m:?})"), x),
+        })
+    }
+}
+
+/// Words that, after a number, give a workload's concurrency.
+const CONCURRENCY_WORDS: &[&str] = &[
+    "client",
+    "caller",
+    "worker",
+    "thread",
+    "connection",
+    "sender",
+    "receiver",
+    "subscriber",
+    "producer",
+    "consumer",
+];
+
+/// "3-step workflow, 8 callers, direct" → ("3-step workflow, direct", 8).
+fn split_concurrency(workload: &str) -> Option<(String, u32)> {
+    let parts: Vec<&str> = workload.split(',').map(str::trim).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        for (j, pair) in words.windows(2).enumerate() {
+            let noun = pair[1].trim_end_matches('s');
+            let Ok(n) = pair[0].parse::<u32>() else {
+                continue;
+            };
+            if !CONCURRENCY_WORDS.contains(&noun) {
+                continue;
+            }
+            // Drop "N clients" from its part, and the part when nothing else is left.
+            let rest: Vec<&str> = words[..j].iter().chain(&words[j + 2..]).copied().collect();
+            let mut kept: Vec<String> = Vec::new();
+            for (k, p) in parts.iter().enumerate() {
+                if k != i {
+                    kept.push((*p).to_owned());
+                } else if !rest.is_empty() {
+                    kept.push(rest.join(" "));
+                }
+            }
+            return Some((kept.join(", "), n));
+        }
+    }
+    None
 }
 
 /// Median, min and max of repeated measurements.
@@ -177,6 +289,11 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if args.report {
+        let path = report::write(&args.results_dir, &args.papers_dir)?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     for s in &args.suites {
         anyhow::ensure!(
             SUITES.contains(&s.as_str()),
@@ -208,6 +325,12 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     let env = suites::Env::start(args.database_url.clone()).await?;
+    std::fs::create_dir_all(&args.results_dir)
+        .with_context(|| format!("creating {}", args.results_dir.display()))?;
+    let environment = env.describe(plan).await?;
+    let path = args.results_dir.join(report::ENVIRONMENT_FILE);
+    std::fs::write(&path, serde_json::to_vec_pretty(&environment)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     let mut all = Vec::new();
     let mut ceiling = suites::Ceiling::default();
     for suite in wanted {
@@ -226,6 +349,25 @@ async fn run(args: Args) -> Result<()> {
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;
+        // Every plot shows the machine's durable commit ceiling as its reference line: this
+        // run's, or the last one written.
+        let reference = if suite == "ceiling" {
+            Vec::new()
+        } else {
+            let this_run: Vec<Row> = all
+                .iter()
+                .filter(|r: &&Row| r.suite == "ceiling")
+                .cloned()
+                .collect();
+            if this_run.is_empty() {
+                report::read_suite(&args.results_dir, "ceiling").unwrap_or_default()
+            } else {
+                this_run
+            }
+        };
+        if let Err(e) = plot::suite(&args.results_dir, suite, &rows, &reference) {
+            eprintln!("NOTICE: no plot of {suite}: {e:#}");
+        }
         all.extend(rows);
     }
     env.stop().await?;
@@ -303,4 +445,28 @@ fn write_results(dir: &std::path::Path, suite: &str, rows: &[Row]) -> Result<()>
 
 fn print_table(rows: &[Row]) {
     println!("{}", markdown(rows));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_that_names_its_concurrency_is_a_point_on_a_line() {
+        let point = |w: &str| Row::new("s", w.into(), &[1.0], "ops/s", 1).point();
+        assert_eq!(
+            point("3-step workflow, 8 callers, direct"),
+            Some(("3-step workflow, direct".to_owned(), 8))
+        );
+        assert_eq!(
+            point("single-row INSERT commit, 1 client"),
+            Some(("single-row INSERT commit".to_owned(), 1))
+        );
+        assert_eq!(
+            point("ping-pong with 32 workers"),
+            Some(("ping-pong with".to_owned(), 32))
+        );
+        assert_eq!(point("1000 pending workflows, recovered"), None);
+        assert_eq!(summarize(&[3.0, 1.0, 2.0, 10.0]), (2.5, 1.0, 10.0));
+    }
 }

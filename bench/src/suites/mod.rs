@@ -98,6 +98,34 @@ impl Env {
     fn pool(&self) -> &PgPool {
         self.kernel.pool()
     }
+
+    /// The machine, the server's durability settings and the plan, for the report.
+    pub(crate) async fn describe(&self, plan: Plan) -> Result<serde_json::Value> {
+        let settings: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, current_setting(name) FROM unnest(ARRAY['server_version', 'fsync',
+                 'synchronous_commit', 'wal_sync_method', 'shared_buffers', 'full_page_writes',
+                 'max_connections']) name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut postgres = serde_json::Map::new();
+        for (k, v) in settings {
+            postgres.insert(k, v.into());
+        }
+        let os = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| format!("Linux {}", r.trim()))
+            .unwrap_or_else(|_| std::env::consts::OS.to_owned());
+        Ok(serde_json::json!({
+            "measured_at": chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "os": os,
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "quick": plan.quick,
+            "repeats": plan.repeats,
+            "run_s": plan.run.as_secs_f64(),
+            "postgres": postgres,
+        }))
+    }
 }
 
 /// Commits per second by clients, measured by the ceiling suite.
@@ -117,22 +145,90 @@ pub(super) fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Server-side counters: transaction ids assigned (= write transactions) and WAL position.
-pub(super) async fn counters(pool: &PgPool) -> Result<(i64, String)> {
-    Ok(sqlx::query_as(
-        "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8, pg_current_wal_lsn()::text",
-    )
-    .fetch_one(pool)
-    .await?)
+/// Server-side counters, read before and after a run.
+///
+/// - `xid`: the next transaction id; the difference is the write transactions (commits that
+///   assigned an id), exact.
+/// - `lsn`: the WAL position; the difference is the WAL bytes written, exact.
+/// - `xacts`: `xact_commit + xact_rollback` of this database in `pg_stat_database`: every
+///   transaction, read-only ones included. Each single-statement call is one transaction and
+///   one round trip, so for work made of single statements (as a workflow's starts,
+///   checkpoints, claims and outcomes are) this counts its round trips.
+/// - `wal_syncs`: `pg_stat_wal.wal_sync`, the WAL fsyncs (server-wide).
+///
+/// Backends publish these statistics at most once a second, so [`Counters::read`] first waits
+/// that long and runs one statement on every idle pooled connection to make each publish; those
+/// statements are counted and subtracted.
+#[derive(Debug, Clone)]
+pub(super) struct Counters {
+    xid: i64,
+    lsn: String,
+    xacts: i64,
+    wal_syncs: i64,
+    /// Transactions the reading itself added.
+    own_xacts: i64,
 }
 
-pub(super) async fn wal_since(pool: &PgPool, lsn: &str) -> Result<f64> {
-    Ok(
-        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8")
-            .bind(lsn)
-            .fetch_one(pool)
-            .await?,
-    )
+/// Per-operation differences of two [`Counters`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PerOp {
+    pub(super) commits: f64,
+    pub(super) xacts: f64,
+    pub(super) wal_bytes: f64,
+    pub(super) wal_syncs: f64,
+}
+
+/// Interval at which a Postgres backend publishes its statistics (`PGSTAT_MIN_INTERVAL`).
+const STATS_PUBLISH_INTERVAL_MS: u64 = 1000;
+
+impl Counters {
+    pub(super) async fn read(pool: &PgPool) -> Result<Counters> {
+        tokio::time::sleep(Duration::from_millis(STATS_PUBLISH_INTERVAL_MS + 100)).await;
+        // Every idle connection; one busy now is in use and publishes when it next idles.
+        let mut conns = Vec::new();
+        while let Some(c) = pool.try_acquire() {
+            conns.push(c);
+        }
+        for c in &mut conns {
+            sqlx::query("SELECT 1").execute(&mut **c).await?;
+        }
+        let open = conns.len();
+        drop(conns);
+        let (xid, lsn, xacts, wal_syncs): (i64, String, i64, i64) = sqlx::query_as(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+                    pg_current_wal_lsn()::text,
+                    (SELECT xact_commit + xact_rollback FROM pg_stat_database
+                     WHERE datname = current_database()),
+                    (SELECT wal_sync FROM pg_stat_wal)",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Counters {
+            xid,
+            lsn,
+            xacts,
+            wal_syncs,
+            own_xacts: open as i64 + 1,
+        })
+    }
+
+    /// What happened between `self` and `later`, per each of `ops` operations.
+    pub(super) async fn per_op(&self, later: &Counters, ops: u64, pool: &PgPool) -> Result<PerOp> {
+        let wal_bytes: f64 =
+            sqlx::query_scalar("SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn)::float8")
+                .bind(&later.lsn)
+                .bind(&self.lsn)
+                .fetch_one(pool)
+                .await?;
+        let n = ops.max(1) as f64;
+        Ok(PerOp {
+            // Minus the reading query's own transaction id.
+            commits: (later.xid - self.xid - 1).max(0) as f64 / n,
+            xacts: (later.xacts - self.xacts - later.own_xacts).max(0) as f64 / n,
+            wal_bytes: wal_bytes / n,
+            wal_syncs: (later.wal_syncs - self.wal_syncs).max(0) as f64 / n,
+        })
+    }
 }
 
 /// Runs `callers` loops of `op` for `run`; returns operations done and their latencies (ms).

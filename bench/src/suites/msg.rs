@@ -286,7 +286,8 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         } else {
             format!("ping{batch}-pong{batch} {}", size_name(bytes))
         };
-        let mut row = Row::new("msg", name, &ours, "msgs/s", plan.repeats);
+        let mut row = Row::new("msg", name, &ours, "msgs/s", plan.repeats)
+            .at(format!("ping-pong {}", size_name(bytes)), batch as u32);
         let tcp_med = summarize(&tcp).0;
         row.baseline = Some(tcp_med);
         row.baseline_name = Some("tokio TCP loopback".into());
@@ -325,7 +326,8 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             &ours,
             "deliveries/s",
             plan.repeats,
-        );
+        )
+        .at("broadcast 64 B (deliveries/s)", r as u32);
         let tcp_med = summarize(&tcp).0;
         row.baseline = Some(tcp_med);
         row.baseline_name = Some("tokio TCP loopback, one write per message".into());

@@ -62,6 +62,7 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &callers in workloads {
         let (mut theirs, mut ours, mut lats) = (Vec::new(), Vec::new(), Vec::new());
+        let mut our_lats = Vec::new();
         for _ in 0..plan.repeats {
             let out = tokio::process::Command::new(&python)
                 .arg(&script)
@@ -88,7 +89,7 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
                 lats.extend(l.iter().filter_map(|x| x.as_f64()));
             }
             let wf = env.wf.clone();
-            let (n, _, took) = drive(callers, plan.run, move || {
+            let (n, l, took) = drive(callers, plan.run, move || {
                 let wf = wf.clone();
                 async move {
                     let _: u32 = wf.run(STEPS, (3u32,), StartOptions::default()).await?;
@@ -97,6 +98,7 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             })
             .await;
             ours.push(n as f64 / took.as_secs_f64());
+            our_lats.extend(l);
             pb.inc(1);
         }
         let (their_med, _, _) = summarize(&theirs);
@@ -109,14 +111,22 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             &ours,
             "workflows/s",
             plan.repeats,
-        );
+        )
+        .at("3-step workflow", callers as u32);
+        if callers == 1 {
+            row.paper = Some("DBOS Python ≈33/s, DBOS Rust SDK ≈165/s (earlier, 2-core)".into());
+        }
         row.baseline = Some(their_med);
         row.baseline_name = Some(format!(
             "DBOS for Python {PEER_VERSION}, same Postgres, same run"
         ));
         row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
+        row.p50_ms = Some(quantile(&mut our_lats, 0.5));
+        row.p99_ms = Some(quantile(&mut our_lats, 0.99));
         row.extra
             .insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
+        row.extra
+            .insert("peer_p99_ms".into(), quantile(&mut lats, 0.99).into());
         rows.push(row);
     }
     let _ = std::fs::remove_file(&script);

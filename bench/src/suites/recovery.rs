@@ -79,6 +79,9 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         );
         row.extra
             .insert("workflows_per_s".into(), (n as f64 / row.ours).into());
+        if n == 10_000 {
+            row.paper = Some("none published; plan B10 bar: 10K in ≤5 s".into());
+        }
         rows.push(row);
     }
     pb.finish_and_clear();

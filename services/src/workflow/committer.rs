@@ -196,39 +196,10 @@ async fn flusher(inner: Arc<Inner>) {
     }
 }
 
-/// Writes a batch in one statement: starts, checkpoints of owned PENDING workflows, and
-/// outcomes with their output rows. Answers every request.
-async fn write_batch(inner: &Inner, batch: Vec<Request>) {
-    let mut ck = CheckpointColumns::default();
-    let mut oc = OutcomeColumns::default();
-    let mut st = StartColumns::default();
-    let mut ck_tx = Vec::new();
-    let mut oc_tx = Vec::new();
-    let mut st_tx = Vec::new();
-    // One statement cannot insert the same ID twice: repeats go in a batch of their own.
-    let mut later = Vec::new();
-    for r in batch {
-        match r {
-            Request::Checkpoint(c, tx) => {
-                ck.push(c);
-                ck_tx.push(tx);
-            }
-            Request::Outcome(o, tx) => {
-                oc.push(o);
-                oc_tx.push(tx);
-            }
-            Request::Start(s, tx) if st.id.contains(&s.workflow_id) => {
-                later.push(Request::Start(s, tx))
-            }
-            Request::Start(s, tx) => {
-                st.push(s);
-                st_tx.push(tx);
-            }
-        }
-    }
-    // Served by the primary keys of workflow_status, workflow_input and operation_outputs.
-    let result = sqlx::query_as::<_, (String, String, i32, Option<String>, Option<String>)>(
-        "WITH c AS (
+/// The statement of one batch: starts, checkpoints of owned PENDING workflows, and outcomes
+/// with their output rows. Served by the primary keys of workflow_status, workflow_input and
+/// operation_outputs.
+const WRITE_BATCH: &str = "WITH c AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::int8[], $9::int8[])
                  AS c(wf, owner, fid, name, output, error, child, started, completed)
@@ -279,33 +250,102 @@ async fn write_batch(inner: &Inner, batch: Vec<Request>) {
          )
          SELECT 'c', workflow_uuid, function_id, NULL::text, NULL::text FROM ck
          UNION ALL SELECT 'o', workflow_uuid, 0, NULL, NULL FROM done
-         UNION ALL SELECT 's', workflow_uuid, 0, name, creator_xid FROM st",
-    )
-    .bind(&ck.wf)
-    .bind(&ck.owner)
-    .bind(&ck.fid)
-    .bind(&ck.name)
-    .bind(&ck.output)
-    .bind(&ck.error)
-    .bind(&ck.child)
-    .bind(&ck.started)
-    .bind(&ck.completed)
-    .bind(&oc.wf)
-    .bind(&oc.owner)
-    .bind(&oc.status)
-    .bind(&oc.output)
-    .bind(&oc.error)
-    .bind(&st.id)
-    .bind(&st.name)
-    .bind(&st.xid)
-    .bind(&st.timeout)
-    .bind(&st.deadline)
-    .bind(&st.priority)
-    .bind(&st.inputs)
-    .bind(&inner.executor_id)
-    .bind(&inner.app_version)
-    .fetch_all(&inner.pool)
-    .await;
+         UNION ALL SELECT 's', workflow_uuid, 0, name, creator_xid FROM st";
+
+/// One row the batch statement returns: kind ('c', 'o' or 's'), workflow, function id, and for
+/// starts the recorded name and creator.
+type BatchRow = (String, String, i32, Option<String>, Option<String>);
+
+/// A batch split into the statement's column arrays, with each request's answer channel in
+/// the same order.
+#[derive(Default)]
+struct Split {
+    ck: CheckpointColumns,
+    oc: OutcomeColumns,
+    st: StartColumns,
+    ck_tx: Vec<oneshot::Sender<Result<bool, String>>>,
+    oc_tx: Vec<oneshot::Sender<Result<bool, String>>>,
+    st_tx: Vec<oneshot::Sender<Result<Started, String>>>,
+    /// Starts of an ID already in this batch: one statement cannot insert the same ID twice,
+    /// so they go in a batch of their own.
+    later: Vec<Request>,
+}
+
+impl Split {
+    fn of(batch: Vec<Request>) -> Split {
+        let mut s = Split::default();
+        for r in batch {
+            match r {
+                Request::Checkpoint(c, tx) => {
+                    s.ck.push(c);
+                    s.ck_tx.push(tx);
+                }
+                Request::Outcome(o, tx) => {
+                    s.oc.push(o);
+                    s.oc_tx.push(tx);
+                }
+                Request::Start(st, tx) if s.st.id.contains(&st.workflow_id) => {
+                    s.later.push(Request::Start(st, tx))
+                }
+                Request::Start(st, tx) => {
+                    s.st.push(st);
+                    s.st_tx.push(tx);
+                }
+            }
+        }
+        s
+    }
+
+    /// The batch statement with every column bound (sqlx encodes at bind time), ready to send.
+    fn statement<'q>(
+        &'q self,
+        executor_id: &'q String,
+        app_version: &'q String,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, BatchRow, sqlx::postgres::PgArguments> {
+        let (ck, oc, st) = (&self.ck, &self.oc, &self.st);
+        sqlx::query_as::<_, BatchRow>(WRITE_BATCH)
+            .bind(&ck.wf)
+            .bind(&ck.owner)
+            .bind(&ck.fid)
+            .bind(&ck.name)
+            .bind(&ck.output)
+            .bind(&ck.error)
+            .bind(&ck.child)
+            .bind(&ck.started)
+            .bind(&ck.completed)
+            .bind(&oc.wf)
+            .bind(&oc.owner)
+            .bind(&oc.status)
+            .bind(&oc.output)
+            .bind(&oc.error)
+            .bind(&st.id)
+            .bind(&st.name)
+            .bind(&st.xid)
+            .bind(&st.timeout)
+            .bind(&st.deadline)
+            .bind(&st.priority)
+            .bind(&st.inputs)
+            .bind(executor_id)
+            .bind(app_version)
+    }
+}
+
+/// Writes a batch in one statement (see [`WRITE_BATCH`]) and answers every request.
+async fn write_batch(inner: &Inner, batch: Vec<Request>) {
+    let split = Split::of(batch);
+    let result = split
+        .statement(&inner.executor_id, &inner.app_version)
+        .fetch_all(&inner.pool)
+        .await;
+    let Split {
+        ck,
+        oc,
+        st,
+        ck_tx,
+        oc_tx,
+        st_tx,
+        later,
+    } = split;
     match result {
         Ok(rows) => {
             for (i, tx) in ck_tx.into_iter().enumerate() {
@@ -411,5 +451,51 @@ impl OutcomeColumns {
         self.status.push(o.status);
         self.output.push(o.output);
         self.error.push(o.error);
+    }
+}
+
+/// The in-process half of one group commit, for the micro-benchmarks in `dbos-bench`: the
+/// requests as workflows queue them, and the work a flush does before its round trip. Not a
+/// stable API.
+pub mod bench {
+    use super::*;
+
+    /// Requests queued for one flush.
+    pub struct Requests(Vec<Request>);
+
+    /// `n` step checkpoints of `n` workflows, each with `output` as its recorded output, as
+    /// concurrent workflows hand them to the committer.
+    pub fn checkpoints(n: usize, output: &str) -> Requests {
+        Requests(
+            (0..n)
+                .map(|i| {
+                    let (tx, _) = oneshot::channel();
+                    Request::Checkpoint(
+                        Checkpoint {
+                            workflow_id: format!("0194c5d2-7a9e-7c3b-8f00-{i:012}"),
+                            owner_xid: format!("9e1c4b7a-2f0d-4e55-a1b3-{i:012}"),
+                            function_id: 2,
+                            name: "noop".to_owned(),
+                            output: Some(output.to_owned()),
+                            error: None,
+                            child_workflow_id: None,
+                            started_at_ms: 1_700_000_000_000 + i as i64,
+                            completed_at_ms: 1_700_000_000_001 + i as i64,
+                        },
+                        tx,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Splits the requests into the statement's column arrays and binds them, exactly as a
+    /// flush does before sending; returns how many requests the statement carries.
+    pub fn build(requests: Requests) -> usize {
+        let split = Split::of(requests.0);
+        let (executor_id, app_version) = ("bench-node".to_owned(), "bench-version".to_owned());
+        let statement = split.statement(&executor_id, &app_version);
+        std::hint::black_box(&statement);
+        split.ck_tx.len() + split.oc_tx.len() + split.st_tx.len()
     }
 }

@@ -35,6 +35,8 @@ pub mod manage;
 mod messaging;
 mod service;
 
+#[doc(hidden)]
+pub use committer::bench as committer_bench;
 pub use ctx::{RetryPolicy, ShouldRetry, WfCtx};
 pub use error::{PortableError, WfError};
 pub use messaging::{TopicMessage, WfStream};
