@@ -5,6 +5,7 @@
 //!   `sched.paused_queues`.
 //! - [`claim`]: one batched claim per round within every queue's limits, correct across any
 //!   number of nodes.
+//! - [`recovery`]: any live node re-enqueues the PENDING work of gone nodes, exactly once.
 //! - [`command`] runs the Linux commands of command tasks: in a process group of their own,
 //!   with output handed over in bounded chunks as it is produced, a timeout, and cancellation
 //!   that reaches every process of the group.
@@ -16,6 +17,7 @@ pub mod claim;
 pub mod command;
 mod error;
 pub mod queues;
+pub mod recovery;
 
 pub use error::Error;
 

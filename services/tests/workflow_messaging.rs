@@ -418,6 +418,23 @@ async fn streams_are_read_live_until_closed_or_the_writer_ends() {
     assert_eq!(got, vec![0, 1]);
     assert!(r.is_done());
     wait_status(n.pool(), "w2", "ERROR").await;
+    // A writer still running (or died and not yet recovered): a read times out, the stream
+    // is not over, and the reader picks up where it was once values come.
+    n.wf.start::<_, i64>("writer", (1,), id("w3"))
+        .await
+        .expect("slow writer");
+    let mut r = msg.read_stream("w3", "out", 0);
+    assert_eq!(
+        r.next::<i64>(Duration::from_millis(100))
+            .await
+            .expect("timeout"),
+        None
+    );
+    assert!(!r.is_done());
+    msg.send("w3", &0, Some("tick"), None).await.expect("tick");
+    assert_eq!(r.next::<i64>(WAIT).await.expect("value"), Some(0));
+    assert_eq!(r.next::<i64>(WAIT).await.expect("end"), None);
+    assert!(r.is_done());
     // A stream of a workflow that does not exist is an error, not an endless wait.
     let err = msg
         .read_stream("nobody", "out", 0)

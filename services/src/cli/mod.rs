@@ -2,6 +2,7 @@
 
 mod demo;
 mod msg;
+mod queue;
 mod render;
 mod task;
 mod wf;
@@ -65,6 +66,16 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: task::TaskCommand,
+    },
+    /// Create, change, list, pause, resume and remove queues.
+    Queue {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: queue::QueueCommand,
     },
     /// Send messages to workflows, read their events and streams, publish and subscribe.
     Msg {
@@ -269,6 +280,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             json,
             command,
         } => task::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Queue {
+            conn,
+            json,
+            command,
+        } => queue::run(&conn, Format::from_json_flag(json), command).await,
         Command::Msg {
             conn,
             json,

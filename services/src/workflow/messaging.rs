@@ -128,6 +128,14 @@ impl WfCtx {
     }
 
     /// Takes the oldest message of this workflow's mailbox `topic`, waiting up to `timeout`;
+    /// only a workflow has a mailbox, so there is no `recv` outside one:
+    ///
+    /// ```compile_fail
+    /// # async fn outside(client: &dbos_msg::Client) {
+    /// let _ = client.recv::<String>(None, std::time::Duration::from_secs(1)).await;
+    /// # }
+    /// ```
+    ///
     /// `None` when none came. The message is consumed and recorded in one statement; a
     /// recovered workflow gets the same message back and waits only for what is left of
     /// `timeout`. Uses two function IDs (`DBOS.recv` and its `DBOS.sleep` timer), as DBOS does.

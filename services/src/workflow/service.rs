@@ -22,7 +22,7 @@ use super::ctx::{CtxInner, Recorded, WfCtx};
 use super::error::WfError;
 
 /// Queue that hosts resumed, forked and recovered workflows.
-pub const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
+pub const INTERNAL_QUEUE: &str = dbos_scheduler::recovery::INTERNAL_QUEUE;
 /// Channel on which enqueues wake idle nodes.
 pub const ENQUEUE_CHANNEL: &str = dbos_scheduler::ENQUEUE_CHANNEL;
 
@@ -800,7 +800,9 @@ impl Service {
                      deduplication_id = NULL, started_at_epoch_ms = NULL,
                      updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
                      completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-                 WHERE ($1::text IS NULL OR workflow_uuid = $1)
+                 WHERE ($1::text IS NOT NULL AND workflow_uuid = $1
+                        OR $1::text IS NULL AND (SELECT pg_try_advisory_xact_lock(
+                               hashtextextended('dbos.sched.deadlines', 0))))
                    AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
                    AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint
                  RETURNING workflow_uuid
@@ -863,6 +865,21 @@ impl Service {
                 last_sweep = std::time::Instant::now();
                 if let Err(e) = self.cancel_expired(None).await {
                     tracing::warn!(error = %e, "deadline sweep failed");
+                }
+                match dbos_scheduler::recovery::sweep(&self.inner.pool).await {
+                    Ok(r) => {
+                        if !r.nodes_declared_dead.is_empty() {
+                            tracing::warn!(nodes = ?r.nodes_declared_dead, "nodes declared dead after their lease expired");
+                        }
+                        if r.workflows > 0 {
+                            tracing::info!(
+                                workflows = r.workflows,
+                                "re-enqueued the pending work of gone nodes"
+                            );
+                            continue;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "recovery sweep failed"),
                 }
                 match self.promote_delayed().await {
                     Ok((promoted, next)) => {
@@ -979,6 +996,8 @@ impl Service {
                      updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
                  WHERE status = 'DELAYED'
                    AND delay_until_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint
+                   -- One node sweeps at a time; the others skip this round.
+                   AND (SELECT pg_try_advisory_xact_lock(hashtextextended('dbos.sched.delayed', 0)))
                  RETURNING 1
              )
              SELECT (SELECT count(*) FROM p),

@@ -1,0 +1,181 @@
+//! Queues across three node processes: a global and a per-node limit hold while all three
+//! claim at once; pause/resume/rm from the CLI; and the work of a node killed with SIGKILL is
+//! finished by another node after the dead node's lease, every completed step once.
+
+mod support;
+
+use dbos_kernel::testing::scratch_dir_for_cluster;
+use support::{eventually, ok, path, run, sql_json, Node};
+
+#[test]
+fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let d = path(&dir);
+    let nodes: Vec<Node> = (0..3).map(|_| Node::boot(&dir, &[])).collect();
+
+    ok(&[
+        "queue",
+        "create",
+        "q2",
+        "--concurrency",
+        "2",
+        "--worker-concurrency",
+        "1",
+        "--data-dir",
+        d,
+    ]);
+    let bad = run(&[
+        "queue",
+        "create",
+        "q0",
+        "--concurrency",
+        "0",
+        "--data-dir",
+        d,
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 1"));
+    for i in 0..8 {
+        ok(&[
+            "task",
+            "submit",
+            "-q",
+            "q2",
+            "--id",
+            &format!("q2-{i}"),
+            "--data-dir",
+            d,
+            "--",
+            "sleep",
+            "0.3",
+        ]);
+    }
+    for i in 0..8 {
+        let w = run(&["task", "wait", &format!("q2-{i}"), "--data-dir", d]);
+        assert_eq!(w.status.code(), Some(0));
+    }
+    // From the recorded claim and completion times: never more than 2 at once, never more
+    // than 1 at once on one node.
+    let rows = sql_json(&dir, "SELECT executor_id, started_at_epoch_ms AS s, completed_at AS e FROM dbos.workflow_status WHERE workflow_uuid LIKE 'q2-%'");
+    let spans: Vec<(String, i64, i64)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["executor_id"].as_str().expect("node").to_owned(),
+                r["s"].as_i64().expect("s"),
+                r["e"].as_i64().expect("e"),
+            )
+        })
+        .collect();
+    assert_eq!(spans.len(), 8);
+    for (node, s, _) in &spans {
+        let all = spans.iter().filter(|(_, s2, e2)| s2 <= s && s < e2).count();
+        let mine = spans
+            .iter()
+            .filter(|(n2, s2, e2)| n2 == node && s2 <= s && s < e2)
+            .count();
+        assert!(all <= 2, "at most 2 at once across nodes: {spans:?}");
+        assert!(mine <= 1, "at most 1 at once on {node}: {spans:?}");
+    }
+    let used: std::collections::HashSet<&str> = spans.iter().map(|s| s.0.as_str()).collect();
+    assert!(
+        used.len() >= 2,
+        "the queue's work was spread over nodes: {used:?}"
+    );
+
+    // Pause, resume, list, rm.
+    ok(&["queue", "pause", "q2", "--data-dir", d]);
+    ok(&[
+        "task",
+        "submit",
+        "-q",
+        "q2",
+        "--id",
+        "paused-1",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["queue", "list", "--json", "--data-dir", d])).expect("json");
+    let q2 = listed
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|q| q["queue"] == "q2")
+        .expect("q2 listed")
+        .clone();
+    assert_eq!(q2["paused"], true);
+    assert_eq!(q2["concurrency"], 2);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        sql_json(
+            &dir,
+            "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = 'paused-1'"
+        )[0]["status"],
+        "ENQUEUED"
+    );
+    ok(&["queue", "resume", "q2", "--data-dir", d]);
+    assert_eq!(
+        run(&["task", "wait", "paused-1", "--data-dir", d])
+            .status
+            .code(),
+        Some(0)
+    );
+    ok(&["queue", "rm", "q2", "--data-dir", d]);
+    assert!(!run(&["queue", "rm", "default", "--data-dir", d])
+        .status
+        .success());
+
+    // A node dies mid-workflow; another finishes the work after the dead node's lease.
+    ok(&["sql", "--data-dir", d, "SELECT dbos.enqueue_workflow('dbos.demo', 'default', ARRAY['800'::json], workflow_id => 'moved')"]);
+    let mut runner = String::new();
+    eventually("the demo is running", || {
+        let r = &sql_json(
+            &dir,
+            "SELECT status, executor_id FROM dbos.workflow_status WHERE workflow_uuid = 'moved'",
+        )[0];
+        runner = r["executor_id"].as_str().unwrap_or_default().to_owned();
+        r["status"] == "PENDING"
+    });
+    let mut nodes = nodes;
+    let i = nodes
+        .iter()
+        .position(|n| n.node_id == runner)
+        .expect("the runner is one of ours");
+    nodes.remove(i).kill9();
+    eventually("another node finishes the demo", || {
+        sql_json(
+            &dir,
+            "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = 'moved'",
+        )[0]["status"]
+            == "SUCCESS"
+    });
+    let done = &sql_json(&dir, "SELECT s.executor_id, o.output FROM dbos.workflow_status s JOIN dbos.workflow_output o USING (workflow_uuid) WHERE workflow_uuid = 'moved'")[0];
+    assert_ne!(done["executor_id"], runner.as_str());
+    assert_eq!(
+        done["output"], "\"deposited 42, balance 42\"",
+        "the transaction's effect is there once"
+    );
+    let dead = &sql_json(
+        &dir,
+        &format!("SELECT state FROM kernel.nodes WHERE node_id = '{runner}'"),
+    )[0];
+    assert_eq!(dead["state"], "dead");
+    // Steps completed before the kill ran once; only the interrupted one may have run twice.
+    let runs = sql_json(&dir, "SELECT step, count(*) AS n FROM public.dbos_demo_runs WHERE workflow_id = 'moved' GROUP BY step");
+    let twice: Vec<&serde_json::Value> = runs
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["n"].as_i64() > Some(1))
+        .collect();
+    assert!(
+        twice.len() <= 1,
+        "at most the interrupted step ran again: {runs}"
+    );
+}
