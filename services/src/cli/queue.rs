@@ -21,7 +21,7 @@ pub(super) enum QueueCommand {
         limits: LimitArgs,
         /// Remove a limit (repeatable).
         #[arg(long, value_enum)]
-        clear: Vec<Limit>,
+        clear: Vec<Setting>,
     },
     /// List queues with their limits, depth and running work.
     List,
@@ -75,7 +75,7 @@ pub(super) struct LimitArgs {
 
 /// A limit `queue update --clear` removes.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub(super) enum Limit {
+pub(super) enum Setting {
     Concurrency,
     WorkerConcurrency,
     RateLimit,
@@ -124,12 +124,12 @@ pub(super) async fn run(
             let mut q = limits.apply(queues::get(&mut c, &limits.name).await?);
             for l in clear {
                 match l {
-                    Limit::Concurrency => q.concurrency = None,
-                    Limit::WorkerConcurrency => q.worker_concurrency = None,
-                    Limit::RateLimit => (q.rate_limit_max, q.rate_limit_period_sec) = (None, None),
-                    Limit::PartitionConcurrency => q.partition_concurrency = None,
-                    Limit::PartitionWorkerConcurrency => q.partition_worker_concurrency = None,
-                    Limit::PartitionRateLimit => {
+                    Setting::Concurrency => q.concurrency = None,
+                    Setting::WorkerConcurrency => q.worker_concurrency = None,
+                    Setting::RateLimit => (q.rate_limit_max, q.rate_limit_period_sec) = (None, None),
+                    Setting::PartitionConcurrency => q.partition_concurrency = None,
+                    Setting::PartitionWorkerConcurrency => q.partition_worker_concurrency = None,
+                    Setting::PartitionRateLimit => {
                         (
                             q.partition_rate_limit_max,
                             q.partition_rate_limit_period_sec,
