@@ -31,13 +31,15 @@ SELECT q.name AS queue,
 FROM dbos.queues q
 LEFT JOIN sched.paused_queues p ON p.queue_name = q.name;
 
--- Command tasks (workflows of `dbos.command`), with their command and how they ended.
+-- Command tasks (workflows of `dbos.command`, and `dbos.command.scheduled` run by cron), with
+-- their command and how they ended.
 CREATE VIEW os.tasks AS
 SELECT s.workflow_uuid AS task_id,
        s.status,
        s.queue_name AS queue,
        s.executor_id AS node,
-       (i.inputs::json -> 'positionalArgs' -> 0 -> 'argv') AS argv,
+       COALESCE(i.inputs::json -> 'positionalArgs' -> 0 -> 'argv',
+                i.inputs::json -> 'positionalArgs' -> 1 -> 'argv') AS argv,
        COALESCE((o.output::json ->> 'exit_code'),
                 (o.error::json -> 'data' ->> 'exit_code'))::int AS exit_code,
        COALESCE((o.output::json ->> 'signal'), (o.error::json -> 'data' ->> 'signal'))::int AS signal,
@@ -51,4 +53,4 @@ SELECT s.workflow_uuid AS task_id,
 FROM dbos.workflow_status s
 LEFT JOIN dbos.workflow_input i USING (workflow_uuid)
 LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
-WHERE s.name = 'dbos.command';
+WHERE s.name IN ('dbos.command', 'dbos.command.scheduled');

@@ -6,6 +6,7 @@
 //! - [`claim`]: one batched claim per round within every queue's limits, correct across any
 //!   number of nodes.
 //! - [`recovery`]: any live node re-enqueues the PENDING work of gone nodes, exactly once.
+//! - [`cron`]: schedules on `dbos.workflow_schedules`, one run per tick across all nodes.
 //! - [`command`] runs the Linux commands of command tasks: in a process group of their own,
 //!   with output handed over in bounded chunks as it is produced, a timeout, and cancellation
 //!   that reaches every process of the group.
@@ -15,6 +16,7 @@
 
 pub mod claim;
 pub mod command;
+pub mod cron;
 mod error;
 pub mod queues;
 pub mod recovery;

@@ -14,12 +14,18 @@ pub const ECHO: &str = "dbos.echo";
 
 /// Name of the command-task workflow: runs a Linux command on the node that claims it.
 pub const COMMAND: &str = "dbos.command";
+/// Name of the command-task workflow cron schedules run: inputs `(scheduled_at, command)`.
+pub const SCHEDULED_COMMAND: &str = "dbos.command.scheduled";
 
 /// Registers the built-in workflows.
 pub fn register(r: &mut Registry) {
     r.register(DEMO, demo);
     r.register(ECHO, echo);
     r.register(COMMAND, run_command);
+    r.register(
+        SCHEDULED_COMMAND,
+        |ctx: WfCtx, (_at, task): (String, CommandSpec)| run_command(ctx, (task,)),
+    );
 }
 
 /// Error name of a command that ran and did not exit with 0 (its result is in `data`).

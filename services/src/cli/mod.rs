@@ -1,5 +1,6 @@
 //! The `dbos` command-line interface.
 
+mod cron;
 mod demo;
 mod msg;
 mod queue;
@@ -66,6 +67,16 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: task::TaskCommand,
+    },
+    /// Schedules that run a command or a workflow on every cron tick.
+    Cron {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: cron::CronCommand,
     },
     /// Create, change, list, pause, resume and remove queues.
     Queue {
@@ -280,6 +291,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             json,
             command,
         } => task::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Cron {
+            conn,
+            json,
+            command,
+        } => cron::run(&conn, Format::from_json_flag(json), command).await,
         Command::Queue {
             conn,
             json,

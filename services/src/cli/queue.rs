@@ -126,7 +126,9 @@ pub(super) async fn run(
                 match l {
                     Setting::Concurrency => q.concurrency = None,
                     Setting::WorkerConcurrency => q.worker_concurrency = None,
-                    Setting::RateLimit => (q.rate_limit_max, q.rate_limit_period_sec) = (None, None),
+                    Setting::RateLimit => {
+                        (q.rate_limit_max, q.rate_limit_period_sec) = (None, None)
+                    }
                     Setting::PartitionConcurrency => q.partition_concurrency = None,
                     Setting::PartitionWorkerConcurrency => q.partition_worker_concurrency = None,
                     Setting::PartitionRateLimit => {

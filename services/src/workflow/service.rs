@@ -367,6 +367,7 @@ impl Service {
         }
         let sub = kernel.notifier().subscribe(ENQUEUE_CHANNEL).await?;
         tokio::spawn(svc.clone().dispatcher(sub));
+        tokio::spawn(svc.clone().cron());
         Ok(svc)
     }
 
@@ -834,6 +835,32 @@ impl Service {
             Some("MAX_RECOVERY_ATTEMPTS_EXCEEDED") => Some(Terminal::Dead),
             _ => None,
         })
+    }
+
+    /// Fires cron schedules: every due tick becomes one enqueued workflow (however many nodes
+    /// fire it), then sleeps until the next tick, looking for new schedules every second.
+    async fn cron(self) {
+        loop {
+            let wait =
+                match dbos_scheduler::cron::fire_due(&self.inner.pool, chrono::Utc::now()).await {
+                    Ok(f) => {
+                        if f.enqueued > 0 {
+                            self.inner.wake.notify_one();
+                        }
+                        f.next
+                            .map(|n| (n - chrono::Utc::now()).num_milliseconds().clamp(1, 1_000))
+                            .unwrap_or(1_000)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "firing cron schedules failed");
+                        1_000
+                    }
+                };
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
+        }
     }
 
     /// Claims enqueued workflows this node has code for, up to its free slots, and runs them.

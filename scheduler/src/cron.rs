@@ -1,0 +1,450 @@
+//! Cron schedules on `dbos.workflow_schedules`, with DBOS's semantics: each tick enqueues one
+//! workflow with the deterministic ID `sched-{schedule}-{tick}`, so however many nodes fire
+//! the same tick, its primary key lets exactly one row in. Expressions have six fields
+//! (seconds first; a five-field expression runs at second 0) and are read in the schedule's
+//! time zone (UTC when unset). A schedule with `automatic_backfill` enqueues every tick missed
+//! while no node was up; otherwise only the latest missed tick runs.
+//!
+//! The scheduled workflow's inputs are `(scheduled_at, context)`: the tick as RFC 3339 UTC
+//! text and the schedule's context as JSON.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::recovery::INTERNAL_QUEUE;
+use crate::{Error, ENQUEUE_CHANNEL};
+
+/// Ticks one schedule enqueues in one sweep at most (a long backfill continues next sweep).
+pub const TICKS_PER_SWEEP_MAX: usize = 1_000;
+
+/// A parsed cron expression in its time zone.
+#[derive(Clone, Debug)]
+pub struct Cron {
+    schedule: cron::Schedule,
+    tz: chrono_tz::Tz,
+}
+
+impl Cron {
+    /// Parses `expr` (6 fields, seconds first; or 5 fields) in time zone `tz` (IANA name).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad expression or an unknown time zone.
+    pub fn parse(expr: &str, tz: Option<&str>) -> Result<Cron, Error> {
+        let fields = expr.split_whitespace().count();
+        let full = match fields {
+            5 => format!("0 {expr}"),
+            6 => expr.to_owned(),
+            n => {
+                return Err(Error::Invalid(format!(
+                    "cron expression {expr:?}: expected 6 fields (sec min hour day month weekday) or 5, got {n}"
+                )))
+            }
+        };
+        let schedule = cron::Schedule::from_str(&full)
+            .map_err(|e| Error::Invalid(format!("cron expression {expr:?}: {e}")))?;
+        let tz = match tz {
+            None | Some("") => chrono_tz::UTC,
+            Some(name) => name.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "time zone {name:?}: not an IANA time zone name (e.g. Europe/Paris, UTC)"
+                ))
+            })?,
+        };
+        Ok(Cron { schedule, tz })
+    }
+
+    /// Ticks after `after` up to and including `until`, at most `max`.
+    pub fn ticks(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        max: usize,
+    ) -> Vec<DateTime<Utc>> {
+        self.schedule
+            .after(&after.with_timezone(&self.tz))
+            .map(|t| t.with_timezone(&Utc))
+            .take_while(|t| *t <= until)
+            .take(max)
+            .collect()
+    }
+
+    /// The first tick after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule
+            .after(&after.with_timezone(&self.tz))
+            .next()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// A schedule, as `dbos.workflow_schedules` keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Schedule {
+    /// Unique name.
+    pub schedule_name: String,
+    /// Workflow each tick enqueues.
+    pub workflow_name: String,
+    /// Cron expression.
+    pub schedule: String,
+    /// `ACTIVE` or `PAUSED`.
+    pub status: String,
+    /// Context handed to every run (JSON text).
+    pub context: Option<String>,
+    /// Latest tick enqueued (RFC 3339).
+    pub last_fired_at: Option<String>,
+    /// Whether ticks missed while no node was up are enqueued later.
+    pub automatic_backfill: bool,
+    /// IANA time zone of the expression; UTC when unset.
+    pub cron_timezone: Option<String>,
+    /// Queue the runs go to; the internal queue when unset.
+    pub queue_name: Option<String>,
+}
+
+const COLUMNS: &str = "schedule_name, workflow_name, schedule, status, context, last_fired_at,
+    COALESCE(automatic_backfill, FALSE) AS automatic_backfill, cron_timezone, queue_name";
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Adds a schedule (it fires from the next tick on).
+///
+/// 1 round trip.
+///
+/// # Errors
+/// [`Error::Invalid`] for a bad name, expression, time zone or context, or a name in use.
+pub async fn add(conn: &mut PgConnection, s: &Schedule) -> Result<(), Error> {
+    if s.schedule_name.is_empty() || s.schedule_name.len() > 255 {
+        return Err(Error::Invalid(
+            "schedule name: must be 1 to 255 bytes".into(),
+        ));
+    }
+    Cron::parse(&s.schedule, s.cron_timezone.as_deref())?;
+    if let Some(c) = &s.context {
+        serde_json::from_str::<serde_json::Value>(c)
+            .map_err(|e| Error::Invalid(format!("schedule context: not JSON: {e}")))?;
+    }
+    let r = sqlx::query(
+        "INSERT INTO dbos.workflow_schedules
+             (schedule_id, schedule_name, workflow_name, schedule, status, context,
+              last_fired_at, automatic_backfill, cron_timezone, queue_name)
+         VALUES (gen_random_uuid()::text, $1, $2, $3, 'ACTIVE', $4, $5, $6, $7, $8)
+         ON CONFLICT (schedule_name) DO NOTHING",
+    )
+    .bind(&s.schedule_name)
+    .bind(&s.workflow_name)
+    .bind(&s.schedule)
+    .bind(&s.context)
+    .bind(rfc3339(Utc::now()))
+    .bind(s.automatic_backfill)
+    .bind(&s.cron_timezone)
+    .bind(&s.queue_name)
+    .execute(conn)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(Error::Invalid(format!(
+            "schedule {:?}: the name is in use",
+            s.schedule_name
+        )));
+    }
+    Ok(())
+}
+
+/// Every schedule, by name.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Schedule>, Error> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM dbos.workflow_schedules ORDER BY schedule_name"
+    ))
+    .fetch_all(conn)
+    .await?)
+}
+
+fn missing(name: &str) -> Error {
+    Error::Invalid(format!("schedule {name:?}: no schedule has this name"))
+}
+
+/// Pauses (`true`) or resumes a schedule. A resumed schedule fires from its next tick, or
+/// enqueues the missed ones if it backfills.
+///
+/// # Errors
+/// [`Error::Invalid`] for an unknown schedule.
+pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Result<(), Error> {
+    let r = sqlx::query(
+        "UPDATE dbos.workflow_schedules
+         SET status = CASE WHEN $2 THEN 'PAUSED' ELSE 'ACTIVE' END,
+             last_fired_at = CASE WHEN NOT $2 AND NOT COALESCE(automatic_backfill, FALSE)
+                                  THEN $3 ELSE last_fired_at END
+         WHERE schedule_name = $1",
+    )
+    .bind(name)
+    .bind(paused)
+    .bind(rfc3339(Utc::now()))
+    .execute(conn)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(missing(name));
+    }
+    Ok(())
+}
+
+/// Removes a schedule (runs already enqueued stay).
+///
+/// # Errors
+/// [`Error::Invalid`] for an unknown schedule.
+pub async fn remove(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
+    let r = sqlx::query("DELETE FROM dbos.workflow_schedules WHERE schedule_name = $1")
+        .bind(name)
+        .execute(conn)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(missing(name));
+    }
+    Ok(())
+}
+
+/// One run to enqueue.
+struct Run {
+    id: String,
+    schedule: String,
+    workflow: String,
+    queue: String,
+    inputs: String,
+}
+
+impl Run {
+    fn new(s: &Schedule, id: String, at: DateTime<Utc>) -> Run {
+        let context: serde_json::Value = s
+            .context
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Run {
+            id,
+            schedule: s.schedule_name.clone(),
+            workflow: s.workflow_name.clone(),
+            queue: s
+                .queue_name
+                .clone()
+                .unwrap_or_else(|| INTERNAL_QUEUE.to_owned()),
+            inputs: serde_json::json!({"namedArgs": {}, "positionalArgs": [rfc3339(at), context]})
+                .to_string(),
+        }
+    }
+}
+
+/// Enqueues runs (an existing ID is left alone) and moves each schedule's `last_fired_at`
+/// forward. Returns how many runs were new.
+///
+/// 1 round trip (primary keys).
+async fn enqueue(
+    conn: &mut PgConnection,
+    runs: &[Run],
+    fired: &[(String, String)],
+) -> Result<u64, Error> {
+    let col = |f: fn(&Run) -> &String| runs.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
+    let (names, ats): (Vec<String>, Vec<String>) = fired.iter().cloned().unzip();
+    let n: i64 = sqlx::query_scalar(
+        "WITH r AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 AS r(id, sched, wf, queue, inputs)
+         ), ins AS (
+             INSERT INTO dbos.workflow_status
+                 (workflow_uuid, status, name, queue_name, schedule_name, recovery_attempts,
+                  serialization, creator_xid)
+             SELECT id, 'ENQUEUED', wf, queue, sched, 0, 'portable_json', gen_random_uuid()::text
+             FROM r
+             ON CONFLICT (workflow_uuid) DO NOTHING
+             RETURNING workflow_uuid
+         ), inp AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
+             ON CONFLICT DO NOTHING
+         ), f AS (
+             UPDATE dbos.workflow_schedules s SET last_fired_at = u.at
+             FROM unnest($6::text[], $7::text[]) AS u(name, at)
+             WHERE s.schedule_name = u.name
+               AND (s.last_fired_at IS NULL OR s.last_fired_at < u.at)
+         )
+         SELECT count(*) FROM ins, LATERAL (SELECT pg_notify($8, '')) wake",
+    )
+    .bind(col(|r| &r.id))
+    .bind(col(|r| &r.schedule))
+    .bind(col(|r| &r.workflow))
+    .bind(col(|r| &r.queue))
+    .bind(col(|r| &r.inputs))
+    .bind(&names)
+    .bind(&ats)
+    .bind(ENQUEUE_CHANNEL)
+    .fetch_one(conn)
+    .await?;
+    Ok(n as u64)
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, Default)]
+pub struct Fired {
+    /// Runs newly enqueued.
+    pub enqueued: u64,
+    /// The next tick of any active schedule.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// Enqueues every due tick of every active schedule.
+///
+/// 2 round trips (read the schedules; enqueue all due runs in one statement).
+///
+/// # Errors
+/// Database errors.
+pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Fired, Error> {
+    let mut conn = pool.acquire().await?;
+    let schedules: Vec<Schedule> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM dbos.workflow_schedules WHERE status = 'ACTIVE'"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut runs = Vec::new();
+    let mut fired = Vec::new();
+    let mut next: Option<DateTime<Utc>> = None;
+    for s in &schedules {
+        let cron = match Cron::parse(&s.schedule, s.cron_timezone.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(schedule = %s.schedule_name, error = %e, "skipping an invalid schedule");
+                continue;
+            }
+        };
+        let from = s
+            .last_fired_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        let mut due = cron.ticks(from, now, TICKS_PER_SWEEP_MAX);
+        if !s.automatic_backfill && due.len() > 1 {
+            due = due.split_off(due.len() - 1);
+        }
+        if let Some(last) = due.last() {
+            fired.push((s.schedule_name.clone(), rfc3339(*last)));
+        }
+        for t in &due {
+            let id = format!("sched-{}-{}", s.schedule_name, rfc3339(*t));
+            runs.push(Run::new(s, id, *t));
+        }
+        let after = due.last().copied().unwrap_or(from).max(now);
+        if let Some(n) = cron.next_after(after) {
+            next = Some(next.map_or(n, |m| m.min(n)));
+        }
+    }
+    let enqueued = if runs.is_empty() {
+        0
+    } else {
+        enqueue(&mut conn, &runs, &fired).await?
+    };
+    Ok(Fired { enqueued, next })
+}
+
+/// Enqueues one run of a schedule now (`sched-{name}-trigger-{now}`); returns its ID.
+///
+/// # Errors
+/// [`Error::Invalid`] for an unknown schedule.
+pub async fn trigger(conn: &mut PgConnection, name: &str) -> Result<String, Error> {
+    let s = get(conn, name).await?;
+    let now = Utc::now();
+    let id = format!("sched-{name}-trigger-{}", rfc3339(now));
+    enqueue(conn, &[Run::new(&s, id.clone(), now)], &[]).await?;
+    Ok(id)
+}
+
+/// Enqueues every tick of a schedule in `(from, to]`; returns how many runs were new (ticks
+/// enqueued before are not enqueued again).
+///
+/// # Errors
+/// [`Error::Invalid`] for an unknown schedule or a range of over 10,000 ticks.
+pub async fn backfill(
+    conn: &mut PgConnection,
+    name: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u64, Error> {
+    let s = get(conn, name).await?;
+    let cron = Cron::parse(&s.schedule, s.cron_timezone.as_deref())?;
+    let ticks = cron.ticks(from, to, 10_001);
+    if ticks.len() > 10_000 {
+        return Err(Error::Invalid(format!(
+            "backfill of {name:?}: more than 10000 ticks in the range; backfill a shorter range"
+        )));
+    }
+    let runs: Vec<Run> = ticks
+        .iter()
+        .map(|t| Run::new(&s, format!("sched-{}-{}", s.schedule_name, rfc3339(*t)), *t))
+        .collect();
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    enqueue(conn, &runs, &[]).await
+}
+
+async fn get(conn: &mut PgConnection, name: &str) -> Result<Schedule, Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM dbos.workflow_schedules WHERE schedule_name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| missing(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn expressions_with_seconds_five_fields_and_time_zones() {
+        let c = Cron::parse("*/10 * * * * *", None).expect("6 fields");
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 5)
+            .single()
+            .expect("time");
+        let t1 = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 40)
+            .single()
+            .expect("time");
+        let ticks: Vec<u32> = c
+            .ticks(t0, t1, 100)
+            .iter()
+            .map(|t| chrono::Timelike::second(t))
+            .collect();
+        assert_eq!(ticks, vec![10, 20, 30, 40]);
+        let five = Cron::parse("30 9 * * *", Some("Europe/Paris")).expect("5 fields");
+        let next = five.next_after(t0).expect("next");
+        // 09:30 in Paris is 08:30 UTC in January.
+        assert_eq!(
+            next,
+            Utc.with_ymd_and_hms(2026, 1, 1, 8, 30, 0)
+                .single()
+                .expect("time")
+        );
+    }
+
+    #[test]
+    fn bad_expressions_and_time_zones_are_refused() {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * * *",
+            "* * * * * * * *",
+            "nonsense x y z w v",
+        ] {
+            assert!(Cron::parse(bad, None).is_err(), "{bad:?}");
+        }
+        let e = Cron::parse("* * * * * *", Some("Mars/Olympus")).expect_err("tz");
+        assert!(e.to_string().contains("Mars/Olympus"));
+    }
+}
