@@ -5,7 +5,7 @@ CREATE SCHEMA IF NOT EXISTS os;
 -- name. `ancestors` lists the directories above it, the root first.
 CREATE VIEW os.files AS
 WITH RECURSIVE tree (ino, path, depth, ancestors) AS (
-    SELECT 1::bigint, '/'::text, 0, ARRAY[]::bigint[]
+    SELECT 1::bigint, '/'::text COLLATE "C", 0, ARRAY[]::bigint[]
     UNION ALL
     SELECT d.child,
            CASE t.path WHEN '/' THEN '/' ELSE t.path || '/' END || d.name,

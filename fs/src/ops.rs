@@ -1125,7 +1125,11 @@ impl Fs {
                 Err(e) => return Err(rename_what(e, &shown)),
             };
             if next.kind != Kind::Dir {
-                return Err(Error::Exists(shown));
+                return Err(if i + 1 == parsed.components.len() {
+                    Error::Exists(shown)
+                } else {
+                    Error::NotDir(shown)
+                });
             }
             cur = next;
         }

@@ -211,7 +211,8 @@ pub(crate) const TRUNCATE: &str = "
     WITH del AS (DELETE FROM fs.blocks WHERE ino = $1 AND idx >= ($2 + 65535) / 65536),
          cut AS (
              UPDATE fs.blocks SET data = substring(data FROM 1 FOR ($2 - idx * 65536)::int)
-             WHERE ino = $1 AND idx = $2 / 65536 AND octet_length(data) > $2 - idx * 65536
+             WHERE ino = $1 AND idx = $2 / 65536 AND $2 % 65536 <> 0
+               AND octet_length(data) > $2 - idx * 65536
          )
     UPDATE fs.inodes SET size = $2, mtime = now(), ctime = now() WHERE ino = $1";
 
