@@ -42,13 +42,14 @@ WITH f AS (SELECT path, ino, kind, size, ancestors FROM os.files),
      up AS (SELECT unnest(ancestors) AS dir, ino, kind, size FROM f)
 SELECT d.path,
        d.ino,
+       d.ancestors,
        coalesce(sum(up.size) FILTER (WHERE up.kind = 'file'), 0)::bigint AS bytes,
        count(up.ino) FILTER (WHERE up.kind = 'file') AS files,
        count(up.ino) FILTER (WHERE up.kind = 'dir') AS dirs
 FROM f d
 LEFT JOIN up ON up.dir = d.ino
 WHERE d.kind = 'dir'
-GROUP BY d.path, d.ino;
+GROUP BY d.path, d.ino, d.ancestors;
 
 COMMENT ON VIEW os.du IS 'Bytes and files below each directory, like du -s';
 

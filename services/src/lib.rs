@@ -13,5 +13,5 @@ use dbos_kernel::ServiceMigrations;
 
 /// Migrations of every service hosted here (the kernel's own are applied first by the kernel).
 pub fn migrations() -> Vec<ServiceMigrations> {
-    vec![workflow::MIGRATIONS]
+    vec![workflow::MIGRATIONS, dbos_fs::MIGRATIONS]
 }

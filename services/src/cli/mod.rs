@@ -1,6 +1,7 @@
 //! The `dbos` command-line interface.
 
 mod demo;
+mod fs;
 mod render;
 mod wf;
 
@@ -53,6 +54,17 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: wf::WfCommand,
+    },
+    /// Work with the file system: ls, cat, put, get, mkdir, rm, mv, stat, du, and mount it
+    /// through FUSE.
+    Fs {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: fs::FsCommand,
     },
     /// Show durability in five minutes: run a workflow on a node, kill the node with SIGKILL
     /// mid-way, boot again, and watch the workflow finish without redoing finished steps.
@@ -215,6 +227,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             json,
             command,
         } => wf::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Fs {
+            conn,
+            json,
+            command,
+        } => fs::run(&conn, Format::from_json_flag(json), command).await,
         Command::Demo { data_dir, pause_ms } => {
             demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
         }
