@@ -72,3 +72,24 @@ VALUES (1, 'dir', 493, 0, 0, 2, 1);
 CREATE FUNCTION fs.zeros(n integer) RETURNS bytea
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT decode(repeat('00', greatest(n, 0)), 'hex') $$;
+
+-- Inconsistencies, one row each: link counts that do not match the entries, inodes that no
+-- entry names, blocks past the end of their file. Empty when the tree is consistent.
+CREATE VIEW fs.fsck AS
+WITH names AS (SELECT child, count(*) AS n FROM fs.dirents GROUP BY child),
+     subdirs AS (SELECT parent, count(*) AS n FROM fs.inodes
+                 WHERE kind = 'dir' AND ino <> 1 GROUP BY parent)
+SELECT format('inode %s (%s) has nlink %s but %s names and %s subdirectories',
+              i.ino, i.kind, i.nlink, coalesce(n.n, 0), coalesce(s.n, 0)) AS problem
+FROM fs.inodes i
+LEFT JOIN names n ON n.child = i.ino
+LEFT JOIN subdirs s ON s.parent = i.ino
+WHERE (i.kind <> 'dir' AND i.nlink <> coalesce(n.n, 0))
+   OR (i.kind = 'dir' AND i.nlink <> 2 + coalesce(s.n, 0))
+   OR (i.ino <> 1 AND n.n IS NULL)
+   OR (i.kind = 'dir' AND coalesce(n.n, 0) > CASE WHEN i.ino = 1 THEN 0 ELSE 1 END)
+UNION ALL
+SELECT format('inode %s has block %s past its size %s', b.ino, b.idx, i.size)
+FROM fs.blocks b
+JOIN fs.inodes i ON i.ino = b.ino
+WHERE b.idx * 65536 + octet_length(b.data) > i.size;

@@ -239,19 +239,5 @@ pub(crate) const READDIR_AT: &str = concat!(
 /// A symbolic link's target (primary key).
 pub(crate) const READLINK: &str = "SELECT kind, target FROM fs.inodes WHERE ino = $1";
 
-/// Inconsistencies: link counts that do not match the entries, inodes no entry reaches,
-/// blocks past the end of their file. Empty when the tree is consistent.
-pub(crate) const FSCK: &str = "
-    WITH names AS (SELECT child, count(*) AS n FROM fs.dirents GROUP BY child),
-         subdirs AS (SELECT parent, count(*) AS n FROM fs.inodes
-                     WHERE kind = 'dir' AND ino <> 1 GROUP BY parent)
-    SELECT format('inode %s (%s) has nlink %s but %s names', i.ino, i.kind, i.nlink,
-                  coalesce(n.n, 0))
-    FROM fs.inodes i LEFT JOIN names n ON n.child = i.ino LEFT JOIN subdirs s ON s.parent = i.ino
-    WHERE i.ino <> 1 AND i.kind <> 'dir' AND i.nlink <> coalesce(n.n, 0)
-       OR i.kind = 'dir' AND i.nlink <> 2 + coalesce(s.n, 0)
-       OR i.ino <> 1 AND n.n IS NULL
-    UNION ALL
-    SELECT format('inode %s has block %s past its size %s', b.ino, b.idx, i.size)
-    FROM fs.blocks b JOIN fs.inodes i ON i.ino = b.ino
-    WHERE b.idx * 65536 + octet_length(b.data) > i.size";
+/// Inconsistencies found by the view `fs.fsck`; empty when the tree is consistent.
+pub(crate) const FSCK: &str = "SELECT problem FROM fs.fsck";
