@@ -14,11 +14,13 @@ use sqlx::PgPool;
 use crate::{quantile, summarize, Plan, Row};
 
 mod ceiling;
+mod fs;
 mod peer;
 mod recovery;
 mod workflow;
 
 pub(crate) use ceiling::ceiling;
+pub(crate) use fs::fs;
 pub(crate) use peer::peer;
 pub(crate) use recovery::recovery;
 pub(crate) use workflow::workflow;
