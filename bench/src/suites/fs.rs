@@ -229,6 +229,24 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         plain.push(micros(start.elapsed(), picks.len()));
         pb.inc(1);
     }
+    // The floor under every operation: one round trip of an empty statement.
+    let mut floor = Vec::new();
+    for _ in 0..plan.repeats {
+        let mut c = pool.acquire().await?;
+        let start = Instant::now();
+        for _ in 0..sizes.reads {
+            sqlx::query("SELECT 1").execute(&mut *c).await?;
+        }
+        floor.push(micros(start.elapsed(), sizes.reads));
+    }
+    rows.push(row(
+        "round trip of an empty statement (the floor)",
+        &floor,
+        "µs",
+        plan.repeats,
+        None,
+        None,
+    ));
     rows.push(row(
         "1 KiB random read",
         &ours,
