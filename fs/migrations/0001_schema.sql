@@ -93,3 +93,127 @@ SELECT format('inode %s has block %s past its size %s', b.ino, b.idx, i.size)
 FROM fs.blocks b
 JOIN fs.inodes i ON i.ino = b.ino
 WHERE b.idx * 65536 + octet_length(b.data) > i.size;
+
+-- Whether mode bits grant `want` (4 read, 2 write, 1 execute/search) to a caller, as Linux
+-- decides: the owner class, else the group class, else others; root passes everything but
+-- executing a non-directory without any execute bit. The same rule as `dbos_fs::Identity::may`.
+CREATE FUNCTION fs.may(mode integer, owner bigint, grp bigint, kind text,
+                       uid bigint, gid bigint, groups bigint[], want integer) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE
+        WHEN uid = 0 THEN (want & 1) = 0 OR kind = 'dir' OR (mode & 73) <> 0
+        ELSE ((CASE WHEN uid = owner THEN mode >> 6
+                    WHEN grp = gid OR grp = ANY (groups) THEN mode >> 3
+                    ELSE mode END) & 7 & want) = want
+    END
+    $$;
+
+-- Creates entry `p_name` in directory `p_parent` for a new inode, with optional initial content
+-- (a file) or target (a symbolic link), in one round trip. Returns 'ok' and the new inode, or
+-- the POSIX error: ENOENT (no such directory), ENOTDIR, EACCES, EEXIST.
+CREATE FUNCTION fs.make(p_parent bigint, p_name text, p_kind text, p_mode integer,
+                        p_uid bigint, p_gid bigint, p_groups bigint[], p_target text,
+                        p_data bytea)
+    RETURNS TABLE (o_status text, o_ino bigint, o_kind text, o_mode integer, o_uid bigint,
+                   o_gid bigint, o_size bigint, o_nlink integer, o_atime timestamptz,
+                   o_mtime timestamptz, o_ctime timestamptz)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_dir fs.inodes;
+    v_new fs.inodes;
+    v_mode integer := p_mode;
+    v_gid bigint := p_gid;
+BEGIN
+    SELECT * INTO v_dir FROM fs.inodes i WHERE i.ino = p_parent FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'ENOENT'::text, NULL::bigint, NULL::text, NULL::integer, NULL::bigint,
+            NULL::bigint, NULL::bigint, NULL::integer, NULL::timestamptz, NULL::timestamptz,
+            NULL::timestamptz;
+        RETURN;
+    END IF;
+    o_status := CASE
+        WHEN v_dir.kind <> 'dir' THEN 'ENOTDIR'
+        WHEN NOT fs.may(v_dir.mode, v_dir.uid, v_dir.gid, v_dir.kind, p_uid, p_gid, p_groups, 3)
+            THEN 'EACCES'
+        WHEN EXISTS (SELECT 1 FROM fs.dirents d WHERE d.parent = p_parent AND d.name = p_name)
+            THEN 'EEXIST'
+    END;
+    IF o_status IS NOT NULL THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- BSD group semantics under a setgid directory, as Linux does.
+    IF v_dir.mode & 1024 <> 0 THEN
+        v_gid := v_dir.gid;
+        IF p_kind = 'dir' THEN
+            v_mode := v_mode | 1024;
+        END IF;
+    END IF;
+    UPDATE fs.inodes i SET mtime = now(), ctime = now(),
+           nlink = i.nlink + CASE WHEN p_kind = 'dir' THEN 1 ELSE 0 END
+    WHERE i.ino = p_parent;
+    INSERT INTO fs.inodes (kind, mode, uid, gid, nlink, parent, target, size)
+    VALUES (p_kind, v_mode, p_uid, v_gid, CASE WHEN p_kind = 'dir' THEN 2 ELSE 1 END,
+            CASE WHEN p_kind = 'dir' THEN p_parent END, p_target,
+            coalesce(octet_length(p_target), octet_length(p_data), 0))
+    RETURNING * INTO v_new;
+    INSERT INTO fs.dirents (parent, name, child) VALUES (p_parent, p_name, v_new.ino);
+    IF octet_length(p_data) > 0 THEN
+        INSERT INTO fs.blocks (ino, idx, data)
+        SELECT v_new.ino, k, substring(p_data FROM (k * 65536 + 1)::integer FOR 65536)
+        FROM generate_series(0, (octet_length(p_data) - 1) / 65536) k;
+    END IF;
+    RETURN QUERY SELECT 'ok'::text, v_new.ino, v_new.kind, v_new.mode, v_new.uid, v_new.gid,
+        v_new.size, v_new.nlink, v_new.atime, v_new.mtime, v_new.ctime;
+END
+$$;
+
+-- Removes entry `p_name` of directory `p_parent` in one round trip: a non-directory (unlink) or,
+-- with `p_rmdir`, an empty directory. The inode and its blocks go with its last name. Returns
+-- 'ok' or the POSIX error: ENOENT (no such directory), ENOENT_NAME (no such entry), ENOTDIR,
+-- EISDIR, EACCES, EPERM (sticky directory), ENOTEMPTY.
+CREATE FUNCTION fs.remove(p_parent bigint, p_name text, p_uid bigint, p_gid bigint,
+                          p_groups bigint[], p_rmdir boolean) RETURNS text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_dir fs.inodes;
+    v_node fs.inodes;
+    v_child bigint;
+BEGIN
+    SELECT * INTO v_dir FROM fs.inodes i WHERE i.ino = p_parent FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'ENOENT';
+    ELSIF v_dir.kind <> 'dir' THEN
+        RETURN 'ENOTDIR';
+    ELSIF NOT fs.may(v_dir.mode, v_dir.uid, v_dir.gid, v_dir.kind, p_uid, p_gid, p_groups, 3) THEN
+        RETURN 'EACCES';
+    END IF;
+    SELECT d.child INTO v_child FROM fs.dirents d WHERE d.parent = p_parent AND d.name = p_name;
+    IF NOT FOUND THEN
+        RETURN 'ENOENT_NAME';
+    END IF;
+    SELECT * INTO v_node FROM fs.inodes i WHERE i.ino = v_child FOR NO KEY UPDATE;
+    IF p_rmdir AND v_node.kind <> 'dir' THEN
+        RETURN 'ENOTDIR';
+    ELSIF NOT p_rmdir AND v_node.kind = 'dir' THEN
+        RETURN 'EISDIR';
+    ELSIF v_dir.mode & 512 <> 0 AND p_uid <> 0 AND p_uid <> v_dir.uid AND p_uid <> v_node.uid THEN
+        RETURN 'EPERM';
+    ELSIF p_rmdir AND EXISTS (SELECT 1 FROM fs.dirents d WHERE d.parent = v_child) THEN
+        RETURN 'ENOTEMPTY';
+    END IF;
+    DELETE FROM fs.dirents d WHERE d.parent = p_parent AND d.name = p_name;
+    UPDATE fs.inodes i SET mtime = now(), ctime = now(),
+           nlink = i.nlink - CASE WHEN p_rmdir THEN 1 ELSE 0 END
+    WHERE i.ino = p_parent;
+    IF NOT p_rmdir AND v_node.nlink > 1 THEN
+        UPDATE fs.inodes i SET nlink = i.nlink - 1, ctime = now() WHERE i.ino = v_child;
+    ELSE
+        DELETE FROM fs.inodes i WHERE i.ino = v_child;
+    END IF;
+    RETURN 'ok';
+END
+$$;

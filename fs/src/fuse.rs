@@ -2,8 +2,9 @@
 //! on it.
 //!
 //! Every request is its own transaction, committed before the reply, so a write that returns
-//! is durable (Postgres commits with fsync). Requests that change nothing run on a pooled
-//! connection without a transaction. A serialization failure or deadlock between concurrent
+//! is durable (Postgres commits with fsync). Requests that are one statement (create, mkdir,
+//! symlink, unlink, rmdir) or change nothing run on a pooled connection without BEGIN and
+//! COMMIT, saving two round trips. A serialization failure or deadlock between concurrent
 //! requests retries the request up to [`RETRIES_MAX`] times. The kernel checks permissions
 //! itself (`default_permissions`) against the attributes we report, and every operation checks
 //! them again for the calling process's identity.
@@ -270,7 +271,7 @@ macro_rules! in_tx {
     };
 }
 
-/// Runs `body` on a pooled connection (one statement, or reads only).
+/// Runs `body` on a pooled connection: reads, or one statement (which commits by itself).
 macro_rules! on_conn {
     ($self:ident, |$c:ident| $body:expr) => {
         $self.block(|| async {
@@ -387,9 +388,9 @@ impl fuser::Filesystem for Served {
         }
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            in_tx!(self, |tx| self
+            on_conn!(self, |c| self
                 .fs
-                .create_at(&mut tx, &who, parent.0, name, mode & !umask & 0o7777)
+                .create_at(&mut c, &who, parent.0, name, mode & !umask & 0o7777)
                 .await?)
         });
         self.entry(r, reply);
@@ -406,9 +407,9 @@ impl fuser::Filesystem for Served {
     ) {
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            in_tx!(self, |tx| self
+            on_conn!(self, |c| self
                 .fs
-                .mkdir_at(&mut tx, &who, parent.0, name, mode & !umask & 0o7777)
+                .mkdir_at(&mut c, &who, parent.0, name, mode & !umask & 0o7777)
                 .await?)
         });
         self.entry(r, reply);
@@ -417,7 +418,7 @@ impl fuser::Filesystem for Served {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            in_tx!(self, |tx| self.fs.unlink_at(&mut tx, &who, parent.0, name).await?)
+            on_conn!(self, |c| self.fs.unlink_at(&mut c, &who, parent.0, name).await?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -428,7 +429,7 @@ impl fuser::Filesystem for Served {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            in_tx!(self, |tx| self.fs.rmdir_at(&mut tx, &who, parent.0, name).await?)
+            on_conn!(self, |c| self.fs.rmdir_at(&mut c, &who, parent.0, name).await?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -447,9 +448,9 @@ impl fuser::Filesystem for Served {
         let who = identity(req);
         let r = name_str(link_name).and_then(|name| {
             let target = name_str(target.as_os_str())?;
-            in_tx!(self, |tx| self
+            on_conn!(self, |c| self
                 .fs
-                .symlink_at(&mut tx, &who, parent.0, name, target)
+                .symlink_at(&mut c, &who, parent.0, name, target)
                 .await?)
         });
         self.entry(r, reply);
@@ -749,9 +750,9 @@ impl fuser::Filesystem for Served {
     ) {
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            in_tx!(self, |tx| self
+            on_conn!(self, |c| self
                 .fs
-                .create_at(&mut tx, &who, parent.0, name, mode & !umask & 0o7777)
+                .create_at(&mut c, &who, parent.0, name, mode & !umask & 0o7777)
                 .await?)
         });
         match r {

@@ -29,7 +29,11 @@
 //!
 //! Costs: a path resolves in 1 round trip (a recursive query walks every component); reading
 //! up to 1 MiB is 1 round trip; a write is 2 (lock the inode, then upsert its blocks and size
-//! in one statement); creating or removing a name is 2 to 3.
+//! in one statement); creating a name (with up to 1 MiB of content: [`Fs::create_with`]) or
+//! removing one is 1, through the SQL functions `fs.make` and `fs.remove`, which lock the
+//! directory, check the caller's permissions with `fs.may` (the same rule as
+//! [`Identity::may`]) and change the rows in one call. A single statement needs no explicit
+//! transaction to be atomic, which saves BEGIN and COMMIT.
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;

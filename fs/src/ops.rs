@@ -141,6 +141,7 @@ impl Fs {
         child.ok_or_else(|| Error::NotFound(at(parent, name)))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn make(
         &self,
         c: &mut PgConnection,
@@ -149,48 +150,62 @@ impl Fs {
         name: &str,
         new: New<'_>,
         mode: u32,
+        data: Option<&[u8]>,
     ) -> Result<Stat> {
         check_name(name)?;
         if let New::Symlink(target) = new {
             check_target(target)?;
         }
-        let (dir, existing) = self
-            .dir_and_child(c, who, parent, name, true, W | X)
-            .await?;
-        if existing.is_some() {
-            return Err(Error::Exists(at(parent, name)));
-        }
-        let (kind, target, mut mode) = match new {
+        let (kind, target, mode) = match new {
             New::File => (Kind::File, None, mode & 0o7777),
             New::Dir => (Kind::Dir, None, mode & 0o7777),
             New::Symlink(t) => (Kind::Symlink, Some(t), 0o777),
         };
-        // BSD group semantics under a setgid directory, as Linux does.
-        let gid = if dir.mode & 0o2000 != 0 {
-            if kind == Kind::Dir {
-                mode |= 0o2000;
-            }
-            dir.gid
-        } else {
-            who.gid
-        };
-        let row = sqlx::query(sql::CREATE)
+        let row = sqlx::query(sql::MAKE)
             .bind(parent as i64)
             .bind(name)
             .bind(kind.as_str())
             .bind(mode as i32)
             .bind(i64::from(who.uid))
-            .bind(i64::from(gid))
-            .bind(i32::from(kind == Kind::Dir))
+            .bind(i64::from(who.gid))
+            .bind(groups(who))
             .bind(target)
+            .bind(data)
             .fetch_one(&mut *c)
+            .await?;
+        let status: String = row.try_get(0)?;
+        match status.as_str() {
+            "ok" => Ok(sql::stat(&row, 1)?.expect("the new inode")),
+            other => Err(status_error(other, parent, name)),
+        }
+    }
+
+    /// Creates regular file `name` in directory `parent` holding `data`, in one statement (1
+    /// round trip; on a connection outside a transaction it is atomic by itself). `data` is at
+    /// most [`WRITE_BATCH_BYTES`]; write more with [`Fs::write_at`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `data` is too long, and those of [`Fs::create_at`].
+    pub async fn create_with(
+        &self,
+        c: &mut PgConnection,
+        who: &Identity,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        data: &[u8],
+    ) -> Result<Stat> {
+        if data.len() > WRITE_BATCH_BYTES || data.len() as u64 > self.opts.file_bytes_max {
+            return Err(Error::invalid(
+                at(parent, name),
+                format!(
+                    "initial content of {} bytes exceeds {WRITE_BATCH_BYTES} bytes or file_bytes_max",
+                    data.len()
+                ),
+            ));
+        }
+        self.make(c, who, parent, name, New::File, mode, Some(data))
             .await
-            .map_err(|e| match dbos_kernel::sqlstate(&e).as_deref() {
-                // A concurrent transaction took the name after our check.
-                Some("23505") => Error::Exists(at(parent, name)),
-                _ => Error::Db(e),
-            })?;
-        Ok(sql::stat(&row, 0)?.expect("the new inode"))
     }
 
     /// Creates an empty regular file `name` in directory `parent` with permission bits `mode`
@@ -207,7 +222,7 @@ impl Fs {
         name: &str,
         mode: u32,
     ) -> Result<Stat> {
-        self.make(c, who, parent, name, New::File, mode).await
+        self.make(c, who, parent, name, New::File, mode, None).await
     }
 
     /// Creates directory `name` in directory `parent`. 2 round trips.
@@ -222,7 +237,7 @@ impl Fs {
         name: &str,
         mode: u32,
     ) -> Result<Stat> {
-        self.make(c, who, parent, name, New::Dir, mode).await
+        self.make(c, who, parent, name, New::Dir, mode, None).await
     }
 
     /// Creates symbolic link `name` in directory `parent` pointing at `target`. 2 round
@@ -238,7 +253,7 @@ impl Fs {
         name: &str,
         target: &str,
     ) -> Result<Stat> {
-        self.make(c, who, parent, name, New::Symlink(target), 0o777)
+        self.make(c, who, parent, name, New::Symlink(target), 0o777, None)
             .await
     }
 
@@ -296,18 +311,31 @@ impl Fs {
         if name == "." || name == ".." {
             return Err(Error::IsDir(at(parent, name)));
         }
-        let (dir, child) = self
-            .dir_and_child(c, who, parent, name, true, W | X)
+        self.remove(c, who, parent, name, false).await
+    }
+
+    /// Removes an entry in one statement (function `fs.remove`).
+    async fn remove(
+        &self,
+        c: &mut PgConnection,
+        who: &Identity,
+        parent: u64,
+        name: &str,
+        rmdir: bool,
+    ) -> Result<()> {
+        let status: String = sqlx::query_scalar(sql::REMOVE)
+            .bind(parent as i64)
+            .bind(name)
+            .bind(i64::from(who.uid))
+            .bind(i64::from(who.gid))
+            .bind(groups(who))
+            .bind(rmdir)
+            .fetch_one(&mut *c)
             .await?;
-        let child = child.ok_or_else(|| Error::NotFound(at(parent, name)))?;
-        if child.kind == Kind::Dir {
-            return Err(Error::IsDir(at(parent, name)));
+        match status.as_str() {
+            "ok" => Ok(()),
+            other => Err(status_error(other, parent, name)),
         }
-        let child = self.getattr_lock(c, child.ino).await?;
-        if !who.may_unlink_from(&dir, &child) {
-            return Err(Error::NotPermitted(at(parent, name)));
-        }
-        self.remove_entry(c, parent, name, &child).await
     }
 
     async fn remove_entry(
@@ -347,21 +375,7 @@ impl Fs {
         if name == ".." {
             return Err(Error::NotEmpty(at(parent, name)));
         }
-        let (dir, child) = self
-            .dir_and_child(c, who, parent, name, true, W | X)
-            .await?;
-        let child = child.ok_or_else(|| Error::NotFound(at(parent, name)))?;
-        if child.kind != Kind::Dir {
-            return Err(Error::NotDir(at(parent, name)));
-        }
-        let child = self.getattr_lock(c, child.ino).await?;
-        if !who.may_unlink_from(&dir, &child) {
-            return Err(Error::NotPermitted(at(parent, name)));
-        }
-        if self.has_entries(c, child.ino).await? {
-            return Err(Error::NotEmpty(at(parent, name)));
-        }
-        self.remove_entry(c, parent, name, &child).await
+        self.remove(c, who, parent, name, true).await
     }
 
     async fn has_entries(&self, c: &mut PgConnection, dir: u64) -> Result<bool> {
@@ -1441,6 +1455,26 @@ impl Fs {
         self.readlink_at(c, st.ino)
             .await
             .map_err(|e| rename_what(e, path))
+    }
+}
+
+/// The caller's groups for the SQL permission check.
+fn groups(who: &Identity) -> Vec<i64> {
+    who.groups.iter().map(|g| i64::from(*g)).collect()
+}
+
+/// The error a status of `fs.make` or `fs.remove` names.
+fn status_error(status: &str, parent: u64, name: &str) -> Error {
+    match status {
+        "ENOENT" => Error::NotFound(ino_what(parent)),
+        "ENOENT_NAME" => Error::NotFound(at(parent, name)),
+        "ENOTDIR" => Error::NotDir(at(parent, name)),
+        "EISDIR" => Error::IsDir(at(parent, name)),
+        "EACCES" => Error::Access(at(parent, name)),
+        "EPERM" => Error::NotPermitted(at(parent, name)),
+        "EEXIST" => Error::Exists(at(parent, name)),
+        "ENOTEMPTY" => Error::NotEmpty(at(parent, name)),
+        other => Error::invalid(at(parent, name), format!("unexpected status {other:?}")),
     }
 }
 

@@ -101,24 +101,14 @@ pub(crate) const WALK: &str = concat!(
      SELECT ", cols!("i"), ", i.target FROM walk w JOIN fs.inodes i ON i.ino = w.ino ORDER BY w.depth"
 );
 
-/// Creates an inode and its entry `$2` in directory `$1`, and touches the directory (whose link
-/// count grows by `$7` for a new subdirectory). The caller holds the directory's lock and has
-/// checked that the name is free. 1 statement.
-pub(crate) const CREATE: &str = concat!(
-    "WITH p AS (
-         UPDATE fs.inodes SET mtime = now(), ctime = now(), nlink = nlink + $7
-         WHERE ino = $1 RETURNING ino
-     ),
-     i AS (
-         INSERT INTO fs.inodes (kind, mode, uid, gid, nlink, parent, target, size)
-         SELECT $3, $4, $5, $6, CASE WHEN $3 = 'dir' THEN 2 ELSE 1 END,
-                CASE WHEN $3 = 'dir' THEN $1 END, $8::text, coalesce(octet_length($8::text), 0)
-         FROM p
-         RETURNING *
-     ),
-     d AS (INSERT INTO fs.dirents (parent, name, child) SELECT $1, $2, ino FROM i)
-     SELECT ", cols!("i"), " FROM i"
-);
+/// Creates an entry and its inode with optional content or target, checking the directory and
+/// the caller's permissions, in 1 round trip (function `fs.make`): a status, then the inode
+/// columns.
+pub(crate) const MAKE: &str = "SELECT * FROM fs.make($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Removes an entry (unlink, or rmdir when `$6`), checking permissions, the sticky bit and
+/// emptiness, in 1 round trip (function `fs.remove`): a status.
+pub(crate) const REMOVE: &str = "SELECT fs.remove($1, $2, $3, $4, $5, $6)";
 
 /// Removes entry `$2` of directory `$1` naming inode `$3`: the directory loses `$4` links (1
 /// when `$3` is a subdirectory), and `$3` loses one link or, when `$5` is false (it was the

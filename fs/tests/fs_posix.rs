@@ -583,3 +583,28 @@ async fn os_views_answer_analytics_in_one_statement() {
             .unwrap();
     assert_eq!(usage, (2, 5_010));
 }
+
+#[tokio::test]
+async fn create_with_content_is_one_atomic_statement() {
+    let t = T::new().await;
+    let (fs, r) = (&t.fs, &t.root);
+    let mut c = t.pool.acquire().await.unwrap();
+    // Outside a transaction: the one statement commits the inode, its name and its blocks.
+    let data = pattern(100_000, 4);
+    let st = fs.create_with(&mut c, r, 1, "small", 0o640, &data).await.unwrap();
+    assert_eq!((st.size, st.mode, st.nlink), (100_000, 0o640, 1));
+    assert_eq!(fs.read(&mut c, r, "/small", 0, 200_000).await.unwrap(), data);
+    assert_eq!(
+        t.count(&format!("SELECT count(*) FROM fs.blocks WHERE ino = {}", st.ino))
+            .await,
+        2
+    );
+    assert_eq!(errno(fs.create_with(&mut c, r, 1, "small", 0o640, b"x").await), libc::EEXIST);
+    let too_big = vec![0u8; dbos_fs::WRITE_BATCH_BYTES + 1];
+    assert_eq!(errno(fs.create_with(&mut c, r, 1, "big", 0o640, &too_big).await), libc::EINVAL);
+    let empty = fs.create_with(&mut c, r, 1, "empty", 0o600, b"").await.unwrap();
+    assert_eq!(empty.size, 0);
+    fs.unlink_at(&mut c, r, 1, "small").await.unwrap();
+    assert_eq!(t.count("SELECT count(*) FROM fs.blocks").await, 0);
+    t.assert_consistent().await;
+}
