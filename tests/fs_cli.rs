@@ -64,15 +64,22 @@ fn fs_commands_work_without_fuse() {
     assert_eq!(fs_ok(&dir, &["ls", "/a"]), "b\nhello\n");
     let long = fs_ok(&dir, &["ls", "-l", "/a/b"]);
     assert!(long.starts_with("-rw-r--r--"), "{long}");
-    assert!(long.contains("300000") && long.trim_end().ends_with(" f"), "{long}");
+    assert!(
+        long.contains("300000") && long.trim_end().ends_with(" f"),
+        "{long}"
+    );
     let st: serde_json::Value =
         serde_json::from_str(&fs_ok(&dir, &["--json", "stat", "/a/b/f"])).unwrap();
-    assert_eq!((st["size"].as_u64(), st["kind"].as_str()), (Some(300_000), Some("file")));
+    assert_eq!(
+        (st["size"].as_u64(), st["kind"].as_str()),
+        (Some(300_000), Some("file"))
+    );
 
     // mv into a directory, then to a new name.
     fs_ok(&dir, &["mv", "/a/hello", "/a/b"]);
     fs_ok(&dir, &["mv", "/a/b/hello", "/a/b/hi"]);
-    let du: serde_json::Value = serde_json::from_str(&fs_ok(&dir, &["--json", "du", "/a"])).unwrap();
+    let du: serde_json::Value =
+        serde_json::from_str(&fs_ok(&dir, &["--json", "du", "/a"])).unwrap();
     assert_eq!(
         du,
         serde_json::json!([
@@ -87,9 +94,7 @@ fn fs_commands_work_without_fuse() {
     assert!(err.contains("/a/b: directory not empty"), "{err}");
     let out = run(&fs_args(&dir, &["cat", "/nope"]));
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("/nope: no such file or directory")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nope: no such file or directory"));
     fs_ok(&dir, &["rm", "/a/b/hi"]);
     fs_ok(&dir, &["rm", "-r", "/a"]);
     assert_eq!(fs_ok(&dir, &["ls", "/"]), "");
@@ -142,11 +147,21 @@ fn sigkill_during_a_large_write_leaves_the_old_or_new_file_and_no_orphan_blocks(
     let got = scratch.path().join("got");
     fs_ok(&dir, &["get", "/big", path(&got)]);
     let got = std::fs::read(&got).unwrap();
-    eprintln!("the put {}", if status.success() { "finished before the kill" } else { "was killed" });
+    eprintln!(
+        "the put {}",
+        if status.success() {
+            "finished before the kill"
+        } else {
+            "was killed"
+        }
+    );
     if status.success() {
         assert_eq!(got.len(), 256 << 20, "the put finished before the kill");
     } else {
-        assert_eq!(got, b"the old content", "a killed put leaves the old content");
+        assert_eq!(
+            got, b"the old content",
+            "a killed put leaves the old content"
+        );
     }
     // Blocks are exactly those of the surviving file.
     let blocks = count(&dir, "SELECT count(*) AS n FROM fs.blocks");
@@ -197,8 +212,10 @@ fn sigkill_during_renames_leaves_exactly_one_name_and_a_consistent_tree() {
             "SELECT count(*) AS n FROM os.files WHERE path IN ('/a', '/b/a')",
         );
         assert_eq!(names, 1, "exactly one of /a and /b/a exists");
-        let at = support::sql_json(&dir, "SELECT path FROM os.files WHERE path IN ('/a', '/b/a')")
-            [0]["path"]
+        let at = support::sql_json(
+            &dir,
+            "SELECT path FROM os.files WHERE path IN ('/a', '/b/a')",
+        )[0]["path"]
             .as_str()
             .unwrap()
             .to_owned();

@@ -83,13 +83,23 @@ fn ordinary_tools_work_on_a_fuse_mount() {
     sh(&mnt, "mkdir -p deep/a/b/c && test -d deep/a/b/c");
     sh(&mnt, &format!("cp -r {} ./src", path(&src)));
     sh(&mnt, &format!("diff -r {} ./src", path(&src)));
-    sh(&mnt, "mv src/README.md src/README.moved && test -f src/README.moved && test ! -e src/README.md");
+    sh(
+        &mnt,
+        "mv src/README.md src/README.moved && test -f src/README.moved && test ! -e src/README.md",
+    );
     sh(&mnt, "mv src/README.moved src/README.md");
     sh(&mnt, "ln -s src/Cargo.toml link && cmp link src/Cargo.toml");
     let ls = sh(&mnt, "ls -l");
     assert!(ls.contains("link -> src/Cargo.toml"), "{ls}");
-    assert!(ls.lines().any(|l| l.starts_with('d') && l.ends_with(" deep")), "{ls}");
-    assert_eq!(sh(&mnt, "echo 'some text' > note && cat note"), "some text\n");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('d') && l.ends_with(" deep")),
+        "{ls}"
+    );
+    assert_eq!(
+        sh(&mnt, "echo 'some text' > note && cat note"),
+        "some text\n"
+    );
     sh(&mnt, "rm -r deep && test ! -e deep");
     sh(
         &mnt.join("src"),
@@ -122,6 +132,9 @@ fn ordinary_tools_work_on_a_fuse_mount() {
     assert_eq!(std::fs::read(mnt.join("durable")).unwrap(), b"durable");
     kill(Pid::from_raw(server.id() as i32), Signal::SIGINT).unwrap();
     let out = server.wait_with_output().unwrap();
-    assert!(out.status.success(), "dbos fs mount exits cleanly on SIGINT");
+    assert!(
+        out.status.success(),
+        "dbos fs mount exits cleanly on SIGINT"
+    );
     assert!(!mounted(&mnt));
 }

@@ -16,15 +16,23 @@ fn paths(c: &mut Criterion) {
         ("deep_64", deep.as_str()),
     ] {
         g.throughput(Throughput::Bytes(p.len() as u64));
-        g.bench_function(name, |b| b.iter(|| path::parse(black_box(p)).map(|x| x.components.len())));
+        g.bench_function(name, |b| {
+            b.iter(|| path::parse(black_box(p)).map(|x| x.components.len()))
+        });
     }
     g.finish();
 
     let mut g = c.benchmark_group("fs_path_check");
-    g.bench_function("name_ok", |b| b.iter(|| path::check_name(black_box("report-2026-q1.csv"))));
+    g.bench_function("name_ok", |b| {
+        b.iter(|| path::check_name(black_box("report-2026-q1.csv")))
+    });
     let long = "n".repeat(256);
-    g.bench_function("name_too_long", |b| b.iter(|| path::check_name(black_box(&long)).is_err()));
-    g.bench_function("target", |b| b.iter(|| path::check_target(black_box("../shared/lib/libx.so"))));
+    g.bench_function("name_too_long", |b| {
+        b.iter(|| path::check_name(black_box(&long)).is_err())
+    });
+    g.bench_function("target", |b| {
+        b.iter(|| path::check_target(black_box("../shared/lib/libx.so")))
+    });
     g.finish();
 }
 

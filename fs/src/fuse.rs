@@ -313,7 +313,10 @@ impl fuser::Filesystem for Served {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            on_conn!(self, |c| self.fs.lookup(&mut c, &who, parent.0, name).await?)
+            on_conn!(self, |c| self
+                .fs
+                .lookup(&mut c, &who, parent.0, name)
+                .await?)
         });
         self.entry(r, reply);
     }
@@ -358,7 +361,11 @@ impl fuser::Filesystem for Served {
             atime: time(atime),
             mtime: time(mtime),
         };
-        match in_tx!(self, |tx| self.fs.setattr(&mut tx, &who, ino.0, &set).await?) {
+        match in_tx!(self, |tx| self
+            .fs
+            .setattr(&mut tx, &who, ino.0, &set)
+            .await?)
+        {
             Ok(st) => reply.attr(&self.ttl, &attr(&st)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -418,7 +425,10 @@ impl fuser::Filesystem for Served {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            on_conn!(self, |c| self.fs.unlink_at(&mut c, &who, parent.0, name).await?)
+            on_conn!(self, |c| self
+                .fs
+                .unlink_at(&mut c, &who, parent.0, name)
+                .await?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -429,7 +439,10 @@ impl fuser::Filesystem for Served {
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = identity(req);
         let r = name_str(name).and_then(|name| {
-            on_conn!(self, |c| self.fs.rmdir_at(&mut c, &who, parent.0, name).await?)
+            on_conn!(self, |c| self
+                .fs
+                .rmdir_at(&mut c, &who, parent.0, name)
+                .await?)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -466,7 +479,8 @@ impl fuser::Filesystem for Served {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
             reply.error(Errno::EINVAL);
             return;
@@ -635,7 +649,13 @@ impl fuser::Filesystem for Served {
         let page = on_conn!(self, |c| {
             if continues {
                 self.fs
-                    .readdir_at(&mut c, &who, ino.0, cursor.last.as_deref(), READDIR_BATCH_MAX)
+                    .readdir_at(
+                        &mut c,
+                        &who,
+                        ino.0,
+                        cursor.last.as_deref(),
+                        READDIR_BATCH_MAX,
+                    )
                     .await?
             } else {
                 self.fs
@@ -706,7 +726,14 @@ impl fuser::Filesystem for Served {
         );
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         // Extended attributes are not stored: none exists.
         reply.error(Errno::from_i32(libc::ENODATA));
     }

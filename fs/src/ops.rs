@@ -135,9 +135,7 @@ impl Fs {
             who.require(dir, X, || at(parent, name))?;
             return Ok(nodes.last().expect("the directory is reached").0.clone());
         }
-        let (_, child) = self
-            .dir_and_child(c, who, parent, name, false, X)
-            .await?;
+        let (_, child) = self.dir_and_child(c, who, parent, name, false, X).await?;
         child.ok_or_else(|| Error::NotFound(at(parent, name)))
     }
 
@@ -666,8 +664,7 @@ impl Fs {
             if !who.owns(&st) {
                 return Err(Error::NotPermitted(what()));
             }
-            if !who.is_root() && st.kind != Kind::Dir && !who.in_group(set.gid.unwrap_or(st.gid))
-            {
+            if !who.is_root() && st.kind != Kind::Dir && !who.in_group(set.gid.unwrap_or(st.gid)) {
                 *m &= !0o2000;
             }
         }
@@ -866,9 +863,7 @@ impl Fs {
     ) -> Result<u64> {
         let mut offset = 0u64;
         loop {
-            let chunk = self
-                .read_at(c, who, ino, offset, WRITE_BATCH_BYTES)
-                .await?;
+            let chunk = self.read_at(c, who, ino, offset, WRITE_BATCH_BYTES).await?;
             if chunk.is_empty() {
                 break;
             }
@@ -960,8 +955,7 @@ impl Fs {
             }
             let target = target.as_deref().expect("a symbolic link has a target");
             let parsed = path::parse(target)?;
-            let mut next: Vec<String> =
-                parsed.components.iter().map(|s| (*s).to_owned()).collect();
+            let mut next: Vec<String> = parsed.components.iter().map(|s| (*s).to_owned()).collect();
             next.extend(owned[reached..].iter().cloned());
             start = if target.starts_with('/') {
                 ROOT
@@ -1127,12 +1121,9 @@ impl Fs {
         for (i, name) in parsed.components.iter().enumerate() {
             let shown = path::join(&parsed.components[..=i]);
             let next = match self.lookup(c, who, cur.ino, name).await {
-                Ok(st) if st.kind == Kind::Symlink => {
-                    self.resolve(c, who, &shown, true).await?
-                }
+                Ok(st) if st.kind == Kind::Symlink => self.resolve(c, who, &shown, true).await?,
                 Ok(st) => st,
-                Err(Error::NotFound(_)) => match self.mkdir_at(c, who, cur.ino, name, mode).await
-                {
+                Err(Error::NotFound(_)) => match self.mkdir_at(c, who, cur.ino, name, mode).await {
                     Ok(st) => st,
                     Err(e) => return Err(rename_what(e, &shown)),
                 },
@@ -1365,7 +1356,12 @@ impl Fs {
     ///
     /// # Errors
     /// The first error of the removals; the transaction should then be rolled back.
-    pub async fn remove_all(&self, c: &mut PgConnection, who: &Identity, path: &str) -> Result<u64> {
+    pub async fn remove_all(
+        &self,
+        c: &mut PgConnection,
+        who: &Identity,
+        path: &str,
+    ) -> Result<u64> {
         let st = self.resolve(c, who, path, false).await?;
         let Some((dir, name)) = self.parent_of(c, who, path).await? else {
             return Err(Error::Busy(path.to_owned()));
@@ -1450,7 +1446,12 @@ impl Fs {
     ///
     /// # Errors
     /// [`Error::Invalid`] when `path` is not a symbolic link, and [`Fs::resolve`]'s.
-    pub async fn readlink(&self, c: &mut PgConnection, who: &Identity, path: &str) -> Result<String> {
+    pub async fn readlink(
+        &self,
+        c: &mut PgConnection,
+        who: &Identity,
+        path: &str,
+    ) -> Result<String> {
         let st = self.resolve(c, who, path, false).await?;
         self.readlink_at(c, st.ino)
             .await

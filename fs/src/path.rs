@@ -44,7 +44,10 @@ pub fn parse(path: &str) -> Result<Parsed<'_>> {
         return Err(Error::NameTooLong(shorten(path)));
     }
     if path.as_bytes().contains(&0) {
-        return Err(Error::invalid(shorten(path), "a path cannot contain a NUL byte"));
+        return Err(Error::invalid(
+            shorten(path),
+            "a path cannot contain a NUL byte",
+        ));
     }
     let mut components = Vec::with_capacity(8);
     let mut trailing_slash = false;
@@ -171,7 +174,10 @@ mod tests {
         assert_eq!(check_name(".").unwrap_err().errno(), libc::EEXIST);
         assert_eq!(check_name("..").unwrap_err().errno(), libc::EEXIST);
         assert_eq!(check_name("").unwrap_err().errno(), libc::ENOENT);
-        assert_eq!(check_name(&long_name).unwrap_err().errno(), libc::ENAMETOOLONG);
+        assert_eq!(
+            check_name(&long_name).unwrap_err().errno(),
+            libc::ENAMETOOLONG
+        );
         assert_eq!(check_target("").unwrap_err().errno(), libc::ENOENT);
         assert!(check_name("ok name.txt").is_ok());
     }

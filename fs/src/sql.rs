@@ -10,8 +10,8 @@ use crate::{Kind, Stat};
 macro_rules! cols {
     ($p:literal) => {
         concat!(
-            $p, ".ino, ", $p, ".kind, ", $p, ".mode, ", $p, ".uid, ", $p, ".gid, ", $p,
-            ".size, ", $p, ".nlink, ", $p, ".atime, ", $p, ".mtime, ", $p, ".ctime"
+            $p, ".ino, ", $p, ".kind, ", $p, ".mode, ", $p, ".uid, ", $p, ".gid, ", $p, ".size, ",
+            $p, ".nlink, ", $p, ".atime, ", $p, ".mtime, ", $p, ".ctime"
         )
     };
 }
@@ -40,22 +40,30 @@ pub(crate) fn stat(row: &PgRow, at: usize) -> Result<Option<Stat>> {
 }
 
 /// An inode by number (primary key).
-pub(crate) const GETATTR: &str = concat!("SELECT ", cols!("i"), " FROM fs.inodes i WHERE i.ino = $1");
+pub(crate) const GETATTR: &str =
+    concat!("SELECT ", cols!("i"), " FROM fs.inodes i WHERE i.ino = $1");
 
 /// An inode by number, locked against concurrent changes of it (primary key).
 pub(crate) const GETATTR_LOCK: &str = concat!(
-    "SELECT ", cols!("i"), " FROM fs.inodes i WHERE i.ino = $1 FOR NO KEY UPDATE"
+    "SELECT ",
+    cols!("i"),
+    " FROM fs.inodes i WHERE i.ino = $1 FOR NO KEY UPDATE"
 );
 
 /// Several inodes, locked in inode order so that concurrent lockers cannot deadlock on them
 /// (primary key).
 pub(crate) const LOCK_MANY: &str = concat!(
-    "SELECT ", cols!("i"), " FROM fs.inodes i WHERE i.ino = ANY($1) ORDER BY i.ino FOR NO KEY UPDATE"
+    "SELECT ",
+    cols!("i"),
+    " FROM fs.inodes i WHERE i.ino = ANY($1) ORDER BY i.ino FOR NO KEY UPDATE"
 );
 
 /// A directory and the inode its entry `$2` names, if any (primary keys of inodes and dirents).
 pub(crate) const LOOKUP: &str = concat!(
-    "SELECT ", cols!("p"), ", ", cols!("c"),
+    "SELECT ",
+    cols!("p"),
+    ", ",
+    cols!("c"),
     " FROM fs.inodes p
       LEFT JOIN fs.dirents d ON d.parent = p.ino AND d.name = $2
       LEFT JOIN fs.inodes c ON c.ino = d.child
@@ -64,7 +72,10 @@ pub(crate) const LOOKUP: &str = concat!(
 
 /// As [`LOOKUP`], locking the directory: the caller may then change its entries.
 pub(crate) const LOOKUP_LOCK: &str = concat!(
-    "SELECT ", cols!("p"), ", ", cols!("c"),
+    "SELECT ",
+    cols!("p"),
+    ", ",
+    cols!("c"),
     " FROM fs.inodes p
       LEFT JOIN fs.dirents d ON d.parent = p.ino AND d.name = $2
       LEFT JOIN fs.inodes c ON c.ino = d.child
@@ -75,7 +86,9 @@ pub(crate) const LOOKUP_LOCK: &str = concat!(
 /// The inode entry `$2` of directory `$1` names, locked (dirents primary key, inodes primary
 /// key).
 pub(crate) const CHILD_LOCK: &str = concat!(
-    "SELECT ", cols!("i"), " FROM fs.inodes i
+    "SELECT ",
+    cols!("i"),
+    " FROM fs.inodes i
       WHERE i.ino = (SELECT child FROM fs.dirents WHERE parent = $1 AND name = $2)
       FOR NO KEY UPDATE"
 );
@@ -98,7 +111,9 @@ pub(crate) const WALK: &str = concat!(
          ) n
          WHERE w.depth < cardinality($2::text[]) AND n.ino IS NOT NULL
      )
-     SELECT ", cols!("i"), ", i.target FROM walk w JOIN fs.inodes i ON i.ino = w.ino ORDER BY w.depth"
+     SELECT ",
+    cols!("i"),
+    ", i.target FROM walk w JOIN fs.inodes i ON i.ino = w.ino ORDER BY w.depth"
 );
 
 /// Creates an entry and its inode with optional content or target, checking the directory and
@@ -155,7 +170,9 @@ pub(crate) const LINK: &str = concat!(
      ),
      p AS (UPDATE fs.inodes SET mtime = now(), ctime = now() WHERE ino = $1),
      d AS (INSERT INTO fs.dirents (parent, name, child) SELECT $1, $2, ino FROM c)
-     SELECT ", cols!("c"), " FROM c"
+     SELECT ",
+    cols!("c"),
+    " FROM c"
 );
 
 /// The inode and the pieces of its blocks inside bytes [`$2`, `$3`): one row per stored block
@@ -211,18 +228,23 @@ pub(crate) const SETATTR: &str = concat!(
     "UPDATE fs.inodes i SET mode = coalesce($2, mode), uid = coalesce($3, uid),
             gid = coalesce($4, gid), atime = coalesce($5, atime), mtime = coalesce($6, mtime),
             ctime = now()
-     WHERE ino = $1 RETURNING ", cols!("i")
+     WHERE ino = $1 RETURNING ",
+    cols!("i")
 );
 
 /// One page of a directory after name `$2`, in name order (dirents primary key).
 pub(crate) const READDIR_AFTER: &str = concat!(
-    "SELECT d.name, ", cols!("c"), " FROM fs.dirents d JOIN fs.inodes c ON c.ino = d.child
+    "SELECT d.name, ",
+    cols!("c"),
+    " FROM fs.dirents d JOIN fs.inodes c ON c.ino = d.child
      WHERE d.parent = $1 AND d.name > $2 ORDER BY d.name LIMIT $3"
 );
 
 /// One page of a directory from position `$2`, in name order (dirents primary key).
 pub(crate) const READDIR_AT: &str = concat!(
-    "SELECT d.name, ", cols!("c"), " FROM fs.dirents d JOIN fs.inodes c ON c.ino = d.child
+    "SELECT d.name, ",
+    cols!("c"),
+    " FROM fs.dirents d JOIN fs.inodes c ON c.ino = d.child
      WHERE d.parent = $1 ORDER BY d.name OFFSET $2 LIMIT $3"
 );
 

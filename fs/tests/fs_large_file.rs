@@ -123,11 +123,10 @@ async fn a_one_gib_file_round_trips_streamed_with_constant_memory() {
         len,
         pos: 0,
     };
-    let written = t
-        .fs
-        .write_from(&mut tx, &t.root, st.ino, 0, source)
-        .await
-        .unwrap();
+    let written =
+        t.fs.write_from(&mut tx, &t.root, st.ino, 0, source)
+            .await
+            .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(written, len);
 
@@ -138,11 +137,10 @@ async fn a_one_gib_file_round_trips_streamed_with_constant_memory() {
         pos: 0,
         expected: Vec::new(),
     };
-    let read = t
-        .fs
-        .read_to(&mut c, &t.root, st.ino, &mut check)
-        .await
-        .unwrap();
+    let read =
+        t.fs.read_to(&mut c, &t.root, st.ino, &mut check)
+            .await
+            .unwrap();
     assert_eq!((read, check.pos), (len, len));
 
     let grew_mib = (peak_rss_kib().saturating_sub(before)) / 1024;

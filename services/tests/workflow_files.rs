@@ -18,7 +18,9 @@ async fn report(ctx: WfCtx, (name, body): (String, String)) -> Result<u64, WfErr
                 fs.mkdir_all(&mut *c, &root, "/reports", 0o755).await?;
                 // O_EXCL: a second execution of this step would fail here.
                 let st = fs.create(&mut *c, &root, &path, 0o644).await?;
-                Ok(fs.write_at(&mut *c, &root, st.ino, 0, body.as_bytes()).await?)
+                Ok(fs
+                    .write_at(&mut *c, &root, st.ino, 0, body.as_bytes())
+                    .await?)
             })
         })
         .await?;

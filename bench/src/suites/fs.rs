@@ -165,7 +165,11 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
                 }
             }
             let us = micros(start.elapsed(), sizes.files_created);
-            if sync { synced.push(us) } else { plain.push(us) }
+            if sync {
+                synced.push(us)
+            } else {
+                plain.push(us)
+            }
         }
         pb.inc(1);
     }
@@ -183,12 +187,16 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
 
     // (b) 1 KiB random reads from files of 256 KiB; (c) 64 KiB random writes into them.
     let rdir = mkdir(&fs, pool, &who, &format!("/bench-{run_id}-rw")).await?;
-    let content: Vec<u8> = (0..sizes.read_file_bytes).map(|i| (i % 253) as u8).collect();
+    let content: Vec<u8> = (0..sizes.read_file_bytes)
+        .map(|i| (i % 253) as u8)
+        .collect();
     let mut inos = Vec::new();
     let mut files = Vec::new();
     for f in 0..sizes.read_files {
         let mut tx = pool.begin().await?;
-        let st = fs.create_at(&mut tx, &who, rdir, &format!("f{f}"), 0o644).await?;
+        let st = fs
+            .create_at(&mut tx, &who, rdir, &format!("f{f}"), 0o644)
+            .await?;
         fs.write_at(&mut tx, &who, st.ino, 0, &content).await?;
         tx.commit().await?;
         inos.push(st.ino);
@@ -217,7 +225,11 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         let start = Instant::now();
         for &(f, off) in &picks {
             let got = fs.read_at(&mut c, &who, inos[f], off, 1024).await?;
-            anyhow::ensure!(got.len() == 1024, "a 1 KiB read returned {} bytes", got.len());
+            anyhow::ensure!(
+                got.len() == 1024,
+                "a 1 KiB read returned {} bytes",
+                got.len()
+            );
         }
         ours.push(micros(start.elapsed(), picks.len()));
         drop(c);
@@ -285,7 +297,11 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
                 }
             }
             let us = micros(start.elapsed(), picks.len());
-            if sync { synced.push(us) } else { plain.push(us) }
+            if sync {
+                synced.push(us)
+            } else {
+                plain.push(us)
+            }
         }
         pb.inc(1);
     }
@@ -307,20 +323,29 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let (mut r_ours, mut r_plain) = (Vec::new(), Vec::new());
     for rep in 0..plan.repeats {
         let mut tx = pool.begin().await?;
-        let st = fs.create_at(&mut tx, &who, rdir, &format!("seq{rep}"), 0o644).await?;
+        let st = fs
+            .create_at(&mut tx, &who, rdir, &format!("seq{rep}"), 0o644)
+            .await?;
         tx.commit().await?;
         let start = Instant::now();
         for i in 0..sizes.seq_bytes / MIB {
             let mut tx = pool.begin().await?;
-            fs.write_at(&mut tx, &who, st.ino, (i * MIB) as u64, &chunk).await?;
+            fs.write_at(&mut tx, &who, st.ino, (i * MIB) as u64, &chunk)
+                .await?;
             tx.commit().await?;
         }
         w_ours.push(mb_per_s(sizes.seq_bytes, start.elapsed()));
         let mut c = pool.acquire().await?;
         let start = Instant::now();
         for i in 0..sizes.seq_bytes / MIB {
-            let got = fs.read_at(&mut c, &who, st.ino, (i * MIB) as u64, MIB).await?;
-            anyhow::ensure!(got.len() == MIB, "a 1 MiB read returned {} bytes", got.len());
+            let got = fs
+                .read_at(&mut c, &who, st.ino, (i * MIB) as u64, MIB)
+                .await?;
+            anyhow::ensure!(
+                got.len() == MIB,
+                "a 1 MiB read returned {} bytes",
+                got.len()
+            );
         }
         r_ours.push(mb_per_s(sizes.seq_bytes, start.elapsed()));
         drop(c);
@@ -335,13 +360,18 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
                 }
             }
             let v = mb_per_s(sizes.seq_bytes, start.elapsed());
-            if sync { w_synced.push(v) } else { w_plain.push(v) }
+            if sync {
+                w_synced.push(v)
+            } else {
+                w_plain.push(v)
+            }
             if sync {
                 let f = std::fs::File::open(&p).map_err(io("open"))?;
                 let mut buf = vec![0u8; MIB];
                 let start = Instant::now();
                 for i in 0..sizes.seq_bytes / MIB {
-                    f.read_exact_at(&mut buf, (i * MIB) as u64).map_err(io("read"))?;
+                    f.read_exact_at(&mut buf, (i * MIB) as u64)
+                        .map_err(io("read"))?;
                 }
                 r_plain.push(mb_per_s(sizes.seq_bytes, start.elapsed()));
             }
@@ -392,7 +422,13 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         let mut after: Option<String> = None;
         loop {
             let page = fs
-                .readdir_at(&mut c, &who, ddir, after.as_deref(), fs.options().readdir_page_max)
+                .readdir_at(
+                    &mut c,
+                    &who,
+                    ddir,
+                    after.as_deref(),
+                    fs.options().readdir_page_max,
+                )
                 .await?;
             match page.last() {
                 Some(l) => after = Some(l.name.clone()),
@@ -400,7 +436,11 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             }
             n += page.len();
         }
-        anyhow::ensure!(n == sizes.dir_entries, "listed {n} of {}", sizes.dir_entries);
+        anyhow::ensure!(
+            n == sizes.dir_entries,
+            "listed {n} of {}",
+            sizes.dir_entries
+        );
         ours.push(start.elapsed().as_secs_f64() * 1000.0);
         let start = Instant::now();
         let mut m = 0;
@@ -467,7 +507,13 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let users = 100i64;
     let mut tx = pool.begin().await?;
     let adir = fs
-        .mkdir_at(&mut tx, &who, 1, &format!("bench-{run_id}-analytics"), 0o755)
+        .mkdir_at(
+            &mut tx,
+            &who,
+            1,
+            &format!("bench-{run_id}-analytics"),
+            0o755,
+        )
         .await?
         .ino;
     sqlx::query(

@@ -124,12 +124,23 @@ fn stat_json(name: &str, st: &Stat) -> Value {
     })
 }
 
-async fn list_all(fs: &Fs, c: &mut PgConnection, who: &Identity, path: &str) -> Result<Vec<DirEntry>> {
+async fn list_all(
+    fs: &Fs,
+    c: &mut PgConnection,
+    who: &Identity,
+    path: &str,
+) -> Result<Vec<DirEntry>> {
     let mut all = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = fs
-            .readdir(c, who, path, after.as_deref(), fs.options().readdir_page_max)
+            .readdir(
+                c,
+                who,
+                path,
+                after.as_deref(),
+                fs.options().readdir_page_max,
+            )
             .await?;
         match page.last() {
             None => return Ok(all),
@@ -161,7 +172,10 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
             };
             tx.commit().await?;
             if format == Format::Json {
-                let rows: Vec<Value> = entries.iter().map(|e| stat_json(&e.name, &e.stat)).collect();
+                let rows: Vec<Value> = entries
+                    .iter()
+                    .map(|e| stat_json(&e.name, &e.stat))
+                    .collect();
                 render::print_json_rows(&rows, &[], format)?;
             } else if long {
                 for e in &entries {
@@ -289,7 +303,12 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
-async fn mount(conn: &ConnArgs, fs: Fs, dir: &std::path::Path, attr_ttl_s: f64) -> Result<ExitCode> {
+async fn mount(
+    conn: &ConnArgs,
+    fs: Fs,
+    dir: &std::path::Path,
+    attr_ttl_s: f64,
+) -> Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
     anyhow::ensure!(
         attr_ttl_s.is_finite() && attr_ttl_s >= 0.0,
