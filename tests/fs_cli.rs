@@ -190,6 +190,8 @@ fn sigkill_during_renames_leaves_exactly_one_name_and_a_consistent_tree() {
         let mut child = std::process::Command::new("sh")
             .args(["-c", &script])
             .env("RUST_LOG", "error")
+            .env_remove("DATABASE_URL")
+            .env_remove("DBOS_DATA_DIR")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)

@@ -232,20 +232,24 @@ pub(crate) const SETATTR: &str = concat!(
     cols!("i")
 );
 
-/// One page of a directory after name `$2`, in name order (dirents primary key).
+/// One page of a directory after name `$2`, in name order: the page of entries first (dirents
+/// primary key range, stopping at the limit), then their inodes, so a page costs the same in a
+/// directory of any size.
 pub(crate) const READDIR_AFTER: &str = concat!(
-    "SELECT d.name, ",
-    cols!("c"),
-    " FROM fs.dirents d JOIN fs.inodes c ON c.ino = d.child
-     WHERE d.parent = $1 AND d.name > $2 ORDER BY d.name LIMIT $3"
+    "SELECT d.name, ", cols!("c"), "
+     FROM (SELECT name, child FROM fs.dirents
+           WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3) d
+     JOIN fs.inodes c ON c.ino = d.child
+     ORDER BY d.name"
 );
 
 /// One page of a directory from position `$2`, in name order (dirents primary key).
 pub(crate) const READDIR_AT: &str = concat!(
-    "SELECT d.name, ",
-    cols!("c"),
-    " FROM fs.dirents d JOIN fs.inodes c ON c.ino = d.child
-     WHERE d.parent = $1 ORDER BY d.name OFFSET $2 LIMIT $3"
+    "SELECT d.name, ", cols!("c"), "
+     FROM (SELECT name, child FROM fs.dirents
+           WHERE parent = $1 ORDER BY name OFFSET $2 LIMIT $3) d
+     JOIN fs.inodes c ON c.ino = d.child
+     ORDER BY d.name"
 );
 
 /// A symbolic link's target (primary key).
