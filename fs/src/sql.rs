@@ -236,7 +236,9 @@ pub(crate) const SETATTR: &str = concat!(
 /// primary key range, stopping at the limit), then their inodes, so a page costs the same in a
 /// directory of any size.
 pub(crate) const READDIR_AFTER: &str = concat!(
-    "SELECT d.name, ", cols!("c"), "
+    "SELECT d.name, ",
+    cols!("c"),
+    "
      FROM (SELECT name, child FROM fs.dirents
            WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3) d
      JOIN fs.inodes c ON c.ino = d.child
@@ -245,7 +247,9 @@ pub(crate) const READDIR_AFTER: &str = concat!(
 
 /// One page of a directory from position `$2`, in name order (dirents primary key).
 pub(crate) const READDIR_AT: &str = concat!(
-    "SELECT d.name, ", cols!("c"), "
+    "SELECT d.name, ",
+    cols!("c"),
+    "
      FROM (SELECT name, child FROM fs.dirents
            WHERE parent = $1 ORDER BY name OFFSET $2 LIMIT $3) d
      JOIN fs.inodes c ON c.ino = d.child

@@ -533,7 +533,9 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     tx.commit().await?;
     // As autovacuum would after a bulk load: statistics, and the visibility map that lets the
     // queries answer from the (uid, size) index alone.
-    sqlx::query("VACUUM ANALYZE fs.inodes").execute(pool).await?;
+    sqlx::query("VACUUM ANALYZE fs.inodes")
+        .execute(pool)
+        .await?;
     let largest_k = "SELECT count(*) FROM (SELECT ino FROM fs.inodes
                      WHERE kind = 'file' AND uid = $1 ORDER BY size DESC LIMIT $2) k";
     for (name, q, arg) in [
