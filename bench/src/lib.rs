@@ -10,6 +10,10 @@
 //! - `peer`: the same 3-step workflow run by the official DBOS for Python (installed into a
 //!   virtualenv on first use) against the same Postgres, beside ours; skipped with a notice
 //!   when python3 is missing.
+//! - `fs`: the file system in tables against ext4 on the same disk, with and without
+//!   fdatasync: create+delete of small files, 1 KiB random reads, 64 KiB writes, 1 MiB
+//!   sequential writes and reads, readdir of 10k entries, and the paper's analytics queries
+//!   (at 1M file rows), with the paper's figures beside ours.
 //! - `recovery`: 1,000 and 10,000 PENDING workflows of a dead node; seconds until this node has
 //!   re-enqueued, claimed and finished them all.
 //!
@@ -50,7 +54,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Parser)]
 #[command(name = "dbos bench", about = "Benchmarks with same-run baselines")]
 pub struct Args {
-    /// Suites to run (ceiling, workflow, peer, recovery); all when none is given.
+    /// Suites to run (ceiling, workflow, peer, recovery, fs); all when none is given.
     pub suites: Vec<String>,
     /// A smoke run: one short repetition of a few workloads (under a minute).
     #[arg(long)]
@@ -73,7 +77,7 @@ pub struct Args {
 }
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
-pub const SUITES: &[&str] = &["ceiling", "workflow", "peer", "recovery", "msg"];
+pub const SUITES: &[&str] = &["ceiling", "workflow", "peer", "recovery", "msg", "fs"];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -346,6 +350,7 @@ async fn run(args: Args) -> Result<()> {
             "peer" => suites::peer(&env, plan).await?,
             "recovery" => suites::recovery(&env, plan).await?,
             "msg" => suites::msg(&env, plan).await?,
+            "fs" => suites::fs(&env, plan).await?,
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;

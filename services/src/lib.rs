@@ -17,5 +17,6 @@ pub fn migrations() -> Vec<ServiceMigrations> {
         workflow::MIGRATIONS,
         dbos_msg::MIGRATIONS,
         dbos_scheduler::MIGRATIONS,
+        dbos_fs::MIGRATIONS,
     ]
 }

@@ -14,12 +14,14 @@ use sqlx::PgPool;
 use crate::{quantile, summarize, Plan, Row};
 
 mod ceiling;
+mod fs;
 mod msg;
 mod peer;
 mod recovery;
 mod workflow;
 
 pub(crate) use ceiling::ceiling;
+pub(crate) use fs::fs;
 pub(crate) use msg::msg;
 pub(crate) use peer::peer;
 pub(crate) use recovery::recovery;

@@ -2,6 +2,7 @@
 
 mod cron;
 mod demo;
+mod fs;
 mod msg;
 mod queue;
 mod render;
@@ -97,6 +98,17 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: msg::MsgCommand,
+    },
+    /// Work with the file system: ls, cat, put, get, mkdir, rm, mv, stat, du, and mount it
+    /// through FUSE.
+    Fs {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: fs::FsCommand,
     },
     /// Show durability in five minutes: run a workflow on a node, kill the node with SIGKILL
     /// mid-way, boot again, and watch the workflow finish without redoing finished steps.
@@ -306,6 +318,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             json,
             command,
         } => msg::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Fs {
+            conn,
+            json,
+            command,
+        } => fs::run(&conn, Format::from_json_flag(json), command).await,
         Command::Demo { data_dir, pause_ms } => {
             demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
         }

@@ -181,3 +181,20 @@ impl From<dbos_scheduler::Error> for WfError {
         }
     }
 }
+
+/// File-system errors inside a step: database failures stay database failures (so a
+/// transaction step retries serialization failures), POSIX errors become application errors
+/// named `OSError` with the errno as their code, as Python reports them.
+impl From<dbos_fs::Error> for WfError {
+    fn from(e: dbos_fs::Error) -> Self {
+        match e {
+            dbos_fs::Error::Db(db) => WfError::Db(db),
+            other => WfError::Failed(Box::new(PortableError {
+                name: "OSError".into(),
+                message: other.to_string(),
+                code: Some(serde_json::Value::from(other.errno())),
+                data: None,
+            })),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Ordinary Linux tools on a real FUSE mount served by `dbos fs mount`: mkdir -p, cp -r of this
+//! repository's source and diff -r, mv, rm -r, ln -s, ls -l, cat, and git init/add/commit.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use dbos_kernel::testing::scratch_dir_for_cluster;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{eventually, ok, path, Node};
+
+fn mounted(mnt: &Path) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(path(mnt)))
+}
+
+/// `dbos fs mount` in the background, once it reports the mount.
+fn mount(dir: &Path, mnt: &Path) -> Child {
+    let mut child = support::dbos()
+        .args(["fs", "--data-dir", path(dir), "mount", path(mnt)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("dbos fs mount starts");
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("dbos fs mount prints a line");
+    assert!(line.starts_with("mounted"), "dbos fs mount said {line:?}");
+    assert!(mounted(mnt));
+    child
+}
+
+/// Runs a shell command in `cwd`; it must succeed. Returns stdout.
+fn sh(cwd: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(cwd)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", cwd)
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "`{script}` failed with {}:\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ordinary_tools_work_on_a_fuse_mount() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIPPED: /dev/fuse is missing, so nothing can be mounted here");
+        return;
+    }
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let _node = Node::boot(&dir, &[]);
+    // This repository's source tree, as committed.
+    let src = scratch.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    sh(
+        scratch.path(),
+        &format!(
+            "git -C {} archive HEAD | tar -x -C {}",
+            env!("CARGO_MANIFEST_DIR"),
+            path(&src)
+        ),
+    );
+    let mnt = scratch.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut server = mount(&dir, &mnt);
+
+    sh(&mnt, "mkdir -p deep/a/b/c && test -d deep/a/b/c");
+    sh(&mnt, &format!("cp -r {} ./src", path(&src)));
+    sh(&mnt, &format!("diff -r {} ./src", path(&src)));
+    sh(
+        &mnt,
+        "mv src/README.md src/README.moved && test -f src/README.moved && test ! -e src/README.md",
+    );
+    sh(&mnt, "mv src/README.moved src/README.md");
+    sh(&mnt, "ln -s src/Cargo.toml link && cmp link src/Cargo.toml");
+    let ls = sh(&mnt, "ls -l");
+    assert!(ls.contains("link -> src/Cargo.toml"), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('d') && l.ends_with(" deep")),
+        "{ls}"
+    );
+    assert_eq!(
+        sh(&mnt, "echo 'some text' > note && cat note"),
+        "some text\n"
+    );
+    sh(&mnt, "rm -r deep && test ! -e deep");
+    sh(
+        &mnt.join("src"),
+        "git init -q && git add -A \
+         && git -c user.name=dbos -c user.email=dbos@localhost commit -q -m 'in the mount' \
+         && test -z \"$(git status --porcelain)\" && git log --oneline | grep -q 'in the mount' \
+         && git fsck --no-progress",
+    );
+    // What the tools wrote is in the tables, consistent.
+    assert_eq!(
+        ok(&["fs", "--data-dir", path(&dir), "cat", "/note"]),
+        "some text\n"
+    );
+    let problems = support::sql_json(&dir, "SELECT problem FROM fs.fsck");
+    assert_eq!(problems, serde_json::json!([]));
+
+    // Every write that returned is durable: kill the server without unmounting.
+    sh(&mnt, "printf durable > durable");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = Command::new("umount").args(["-l", path(&mnt)]).status();
+    eventually("the dead mount is gone", || !mounted(&mnt));
+    assert_eq!(
+        ok(&["fs", "--data-dir", path(&dir), "cat", "/durable"]),
+        "durable"
+    );
+
+    // Ctrl-C unmounts cleanly.
+    let server = mount(&dir, &mnt);
+    assert_eq!(std::fs::read(mnt.join("durable")).unwrap(), b"durable");
+    kill(Pid::from_raw(server.id() as i32), Signal::SIGINT).unwrap();
+    let out = server.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "dbos fs mount exits cleanly on SIGINT"
+    );
+    assert!(!mounted(&mnt));
+}
