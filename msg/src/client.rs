@@ -100,6 +100,15 @@ pub struct Client {
     opts: Options,
 }
 
+/// How [`Client::wait_topic`] reads a topic.
+#[derive(Clone, Copy)]
+enum TopicRead<'a> {
+    /// Consume through this subscriber's cursor.
+    Consume(&'a str),
+    /// Read the retained messages after this sequence number.
+    After(i64),
+}
+
 /// A reader of one workflow stream, from an offset.
 #[derive(Debug)]
 pub struct StreamReader {
@@ -290,22 +299,8 @@ impl Client {
         subscriber: &str,
         timeout: Duration,
     ) -> Result<Vec<Delivered>> {
-        let deadline = Instant::now() + timeout;
-        let (pool, max) = (&self.pool, self.opts.topic_batch_max);
-        let got = self
-            .waiters
-            .wait_for(
-                Channel::Topics,
-                topic.to_owned(),
-                Some(deadline),
-                || async move {
-                    let mut conn = pool.acquire().await?;
-                    let v = sql::consume(&mut conn, topic, subscriber, max).await?;
-                    Ok((!v.is_empty()).then_some(v))
-                },
-            )
-            .await?;
-        Ok(got.unwrap_or_default())
+        self.wait_topic(topic, TopicRead::Consume(subscriber), timeout)
+            .await
     }
 
     /// Retained messages of `topic` after sequence number `after`, waiting up to `timeout` for
@@ -319,6 +314,17 @@ impl Client {
         after: i64,
         timeout: Duration,
     ) -> Result<Vec<Delivered>> {
+        self.wait_topic(topic, TopicRead::After(after), timeout)
+            .await
+    }
+
+    /// Reads a batch of `topic` as `read` says, waiting up to `timeout` for the first message.
+    async fn wait_topic(
+        &self,
+        topic: &str,
+        read: TopicRead<'_>,
+        timeout: Duration,
+    ) -> Result<Vec<Delivered>> {
         let deadline = Instant::now() + timeout;
         let (pool, max) = (&self.pool, self.opts.topic_batch_max);
         let got = self
@@ -329,7 +335,14 @@ impl Client {
                 Some(deadline),
                 || async move {
                     let mut conn = pool.acquire().await?;
-                    let v = sql::read_topic(&mut conn, topic, after, max).await?;
+                    let v = match read {
+                        TopicRead::Consume(subscriber) => {
+                            sql::consume(&mut conn, topic, subscriber, max).await?
+                        }
+                        TopicRead::After(after) => {
+                            sql::read_topic(&mut conn, topic, after, max).await?
+                        }
+                    };
                     Ok((!v.is_empty()).then_some(v))
                 },
             )

@@ -57,6 +57,17 @@ impl WfCtx {
         self.inner.svc.messages()
     }
 
+    /// The function IDs of a waiting operation named `name` and of its timer, or (as `Err`)
+    /// the value recorded for it when replaying.
+    fn wait_ids<T: DeserializeOwned>(&self, name: &str) -> Result<Result<(i32, i32), T>, WfError> {
+        let fid = self.next_fid();
+        let timer_fid = self.next_fid();
+        match self.replay(fid, name)? {
+            Some(r) => Ok(Err(self.replay_value(&r)?)),
+            None => Ok(Ok((fid, timer_fid))),
+        }
+    }
+
     /// After a cancellation notice: the error to stop with, unless this execution still owns
     /// the workflow (the notice was for an earlier execution).
     pub(super) async fn stop_if_cancelled(&self) -> Result<(), WfError> {
@@ -149,11 +160,10 @@ impl WfCtx {
         timeout: Duration,
     ) -> Result<Option<T>, WfError> {
         let name = "DBOS.recv";
-        let fid = self.next_fid();
-        let timer_fid = self.next_fid();
-        if let Some(r) = self.replay(fid, name)? {
-            return self.replay_value(&r);
-        }
+        let (fid, timer_fid) = match self.wait_ids(name)? {
+            Ok(ids) => ids,
+            Err(replayed) => return Ok(replayed),
+        };
         self.check_deadline().await?;
         let op = self.op(fid, name, now_ms());
         let pool = self.pool();
@@ -284,11 +294,10 @@ impl WfCtx {
         timeout: Duration,
     ) -> Result<Option<T>, WfError> {
         let name = "DBOS.getEvent";
-        let fid = self.next_fid();
-        let timer_fid = self.next_fid();
-        if let Some(r) = self.replay(fid, name)? {
-            return self.replay_value(&r);
-        }
+        let (fid, timer_fid) = match self.wait_ids(name)? {
+            Ok(ids) => ids,
+            Err(replayed) => return Ok(replayed),
+        };
         self.check_deadline().await?;
         let started = now_ms();
         let pool = self.pool();
@@ -474,11 +483,10 @@ impl WfCtx {
         timeout: Duration,
     ) -> Result<Vec<TopicMessage<T>>, WfError> {
         let name = "msg.consume";
-        let fid = self.next_fid();
-        let timer_fid = self.next_fid();
-        if let Some(r) = self.replay(fid, name)? {
-            return self.replay_value(&r);
-        }
+        let (fid, timer_fid) = match self.wait_ids(name)? {
+            Ok(ids) => ids,
+            Err(replayed) => return Ok(replayed),
+        };
         self.check_deadline().await?;
         let op = self.op(fid, name, now_ms());
         let (pool, max) = (self.pool(), self.msg().options().topic_batch_max);
