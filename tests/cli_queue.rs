@@ -86,6 +86,18 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         "the queue's work was spread over nodes: {used:?}"
     );
 
+    // os.nodes shows each node's load.
+    let load = sql_json(
+        &dir,
+        "SELECT node_id, running, slots FROM os.nodes WHERE alive",
+    );
+    assert_eq!(load.as_array().expect("rows").len(), 3);
+    assert!(load
+        .as_array()
+        .expect("rows")
+        .iter()
+        .all(|n| n["running"] == 0 && n["slots"].as_i64() > Some(0)));
+
     // Pause, resume, list, rm.
     ok(&["queue", "pause", "q2", "--data-dir", d]);
     ok(&[

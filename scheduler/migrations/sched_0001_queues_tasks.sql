@@ -54,3 +54,24 @@ FROM dbos.workflow_status s
 LEFT JOIN dbos.workflow_input i USING (workflow_uuid)
 LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
 WHERE s.name IN ('dbos.command', 'dbos.command.scheduled');
+
+-- Nodes with their load: workflows they are running now, against their slots.
+CREATE OR REPLACE VIEW os.nodes AS
+SELECT n.node_id,
+       n.hostname,
+       n.pid,
+       n.version,
+       n.state,
+       n.state IN ('running', 'draining')
+           AND n.heartbeat_at > now() - n.lease_ms * interval '1 millisecond' AS alive,
+       n.slots,
+       n.labels,
+       n.started_at,
+       n.heartbeat_at,
+       n.stopped_at,
+       now() - n.heartbeat_at AS silent_for,
+       n.lease_ms,
+       n.data_dir,
+       (SELECT count(*) FROM dbos.workflow_status w
+        WHERE w.status = 'PENDING' AND w.executor_id = n.node_id) AS running
+FROM kernel.nodes n;
