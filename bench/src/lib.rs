@@ -77,7 +77,9 @@ pub struct Args {
 }
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
-pub const SUITES: &[&str] = &["ceiling", "workflow", "peer", "recovery", "msg", "fs"];
+pub const SUITES: &[&str] = &[
+    "ceiling", "workflow", "queue", "peer", "recovery", "msg", "fs",
+];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -346,6 +348,12 @@ async fn run(args: Args) -> Result<()> {
                     suites::ceiling(&env, plan, &mut ceiling).await?;
                 }
                 suites::workflow(&env, plan, &ceiling).await?
+            }
+            "queue" => {
+                if ceiling.commits_per_s.is_empty() {
+                    suites::ceiling(&env, plan, &mut ceiling).await?;
+                }
+                suites::queue(&env, plan, &ceiling).await?
             }
             "peer" => suites::peer(&env, plan).await?,
             "recovery" => suites::recovery(&env, plan).await?,

@@ -17,6 +17,7 @@ mod ceiling;
 mod fs;
 mod msg;
 mod peer;
+mod queue;
 mod recovery;
 mod workflow;
 
@@ -24,6 +25,7 @@ pub(crate) use ceiling::ceiling;
 pub(crate) use fs::fs;
 pub(crate) use msg::msg;
 pub(crate) use peer::peer;
+pub(crate) use queue::queue;
 pub(crate) use recovery::recovery;
 pub(crate) use workflow::workflow;
 
@@ -43,6 +45,18 @@ async fn noop_steps(ctx: WfCtx, (n,): (u32,)) -> Result<u32, WfError> {
         ctx.step("noop", || async move { Ok(i) }).await?;
     }
     Ok(n)
+}
+
+/// The benchmark workflows every benchmark node registers.
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(STEPS, noop_steps);
+    r.register(msg::PONG, msg::pong);
+    r.register(msg::PING, msg::ping);
+    r.register(msg::PROBE, msg::probe);
+    r.register(queue::NOOP, queue::noop);
+    r.register(queue::STARTED, queue::started_at);
+    r
 }
 
 impl Env {
@@ -69,14 +83,9 @@ impl Env {
             ..Config::default()
         };
         let kernel = Kernel::boot(config, &dbos_services::migrations()).await?;
-        let mut r = Registry::new();
-        r.register(STEPS, noop_steps);
-        r.register(msg::PONG, msg::pong);
-        r.register(msg::PING, msg::ping);
-        r.register(msg::PROBE, msg::probe);
         let wf = Service::launch(
             &kernel,
-            r,
+            registry(),
             Options {
                 poll_interval_ms: 200,
                 ..Options::default()

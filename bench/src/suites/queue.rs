@@ -1,0 +1,166 @@
+//! Suite `queue`: no-op tasks drained with a full workflow lifecycle (enqueued in batches,
+//! claimed, run, outcome committed) by 1 and 2 nodes, and the enqueue-to-start delay on an idle
+//! node.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::*;
+
+/// A workflow that does nothing: the whole cost is the lifecycle.
+pub(super) const NOOP: &str = "bench.noop";
+/// A workflow that returns when it started (µs since the epoch).
+pub(super) const STARTED: &str = "bench.started_at";
+
+pub(super) async fn noop(_ctx: WfCtx, (_,): (u32,)) -> Result<u32, WfError> {
+    Ok(0)
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+pub(super) async fn started_at(_ctx: WfCtx, (_,): (u32,)) -> Result<i64, WfError> {
+    Ok(now_us())
+}
+
+/// Enqueues `n` no-op workflows on the default queue in batches of 1,000 rows per statement.
+async fn enqueue_batch(pool: &PgPool, prefix: &str, n: i64) -> Result<()> {
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(1_000);
+        sqlx::query(
+            "WITH s AS (
+                 INSERT INTO dbos.workflow_status
+                     (workflow_uuid, status, name, queue_name, recovery_attempts, serialization)
+                 SELECT $1 || '-' || i, 'ENQUEUED', $2, 'default', 0, 'portable_json'
+                 FROM generate_series($3::int8, $4::int8) i
+                 RETURNING workflow_uuid
+             ), i AS (
+                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+                 SELECT workflow_uuid, '{\"namedArgs\":{},\"positionalArgs\":[0]}' FROM s
+             )
+             SELECT pg_notify($5, 'default')",
+        )
+        .bind(prefix)
+        .bind(NOOP)
+        .bind(done + 1)
+        .bind(done + k)
+        .bind(dbos_services::workflow::ENQUEUE_CHANNEL)
+        .execute(pool)
+        .await?;
+        done += k;
+    }
+    Ok(())
+}
+
+/// Time until every workflow named `prefix-*` has succeeded.
+async fn drained(pool: &PgPool, prefix: &str, n: i64, start: Instant) -> Result<f64> {
+    loop {
+        let ok: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM dbos.workflow_status
+             WHERE workflow_uuid LIKE $1 || '-%' AND status = 'SUCCESS'",
+        )
+        .bind(prefix)
+        .fetch_one(pool)
+        .await?;
+        if ok == n {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "{ok} of {n} drained"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A second node on the same database with the same workflows.
+async fn second_node(env: &Env) -> Result<(Kernel, Service)> {
+    let config = Config {
+        database_url: Some(env.url.clone()),
+        slots: 256,
+        pool_size_max: 48,
+        ..Config::default()
+    };
+    let kernel = Kernel::boot(config, &dbos_services::migrations()).await?;
+    let wf = Service::launch(&kernel, registry(), Options::default()).await?;
+    Ok((kernel, wf))
+}
+
+pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Vec<Row>> {
+    let n: i64 = if plan.quick { 2_000 } else { 20_000 };
+    let pb = bar((3 * plan.repeats) as u64, "queue: drain and latency");
+    let mut rows = Vec::new();
+    for nodes in [1u32, 2] {
+        let extra = if nodes == 2 {
+            Some(second_node(env).await?)
+        } else {
+            None
+        };
+        let mut rates = Vec::new();
+        for rep in 0..plan.repeats {
+            let prefix = format!("q{nodes}-{rep}-{}", uuid::Uuid::new_v4().simple());
+            let start = Instant::now();
+            enqueue_batch(env.pool(), &prefix, n).await?;
+            let secs = drained(env.pool(), &prefix, n, start).await?;
+            rates.push(n as f64 / secs);
+            pb.inc(1);
+        }
+        if let Some((k, _)) = extra {
+            k.shutdown().await?;
+        }
+        let mut row = Row::new(
+            "queue",
+            format!(
+                "no-op tasks drained, batch enqueue, {nodes} node{}",
+                if nodes == 1 { "" } else { "s" }
+            ),
+            &rates,
+            "tasks/s",
+            plan.repeats,
+        )
+        .at("no-op tasks drained", nodes);
+        if let Some(c) = ceiling.commits_per_s.get(&32) {
+            row.baseline = Some(*c);
+            row.baseline_name = Some("durable INSERT commits/s, 32 clients".into());
+            row.ratio = Some(row.ours / c);
+        }
+        row.extra.insert("tasks".into(), n.into());
+        row.paper =
+            Some("graphile-worker batched: 16K jobs/s; awa: 5.8K/s (same machine class)".into());
+        rows.push(row);
+    }
+    // Enqueue-to-start on an idle node.
+    let k = if plan.quick { 30 } else { 200 };
+    let mut lats = Vec::new();
+    for _ in 0..plan.repeats {
+        for _ in 0..k {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let t0 = now_us();
+            let h = env
+                .wf
+                .enqueue::<_, i64>("default", STARTED, (0u32,), StartOptions::default())
+                .await?;
+            let started = h.result().await?;
+            lats.push((started - t0) as f64 / 1000.0);
+        }
+        pb.inc(1);
+    }
+    let p50 = quantile(&mut lats, 0.5);
+    let mut row = Row::new(
+        "queue",
+        "enqueue to start, idle node".into(),
+        &[p50],
+        "ms p50",
+        plan.repeats,
+    );
+    row.p50_ms = Some(p50);
+    row.p99_ms = Some(quantile(&mut lats, 0.99));
+    row.paper = Some("graphile-worker: 5 ms; awa: 15 ms (p50)".into());
+    rows.push(row);
+    pb.finish_and_clear();
+    Ok(rows)
+}
