@@ -12,7 +12,18 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
     let scratch = scratch_dir_for_cluster();
     let dir = scratch.path().join("data");
     let d = path(&dir);
-    let nodes: Vec<Node> = (0..3).map(|_| Node::boot(&dir, &[])).collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            Node::boot(
+                &dir,
+                if i == 0 {
+                    &["--label", "gpu=true"]
+                } else {
+                    &[]
+                },
+            )
+        })
+        .collect();
 
     ok(&[
         "queue",
@@ -97,6 +108,107 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         .expect("rows")
         .iter()
         .all(|n| n["running"] == 0 && n["slots"].as_i64() > Some(0)));
+
+    // Placement: tasks that need a label run only where it is; labels no node has wait, and
+    // say why.
+    for i in 0..4 {
+        ok(&[
+            "task",
+            "submit",
+            "--label",
+            "gpu=true",
+            "--id",
+            &format!("gpu-{i}"),
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ]);
+    }
+    for i in 0..4 {
+        assert_eq!(
+            run(&["task", "wait", &format!("gpu-{i}"), "--data-dir", d])
+                .status
+                .code(),
+            Some(0)
+        );
+    }
+    let on = sql_json(
+        &dir,
+        "SELECT DISTINCT executor_id FROM dbos.workflow_status WHERE workflow_uuid LIKE 'gpu-%'",
+    );
+    assert_eq!(on.as_array().expect("rows").len(), 1);
+    assert_eq!(on[0]["executor_id"], nodes[0].node_id.as_str());
+    ok(&[
+        "task",
+        "submit",
+        "--label",
+        "tpu=yes",
+        "--id",
+        "no-tpu",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    ok(&[
+        "queue",
+        "create",
+        "eu",
+        "--require-label",
+        "zone=eu",
+        "--data-dir",
+        d,
+    ]);
+    ok(&[
+        "task",
+        "submit",
+        "-q",
+        "eu",
+        "--id",
+        "in-eu",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for id in ["no-tpu", "in-eu"] {
+        let t: serde_json::Value =
+            serde_json::from_str(&ok(&["task", "get", id, "--json", "--data-dir", d]))
+                .expect("json");
+        assert_eq!(t[0]["status"], "ENQUEUED", "{id} waits");
+        assert!(
+            t[0]["waiting_for"]
+                .as_str()
+                .is_some_and(|w| w.contains("labels")),
+            "{t}"
+        );
+    }
+    ok(&[
+        "queue",
+        "update",
+        "eu",
+        "--require-label",
+        "gpu=true",
+        "--policy",
+        "least-loaded",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(
+        run(&["task", "wait", "in-eu", "--data-dir", d])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        sql_json(
+            &dir,
+            "SELECT executor_id FROM dbos.workflow_status WHERE workflow_uuid = 'in-eu'"
+        )[0]["executor_id"],
+        nodes[0].node_id.as_str()
+    );
 
     // Pause, resume, list, rm.
     ok(&["queue", "pause", "q2", "--data-dir", d]);

@@ -7,6 +7,16 @@ CREATE TABLE sched.paused_queues (
     paused_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Placement: the labels a node must have to claim from a queue, and the queue's policy, each
+-- policy one clause of the claim: fifo (any eligible node claims) or least_loaded (a node
+-- claims only while no eligible live node is less loaded). A row update changes it at once.
+CREATE TABLE sched.queue_rules (
+    queue_name     text PRIMARY KEY CHECK (length(queue_name) BETWEEN 1 AND 255),
+    require_labels jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(require_labels) = 'object'),
+    policy         text NOT NULL DEFAULT 'fifo' CHECK (policy IN ('fifo', 'least_loaded')),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+
 INSERT INTO dbos.queues (name, priority_enabled)
 VALUES ('default', TRUE)
 ON CONFLICT (name) DO NOTHING;
@@ -47,6 +57,16 @@ SELECT s.workflow_uuid AS task_id,
                 (o.error::json -> 'data' ->> 'duration_ms'))::bigint AS duration_ms,
        o.error::json ->> 'message' AS error,
        s.priority,
+       s.attributes -> 'sched.labels' AS labels,
+       CASE WHEN s.status = 'ENQUEUED' AND NOT EXISTS (
+                SELECT 1 FROM kernel.nodes n
+                WHERE n.state = 'running'
+                  AND n.heartbeat_at > now() - n.lease_ms * interval '1 millisecond'
+                  AND n.labels @> COALESCE(s.attributes -> 'sched.labels', '{}')
+                  AND n.labels @> COALESCE((SELECT r.require_labels FROM sched.queue_rules r
+                                            WHERE r.queue_name = s.queue_name), '{}'))
+            THEN 'no live node has the labels this task or its queue requires'
+       END AS waiting_for,
        to_timestamp(s.created_at / 1000.0) AS submitted_at,
        to_timestamp(s.started_at_epoch_ms / 1000.0) AS started_at,
        to_timestamp(s.completed_at / 1000.0) AS completed_at

@@ -33,6 +33,10 @@ pub struct ClaimRequest<'a> {
     pub executor_id: &'a str,
     /// Most workflows to claim (the node's free slots).
     pub max: i64,
+    /// The node's placement labels (a JSON object).
+    pub labels: &'a serde_json::Value,
+    /// The node's slots (for the least-loaded policy).
+    pub slots: i32,
 }
 
 /// A claimed workflow, now PENDING and owned by the claimer.
@@ -62,7 +66,8 @@ WHERE (q.concurrency IS NOT NULL OR q.rate_limit_max IS NOT NULL
               WHERE w.queue_name = q.name AND w.status = 'ENQUEUED')
   AND pg_try_advisory_xact_lock(hashtextextended('dbos.queue.claim:' || q.name, 0))";
 
-/// `$1` names, `$2` app version, `$3` max, `$4` executor, `$5` locked queues.
+/// `$1` names, `$2` app version, `$3` max, `$4` executor, `$5` locked queues, `$6` the
+/// node's labels, `$7` its slots.
 const CLAIM: &str = "
 WITH RECURSIVE qs(q) AS (
     -- Queues with work in flight: a loose scan of idx_workflow_status_in_flight_v2.
@@ -86,8 +91,21 @@ WITH RECURSIVE qs(q) AS (
             OR c.partition_rate_limit_max IS NOT NULL) AS partitioned,
            (c.rate_limit_max IS NOT NULL OR c.partition_rate_limit_max IS NOT NULL) AS limited_rate
     FROM qs LEFT JOIN dbos.queues c ON c.name = qs.q
+    LEFT JOIN sched.queue_rules r ON r.queue_name = qs.q
     WHERE qs.q IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM sched.paused_queues p WHERE p.queue_name = qs.q)
+      -- Placement: this node has the labels the queue requires, and the queue's policy lets
+      -- it claim now (least_loaded: no eligible live node is less loaded).
+      AND $6::jsonb @> COALESCE(r.require_labels, '{}')
+      AND (r.policy IS DISTINCT FROM 'least_loaded' OR NOT EXISTS (
+          SELECT 1 FROM kernel.nodes n
+          WHERE n.node_id <> $4 AND n.state = 'running'
+            AND n.heartbeat_at > now() - n.lease_ms * interval '1 millisecond'
+            AND n.labels @> r.require_labels
+            AND (SELECT count(*) FROM dbos.workflow_status w
+                 WHERE w.status = 'PENDING' AND w.executor_id = n.node_id)::float8 / n.slots
+              < (SELECT count(*) FROM dbos.workflow_status w
+                 WHERE w.status = 'PENDING' AND w.executor_id = $4)::float8 / $7))
       AND (qs.q = ANY($5)
            OR c.name IS NULL
            OR (c.concurrency IS NULL AND c.rate_limit_max IS NULL
@@ -145,6 +163,9 @@ WITH RECURSIVE qs(q) AS (
             WHERE w.queue_name = g.name AND w.status = 'ENQUEUED'
               AND (g.pk IS NULL OR w.queue_partition_key = g.pk)
               AND w.name = ANY($1)
+              -- Labels the workflow itself requires (a task's `--label`).
+              AND (w.attributes IS NULL OR NOT (w.attributes ? 'sched.labels')
+                   OR $6::jsonb @> (w.attributes -> 'sched.labels'))
               AND (w.application_version = $2
                    OR (w.application_version IS NULL
                        AND $2 IS NOT DISTINCT FROM (SELECT version_name FROM latest)))
@@ -197,6 +218,8 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
         .bind(req.max)
         .bind(req.executor_id)
         .bind(&locked)
+        .bind(req.labels)
+        .bind(req.slots)
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -252,6 +252,7 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
     }
     let deleted: i64 = sqlx::query_scalar(
         "WITH p AS (DELETE FROM sched.paused_queues WHERE queue_name = $1),
+              r AS (DELETE FROM sched.queue_rules WHERE queue_name = $1),
               q AS (DELETE FROM dbos.queues WHERE name = $1 RETURNING 1)
          SELECT count(*) FROM q",
     )
@@ -296,4 +297,57 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
             .await?;
     }
     Ok(changed)
+}
+
+/// How nodes are chosen for a queue's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Any eligible node claims, in priority order.
+    Fifo,
+    /// A node claims only while no eligible live node runs a smaller share of its slots.
+    LeastLoaded,
+}
+
+impl Policy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Policy::Fifo => "fifo",
+            Policy::LeastLoaded => "least_loaded",
+        }
+    }
+}
+
+/// Sets a queue's placement: the labels a node must have to claim from it, and its policy.
+///
+/// 1 round trip.
+///
+/// # Errors
+/// [`Error::NoSuchQueue`].
+pub async fn set_placement(
+    conn: &mut PgConnection,
+    name: &str,
+    require_labels: &std::collections::BTreeMap<String, String>,
+    policy: Policy,
+) -> Result<(), Error> {
+    let labels = serde_json::to_value(require_labels).map_err(|e| Error::Invalid(e.to_string()))?;
+    let n: i64 = sqlx::query_scalar(
+        "WITH q AS (SELECT 1 FROM dbos.queues WHERE name = $1),
+              up AS (INSERT INTO sched.queue_rules (queue_name, require_labels, policy)
+                     SELECT $1, $2, $3 FROM q
+                     ON CONFLICT (queue_name) DO UPDATE
+                         SET require_labels = excluded.require_labels, policy = excluded.policy,
+                             updated_at = now()
+                     RETURNING 1)
+         SELECT count(*) FROM up",
+    )
+    .bind(name)
+    .bind(labels)
+    .bind(policy.as_str())
+    .fetch_one(conn)
+    .await?;
+    if n == 0 {
+        return Err(Error::NoSuchQueue(name.to_owned()));
+    }
+    Ok(())
 }

@@ -420,3 +420,70 @@ async fn bad_queue_settings_are_refused_and_the_default_queue_exists() {
     drop(c);
     n.stop().await;
 }
+
+#[tokio::test]
+async fn a_least_loaded_queue_goes_to_the_less_busy_node() {
+    let db = testing::database().await;
+    let a = node_on(
+        db.clone(),
+        |r| {
+            r.register("nap", nap);
+        },
+        Options::default(),
+    )
+    .await;
+    let b = node_on(
+        db.clone(),
+        |r| {
+            r.register("nap", nap);
+        },
+        Options::default(),
+    )
+    .await;
+    create(&a, Queue::named("ll")).await;
+    let mut c = a.pool().acquire().await.expect("conn");
+    queues::set_placement(
+        &mut c,
+        "ll",
+        &Default::default(),
+        queues::Policy::LeastLoaded,
+    )
+    .await
+    .expect("policy");
+    // Node a is busy with four long naps it started itself.
+    let mut busy = Vec::new();
+    for i in 0..4 {
+        busy.push(
+            a.wf.start::<_, String>("nap", (1_500u64,), opts(&format!("busy-{i}")))
+                .await
+                .expect("start"),
+        );
+    }
+    let mut hs = Vec::new();
+    for i in 0..3 {
+        hs.push(
+            a.wf.enqueue::<_, String>("ll", "nap", (0u64,), opts(&format!("ll-{i}")))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for h in hs {
+        h.result().await.expect("runs");
+    }
+    let on: Vec<String> = sqlx::query_scalar(
+        "SELECT executor_id FROM dbos.workflow_status WHERE workflow_uuid LIKE 'll-%'",
+    )
+    .fetch_all(a.pool())
+    .await
+    .expect("rows");
+    assert!(
+        on.iter().all(|n| n == b.kernel.node_id()),
+        "the less loaded node ran them: {on:?}"
+    );
+    for h in busy {
+        h.result().await.expect("naps end");
+    }
+    drop(c);
+    b.stop().await;
+    a.stop().await;
+}

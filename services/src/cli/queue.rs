@@ -71,6 +71,36 @@ pub(super) struct LimitArgs {
     /// Period of --partition-rate-limit.
     #[arg(long, value_parser = parse_duration, requires = "partition_rate_limit")]
     partition_rate_limit_period: Option<Duration>,
+    /// Only nodes with this label KEY=VALUE claim from the queue (repeatable; replaces the
+    /// queue's required labels).
+    #[arg(long = "require-label", value_name = "KEY=VALUE", value_parser = super::parse_label)]
+    require_labels: Vec<(String, String)>,
+    /// How nodes are chosen: fifo (any eligible node) or least-loaded.
+    #[arg(long, value_enum)]
+    policy: Option<PolicyArg>,
+}
+
+/// `--policy` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(super) enum PolicyArg {
+    Fifo,
+    LeastLoaded,
+}
+
+impl LimitArgs {
+    /// Writes the placement flags, when any was given.
+    async fn placement(&self, c: &mut sqlx::PgConnection) -> Result<()> {
+        if self.require_labels.is_empty() && self.policy.is_none() {
+            return Ok(());
+        }
+        let labels = self.require_labels.iter().cloned().collect();
+        let policy = match self.policy {
+            Some(PolicyArg::LeastLoaded) => queues::Policy::LeastLoaded,
+            _ => queues::Policy::Fifo,
+        };
+        queues::set_placement(c, &self.name, &labels, policy).await?;
+        Ok(())
+    }
 }
 
 /// A limit `queue update --clear` removes.
@@ -118,6 +148,7 @@ pub(super) async fn run(
         QueueCommand::Create(args) => {
             let q = args.apply(Queue::named(&args.name));
             queues::create(&mut c, &q).await?;
+            args.placement(&mut c).await?;
             render::print_message(&serde_json::to_value(&q)?, format)?;
         }
         QueueCommand::Update { limits, clear } => {
@@ -140,6 +171,7 @@ pub(super) async fn run(
                 }
             }
             queues::update(&mut c, &q).await?;
+            limits.placement(&mut c).await?;
             render::print_message(&serde_json::to_value(&q)?, format)?;
         }
         QueueCommand::List => {

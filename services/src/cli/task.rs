@@ -74,6 +74,9 @@ pub(super) struct SubmitArgs {
     /// Start no earlier than this long from now (e.g. 10s).
     #[arg(long, value_parser = parse_duration)]
     delay: Option<Duration>,
+    /// Run only on a node with this label KEY=VALUE (repeatable; see `dbos boot --label`).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::parse_label)]
+    labels: Vec<(String, String)>,
     /// Task ID; a fresh UUID when unset. Submitting an existing ID returns that task.
     #[arg(long)]
     id: Option<String>,
@@ -215,6 +218,7 @@ async fn submit(pool: &sqlx::PgPool, args: &SubmitArgs) -> Result<String> {
     let delay_until = args
         .delay
         .map(|d| crate::workflow::now_ms() + d.as_millis() as i64);
+    let mut tx = pool.begin().await?;
     let r = sqlx::query_scalar::<_, String>(
         "SELECT dbos.enqueue_workflow($1, $2, ARRAY[$3::json], workflow_id => $4,
                 deduplication_id => $5, priority => $6, delay_until_epoch_ms => $7)
@@ -228,10 +232,30 @@ async fn submit(pool: &sqlx::PgPool, args: &SubmitArgs) -> Result<String> {
     .bind(args.priority as i32)
     .bind(delay_until)
     .bind(ENQUEUE_CHANNEL)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await;
     match r {
-        Ok(id) => Ok(id),
+        Ok(id) => {
+            if !args.labels.is_empty() {
+                // In the enqueue's transaction: no node sees the task without its labels.
+                let labels: BTreeMap<&str, &str> = args
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                sqlx::query(
+                    "UPDATE dbos.workflow_status
+                     SET attributes = COALESCE(attributes, '{}') || jsonb_build_object('sched.labels', $2::jsonb)
+                     WHERE workflow_uuid = $1",
+                )
+                .bind(&id)
+                .bind(serde_json::to_value(&labels)?)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(id)
+        }
         Err(e) if dbos_kernel::sqlstate(&e).as_deref() == Some("23505") => bail!(
             "a task with deduplication key {:?} is already queued or running on queue {:?}",
             args.dedup.as_deref().unwrap_or_default(),

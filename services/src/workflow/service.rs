@@ -167,6 +167,9 @@ struct Inner {
     committer: Committer,
     messages: dbos_msg::Client,
     opts: Options,
+    /// This node's placement labels (JSON object) and slots.
+    labels: serde_json::Value,
+    slots: i32,
     /// Wakes result waiters when a local execution ends.
     done: Mutex<HashMap<String, Arc<Completion>>>,
     /// Wakes the dispatcher.
@@ -345,6 +348,8 @@ impl Service {
                 committer,
                 messages,
                 opts,
+                labels: serde_json::to_value(&kernel.config().labels)?,
+                slots: kernel.config().slots.min(i32::MAX as u32) as i32,
                 done: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 next_delay_ms: Mutex::new(None),
@@ -946,6 +951,8 @@ impl Service {
             app_version: &self.inner.app_version,
             executor_id: &self.inner.executor_id,
             max: n as i64,
+            labels: &self.inner.labels,
+            slots: self.inner.slots,
         };
         let rows = dbos_scheduler::claim::claim(&self.inner.pool, &req).await?;
         let claimed = rows.len();
