@@ -248,3 +248,29 @@ async fn dbos_golden_kwargs_row_inserted_by_sql_runs_and_produces_the_golden_out
     assert_eq!(stored, r#""test-42-a,b""#);
     k.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_python_client_submits_a_command_task_that_a_rust_node_runs() {
+    let Some(bin) = dbos_venv() else { return };
+    let db = testing::database().await;
+    let (k, wf) = node(&db).await;
+    let script = r#"
+import json, sys
+from dbos import DBOSClient, WorkflowSerializationFormat
+client = DBOSClient(system_database_url=sys.argv[1])
+h = client.enqueue({"queue_name": "default", "workflow_name": "dbos.command", "workflow_id": "py-task",
+                    "serialization_type": WorkflowSerializationFormat.PORTABLE},
+                   {"argv": ["sh", "-c", "echo from python"]})
+print(json.dumps(h.get_result()["exit_code"]))
+print(json.dumps(list(client.read_stream("py-task", "stdout", timeout_seconds=30))))
+client.destroy()
+"#;
+    let url = db.url.clone();
+    let out = tokio::task::spawn_blocking(move || python(&bin, script, &[&url]))
+        .await
+        .expect("python task");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, vec!["0", r#"["from python\n"]"#], "{out}");
+    drop(wf);
+    k.shutdown().await.expect("shutdown");
+}

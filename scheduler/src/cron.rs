@@ -137,7 +137,8 @@ pub async fn add(conn: &mut PgConnection, s: &Schedule) -> Result<(), Error> {
     .bind(&s.schedule_name)
     .bind(&s.workflow_name)
     .bind(&s.schedule)
-    .bind(&s.context)
+    // The column is NOT NULL in DBOS's schema: no context is JSON null.
+    .bind(s.context.as_deref().unwrap_or("null"))
     .bind(rfc3339(Utc::now()))
     .bind(s.automatic_backfill)
     .bind(&s.cron_timezone)
