@@ -13,15 +13,10 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
     let dir = scratch.path().join("data");
     let d = path(&dir);
     let nodes: Vec<Node> = (0..3)
-        .map(|i| {
-            Node::boot(
-                &dir,
-                if i == 0 {
-                    &["--label", "gpu=true"]
-                } else {
-                    &[]
-                },
-            )
+        .map(|i| match i {
+            0 => Node::boot(&dir, &["--label", "gpu=true"]),
+            1 => Node::boot(&dir, &["--label", "zone=b"]),
+            _ => Node::boot(&dir, &[]),
         })
         .collect();
 
@@ -185,6 +180,83 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
             "{t}"
         );
     }
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--json", "--data-dir", d])).expect("json");
+    assert!(
+        status["waiting"]
+            .as_array()
+            .expect("waiting")
+            .iter()
+            .any(|t| t["task_id"] == "no-tpu"),
+        "dbos status says what waits and why: {status}"
+    );
+    // Locality: tasks preferring zone=b go to the node in zone b; a zone no node has runs anywhere.
+    ok(&[
+        "queue",
+        "create",
+        "near",
+        "--policy",
+        "locality",
+        "--locality-label",
+        "zone",
+        "--data-dir",
+        d,
+    ]);
+    let no_label = run(&[
+        "queue",
+        "update",
+        "near",
+        "--policy",
+        "locality",
+        "--data-dir",
+        d,
+    ]);
+    assert!(
+        !no_label.status.success(),
+        "the locality policy needs its label"
+    );
+    for i in 0..4 {
+        ok(&[
+            "task",
+            "submit",
+            "-q",
+            "near",
+            "--prefer",
+            "zone=b",
+            "--id",
+            &format!("near-{i}"),
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ]);
+    }
+    ok(&[
+        "task",
+        "submit",
+        "-q",
+        "near",
+        "--prefer",
+        "zone=nowhere",
+        "--id",
+        "far",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    for id in ["near-0", "near-1", "near-2", "near-3", "far"] {
+        assert_eq!(
+            run(&["task", "wait", id, "--data-dir", d]).status.code(),
+            Some(0)
+        );
+    }
+    let on = sql_json(
+        &dir,
+        "SELECT DISTINCT executor_id FROM dbos.workflow_status WHERE workflow_uuid LIKE 'near-%'",
+    );
+    assert_eq!(on.as_array().expect("rows").len(), 1);
+    assert_eq!(on[0]["executor_id"], nodes[1].node_id.as_str());
     ok(&[
         "queue",
         "update",

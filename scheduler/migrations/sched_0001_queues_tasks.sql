@@ -8,12 +8,16 @@ CREATE TABLE sched.paused_queues (
 );
 
 -- Placement: the labels a node must have to claim from a queue, and the queue's policy, each
--- policy one clause of the claim: fifo (any eligible node claims) or least_loaded (a node
--- claims only while no eligible live node is less loaded). A row update changes it at once.
+-- policy one clause of the claim: fifo (any eligible node claims), least_loaded (a node
+-- claims only while no eligible live node is less loaded), or locality (a task that prefers a
+-- value of `locality_label` goes to a live node with that value when there is one). A row
+-- update changes it at once.
 CREATE TABLE sched.queue_rules (
     queue_name     text PRIMARY KEY CHECK (length(queue_name) BETWEEN 1 AND 255),
     require_labels jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(require_labels) = 'object'),
-    policy         text NOT NULL DEFAULT 'fifo' CHECK (policy IN ('fifo', 'least_loaded')),
+    policy         text NOT NULL DEFAULT 'fifo'
+                   CHECK (policy IN ('fifo', 'least_loaded', 'locality')),
+    locality_label text CHECK ((policy = 'locality') = (locality_label IS NOT NULL)),
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 

@@ -166,6 +166,21 @@ WITH RECURSIVE qs(q) AS (
               -- Labels the workflow itself requires (a task's `--label`).
               AND (w.attributes IS NULL OR NOT (w.attributes ? 'sched.labels')
                    OR $6::jsonb @> (w.attributes -> 'sched.labels'))
+              -- Locality: leave a task that prefers another value of the queue's label to a
+              -- live node that has it.
+              AND NOT EXISTS (
+                  SELECT 1 FROM sched.queue_rules r
+                  WHERE r.queue_name = g.name AND r.policy = 'locality'
+                    AND w.attributes -> 'sched.prefer' ? r.locality_label
+                    AND ($6::jsonb ->> r.locality_label) IS DISTINCT FROM
+                        (w.attributes -> 'sched.prefer' ->> r.locality_label)
+                    AND EXISTS (
+                        SELECT 1 FROM kernel.nodes n
+                        WHERE n.state = 'running'
+                          AND n.heartbeat_at > now() - n.lease_ms * interval '1 millisecond'
+                          AND n.labels @> r.require_labels
+                          AND n.labels ->> r.locality_label =
+                              w.attributes -> 'sched.prefer' ->> r.locality_label))
               AND (w.application_version = $2
                    OR (w.application_version IS NULL
                        AND $2 IS NOT DISTINCT FROM (SELECT version_name FROM latest)))

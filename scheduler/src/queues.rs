@@ -300,20 +300,31 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
 }
 
 /// How nodes are chosen for a queue's work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// Any eligible node claims, in priority order.
     Fifo,
     /// A node claims only while no eligible live node runs a smaller share of its slots.
     LeastLoaded,
+    /// A task preferring a value of this label goes to a live node with that value when there
+    /// is one (any eligible node otherwise).
+    Locality(String),
 }
 
 impl Policy {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
             Policy::Fifo => "fifo",
             Policy::LeastLoaded => "least_loaded",
+            Policy::Locality(_) => "locality",
+        }
+    }
+
+    fn label(&self) -> Option<&str> {
+        match self {
+            Policy::Locality(l) => Some(l),
+            _ => None,
         }
     }
 }
@@ -328,22 +339,29 @@ pub async fn set_placement(
     conn: &mut PgConnection,
     name: &str,
     require_labels: &std::collections::BTreeMap<String, String>,
-    policy: Policy,
+    policy: &Policy,
 ) -> Result<(), Error> {
+    if policy.label().is_some_and(str::is_empty) {
+        return Err(Error::Invalid(format!(
+            "queue {name:?}: the locality policy needs a label name"
+        )));
+    }
     let labels = serde_json::to_value(require_labels).map_err(|e| Error::Invalid(e.to_string()))?;
     let n: i64 = sqlx::query_scalar(
         "WITH q AS (SELECT 1 FROM dbos.queues WHERE name = $1),
-              up AS (INSERT INTO sched.queue_rules (queue_name, require_labels, policy)
-                     SELECT $1, $2, $3 FROM q
+              up AS (INSERT INTO sched.queue_rules
+                         (queue_name, require_labels, policy, locality_label)
+                     SELECT $1, $2, $3, $4 FROM q
                      ON CONFLICT (queue_name) DO UPDATE
                          SET require_labels = excluded.require_labels, policy = excluded.policy,
-                             updated_at = now()
+                             locality_label = excluded.locality_label, updated_at = now()
                      RETURNING 1)
          SELECT count(*) FROM up",
     )
     .bind(name)
     .bind(labels)
     .bind(policy.as_str())
+    .bind(policy.label())
     .fetch_one(conn)
     .await?;
     if n == 0 {

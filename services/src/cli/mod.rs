@@ -416,6 +416,12 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
                 .to_owned(),
         ),
         (
+            "waiting",
+            "SELECT task_id, queue, labels, waiting_for, submitted_at FROM os.tasks \
+             WHERE waiting_for IS NOT NULL ORDER BY submitted_at LIMIT 20"
+                .to_owned(),
+        ),
+        (
             "migrations",
             "SELECT service, max(version) AS version, count(*) AS applied, \
              max(applied_at) AS last_applied_at FROM os.migrations GROUP BY service ORDER BY service"

@@ -75,9 +75,14 @@ pub(super) struct LimitArgs {
     /// queue's required labels).
     #[arg(long = "require-label", value_name = "KEY=VALUE", value_parser = super::parse_label)]
     require_labels: Vec<(String, String)>,
-    /// How nodes are chosen: fifo (any eligible node) or least-loaded.
+    /// How nodes are chosen: fifo (any eligible node), least-loaded, or locality (with
+    /// --locality-label).
     #[arg(long, value_enum)]
     policy: Option<PolicyArg>,
+    /// The label whose value tasks prefer (`task submit --prefer KEY=VALUE`) under the
+    /// locality policy.
+    #[arg(long)]
+    locality_label: Option<String>,
 }
 
 /// `--policy` values.
@@ -85,6 +90,7 @@ pub(super) struct LimitArgs {
 pub(super) enum PolicyArg {
     Fifo,
     LeastLoaded,
+    Locality,
 }
 
 impl LimitArgs {
@@ -96,9 +102,13 @@ impl LimitArgs {
         let labels = self.require_labels.iter().cloned().collect();
         let policy = match self.policy {
             Some(PolicyArg::LeastLoaded) => queues::Policy::LeastLoaded,
+            Some(PolicyArg::Locality) => match &self.locality_label {
+                Some(l) => queues::Policy::Locality(l.clone()),
+                None => anyhow::bail!("--policy locality needs --locality-label LABEL"),
+            },
             _ => queues::Policy::Fifo,
         };
-        queues::set_placement(c, &self.name, &labels, policy).await?;
+        queues::set_placement(c, &self.name, &labels, &policy).await?;
         Ok(())
     }
 }

@@ -77,6 +77,10 @@ pub(super) struct SubmitArgs {
     /// Run only on a node with this label KEY=VALUE (repeatable; see `dbos boot --label`).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = super::parse_label)]
     labels: Vec<(String, String)>,
+    /// Prefer a node with this label KEY=VALUE, on a queue with the locality policy for KEY
+    /// (repeatable).
+    #[arg(long = "prefer", value_name = "KEY=VALUE", value_parser = super::parse_label)]
+    prefer: Vec<(String, String)>,
     /// Task ID; a fresh UUID when unset. Submitting an existing ID returns that task.
     #[arg(long)]
     id: Option<String>,
@@ -236,20 +240,31 @@ async fn submit(pool: &sqlx::PgPool, args: &SubmitArgs) -> Result<String> {
     .await;
     match r {
         Ok(id) => {
-            if !args.labels.is_empty() {
+            if !args.labels.is_empty() || !args.prefer.is_empty() {
                 // In the enqueue's transaction: no node sees the task without its labels.
-                let labels: BTreeMap<&str, &str> = args
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
+                let map = |v: &[(String, String)]| -> BTreeMap<String, String> {
+                    v.iter().cloned().collect()
+                };
+                let mut attrs = serde_json::Map::new();
+                if !args.labels.is_empty() {
+                    attrs.insert(
+                        "sched.labels".into(),
+                        serde_json::to_value(map(&args.labels))?,
+                    );
+                }
+                if !args.prefer.is_empty() {
+                    attrs.insert(
+                        "sched.prefer".into(),
+                        serde_json::to_value(map(&args.prefer))?,
+                    );
+                }
                 sqlx::query(
                     "UPDATE dbos.workflow_status
-                     SET attributes = COALESCE(attributes, '{}') || jsonb_build_object('sched.labels', $2::jsonb)
+                     SET attributes = COALESCE(attributes, '{}') || $2::jsonb
                      WHERE workflow_uuid = $1",
                 )
                 .bind(&id)
-                .bind(serde_json::to_value(&labels)?)
+                .bind(serde_json::Value::Object(attrs))
                 .execute(&mut *tx)
                 .await?;
             }

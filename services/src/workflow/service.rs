@@ -940,6 +940,8 @@ impl Service {
                 w = sub.recv() => if w.is_none() { return },
                 () = tokio::time::sleep(wait) => {}
             }
+            // A burst of enqueues is one claim round, not one per notification.
+            while let Some(Some(_)) = futures_util::FutureExt::now_or_never(sub.recv()) {}
         }
     }
 
