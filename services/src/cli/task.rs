@@ -20,7 +20,7 @@ use crate::workflow::{manage, ENQUEUE_CHANNEL};
 pub(super) enum TaskCommand {
     /// Submit a command as a task; prints its ID (with --wait, streams its output and exits with
     /// the command's exit code).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List tasks, newest first.
     List {
         /// Only this status (PENDING, ENQUEUED, SUCCESS, ERROR, CANCELLED, ...).
