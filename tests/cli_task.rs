@@ -210,3 +210,71 @@ fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
 fn dbos_scheduler_marker() -> String {
     dbos_scheduler::command::truncation_marker(16 << 20)
 }
+
+#[test]
+fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let d = path(&dir);
+    let first = Node::boot(&dir, &[]);
+    // Each run appends a line to a file, then sleeps long enough to be killed mid-run.
+    let marks = scratch.path().join("runs");
+    let script = format!("echo run >> {}; sleep 2", marks.display());
+    ok(&[
+        "task",
+        "submit",
+        "--id",
+        "again",
+        "--data-dir",
+        d,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let lost_marks = scratch.path().join("lost-runs");
+    let lost_script = format!("echo run >> {}; sleep 2", lost_marks.display());
+    ok(&[
+        "task",
+        "submit",
+        "--id",
+        "lost",
+        "--no-retry",
+        "--data-dir",
+        d,
+        "--",
+        "sh",
+        "-c",
+        &lost_script,
+    ]);
+    eventually("both commands started", || {
+        std::fs::read_to_string(&marks).is_ok() && std::fs::read_to_string(&lost_marks).is_ok()
+    });
+    first.kill9();
+    let _second = Node::boot(&dir, &[]);
+    // At least once: the recovered task runs its command again and succeeds.
+    assert_eq!(
+        run(&["task", "wait", "again", "--data-dir", d])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marks)
+            .expect("marks")
+            .lines()
+            .count(),
+        2
+    );
+    // --no-retry: the loss is recorded instead, and the command does not run again.
+    let lost = run(&["task", "wait", "lost", "--data-dir", d]);
+    assert_eq!(lost.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("not run again"));
+    assert_eq!(
+        std::fs::read_to_string(&lost_marks)
+            .expect("marks")
+            .lines()
+            .count(),
+        1
+    );
+}

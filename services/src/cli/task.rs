@@ -316,7 +316,8 @@ async fn follow(c: &Client, id: &str, live: bool) -> Result<()> {
 }
 
 /// Waits for the task to end and turns its outcome into an exit code: the command's own, 128+N
-/// when killed by signal N, 124 on timeout, 127 when it could not start, 130 when cancelled.
+/// when killed by signal N, 124 on timeout, 127 when it could not start, 130 when cancelled, 1
+/// when lost with its node under `--no-retry`.
 async fn wait_exit(pool: &sqlx::PgPool, id: &str) -> Result<ExitCode> {
     let mut pause = Duration::from_millis(20);
     let st = loop {
@@ -346,7 +347,9 @@ async fn wait_exit(pool: &sqlx::PgPool, id: &str) -> Result<ExitCode> {
                 err["message"].as_str().unwrap_or("(no message)")
             );
             let data = &err["data"];
-            if err["name"] != COMMAND_FAILED {
+            if err["name"] == "TaskLost" {
+                1
+            } else if err["name"] != COMMAND_FAILED {
                 127
             } else if data["timed_out"] == true {
                 124
