@@ -446,7 +446,7 @@ async fn a_least_loaded_queue_goes_to_the_less_busy_node() {
         &mut c,
         "ll",
         &Default::default(),
-        queues::Policy::LeastLoaded,
+        &queues::Policy::LeastLoaded,
     )
     .await
     .expect("policy");
