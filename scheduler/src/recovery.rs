@@ -35,7 +35,7 @@ pub struct Recovered {
 /// # Errors
 /// Database errors.
 pub async fn sweep(pool: &PgPool) -> Result<Recovered, Error> {
-    let (nodes, workflows): (Vec<String>, i64) = sqlx::query_as(
+    let (nodes, workflows, _): (Vec<String>, i64, i64) = sqlx::query_as(
         "WITH lock AS (
              SELECT pg_try_advisory_xact_lock(hashtextextended('dbos.sched.recovery', 0)) AS got
          ), expired AS (
@@ -55,10 +55,12 @@ pub async fn sweep(pool: &PgPool) -> Result<Recovered, Error> {
              WHERE (SELECT got FROM lock) AND status = 'PENDING'
                AND executor_id IN (SELECT node_id FROM gone)
              RETURNING queue_name
+         ), wake AS (
+             -- One notification per queue that got work back.
+             SELECT pg_notify($2, q) FROM (SELECT DISTINCT queue_name AS q FROM re) d
          )
          SELECT COALESCE((SELECT array_agg(node_id) FROM expired), '{}'),
-                (SELECT count(*) FROM re)
-                + 0 * (SELECT count(pg_notify($2, q)) FROM (SELECT DISTINCT queue_name AS q FROM re) d)",
+                (SELECT count(*) FROM re), (SELECT count(*) FROM wake)",
     )
     .bind(INTERNAL_QUEUE)
     .bind(ENQUEUE_CHANNEL)

@@ -23,6 +23,18 @@ async fn nap(ctx: WfCtx, (ms,): (u64,)) -> Result<String, WfError> {
     Ok(ctx.workflow_id().to_owned())
 }
 
+/// A node on `db` that runs `nap`.
+async fn nap_node(db: &testing::TestDb) -> Node {
+    node_on(
+        db.clone(),
+        |r| {
+            r.register("nap", nap);
+        },
+        Options::default(),
+    )
+    .await
+}
+
 fn opts(id: &str) -> StartOptions {
     StartOptions {
         workflow_id: Some(id.to_owned()),
@@ -62,26 +74,10 @@ fn sample_running(
 #[tokio::test]
 async fn global_concurrency_holds_across_three_nodes_and_worker_concurrency_per_node() {
     let db = testing::database().await;
-    let first = node_on(
-        db.clone(),
-        |r| {
-            r.register("nap", nap);
-        },
-        Options::default(),
-    )
-    .await;
+    let first = nap_node(&db).await;
     let mut others = Vec::new();
     for _ in 0..2 {
-        others.push(
-            node_on(
-                db.clone(),
-                |r| {
-                    r.register("nap", nap);
-                },
-                Options::default(),
-            )
-            .await,
-        );
+        others.push(nap_node(&db).await);
     }
     create(
         &first,
@@ -424,22 +420,8 @@ async fn bad_queue_settings_are_refused_and_the_default_queue_exists() {
 #[tokio::test]
 async fn a_least_loaded_queue_goes_to_the_less_busy_node() {
     let db = testing::database().await;
-    let a = node_on(
-        db.clone(),
-        |r| {
-            r.register("nap", nap);
-        },
-        Options::default(),
-    )
-    .await;
-    let b = node_on(
-        db.clone(),
-        |r| {
-            r.register("nap", nap);
-        },
-        Options::default(),
-    )
-    .await;
+    let a = nap_node(&db).await;
+    let b = nap_node(&db).await;
     create(&a, Queue::named("ll")).await;
     let mut c = a.pool().acquire().await.expect("conn");
     queues::set_placement(

@@ -450,14 +450,15 @@ impl WfCtx {
     /// [`WfError::Cancelled`], or a database error recording the wake-up time.
     pub async fn sleep(&self, duration: Duration) -> Result<(), WfError> {
         let fid = self.next_fid();
-        let end_ms = self.timer(fid, duration).await?;
-        // A cancellation wakes the sleep early.
+        // A cancellation wakes the sleep early; registered first, so a cancel that commits
+        // while the timer is being recorded is not missed.
         let mut cancelled = self
             .inner
             .svc
             .messages()
             .waiters()
             .register(dbos_msg::Channel::Cancel, self.inner.workflow_id.clone());
+        let end_ms = self.timer(fid, duration).await?;
         loop {
             let left = end_ms - now_ms();
             if left <= 0 {
