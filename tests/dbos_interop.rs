@@ -4,7 +4,7 @@
 mod support;
 
 use dbos_kernel::{testing, Kernel};
-use dbos_services::workflow::{Options, Registry, Service, StartOptions, WfCtx, WfError};
+use dbos_services::workflow::{self, Options, Registry, Service, StartOptions};
 use support::python::{dbos_cli, dbos_venv, python};
 
 /// Everything about schema `dbos` that a client could depend on, one line per item, sorted.
@@ -76,19 +76,25 @@ async fn node(db: &testing::TestDb) -> (Kernel, Service) {
         .await
         .expect("boot");
     let mut r = Registry::new();
-    r.register("add", |ctx: WfCtx, (a, b): (i64, i64)| async move {
-        let s = ctx.step("sum", || async { Ok(a + b) }).await?;
-        Ok(s)
-    });
+    r.register(
+        "add",
+        |ctx: workflow::Context, (a, b): (i64, i64)| async move {
+            let s = ctx.step("sum", || async { Ok(a + b) }).await?;
+            Ok(s)
+        },
+    );
     #[derive(serde::Deserialize)]
     struct Kw {
         name: String,
         count: i64,
         tags: Vec<String>,
     }
-    r.register("kwargWorkflow", |_ctx: WfCtx, kw: Kw| async move {
-        Ok::<_, WfError>(format!("{}-{}-{}", kw.name, kw.count, kw.tags.join(",")))
-    });
+    r.register(
+        "kwargWorkflow",
+        |_ctx: workflow::Context, kw: Kw| async move {
+            Ok::<_, workflow::Error>(format!("{}-{}-{}", kw.name, kw.count, kw.tags.join(",")))
+        },
+    );
     dbos_services::builtin::register(&mut r);
     let opts = Options {
         poll_interval_ms: 100,

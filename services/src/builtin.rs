@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use dbos_scheduler::command::{self, CommandResult, CommandSpec, Limits};
 
-use crate::workflow::{PortableError, Registry, WfCtx, WfError};
+use crate::workflow::{self, PortableError, Registry};
 
 /// Name of the demonstration workflow run by `dbos demo`.
 pub const DEMO: &str = "dbos.demo";
@@ -24,7 +24,7 @@ pub fn register(r: &mut Registry) {
     r.register(COMMAND, run_command);
     r.register(
         SCHEDULED_COMMAND,
-        |ctx: WfCtx, (_at, task): (String, CommandSpec)| run_command(ctx, (task,)),
+        |ctx: workflow::Context, (_at, task): (String, CommandSpec)| run_command(ctx, (task,)),
     );
 }
 
@@ -37,9 +37,12 @@ pub const COMMAND_FAILED: &str = "CommandFailed";
 /// Steps: `start` (marks that a run began), `run` (the command; its result recorded), then
 /// the `stdout` and `stderr` streams are closed. Exit code 0 succeeds with the
 /// [`CommandResult`]; anything else fails with [`COMMAND_FAILED`], the result in `data`.
-async fn run_command(ctx: WfCtx, (task,): (CommandSpec,)) -> Result<CommandResult, WfError> {
+async fn run_command(
+    ctx: workflow::Context,
+    (task,): (CommandSpec,),
+) -> Result<CommandResult, workflow::Error> {
     if let Err(e) = task.validate() {
-        return Err(WfError::failed("InvalidCommand", e.to_string()));
+        return Err(workflow::Error::failed("InvalidCommand", e.to_string()));
     }
     let fresh = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = fresh.clone();
@@ -55,7 +58,7 @@ async fn run_command(ctx: WfCtx, (task,): (CommandSpec,)) -> Result<CommandResul
             let (ctx, spec, limits) = (ctx.clone(), task.clone(), limits.clone());
             async move {
                 if lost_before && spec.no_retry {
-                    return Err(WfError::failed(
+                    return Err(workflow::Error::failed(
                         "TaskLost",
                         "the node running this command died before it finished; not run again (no_retry)",
                     ));
@@ -70,7 +73,7 @@ async fn run_command(ctx: WfCtx, (task,): (CommandSpec,)) -> Result<CommandResul
                 };
                 command::run(&spec, &limits, sink, ctx.cancelled())
                     .await
-                    .map_err(|e| WfError::failed("CommandError", e.to_string()))
+                    .map_err(|e| workflow::Error::failed("CommandError", e.to_string()))
             }
         })
         .await;
@@ -79,12 +82,12 @@ async fn run_command(ctx: WfCtx, (task,): (CommandSpec,)) -> Result<CommandResul
     }
     let result = run?;
     if result.cancelled {
-        return Err(WfError::Cancelled(ctx.workflow_id().to_owned()));
+        return Err(workflow::Error::Cancelled(ctx.workflow_id().to_owned()));
     }
     if result.succeeded() {
         return Ok(result);
     }
-    Err(WfError::Failed(Box::new(PortableError {
+    Err(workflow::Error::Failed(Box::new(PortableError {
         name: COMMAND_FAILED.to_owned(),
         message: result.describe(),
         code: result.exit_code.map(serde_json::Value::from),
@@ -96,7 +99,7 @@ async fn run_command(ctx: WfCtx, (task,): (CommandSpec,)) -> Result<CommandResul
 /// topic `in` (waiting up to `idle_s` seconds for each), appends it to stream `out` and sets
 /// event `last` to it; a `null` message or the idle timeout ends it, closing the stream.
 /// Returns how many messages it echoed.
-async fn echo(ctx: WfCtx, (idle_s,): (u64,)) -> Result<u64, WfError> {
+async fn echo(ctx: workflow::Context, (idle_s,): (u64,)) -> Result<u64, workflow::Error> {
     ctx.set_event("ready", &true).await?;
     let mut n = 0;
     while let Some(m) = ctx
@@ -118,7 +121,7 @@ async fn echo(ctx: WfCtx, (idle_s,): (u64,)) -> Result<u64, WfError> {
 /// killed in the middle of it: a step, a transaction, a durable sleep, and a last step. Every
 /// step that runs appends a row to `public.dbos_demo_runs` (outside the checkpoint), so a step
 /// that ran twice would show twice.
-async fn demo(ctx: WfCtx, (pause_ms,): (u64,)) -> Result<String, WfError> {
+async fn demo(ctx: workflow::Context, (pause_ms,): (u64,)) -> Result<String, workflow::Error> {
     let pause = Duration::from_millis(pause_ms);
     let me = ctx.workflow_id().to_owned();
     let pool = ctx.pool().clone();
@@ -136,7 +139,7 @@ async fn demo(ctx: WfCtx, (pause_ms,): (u64,)) -> Result<String, WfError> {
                 .bind(step)
                 .execute(&pool)
                 .await?;
-            Ok::<_, WfError>(())
+            Ok::<_, workflow::Error>(())
         }
     };
     let fetched: i64 = ctx

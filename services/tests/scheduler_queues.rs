@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use dbos_kernel::testing;
 use dbos_scheduler::queues::{self, Queue};
-use dbos_services::workflow::{Options, StartOptions, WfCtx, WfError};
+use dbos_services::workflow::{self, Options, StartOptions};
 use support::{node, node_on, Node};
 
 /// Sleeps `ms` in a step and returns its own ID.
-async fn nap(ctx: WfCtx, (ms,): (u64,)) -> Result<String, WfError> {
+async fn nap(ctx: workflow::Context, (ms,): (u64,)) -> Result<String, workflow::Error> {
     ctx.step("nap", || async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(())
@@ -184,7 +184,7 @@ async fn rate_limits_space_out_starts() {
 }
 
 /// Appends its ID to `public.order_log` in a step.
-async fn log_order(ctx: WfCtx, (_,): (u64,)) -> Result<(), WfError> {
+async fn log_order(ctx: workflow::Context, (_,): (u64,)) -> Result<(), workflow::Error> {
     let (pool, me) = (ctx.pool().clone(), ctx.workflow_id().to_owned());
     ctx.step("log", || {
         let (pool, me) = (pool.clone(), me.clone());

@@ -5,16 +5,19 @@
 mod support;
 
 use dbos_kernel::testing;
-use dbos_services::workflow::{Options, WfCtx, WfError};
+use dbos_services::workflow::{self, Options};
 use support::{node_on, seed, status, Counter};
 
 fn counted(
     c: Counter,
-) -> impl Fn(WfCtx, (i64,)) -> futures_util::future::BoxFuture<'static, Result<i64, WfError>>
+) -> impl Fn(
+    workflow::Context,
+    (i64,),
+) -> futures_util::future::BoxFuture<'static, Result<i64, workflow::Error>>
        + Send
        + Sync
        + 'static {
-    move |ctx: WfCtx, (x,): (i64,)| {
+    move |ctx: workflow::Context, (x,): (i64,)| {
         let c = c.clone();
         Box::pin(async move {
             let a: i64 = ctx

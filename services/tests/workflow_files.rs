@@ -3,10 +3,13 @@
 mod support;
 
 use dbos_fs::{Fs, Identity, Options};
-use dbos_services::workflow::{StartOptions, WfCtx, WfError};
+use dbos_services::workflow::{self, StartOptions};
 use support::{node, step_names};
 
-async fn report(ctx: WfCtx, (name, body): (String, String)) -> Result<u64, WfError> {
+async fn report(
+    ctx: workflow::Context,
+    (name, body): (String, String),
+) -> Result<u64, workflow::Error> {
     let path = format!("/reports/{name}.txt");
     let p = path.clone();
     let written: u64 = ctx
@@ -25,19 +28,19 @@ async fn report(ctx: WfCtx, (name, body): (String, String)) -> Result<u64, WfErr
         })
         .await?;
     // A step that writes a file and then fails leaves no file behind.
-    let failed: Result<(), WfError> = ctx
+    let failed: Result<(), workflow::Error> = ctx
         .transaction("write and fail", move |c| {
             Box::pin(async move {
                 let fs = Fs::new(Options::default());
                 fs.create(&mut *c, &Identity::root(), "/reports/partial", 0o644)
                     .await?;
-                Err(WfError::failed("Abort", "changed my mind"))
+                Err(workflow::Error::failed("Abort", "changed my mind"))
             })
         })
         .await;
     assert!(failed.is_err());
     // A file-system error is recorded as the step's error, with its errno.
-    let refused: Result<(), WfError> = ctx
+    let refused: Result<(), workflow::Error> = ctx
         .transaction("refused", move |c| {
             let path = path.clone();
             Box::pin(async move {
@@ -48,7 +51,7 @@ async fn report(ctx: WfCtx, (name, body): (String, String)) -> Result<u64, WfErr
         })
         .await;
     match refused {
-        Err(WfError::Failed(p)) => {
+        Err(workflow::Error::Failed(p)) => {
             assert_eq!(p.name, "OSError");
             assert_eq!(p.code, Some(serde_json::json!(libc_eexist())));
         }

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use dbos_msg::{Outgoing, Start};
-use dbos_services::workflow::{Options, StartOptions, TopicMessage, WfCtx, WfError};
+use dbos_services::workflow::{self, Options, StartOptions, TopicMessage};
 use support::{node, node_on, seed, status, step_names, wait_status};
 
 fn id(s: &str) -> StartOptions {
@@ -19,7 +19,10 @@ fn id(s: &str) -> StartOptions {
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Receives `n` messages of topic "a", then one of "b", then times out once on "a".
-async fn receiver(ctx: WfCtx, (n,): (i64,)) -> Result<Vec<Option<String>>, WfError> {
+async fn receiver(
+    ctx: workflow::Context,
+    (n,): (i64,),
+) -> Result<Vec<Option<String>>, workflow::Error> {
     let mut got = Vec::new();
     for _ in 0..n {
         got.push(ctx.recv::<String>(Some("a"), WAIT).await?);
@@ -103,7 +106,7 @@ async fn mailboxes_are_fifo_per_topic_independent_and_recv_times_out() {
     n.stop().await;
 }
 
-async fn parked(ctx: WfCtx, (_,): (i64,)) -> Result<Option<i64>, WfError> {
+async fn parked(ctx: workflow::Context, (_,): (i64,)) -> Result<Option<i64>, workflow::Error> {
     ctx.recv(None, WAIT).await
 }
 
@@ -197,7 +200,10 @@ async fn sql_send_message_wakes_recv_and_invalid_json_is_refused() {
 }
 
 /// Sends one message, receives two: the send and the first receive are recorded.
-async fn relay(ctx: WfCtx, (_,): (i64,)) -> Result<Vec<Option<String>>, WfError> {
+async fn relay(
+    ctx: workflow::Context,
+    (_,): (i64,),
+) -> Result<Vec<Option<String>>, workflow::Error> {
     ctx.send("sink", "hello", None).await?;
     let a = ctx.recv(None, WAIT).await?;
     let b = ctx.recv(None, WAIT).await?;
@@ -258,7 +264,7 @@ async fn a_recovered_workflow_neither_resends_nor_takes_a_second_message() {
 }
 
 /// Publishes its progress as events, and waits for a go-ahead in between.
-async fn progress(ctx: WfCtx, (_,): (i64,)) -> Result<String, WfError> {
+async fn progress(ctx: workflow::Context, (_,): (i64,)) -> Result<String, workflow::Error> {
     ctx.set_event("stage", "started").await?;
     ctx.set_event("owner", &serde_json::json!({"team": "ops"}))
         .await?;
@@ -268,7 +274,10 @@ async fn progress(ctx: WfCtx, (_,): (i64,)) -> Result<String, WfError> {
 }
 
 /// Reads another workflow's event from inside a workflow.
-async fn watcher(ctx: WfCtx, (_,): (i64,)) -> Result<(Option<String>, Option<String>), WfError> {
+async fn watcher(
+    ctx: workflow::Context,
+    (_,): (i64,),
+) -> Result<(Option<String>, Option<String>), workflow::Error> {
     let seen = ctx.get_event("ev", "stage", WAIT).await?;
     let missing = ctx
         .get_event("ev", "never-set", Duration::from_millis(100))
@@ -336,20 +345,20 @@ async fn events_wait_latest_wins_history_is_kept_and_reads_are_recorded() {
 
 /// Writes `n` values to stream "out", waiting for a tick message before each, then closes it
 /// (or fails without closing when `n` is negative).
-async fn writer(ctx: WfCtx, (n,): (i64,)) -> Result<i64, WfError> {
+async fn writer(ctx: workflow::Context, (n,): (i64,)) -> Result<i64, workflow::Error> {
     for i in 0..n.abs() {
         ctx.recv::<i64>(Some("tick"), WAIT).await?;
         ctx.write_stream("out", &i).await?;
     }
     if n < 0 {
-        return Err(WfError::failed("Crash", "stopped without closing"));
+        return Err(workflow::Error::failed("Crash", "stopped without closing"));
     }
     ctx.close_stream("out").await?;
     Ok(n)
 }
 
 /// Reads workflow "w1"'s stream "out" from inside a workflow.
-async fn stream_reader(ctx: WfCtx, (_,): (i64,)) -> Result<Vec<i64>, WfError> {
+async fn stream_reader(ctx: workflow::Context, (_,): (i64,)) -> Result<Vec<i64>, workflow::Error> {
     let mut s = ctx.read_stream("w1", "out");
     let mut got = Vec::new();
     while let Some(v) = s.next::<i64>(WAIT).await? {
@@ -446,7 +455,10 @@ async fn streams_are_read_live_until_closed_or_the_writer_ends() {
 }
 
 /// Subscribes to "news" and consumes until it has `n` messages; returns them.
-async fn subscriber(ctx: WfCtx, (n,): (i64,)) -> Result<Vec<TopicMessage<String>>, WfError> {
+async fn subscriber(
+    ctx: workflow::Context,
+    (n,): (i64,),
+) -> Result<Vec<TopicMessage<String>>, workflow::Error> {
     ctx.subscribe("news", Start::Next).await?;
     ctx.set_event("ready", &true).await?;
     let mut got = Vec::new();
@@ -457,7 +469,7 @@ async fn subscriber(ctx: WfCtx, (n,): (i64,)) -> Result<Vec<TopicMessage<String>
 }
 
 /// Publishes `n` messages to "news" in one batch.
-async fn publisher(ctx: WfCtx, (n,): (i64,)) -> Result<(i64, i64), WfError> {
+async fn publisher(ctx: workflow::Context, (n,): (i64,)) -> Result<(i64, i64), workflow::Error> {
     let batch: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
     ctx.publish("news", &batch).await
 }
@@ -675,11 +687,14 @@ async fn messaging_limits_come_from_options() {
     n.stop().await;
 }
 
-async fn big_event(ctx: WfCtx, (n,): (i64,)) -> Result<(), WfError> {
+async fn big_event(ctx: workflow::Context, (n,): (i64,)) -> Result<(), workflow::Error> {
     ctx.set_event("blob", &"x".repeat(n as usize)).await
 }
 
-async fn long_wait(ctx: WfCtx, (sleep,): (i64,)) -> Result<Option<i64>, WfError> {
+async fn long_wait(
+    ctx: workflow::Context,
+    (sleep,): (i64,),
+) -> Result<Option<i64>, workflow::Error> {
     if sleep == 1 {
         ctx.sleep(Duration::from_secs(3600)).await?;
         return Ok(None);
@@ -726,7 +741,7 @@ async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
         let out = tokio::time::timeout(Duration::from_secs(60), h.result())
             .await
             .expect("the cancel ended the wait");
-        assert!(matches!(out, Err(WfError::Cancelled(_))), "{out:?}");
+        assert!(matches!(out, Err(workflow::Error::Cancelled(_))), "{out:?}");
         assert_eq!(status(n.pool(), wid).await, "CANCELLED");
     }
     n.stop().await;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbos_services::workflow::{manage, RetryPolicy, StartOptions, WfCtx, WfError};
+use dbos_services::workflow::{self, manage, RetryPolicy, StartOptions};
 use support::{fork_and_wait, node, seed, status, step_names, wait_status, Counter};
 
 fn id(s: &str) -> StartOptions {
@@ -19,11 +19,14 @@ fn id(s: &str) -> StartOptions {
 
 fn three_steps(
     c: Counter,
-) -> impl Fn(WfCtx, (i64,)) -> futures_util::future::BoxFuture<'static, Result<i64, WfError>>
+) -> impl Fn(
+    workflow::Context,
+    (i64,),
+) -> futures_util::future::BoxFuture<'static, Result<i64, workflow::Error>>
        + Send
        + Sync
        + 'static {
-    move |ctx: WfCtx, (x,): (i64,)| {
+    move |ctx: workflow::Context, (x,): (i64,)| {
         let c = c.clone();
         Box::pin(async move {
             let a = ctx
@@ -93,7 +96,7 @@ async fn an_id_used_by_another_function_is_a_conflict() {
     let c = Counter::default();
     let n = node(|r| {
         r.register("three", three_steps(c.clone()));
-        r.register("other", |_ctx: WfCtx, (): ()| async { Ok(1) });
+        r.register("other", |_ctx: workflow::Context, (): ()| async { Ok(1) });
     })
     .await;
     let _: i64 = n.wf.run("three", (1,), id("same")).await.expect("run");
@@ -101,17 +104,17 @@ async fn an_id_used_by_another_function_is_a_conflict() {
         n.wf.start::<_, i64>("other", (), id("same"))
             .await
             .expect_err("conflict");
-    assert!(matches!(err, WfError::Conflict { .. }), "{err}");
+    assert!(matches!(err, workflow::Error::Conflict { .. }), "{err}");
     let err =
         n.wf.start::<_, i64>("missing", (), id("x"))
             .await
             .expect_err("unknown");
-    assert!(matches!(err, WfError::NotRegistered(_)), "{err}");
+    assert!(matches!(err, workflow::Error::NotRegistered(_)), "{err}");
     let err =
         n.wf.start::<_, i64>("three", (1,), id("  "))
             .await
             .expect_err("empty id");
-    assert!(matches!(err, WfError::Invalid(_)), "{err}");
+    assert!(matches!(err, workflow::Error::Invalid(_)), "{err}");
     n.stop().await;
 }
 
@@ -120,14 +123,14 @@ async fn recorded_errors_replay_without_running_the_step_again() {
     let c = Counter::default();
     let c2 = c.clone();
     let n = node(move |r| {
-        r.register("fails", move |ctx: WfCtx, (): ()| {
+        r.register("fails", move |ctx: workflow::Context, (): ()| {
             let c = c2.clone();
             async move {
                 ctx.step("bad", || {
                     let c = c.clone();
                     async move {
                         c.hit("bad");
-                        Err::<i64, _>(WfError::failed("ValueError", "no good"))
+                        Err::<i64, _>(workflow::Error::failed("ValueError", "no good"))
                     }
                 })
                 .await
@@ -164,7 +167,7 @@ async fn retries_follow_the_policy_and_only_the_final_outcome_is_recorded() {
     let c = Counter::default();
     let c2 = c.clone();
     let n = node(move |r| {
-        r.register("flaky", move |ctx: WfCtx, (): ()| {
+        r.register("flaky", move |ctx: workflow::Context, (): ()| {
             let c = c2.clone();
             async move {
                 let policy = RetryPolicy {
@@ -177,7 +180,7 @@ async fn retries_follow_the_policy_and_only_the_final_outcome_is_recorded() {
                     async move {
                         c.hit("try");
                         if c.get("try") < 3 {
-                            Err(WfError::failed("Flaky", "not yet"))
+                            Err(workflow::Error::failed("Flaky", "not yet"))
                         } else {
                             Ok(c.get("try"))
                         }
@@ -203,7 +206,7 @@ async fn children_get_parent_derived_ids_and_are_reattached_on_replay() {
     let c2 = c.clone();
     let n = node(move |r| {
         let c3 = c2.clone();
-        r.register("child", move |ctx: WfCtx, (x,): (i64,)| {
+        r.register("child", move |ctx: workflow::Context, (x,): (i64,)| {
             let c = c3.clone();
             async move {
                 ctx.step("double", || {
@@ -216,7 +219,7 @@ async fn children_get_parent_derived_ids_and_are_reattached_on_replay() {
                 .await
             }
         });
-        r.register("parent", |ctx: WfCtx, (): ()| async move {
+        r.register("parent", |ctx: workflow::Context, (): ()| async move {
             let a: i64 = ctx.run_child("child", (5,)).await?;
             let b: i64 = ctx.run_child("child", (a,)).await?;
             Ok(b)
@@ -258,7 +261,7 @@ async fn children_get_parent_derived_ids_and_are_reattached_on_replay() {
 #[tokio::test]
 async fn a_transaction_commits_user_writes_and_its_checkpoint_together_once() {
     let n = node(|r| {
-        r.register("tx", |ctx: WfCtx, (v,): (i32,)| async move {
+        r.register("tx", |ctx: workflow::Context, (v,): (i32,)| async move {
             let inserted: i64 = ctx
                 .transaction("insert", move |c| {
                     Box::pin(async move {
@@ -273,13 +276,13 @@ async fn a_transaction_commits_user_writes_and_its_checkpoint_together_once() {
                 })
                 .await?;
             // A failing transaction leaves nothing behind but its recorded error.
-            let failed: Result<i64, WfError> = ctx
+            let failed: Result<i64, workflow::Error> = ctx
                 .transaction("fails", |c| {
                     Box::pin(async move {
                         sqlx::query("INSERT INTO public.ledger (v) VALUES (-1)")
                             .execute(&mut *c)
                             .await?;
-                        Err(WfError::failed("Rollback", "undo"))
+                        Err(workflow::Error::failed("Rollback", "undo"))
                     })
                 })
                 .await;
@@ -405,7 +408,7 @@ async fn too_many_recoveries_dead_letter_and_resume_revives() {
             .await
             .expect_err("dead-lettered");
     assert!(
-        matches!(err, WfError::MaxRecoveryAttemptsExceeded(_)),
+        matches!(err, workflow::Error::MaxRecoveryAttemptsExceeded(_)),
         "{err}"
     );
     assert_eq!(c.get("one"), 0);
@@ -418,11 +421,14 @@ async fn too_many_recoveries_dead_letter_and_resume_revives() {
 
 fn slow(
     gate: Arc<AtomicBool>,
-) -> impl Fn(WfCtx, ()) -> futures_util::future::BoxFuture<'static, Result<i64, WfError>>
+) -> impl Fn(
+    workflow::Context,
+    (),
+) -> futures_util::future::BoxFuture<'static, Result<i64, workflow::Error>>
        + Send
        + Sync
        + 'static {
-    move |ctx: WfCtx, (): ()| {
+    move |ctx: workflow::Context, (): ()| {
         let gate = gate.clone();
         Box::pin(async move {
             let a = ctx.step("first", || async { Ok(1) }).await?;
@@ -450,7 +456,7 @@ async fn timeouts_cancel_direct_queued_and_inherited_deadlines() {
     let g = gate.clone();
     let n = node(move |r| {
         r.register("slow", slow(g.clone()));
-        r.register("parent", |ctx: WfCtx, (): ()| async move {
+        r.register("parent", |ctx: workflow::Context, (): ()| async move {
             let v: i64 = ctx.run_child("slow", ()).await?;
             Ok(v)
         });
@@ -465,18 +471,18 @@ async fn timeouts_cancel_direct_queued_and_inherited_deadlines() {
         n.wf.run::<_, i64>("slow", (), timeout("direct"))
             .await
             .expect_err("times out");
-    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
     let h =
         n.wf.enqueue::<_, i64>("default", "slow", (), timeout("queued"))
             .await
             .expect("enqueue");
     let err = h.result().await.expect_err("times out");
-    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
     let err =
         n.wf.run::<_, i64>("parent", (), timeout("par"))
             .await
             .expect_err("times out");
-    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
     let (pd, cd): (Option<i64>, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT workflow_deadline_epoch_ms FROM dbos.workflow_status WHERE workflow_uuid = 'par'),
                 (SELECT workflow_deadline_epoch_ms FROM dbos.workflow_status WHERE workflow_uuid = 'par-1')",
@@ -506,7 +512,7 @@ async fn cancel_stops_at_a_step_boundary_and_resume_finishes_without_redoing_ste
         vec!["c1".to_owned()]
     );
     let err = h.result().await.expect_err("cancelled");
-    assert!(matches!(err, WfError::Cancelled(_)), "{err}");
+    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let polls_before = step_names(n.pool(), "c1").await.len();
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -530,7 +536,7 @@ async fn fork_from_steps_1_3_5_runs_exactly_the_later_steps() {
     let c = Counter::default();
     let c2 = c.clone();
     let n = node(move |r| {
-        r.register("five", move |ctx: WfCtx, (): ()| {
+        r.register("five", move |ctx: workflow::Context, (): ()| {
             let c = c2.clone();
             async move {
                 let mut sum = 0;
@@ -588,7 +594,7 @@ async fn patching_keeps_old_histories_on_the_old_path() {
     let patched = Arc::new(AtomicBool::new(false));
     let p = patched.clone();
     let n = node(move |r| {
-        r.register("evolving", move |ctx: WfCtx, (): ()| {
+        r.register("evolving", move |ctx: workflow::Context, (): ()| {
             let p = p.clone();
             async move {
                 let a: i64 = ctx.step("a", || async { Ok(1) }).await?;
@@ -626,7 +632,7 @@ async fn patching_keeps_old_histories_on_the_old_path() {
 #[tokio::test]
 async fn sleep_now_and_random_are_recorded() {
     let n = node(|r| {
-        r.register("sleeper", |ctx: WfCtx, (): ()| async move {
+        r.register("sleeper", |ctx: workflow::Context, (): ()| async move {
             let t0 = ctx.now_ms().await?;
             ctx.sleep(Duration::from_millis(50)).await?;
             let r = ctx.random().await?;
@@ -749,11 +755,11 @@ async fn list_steps_and_delete() {
     );
     assert!(matches!(
         manage::get(n.pool(), "l0").await,
-        Err(WfError::NotFound(_))
+        Err(workflow::Error::NotFound(_))
     ));
     assert!(matches!(
         manage::steps(n.pool(), "l0").await,
-        Err(WfError::NotFound(_))
+        Err(workflow::Error::NotFound(_))
     ));
     n.stop().await;
 }
@@ -816,7 +822,7 @@ async fn debounce_coalesces_calls_and_the_last_arguments_win() {
         n.wf.debounce::<_, i64>("default", "three", "", Duration::from_millis(1), None, (1,))
             .await
             .expect_err("empty key");
-    assert!(matches!(err, WfError::Invalid(_)));
+    assert!(matches!(err, workflow::Error::Invalid(_)));
     n.stop().await;
 }
 
@@ -873,10 +879,10 @@ async fn rewind_reruns_an_ended_workflow_in_place_from_a_step() {
         "steps 2 and 3 ran again"
     );
     let err = manage::rewind(n.pool(), "rw", 0).await.expect_err("step 0");
-    assert!(matches!(err, WfError::Invalid(_)));
+    assert!(matches!(err, workflow::Error::Invalid(_)));
     assert!(matches!(
         manage::rewind(n.pool(), "nope", 1).await,
-        Err(WfError::NotFound(_))
+        Err(workflow::Error::NotFound(_))
     ));
     n.stop().await;
 }
@@ -887,7 +893,7 @@ async fn cancel_with_cascade_reaches_the_children() {
     let g = gate.clone();
     let n = node(move |r| {
         r.register("slow", slow(g.clone()));
-        r.register("parent", |ctx: WfCtx, (): ()| async move {
+        r.register("parent", |ctx: workflow::Context, (): ()| async move {
             let v: i64 = ctx.run_child("slow", ()).await?;
             Ok(v)
         });
@@ -900,11 +906,14 @@ async fn cancel_with_cascade_reaches_the_children() {
     wait_status(n.pool(), "cp-1", "PENDING").await;
     let cancelled = manage::cancel(n.pool(), "cp", true).await.expect("cancel");
     assert_eq!(cancelled.len(), 2, "{cancelled:?}");
-    assert!(matches!(h.result().await, Err(WfError::Cancelled(_))));
+    assert!(matches!(
+        h.result().await,
+        Err(workflow::Error::Cancelled(_))
+    ));
     assert_eq!(status(n.pool(), "cp-1").await, "CANCELLED");
     assert!(matches!(
         manage::cancel(n.pool(), "nope", false).await,
-        Err(WfError::NotFound(_))
+        Err(workflow::Error::NotFound(_))
     ));
     gate.store(true, Ordering::SeqCst);
     n.stop().await;

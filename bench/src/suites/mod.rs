@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use dbos_kernel::db::{self, PoolLimits};
 use dbos_kernel::{Config, Kernel};
-use dbos_services::workflow::{Options, Registry, Service, StartOptions, WfCtx, WfError};
+use dbos_services::workflow::{self as wf, Options, Registry, Service, StartOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
@@ -40,7 +40,7 @@ pub(crate) struct Env {
 /// Name of the benchmark workflow: `n` no-op steps.
 pub(super) const STEPS: &str = "bench.steps";
 
-async fn noop_steps(ctx: WfCtx, (n,): (u32,)) -> Result<u32, WfError> {
+async fn noop_steps(ctx: wf::Context, (n,): (u32,)) -> Result<u32, wf::Error> {
     for i in 0..n {
         ctx.step("noop", || async move { Ok(i) }).await?;
     }

@@ -34,7 +34,7 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-pub(super) async fn pong(ctx: WfCtx, (_,): (u32,)) -> Result<u64, WfError> {
+pub(super) async fn pong(ctx: wf::Context, (_,): (u32,)) -> Result<u64, wf::Error> {
     let mut n = 0;
     while let Some((from, payload)) = ctx.recv::<(String, String)>(Some("ping"), WAIT).await? {
         if from.is_empty() {
@@ -47,9 +47,9 @@ pub(super) async fn pong(ctx: WfCtx, (_,): (u32,)) -> Result<u64, WfError> {
 }
 
 pub(super) async fn ping(
-    ctx: WfCtx,
+    ctx: wf::Context,
     (pong, bytes, batch, run_ms): (String, usize, usize, u64),
-) -> Result<Vec<f64>, WfError> {
+) -> Result<Vec<f64>, wf::Error> {
     let me = ctx.workflow_id().to_owned();
     let payload = "x".repeat(bytes);
     let message = serde_json::to_string(&(&me, &payload))?;
@@ -78,7 +78,7 @@ pub(super) async fn ping(
     Ok(lats)
 }
 
-pub(super) async fn probe(ctx: WfCtx, (n,): (u32,)) -> Result<Vec<f64>, WfError> {
+pub(super) async fn probe(ctx: wf::Context, (n,): (u32,)) -> Result<Vec<f64>, wf::Error> {
     let mut lats = Vec::new();
     for _ in 0..n {
         let Some(sent_us) = ctx.recv::<i64>(None, WAIT).await? else {

@@ -11,7 +11,7 @@ pub(super) const NOOP: &str = "bench.noop";
 /// A workflow that returns when it started (µs since the epoch).
 pub(super) const STARTED: &str = "bench.started_at";
 
-pub(super) async fn noop(_ctx: WfCtx, (_,): (u32,)) -> Result<u32, WfError> {
+pub(super) async fn noop(_ctx: wf::Context, (_,): (u32,)) -> Result<u32, wf::Error> {
     Ok(0)
 }
 
@@ -22,7 +22,7 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-pub(super) async fn started_at(_ctx: WfCtx, (_,): (u32,)) -> Result<i64, WfError> {
+pub(super) async fn started_at(_ctx: wf::Context, (_,): (u32,)) -> Result<i64, wf::Error> {
     Ok(now_us())
 }
 

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{PortableError, WfError};
+use super::error::{Error, PortableError};
 
 /// The `serialization` column value of everything this system writes.
 pub const PORTABLE_JSON: &str = "portable_json";
@@ -17,12 +17,12 @@ pub const PORTABLE_JSON: &str = "portable_json";
 ///
 /// # Errors
 /// The input does not serialise to a JSON array (or null for `()`).
-pub fn encode_input<I: Serialize>(input: &I) -> Result<String, WfError> {
-    let args = match serde_json::to_value(input).map_err(WfError::encode)? {
+pub fn encode_input<I: Serialize>(input: &I) -> Result<String, Error> {
+    let args = match serde_json::to_value(input).map_err(Error::encode)? {
         Value::Null => Vec::new(),
         Value::Array(a) => a,
         other => {
-            return Err(WfError::Encode(format!(
+            return Err(Error::Encode(format!(
                 "a workflow input must be a tuple of positional arguments, e.g. (x,) for one; got {other}"
             )))
         }
@@ -39,7 +39,7 @@ pub fn encode_input<I: Serialize>(input: &I) -> Result<String, WfError> {
         positional_args: args,
         named_args: Default::default(),
     })
-    .map_err(WfError::encode)
+    .map_err(Error::encode)
 }
 
 /// Decodes portable inputs: positional arguments into a tuple, or named arguments (with no
@@ -48,7 +48,7 @@ pub fn encode_input<I: Serialize>(input: &I) -> Result<String, WfError> {
 /// # Errors
 /// Malformed JSON, a mix of positional and named arguments, or arguments that do not match
 /// the input type.
-pub fn decode_input<I: DeserializeOwned>(text: &str) -> Result<I, WfError> {
+pub fn decode_input<I: DeserializeOwned>(text: &str) -> Result<I, Error> {
     #[derive(Deserialize)]
     struct Inputs {
         #[serde(rename = "positionalArgs", default)]
@@ -57,16 +57,16 @@ pub fn decode_input<I: DeserializeOwned>(text: &str) -> Result<I, WfError> {
         named_args: Option<serde_json::Map<String, Value>>,
     }
     let inputs: Inputs = serde_json::from_str(text)
-        .map_err(|e| WfError::Encode(format!("workflow inputs are not portable JSON: {e}")))?;
+        .map_err(|e| Error::Encode(format!("workflow inputs are not portable JSON: {e}")))?;
     if let Some(named) = inputs.named_args.filter(|m| !m.is_empty()) {
         if !inputs.positional_args.is_empty() {
-            return Err(WfError::Encode(
+            return Err(Error::Encode(
                 "Rust workflows take positional or named arguments, not both".into(),
             ));
         }
         let named = Value::Object(named);
         return serde_json::from_value(named.clone())
-            .map_err(|e| WfError::Encode(format!("workflow arguments {named} do not match: {e}")));
+            .map_err(|e| Error::Encode(format!("workflow arguments {named} do not match: {e}")));
     }
     let args = Value::Array(inputs.positional_args);
     // `()` deserialises from null, not from [].
@@ -75,24 +75,24 @@ pub fn decode_input<I: DeserializeOwned>(text: &str) -> Result<I, WfError> {
             .or_else(|_| serde_json::from_value::<I>(args.clone())),
         _ => serde_json::from_value::<I>(args.clone()),
     };
-    value.map_err(|e| WfError::Encode(format!("workflow arguments {args} do not match: {e}")))
+    value.map_err(|e| Error::Encode(format!("workflow arguments {args} do not match: {e}")))
 }
 
 /// Encodes an output value.
 ///
 /// # Errors
 /// The value cannot be serialised.
-pub fn encode<T: Serialize>(value: &T) -> Result<String, WfError> {
-    serde_json::to_string(value).map_err(WfError::encode)
+pub fn encode<T: Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(Error::encode)
 }
 
 /// Decodes an output value.
 ///
 /// # Errors
 /// The text is not JSON of the expected type.
-pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, WfError> {
+pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
     serde_json::from_str(text)
-        .map_err(|e| WfError::Encode(format!("recorded output {text:?} does not decode: {e}")))
+        .map_err(|e| Error::Encode(format!("recorded output {text:?} does not decode: {e}")))
 }
 
 /// Encodes an error as `{"name","message","code","data"}`.

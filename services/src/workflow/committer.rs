@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use sqlx::PgPool;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
-use super::error::WfError;
+use super::error::Error;
 
 /// One operation checkpoint.
 #[derive(Debug)]
@@ -106,7 +106,7 @@ impl Committer {
     /// position was already recorded.
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
-    pub(crate) async fn checkpoint(&self, c: Checkpoint) -> Result<bool, WfError> {
+    pub(crate) async fn checkpoint(&self, c: Checkpoint) -> Result<bool, Error> {
         let (tx, rx) = oneshot::channel();
         self.push(Request::Checkpoint(c, tx));
         Self::answer(rx).await
@@ -115,7 +115,7 @@ impl Committer {
     /// Records a workflow's outcome if it is still PENDING and owned by `owner_xid`.
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
-    pub(crate) async fn outcome(&self, o: Outcome) -> Result<bool, WfError> {
+    pub(crate) async fn outcome(&self, o: Outcome) -> Result<bool, Error> {
         let (tx, rx) = oneshot::channel();
         self.push(Request::Outcome(o, tx));
         Self::answer(rx).await
@@ -124,13 +124,13 @@ impl Committer {
     /// Inserts a PENDING workflow owned by `xid` with its input, unless the ID exists.
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
-    pub(crate) async fn start_workflow(&self, st: Start) -> Result<Started, WfError> {
+    pub(crate) async fn start_workflow(&self, st: Start) -> Result<Started, Error> {
         let (tx, rx) = oneshot::channel();
         self.push(Request::Start(st, tx));
         match rx.await {
             Ok(Ok(started)) => Ok(started),
-            Ok(Err(e)) => Err(WfError::Db(sqlx::Error::Protocol(e))),
-            Err(_) => Err(WfError::ShuttingDown),
+            Ok(Err(e)) => Err(Error::Db(sqlx::Error::Protocol(e))),
+            Err(_) => Err(Error::ShuttingDown),
         }
     }
 
@@ -152,11 +152,11 @@ impl Committer {
         self.inner.wake.notify_one();
     }
 
-    async fn answer(rx: oneshot::Receiver<Result<bool, String>>) -> Result<bool, WfError> {
+    async fn answer(rx: oneshot::Receiver<Result<bool, String>>) -> Result<bool, Error> {
         match rx.await {
             Ok(Ok(written)) => Ok(written),
-            Ok(Err(e)) => Err(WfError::Db(sqlx::Error::Protocol(e))),
-            Err(_) => Err(WfError::ShuttingDown),
+            Ok(Err(e)) => Err(Error::Db(sqlx::Error::Protocol(e))),
+            Err(_) => Err(Error::ShuttingDown),
         }
     }
 }

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::codec;
 use super::committer::Checkpoint;
-use super::error::WfError;
+use super::error::Error;
 use super::service::{now_ms, Service, StartOptions, WorkflowHandle};
 
 /// An operation recorded by an earlier execution of the workflow.
@@ -28,7 +28,7 @@ pub(crate) struct Recorded {
 }
 
 /// Decides whether a failed step attempt is retried.
-pub type ShouldRetry = Arc<dyn Fn(&WfError) -> bool + Send + Sync>;
+pub type ShouldRetry = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
 
 /// How a step is retried. The default runs a step once.
 #[derive(Clone)]
@@ -88,7 +88,7 @@ const TRANSACTION_ATTEMPTS_MAX: u32 = 20;
 
 /// What a running workflow is given. Cheap to clone.
 #[derive(Clone)]
-pub struct WfCtx {
+pub struct Context {
     pub(crate) inner: Arc<CtxInner>,
 }
 
@@ -101,15 +101,15 @@ pub(crate) struct CtxInner {
     pub(crate) deadline_ms: Option<i64>,
 }
 
-impl std::fmt::Debug for WfCtx {
+impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WfCtx")
+        f.debug_struct("Context")
             .field("workflow_id", &self.inner.workflow_id)
             .finish()
     }
 }
 
-impl WfCtx {
+impl Context {
     /// This workflow's ID.
     pub fn workflow_id(&self) -> &str {
         &self.inner.workflow_id
@@ -125,10 +125,10 @@ impl WfCtx {
     }
 
     /// The recorded operation at `fid`, checked against the name the code calls now.
-    pub(super) fn replay(&self, fid: i32, name: &str) -> Result<Option<Recorded>, WfError> {
+    pub(super) fn replay(&self, fid: i32, name: &str) -> Result<Option<Recorded>, Error> {
         let rec = self.inner.recorded.lock().get(&fid).cloned();
         match rec {
-            Some(r) if r.function_name != name => Err(WfError::Determinism {
+            Some(r) if r.function_name != name => Err(Error::Determinism {
                 workflow_id: self.inner.workflow_id.clone(),
                 function_id: fid,
                 called: name.to_owned(),
@@ -138,30 +138,30 @@ impl WfCtx {
         }
     }
 
-    pub(super) fn replay_value<T: DeserializeOwned>(&self, r: &Recorded) -> Result<T, WfError> {
+    pub(super) fn replay_value<T: DeserializeOwned>(&self, r: &Recorded) -> Result<T, Error> {
         match (&r.output, &r.error) {
-            (_, Some(e)) => Err(WfError::Failed(Box::new(codec::decode_error(e)))),
+            (_, Some(e)) => Err(Error::Failed(Box::new(codec::decode_error(e)))),
             (Some(o), None) => codec::decode(o),
             (None, None) => codec::decode("null"),
         }
     }
 
-    /// Fails with [`WfError::Cancelled`] once the workflow's deadline has passed (and cancels it).
-    pub(super) async fn check_deadline(&self) -> Result<(), WfError> {
+    /// Fails with [`Error::Cancelled`] once the workflow's deadline has passed (and cancels it).
+    pub(super) async fn check_deadline(&self) -> Result<(), Error> {
         if let Some(deadline) = self.inner.deadline_ms {
             if now_ms() >= deadline {
                 self.inner
                     .svc
                     .cancel_expired(Some(&self.inner.workflow_id))
                     .await?;
-                return Err(WfError::Cancelled(self.inner.workflow_id.clone()));
+                return Err(Error::Cancelled(self.inner.workflow_id.clone()));
             }
         }
         Ok(())
     }
 
     /// Writes a checkpoint; a refused write says why (cancelled, or owned elsewhere).
-    pub(super) async fn record(&self, c: Checkpoint) -> Result<(), WfError> {
+    pub(super) async fn record(&self, c: Checkpoint) -> Result<(), Error> {
         if self.inner.svc.committer().checkpoint(c).await? {
             Ok(())
         } else {
@@ -173,7 +173,7 @@ impl WfCtx {
         &self,
         fid: i32,
         name: &str,
-        result: &Result<String, WfError>,
+        result: &Result<String, Error>,
         started_at_ms: i64,
         completed_at_ms: i64,
         child: Option<String>,
@@ -201,30 +201,30 @@ impl WfCtx {
     /// 1 round trip and 1 commit (shared with concurrent workflows) when it runs; none on replay.
     ///
     /// # Errors
-    /// The step's own error (recorded), [`WfError::Cancelled`], [`WfError::Determinism`].
-    pub async fn step<T, F, Fut>(&self, name: &str, f: F) -> Result<T, WfError>
+    /// The step's own error (recorded), [`Error::Cancelled`], [`Error::Determinism`].
+    pub async fn step<T, F, Fut>(&self, name: &str, f: F) -> Result<T, Error>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, WfError>>,
+        Fut: Future<Output = Result<T, Error>>,
     {
         self.step_with(name, &RetryPolicy::default(), f).await
     }
 
-    /// As [`WfCtx::step`], retrying failures by `policy`. Only the final outcome is recorded.
+    /// As [`Context::step`], retrying failures by `policy`. Only the final outcome is recorded.
     ///
     /// # Errors
-    /// As [`WfCtx::step`]; [`WfError::MaxStepRetries`] when every attempt failed.
+    /// As [`Context::step`]; [`Error::MaxStepRetries`] when every attempt failed.
     pub async fn step_with<T, F, Fut>(
         &self,
         name: &str,
         policy: &RetryPolicy,
         mut f: F,
-    ) -> Result<T, WfError>
+    ) -> Result<T, Error>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, WfError>>,
+        Fut: Future<Output = Result<T, Error>>,
     {
         let fid = self.next_fid();
         if let Some(r) = self.replay(fid, name)? {
@@ -246,7 +246,7 @@ impl WfCtx {
                     }
                     if attempt >= attempts {
                         break Err(if attempts > 1 {
-                            WfError::MaxStepRetries {
+                            Error::MaxStepRetries {
                                 name: name.to_owned(),
                                 attempts,
                                 last: Box::new(e.to_portable()),
@@ -262,13 +262,13 @@ impl WfCtx {
         };
         let recorded = match &result {
             Ok(v) => Ok(codec::encode(v)?),
-            Err(e) => Err(WfError::Failed(Box::new(e.to_portable()))),
+            Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
         self.record(self.checkpoint(fid, name, &recorded, started, now_ms(), None))
             .await?;
         result.map_err(|e| match e {
-            WfError::Failed(_) | WfError::MaxStepRetries { .. } => e,
-            other => WfError::Failed(Box::new(other.to_portable())),
+            Error::Failed(_) | Error::MaxStepRetries { .. } => e,
+            other => Error::Failed(Box::new(other.to_portable())),
         })
     }
 
@@ -279,11 +279,11 @@ impl WfCtx {
     /// 1 commit; round trips are the user's statements plus 3 (begin, checkpoint, commit).
     ///
     /// # Errors
-    /// The closure's error (recorded, after rolling its writes back), [`WfError::Cancelled`].
-    pub async fn transaction<T, F>(&self, name: &str, mut f: F) -> Result<T, WfError>
+    /// The closure's error (recorded, after rolling its writes back), [`Error::Cancelled`].
+    pub async fn transaction<T, F>(&self, name: &str, mut f: F) -> Result<T, Error>
     where
         T: Serialize + DeserializeOwned,
-        F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, WfError>>,
+        F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, Error>>,
     {
         let fid = self.next_fid();
         if let Some(r) = self.replay(fid, name)? {
@@ -299,7 +299,7 @@ impl WfCtx {
             let outcome = f(&mut tx).await;
             let value = match outcome {
                 Ok(v) => v,
-                Err(WfError::Db(e)) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
+                Err(Error::Db(e)) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
                     drop(tx);
                     backoff(attempt).await;
                     continue;
@@ -307,7 +307,7 @@ impl WfCtx {
                 Err(e) if e.parks() => return Err(e),
                 Err(e) => {
                     tx.rollback().await?;
-                    let err = Err(WfError::Failed(Box::new(e.to_portable())));
+                    let err = Err(Error::Failed(Box::new(e.to_portable())));
                     self.record(self.checkpoint(fid, name, &err, started, now_ms(), None))
                         .await?;
                     return Err(e);
@@ -365,20 +365,20 @@ impl WfCtx {
     /// 1 round trip, 1 commit.
     ///
     /// # Errors
-    /// [`WfError::NotRegistered`], [`WfError::Conflict`], [`WfError::Cancelled`].
+    /// [`Error::NotRegistered`], [`Error::Conflict`], [`Error::Cancelled`].
     pub async fn start_child<I, O>(
         &self,
         name: &str,
         input: I,
         mut opts: StartOptions,
-    ) -> Result<WorkflowHandle<O>, WfError>
+    ) -> Result<WorkflowHandle<O>, Error>
     where
         I: Serialize,
         O: DeserializeOwned,
     {
         let fid = self.next_fid();
         if let Some(r) = self.replay(fid, name)? {
-            let child = r.child_workflow_id.ok_or_else(|| WfError::Determinism {
+            let child = r.child_workflow_id.ok_or_else(|| Error::Determinism {
                 workflow_id: self.inner.workflow_id.clone(),
                 function_id: fid,
                 called: name.to_owned(),
@@ -405,7 +405,7 @@ impl WfCtx {
     ///
     /// # Errors
     /// The awaited workflow's error, or this workflow's cancellation.
-    pub async fn result_of<O>(&self, handle: WorkflowHandle<O>) -> Result<O, WfError>
+    pub async fn result_of<O>(&self, handle: WorkflowHandle<O>) -> Result<O, Error>
     where
         O: Serialize + DeserializeOwned,
     {
@@ -419,9 +419,9 @@ impl WfCtx {
         let result = handle.result().await;
         let text = match &result {
             Ok(v) => Ok(codec::encode(v)?),
-            Err(WfError::Failed(p)) => Err(WfError::Failed(p.clone())),
-            Err(e) if e.parks() && !matches!(e, WfError::Cancelled(_)) => return result,
-            Err(e) => Err(WfError::Failed(Box::new(e.to_portable()))),
+            Err(Error::Failed(p)) => Err(Error::Failed(p.clone())),
+            Err(e) if e.parks() && !matches!(e, Error::Cancelled(_)) => return result,
+            Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
         self.record(self.checkpoint(fid, name, &text, started, now_ms(), Some(child)))
             .await?;
@@ -431,8 +431,8 @@ impl WfCtx {
     /// Starts a child workflow and waits for its result.
     ///
     /// # Errors
-    /// As [`WfCtx::start_child`] and [`WfCtx::result_of`].
-    pub async fn run_child<I, O>(&self, name: &str, input: I) -> Result<O, WfError>
+    /// As [`Context::start_child`] and [`Context::result_of`].
+    pub async fn run_child<I, O>(&self, name: &str, input: I) -> Result<O, Error>
     where
         I: Serialize,
         O: Serialize + DeserializeOwned,
@@ -447,8 +447,8 @@ impl WfCtx {
     /// sleeps only for what is left.
     ///
     /// # Errors
-    /// [`WfError::Cancelled`], or a database error recording the wake-up time.
-    pub async fn sleep(&self, duration: Duration) -> Result<(), WfError> {
+    /// [`Error::Cancelled`], or a database error recording the wake-up time.
+    pub async fn sleep(&self, duration: Duration) -> Result<(), Error> {
         let fid = self.next_fid();
         // A cancellation wakes the sleep early; registered first, so a cancel that commits
         // while the timer is being recorded is not missed.
@@ -473,7 +473,7 @@ impl WfCtx {
 
     /// The wake-up time (epoch ms) of a durable timer at `fid`: recorded as `DBOS.sleep` on
     /// first execution, read back on replay, so a recovered wait only waits for what is left.
-    pub(super) async fn timer(&self, fid: i32, duration: Duration) -> Result<i64, WfError> {
+    pub(super) async fn timer(&self, fid: i32, duration: Duration) -> Result<i64, Error> {
         let (end, record) = self.plan_timer(fid, duration).await?;
         if let Some(c) = record {
             self.record(c).await?;
@@ -487,7 +487,7 @@ impl WfCtx {
         &self,
         fid: i32,
         duration: Duration,
-    ) -> Result<(i64, Option<Checkpoint>), WfError> {
+    ) -> Result<(i64, Option<Checkpoint>), Error> {
         let name = "DBOS.sleep";
         if let Some(r) = self.replay(fid, name)? {
             let secs: f64 = codec::decode(r.output.as_deref().unwrap_or("0"))?;
@@ -504,16 +504,16 @@ impl WfCtx {
     /// The current time in milliseconds since the epoch, recorded: a replay sees the same value.
     ///
     /// # Errors
-    /// As [`WfCtx::step`].
-    pub async fn now_ms(&self) -> Result<i64, WfError> {
+    /// As [`Context::step`].
+    pub async fn now_ms(&self) -> Result<i64, Error> {
         self.step("DBOS.now", || async { Ok(now_ms()) }).await
     }
 
     /// A random 64-bit value, recorded: a replay sees the same value.
     ///
     /// # Errors
-    /// As [`WfCtx::step`].
-    pub async fn random(&self) -> Result<u64, WfError> {
+    /// As [`Context::step`].
+    pub async fn random(&self) -> Result<u64, Error> {
         self.step("DBOS.random", || async { Ok(rand::random::<u64>()) })
             .await
     }
@@ -523,7 +523,7 @@ impl WfCtx {
     ///
     /// # Errors
     /// A database error recording the patch marker.
-    pub async fn patch(&self, patch_name: &str) -> Result<bool, WfError> {
+    pub async fn patch(&self, patch_name: &str) -> Result<bool, Error> {
         let name = format!("DBOS.patch-{patch_name}");
         let fid = self.inner.next_fid.load(Ordering::SeqCst) + 1;
         let rec = self.inner.recorded.lock().get(&fid).cloned();

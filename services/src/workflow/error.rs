@@ -27,7 +27,7 @@ impl std::fmt::Display for PortableError {
 /// Everything a workflow operation can fail with.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
-pub enum WfError {
+pub enum Error {
     /// The workflow or step failed with an application error (recorded, replayed identically).
     #[error("{0}")]
     Failed(Box<PortableError>),
@@ -99,10 +99,10 @@ pub enum WfError {
     Kernel(#[from] dbos_kernel::Error),
 }
 
-impl WfError {
+impl Error {
     /// An application error with a class name and message.
-    pub fn failed(name: impl Into<String>, message: impl Into<String>) -> WfError {
-        WfError::Failed(Box::new(PortableError {
+    pub fn failed(name: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Failed(Box::new(PortableError {
             name: name.into(),
             message: message.into(),
             code: None,
@@ -110,28 +110,28 @@ impl WfError {
         }))
     }
 
-    pub(crate) fn encode(e: serde_json::Error) -> WfError {
-        WfError::Encode(e.to_string())
+    pub(crate) fn encode(e: serde_json::Error) -> Error {
+        Error::Encode(e.to_string())
     }
 
     /// The error as it is recorded: application errors as they are, others under DBOS's names.
     pub fn to_portable(&self) -> PortableError {
-        if let WfError::Failed(p) = self {
+        if let Error::Failed(p) = self {
             return (**p).clone();
         }
         let name = match self {
-            WfError::Cancelled(_) => "DBOSWorkflowCancelledError",
-            WfError::MaxRecoveryAttemptsExceeded(_) => "DBOSMaxRecoveryAttemptsExceededError",
-            WfError::Determinism { .. } => "DBOSUnexpectedStepError",
-            WfError::NotOwner(_) => "DBOSWorkflowConflictIDError",
-            WfError::Conflict { .. } => "DBOSConflictingWorkflowError",
-            WfError::NotFound(_) => "DBOSNonExistentWorkflowError",
-            WfError::NotRegistered(_) => "DBOSWorkflowFunctionNotFoundError",
-            WfError::MaxStepRetries { .. } => "DBOSMaxStepRetriesExceeded",
-            WfError::Encode(_) => "DBOSSerializationError",
-            WfError::Invalid(_) => "ValueError",
-            WfError::ShuttingDown | WfError::Db(_) | WfError::Kernel(_) => "DBOSException",
-            WfError::Failed(_) => unreachable!("returned above"),
+            Error::Cancelled(_) => "DBOSWorkflowCancelledError",
+            Error::MaxRecoveryAttemptsExceeded(_) => "DBOSMaxRecoveryAttemptsExceededError",
+            Error::Determinism { .. } => "DBOSUnexpectedStepError",
+            Error::NotOwner(_) => "DBOSWorkflowConflictIDError",
+            Error::Conflict { .. } => "DBOSConflictingWorkflowError",
+            Error::NotFound(_) => "DBOSNonExistentWorkflowError",
+            Error::NotRegistered(_) => "DBOSWorkflowFunctionNotFoundError",
+            Error::MaxStepRetries { .. } => "DBOSMaxStepRetriesExceeded",
+            Error::Encode(_) => "DBOSSerializationError",
+            Error::Invalid(_) => "ValueError",
+            Error::ShuttingDown | Error::Db(_) | Error::Kernel(_) => "DBOSException",
+            Error::Failed(_) => unreachable!("returned above"),
         };
         PortableError {
             name: name.into(),
@@ -146,38 +146,38 @@ impl WfError {
     pub(crate) fn parks(&self) -> bool {
         matches!(
             self,
-            WfError::Cancelled(_)
-                | WfError::NotOwner(_)
-                | WfError::ShuttingDown
-                | WfError::Db(_)
-                | WfError::Kernel(_)
+            Error::Cancelled(_)
+                | Error::NotOwner(_)
+                | Error::ShuttingDown
+                | Error::Db(_)
+                | Error::Kernel(_)
         )
     }
 }
 
-impl From<serde_json::Error> for WfError {
+impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        WfError::encode(e)
+        Error::encode(e)
     }
 }
 
-impl From<dbos_msg::Error> for WfError {
+impl From<dbos_msg::Error> for Error {
     fn from(e: dbos_msg::Error) -> Self {
         match e {
-            dbos_msg::Error::NoSuchWorkflow(id) => WfError::NotFound(id),
-            dbos_msg::Error::Payload(e) => WfError::encode(e),
-            dbos_msg::Error::Db(e) => WfError::Db(e),
-            dbos_msg::Error::Kernel(e) => WfError::Kernel(e),
-            other => WfError::Invalid(other.to_string()),
+            dbos_msg::Error::NoSuchWorkflow(id) => Error::NotFound(id),
+            dbos_msg::Error::Payload(e) => Error::encode(e),
+            dbos_msg::Error::Db(e) => Error::Db(e),
+            dbos_msg::Error::Kernel(e) => Error::Kernel(e),
+            other => Error::Invalid(other.to_string()),
         }
     }
 }
 
-impl From<dbos_scheduler::Error> for WfError {
+impl From<dbos_scheduler::Error> for Error {
     fn from(e: dbos_scheduler::Error) -> Self {
         match e {
-            dbos_scheduler::Error::Db(e) => WfError::Db(e),
-            other => WfError::Invalid(other.to_string()),
+            dbos_scheduler::Error::Db(e) => Error::Db(e),
+            other => Error::Invalid(other.to_string()),
         }
     }
 }
@@ -185,11 +185,11 @@ impl From<dbos_scheduler::Error> for WfError {
 /// File-system errors inside a step: database failures stay database failures (so a
 /// transaction step retries serialization failures), POSIX errors become application errors
 /// named `OSError` with the errno as their code, as Python reports them.
-impl From<dbos_fs::Error> for WfError {
+impl From<dbos_fs::Error> for Error {
     fn from(e: dbos_fs::Error) -> Self {
         match e {
-            dbos_fs::Error::Db(db) => WfError::Db(db),
-            other => WfError::Failed(Box::new(PortableError {
+            dbos_fs::Error::Db(db) => Error::Db(db),
+            other => Error::Failed(Box::new(PortableError {
                 name: "OSError".into(),
                 message: other.to_string(),
                 code: Some(serde_json::Value::from(other.errno())),

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use super::error::WfError;
+use super::error::Error;
 use super::service::{ENQUEUE_CHANNEL, INTERNAL_QUEUE};
 
 /// A workflow's status row, as DBOS presents it.
@@ -96,7 +96,7 @@ pub struct ListFilter {
 ///
 /// # Errors
 /// Database errors.
-pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<WorkflowStatus>, WfError> {
+pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<WorkflowStatus>, Error> {
     let order = if f.sort_desc { "DESC" } else { "ASC" };
     let sql = format!(
         "SELECT s.workflow_uuid, s.status, s.name, COALESCE(i.inputs, s.inputs) AS input,
@@ -159,8 +159,8 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<WorkflowStatus>, 
 /// One workflow's status.
 ///
 /// # Errors
-/// [`WfError::NotFound`].
-pub async fn get(pool: &PgPool, id: &str) -> Result<WorkflowStatus, WfError> {
+/// [`Error::NotFound`].
+pub async fn get(pool: &PgPool, id: &str) -> Result<WorkflowStatus, Error> {
     let f = ListFilter {
         workflow_ids: vec![id.to_owned()],
         ..ListFilter::default()
@@ -169,14 +169,14 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<WorkflowStatus, WfError> {
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| WfError::NotFound(id.to_owned()))
+        .ok_or_else(|| Error::NotFound(id.to_owned()))
 }
 
 /// A workflow's recorded operations in order (1 round trip; primary key).
 ///
 /// # Errors
-/// [`WfError::NotFound`] when the workflow does not exist.
-pub async fn steps(pool: &PgPool, id: &str) -> Result<Vec<StepInfo>, WfError> {
+/// [`Error::NotFound`] when the workflow does not exist.
+pub async fn steps(pool: &PgPool, id: &str) -> Result<Vec<StepInfo>, Error> {
     let rows = sqlx::query(
         "SELECT function_id, function_name, output, error, child_workflow_id,
                 started_at_epoch_ms, completed_at_epoch_ms
@@ -204,7 +204,7 @@ pub async fn steps(pool: &PgPool, id: &str) -> Result<Vec<StepInfo>, WfError> {
 
 /// Tells "no such workflow" apart from "nothing to do": asked only after a statement that
 /// touched nothing, so the common path stays one round trip.
-async fn exists(pool: &PgPool, id: &str) -> Result<(), WfError> {
+async fn exists(pool: &PgPool, id: &str) -> Result<(), Error> {
     let found: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = $1")
             .bind(id)
@@ -212,7 +212,7 @@ async fn exists(pool: &PgPool, id: &str) -> Result<(), WfError> {
             .await?;
     found
         .map(|_| ())
-        .ok_or_else(|| WfError::NotFound(id.to_owned()))
+        .ok_or_else(|| Error::NotFound(id.to_owned()))
 }
 
 /// Cancels a workflow (and, with `cascade`, its descendants) unless it already ended. The
@@ -221,8 +221,8 @@ async fn exists(pool: &PgPool, id: &str) -> Result<(), WfError> {
 /// 1 round trip, 1 commit.
 ///
 /// # Errors
-/// [`WfError::NotFound`].
-pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String>, WfError> {
+/// [`Error::NotFound`].
+pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String>, Error> {
     // Served by the primary key and idx_workflow_status_parent_workflow_id.
     let ids: Vec<String> = sqlx::query_scalar(
         "WITH RECURSIVE tree(id) AS (
@@ -260,8 +260,8 @@ pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String
 /// 1 round trip, 1 commit.
 ///
 /// # Errors
-/// [`WfError::NotFound`].
-pub async fn resume(pool: &PgPool, id: &str) -> Result<bool, WfError> {
+/// [`Error::NotFound`].
+pub async fn resume(pool: &PgPool, id: &str) -> Result<bool, Error> {
     let r = sqlx::query(
         "WITH u AS (
              UPDATE dbos.workflow_status
@@ -293,16 +293,16 @@ pub async fn resume(pool: &PgPool, id: &str) -> Result<bool, WfError> {
 /// 1 transaction of 6 statements.
 ///
 /// # Errors
-/// [`WfError::NotFound`], [`WfError::Invalid`] for a step below 1 or a taken ID.
+/// [`Error::NotFound`], [`Error::Invalid`] for a step below 1 or a taken ID.
 pub async fn fork(
     pool: &PgPool,
     id: &str,
     start_step: i32,
     new_id: Option<String>,
     app_version: Option<String>,
-) -> Result<String, WfError> {
+) -> Result<String, Error> {
     if start_step < 1 {
-        return Err(WfError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "fork step must be at least 1, got {start_step}"
         )));
     }
@@ -328,7 +328,7 @@ pub async fn fork(
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
-        return Err(WfError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "workflow ID {new_id} is already in use"
         )));
     }
@@ -398,8 +398,8 @@ pub async fn fork(
 /// 1 round trip, 1 commit.
 ///
 /// # Errors
-/// [`WfError::NotFound`].
-pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<String>, WfError> {
+/// [`Error::NotFound`].
+pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<String>, Error> {
     let ids: Vec<String> = sqlx::query_scalar(
         "WITH RECURSIVE tree(id) AS (
              SELECT $1::text
@@ -421,7 +421,7 @@ pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<Strin
     .fetch_all(pool)
     .await?;
     if ids.is_empty() {
-        return Err(WfError::NotFound(id.to_owned()));
+        return Err(Error::NotFound(id.to_owned()));
     }
     Ok(ids)
 }
@@ -433,10 +433,10 @@ pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<Strin
 /// 1 transaction of 8 statements.
 ///
 /// # Errors
-/// [`WfError::NotFound`]; [`WfError::Invalid`] for a workflow still running or a step below 1.
-pub async fn rewind(pool: &PgPool, id: &str, start_step: i32) -> Result<(), WfError> {
+/// [`Error::NotFound`]; [`Error::Invalid`] for a workflow still running or a step below 1.
+pub async fn rewind(pool: &PgPool, id: &str, start_step: i32) -> Result<(), Error> {
     if start_step < 1 {
-        return Err(WfError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "rewind step must be at least 1, got {start_step}"
         )));
     }
@@ -448,10 +448,10 @@ pub async fn rewind(pool: &PgPool, id: &str, start_step: i32) -> Result<(), WfEr
     .fetch_optional(&mut *tx)
     .await?;
     match status.flatten().as_deref() {
-        None => return Err(WfError::NotFound(id.to_owned())),
+        None => return Err(Error::NotFound(id.to_owned())),
         Some("SUCCESS" | "ERROR" | "CANCELLED" | "MAX_RECOVERY_ATTEMPTS_EXCEEDED") => {}
         Some(other) => {
-            return Err(WfError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "workflow {id} is {other}; only ended workflows can be rewound (cancel it first)"
             )))
         }

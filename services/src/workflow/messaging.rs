@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::codec;
-use super::ctx::WfCtx;
-use super::error::WfError;
+use super::ctx::Context;
+use super::error::Error;
 use super::service::now_ms;
 
 /// A message taken from a pub/sub topic.
@@ -37,12 +37,12 @@ enum StreamRead {
 /// recorded, so a replay sees the same values.
 #[derive(Debug)]
 pub struct WfStream {
-    ctx: WfCtx,
+    ctx: Context,
     reader: dbos_msg::StreamReader,
     ended: bool,
 }
 
-impl WfCtx {
+impl Context {
     fn op<'a>(&'a self, function_id: i32, name: &'a str, started_at_ms: i64) -> Op<'a> {
         Op {
             workflow_id: &self.inner.workflow_id,
@@ -59,7 +59,7 @@ impl WfCtx {
 
     /// The function IDs of a waiting operation named `name` and of its timer, or (as `Err`)
     /// the value recorded for it when replaying.
-    fn wait_ids<T: DeserializeOwned>(&self, name: &str) -> Result<Result<(i32, i32), T>, WfError> {
+    fn wait_ids<T: DeserializeOwned>(&self, name: &str) -> Result<Result<(i32, i32), T>, Error> {
         let fid = self.next_fid();
         let timer_fid = self.next_fid();
         match self.replay(fid, name)? {
@@ -70,7 +70,7 @@ impl WfCtx {
 
     /// After a cancellation notice: the error to stop with, unless this execution still owns
     /// the workflow (the notice was for an earlier execution).
-    pub(super) async fn stop_if_cancelled(&self) -> Result<(), WfError> {
+    pub(super) async fn stop_if_cancelled(&self) -> Result<(), Error> {
         let svc = &self.inner.svc;
         if svc
             .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)
@@ -82,7 +82,7 @@ impl WfCtx {
         }
     }
 
-    async fn not_owner(&self) -> WfError {
+    async fn not_owner(&self) -> Error {
         self.inner.svc.why_not_owner(&self.inner.workflow_id).await
     }
 
@@ -92,14 +92,14 @@ impl WfCtx {
     /// 1 round trip, 1 commit; none on replay.
     ///
     /// # Errors
-    /// [`WfError::NotFound`] for a destination that does not exist (nothing is sent),
-    /// [`WfError::Invalid`] for a message over `message_bytes_max`, [`WfError::Cancelled`].
+    /// [`Error::NotFound`] for a destination that does not exist (nothing is sent),
+    /// [`Error::Invalid`] for a message over `message_bytes_max`, [`Error::Cancelled`].
     pub async fn send<T: Serialize + ?Sized>(
         &self,
         destination: &str,
         message: &T,
         topic: Option<&str>,
-    ) -> Result<(), WfError> {
+    ) -> Result<(), Error> {
         let m = Outgoing {
             destination: destination.to_owned(),
             message: self.msg().options().encode("message", message)?,
@@ -114,8 +114,8 @@ impl WfCtx {
     /// 1 round trip, 1 commit; none on replay.
     ///
     /// # Errors
-    /// As [`WfCtx::send`]; a missing destination stores none of them.
-    pub async fn send_bulk(&self, msgs: &[Outgoing]) -> Result<(), WfError> {
+    /// As [`Context::send`]; a missing destination stores none of them.
+    pub async fn send_bulk(&self, msgs: &[Outgoing]) -> Result<(), Error> {
         let opts = self.msg().options();
         opts.check_batch(msgs.len())?;
         for m in msgs {
@@ -124,7 +124,7 @@ impl WfCtx {
         self.send_recorded("DBOS.send_bulk", msgs).await
     }
 
-    async fn send_recorded(&self, name: &str, msgs: &[Outgoing]) -> Result<(), WfError> {
+    async fn send_recorded(&self, name: &str, msgs: &[Outgoing]) -> Result<(), Error> {
         let fid = self.next_fid();
         if self.replay(fid, name)?.is_some() {
             return Ok(());
@@ -153,12 +153,12 @@ impl WfCtx {
     /// No connection is held while waiting.
     ///
     /// # Errors
-    /// [`WfError::Encode`] when the message does not decode to `T`, [`WfError::Cancelled`].
+    /// [`Error::Encode`] when the message does not decode to `T`, [`Error::Cancelled`].
     pub async fn recv<T: DeserializeOwned>(
         &self,
         topic: Option<&str>,
         timeout: Duration,
-    ) -> Result<Option<T>, WfError> {
+    ) -> Result<Option<T>, Error> {
         let name = "DBOS.recv";
         let (fid, timer_fid) = match self.wait_ids(name)? {
             Ok(ids) => ids,
@@ -204,10 +204,10 @@ impl WfCtx {
         timer_fid: i32,
         timeout: Duration,
         mut probe: F,
-    ) -> Result<T, WfError>
+    ) -> Result<T, Error>
     where
         F: FnMut(bool) -> Fut,
-        Fut: std::future::Future<Output = Result<Option<T>, WfError>>,
+        Fut: std::future::Future<Output = Result<Option<T>, Error>>,
     {
         let mut waiter = self
             .msg()
@@ -243,9 +243,7 @@ impl WfCtx {
                     return Ok(v);
                 }
                 if last {
-                    return Err(WfError::Invalid(
-                        "a final probe must give a value".to_owned(),
-                    ));
+                    return Err(Error::Invalid("a final probe must give a value".to_owned()));
                 }
             }
         };
@@ -260,12 +258,12 @@ impl WfCtx {
     /// 1 round trip, 1 commit; none on replay.
     ///
     /// # Errors
-    /// [`WfError::Invalid`] for a value over `message_bytes_max`, [`WfError::Cancelled`].
+    /// [`Error::Invalid`] for a value over `message_bytes_max`, [`Error::Cancelled`].
     pub async fn set_event<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
-    ) -> Result<(), WfError> {
+    ) -> Result<(), Error> {
         let name = "DBOS.setEvent";
         let fid = self.next_fid();
         if self.replay(fid, name)?.is_some() {
@@ -286,13 +284,13 @@ impl WfCtx {
     /// IDs (`DBOS.getEvent` and its timer).
     ///
     /// # Errors
-    /// [`WfError::Encode`] when the value does not decode to `T`, [`WfError::Cancelled`].
+    /// [`Error::Encode`] when the value does not decode to `T`, [`Error::Cancelled`].
     pub async fn get_event<T: DeserializeOwned>(
         &self,
         workflow_id: &str,
         key: &str,
         timeout: Duration,
-    ) -> Result<Option<T>, WfError> {
+    ) -> Result<Option<T>, Error> {
         let name = "DBOS.getEvent";
         let (fid, timer_fid) = match self.wait_ids(name)? {
             Ok(ids) => ids,
@@ -328,12 +326,12 @@ impl WfCtx {
     /// 1 round trip, 1 commit; none on replay.
     ///
     /// # Errors
-    /// [`WfError::Invalid`] for a value over `message_bytes_max`, [`WfError::Cancelled`].
+    /// [`Error::Invalid`] for a value over `message_bytes_max`, [`Error::Cancelled`].
     pub async fn write_stream<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
-    ) -> Result<(), WfError> {
+    ) -> Result<(), Error> {
         let text = self.msg().options().encode("stream value", value)?;
         self.stream_recorded("DBOS.writeStream", key, &text).await
     }
@@ -341,13 +339,13 @@ impl WfCtx {
     /// Closes this workflow's stream `key`: readers stop after its last value.
     ///
     /// # Errors
-    /// [`WfError::Cancelled`].
-    pub async fn close_stream(&self, key: &str) -> Result<(), WfError> {
+    /// [`Error::Cancelled`].
+    pub async fn close_stream(&self, key: &str) -> Result<(), Error> {
         self.stream_recorded("DBOS.closeStream", key, sql::STREAM_CLOSED)
             .await
     }
 
-    async fn stream_recorded(&self, name: &str, key: &str, text: &str) -> Result<(), WfError> {
+    async fn stream_recorded(&self, name: &str, key: &str, text: &str) -> Result<(), Error> {
         let fid = self.next_fid();
         if self.replay(fid, name)?.is_some() {
             return Ok(());
@@ -369,12 +367,12 @@ impl WfCtx {
     /// 1 round trip, 1 commit.
     ///
     /// # Errors
-    /// [`WfError::Invalid`] for a value over `message_bytes_max`, [`WfError::Cancelled`].
+    /// [`Error::Invalid`] for a value over `message_bytes_max`, [`Error::Cancelled`].
     pub async fn write_stream_from_step<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
-    ) -> Result<(), WfError> {
+    ) -> Result<(), Error> {
         let text = self.msg().options().encode("stream value", value)?;
         let fid = self
             .inner
@@ -425,12 +423,12 @@ impl WfCtx {
     /// 1 round trip, 1 commit; none on replay.
     ///
     /// # Errors
-    /// [`WfError::Invalid`] for a bad topic name or a payload over `message_bytes_max`.
+    /// [`Error::Invalid`] for a bad topic name or a payload over `message_bytes_max`.
     pub async fn publish<T: Serialize>(
         &self,
         topic: &str,
         payloads: &[T],
-    ) -> Result<(i64, i64), WfError> {
+    ) -> Result<(i64, i64), Error> {
         let name = "msg.publish";
         let fid = self.next_fid();
         if let Some(r) = self.replay(fid, name)? {
@@ -455,8 +453,8 @@ impl WfCtx {
     /// subscription keeps its place.
     ///
     /// # Errors
-    /// [`WfError::Invalid`] for a bad topic name.
-    pub async fn subscribe(&self, topic: &str, start: Start) -> Result<(), WfError> {
+    /// [`Error::Invalid`] for a bad topic name.
+    pub async fn subscribe(&self, topic: &str, start: Start) -> Result<(), Error> {
         let (msg, wf) = (self.msg().clone(), self.inner.workflow_id.clone());
         let topic = topic.to_owned();
         self.step("msg.subscribe", move || {
@@ -475,13 +473,13 @@ impl WfCtx {
     /// function IDs (`msg.consume` and its timer).
     ///
     /// # Errors
-    /// [`WfError::Invalid`] when not subscribed; [`WfError::Encode`] when a payload does not
+    /// [`Error::Invalid`] when not subscribed; [`Error::Encode`] when a payload does not
     /// decode to `T`.
     pub async fn next_messages<T: DeserializeOwned>(
         &self,
         topic: &str,
         timeout: Duration,
-    ) -> Result<Vec<TopicMessage<T>>, WfError> {
+    ) -> Result<Vec<TopicMessage<T>>, Error> {
         let name = "msg.consume";
         let (fid, timer_fid) = match self.wait_ids(name)? {
             Ok(ids) => ids,
@@ -531,11 +529,11 @@ impl WfStream {
     /// recorded (`DBOS.readStream`), so a replay returns the same values.
     ///
     /// # Errors
-    /// [`WfError::NotFound`] when the writer does not exist; [`WfError::Encode`].
+    /// [`Error::NotFound`] when the writer does not exist; [`Error::Encode`].
     pub async fn next<T: DeserializeOwned>(
         &mut self,
         timeout: Duration,
-    ) -> Result<Option<T>, WfError> {
+    ) -> Result<Option<T>, Error> {
         let name = "DBOS.readStream";
         let ctx = &self.ctx;
         let fid = ctx.next_fid();

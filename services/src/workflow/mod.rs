@@ -6,15 +6,15 @@
 //! its recorded output instead of running again.
 //!
 //! ```no_run
-//! use dbos_services::workflow::{Registry, Service, Options, StartOptions, WfCtx, WfError};
+//! use dbos_services::workflow::{Registry, Service, Options, StartOptions, Context, Error};
 //!
-//! async fn greet(ctx: WfCtx, (name,): (String,)) -> Result<String, WfError> {
+//! async fn greet(ctx: Context, (name,): (String,)) -> Result<String, Error> {
 //!     let greeting = ctx.step("compose", || async { Ok(format!("hello, {name}")) }).await?;
 //!     ctx.sleep(std::time::Duration::from_millis(10)).await?;
 //!     Ok(greeting)
 //! }
 //!
-//! # async fn demo(kernel: &dbos_kernel::Kernel) -> Result<(), WfError> {
+//! # async fn demo(kernel: &dbos_kernel::Kernel) -> Result<(), Error> {
 //! let mut registry = Registry::new();
 //! registry.register("greet", greet);
 //! let wf = Service::launch(kernel, registry, Options::default()).await?;
@@ -37,8 +37,8 @@ mod service;
 
 #[doc(hidden)]
 pub use committer::bench as committer_bench;
-pub use ctx::{RetryPolicy, ShouldRetry, WfCtx};
-pub use error::{PortableError, WfError};
+pub use ctx::{Context, RetryPolicy, ShouldRetry};
+pub use error::{Error, PortableError};
 pub use messaging::{TopicMessage, WfStream};
 pub use service::{
     now_ms, Options, Registry, Service, StartOptions, WorkflowHandle, ENQUEUE_CHANNEL,

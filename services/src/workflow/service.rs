@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 
 use super::codec;
 use super::committer::{Committer, Outcome, Start};
-use super::ctx::{CtxInner, Recorded, WfCtx};
-use super::error::WfError;
+use super::ctx::{Context, CtxInner, Recorded};
+use super::error::Error;
 
 /// Queue that hosts resumed, forked and recovered workflows.
 pub const INTERNAL_QUEUE: &str = dbos_scheduler::recovery::INTERNAL_QUEUE;
@@ -68,7 +68,7 @@ impl Default for Options {
 }
 
 type ErasedFn =
-    Arc<dyn Fn(WfCtx, String) -> BoxFuture<'static, Result<String, WfError>> + Send + Sync>;
+    Arc<dyn Fn(Context, String) -> BoxFuture<'static, Result<String, Error>> + Send + Sync>;
 
 /// The workflow functions a node can run, by name.
 #[derive(Clone, Default)]
@@ -94,8 +94,8 @@ impl Registry {
     where
         I: DeserializeOwned + Send + 'static,
         O: Serialize + Send + 'static,
-        F: Fn(WfCtx, I) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<O, WfError>> + Send + 'static,
+        F: Fn(Context, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, Error>> + Send + 'static,
     {
         let f = Arc::new(f);
         let erased: ErasedFn = Arc::new(move |ctx, input| {
@@ -243,9 +243,9 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     /// node finishes the workflow.
     ///
     /// # Errors
-    /// The workflow's error, [`WfError::Cancelled`], [`WfError::MaxRecoveryAttemptsExceeded`],
-    /// [`WfError::NotFound`].
-    pub async fn result(&self) -> Result<O, WfError> {
+    /// The workflow's error, [`Error::Cancelled`], [`Error::MaxRecoveryAttemptsExceeded`],
+    /// [`Error::NotFound`].
+    pub async fn result(&self) -> Result<O, Error> {
         let (completion, local) = {
             let mut done = self.svc.inner.done.lock();
             match done.get(&self.id) {
@@ -272,7 +272,7 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
         result
     }
 
-    async fn wait(&self, completion: &Completion, mut skip_db: bool) -> Result<O, WfError> {
+    async fn wait(&self, completion: &Completion, mut skip_db: bool) -> Result<O, Error> {
         let mut pause = Duration::from_millis(5);
         let started = std::time::Instant::now();
         loop {
@@ -281,7 +281,7 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
             notified.as_mut().enable();
             match completion.outcome.get() {
                 Some(Ok(o)) => return codec::decode(o),
-                Some(Err(e)) => return Err(WfError::Failed(Box::new(codec::decode_error(e)))),
+                Some(Err(e)) => return Err(Error::Failed(Box::new(codec::decode_error(e)))),
                 None => {}
             }
             // A workflow running here announces its end; otherwise (or when its execution
@@ -290,13 +290,11 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
                 if let Some(t) = self.svc.terminal(&self.id).await? {
                     return match t {
                         Terminal::Success(o) => codec::decode(o.as_deref().unwrap_or("null")),
-                        Terminal::Error(e) => Err(WfError::Failed(Box::new(codec::decode_error(
+                        Terminal::Error(e) => Err(Error::Failed(Box::new(codec::decode_error(
                             e.as_deref().unwrap_or("unknown error"),
                         )))),
-                        Terminal::Cancelled => Err(WfError::Cancelled(self.id.clone())),
-                        Terminal::Dead => {
-                            Err(WfError::MaxRecoveryAttemptsExceeded(self.id.clone()))
-                        }
+                        Terminal::Cancelled => Err(Error::Cancelled(self.id.clone())),
+                        Terminal::Dead => Err(Error::MaxRecoveryAttemptsExceeded(self.id.clone())),
                     };
                 }
             }
@@ -319,7 +317,7 @@ impl Service {
         kernel: &Kernel,
         registry: Registry,
         opts: Options,
-    ) -> Result<Service, WfError> {
+    ) -> Result<Service, Error> {
         let app_version = opts
             .app_version
             .clone()
@@ -415,7 +413,7 @@ impl Service {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn recover(&self, executors: &[String]) -> Result<u64, WfError> {
+    pub async fn recover(&self, executors: &[String]) -> Result<u64, Error> {
         let r = sqlx::query(
             "UPDATE dbos.workflow_status
              SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
@@ -440,13 +438,13 @@ impl Service {
     /// 1 round trip, 1 commit.
     ///
     /// # Errors
-    /// [`WfError::NotRegistered`], [`WfError::Conflict`], [`WfError::Invalid`].
+    /// [`Error::NotRegistered`], [`Error::Conflict`], [`Error::Invalid`].
     pub async fn start<I, O>(
         &self,
         name: &str,
         input: I,
         opts: StartOptions,
-    ) -> Result<WorkflowHandle<O>, WfError>
+    ) -> Result<WorkflowHandle<O>, Error>
     where
         I: Serialize,
     {
@@ -480,7 +478,7 @@ impl Service {
     ///
     /// # Errors
     /// As [`Service::start`] and [`WorkflowHandle::result`].
-    pub async fn run<I, O>(&self, name: &str, input: I, opts: StartOptions) -> Result<O, WfError>
+    pub async fn run<I, O>(&self, name: &str, input: I, opts: StartOptions) -> Result<O, Error>
     where
         I: Serialize,
         O: DeserializeOwned,
@@ -493,24 +491,24 @@ impl Service {
     /// 1 round trip, 1 commit (which also wakes idle nodes).
     ///
     /// # Errors
-    /// [`WfError::Conflict`], or [`WfError::Invalid`] for a duplicate deduplication ID.
+    /// [`Error::Conflict`], or [`Error::Invalid`] for a duplicate deduplication ID.
     pub async fn enqueue<I, O>(
         &self,
         queue: &str,
         name: &str,
         input: I,
         opts: StartOptions,
-    ) -> Result<WorkflowHandle<O>, WfError>
+    ) -> Result<WorkflowHandle<O>, Error>
     where
         I: Serialize,
     {
         let inputs = codec::encode_input(&input)?;
         let id = workflow_id(opts.workflow_id.clone())?;
         if queue.is_empty() {
-            return Err(WfError::Invalid("queue name cannot be empty".into()));
+            return Err(Error::Invalid("queue name cannot be empty".into()));
         }
         if opts.priority < 0 {
-            return Err(WfError::Invalid(format!(
+            return Err(Error::Invalid(format!(
                 "priority must be between 0 and {}, got {}",
                 i32::MAX,
                 opts.priority
@@ -549,11 +547,11 @@ impl Service {
         .fetch_one(&self.inner.pool)
         .await
         .map_err(|e| match dbos_kernel::sqlstate(&e).as_deref() {
-            Some("23505") => WfError::Invalid(format!(
+            Some("23505") => Error::Invalid(format!(
                 "workflow {id} was deduplicated: queue {queue} already has deduplication ID {:?}",
                 opts.deduplication_id.as_deref().unwrap_or_default()
             )),
-            _ => WfError::Db(e),
+            _ => Error::Db(e),
         })?;
         let (existing, created): (Option<String>, bool) = (row.get(0), row.get(1));
         if !created {
@@ -568,9 +566,9 @@ impl Service {
         id: String,
         existing: Option<String>,
         name: &str,
-    ) -> Result<WorkflowHandle<O>, WfError> {
+    ) -> Result<WorkflowHandle<O>, Error> {
         match existing {
-            Some(e) if e != name => Err(WfError::Conflict {
+            Some(e) if e != name => Err(Error::Conflict {
                 id,
                 existing: e,
                 requested: name.to_owned(),
@@ -579,26 +577,26 @@ impl Service {
         }
     }
 
-    fn function(&self, name: &str) -> Result<ErasedFn, WfError> {
+    fn function(&self, name: &str) -> Result<ErasedFn, Error> {
         self.inner
             .registry
             .fns
             .get(name)
             .cloned()
-            .ok_or_else(|| WfError::NotRegistered(name.to_owned()))
+            .ok_or_else(|| Error::NotRegistered(name.to_owned()))
     }
 
     /// Starts a child from a workflow: the child's row, its input and the parent's record of
     /// it in one statement.
     pub(crate) async fn start_child<O>(
         &self,
-        parent: &WfCtx,
+        parent: &Context,
         fid: i32,
         name: &str,
         id: &str,
         inputs: String,
         opts: &StartOptions,
-    ) -> Result<WorkflowHandle<O>, WfError> {
+    ) -> Result<WorkflowHandle<O>, Error> {
         let f = self.function(name)?;
         let xid = uuid::Uuid::new_v4().to_string();
         let deadline = deadline(opts);
@@ -668,8 +666,8 @@ impl Service {
         inputs: String,
         recorded: HashMap<i32, Recorded>,
         deadline_ms: Option<i64>,
-    ) -> Result<(), WfError> {
-        let ctx = WfCtx {
+    ) -> Result<(), Error> {
+        let ctx = Context {
             inner: Arc::new(CtxInner {
                 svc: self.clone(),
                 workflow_id: id.clone(),
@@ -715,7 +713,7 @@ impl Service {
     }
 
     /// Records a workflow's outcome (unless it parks) and wakes local waiters.
-    async fn finish(&self, id: &str, owner_xid: &str, result: Result<String, WfError>) {
+    async fn finish(&self, id: &str, owner_xid: &str, result: Result<String, Error>) {
         let outcome = match &result {
             Ok(out) => Some(Outcome {
                 workflow_id: id.to_owned(),
@@ -767,7 +765,7 @@ impl Service {
     ///
     /// # Errors
     /// Database errors.
-    pub(crate) async fn still_owner(&self, id: &str, owner_xid: &str) -> Result<bool, WfError> {
+    pub(crate) async fn still_owner(&self, id: &str, owner_xid: &str) -> Result<bool, Error> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
                             WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING')",
@@ -778,27 +776,27 @@ impl Service {
         .await?)
     }
 
-    pub(crate) async fn why_not_owner(&self, id: &str) -> WfError {
+    pub(crate) async fn why_not_owner(&self, id: &str) -> Error {
         let status: Result<Option<Option<String>>, _> =
             sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
                 .bind(id)
                 .fetch_optional(&self.inner.pool)
                 .await;
         match status {
-            Ok(Some(Some(s))) if s == "CANCELLED" => WfError::Cancelled(id.to_owned()),
+            Ok(Some(Some(s))) if s == "CANCELLED" => Error::Cancelled(id.to_owned()),
             Ok(Some(Some(s))) if s == "MAX_RECOVERY_ATTEMPTS_EXCEEDED" => {
-                WfError::MaxRecoveryAttemptsExceeded(id.to_owned())
+                Error::MaxRecoveryAttemptsExceeded(id.to_owned())
             }
-            Ok(None) => WfError::NotFound(id.to_owned()),
-            Ok(_) => WfError::NotOwner(id.to_owned()),
-            Err(e) => WfError::Db(e),
+            Ok(None) => Error::NotFound(id.to_owned()),
+            Ok(_) => Error::NotOwner(id.to_owned()),
+            Err(e) => Error::Db(e),
         }
     }
 
     /// Cancels the workflow `id` (every workflow when `None`) whose deadline has passed.
     ///
     /// 1 round trip, 1 commit (served by the primary key, or idx_workflow_status_deadline).
-    pub(crate) async fn cancel_expired(&self, id: Option<&str>) -> Result<(), WfError> {
+    pub(crate) async fn cancel_expired(&self, id: Option<&str>) -> Result<(), Error> {
         sqlx::query(
             "WITH c AS (
                  UPDATE dbos.workflow_status
@@ -822,7 +820,7 @@ impl Service {
         Ok(())
     }
 
-    async fn terminal(&self, id: &str) -> Result<Option<Terminal>, WfError> {
+    async fn terminal(&self, id: &str) -> Result<Option<Terminal>, Error> {
         let row = sqlx::query(
             "SELECT s.status, COALESCE(o.output, s.output), COALESCE(o.error, s.error)
              FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
@@ -831,7 +829,7 @@ impl Service {
         .bind(id)
         .fetch_optional(&self.inner.pool)
         .await?
-        .ok_or_else(|| WfError::NotFound(id.to_owned()))?;
+        .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let status: Option<String> = row.get(0);
         Ok(match status.as_deref() {
             Some("SUCCESS") => Some(Terminal::Success(row.get(1))),
@@ -947,7 +945,7 @@ impl Service {
 
     /// Claims up to `n` workflows in one round trip (with their inputs and recorded steps) and
     /// starts them. Returns how many were claimed.
-    async fn claim(&self, n: usize) -> Result<usize, WfError> {
+    async fn claim(&self, n: usize) -> Result<usize, Error> {
         let req = dbos_scheduler::claim::ClaimRequest {
             names: &self.inner.names,
             app_version: &self.inner.app_version,
@@ -975,7 +973,7 @@ impl Service {
                 }
             }
             let recorded: Vec<Recorded> = match recorded {
-                Some(v) => serde_json::from_value(v).map_err(WfError::encode)?,
+                Some(v) => serde_json::from_value(v).map_err(Error::encode)?,
                 None => Vec::new(),
             };
             let recorded = recorded.into_iter().map(|r| (r.function_id, r)).collect();
@@ -995,7 +993,7 @@ impl Service {
         Ok(claimed)
     }
 
-    async fn dead_letter(&self, id: &str, owner: &str) -> Result<(), WfError> {
+    async fn dead_letter(&self, id: &str, owner: &str) -> Result<(), Error> {
         tracing::warn!(
             workflow_id = id,
             "dead-lettering after too many recovery attempts"
@@ -1023,7 +1021,7 @@ impl Service {
     /// returns how many, with the next pending delay.
     ///
     /// 1 round trip, 1 commit (served by idx_workflow_status_delayed).
-    async fn promote_delayed(&self) -> Result<(u64, Option<i64>), WfError> {
+    async fn promote_delayed(&self) -> Result<(u64, Option<i64>), Error> {
         let row = sqlx::query(
             "WITH p AS (
                  UPDATE dbos.workflow_status
@@ -1054,7 +1052,7 @@ impl Service {
     /// 1 round trip, 1 commit (a retry only when two first calls race).
     ///
     /// # Errors
-    /// [`WfError::Invalid`] for an empty key.
+    /// [`Error::Invalid`] for an empty key.
     pub async fn debounce<I: Serialize, O>(
         &self,
         queue: &str,
@@ -1063,9 +1061,9 @@ impl Service {
         period: Duration,
         timeout: Option<Duration>,
         input: I,
-    ) -> Result<WorkflowHandle<O>, WfError> {
+    ) -> Result<WorkflowHandle<O>, Error> {
         if key.is_empty() {
-            return Err(WfError::Invalid("a debounce key cannot be empty".into()));
+            return Err(Error::Invalid("a debounce key cannot be empty".into()));
         }
         let inputs = codec::encode_input(&input)?;
         for _ in 0..3 {
@@ -1114,7 +1112,7 @@ impl Service {
                 return Ok(self.handle(id));
             }
         }
-        Err(WfError::Invalid(format!(
+        Err(Error::Invalid(format!(
             "debounce key {key:?} on queue {queue} is held by a workflow that is not debounced"
         )))
     }
@@ -1122,13 +1120,13 @@ impl Service {
     /// Waits for the first of several workflows to end; returns its index and result.
     ///
     /// # Errors
-    /// [`WfError::Invalid`] for no handles; otherwise the first workflow's error.
+    /// [`Error::Invalid`] for no handles; otherwise the first workflow's error.
     pub async fn wait_first<O: DeserializeOwned>(
         &self,
         handles: &[WorkflowHandle<O>],
-    ) -> Result<(usize, Result<O, WfError>), WfError> {
+    ) -> Result<(usize, Result<O, Error>), Error> {
         if handles.is_empty() {
-            return Err(WfError::Invalid(
+            return Err(Error::Invalid(
                 "wait_first needs at least one handle".into(),
             ));
         }
@@ -1144,7 +1142,7 @@ impl Service {
 }
 
 /// Runs a workflow function; a panic becomes the workflow's error instead of a lost outcome.
-async fn run_guarded(f: ErasedFn, ctx: WfCtx, inputs: String) -> Result<String, WfError> {
+async fn run_guarded(f: ErasedFn, ctx: Context, inputs: String) -> Result<String, Error> {
     use futures_util::FutureExt;
     match std::panic::AssertUnwindSafe(f(ctx, inputs))
         .catch_unwind()
@@ -1157,7 +1155,7 @@ async fn run_guarded(f: ErasedFn, ctx: WfCtx, inputs: String) -> Result<String, 
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            Err(WfError::failed(
+            Err(Error::failed(
                 "Panic",
                 format!("the workflow panicked: {msg}"),
             ))
@@ -1166,14 +1164,12 @@ async fn run_guarded(f: ErasedFn, ctx: WfCtx, inputs: String) -> Result<String, 
 }
 
 /// The given workflow ID, checked, or a fresh UUID.
-pub(crate) fn workflow_id(given: Option<String>) -> Result<String, WfError> {
+pub(crate) fn workflow_id(given: Option<String>) -> Result<String, Error> {
     match given {
         Some(id) if id.trim().is_empty() => {
-            Err(WfError::Invalid("workflow ID cannot be empty".into()))
+            Err(Error::Invalid("workflow ID cannot be empty".into()))
         }
-        Some(id) if id.len() > 1024 => {
-            Err(WfError::Invalid("workflow ID is over 1024 bytes".into()))
-        }
+        Some(id) if id.len() > 1024 => Err(Error::Invalid("workflow ID is over 1024 bytes".into())),
         Some(id) => Ok(id),
         None => Ok(uuid::Uuid::new_v4().to_string()),
     }
