@@ -67,7 +67,7 @@ impl Fs {
             .fetch_optional(&mut *c)
             .await?;
         match row {
-            Some(r) => Ok(sql::stat(&r, 0)?.expect("the inode exists")),
+            Some(r) => sql::inode(&r, 0, || ino_what(ino)),
             None => Err(Error::NotFound(ino_what(ino))),
         }
     }
@@ -78,7 +78,7 @@ impl Fs {
             .fetch_optional(&mut *c)
             .await?;
         match row {
-            Some(r) => Ok(sql::stat(&r, 0)?.expect("the inode exists")),
+            Some(r) => sql::inode(&r, 0, || ino_what(ino)),
             None => Err(Error::NotFound(ino_what(ino))),
         }
     }
@@ -103,7 +103,7 @@ impl Fs {
         let Some(row) = row else {
             return Err(Error::NotFound(ino_what(parent)));
         };
-        let dir = sql::stat(&row, 0)?.expect("the directory exists");
+        let dir = sql::inode(&row, 0, || ino_what(parent))?;
         if dir.kind != Kind::Dir {
             return Err(Error::NotDir(ino_what(parent)));
         }
@@ -128,12 +128,14 @@ impl Fs {
         }
         if name == "." || name == ".." {
             let nodes = self.walk(c, parent, &[name]).await?;
-            let dir = &nodes[0].0;
+            let (Some((dir, _)), Some((reached, _))) = (nodes.first(), nodes.last()) else {
+                return Err(Error::NotFound(ino_what(parent)));
+            };
             if dir.kind != Kind::Dir {
                 return Err(Error::NotDir(ino_what(parent)));
             }
             who.require(dir, X, || at(parent, name))?;
-            return Ok(nodes.last().expect("the directory is reached").0.clone());
+            return Ok(reached.clone());
         }
         let (_, child) = self.dir_and_child(c, who, parent, name, false, X).await?;
         child.ok_or_else(|| Error::NotFound(at(parent, name)))
@@ -173,7 +175,7 @@ impl Fs {
             .await?;
         let status: String = row.try_get(0)?;
         match status.as_str() {
-            "ok" => Ok(sql::stat(&row, 1)?.expect("the new inode")),
+            "ok" => sql::inode(&row, 1, || at(parent, name)),
             other => Err(status_error(other, parent, name)),
         }
     }
@@ -289,7 +291,7 @@ impl Fs {
             .bind(ino as i64)
             .fetch_one(&mut *c)
             .await?;
-        Ok(sql::stat(&row, 0)?.expect("the linked inode"))
+        sql::inode(&row, 0, || at(parent, name))
     }
 
     /// Removes entry `name` (not a directory) from directory `parent`; the inode and its
@@ -419,7 +421,9 @@ impl Fs {
             .await?;
         let mut dirs = Vec::with_capacity(2);
         for r in &rows {
-            dirs.push(sql::stat(r, 0)?.expect("a locked inode"));
+            dirs.push(sql::inode(r, 0, || {
+                format!("{} or {}", ino_what(from_dir), ino_what(to_dir))
+            })?);
         }
         let find = |ino: u64| -> Result<Stat> {
             let d = dirs
@@ -532,7 +536,7 @@ impl Fs {
         let Some(first) = rows.first() else {
             return Err(Error::NotFound(ino_what(ino)));
         };
-        let st = sql::stat(first, 0)?.expect("the inode exists");
+        let st = sql::inode(first, 0, || ino_what(ino))?;
         check_file(&st)?;
         who.require(&st, R, || ino_what(ino))?;
         let end = end.min(st.size);
@@ -730,7 +734,7 @@ impl Fs {
             .bind(time(set.mtime))
             .fetch_one(&mut *c)
             .await?;
-        Ok(sql::stat(&row, 0)?.expect("the inode exists"))
+        sql::inode(&row, 0, || ino_what(ino))
     }
 
     /// Up to `limit` (at most `readdir_page_max`) entries of directory `ino` whose names sort
@@ -754,7 +758,7 @@ impl Fs {
             .bind(limit.min(self.opts.readdir_page_max) as i64)
             .fetch_all(&mut *c)
             .await?;
-        entries(&rows)
+        entries(ino, &rows)
     }
 
     /// As [`Fs::readdir_at`], from position `skip` in name order instead of after a name.
@@ -776,7 +780,7 @@ impl Fs {
             .bind(limit.min(self.opts.readdir_page_max) as i64)
             .fetch_all(&mut *c)
             .await?;
-        entries(&rows)
+        entries(ino, &rows)
     }
 
     async fn check_listable(&self, c: &mut PgConnection, who: &Identity, ino: u64) -> Result<()> {
@@ -907,7 +911,7 @@ impl Fs {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let st = sql::stat(r, 0)?.expect("a walked inode");
+            let st = sql::inode(r, 0, || format!("a path walked from {}", ino_what(start)))?;
             let target: Option<String> = r.try_get(COLS)?;
             out.push((st, target));
         }
@@ -953,14 +957,29 @@ impl Fs {
             if links > SYMLINKS_FOLLOWED_MAX {
                 return Err(Error::Loop(shown.to_owned()));
             }
-            let target = target.as_deref().expect("a symbolic link has a target");
+            let Some(target) = target.as_deref() else {
+                return Err(Error::Inconsistent {
+                    missing: "symbolic link target",
+                    what: format!("{shown} (symbolic link {})", ino_what(st.ino)),
+                });
+            };
             let parsed = path::parse(target)?;
             let mut next: Vec<String> = parsed.components.iter().map(|s| (*s).to_owned()).collect();
             next.extend(owned[reached..].iter().cloned());
             start = if target.starts_with('/') {
                 ROOT
             } else {
-                nodes[reached - 1].0.ino
+                // The directory the link is in; the walk goes on only from directories, so
+                // only a start that is not one leaves none.
+                match reached.checked_sub(1).and_then(|i| nodes.get(i)) {
+                    Some((dir, _)) => dir.ino,
+                    None => {
+                        return Err(Error::Inconsistent {
+                            missing: "directory",
+                            what: format!("{shown} (walked from {})", ino_what(start)),
+                        })
+                    }
+                }
             };
             owned = next;
         }
@@ -1490,13 +1509,13 @@ fn check_file(st: &Stat) -> Result<()> {
     }
 }
 
-fn entries(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<DirEntry>> {
+/// The entries of a readdir page of directory `dir`.
+fn entries(dir: u64, rows: &[sqlx::postgres::PgRow]) -> Result<Vec<DirEntry>> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        out.push(DirEntry {
-            name: r.try_get(0)?,
-            stat: sql::stat(r, 1)?.expect("an entry's inode"),
-        });
+        let name: String = r.try_get(0)?;
+        let stat = sql::inode(r, 1, || at(dir, &name))?;
+        out.push(DirEntry { name, stat });
     }
     Ok(out)
 }
