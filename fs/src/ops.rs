@@ -1,5 +1,7 @@
 //! The operations: functions over the caller's connection or transaction.
 
+use std::future::Future;
+
 use sqlx::{PgConnection, Row};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -1016,23 +1018,56 @@ impl Fs {
         Ok(st)
     }
 
-    /// The directory that will hold the last component of `path`, and that component; `None`
-    /// for the root.
+    /// The directory that holds (or will hold) the last component of `path`, by inode, and
+    /// that component. The root has neither: `at_root` makes the error an operation on it
+    /// fails with (EEXIST for a create, EBUSY for rmdir or rename, ...). 1 round trip, plus 1
+    /// per symbolic link followed.
     async fn parent_of<'p>(
         &self,
         c: &mut PgConnection,
         who: &Identity,
         path: &'p str,
-    ) -> Result<Option<(Stat, &'p str)>> {
+        at_root: fn(String) -> Error,
+    ) -> Result<(u64, &'p str)> {
         let parsed = path::parse(path)?;
         let Some((name, dirs)) = parsed.split_last() else {
-            return Ok(None);
+            return Err(at_root(path.to_owned()));
         };
         let dir = self.resolve_from(c, who, ROOT, dirs, true, path).await?;
         if dir.kind != Kind::Dir {
             return Err(Error::NotDir(path.to_owned()));
         }
-        Ok(Some((dir, name)))
+        Ok((dir.ino, name))
+    }
+
+    /// The shape of every path-level operation on names (create, mkdir, symlink, link, unlink,
+    /// rmdir, rename): resolves each of `paths`, in order, to its directory and last component
+    /// with [`Fs::parent_of`], then runs `op`, the inode-level operation, on them. Errors of
+    /// `op`, which name inodes, are renamed to the paths (`from -> to` for two); errors of the
+    /// resolution already name their path. Costs `op`'s round trips plus those of
+    /// [`Fs::parent_of`] for each path.
+    ///
+    /// `op` is a closure returning the inode-level future, with the connection's lifetime
+    /// `'c` named, rather than an async closure: with the latter the callers' futures are
+    /// `Send` only for some lifetimes and cannot be spawned (the test below checks this).
+    async fn on_names<'c, 'p, const N: usize, T, Op>(
+        &self,
+        c: &'c mut PgConnection,
+        who: &Identity,
+        paths: [&'p str; N],
+        at_root: fn(String) -> Error,
+        op: impl FnOnce(&'c mut PgConnection, [(u64, &'p str); N]) -> Op,
+    ) -> Result<T>
+    where
+        Op: Future<Output = Result<T>>,
+    {
+        let mut names = [(ROOT, ""); N]; // each slot is filled below
+        for (slot, path) in names.iter_mut().zip(paths) {
+            *slot = self.parent_of(&mut *c, who, path, at_root).await?;
+        }
+        op(c, names)
+            .await
+            .map_err(|e| rename_what(e, &paths.join(" -> ")))
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1066,13 +1101,10 @@ impl Fs {
         path: &str,
         mode: u32,
     ) -> Result<Stat> {
-        match self.parent_of(c, who, path).await? {
-            None => Err(Error::Exists(path.to_owned())),
-            Some((dir, name)) => self
-                .create_at(c, who, dir.ino, name, mode)
-                .await
-                .map_err(|e| rename_what(e, path)),
-        }
+        self.on_names(c, who, [path], Error::Exists, |c, [(dir, name)]| {
+            self.create_at(c, who, dir, name, mode)
+        })
+        .await
     }
 
     /// Opens `path` for writing from scratch (`open(O_CREAT | O_TRUNC)`): an existing file is
@@ -1114,13 +1146,10 @@ impl Fs {
         path: &str,
         mode: u32,
     ) -> Result<Stat> {
-        match self.parent_of(c, who, path).await? {
-            None => Err(Error::Exists(path.to_owned())),
-            Some((dir, name)) => self
-                .mkdir_at(c, who, dir.ino, name, mode)
-                .await
-                .map_err(|e| rename_what(e, path)),
-        }
+        self.on_names(c, who, [path], Error::Exists, |c, [(dir, name)]| {
+            self.mkdir_at(c, who, dir, name, mode)
+        })
+        .await
     }
 
     /// `mkdir -p`: creates every missing directory of `path`; existing directories (or
@@ -1313,15 +1342,16 @@ impl Fs {
         from: &str,
         to: &str,
     ) -> Result<()> {
-        let Some((src_dir, src)) = self.parent_of(c, who, from).await? else {
-            return Err(Error::Busy(from.to_owned()));
-        };
-        let Some((dst_dir, dst)) = self.parent_of(c, who, to).await? else {
-            return Err(Error::Busy(to.to_owned()));
-        };
-        self.rename_at(c, who, src_dir.ino, src, dst_dir.ino, dst, false)
-            .await
-            .map_err(|e| rename_what(e, &format!("{from} -> {to}")))
+        self.on_names(
+            c,
+            who,
+            [from, to],
+            Error::Busy,
+            |c, [(src_dir, src), (dst_dir, dst)]| {
+                self.rename_at(c, who, src_dir, src, dst_dir, dst, false)
+            },
+        )
+        .await
     }
 
     /// link(2): a new name `new` for the file `existing` (not followed if a symbolic link).
@@ -1336,12 +1366,10 @@ impl Fs {
         new: &str,
     ) -> Result<Stat> {
         let st = self.resolve(c, who, existing, false).await?;
-        let Some((dir, name)) = self.parent_of(c, who, new).await? else {
-            return Err(Error::Exists(new.to_owned()));
-        };
-        self.link_at(c, who, st.ino, dir.ino, name)
-            .await
-            .map_err(|e| rename_what(e, new))
+        self.on_names(c, who, [new], Error::Exists, |c, [(dir, name)]| {
+            self.link_at(c, who, st.ino, dir, name)
+        })
+        .await
     }
 
     /// unlink(2).
@@ -1349,12 +1377,10 @@ impl Fs {
     /// # Errors
     /// As [`Fs::unlink_at`] and [`Fs::resolve`].
     pub async fn unlink(&self, c: &mut PgConnection, who: &Identity, path: &str) -> Result<()> {
-        let Some((dir, name)) = self.parent_of(c, who, path).await? else {
-            return Err(Error::IsDir(path.to_owned()));
-        };
-        self.unlink_at(c, who, dir.ino, name)
-            .await
-            .map_err(|e| rename_what(e, path))
+        self.on_names(c, who, [path], Error::IsDir, |c, [(dir, name)]| {
+            self.unlink_at(c, who, dir, name)
+        })
+        .await
     }
 
     /// rmdir(2): only an empty directory.
@@ -1362,12 +1388,10 @@ impl Fs {
     /// # Errors
     /// As [`Fs::rmdir_at`] and [`Fs::resolve`]; [`Error::Busy`] for the root.
     pub async fn rmdir(&self, c: &mut PgConnection, who: &Identity, path: &str) -> Result<()> {
-        let Some((dir, name)) = self.parent_of(c, who, path).await? else {
-            return Err(Error::Busy(path.to_owned()));
-        };
-        self.rmdir_at(c, who, dir.ino, name)
-            .await
-            .map_err(|e| rename_what(e, path))
+        self.on_names(c, who, [path], Error::Busy, |c, [(dir, name)]| {
+            self.rmdir_at(c, who, dir, name)
+        })
+        .await
     }
 
     /// `rm -r`: removes `path` and, for a directory, everything below it (a symbolic link is
@@ -1382,15 +1406,14 @@ impl Fs {
         path: &str,
     ) -> Result<u64> {
         let st = self.resolve(c, who, path, false).await?;
-        let Some((dir, name)) = self.parent_of(c, who, path).await? else {
-            return Err(Error::Busy(path.to_owned()));
-        };
+        // Not through on_names: an error below names the entry that failed, not `path`.
+        let (dir, name) = self.parent_of(c, who, path, Error::Busy).await?;
         if st.kind != Kind::Dir {
-            self.unlink_at(c, who, dir.ino, name).await?;
+            self.unlink_at(c, who, dir, name).await?;
             return Ok(1);
         }
         let n = self.empty_dir(c, who, st.ino).await?;
-        self.rmdir_at(c, who, dir.ino, name)
+        self.rmdir_at(c, who, dir, name)
             .await
             .map_err(|e| rename_what(e, path))?;
         Ok(n + 1)
@@ -1453,12 +1476,10 @@ impl Fs {
         target: &str,
         link: &str,
     ) -> Result<Stat> {
-        let Some((dir, name)) = self.parent_of(c, who, link).await? else {
-            return Err(Error::Exists(link.to_owned()));
-        };
-        self.symlink_at(c, who, dir.ino, name, target)
-            .await
-            .map_err(|e| rename_what(e, link))
+        self.on_names(c, who, [link], Error::Exists, |c, [(dir, name)]| {
+            self.symlink_at(c, who, dir, name, target)
+        })
+        .await
     }
 
     /// readlink(2).
@@ -1541,5 +1562,33 @@ fn rename_what(e: Error, path: &str) -> Error {
         },
         Error::Busy(_) => Error::Busy(p()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<F: Future + Send>(_: F) {}
+
+    /// The path-level operations built on `Fs::on_names` can run in a spawned task (a closure
+    /// in a future can make it `Send` only for some lifetimes; this would not compile then).
+    fn path_operations_are_send(fs: Fs, mut c: PgConnection, who: Identity) {
+        send(async move {
+            let _ = fs.create(&mut c, &who, "/f", 0o644).await;
+            let _ = fs.mkdir(&mut c, &who, "/d", 0o755).await;
+            let _ = fs.symlink(&mut c, &who, "/f", "/l").await;
+            let _ = fs.link(&mut c, &who, "/f", "/g").await;
+            let _ = fs.rename(&mut c, &who, "/g", "/h").await;
+            let _ = fs.unlink(&mut c, &who, "/h").await;
+            let _ = fs.rmdir(&mut c, &who, "/d").await;
+            let _ = fs.remove_all(&mut c, &who, "/f").await;
+        });
+    }
+
+    #[test]
+    fn path_operation_futures_are_send() {
+        // Type-checking the function above is the test.
+        let _ = path_operations_are_send as fn(Fs, PgConnection, Identity);
     }
 }
