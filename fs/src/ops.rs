@@ -211,7 +211,7 @@ impl Fs {
     }
 
     /// Creates an empty regular file `name` in directory `parent` with permission bits `mode`
-    /// (the caller applies its umask). 2 round trips.
+    /// (the caller applies its umask). 1 round trip (function `fs.make`).
     ///
     /// # Errors
     /// [`Error::Exists`], [`Error::NotFound`], [`Error::NotDir`], [`Error::Access`], and the
@@ -227,7 +227,7 @@ impl Fs {
         self.make(c, who, parent, name, New::File, mode, None).await
     }
 
-    /// Creates directory `name` in directory `parent`. 2 round trips.
+    /// Creates directory `name` in directory `parent`. 1 round trip.
     ///
     /// # Errors
     /// As [`Fs::create_at`].
@@ -242,8 +242,8 @@ impl Fs {
         self.make(c, who, parent, name, New::Dir, mode, None).await
     }
 
-    /// Creates symbolic link `name` in directory `parent` pointing at `target`. 2 round
-    /// trips.
+    /// Creates symbolic link `name` in directory `parent` pointing at `target`. 1 round
+    /// trip.
     ///
     /// # Errors
     /// As [`Fs::create_at`], and [`path::check_target`]'s.
@@ -297,8 +297,8 @@ impl Fs {
     }
 
     /// Removes entry `name` (not a directory) from directory `parent`; the inode and its
-    /// blocks are freed with its last name. 4 round trips (lock directory, lock inode,
-    /// remove).
+    /// blocks are freed with its last name. 1 round trip (function `fs.remove` locks the
+    /// directory and the inode, then removes).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::IsDir`], [`Error::NotDir`], [`Error::Access`],
@@ -359,7 +359,8 @@ impl Fs {
         Ok(())
     }
 
-    /// Removes the empty directory `name` from directory `parent`. 4 round trips.
+    /// Removes the empty directory `name` from directory `parent`. 1 round trip (function
+    /// `fs.remove`).
     ///
     /// # Errors
     /// [`Error::NotEmpty`], [`Error::NotDir`], [`Error::NotFound`], [`Error::Access`],
@@ -390,7 +391,7 @@ impl Fs {
     /// Renames entry `from` of directory `from_dir` to `to` in `to_dir`, atomically replacing
     /// an existing `to` as POSIX rename does (a directory only by an empty directory). With
     /// `no_replace`, an existing `to` is an error instead. Moving a directory into its own
-    /// subtree is refused. 4 to 7 round trips.
+    /// subtree is refused. 3 (`to` already names the same inode) to 7 round trips.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Exists`] (with `no_replace`), [`Error::IsDir`],
