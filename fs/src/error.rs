@@ -53,6 +53,19 @@ pub enum Error {
     /// EBUSY: the root directory cannot be removed or renamed.
     #[error("{0}: device or resource busy")]
     Busy(String),
+    /// EIO: a query returned no inode (or no symbolic-link target) where the schema guarantees
+    /// one: the tables are damaged or were changed behind the file system's back. The view
+    /// `fs.fsck` ([`crate::Fs::fsck`]) lists what is inconsistent.
+    #[error(
+        "the database returned no {missing} where one was expected: {what} \
+         (the view fs.fsck lists inconsistencies in the tables)"
+    )]
+    Inconsistent {
+        /// What was missing: "inode", "symbolic link target", ...
+        missing: &'static str,
+        /// Where it was expected: the inode, entry or path being worked on.
+        what: String,
+    },
     /// The database failed; the transaction should be rolled back (a serialization failure or
     /// deadlock can be retried).
     #[error("file system database error: {0}")]
@@ -71,7 +84,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The POSIX error number (`libc::ENOENT`, ...); EIO for database and I/O failures.
+    /// The POSIX error number (`libc::ENOENT`, ...); EIO for database and I/O failures and for
+    /// inconsistent tables.
     pub fn errno(&self) -> i32 {
         match self {
             Error::NotFound(_) => libc::ENOENT,
@@ -86,7 +100,7 @@ impl Error {
             Error::Loop(_) => libc::ELOOP,
             Error::TooBig { .. } => libc::EFBIG,
             Error::Busy(_) => libc::EBUSY,
-            Error::Db(_) | Error::Io { .. } => libc::EIO,
+            Error::Inconsistent { .. } | Error::Db(_) | Error::Io { .. } => libc::EIO,
         }
     }
 
@@ -103,6 +117,14 @@ impl Error {
         Error::Invalid {
             what: what.into(),
             why: why.into(),
+        }
+    }
+
+    /// A query returned no inode where one was expected, while working on `what`.
+    pub(crate) fn no_inode(what: impl Into<String>) -> Error {
+        Error::Inconsistent {
+            missing: "inode",
+            what: what.into(),
         }
     }
 }

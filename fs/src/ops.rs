@@ -1,5 +1,7 @@
 //! The operations: functions over the caller's connection or transaction.
 
+use std::future::Future;
+
 use sqlx::{PgConnection, Row};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -67,7 +69,7 @@ impl Fs {
             .fetch_optional(&mut *c)
             .await?;
         match row {
-            Some(r) => Ok(sql::stat(&r, 0)?.expect("the inode exists")),
+            Some(r) => sql::inode(&r, 0, || ino_what(ino)),
             None => Err(Error::NotFound(ino_what(ino))),
         }
     }
@@ -78,7 +80,7 @@ impl Fs {
             .fetch_optional(&mut *c)
             .await?;
         match row {
-            Some(r) => Ok(sql::stat(&r, 0)?.expect("the inode exists")),
+            Some(r) => sql::inode(&r, 0, || ino_what(ino)),
             None => Err(Error::NotFound(ino_what(ino))),
         }
     }
@@ -103,7 +105,7 @@ impl Fs {
         let Some(row) = row else {
             return Err(Error::NotFound(ino_what(parent)));
         };
-        let dir = sql::stat(&row, 0)?.expect("the directory exists");
+        let dir = sql::inode(&row, 0, || ino_what(parent))?;
         if dir.kind != Kind::Dir {
             return Err(Error::NotDir(ino_what(parent)));
         }
@@ -128,12 +130,14 @@ impl Fs {
         }
         if name == "." || name == ".." {
             let nodes = self.walk(c, parent, &[name]).await?;
-            let dir = &nodes[0].0;
+            let (Some((dir, _)), Some((reached, _))) = (nodes.first(), nodes.last()) else {
+                return Err(Error::NotFound(ino_what(parent)));
+            };
             if dir.kind != Kind::Dir {
                 return Err(Error::NotDir(ino_what(parent)));
             }
             who.require(dir, X, || at(parent, name))?;
-            return Ok(nodes.last().expect("the directory is reached").0.clone());
+            return Ok(reached.clone());
         }
         let (_, child) = self.dir_and_child(c, who, parent, name, false, X).await?;
         child.ok_or_else(|| Error::NotFound(at(parent, name)))
@@ -173,7 +177,7 @@ impl Fs {
             .await?;
         let status: String = row.try_get(0)?;
         match status.as_str() {
-            "ok" => Ok(sql::stat(&row, 1)?.expect("the new inode")),
+            "ok" => sql::inode(&row, 1, || at(parent, name)),
             other => Err(status_error(other, parent, name)),
         }
     }
@@ -207,7 +211,7 @@ impl Fs {
     }
 
     /// Creates an empty regular file `name` in directory `parent` with permission bits `mode`
-    /// (the caller applies its umask). 2 round trips.
+    /// (the caller applies its umask). 1 round trip (function `fs.make`).
     ///
     /// # Errors
     /// [`Error::Exists`], [`Error::NotFound`], [`Error::NotDir`], [`Error::Access`], and the
@@ -223,7 +227,7 @@ impl Fs {
         self.make(c, who, parent, name, New::File, mode, None).await
     }
 
-    /// Creates directory `name` in directory `parent`. 2 round trips.
+    /// Creates directory `name` in directory `parent`. 1 round trip.
     ///
     /// # Errors
     /// As [`Fs::create_at`].
@@ -238,8 +242,8 @@ impl Fs {
         self.make(c, who, parent, name, New::Dir, mode, None).await
     }
 
-    /// Creates symbolic link `name` in directory `parent` pointing at `target`. 2 round
-    /// trips.
+    /// Creates symbolic link `name` in directory `parent` pointing at `target`. 1 round
+    /// trip.
     ///
     /// # Errors
     /// As [`Fs::create_at`], and [`path::check_target`]'s.
@@ -289,12 +293,12 @@ impl Fs {
             .bind(ino as i64)
             .fetch_one(&mut *c)
             .await?;
-        Ok(sql::stat(&row, 0)?.expect("the linked inode"))
+        sql::inode(&row, 0, || at(parent, name))
     }
 
     /// Removes entry `name` (not a directory) from directory `parent`; the inode and its
-    /// blocks are freed with its last name. 4 round trips (lock directory, lock inode,
-    /// remove).
+    /// blocks are freed with its last name. 1 round trip (function `fs.remove` locks the
+    /// directory and the inode, then removes).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::IsDir`], [`Error::NotDir`], [`Error::Access`],
@@ -355,7 +359,8 @@ impl Fs {
         Ok(())
     }
 
-    /// Removes the empty directory `name` from directory `parent`. 4 round trips.
+    /// Removes the empty directory `name` from directory `parent`. 1 round trip (function
+    /// `fs.remove`).
     ///
     /// # Errors
     /// [`Error::NotEmpty`], [`Error::NotDir`], [`Error::NotFound`], [`Error::Access`],
@@ -386,7 +391,7 @@ impl Fs {
     /// Renames entry `from` of directory `from_dir` to `to` in `to_dir`, atomically replacing
     /// an existing `to` as POSIX rename does (a directory only by an empty directory). With
     /// `no_replace`, an existing `to` is an error instead. Moving a directory into its own
-    /// subtree is refused. 4 to 7 round trips.
+    /// subtree is refused. 3 (`to` already names the same inode) to 7 round trips.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Exists`] (with `no_replace`), [`Error::IsDir`],
@@ -419,7 +424,9 @@ impl Fs {
             .await?;
         let mut dirs = Vec::with_capacity(2);
         for r in &rows {
-            dirs.push(sql::stat(r, 0)?.expect("a locked inode"));
+            dirs.push(sql::inode(r, 0, || {
+                format!("{} or {}", ino_what(from_dir), ino_what(to_dir))
+            })?);
         }
         let find = |ino: u64| -> Result<Stat> {
             let d = dirs
@@ -532,7 +539,7 @@ impl Fs {
         let Some(first) = rows.first() else {
             return Err(Error::NotFound(ino_what(ino)));
         };
-        let st = sql::stat(first, 0)?.expect("the inode exists");
+        let st = sql::inode(first, 0, || ino_what(ino))?;
         check_file(&st)?;
         who.require(&st, R, || ino_what(ino))?;
         let end = end.min(st.size);
@@ -730,7 +737,7 @@ impl Fs {
             .bind(time(set.mtime))
             .fetch_one(&mut *c)
             .await?;
-        Ok(sql::stat(&row, 0)?.expect("the inode exists"))
+        sql::inode(&row, 0, || ino_what(ino))
     }
 
     /// Up to `limit` (at most `readdir_page_max`) entries of directory `ino` whose names sort
@@ -754,7 +761,7 @@ impl Fs {
             .bind(limit.min(self.opts.readdir_page_max) as i64)
             .fetch_all(&mut *c)
             .await?;
-        entries(&rows)
+        entries(ino, &rows)
     }
 
     /// As [`Fs::readdir_at`], from position `skip` in name order instead of after a name.
@@ -776,7 +783,7 @@ impl Fs {
             .bind(limit.min(self.opts.readdir_page_max) as i64)
             .fetch_all(&mut *c)
             .await?;
-        entries(&rows)
+        entries(ino, &rows)
     }
 
     async fn check_listable(&self, c: &mut PgConnection, who: &Identity, ino: u64) -> Result<()> {
@@ -907,7 +914,7 @@ impl Fs {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let st = sql::stat(r, 0)?.expect("a walked inode");
+            let st = sql::inode(r, 0, || format!("a path walked from {}", ino_what(start)))?;
             let target: Option<String> = r.try_get(COLS)?;
             out.push((st, target));
         }
@@ -953,14 +960,29 @@ impl Fs {
             if links > SYMLINKS_FOLLOWED_MAX {
                 return Err(Error::Loop(shown.to_owned()));
             }
-            let target = target.as_deref().expect("a symbolic link has a target");
+            let Some(target) = target.as_deref() else {
+                return Err(Error::Inconsistent {
+                    missing: "symbolic link target",
+                    what: format!("{shown} (symbolic link {})", ino_what(st.ino)),
+                });
+            };
             let parsed = path::parse(target)?;
             let mut next: Vec<String> = parsed.components.iter().map(|s| (*s).to_owned()).collect();
             next.extend(owned[reached..].iter().cloned());
             start = if target.starts_with('/') {
                 ROOT
             } else {
-                nodes[reached - 1].0.ino
+                // The directory the link is in; the walk goes on only from directories, so
+                // only a start that is not one leaves none.
+                match reached.checked_sub(1).and_then(|i| nodes.get(i)) {
+                    Some((dir, _)) => dir.ino,
+                    None => {
+                        return Err(Error::Inconsistent {
+                            missing: "directory",
+                            what: format!("{shown} (walked from {})", ino_what(start)),
+                        })
+                    }
+                }
             };
             owned = next;
         }
@@ -997,23 +1019,56 @@ impl Fs {
         Ok(st)
     }
 
-    /// The directory that will hold the last component of `path`, and that component; `None`
-    /// for the root.
+    /// The directory that holds (or will hold) the last component of `path`, by inode, and
+    /// that component. The root has neither: `at_root` makes the error an operation on it
+    /// fails with (EEXIST for a create, EBUSY for rmdir or rename, ...). 1 round trip, plus 1
+    /// per symbolic link followed.
     async fn parent_of<'p>(
         &self,
         c: &mut PgConnection,
         who: &Identity,
         path: &'p str,
-    ) -> Result<Option<(Stat, &'p str)>> {
+        at_root: fn(String) -> Error,
+    ) -> Result<(u64, &'p str)> {
         let parsed = path::parse(path)?;
         let Some((name, dirs)) = parsed.split_last() else {
-            return Ok(None);
+            return Err(at_root(path.to_owned()));
         };
         let dir = self.resolve_from(c, who, ROOT, dirs, true, path).await?;
         if dir.kind != Kind::Dir {
             return Err(Error::NotDir(path.to_owned()));
         }
-        Ok(Some((dir, name)))
+        Ok((dir.ino, name))
+    }
+
+    /// The shape of every path-level operation on names (create, mkdir, symlink, link, unlink,
+    /// rmdir, rename): resolves each of `paths`, in order, to its directory and last component
+    /// with [`Fs::parent_of`], then runs `op`, the inode-level operation, on them. Errors of
+    /// `op`, which name inodes, are renamed to the paths (`from -> to` for two); errors of the
+    /// resolution already name their path. Costs `op`'s round trips plus those of
+    /// [`Fs::parent_of`] for each path.
+    ///
+    /// `op` is a closure returning the inode-level future, with the connection's lifetime
+    /// `'c` named, rather than an async closure: with the latter the callers' futures are
+    /// `Send` only for some lifetimes and cannot be spawned (the test below checks this).
+    async fn on_names<'c, 'p, const N: usize, T, Op>(
+        &self,
+        c: &'c mut PgConnection,
+        who: &Identity,
+        paths: [&'p str; N],
+        at_root: fn(String) -> Error,
+        op: impl FnOnce(&'c mut PgConnection, [(u64, &'p str); N]) -> Op,
+    ) -> Result<T>
+    where
+        Op: Future<Output = Result<T>>,
+    {
+        let mut names = [(ROOT, ""); N]; // each slot is filled below
+        for (slot, path) in names.iter_mut().zip(paths) {
+            *slot = self.parent_of(&mut *c, who, path, at_root).await?;
+        }
+        op(c, names)
+            .await
+            .map_err(|e| rename_what(e, &paths.join(" -> ")))
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1047,13 +1102,10 @@ impl Fs {
         path: &str,
         mode: u32,
     ) -> Result<Stat> {
-        match self.parent_of(c, who, path).await? {
-            None => Err(Error::Exists(path.to_owned())),
-            Some((dir, name)) => self
-                .create_at(c, who, dir.ino, name, mode)
-                .await
-                .map_err(|e| rename_what(e, path)),
-        }
+        self.on_names(c, who, [path], Error::Exists, |c, [(dir, name)]| {
+            self.create_at(c, who, dir, name, mode)
+        })
+        .await
     }
 
     /// Opens `path` for writing from scratch (`open(O_CREAT | O_TRUNC)`): an existing file is
@@ -1095,13 +1147,10 @@ impl Fs {
         path: &str,
         mode: u32,
     ) -> Result<Stat> {
-        match self.parent_of(c, who, path).await? {
-            None => Err(Error::Exists(path.to_owned())),
-            Some((dir, name)) => self
-                .mkdir_at(c, who, dir.ino, name, mode)
-                .await
-                .map_err(|e| rename_what(e, path)),
-        }
+        self.on_names(c, who, [path], Error::Exists, |c, [(dir, name)]| {
+            self.mkdir_at(c, who, dir, name, mode)
+        })
+        .await
     }
 
     /// `mkdir -p`: creates every missing directory of `path`; existing directories (or
@@ -1294,15 +1343,16 @@ impl Fs {
         from: &str,
         to: &str,
     ) -> Result<()> {
-        let Some((src_dir, src)) = self.parent_of(c, who, from).await? else {
-            return Err(Error::Busy(from.to_owned()));
-        };
-        let Some((dst_dir, dst)) = self.parent_of(c, who, to).await? else {
-            return Err(Error::Busy(to.to_owned()));
-        };
-        self.rename_at(c, who, src_dir.ino, src, dst_dir.ino, dst, false)
-            .await
-            .map_err(|e| rename_what(e, &format!("{from} -> {to}")))
+        self.on_names(
+            c,
+            who,
+            [from, to],
+            Error::Busy,
+            |c, [(src_dir, src), (dst_dir, dst)]| {
+                self.rename_at(c, who, src_dir, src, dst_dir, dst, false)
+            },
+        )
+        .await
     }
 
     /// link(2): a new name `new` for the file `existing` (not followed if a symbolic link).
@@ -1317,12 +1367,10 @@ impl Fs {
         new: &str,
     ) -> Result<Stat> {
         let st = self.resolve(c, who, existing, false).await?;
-        let Some((dir, name)) = self.parent_of(c, who, new).await? else {
-            return Err(Error::Exists(new.to_owned()));
-        };
-        self.link_at(c, who, st.ino, dir.ino, name)
-            .await
-            .map_err(|e| rename_what(e, new))
+        self.on_names(c, who, [new], Error::Exists, |c, [(dir, name)]| {
+            self.link_at(c, who, st.ino, dir, name)
+        })
+        .await
     }
 
     /// unlink(2).
@@ -1330,12 +1378,10 @@ impl Fs {
     /// # Errors
     /// As [`Fs::unlink_at`] and [`Fs::resolve`].
     pub async fn unlink(&self, c: &mut PgConnection, who: &Identity, path: &str) -> Result<()> {
-        let Some((dir, name)) = self.parent_of(c, who, path).await? else {
-            return Err(Error::IsDir(path.to_owned()));
-        };
-        self.unlink_at(c, who, dir.ino, name)
-            .await
-            .map_err(|e| rename_what(e, path))
+        self.on_names(c, who, [path], Error::IsDir, |c, [(dir, name)]| {
+            self.unlink_at(c, who, dir, name)
+        })
+        .await
     }
 
     /// rmdir(2): only an empty directory.
@@ -1343,12 +1389,10 @@ impl Fs {
     /// # Errors
     /// As [`Fs::rmdir_at`] and [`Fs::resolve`]; [`Error::Busy`] for the root.
     pub async fn rmdir(&self, c: &mut PgConnection, who: &Identity, path: &str) -> Result<()> {
-        let Some((dir, name)) = self.parent_of(c, who, path).await? else {
-            return Err(Error::Busy(path.to_owned()));
-        };
-        self.rmdir_at(c, who, dir.ino, name)
-            .await
-            .map_err(|e| rename_what(e, path))
+        self.on_names(c, who, [path], Error::Busy, |c, [(dir, name)]| {
+            self.rmdir_at(c, who, dir, name)
+        })
+        .await
     }
 
     /// `rm -r`: removes `path` and, for a directory, everything below it (a symbolic link is
@@ -1363,15 +1407,14 @@ impl Fs {
         path: &str,
     ) -> Result<u64> {
         let st = self.resolve(c, who, path, false).await?;
-        let Some((dir, name)) = self.parent_of(c, who, path).await? else {
-            return Err(Error::Busy(path.to_owned()));
-        };
+        // Not through on_names: an error below names the entry that failed, not `path`.
+        let (dir, name) = self.parent_of(c, who, path, Error::Busy).await?;
         if st.kind != Kind::Dir {
-            self.unlink_at(c, who, dir.ino, name).await?;
+            self.unlink_at(c, who, dir, name).await?;
             return Ok(1);
         }
         let n = self.empty_dir(c, who, st.ino).await?;
-        self.rmdir_at(c, who, dir.ino, name)
+        self.rmdir_at(c, who, dir, name)
             .await
             .map_err(|e| rename_what(e, path))?;
         Ok(n + 1)
@@ -1434,12 +1477,10 @@ impl Fs {
         target: &str,
         link: &str,
     ) -> Result<Stat> {
-        let Some((dir, name)) = self.parent_of(c, who, link).await? else {
-            return Err(Error::Exists(link.to_owned()));
-        };
-        self.symlink_at(c, who, dir.ino, name, target)
-            .await
-            .map_err(|e| rename_what(e, link))
+        self.on_names(c, who, [link], Error::Exists, |c, [(dir, name)]| {
+            self.symlink_at(c, who, dir, name, target)
+        })
+        .await
     }
 
     /// readlink(2).
@@ -1490,13 +1531,13 @@ fn check_file(st: &Stat) -> Result<()> {
     }
 }
 
-fn entries(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<DirEntry>> {
+/// The entries of a readdir page of directory `dir`.
+fn entries(dir: u64, rows: &[sqlx::postgres::PgRow]) -> Result<Vec<DirEntry>> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        out.push(DirEntry {
-            name: r.try_get(0)?,
-            stat: sql::stat(r, 1)?.expect("an entry's inode"),
-        });
+        let name: String = r.try_get(0)?;
+        let stat = sql::inode(r, 1, || at(dir, &name))?;
+        out.push(DirEntry { name, stat });
     }
     Ok(out)
 }
@@ -1522,5 +1563,33 @@ fn rename_what(e: Error, path: &str) -> Error {
         },
         Error::Busy(_) => Error::Busy(p()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<F: Future + Send>(_: F) {}
+
+    /// The path-level operations built on `Fs::on_names` can run in a spawned task (a closure
+    /// in a future can make it `Send` only for some lifetimes; this would not compile then).
+    fn path_operations_are_send(fs: Fs, mut c: PgConnection, who: Identity) {
+        send(async move {
+            let _ = fs.create(&mut c, &who, "/f", 0o644).await;
+            let _ = fs.mkdir(&mut c, &who, "/d", 0o755).await;
+            let _ = fs.symlink(&mut c, &who, "/f", "/l").await;
+            let _ = fs.link(&mut c, &who, "/f", "/g").await;
+            let _ = fs.rename(&mut c, &who, "/g", "/h").await;
+            let _ = fs.unlink(&mut c, &who, "/h").await;
+            let _ = fs.rmdir(&mut c, &who, "/d").await;
+            let _ = fs.remove_all(&mut c, &who, "/f").await;
+        });
+    }
+
+    #[test]
+    fn path_operation_futures_are_send() {
+        // Type-checking the function above is the test.
+        let _ = path_operations_are_send as fn(Fs, PgConnection, Identity);
     }
 }

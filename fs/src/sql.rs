@@ -3,7 +3,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::{Kind, Stat};
 
 /// The inode columns [`stat`] decodes, prefixed by a table alias.
@@ -37,6 +37,13 @@ pub(crate) fn stat(row: &PgRow, at: usize) -> Result<Option<Stat>> {
         mtime: row.try_get(at + 8)?,
         ctime: row.try_get(at + 9)?,
     }))
+}
+
+/// Decodes the inode columns starting at column `at` of a row that must have them (a primary
+/// key lookup, an inner join, a `RETURNING`); [`Error::Inconsistent`] naming `what` when they
+/// are null.
+pub(crate) fn inode(row: &PgRow, at: usize, what: impl FnOnce() -> String) -> Result<Stat> {
+    stat(row, at)?.ok_or_else(|| Error::no_inode(what()))
 }
 
 /// An inode by number (primary key).
