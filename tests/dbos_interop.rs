@@ -97,7 +97,10 @@ async fn node(db: &testing::TestDb) -> (Kernel, Service) {
     );
     dbos_services::builtin::register(&mut r);
     let opts = Options {
-        poll_interval_ms: 100,
+        scheduler: dbos_scheduler::Options {
+            poll_interval_ms: 100,
+            ..dbos_scheduler::Options::default()
+        },
         ..Options::default()
     };
     let wf = Service::launch(&k, r, opts).await.expect("launch");

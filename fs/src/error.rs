@@ -108,7 +108,7 @@ impl Error {
     /// a name taken by a concurrent transaction).
     pub fn retryable(&self) -> bool {
         match self {
-            Error::Db(e) => matches!(dbos_kernel::sqlstate(e).as_deref(), Some("40001" | "40P01")),
+            Error::Db(e) => dbos_kernel::sqlstate::is_retryable_conflict(e),
             _ => false,
         }
     }

@@ -7,16 +7,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use crate::config::Config;
-use crate::error::{redact_url, sqlstate, Error, Result};
+use crate::error::{redact_url, Error, Result};
+use crate::sqlstate;
 
 /// First pause between connection attempts; it doubles up to [`RETRY_PAUSE_MS_MAX`].
 const RETRY_PAUSE_MS_MIN: u64 = 50;
 /// Longest pause between connection attempts.
 const RETRY_PAUSE_MS_MAX: u64 = 1_000;
-/// Postgres "database does not exist".
-const INVALID_CATALOG_NAME: &str = "3D000";
-/// Postgres "database already exists".
-const DUPLICATE_DATABASE: &str = "42P04";
 
 /// Limits of a pool, taken from a node's [`Config`].
 #[derive(Clone, Debug)]
@@ -89,7 +86,7 @@ pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
     // Probe with one plain connection: the pool itself would retry silently until its acquire
     // timeout, hiding both the cause and the retry budget.
     let probe = match connect_one(url, limits).await {
-        Err(Error::Db(e)) if sqlstate(&e).as_deref() == Some(INVALID_CATALOG_NAME) => {
+        Err(Error::Db(e)) if sqlstate::is(&e, sqlstate::INVALID_CATALOG_NAME) => {
             create_database(&connect_options(url, limits)?).await?;
             connect_one(url, limits).await?
         }
@@ -118,8 +115,11 @@ pub async fn connect_one(url: &str, limits: &PoolLimits) -> Result<PgConnection>
 fn transient(e: &Error) -> bool {
     match e {
         Error::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)) => true,
-        // 57P03: the database system is starting up / shutting down.
-        Error::Db(e) => matches!(sqlstate(e).as_deref(), Some("57P03" | "53300")),
+        // The server is starting up, shutting down, or out of connection slots.
+        Error::Db(e) => {
+            sqlstate::is(e, sqlstate::CANNOT_CONNECT_NOW)
+                || sqlstate::is(e, sqlstate::TOO_MANY_CONNECTIONS)
+        }
         _ => false,
     }
 }
@@ -168,7 +168,7 @@ async fn create_database(opts: &PgConnectOptions) -> Result<()> {
     let sql = format!("CREATE DATABASE {}", quote_ident(&name));
     match conn.execute(sql.as_str()).await {
         Ok(_) => tracing::info!(database = %name, "created the database"),
-        Err(e) if sqlstate(&e).as_deref() == Some(DUPLICATE_DATABASE) => {}
+        Err(e) if sqlstate::is(&e, sqlstate::DUPLICATE_DATABASE) => {}
         Err(e) => return Err(e.into()),
     }
     conn.close().await?;

@@ -161,14 +161,6 @@ impl Error {
     }
 }
 
-/// The SQLSTATE code of a database error, if the error came from Postgres.
-pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
-    match err {
-        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-        _ => None,
-    }
-}
-
 /// Hides the password of a database URL so it can be printed or logged.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::{self, PoolLimits};
 use crate::embedded::{self, Cluster};
 use crate::error::Result;
+use crate::loops::{Loops, Phase};
 use crate::migrate::{self, ServiceMigrations};
 use crate::node::{self, NodeInfo};
 use crate::notify::Notifier;
@@ -28,8 +28,9 @@ pub struct Kernel {
     node: NodeInfo,
     runtime: Runtime,
     notifier: Notifier,
+    loops: Loops,
+    clock: crate::clock::SharedClock,
     shutdown: CancellationToken,
-    heartbeat: JoinHandle<()>,
     cluster: Option<Cluster>,
     replaced: Vec<String>,
 }
@@ -104,15 +105,21 @@ impl Kernel {
         };
         node::register(&pool, &node).await?;
         let replaced = node::mark_predecessors_dead(&pool, &node).await?;
-        let notifier = Notifier::start(&pool, config.notify_buffer_max).await?;
+        let loops = Loops::new();
+        let notifier = Notifier::start(&pool, config.notify_buffer_max, &loops).await?;
         let runtime = Runtime::new(pool.clone(), &node.node_id, config.slots);
-        let shutdown = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            pool.clone(),
-            node.node_id.clone(),
-            Duration::from_millis(config.heartbeat_interval_ms),
-            shutdown.clone(),
-        ));
+        let shutdown = loops.token(Phase::Claim);
+        let (hb_pool, hb_node, hb_claim) = (pool.clone(), node.node_id.clone(), shutdown.clone());
+        let every = Duration::from_millis(config.heartbeat_interval_ms);
+        loops.spawn("heartbeat", Phase::Flush, move |stop| {
+            heartbeat_loop(
+                hb_pool.clone(),
+                hb_node.clone(),
+                every,
+                stop,
+                hb_claim.clone(),
+            )
+        });
         tracing::info!(node_id = %node.node_id, slots = node.slots, "node booted");
         Ok(Kernel {
             config,
@@ -121,8 +128,9 @@ impl Kernel {
             node,
             runtime,
             notifier,
+            loops,
+            clock: crate::clock::system(),
             shutdown,
-            heartbeat,
             cluster: None,
             replaced,
         })
@@ -161,6 +169,23 @@ impl Kernel {
     /// The notifier.
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// The node's supervised background loops: services spawn theirs here, by name and
+    /// shutdown phase.
+    pub fn loops(&self) -> &Loops {
+        &self.loops
+    }
+
+    /// The clock every service of this node reads Rust-side time from.
+    pub fn clock(&self) -> &crate::clock::SharedClock {
+        &self.clock
+    }
+
+    /// Replaces the node's clock (tests control time with a [`crate::clock::ManualClock`]);
+    /// services launched afterwards read it.
+    pub fn set_clock(&mut self, clock: crate::clock::SharedClock) {
+        self.clock = clock;
     }
 
     /// Cancelled when the node begins to shut down (or learns it was declared dead): loops that
@@ -206,8 +231,14 @@ impl Kernel {
         self.shutdown_with(Some(Box::pin(second))).await
     }
 
-    /// Stops claiming work, drains running tasks up to `drain_timeout_ms`, marks the node
-    /// stopped, and stops the embedded Postgres if no other node uses it.
+    /// Shuts the node down in a fixed order:
+    /// 1. stop claiming: the loops of [`Phase::Claim`] (dispatch, cron, sweeps) end;
+    /// 2. drain: running tasks get up to `drain_timeout_ms` to finish;
+    /// 3. flush: the loops of [`Phase::Flush`] end once they have written what is queued (the
+    ///    group committer), and the heartbeat stops;
+    /// 4. stop the notifier ([`Phase::Listen`]);
+    /// 5. mark the node stopped;
+    /// 6. stop the embedded Postgres if no other node uses it.
     ///
     /// # Errors
     /// The database cannot record the stop, or Postgres does not stop.
@@ -219,11 +250,13 @@ impl Kernel {
         self,
         abort: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     ) -> Result<ShutdownReport> {
-        self.shutdown.cancel();
+        let drain = Duration::from_millis(self.config.drain_timeout_ms);
+        // Loops get the drain deadline too, so a missing database never makes shutdown wait
+        // past it at any step.
+        self.loops.stop(Phase::Claim, drain).await;
         if let Err(e) = node::mark_draining(&self.pool, &self.node.node_id).await {
             tracing::warn!(error = %e, "could not record the drain");
         }
-        let drain = Duration::from_millis(self.config.drain_timeout_ms);
         let running = self.runtime.running();
         if running > 0 {
             tracing::info!(running, ?drain, "waiting for running tasks");
@@ -244,7 +277,8 @@ impl Kernel {
                 "tasks still running at the drain deadline; their work will be recovered"
             );
         }
-        let _ = self.heartbeat.await;
+        self.loops.stop(Phase::Flush, drain).await;
+        self.loops.stop(Phase::Listen, drain).await;
         self.notifier.stop().await;
         let marked = node::mark_stopped(&self.pool, &self.node.node_id).await;
         self.pool.close().await;
@@ -261,26 +295,29 @@ impl Kernel {
     }
 }
 
+/// Renews the node's lease every `every` until `stop`; when the cluster has declared this node
+/// dead, cancels `claim` (the node stops claiming and shuts down) and ends.
 async fn heartbeat_loop(
     pool: PgPool,
     node_id: String,
     every: Duration,
-    shutdown: CancellationToken,
-) {
+    stop: CancellationToken,
+    claim: CancellationToken,
+) -> std::result::Result<(), crate::Error> {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let node_id: Arc<str> = node_id.into();
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         match node::heartbeat(&pool, &node_id).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::error!(%node_id, "this node was declared dead by the cluster; stopping");
-                shutdown.cancel();
-                return;
+                claim.cancel();
+                return Ok(());
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
         }

@@ -29,21 +29,26 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod embedded;
 mod error;
 mod kernel;
+pub mod loops;
 pub mod migrate;
 pub mod node;
 pub mod notify;
+pub mod sqlstate;
 pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use clock::{Clock, SharedClock};
 pub use config::Config;
-pub use error::{redact_url, sqlstate, Error, Result};
+pub use error::{redact_url, Error, Result};
 pub use kernel::{Kernel, ShutdownReport, VERSION};
+pub use loops::{Loops, Phase};
 pub use migrate::{Migration, ServiceMigrations};
 pub use notify::{Notifier, Subscription, Wake};
 pub use task::{Runtime, TaskCtx, TaskHandle};

@@ -50,6 +50,11 @@ pub const KERNEL: ServiceMigrations = ServiceMigrations {
             name: "os views",
             sql: include_str!("../migrations/0002_os_views.sql"),
         },
+        Migration {
+            version: 3,
+            name: "now_ms",
+            sql: include_str!("../migrations/0003_now_ms.sql"),
+        },
     ],
 };
 

@@ -264,3 +264,22 @@ async fn list(pool: &PgPool, filter: &str) -> Result<Vec<Node>> {
         })
         .collect())
 }
+
+/// Declares dead every running or draining node whose lease expired (no heartbeat for its
+/// `lease_ms`); returns their ids. A node declared dead that was only cut off stops itself at
+/// its next heartbeat.
+///
+/// 1 round trip (`nodes_live_idx`).
+///
+/// # Errors
+/// Database errors.
+pub async fn declare_expired_dead(conn: &mut sqlx::PgConnection) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE kernel.nodes SET state = 'dead', stopped_at = COALESCE(stopped_at, now())
+         WHERE state IN ('running', 'draining')
+           AND heartbeat_at < now() - lease_ms * interval '1 millisecond'
+         RETURNING node_id",
+    )
+    .fetch_all(conn)
+    .await?)
+}

@@ -12,10 +12,10 @@ use parking_lot::Mutex;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::loops::{Loops, Phase};
 
 /// Channel the notifier itself listens on, to learn of new subscriptions while it waits.
 const CONTROL_CHANNEL: &str = "dbos_kernel_notifier";
@@ -45,8 +45,10 @@ struct Inner {
     commands: mpsc::UnboundedSender<(String, oneshot::Sender<()>)>,
     pool: PgPool,
     buffer_max: usize,
+    /// The `Listen` phase's token of the node's loops.
     stop: CancellationToken,
-    task: Mutex<Option<JoinHandle<()>>>,
+    /// Cancelled once the LISTEN loop has ended.
+    done: CancellationToken,
 }
 
 /// A subscription to one channel.
@@ -70,11 +72,12 @@ impl Subscription {
 }
 
 impl Notifier {
-    /// Starts the notifier with its own connection to `pool`'s database (not one of the pool's).
+    /// Starts the notifier with its own connection to `pool`'s database (not one of the pool's);
+    /// its loop runs in the [`Phase::Listen`] phase of `loops`.
     ///
     /// # Errors
     /// The first LISTEN connection cannot be made.
-    pub async fn start(pool: &PgPool, buffer_max: usize) -> Result<Notifier> {
+    pub async fn start(pool: &PgPool, buffer_max: usize, loops: &Loops) -> Result<Notifier> {
         let opts = pool.connect_options().as_ref().clone();
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
@@ -90,16 +93,18 @@ impl Notifier {
             commands: tx,
             pool: pool.clone(),
             buffer_max,
-            stop: CancellationToken::new(),
-            task: Mutex::new(None),
+            stop: loops.token(Phase::Listen),
+            done: CancellationToken::new(),
         });
-        let task = tokio::spawn(run(
-            listener,
-            rx,
+        let (weak, stop, done) = (
             Arc::downgrade(&inner),
             inner.stop.clone(),
-        ));
-        *inner.task.lock() = Some(task);
+            inner.done.clone(),
+        );
+        loops.spawn_once("notifier", Phase::Listen, async move {
+            let _done = done.drop_guard();
+            run(listener, rx, weak, stop).await;
+        });
         Ok(Notifier { inner })
     }
 
@@ -141,13 +146,10 @@ impl Notifier {
         Ok(Subscription { rx })
     }
 
-    /// Stops listening; subscriptions then return `None`.
+    /// Stops listening (with the rest of the `Listen` phase); subscriptions then return `None`.
     pub async fn stop(&self) {
         self.inner.stop.cancel();
-        let task = self.inner.task.lock().take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.inner.done.cancelled().await;
         self.inner.channels.lock().clear();
     }
 }

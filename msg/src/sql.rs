@@ -76,24 +76,11 @@ pub struct Chunk {
 }
 
 /// Locks the workflow row if the caller owns it: `$1` workflow, `$2` owner.
-const OWN: &str = "own AS (
-    SELECT 1 FROM dbos.workflow_status
-    WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
-    FOR NO KEY UPDATE)";
+const OWN: &str = dbos_store::operations::OWN_CTE;
 
-/// The checkpoint row: `$3` function ID, `$4` started at, `$5` name; `{output}` and `{cond}`
-/// are filled in by the caller.
+/// The checkpoint row: `$3` function ID, `$4` started at, `$5` name.
 fn rec(output: &str, cond: &str) -> String {
-    format!(
-        "rec AS (
-    INSERT INTO dbos.operation_outputs
-        (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
-         completed_at_epoch_ms, serialization)
-    SELECT $1, $3, $5, {output}, $4, (EXTRACT(epoch FROM now()) * 1000)::bigint, 'portable_json'
-    FROM own {cond}
-    ON CONFLICT DO NOTHING
-    RETURNING 1)"
-    )
+    dbos_store::operations::record_cte(output, cond)
 }
 
 fn bind_op<'q>(
@@ -135,7 +122,7 @@ async fn missing(conn: &mut PgConnection, msgs: &[Outgoing]) -> Error {
 }
 
 fn is_fk(e: &sqlx::Error) -> bool {
-    dbos_kernel::sqlstate(e).as_deref() == Some("23503")
+    dbos_kernel::sqlstate::is(e, dbos_kernel::sqlstate::FOREIGN_KEY_VIOLATION)
 }
 
 /// Sends messages; a message whose idempotency key was used before for the same destination is
@@ -431,7 +418,10 @@ async fn write_stream(
                 let off: Option<i32> = row.get("off");
                 return Ok(off.filter(|_| !record || row.get::<bool, _>("recorded")));
             }
-            Err(e) if dbos_kernel::sqlstate(&e).as_deref() == Some("23505") && attempt < 10 => {
+            Err(e)
+                if dbos_kernel::sqlstate::is(&e, dbos_kernel::sqlstate::UNIQUE_VIOLATION)
+                    && attempt < 10 =>
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(attempt * 5)).await;
             }
             Err(e) => return Err(e.into()),
@@ -846,4 +836,75 @@ pub async fn sweep(conn: &mut PgConnection) -> Result<u64> {
     .execute(conn)
     .await?
     .rows_affected())
+}
+
+/// Copies workflow `from`'s events (with their history) and stream values recorded before
+/// `start_step` to workflow `to`: the messaging half of a fork, run in its transaction.
+///
+/// 2 round trips.
+///
+/// # Errors
+/// Database errors.
+pub async fn copy_for_fork(
+    tx: &mut PgConnection,
+    from: &str,
+    to: &str,
+    start_step: i32,
+) -> Result<()> {
+    sqlx::query(
+        "WITH h AS (
+             INSERT INTO dbos.workflow_events_history (workflow_uuid, function_id, key, value, serialization)
+             SELECT $2, function_id, key, value, serialization FROM dbos.workflow_events_history
+             WHERE workflow_uuid = $1 AND function_id < $3
+             RETURNING function_id, key, value, serialization
+         )
+         INSERT INTO dbos.workflow_events (workflow_uuid, key, value, serialization)
+         SELECT DISTINCT ON (key) $2, key, value, serialization FROM h ORDER BY key, function_id DESC",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(start_step)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO dbos.streams (workflow_uuid, key, value, \"offset\", function_id, serialization)
+         SELECT $2, key, value, \"offset\", function_id, serialization FROM dbos.streams
+         WHERE workflow_uuid = $1 AND function_id < $3",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(start_step)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Erases what workflow `id` recorded from `start_step` on in the messaging tables — event
+/// history and stream values from that step, messages it has not consumed or consumed from that
+/// step — and rebuilds its latest events from the history kept: the messaging half of a
+/// rewind, run in its transaction.
+///
+/// 5 round trips.
+///
+/// # Errors
+/// Database errors.
+pub async fn rewind(tx: &mut PgConnection, id: &str, start_step: i32) -> Result<()> {
+    for sql in [
+        "DELETE FROM dbos.workflow_events_history WHERE workflow_uuid = $1 AND function_id >= $2",
+        "DELETE FROM dbos.streams WHERE workflow_uuid = $1 AND function_id >= $2",
+        "DELETE FROM dbos.notifications WHERE destination_uuid = $1
+             AND (NOT consumed OR consumed_by_function_id >= $2)",
+        "DELETE FROM dbos.workflow_events WHERE workflow_uuid = $1 AND $2 > 0",
+        "INSERT INTO dbos.workflow_events (workflow_uuid, key, value, serialization)
+         SELECT DISTINCT ON (key) workflow_uuid, key, value, serialization
+         FROM dbos.workflow_events_history WHERE workflow_uuid = $1 AND $2 > 0
+         ORDER BY key, function_id DESC",
+    ] {
+        sqlx::query(sql)
+            .bind(id)
+            .bind(start_step)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }

@@ -305,15 +305,16 @@ async fn deliver<S, SF>(
     };
     let before = *count;
     *count += bytes.len() as u64;
-    if before >= limits.output_bytes_max {
-        return;
+    let limit = limits.output_bytes_max;
+    if before < limit {
+        let room = (limit - before) as usize;
+        let keep = &bytes[..bytes.len().min(room)];
+        sink(which, String::from_utf8_lossy(keep).into_owned()).await;
     }
-    let room = (limits.output_bytes_max - before) as usize;
-    let keep = &bytes[..bytes.len().min(room)];
-    sink(which, String::from_utf8_lossy(keep).into_owned()).await;
-    if keep.len() < bytes.len() {
+    // The first chunk past the limit (even one that starts exactly at it) adds the marker.
+    if before <= limit && *count > limit {
         result.truncated = true;
-        sink(which, truncation_marker(limits.output_bytes_max)).await;
+        sink(which, truncation_marker(limit)).await;
     }
 }
 
@@ -435,6 +436,36 @@ mod tests {
         assert_eq!(
             out,
             format!("{}{}", "x".repeat(1000), truncation_marker(1000))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_ending_exactly_at_the_limit_still_gets_the_marker_after_it() {
+        let limits = Limits {
+            output_bytes_max: 8,
+            ..Limits::default()
+        };
+        let mut result = CommandResult::default();
+        let mut out = Vec::new();
+        let mut sink = |_: Output, text: String| {
+            out.push(text);
+            async {}
+        };
+        for chunk in ["abcd", "efgh", "ij", "kl"] {
+            deliver(
+                &mut result,
+                &limits,
+                Output::Stdout,
+                chunk.into(),
+                &mut sink,
+            )
+            .await;
+        }
+        assert!(result.truncated);
+        assert_eq!(result.stdout_bytes, 12);
+        assert_eq!(
+            out,
+            vec!["abcd".to_owned(), "efgh".into(), truncation_marker(8)]
         );
     }
 

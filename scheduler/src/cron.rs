@@ -11,11 +11,10 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use dbos_store::workflows::ScheduledRun;
 use sqlx::{PgConnection, PgPool};
 
-use crate::recovery::INTERNAL_QUEUE;
-use crate::{Error, ENQUEUE_CHANNEL};
+use crate::{Error, INTERNAL_QUEUE};
 
 /// Ticks one schedule enqueues in one sweep at most (a long backfill continues next sweep).
 pub const TICKS_PER_SWEEP_MAX: usize = 1_000;
@@ -80,31 +79,7 @@ impl Cron {
     }
 }
 
-/// A schedule, as `dbos.workflow_schedules` keeps it.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
-pub struct Schedule {
-    /// Unique name.
-    pub schedule_name: String,
-    /// Workflow each tick enqueues.
-    pub workflow_name: String,
-    /// Cron expression.
-    pub schedule: String,
-    /// `ACTIVE` or `PAUSED`.
-    pub status: String,
-    /// Context handed to every run (JSON text).
-    pub context: Option<String>,
-    /// Latest tick enqueued (RFC 3339).
-    pub last_fired_at: Option<String>,
-    /// Whether ticks missed while no node was up are enqueued later.
-    pub automatic_backfill: bool,
-    /// IANA time zone of the expression; UTC when unset.
-    pub cron_timezone: Option<String>,
-    /// Queue the runs go to; the internal queue when unset.
-    pub queue_name: Option<String>,
-}
-
-const COLUMNS: &str = "schedule_name, workflow_name, schedule, status, context, last_fired_at,
-    COALESCE(automatic_backfill, FALSE) AS automatic_backfill, cron_timezone, queue_name";
+pub use dbos_store::schedules::Schedule;
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -127,25 +102,7 @@ pub async fn add(conn: &mut PgConnection, s: &Schedule) -> Result<(), Error> {
         serde_json::from_str::<serde_json::Value>(c)
             .map_err(|e| Error::Invalid(format!("schedule context: not JSON: {e}")))?;
     }
-    let r = sqlx::query(
-        "INSERT INTO dbos.workflow_schedules
-             (schedule_id, schedule_name, workflow_name, schedule, status, context,
-              last_fired_at, automatic_backfill, cron_timezone, queue_name)
-         VALUES (gen_random_uuid()::text, $1, $2, $3, 'ACTIVE', $4, $5, $6, $7, $8)
-         ON CONFLICT (schedule_name) DO NOTHING",
-    )
-    .bind(&s.schedule_name)
-    .bind(&s.workflow_name)
-    .bind(&s.schedule)
-    // The column is NOT NULL in DBOS's schema: no context is JSON null.
-    .bind(s.context.as_deref().unwrap_or("null"))
-    .bind(rfc3339(Utc::now()))
-    .bind(s.automatic_backfill)
-    .bind(&s.cron_timezone)
-    .bind(&s.queue_name)
-    .execute(conn)
-    .await?;
-    if r.rows_affected() == 0 {
+    if !dbos_store::schedules::insert(conn, s, &rfc3339(Utc::now())).await? {
         return Err(Error::Invalid(format!(
             "schedule {:?}: the name is in use",
             s.schedule_name
@@ -159,11 +116,7 @@ pub async fn add(conn: &mut PgConnection, s: &Schedule) -> Result<(), Error> {
 /// # Errors
 /// Database errors.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Schedule>, Error> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM dbos.workflow_schedules ORDER BY schedule_name"
-    ))
-    .fetch_all(conn)
-    .await?)
+    Ok(dbos_store::schedules::list(conn, false).await?)
 }
 
 fn missing(name: &str) -> Error {
@@ -176,19 +129,7 @@ fn missing(name: &str) -> Error {
 /// # Errors
 /// [`Error::Invalid`] for an unknown schedule.
 pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Result<(), Error> {
-    let r = sqlx::query(
-        "UPDATE dbos.workflow_schedules
-         SET status = CASE WHEN $2 THEN 'PAUSED' ELSE 'ACTIVE' END,
-             last_fired_at = CASE WHEN NOT $2 AND NOT COALESCE(automatic_backfill, FALSE)
-                                  THEN $3 ELSE last_fired_at END
-         WHERE schedule_name = $1",
-    )
-    .bind(name)
-    .bind(paused)
-    .bind(rfc3339(Utc::now()))
-    .execute(conn)
-    .await?;
-    if r.rows_affected() == 0 {
+    if !dbos_store::schedules::set_paused(conn, name, paused, &rfc3339(Utc::now())).await? {
         return Err(missing(name));
     }
     Ok(())
@@ -199,92 +140,30 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
 /// # Errors
 /// [`Error::Invalid`] for an unknown schedule.
 pub async fn remove(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
-    let r = sqlx::query("DELETE FROM dbos.workflow_schedules WHERE schedule_name = $1")
-        .bind(name)
-        .execute(conn)
-        .await?;
-    if r.rows_affected() == 0 {
+    if !dbos_store::schedules::delete(conn, name).await? {
         return Err(missing(name));
     }
     Ok(())
 }
 
-/// One run to enqueue.
-struct Run {
-    id: String,
-    schedule: String,
-    workflow: String,
-    queue: String,
-    inputs: String,
-}
-
-impl Run {
-    fn new(s: &Schedule, id: String, at: DateTime<Utc>) -> Run {
-        let context: serde_json::Value = s
-            .context
-            .as_deref()
-            .and_then(|c| serde_json::from_str(c).ok())
-            .unwrap_or(serde_json::Value::Null);
-        Run {
-            id,
-            schedule: s.schedule_name.clone(),
-            workflow: s.workflow_name.clone(),
-            queue: s
-                .queue_name
-                .clone()
-                .unwrap_or_else(|| INTERNAL_QUEUE.to_owned()),
-            inputs: serde_json::json!({"namedArgs": {}, "positionalArgs": [rfc3339(at), context]})
-                .to_string(),
-        }
+/// The run of schedule `s` for tick `at`, with ID `id`.
+fn scheduled_run(s: &Schedule, id: String, at: DateTime<Utc>) -> ScheduledRun {
+    let context: serde_json::Value = s
+        .context
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(serde_json::Value::Null);
+    ScheduledRun {
+        workflow_id: id,
+        schedule: s.schedule_name.clone(),
+        name: s.workflow_name.clone(),
+        queue: s
+            .queue_name
+            .clone()
+            .unwrap_or_else(|| INTERNAL_QUEUE.to_owned()),
+        inputs: serde_json::json!({"namedArgs": {}, "positionalArgs": [rfc3339(at), context]})
+            .to_string(),
     }
-}
-
-/// Enqueues runs (an existing ID is left alone) and moves each schedule's `last_fired_at`
-/// forward. Returns how many runs were new.
-///
-/// 1 round trip (primary keys).
-async fn enqueue(
-    conn: &mut PgConnection,
-    runs: &[Run],
-    fired: &[(String, String)],
-) -> Result<u64, Error> {
-    let col = |f: fn(&Run) -> &String| runs.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
-    let (names, ats): (Vec<String>, Vec<String>) = fired.iter().cloned().unzip();
-    let n: i64 = sqlx::query_scalar(
-        "WITH r AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                 AS r(id, sched, wf, queue, inputs)
-         ), ins AS (
-             INSERT INTO dbos.workflow_status
-                 (workflow_uuid, status, name, queue_name, schedule_name, recovery_attempts,
-                  serialization, creator_xid)
-             SELECT id, 'ENQUEUED', wf, queue, sched, 0, 'portable_json', gen_random_uuid()::text
-             FROM r
-             ON CONFLICT (workflow_uuid) DO NOTHING
-             RETURNING workflow_uuid
-         ), inp AS (
-             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-             SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
-             ON CONFLICT DO NOTHING
-         ), f AS (
-             UPDATE dbos.workflow_schedules s SET last_fired_at = u.at
-             FROM unnest($6::text[], $7::text[]) AS u(name, at)
-             WHERE s.schedule_name = u.name
-               AND (s.last_fired_at IS NULL OR s.last_fired_at < u.at)
-         )
-         SELECT count(*) FROM ins, LATERAL (SELECT pg_notify($8, '')) wake",
-    )
-    .bind(col(|r| &r.id))
-    .bind(col(|r| &r.schedule))
-    .bind(col(|r| &r.workflow))
-    .bind(col(|r| &r.queue))
-    .bind(col(|r| &r.inputs))
-    .bind(&names)
-    .bind(&ats)
-    .bind(ENQUEUE_CHANNEL)
-    .fetch_one(conn)
-    .await?;
-    Ok(n as u64)
 }
 
 /// What a sweep did.
@@ -296,6 +175,35 @@ pub struct Fired {
     pub next: Option<DateTime<Utc>>,
 }
 
+/// The cron loop: fires every due tick, wakes the dispatcher when that enqueued work, then
+/// sleeps until the next tick (at most a second, to notice new schedules), until `stop`.
+pub(crate) async fn run(
+    pool: PgPool,
+    dispatcher: crate::dispatch::Handle,
+    stop: dbos_kernel::CancellationToken,
+) -> Result<(), Error> {
+    loop {
+        let wait = match fire_due(&pool, Utc::now()).await {
+            Ok(f) => {
+                if f.enqueued > 0 {
+                    dispatcher.wake();
+                }
+                f.next
+                    .map(|n| (n - Utc::now()).num_milliseconds().clamp(1, 1_000))
+                    .unwrap_or(1_000)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "firing cron schedules failed");
+                1_000
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_millis(wait as u64)) => {}
+        }
+    }
+}
+
 /// Enqueues every due tick of every active schedule.
 ///
 /// 2 round trips (read the schedules; enqueue all due runs in one statement).
@@ -304,11 +212,7 @@ pub struct Fired {
 /// Database errors.
 pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Fired, Error> {
     let mut conn = pool.acquire().await?;
-    let schedules: Vec<Schedule> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM dbos.workflow_schedules WHERE status = 'ACTIVE'"
-    ))
-    .fetch_all(&mut *conn)
-    .await?;
+    let schedules = dbos_store::schedules::list(&mut conn, true).await?;
     let mut runs = Vec::new();
     let mut fired = Vec::new();
     let mut next: Option<DateTime<Utc>> = None;
@@ -335,7 +239,7 @@ pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Fired, Error>
         }
         for t in &due {
             let id = format!("sched-{}-{}", s.schedule_name, rfc3339(*t));
-            runs.push(Run::new(s, id, *t));
+            runs.push(scheduled_run(s, id, *t));
         }
         let after = due.last().copied().unwrap_or(from).max(now);
         if let Some(n) = cron.next_after(after) {
@@ -345,7 +249,7 @@ pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Fired, Error>
     let enqueued = if runs.is_empty() {
         0
     } else {
-        enqueue(&mut conn, &runs, &fired).await?
+        dbos_store::workflows::enqueue_scheduled(&mut *conn, &runs, &fired).await?
     };
     Ok(Fired { enqueued, next })
 }
@@ -358,7 +262,8 @@ pub async fn trigger(conn: &mut PgConnection, name: &str) -> Result<String, Erro
     let s = get(conn, name).await?;
     let now = Utc::now();
     let id = format!("sched-{name}-trigger-{}", rfc3339(now));
-    enqueue(conn, &[Run::new(&s, id.clone(), now)], &[]).await?;
+    dbos_store::workflows::enqueue_scheduled(conn, &[scheduled_run(&s, id.clone(), now)], &[])
+        .await?;
     Ok(id)
 }
 
@@ -381,24 +286,20 @@ pub async fn backfill(
             "backfill of {name:?}: more than 10000 ticks in the range; backfill a shorter range"
         )));
     }
-    let runs: Vec<Run> = ticks
+    let runs: Vec<ScheduledRun> = ticks
         .iter()
-        .map(|t| Run::new(&s, format!("sched-{}-{}", s.schedule_name, rfc3339(*t)), *t))
+        .map(|t| scheduled_run(&s, format!("sched-{}-{}", s.schedule_name, rfc3339(*t)), *t))
         .collect();
     if runs.is_empty() {
         return Ok(0);
     }
-    enqueue(conn, &runs, &[]).await
+    Ok(dbos_store::workflows::enqueue_scheduled(conn, &runs, &[]).await?)
 }
 
 async fn get(conn: &mut PgConnection, name: &str) -> Result<Schedule, Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM dbos.workflow_schedules WHERE schedule_name = $1"
-    ))
-    .bind(name)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| missing(name))
+    dbos_store::schedules::get(conn, name)
+        .await?
+        .ok_or_else(|| missing(name))
 }
 
 #[cfg(test)]
@@ -420,7 +321,7 @@ mod tests {
         let ticks: Vec<u32> = c
             .ticks(t0, t1, 100)
             .iter()
-            .map(|t| chrono::Timelike::second(t))
+            .map(chrono::Timelike::second)
             .collect();
         assert_eq!(ticks, vec![10, 20, 30, 40]);
         let five = Cron::parse("30 9 * * *", Some("Europe/Paris")).expect("5 fields");

@@ -27,4 +27,10 @@ pub enum Error {
     /// A database error.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// A statement of the system database failed.
+    #[error(transparent)]
+    Store(#[from] dbos_store::Error),
+    /// The kernel failed (the notifier stopped, ...).
+    #[error(transparent)]
+    Kernel(#[from] dbos_kernel::Error),
 }

@@ -3,30 +3,34 @@
 //!
 //! - [`queues`]: queue settings in `dbos.queues` (as DBOS keeps them), pauses in
 //!   `sched.paused_queues`.
-//! - [`claim`]: one batched claim per round within every queue's limits, correct across any
-//!   number of nodes.
+//! - [`dispatch`]: the dispatcher loop (claims within every queue's limits, one batch per
+//!   round, handed to the workflow engine through [`Executor`]), the timer and recovery sweeps,
+//!   and the cron loop, as `Options → start → Handle`.
 //! - [`recovery`]: any live node re-enqueues the PENDING work of gone nodes, exactly once.
 //! - [`cron`]: schedules on `dbos.workflow_schedules`, one run per tick across all nodes.
 //! - [`command`] runs the Linux commands of command tasks: in a process group of their own,
 //!   with output handed over in bounded chunks as it is produced, a timeout, and cancellation
 //!   that reaches every process of the group.
 //!
-//! The workflow service (in `dbos-services`) hosts the dispatch loop and calls [`claim::claim`].
+//! - [`tasks`]: command tasks as users submit, list and inspect them, and their typed outcome.
+//!
+//! The statements on schema `dbos` are [`dbos_store`]'s; this crate decides when and which.
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod claim;
 pub mod command;
 pub mod cron;
+pub mod dispatch;
 mod error;
 pub mod queues;
 pub mod recovery;
+pub mod tasks;
 
+pub use dbos_store::claim::Claimed;
+pub use dbos_store::{ENQUEUE_CHANNEL, INTERNAL_QUEUE};
+pub use dispatch::{ExecuteError, Executor, Handle, Options};
 pub use error::Error;
 
 use dbos_kernel::{Migration, ServiceMigrations};
-
-/// Channel an enqueue (or a resumed queue) notifies so idle nodes claim at once.
-pub const ENQUEUE_CHANNEL: &str = "dbos_kernel_enqueue";
 
 /// Schema `sched`, the `default` queue, and the views `os.queues` and `os.tasks`. Applied
 /// after the DBOS schema.

@@ -1,8 +1,11 @@
-//! Queues: their settings live in `dbos.queues` (as DBOS keeps them, so DBOS's own clients and
-//! tools see the same queues), pauses in `sched.paused_queues`.
+//! Queues: their settings live in `dbos.queues` (written by [`dbos_store::queues`]), pauses
+//! and placement rules in schema `sched`. Every change is one transaction: a refused change
+//! changes nothing.
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
+
+pub use dbos_store::queues::Queue;
 
 use crate::Error;
 
@@ -11,147 +14,77 @@ pub const RESERVED_PREFIX: &str = "_dbos_";
 /// The queue every system has.
 pub const DEFAULT_QUEUE: &str = "default";
 
-/// A queue's settings. `None` is "no limit".
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Queue {
-    /// Name, 1 to 255 bytes, not starting with `_dbos_`.
-    pub name: String,
-    /// Workflows of the queue running at once across all nodes.
-    pub concurrency: Option<i32>,
-    /// Workflows of the queue running at once on one node.
-    pub worker_concurrency: Option<i32>,
-    /// Workflows started per rate-limit period at most.
-    pub rate_limit_max: Option<i32>,
-    /// The rate-limit period, in seconds.
-    pub rate_limit_period_sec: Option<f64>,
-    /// Workflows of one partition running at once across all nodes; setting any partition
-    /// limit makes the queue partitioned.
-    pub partition_concurrency: Option<i32>,
-    /// Workflows of one partition running at once on one node.
-    pub partition_worker_concurrency: Option<i32>,
-    /// Workflows of one partition started per partition rate-limit period at most.
-    pub partition_rate_limit_max: Option<i32>,
-    /// The partition rate-limit period, in seconds.
-    pub partition_rate_limit_period_sec: Option<f64>,
-}
-
-impl Queue {
-    /// A queue without limits.
-    pub fn named(name: &str) -> Queue {
-        Queue {
-            name: name.to_owned(),
-            ..Queue::default()
+/// Checks the settings as DBOS does.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the rule broken.
+pub fn validate(queue: &Queue) -> Result<(), Error> {
+    let bad = |why: String| Err(Error::Invalid(format!("queue {:?}: {why}", queue.name)));
+    if queue.name.is_empty() || queue.name.len() > 255 {
+        return bad("the name must be 1 to 255 bytes".into());
+    }
+    if queue.name.starts_with(RESERVED_PREFIX) {
+        return bad(format!(
+            "names starting with {RESERVED_PREFIX:?} are reserved"
+        ));
+    }
+    for (what, v) in [
+        ("concurrency", queue.concurrency),
+        ("worker concurrency", queue.worker_concurrency),
+        ("rate limit", queue.rate_limit_max),
+        ("partition concurrency", queue.partition_concurrency),
+        (
+            "partition worker concurrency",
+            queue.partition_worker_concurrency,
+        ),
+        ("partition rate limit", queue.partition_rate_limit_max),
+    ] {
+        if v.is_some_and(|v| v < 1) {
+            return bad(format!("{what} must be at least 1"));
         }
     }
-
-    /// Checks the settings as DBOS does.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] naming the rule broken.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |why: String| Err(Error::Invalid(format!("queue {:?}: {why}", self.name)));
-        if self.name.is_empty() || self.name.len() > 255 {
-            return bad("the name must be 1 to 255 bytes".into());
-        }
-        if self.name.starts_with(RESERVED_PREFIX) {
-            return bad(format!(
-                "names starting with {RESERVED_PREFIX:?} are reserved"
-            ));
-        }
-        for (what, v) in [
-            ("concurrency", self.concurrency),
-            ("worker concurrency", self.worker_concurrency),
-            ("rate limit", self.rate_limit_max),
-            ("partition concurrency", self.partition_concurrency),
-            (
-                "partition worker concurrency",
-                self.partition_worker_concurrency,
-            ),
-            ("partition rate limit", self.partition_rate_limit_max),
-        ] {
-            if v.is_some_and(|v| v < 1) {
-                return bad(format!("{what} must be at least 1"));
+    for (what, max, period) in [
+        (
+            "rate limit",
+            queue.rate_limit_max,
+            queue.rate_limit_period_sec,
+        ),
+        (
+            "partition rate limit",
+            queue.partition_rate_limit_max,
+            queue.partition_rate_limit_period_sec,
+        ),
+    ] {
+        match (max, period) {
+            (Some(_), Some(p)) if p.is_finite() && p > 0.0 => {}
+            (None, None) => {}
+            _ => {
+                return bad(format!(
+                    "a {what} needs both a count and a period longer than 0"
+                ))
             }
         }
-        for (what, max, period) in [
-            (
-                "rate limit",
-                self.rate_limit_max,
-                self.rate_limit_period_sec,
-            ),
-            (
-                "partition rate limit",
-                self.partition_rate_limit_max,
-                self.partition_rate_limit_period_sec,
-            ),
-        ] {
-            match (max, period) {
-                (Some(_), Some(p)) if p.is_finite() && p > 0.0 => {}
-                (None, None) => {}
-                _ => {
-                    return bad(format!(
-                        "a {what} needs both a count and a period longer than 0"
-                    ))
-                }
-            }
-        }
-        let le = |a: Option<i32>, b: Option<i32>| match (a, b) {
-            (Some(a), Some(b)) => a <= b,
-            _ => true,
-        };
-        if !le(self.worker_concurrency, self.concurrency) {
-            return bad("worker concurrency must not exceed concurrency".into());
-        }
-        if !le(self.partition_concurrency, self.concurrency) {
-            return bad("partition concurrency must not exceed concurrency".into());
-        }
-        if !le(
-            self.partition_worker_concurrency,
-            self.partition_concurrency,
-        ) || !le(self.partition_worker_concurrency, self.worker_concurrency)
-        {
-            return bad(
-                "partition worker concurrency must not exceed partition or worker concurrency"
-                    .into(),
-            );
-        }
-        Ok(())
     }
-
-    /// Whether the queue has a limit shared by all nodes (claims of it are serialized).
-    pub fn has_shared_limit(&self) -> bool {
-        self.concurrency.is_some()
-            || self.rate_limit_max.is_some()
-            || self.partition_concurrency.is_some()
-            || self.partition_rate_limit_max.is_some()
+    let le = |a: Option<i32>, b: Option<i32>| match (a, b) {
+        (Some(a), Some(b)) => a <= b,
+        _ => true,
+    };
+    if !le(queue.worker_concurrency, queue.concurrency) {
+        return bad("worker concurrency must not exceed concurrency".into());
     }
-
-    /// Whether the queue is partitioned.
-    pub fn is_partitioned(&self) -> bool {
-        self.partition_concurrency.is_some()
-            || self.partition_worker_concurrency.is_some()
-            || self.partition_rate_limit_max.is_some()
+    if !le(queue.partition_concurrency, queue.concurrency) {
+        return bad("partition concurrency must not exceed concurrency".into());
     }
-}
-
-const COLUMNS: &str =
-    "name, concurrency, worker_concurrency, rate_limit_max, rate_limit_period_sec,
-    partition_concurrency, partition_worker_concurrency, partition_rate_limit_max,
-    partition_rate_limit_period_sec";
-
-fn bind<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    queue: &'q Queue,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(&queue.name)
-        .bind(queue.concurrency)
-        .bind(queue.worker_concurrency)
-        .bind(queue.rate_limit_max)
-        .bind(queue.rate_limit_period_sec)
-        .bind(queue.partition_concurrency)
-        .bind(queue.partition_worker_concurrency)
-        .bind(queue.partition_rate_limit_max)
-        .bind(queue.partition_rate_limit_period_sec)
+    if !le(
+        queue.partition_worker_concurrency,
+        queue.partition_concurrency,
+    ) || !le(queue.partition_worker_concurrency, queue.worker_concurrency)
+    {
+        return bad(
+            "partition worker concurrency must not exceed partition or worker concurrency".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Creates a queue.
@@ -161,19 +94,8 @@ fn bind<'q>(
 /// # Errors
 /// [`Error::Invalid`], [`Error::QueueExists`].
 pub async fn create(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error> {
-    queue.validate()?;
-    let r = bind(
-        sqlx::query(&format!(
-            "INSERT INTO dbos.queues ({COLUMNS}, partition_queue, priority_enabled)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, TRUE)
-             ON CONFLICT (name) DO NOTHING"
-        )),
-        queue,
-    )
-    .bind(queue.is_partitioned())
-    .execute(conn)
-    .await?;
-    if r.rows_affected() == 0 {
+    validate(queue)?;
+    if !dbos_store::queues::insert(conn, queue).await? {
         return Err(Error::QueueExists(queue.name.clone()));
     }
     Ok(())
@@ -186,22 +108,8 @@ pub async fn create(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error>
 /// # Errors
 /// [`Error::Invalid`], [`Error::NoSuchQueue`].
 pub async fn update(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error> {
-    queue.validate()?;
-    let r = bind(
-        sqlx::query(
-            "UPDATE dbos.queues SET concurrency = $2, worker_concurrency = $3,
-                 rate_limit_max = $4, rate_limit_period_sec = $5, partition_concurrency = $6,
-                 partition_worker_concurrency = $7, partition_rate_limit_max = $8,
-                 partition_rate_limit_period_sec = $9, partition_queue = $10,
-                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-             WHERE name = $1",
-        ),
-        queue,
-    )
-    .bind(queue.is_partitioned())
-    .execute(conn)
-    .await?;
-    if r.rows_affected() == 0 {
+    validate(queue)?;
+    if !dbos_store::queues::update(conn, queue).await? {
         return Err(Error::NoSuchQueue(queue.name.clone()));
     }
     Ok(())
@@ -214,13 +122,9 @@ pub async fn update(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error>
 /// # Errors
 /// [`Error::NoSuchQueue`].
 pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Queue, Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM dbos.queues WHERE name = $1"
-    ))
-    .bind(name)
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| Error::NoSuchQueue(name.to_owned()))
+    dbos_store::queues::get(conn, name)
+        .await?
+        .ok_or_else(|| Error::NoSuchQueue(name.to_owned()))
 }
 
 /// Every queue, by name.
@@ -230,17 +134,13 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Queue, Error> {
 /// # Errors
 /// Database errors.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<Queue>, Error> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM dbos.queues ORDER BY name"))
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(dbos_store::queues::list(conn).await?)
 }
 
-/// Deletes a queue's settings (and its pause). Workflows still on it keep their queue name
+/// Deletes a queue's settings (and its pause and placement). Workflows still on it keep their queue name
 /// and run without limits. The default queue cannot be deleted.
 ///
-/// 1 round trip.
+/// 1 transaction of 2 statements.
 ///
 /// # Errors
 /// [`Error::Invalid`] for the default queue, [`Error::NoSuchQueue`].
@@ -250,18 +150,18 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
             "queue {DEFAULT_QUEUE:?}: the default queue cannot be deleted"
         )));
     }
-    let deleted: i64 = sqlx::query_scalar(
-        "WITH p AS (DELETE FROM sched.paused_queues WHERE queue_name = $1),
-              r AS (DELETE FROM sched.queue_rules WHERE queue_name = $1),
-              q AS (DELETE FROM dbos.queues WHERE name = $1 RETURNING 1)
-         SELECT count(*) FROM q",
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "WITH p AS (DELETE FROM sched.paused_queues WHERE queue_name = $1)
+         DELETE FROM sched.queue_rules WHERE queue_name = $1",
     )
     .bind(name)
-    .fetch_one(conn)
+    .execute(&mut *tx)
     .await?;
-    if deleted == 0 {
+    if !dbos_store::queues::delete(&mut *tx, name).await? {
         return Err(Error::NoSuchQueue(name.to_owned()));
     }
+    tx.commit().await?;
     Ok(())
 }
 

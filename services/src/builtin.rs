@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use dbos_scheduler::command::{self, CommandResult, CommandSpec, Limits};
+use dbos_scheduler::tasks::{COMMAND_ERROR, COMMAND_FAILED, INVALID_COMMAND, TASK_LOST};
 
 use crate::workflow::{self, PortableError, Registry};
 
@@ -12,10 +13,7 @@ pub const DEMO: &str = "dbos.demo";
 /// Name of the echo workflow, for trying messaging from the command line or any client.
 pub const ECHO: &str = "dbos.echo";
 
-/// Name of the command-task workflow: runs a Linux command on the node that claims it.
-pub const COMMAND: &str = "dbos.command";
-/// Name of the command-task workflow cron schedules run: inputs `(scheduled_at, command)`.
-pub const SCHEDULED_COMMAND: &str = "dbos.command.scheduled";
+pub use dbos_scheduler::tasks::{COMMAND, SCHEDULED_COMMAND};
 
 /// Registers the built-in workflows.
 pub fn register(r: &mut Registry) {
@@ -28,9 +26,6 @@ pub fn register(r: &mut Registry) {
     );
 }
 
-/// Error name of a command that ran and did not exit with 0 (its result is in `data`).
-pub const COMMAND_FAILED: &str = "CommandFailed";
-
 /// Runs a command task. At least once: a task whose node dies mid-run runs again on the node
 /// that recovers it (its output streams then hold both runs' output), unless `no_retry`.
 ///
@@ -42,7 +37,7 @@ async fn run_command(
     (task,): (CommandSpec,),
 ) -> Result<CommandResult, workflow::Error> {
     if let Err(e) = task.validate() {
-        return Err(workflow::Error::failed("InvalidCommand", e.to_string()));
+        return Err(workflow::Error::failed(INVALID_COMMAND, e.to_string()));
     }
     let fresh = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = fresh.clone();
@@ -59,7 +54,7 @@ async fn run_command(
             async move {
                 if lost_before && spec.no_retry {
                     return Err(workflow::Error::failed(
-                        "TaskLost",
+                        TASK_LOST,
                         "the node running this command died before it finished; not run again (no_retry)",
                     ));
                 }
@@ -73,7 +68,7 @@ async fn run_command(
                 };
                 command::run(&spec, &limits, sink, ctx.cancelled())
                     .await
-                    .map_err(|e| workflow::Error::failed("CommandError", e.to_string()))
+                    .map_err(|e| workflow::Error::failed(COMMAND_ERROR, e.to_string()))
             }
         })
         .await;

@@ -9,12 +9,29 @@ pub mod builtin;
 pub mod cli;
 pub mod workflow;
 
+pub use dbos_fs as fs;
+pub use dbos_kernel as kernel;
+pub use dbos_msg as msg;
+pub use dbos_scheduler as scheduler;
+pub use dbos_store as store;
+pub use sqlx;
+
+/// What a program that embeds the services names most: the kernel to boot, the workflow
+/// service with its context and options, and the database types its transactions use.
+pub mod prelude {
+    pub use crate::workflow::{
+        self, Context, Options, Registry, RetryPolicy, Service, StartOptions, WorkflowHandle,
+    };
+    pub use dbos_kernel::{Config, Kernel};
+    pub use sqlx::{PgConnection, PgPool};
+}
+
 use dbos_kernel::ServiceMigrations;
 
 /// Migrations of every service hosted here (the kernel's own are applied first by the kernel).
 pub fn migrations() -> Vec<ServiceMigrations> {
     vec![
-        workflow::MIGRATIONS,
+        dbos_store::MIGRATIONS,
         dbos_msg::MIGRATIONS,
         dbos_scheduler::MIGRATIONS,
         dbos_fs::MIGRATIONS,

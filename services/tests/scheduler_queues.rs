@@ -266,8 +266,7 @@ async fn priority_orders_a_paused_queue_once_resumed_and_dedup_is_refused() {
     let err =
         n.wf.enqueue::<_, ()>("p1", "log_order", (0u64,), o)
             .await
-            .err()
-            .expect("deduplicated");
+            .expect_err("deduplicated");
     assert!(err.to_string().contains("deduplicated"), "{err}");
     let o = StartOptions {
         priority: -1,

@@ -182,7 +182,10 @@ async fn sql_send_message_wakes_recv_and_invalid_json_is_refused() {
         .execute(n.pool())
         .await
         .expect_err("invalid JSON");
-    assert_eq!(dbos_kernel::sqlstate(&err).as_deref(), Some("22P02"));
+    assert!(dbos_kernel::sqlstate::is(
+        &err,
+        dbos_kernel::sqlstate::INVALID_TEXT_REPRESENTATION
+    ));
     let err = sqlx::query("SELECT dbos.send_message('nobody', '1'::json)")
         .execute(n.pool())
         .await

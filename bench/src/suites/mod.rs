@@ -87,7 +87,10 @@ impl Env {
             &kernel,
             registry(),
             Options {
-                poll_interval_ms: 200,
+                scheduler: dbos_scheduler::Options {
+                    poll_interval_ms: 200,
+                    ..dbos_scheduler::Options::default()
+                },
                 ..Options::default()
             },
         )

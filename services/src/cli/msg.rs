@@ -103,9 +103,10 @@ async fn client(conn: &ConnArgs) -> Result<Client> {
     client_on(super::pool(conn).await?).await
 }
 
-/// A messaging client on `pool`, with its own LISTEN connection.
+/// A messaging client on `pool`, with its own LISTEN connection (its loop lives as long as the
+/// command).
 pub(super) async fn client_on(pool: sqlx::PgPool) -> Result<Client> {
-    let notifier = Notifier::start(&pool, 1024).await?;
+    let notifier = Notifier::start(&pool, 1024, &dbos_kernel::Loops::new()).await?;
     let opts = dbos_msg::Options::default();
     let waiters = Waiters::start(&notifier, opts.recheck_interval_ms).await?;
     Ok(Client::new(pool, waiters, opts))

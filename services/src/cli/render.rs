@@ -36,13 +36,6 @@ pub(super) struct ResultSet {
     rows_affected: u64,
 }
 
-impl ResultSet {
-    /// Whether the statement returned no rows.
-    pub(super) fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-}
-
 /// Runs one or more statements and collects each one's rows.
 pub(super) async fn run_query(
     conn: &mut PgConnection,

@@ -5,16 +5,16 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use dbos_msg::Client;
 use dbos_scheduler::command::CommandSpec;
-use serde_json::{json, Value};
+use dbos_scheduler::tasks::{self, Submit, Task};
+use serde_json::json;
 
 use super::render::{self, Format};
 use super::{parse_duration, ConnArgs};
-use crate::builtin::{COMMAND, COMMAND_FAILED};
-use crate::workflow::{manage, ENQUEUE_CHANNEL};
+use crate::workflow::manage;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum TaskCommand {
@@ -105,6 +105,26 @@ pub(super) struct SubmitArgs {
 }
 
 impl SubmitArgs {
+    fn submit(&self) -> Result<Submit> {
+        if self.priority > i32::MAX as u32 {
+            bail!(
+                "--priority must be at most {}, got {}",
+                i32::MAX,
+                self.priority
+            );
+        }
+        Ok(Submit {
+            spec: self.spec()?,
+            queue: self.queue.clone(),
+            priority: self.priority as i32,
+            deduplication_id: self.dedup.clone(),
+            delay: self.delay,
+            labels: self.labels.iter().cloned().collect(),
+            prefer: self.prefer.iter().cloned().collect(),
+            id: self.id.clone(),
+        })
+    }
+
     fn spec(&self) -> Result<CommandSpec> {
         let mut env = BTreeMap::new();
         for kv in &self.env {
@@ -130,7 +150,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: TaskCommand) -
     let pool = super::pool(conn).await?;
     match command {
         TaskCommand::Submit(args) => {
-            let id = submit(&pool, &args).await?;
+            let id = tasks::submit(&pool, &args.submit()?).await?;
             if !args.wait {
                 println!("{id}");
                 return Ok(ExitCode::SUCCESS);
@@ -141,35 +161,13 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: TaskCommand) -
             wait_exit(&pool, &id).await
         }
         TaskCommand::List { status, limit } => {
-            let mut c = pool.acquire().await?;
-            let q = format!(
-                "SELECT task_id, status, exit_code, argv, queue, node, submitted_at, duration_ms \
-                 FROM os.tasks {} ORDER BY submitted_at DESC LIMIT {}",
-                match &status {
-                    Some(s) => format!("WHERE status = '{}'", s.to_uppercase().replace('\'', "''")),
-                    None => String::new(),
-                },
-                limit.max(0)
-            );
-            let sets = render::run_query(&mut c, &q)
-                .await
-                .map_err(|e| anyhow::anyhow!(render::describe_db_error(&e)))?;
-            render::print_sets(&sets, format)?;
+            let rows = tasks::list(&pool, status.as_deref(), limit).await?;
+            print_tasks(&rows, LIST_COLUMNS, format)?;
             Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Get { id } => {
-            let mut c = pool.acquire().await?;
-            let q = format!(
-                "SELECT * FROM os.tasks WHERE task_id = '{}'",
-                id.replace('\'', "''")
-            );
-            let sets = render::run_query(&mut c, &q)
-                .await
-                .map_err(|e| anyhow::anyhow!(render::describe_db_error(&e)))?;
-            if sets.first().is_none_or(|s| s.is_empty()) {
-                bail!("no task has ID {id:?}");
-            }
-            render::print_sets(&sets, format)?;
+            let task = tasks::get(&pool, &id).await?;
+            print_tasks(std::slice::from_ref(&task), &[], format)?;
             Ok(ExitCode::SUCCESS)
         }
         TaskCommand::Logs { id, follow: f } => {
@@ -193,93 +191,25 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: TaskCommand) -
     }
 }
 
-/// Enqueues the command task; returns its ID.
-async fn submit(pool: &sqlx::PgPool, args: &SubmitArgs) -> Result<String> {
-    let spec = args.spec()?;
-    if args.priority > i32::MAX as u32 {
-        bail!(
-            "--priority must be at most {}, got {}",
-            i32::MAX,
-            args.priority
-        );
-    }
-    let known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM dbos.queues WHERE name = $1)")
-            .bind(&args.queue)
-            .fetch_one(pool)
-            .await?;
-    if !known {
-        bail!(
-            "no queue named {:?}; create it with `dbos queue create {}` or use the default queue",
-            args.queue,
-            args.queue
-        );
-    }
-    let id = args
-        .id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let delay_until = args
-        .delay
-        .map(|d| crate::workflow::now_ms() + d.as_millis() as i64);
-    let mut tx = pool.begin().await?;
-    let r = sqlx::query_scalar::<_, String>(
-        "SELECT dbos.enqueue_workflow($1, $2, ARRAY[$3::json], workflow_id => $4,
-                deduplication_id => $5, priority => $6, delay_until_epoch_ms => $7)
-         FROM (SELECT pg_notify($8, $2)) wake",
-    )
-    .bind(COMMAND)
-    .bind(&args.queue)
-    .bind(serde_json::to_string(&spec)?)
-    .bind(&id)
-    .bind(&args.dedup)
-    .bind(args.priority as i32)
-    .bind(delay_until)
-    .bind(ENQUEUE_CHANNEL)
-    .fetch_one(&mut *tx)
-    .await;
-    match r {
-        Ok(id) => {
-            if !args.labels.is_empty() || !args.prefer.is_empty() {
-                // In the enqueue's transaction: no node sees the task without its labels.
-                let map = |v: &[(String, String)]| -> BTreeMap<String, String> {
-                    v.iter().cloned().collect()
-                };
-                let mut attrs = serde_json::Map::new();
-                if !args.labels.is_empty() {
-                    attrs.insert(
-                        "sched.labels".into(),
-                        serde_json::to_value(map(&args.labels))?,
-                    );
-                }
-                if !args.prefer.is_empty() {
-                    attrs.insert(
-                        "sched.prefer".into(),
-                        serde_json::to_value(map(&args.prefer))?,
-                    );
-                }
-                sqlx::query(
-                    "UPDATE dbos.workflow_status
-                     SET attributes = COALESCE(attributes, '{}') || $2::jsonb
-                     WHERE workflow_uuid = $1",
-                )
-                .bind(&id)
-                .bind(serde_json::Value::Object(attrs))
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(id)
-        }
-        Err(e) if dbos_kernel::sqlstate(&e).as_deref() == Some("23505") => bail!(
-            "a task with deduplication key {:?} is already queued or running on queue {:?}",
-            args.dedup.as_deref().unwrap_or_default(),
-            args.queue
-        ),
-        Err(e) => {
-            Err(anyhow::anyhow!(render::describe_db_error(&e))).context("submitting the task")
-        }
-    }
+/// Columns of `dbos task list`.
+const LIST_COLUMNS: &[&str] = &[
+    "task_id",
+    "status",
+    "exit_code",
+    "argv",
+    "queue",
+    "node",
+    "submitted_at",
+    "duration_ms",
+];
+
+fn print_tasks(rows: &[Task], columns: &[&str], format: Format) -> Result<()> {
+    let rows = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    // With no columns, each field of a task on a line of its own.
+    render::print_json_rows(&rows, columns, format)
 }
 
 /// Prints the task's stdout and stderr streams; with `live`, until both are closed.
@@ -315,52 +245,11 @@ async fn follow(c: &Client, id: &str, live: bool) -> Result<()> {
     Ok(())
 }
 
-/// Waits for the task to end and turns its outcome into an exit code: the command's own, 128+N
-/// when killed by signal N, 124 on timeout, 127 when it could not start, 130 when cancelled, 1
-/// when lost with its node under `--no-retry`.
+/// Waits for the task to end and exits as a shell would for it ([`tasks::Outcome::exit_code`]).
 async fn wait_exit(pool: &sqlx::PgPool, id: &str) -> Result<ExitCode> {
-    let mut pause = Duration::from_millis(20);
-    let st = loop {
-        let st = manage::get(pool, id).await?;
-        if let Some("SUCCESS" | "ERROR" | "CANCELLED" | "MAX_RECOVERY_ATTEMPTS_EXCEEDED") =
-            st.status.as_deref()
-        {
-            break st;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
-    };
-    let code = match st.status.as_deref() {
-        Some("SUCCESS") => 0,
-        Some("CANCELLED") => {
-            eprintln!("task {id} was cancelled");
-            130
-        }
-        _ => {
-            let err: Value = st
-                .error
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok())
-                .unwrap_or(Value::Null);
-            eprintln!(
-                "task {id} failed: {}",
-                err["message"].as_str().unwrap_or("(no message)")
-            );
-            let data = &err["data"];
-            if err["name"] == "TaskLost" {
-                1
-            } else if err["name"] != COMMAND_FAILED {
-                127
-            } else if data["timed_out"] == true {
-                124
-            } else if let Some(c) = data["exit_code"].as_i64() {
-                c as i32
-            } else if let Some(s) = data["signal"].as_i64() {
-                128 + s as i32
-            } else {
-                1
-            }
-        }
-    };
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    let outcome = tasks::wait(pool, id).await?;
+    if !matches!(outcome, tasks::Outcome::Exited { code: 0 }) {
+        eprintln!("task {id} {}", outcome.describe());
+    }
+    Ok(ExitCode::from(outcome.exit_code()))
 }

@@ -13,19 +13,10 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use super::codec;
-use super::committer::Checkpoint;
 use super::error::Error;
-use super::service::{now_ms, Service, StartOptions, WorkflowHandle};
-
-/// An operation recorded by an earlier execution of the workflow.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub(crate) struct Recorded {
-    pub(crate) function_id: i32,
-    pub(crate) function_name: String,
-    pub(crate) output: Option<String>,
-    pub(crate) error: Option<String>,
-    pub(crate) child_workflow_id: Option<String>,
-}
+use super::service::{Service, StartOptions, WorkflowHandle};
+use dbos_store::batch::Checkpoint;
+use dbos_store::operations::Recorded;
 
 /// Decides whether a failed step attempt is retried.
 pub type ShouldRetry = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
@@ -115,6 +106,12 @@ impl Context {
         &self.inner.workflow_id
     }
 
+    /// Milliseconds since the epoch by the node's clock (not recorded; see
+    /// [`Context::now_ms`] for the recorded reading).
+    pub(super) fn clock_ms(&self) -> i64 {
+        self.inner.svc.now_ms()
+    }
+
     /// The system database, for reads and for effects that need not be exactly-once.
     pub fn pool(&self) -> &sqlx::PgPool {
         self.inner.svc.pool()
@@ -149,10 +146,10 @@ impl Context {
     /// Fails with [`Error::Cancelled`] once the workflow's deadline has passed (and cancels it).
     pub(super) async fn check_deadline(&self) -> Result<(), Error> {
         if let Some(deadline) = self.inner.deadline_ms {
-            if now_ms() >= deadline {
+            if self.clock_ms() >= deadline {
                 self.inner
                     .svc
-                    .cancel_expired(Some(&self.inner.workflow_id))
+                    .cancel_expired(&self.inner.workflow_id)
                     .await?;
                 return Err(Error::Cancelled(self.inner.workflow_id.clone()));
             }
@@ -231,7 +228,7 @@ impl Context {
             return self.replay_value(&r);
         }
         self.check_deadline().await?;
-        let started = now_ms();
+        let started = self.clock_ms();
         let attempts = policy.max_attempts.max(1);
         let mut attempt = 0;
         let result = loop {
@@ -264,7 +261,7 @@ impl Context {
             Ok(v) => Ok(codec::encode(v)?),
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
-        self.record(self.checkpoint(fid, name, &recorded, started, now_ms(), None))
+        self.record(self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None))
             .await?;
         result.map_err(|e| match e {
             Error::Failed(_) | Error::MaxStepRetries { .. } => e,
@@ -290,7 +287,7 @@ impl Context {
             return self.replay_value(&r);
         }
         self.check_deadline().await?;
-        let started = now_ms();
+        let started = self.clock_ms();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -308,36 +305,26 @@ impl Context {
                 Err(e) => {
                     tx.rollback().await?;
                     let err = Err(Error::Failed(Box::new(e.to_portable())));
-                    self.record(self.checkpoint(fid, name, &err, started, now_ms(), None))
+                    self.record(self.checkpoint(fid, name, &err, started, self.clock_ms(), None))
                         .await?;
                     return Err(e);
                 }
             };
             let output = codec::encode(&value)?;
-            // Served by the primary keys; locks the workflow row against a concurrent cancel.
-            let written = sqlx::query(
-                "WITH own AS (
-                     SELECT 1 FROM dbos.workflow_status
-                     WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
-                     FOR NO KEY UPDATE
-                 )
-                 INSERT INTO dbos.operation_outputs
-                     (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
-                      completed_at_epoch_ms, serialization)
-                 SELECT $1, $3, $4, $5, $6, (EXTRACT(epoch FROM now()) * 1000)::bigint, 'portable_json'
-                 FROM own
-                 ON CONFLICT DO NOTHING",
+            let written = dbos_store::operations::record_in_transaction(
+                &mut tx,
+                &dbos_store::operations::StepRecord {
+                    workflow_id: &self.inner.workflow_id,
+                    owner_xid: &self.inner.owner_xid,
+                    function_id: fid,
+                    name,
+                    output: &output,
+                    started_at_ms: started,
+                },
             )
-            .bind(&self.inner.workflow_id)
-            .bind(&self.inner.owner_xid)
-            .bind(fid)
-            .bind(name)
-            .bind(&output)
-            .bind(started)
-            .execute(&mut *tx)
             .await;
             let written = match written {
-                Ok(r) => r.rows_affected() == 1,
+                Ok(w) => w,
                 Err(e) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
                     drop(tx);
                     backoff(attempt).await;
@@ -414,7 +401,7 @@ impl Context {
         if let Some(r) = self.replay(fid, name)? {
             return self.replay_value(&r);
         }
-        let started = now_ms();
+        let started = self.clock_ms();
         let child = handle.workflow_id().to_owned();
         let result = handle.result().await;
         let text = match &result {
@@ -423,7 +410,7 @@ impl Context {
             Err(e) if e.parks() && !matches!(e, Error::Cancelled(_)) => return result,
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
-        self.record(self.checkpoint(fid, name, &text, started, now_ms(), Some(child)))
+        self.record(self.checkpoint(fid, name, &text, started, self.clock_ms(), Some(child)))
             .await?;
         result
     }
@@ -460,7 +447,7 @@ impl Context {
             .register(dbos_msg::Channel::Cancel, self.inner.workflow_id.clone());
         let end_ms = self.timer(fid, duration).await?;
         loop {
-            let left = end_ms - now_ms();
+            let left = end_ms - self.clock_ms();
             if left <= 0 {
                 return Ok(());
             }
@@ -494,7 +481,7 @@ impl Context {
             return Ok(((secs * 1000.0) as i64, None));
         }
         self.check_deadline().await?;
-        let now = now_ms();
+        let now = self.clock_ms();
         let end = now.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64);
         let secs = end as f64 / 1000.0;
         let c = self.checkpoint(fid, name, &Ok(codec::encode(&secs)?), now, end, None);
@@ -506,7 +493,11 @@ impl Context {
     /// # Errors
     /// As [`Context::step`].
     pub async fn now_ms(&self) -> Result<i64, Error> {
-        self.step("DBOS.now", || async { Ok(now_ms()) }).await
+        self.step("DBOS.now", || {
+            let now = self.clock_ms();
+            async move { Ok(now) }
+        })
+        .await
     }
 
     /// A random 64-bit value, recorded: a replay sees the same value.
@@ -535,7 +526,7 @@ impl Context {
             Some(_) => Ok(false),
             None => {
                 self.inner.next_fid.fetch_add(1, Ordering::SeqCst);
-                let now = now_ms();
+                let now = self.clock_ms();
                 let mut c = self.checkpoint(fid, &name, &Ok(String::new()), now, now, None);
                 c.output = None;
                 self.record(c).await?;
@@ -563,7 +554,7 @@ impl Context {
 }
 
 fn retryable(e: &sqlx::Error) -> bool {
-    matches!(dbos_kernel::sqlstate(e).as_deref(), Some("40001" | "40P01"))
+    dbos_kernel::sqlstate::is_retryable_conflict(e)
 }
 
 async fn backoff(attempt: u32) {

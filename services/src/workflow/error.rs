@@ -91,9 +91,26 @@ pub enum Error {
     /// The service is shutting down.
     #[error("the workflow service is shutting down")]
     ShuttingDown,
+    /// Waiting for a workflow's result took longer than the caller allowed; the workflow goes on.
+    #[error("workflow {workflow_id} did not end within {waited_ms} ms")]
+    Timeout {
+        /// The workflow waited for.
+        workflow_id: String,
+        /// How long the caller waited.
+        waited_ms: u64,
+    },
     /// A database error.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A statement of the system database failed (in a group commit, shared by its requests).
+    #[error(transparent)]
+    Store(dbos_store::Error),
+    /// A messaging operation failed.
+    #[error(transparent)]
+    Msg(dbos_msg::Error),
+    /// A scheduler operation failed.
+    #[error(transparent)]
+    Scheduler(dbos_scheduler::Error),
     /// A kernel error.
     #[error(transparent)]
     Kernel(#[from] dbos_kernel::Error),
@@ -130,7 +147,13 @@ impl Error {
             Error::MaxStepRetries { .. } => "DBOSMaxStepRetriesExceeded",
             Error::Encode(_) => "DBOSSerializationError",
             Error::Invalid(_) => "ValueError",
-            Error::ShuttingDown | Error::Db(_) | Error::Kernel(_) => "DBOSException",
+            Error::Timeout { .. } => "TimeoutError",
+            Error::ShuttingDown
+            | Error::Db(_)
+            | Error::Store(_)
+            | Error::Msg(_)
+            | Error::Scheduler(_)
+            | Error::Kernel(_) => "DBOSException",
             Error::Failed(_) => unreachable!("returned above"),
         };
         PortableError {
@@ -150,7 +173,18 @@ impl Error {
                 | Error::NotOwner(_)
                 | Error::ShuttingDown
                 | Error::Db(_)
+                | Error::Store(_)
                 | Error::Kernel(_)
+        ) || matches!(
+            self,
+            Error::Msg(dbos_msg::Error::Db(_) | dbos_msg::Error::Kernel(_))
+        ) || matches!(
+            self,
+            Error::Scheduler(
+                dbos_scheduler::Error::Db(_)
+                    | dbos_scheduler::Error::Store(_)
+                    | dbos_scheduler::Error::Kernel(_)
+            )
         )
     }
 }
@@ -161,23 +195,32 @@ impl From<serde_json::Error> for Error {
     }
 }
 
+/// Messaging errors keep their type; a missing workflow and a payload that does not decode
+/// read as the workflow service's own.
 impl From<dbos_msg::Error> for Error {
     fn from(e: dbos_msg::Error) -> Self {
         match e {
             dbos_msg::Error::NoSuchWorkflow(id) => Error::NotFound(id),
             dbos_msg::Error::Payload(e) => Error::encode(e),
-            dbos_msg::Error::Db(e) => Error::Db(e),
-            dbos_msg::Error::Kernel(e) => Error::Kernel(e),
-            other => Error::Invalid(other.to_string()),
+            other => Error::Msg(other),
         }
     }
 }
 
+/// Scheduler errors keep their type.
 impl From<dbos_scheduler::Error> for Error {
     fn from(e: dbos_scheduler::Error) -> Self {
+        Error::Scheduler(e)
+    }
+}
+
+/// Store errors keep their type; a missing workflow reads as the service's own.
+impl From<dbos_store::Error> for Error {
+    fn from(e: dbos_store::Error) -> Self {
         match e {
-            dbos_scheduler::Error::Db(e) => Error::Db(e),
-            other => Error::Invalid(other.to_string()),
+            dbos_store::Error::NotFound(id) => Error::NotFound(id),
+            dbos_store::Error::Db(db) => Error::Db(db),
+            other => Error::Store(other),
         }
     }
 }

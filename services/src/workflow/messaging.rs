@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use super::codec;
 use super::ctx::Context;
 use super::error::Error;
-use super::service::now_ms;
 
 /// A message taken from a pub/sub topic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,7 +130,7 @@ impl Context {
         }
         self.check_deadline().await?;
         let mut conn = self.pool().acquire().await?;
-        if sql::send_recorded(&mut conn, &self.op(fid, name, now_ms()), msgs).await? {
+        if sql::send_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), msgs).await? {
             Ok(())
         } else {
             Err(self.not_owner().await)
@@ -165,7 +164,7 @@ impl Context {
             Err(replayed) => return Ok(replayed),
         };
         self.check_deadline().await?;
-        let op = self.op(fid, name, now_ms());
+        let op = self.op(fid, name, self.clock_ms());
         let pool = self.pool();
         let key = format!(
             "{}::{}",
@@ -220,9 +219,9 @@ impl Context {
             return Ok(v);
         }
         let (end_ms, record) = self.plan_timer(timer_fid, timeout).await?;
-        let deadline = instant_at(end_ms);
+        let deadline = self.instant_at(end_ms);
         // The workflow's own deadline cuts the wait short (and then cancels it).
-        let wf_deadline = self.inner.deadline_ms.map(instant_at);
+        let wf_deadline = self.inner.deadline_ms.map(|d| self.instant_at(d));
         let record = async {
             match record {
                 Some(c) => self.record(c).await,
@@ -272,7 +271,9 @@ impl Context {
         self.check_deadline().await?;
         let text = self.msg().options().encode("event value", value)?;
         let mut conn = self.pool().acquire().await?;
-        if sql::set_event_recorded(&mut conn, &self.op(fid, name, now_ms()), key, &text).await? {
+        if sql::set_event_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, &text)
+            .await?
+        {
             Ok(())
         } else {
             Err(self.not_owner().await)
@@ -297,7 +298,7 @@ impl Context {
             Err(replayed) => return Ok(replayed),
         };
         self.check_deadline().await?;
-        let started = now_ms();
+        let started = self.clock_ms();
         let pool = self.pool();
         let text: Option<String> = self
             .wait_recorded(
@@ -313,7 +314,7 @@ impl Context {
             )
             .await?;
         let out = text.clone().unwrap_or_else(|| "null".to_owned());
-        self.record(self.checkpoint(fid, name, &Ok(out), started, now_ms(), None))
+        self.record(self.checkpoint(fid, name, &Ok(out), started, self.clock_ms(), None))
             .await?;
         match text {
             Some(t) => Ok(Some(codec::decode(&t)?)),
@@ -352,7 +353,7 @@ impl Context {
         }
         self.check_deadline().await?;
         let mut conn = self.pool().acquire().await?;
-        match sql::write_stream_recorded(&mut conn, &self.op(fid, name, now_ms()), key, text)
+        match sql::write_stream_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, text)
             .await?
         {
             Some(_) => Ok(()),
@@ -379,7 +380,7 @@ impl Context {
             .next_fid
             .load(std::sync::atomic::Ordering::SeqCst);
         let mut conn = self.pool().acquire().await?;
-        let op = self.op(fid, "", now_ms());
+        let op = self.op(fid, "", self.clock_ms());
         match sql::write_stream_from_step(&mut conn, &op, key, &text).await? {
             Some(_) => Ok(()),
             None => Err(self.not_owner().await),
@@ -442,7 +443,13 @@ impl Context {
             .map(|p| opts.encode("payload", p))
             .collect::<Result<Vec<_>, _>>()?;
         let mut conn = self.pool().acquire().await?;
-        match sql::publish_recorded(&mut conn, &self.op(fid, name, now_ms()), topic, &texts).await?
+        match sql::publish_recorded(
+            &mut conn,
+            &self.op(fid, name, self.clock_ms()),
+            topic,
+            &texts,
+        )
+        .await?
         {
             Some(range) => Ok(range),
             None => Err(self.not_owner().await),
@@ -486,7 +493,7 @@ impl Context {
             Err(replayed) => return Ok(replayed),
         };
         self.check_deadline().await?;
-        let op = self.op(fid, name, now_ms());
+        let op = self.op(fid, name, self.clock_ms());
         let (pool, max) = (self.pool(), self.msg().options().topic_batch_max);
         let subscriber = self.inner.workflow_id.as_str();
         let got = self
@@ -548,14 +555,14 @@ impl WfStream {
             }
             None => {
                 ctx.check_deadline().await?;
-                let started = now_ms();
+                let started = ctx.clock_ms();
                 let read = match self.reader.next_text(timeout).await? {
                     Some(v) => StreamRead::Value(codec::decode(&v)?),
                     None if self.reader.is_done() => StreamRead::End,
                     None => StreamRead::Timeout,
                 };
                 let text = codec::encode(&read)?;
-                ctx.record(ctx.checkpoint(fid, name, &Ok(text), started, now_ms(), None))
+                ctx.record(ctx.checkpoint(fid, name, &Ok(text), started, ctx.clock_ms(), None))
                     .await?;
                 read
             }
@@ -576,7 +583,9 @@ impl WfStream {
     }
 }
 
-/// The tokio instant at epoch-ms `end_ms`.
-fn instant_at(end_ms: i64) -> Instant {
-    Instant::now() + Duration::from_millis((end_ms - now_ms()).max(0) as u64)
+impl Context {
+    /// The tokio instant at epoch-ms `end_ms` by the node's clock.
+    fn instant_at(&self, end_ms: i64) -> Instant {
+        Instant::now() + Duration::from_millis((end_ms - self.clock_ms()).max(0) as u64)
+    }
 }

@@ -38,21 +38,9 @@ mod service;
 #[doc(hidden)]
 pub use committer::bench as committer_bench;
 pub use ctx::{Context, RetryPolicy, ShouldRetry};
+pub use dbos_store::Status;
 pub use error::{Error, PortableError};
 pub use messaging::{TopicMessage, WfStream};
 pub use service::{
-    now_ms, Options, Registry, Service, StartOptions, WorkflowHandle, ENQUEUE_CHANNEL,
-    INTERNAL_QUEUE,
-};
-
-use dbos_kernel::{Migration, ServiceMigrations};
-
-/// The DBOS system database (schema `dbos`, DBOS migration version 125).
-pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
-    service: "dbos",
-    migrations: &[Migration {
-        version: 1,
-        name: "DBOS system database v125",
-        sql: include_str!("../../migrations/dbos_0001_system_database.sql"),
-    }],
+    Options, Registry, Service, StartOptions, WorkflowHandle, ENQUEUE_CHANNEL, INTERNAL_QUEUE,
 };

@@ -7,29 +7,25 @@ use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbos_kernel::{CancellationToken, Kernel, Runtime};
+use dbos_kernel::{Kernel, Phase, Runtime, SharedClock};
+use dbos_scheduler::{Claimed, ExecuteError, Executor};
+use dbos_store::batch::{Outcome, Start};
+use dbos_store::operations::Recorded;
+use dbos_store::{workflows, Status};
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use super::codec;
-use super::committer::{Committer, Outcome, Start};
-use super::ctx::{Context, CtxInner, Recorded};
+use super::committer::Committer;
+use super::ctx::{Context, CtxInner};
 use super::error::Error;
 
-/// Queue that hosts resumed, forked and recovered workflows.
-pub const INTERNAL_QUEUE: &str = dbos_scheduler::recovery::INTERNAL_QUEUE;
-/// Channel on which enqueues wake idle nodes.
-pub const ENQUEUE_CHANNEL: &str = dbos_scheduler::ENQUEUE_CHANNEL;
-
-/// Milliseconds since the epoch, by this host's clock.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use dbos_store::{ENQUEUE_CHANNEL, INTERNAL_QUEUE};
 
 /// Options of the workflow service; every limit has a default.
 #[derive(Clone, Debug)]
@@ -37,16 +33,12 @@ pub struct Options {
     /// Application version; derived from the registered workflow names when `None`
     /// (see [`Registry::version`]).
     pub app_version: Option<String>,
-    /// Claims beyond this many recoveries dead-letter a workflow; `None` is unlimited.
-    pub max_recovery_attempts: Option<u32>,
     /// Checkpoints and outcomes written in one statement at most.
     pub checkpoint_batch_max: usize,
     /// Checkpoint batches being committed at once.
     pub checkpoint_batches_in_flight_max: usize,
-    /// Workflows claimed in one round trip at most.
-    pub claim_batch_max: usize,
-    /// Poll interval of the dispatcher when no notification arrives.
-    pub poll_interval_ms: u64,
+    /// The dispatcher: claim batches, poll interval.
+    pub scheduler: dbos_scheduler::Options,
     /// Limits of messaging (send/recv, events, streams, topics).
     pub msg: dbos_msg::Options,
 }
@@ -57,11 +49,9 @@ impl Default for Options {
             app_version: std::env::var("DBOS__APPVERSION")
                 .ok()
                 .filter(|v| !v.is_empty()),
-            max_recovery_attempts: Some(100),
             checkpoint_batch_max: 512,
             checkpoint_batches_in_flight_max: 4,
-            claim_batch_max: 256,
-            poll_interval_ms: 1_000,
+            scheduler: dbos_scheduler::Options::default(),
             msg: dbos_msg::Options::default(),
         }
     }
@@ -160,23 +150,16 @@ pub struct Service {
 struct Inner {
     pool: PgPool,
     runtime: Runtime,
+    clock: SharedClock,
     executor_id: String,
     app_version: String,
     registry: Registry,
-    names: Vec<String>,
     committer: Committer,
     messages: dbos_msg::Client,
-    opts: Options,
-    /// This node's placement labels (JSON object) and slots.
-    labels: serde_json::Value,
-    slots: i32,
     /// Wakes result waiters when a local execution ends.
     done: Mutex<HashMap<String, Arc<Completion>>>,
-    /// Wakes the dispatcher.
-    wake: Notify,
-    /// Earliest `delay_until_epoch_ms` of a DELAYED workflow, when known.
-    next_delay_ms: Mutex<Option<i64>>,
-    shutdown: CancellationToken,
+    /// The dispatcher of this node, set once it started.
+    dispatcher: std::sync::OnceLock<dbos_scheduler::Handle>,
 }
 
 impl std::fmt::Debug for Service {
@@ -222,19 +205,25 @@ struct Completion {
     outcome: std::sync::OnceLock<Result<String, String>>,
 }
 
-/// A workflow's terminal state, as read from the database.
-#[derive(Debug)]
-enum Terminal {
-    Success(Option<String>),
-    Error(Option<String>),
-    Cancelled,
-    Dead,
-}
-
 impl<O: DeserializeOwned> WorkflowHandle<O> {
     /// The workflow's ID.
     pub fn workflow_id(&self) -> &str {
         &self.id
+    }
+
+    /// Waits up to `timeout` for the workflow to end and returns its output, or its recorded
+    /// error. The workflow goes on when the wait times out.
+    ///
+    /// # Errors
+    /// As [`WorkflowHandle::result`]; [`Error::Timeout`] when it has not ended in time.
+    pub async fn result_within(&self, timeout: Duration) -> Result<O, Error> {
+        match tokio::time::timeout(timeout, self.result()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                workflow_id: self.id.clone(),
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
     }
 
     /// Waits until the workflow ends and returns its output, or its recorded error.
@@ -287,15 +276,19 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
             // A workflow running here announces its end; otherwise (or when its execution
             // parked without an outcome) the database says.
             if !skip_db {
-                if let Some(t) = self.svc.terminal(&self.id).await? {
-                    return match t {
-                        Terminal::Success(o) => codec::decode(o.as_deref().unwrap_or("null")),
-                        Terminal::Error(e) => Err(Error::Failed(Box::new(codec::decode_error(
-                            e.as_deref().unwrap_or("unknown error"),
-                        )))),
-                        Terminal::Cancelled => Err(Error::Cancelled(self.id.clone())),
-                        Terminal::Dead => Err(Error::MaxRecoveryAttemptsExceeded(self.id.clone())),
-                    };
+                let o = workflows::outcome(&self.svc.inner.pool, &self.id).await?;
+                match o.status {
+                    Status::Success => return codec::decode(o.output.as_deref().unwrap_or("null")),
+                    Status::Error => {
+                        return Err(Error::Failed(Box::new(codec::decode_error(
+                            o.error.as_deref().unwrap_or("unknown error"),
+                        ))))
+                    }
+                    Status::Cancelled => return Err(Error::Cancelled(self.id.clone())),
+                    Status::MaxRecoveryAttemptsExceeded => {
+                        return Err(Error::MaxRecoveryAttemptsExceeded(self.id.clone()))
+                    }
+                    Status::Enqueued | Status::Delayed | Status::Pending => {}
                 }
             }
             let woken = tokio::time::timeout(pause, notified).await.is_ok();
@@ -308,8 +301,10 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
 
 impl Service {
     /// Starts the service on a booted node: registers the application version, re-enqueues
-    /// this node's (and its crashed predecessors') PENDING workflows of this version, and runs
-    /// the dispatcher that claims enqueued workflows this node has code for.
+    /// this node's (and its crashed predecessors') PENDING workflows of this version, and starts
+    /// the scheduler's dispatcher, which claims enqueued workflows this node has code for and
+    /// runs them here. Its loops (group committer, dispatcher, cron, topic retention) run on the
+    /// kernel's supervised loops and stop in the kernel's shutdown order.
     ///
     /// # Errors
     /// Database errors.
@@ -323,8 +318,8 @@ impl Service {
             .clone()
             .unwrap_or_else(|| registry.version());
         let pool = kernel.pool().clone();
-        let shutdown = kernel.shutdown_token();
         let committer = Committer::start(
+            kernel.loops(),
             pool.clone(),
             opts.checkpoint_batch_max,
             opts.checkpoint_batches_in_flight_max,
@@ -334,43 +329,42 @@ impl Service {
         let waiters =
             dbos_msg::Waiters::start(kernel.notifier(), opts.msg.recheck_interval_ms).await?;
         let messages = dbos_msg::Client::new(pool.clone(), waiters, opts.msg.clone());
-        tokio::spawn(messages.clone().run_sweeper(shutdown.clone()));
+        let sweeper = messages.clone();
+        kernel
+            .loops()
+            .spawn("msg-retention", Phase::Claim, move |stop| {
+                let m = sweeper.clone();
+                async move {
+                    m.run_sweeper(stop).await;
+                    Ok::<(), Error>(())
+                }
+            });
         let svc = Service {
             inner: Arc::new(Inner {
                 pool,
                 runtime: kernel.runtime().clone(),
+                clock: kernel.clock().clone(),
                 executor_id: kernel.node_id().to_owned(),
                 app_version,
-                names: registry.names(),
                 registry,
                 committer,
                 messages,
-                opts,
-                labels: serde_json::to_value(&kernel.config().labels)?,
-                slots: kernel.config().slots.min(i32::MAX as u32) as i32,
                 done: Mutex::new(HashMap::new()),
-                wake: Notify::new(),
-                next_delay_ms: Mutex::new(None),
-                shutdown,
+                dispatcher: std::sync::OnceLock::new(),
             }),
         };
-        // Registers this version; "latest" is the newest registered one.
-        sqlx::query(
-            "INSERT INTO dbos.application_versions (version_id, version_name)
-             VALUES (gen_random_uuid()::text, $1) ON CONFLICT DO NOTHING",
-        )
-        .bind(&svc.inner.app_version)
-        .execute(&svc.inner.pool)
-        .await?;
+        dbos_store::workflows::register_version(&svc.inner.pool, &svc.inner.app_version).await?;
         let mut executors = vec![svc.inner.executor_id.clone()];
         executors.extend(kernel.replaced_nodes().iter().cloned());
-        let recovered = svc.recover(&executors).await?;
+        let recovered =
+            workflows::release_executors(&svc.inner.pool, &executors, &svc.inner.app_version)
+                .await?;
         if recovered > 0 {
             tracing::info!(recovered, "re-enqueued pending workflows for recovery");
         }
-        let sub = kernel.notifier().subscribe(ENQUEUE_CHANNEL).await?;
-        tokio::spawn(svc.clone().dispatcher(sub));
-        tokio::spawn(svc.clone().cron());
+        let handle =
+            dbos_scheduler::dispatch::start(kernel, Arc::new(svc.clone()), opts.scheduler).await?;
+        let _ = svc.inner.dispatcher.set(handle);
         Ok(svc)
     }
 
@@ -406,30 +400,26 @@ impl Service {
         }
     }
 
-    /// Re-enqueues the PENDING workflows of these executors at this application version on
-    /// their queue (or the internal one). Returns how many.
+    /// Re-enqueues the PENDING workflows of these executors (gone nodes) at this application
+    /// version on their queue (or the internal one). This node's own executions are never
+    /// released while it lives: its own ID in `executors` is skipped. Returns how many.
     ///
     /// 1 round trip, 1 commit.
     ///
     /// # Errors
     /// Database errors.
     pub async fn recover(&self, executors: &[String]) -> Result<u64, Error> {
-        let r = sqlx::query(
-            "UPDATE dbos.workflow_status
-             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
-                 queue_name = COALESCE(queue_name, $3),
-                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-             WHERE status = 'PENDING' AND executor_id = ANY($1) AND application_version = $2",
-        )
-        .bind(executors)
-        .bind(&self.inner.app_version)
-        .bind(INTERNAL_QUEUE)
-        .execute(&self.inner.pool)
-        .await?;
-        if r.rows_affected() > 0 {
-            self.inner.wake.notify_one();
+        let others: Vec<String> = executors
+            .iter()
+            .filter(|e| **e != self.inner.executor_id)
+            .cloned()
+            .collect();
+        let n = workflows::release_executors(&self.inner.pool, &others, &self.inner.app_version)
+            .await?;
+        if n > 0 {
+            self.wake();
         }
-        Ok(r.rows_affected())
+        Ok(n)
     }
 
     /// Starts a workflow on this node and returns its handle. An existing ID returns the
@@ -452,8 +442,8 @@ impl Service {
         let inputs = codec::encode_input(&input)?;
         let id = workflow_id(opts.workflow_id.clone())?;
         let xid = uuid::Uuid::new_v4().to_string();
-        let deadline = deadline(&opts);
-        let (existing, created) = self
+        let deadline = self.deadline(&opts);
+        let started = self
             .inner
             .committer
             .start_workflow(Start {
@@ -466,8 +456,8 @@ impl Service {
                 inputs: inputs.clone(),
             })
             .await?;
-        if !created {
-            return self.existing(id, existing, name);
+        if !started.created {
+            return self.existing(id, started.name, name);
         }
         self.execute(f, id.clone(), xid, inputs, HashMap::new(), deadline)
             .await?;
@@ -514,50 +504,31 @@ impl Service {
                 opts.priority
             )));
         }
-        let xid = uuid::Uuid::new_v4().to_string();
-        let row = sqlx::query(
-            "WITH ins AS (
-                 INSERT INTO dbos.workflow_status AS w
-                     (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
-                      serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
-                      deduplication_id, delay_until_epoch_ms, queue_partition_key)
-                 VALUES ($1, CASE WHEN $11::int8 IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, $2, $3, 0, $4,
-                         'portable_json', $5, $6, $7, $8, $11, $12)
-                 ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
-                 RETURNING name, creator_xid
-             ), inp AS (
-                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-                 SELECT $1, $9 FROM ins WHERE ins.creator_xid = $4
-                 ON CONFLICT DO NOTHING
-             )
-             SELECT name, creator_xid = $4 AS created, pg_notify($10, $3) IS NULL FROM ins",
+        let delay_until_ms = opts.delay.map(|d| self.now_ms() + d.as_millis() as i64);
+        let created = workflows::enqueue(
+            &self.inner.pool,
+            &workflows::Enqueue {
+                workflow_id: &id,
+                name,
+                queue,
+                inputs: &inputs,
+                timeout_ms: opts.timeout.map(|t| t.as_millis() as i64),
+                deadline_ms: opts.deadline_ms,
+                priority: opts.priority,
+                deduplication_id: opts.deduplication_id.as_deref(),
+                delay_until_ms,
+                partition_key: opts.partition_key.as_deref(),
+                attributes: None,
+            },
         )
-        .bind(&id)
-        .bind(name)
-        .bind(queue)
-        .bind(&xid)
-        .bind(opts.timeout.map(|t| t.as_millis() as i64))
-        .bind(opts.deadline_ms)
-        .bind(opts.priority)
-        .bind(&opts.deduplication_id)
-        .bind(&inputs)
-        .bind(ENQUEUE_CHANNEL)
-        .bind(opts.delay.map(|d| now_ms() + d.as_millis() as i64))
-        .bind(&opts.partition_key)
-        .fetch_one(&self.inner.pool)
-        .await
-        .map_err(|e| match dbos_kernel::sqlstate(&e).as_deref() {
-            Some("23505") => Error::Invalid(format!(
-                "workflow {id} was deduplicated: queue {queue} already has deduplication ID {:?}",
-                opts.deduplication_id.as_deref().unwrap_or_default()
-            )),
-            _ => Error::Db(e),
-        })?;
-        let (existing, created): (Option<String>, bool) = (row.get(0), row.get(1));
-        if !created {
-            return self.existing(id, existing, name);
+        .await?;
+        if !created.created {
+            return self.existing(id, created.name, name);
         }
-        self.inner.wake.notify_one();
+        match delay_until_ms {
+            Some(until) => self.dispatcher().delayed_until(until),
+            None => self.wake(),
+        }
         Ok(self.handle(id))
     }
 
@@ -599,58 +570,31 @@ impl Service {
     ) -> Result<WorkflowHandle<O>, Error> {
         let f = self.function(name)?;
         let xid = uuid::Uuid::new_v4().to_string();
-        let deadline = deadline(opts);
-        let now = now_ms();
-        let row = sqlx::query(
-            "WITH own AS (
-                 SELECT 1 FROM dbos.workflow_status
-                 WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
-                 FOR NO KEY UPDATE
-             ), child AS (
-                 INSERT INTO dbos.workflow_status AS w
-                     (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
-                      owner_xid, creator_xid, serialization, workflow_timeout_ms,
-                      workflow_deadline_epoch_ms, parent_workflow_id, priority)
-                 SELECT $3, 'PENDING', $4, $5, $6, 1, $7, $7, 'portable_json', $8, $9, $1, $10 FROM own
-                 ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
-                 RETURNING name, creator_xid
-             ), inp AS (
-                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-                 SELECT $3, $11 FROM child WHERE child.creator_xid = $7
-                 ON CONFLICT DO NOTHING
-             ), op AS (
-                 INSERT INTO dbos.operation_outputs
-                     (workflow_uuid, function_id, function_name, child_workflow_id,
-                      started_at_epoch_ms, completed_at_epoch_ms, serialization)
-                 SELECT $1, $12, $4, $3, $13, $13, 'portable_json' FROM own
-                 ON CONFLICT DO NOTHING
-             )
-             SELECT (SELECT count(*) FROM own) AS owned,
-                    (SELECT name FROM child) AS name,
-                    COALESCE((SELECT creator_xid = $7 FROM child), false) AS created",
+        let deadline = self.deadline(opts);
+        let started = workflows::start_child(
+            &self.inner.pool,
+            &workflows::StartChild {
+                parent_id: parent.workflow_id(),
+                parent_owner_xid: &parent.inner.owner_xid,
+                function_id: fid,
+                workflow_id: id,
+                name,
+                executor_id: &self.inner.executor_id,
+                app_version: &self.inner.app_version,
+                owner_xid: &xid,
+                timeout_ms: opts.timeout.map(|t| t.as_millis() as i64),
+                deadline_ms: deadline,
+                priority: opts.priority,
+                inputs: &inputs,
+                started_at_ms: self.now_ms(),
+            },
         )
-        .bind(parent.workflow_id())
-        .bind(&parent.inner.owner_xid)
-        .bind(id)
-        .bind(name)
-        .bind(&self.inner.executor_id)
-        .bind(&self.inner.app_version)
-        .bind(&xid)
-        .bind(opts.timeout.map(|t| t.as_millis() as i64))
-        .bind(deadline)
-        .bind(opts.priority)
-        .bind(&inputs)
-        .bind(fid)
-        .bind(now)
-        .fetch_one(&self.inner.pool)
         .await?;
-        let (owned, existing, created): (i64, Option<String>, bool) =
-            (row.get(0), row.get(1), row.get(2));
-        if owned == 0 {
+        let Some(started) = started else {
             return Err(self.why_not_owner(parent.workflow_id()).await);
-        }
-        if !created {
-            return self.existing(id.to_owned(), existing, name);
+        };
+        if !started.created {
+            return self.existing(id.to_owned(), started.name, name);
         }
         self.execute(f, id.to_owned(), xid, inputs, HashMap::new(), deadline)
             .await?;
@@ -687,24 +631,24 @@ impl Service {
         self.inner
             .runtime
             .spawn(id.clone(), move |_task| async move {
+                let run = run_guarded(f, ctx, inputs);
                 let result = match deadline_ms {
+                    // At the deadline the workflow is cancelled in the database (waking its
+                    // waits); the run notices at its next step boundary.
                     Some(d) => {
-                        // Cancels in the database at the deadline; the run notices at its next
-                        // step boundary.
-                        let svc2 = svc.clone();
-                        let id2 = id.clone();
-                        let timer = tokio::spawn(async move {
-                            let left = d - now_ms();
-                            if left > 0 {
-                                tokio::time::sleep(Duration::from_millis(left as u64)).await;
+                        tokio::pin!(run);
+                        let left = (d - svc.now_ms()).max(0) as u64;
+                        tokio::select! {
+                            r = &mut run => r,
+                            () = tokio::time::sleep(Duration::from_millis(left)) => {
+                                if let Err(e) = workflows::cancel_expired(&svc.inner.pool, Some(&id)).await {
+                                    tracing::warn!(workflow_id = %id, error = %e, "could not cancel at the deadline; the sweep will");
+                                }
+                                run.await
                             }
-                            let _ = svc2.cancel_expired(Some(&id2)).await;
-                        });
-                        let r = run_guarded(f, ctx, inputs).await;
-                        timer.abort();
-                        r
+                        }
                     }
-                    None => run_guarded(f, ctx, inputs).await,
+                    None => run.await,
                 };
                 svc.finish(&id, &owner_xid, result).await;
             })
@@ -718,7 +662,7 @@ impl Service {
             Ok(out) => Some(Outcome {
                 workflow_id: id.to_owned(),
                 owner_xid: owner_xid.to_owned(),
-                status: "SUCCESS",
+                status: Status::Success,
                 output: Some(out.clone()),
                 error: None,
             }),
@@ -729,7 +673,7 @@ impl Service {
             Err(e) => Some(Outcome {
                 workflow_id: id.to_owned(),
                 owner_xid: owner_xid.to_owned(),
-                status: "ERROR",
+                status: Status::Error,
                 output: None,
                 error: Some(codec::encode_error(&e.to_portable())),
             }),
@@ -760,288 +704,51 @@ impl Service {
         }
     }
 
-    /// Why a write fenced on `(status = PENDING, owner_xid)` was refused.
     /// Whether the execution holding `owner_xid` still owns workflow `id` (it is PENDING).
     ///
     /// # Errors
     /// Database errors.
     pub(crate) async fn still_owner(&self, id: &str, owner_xid: &str) -> Result<bool, Error> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
-                            WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING')",
-        )
-        .bind(id)
-        .bind(owner_xid)
-        .fetch_one(&self.inner.pool)
-        .await?)
+        Ok(workflows::is_owner(&self.inner.pool, id, owner_xid).await?)
     }
 
+    /// Why a write fenced on `(status = PENDING, owner_xid)` was refused.
     pub(crate) async fn why_not_owner(&self, id: &str) -> Error {
-        let status: Result<Option<Option<String>>, _> =
-            sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
-                .bind(id)
-                .fetch_optional(&self.inner.pool)
-                .await;
-        match status {
-            Ok(Some(Some(s))) if s == "CANCELLED" => Error::Cancelled(id.to_owned()),
-            Ok(Some(Some(s))) if s == "MAX_RECOVERY_ATTEMPTS_EXCEEDED" => {
+        match workflows::status(&self.inner.pool, id).await {
+            Ok(Status::Cancelled) => Error::Cancelled(id.to_owned()),
+            Ok(Status::MaxRecoveryAttemptsExceeded) => {
                 Error::MaxRecoveryAttemptsExceeded(id.to_owned())
             }
-            Ok(None) => Error::NotFound(id.to_owned()),
             Ok(_) => Error::NotOwner(id.to_owned()),
-            Err(e) => Error::Db(e),
+            Err(e) => e.into(),
         }
     }
 
-    /// Cancels the workflow `id` (every workflow when `None`) whose deadline has passed.
+    /// Cancels workflow `id` if its deadline has passed.
     ///
-    /// 1 round trip, 1 commit (served by the primary key, or idx_workflow_status_deadline).
-    pub(crate) async fn cancel_expired(&self, id: Option<&str>) -> Result<(), Error> {
-        sqlx::query(
-            "WITH c AS (
-                 UPDATE dbos.workflow_status
-                 SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL,
-                     deduplication_id = NULL, started_at_epoch_ms = NULL,
-                     updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
-                     completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-                 WHERE ($1::text IS NOT NULL AND workflow_uuid = $1
-                        OR $1::text IS NULL AND (SELECT pg_try_advisory_xact_lock(
-                               hashtextextended('dbos.sched.deadlines', 0))))
-                   AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
-                   AND workflow_deadline_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint
-                 RETURNING workflow_uuid
-             )
-             SELECT count(pg_notify($2, workflow_uuid)) FROM c",
-        )
-        .bind(id)
-        .bind(dbos_msg::CANCEL_CHANNEL)
-        .execute(&self.inner.pool)
-        .await?;
+    /// 1 round trip, 1 commit.
+    pub(crate) async fn cancel_expired(&self, id: &str) -> Result<(), Error> {
+        workflows::cancel_expired(&self.inner.pool, Some(id)).await?;
         Ok(())
     }
 
-    async fn terminal(&self, id: &str) -> Result<Option<Terminal>, Error> {
-        let row = sqlx::query(
-            "SELECT s.status, COALESCE(o.output, s.output), COALESCE(o.error, s.error)
-             FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
-             WHERE s.workflow_uuid = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.inner.pool)
-        .await?
-        .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let status: Option<String> = row.get(0);
-        Ok(match status.as_deref() {
-            Some("SUCCESS") => Some(Terminal::Success(row.get(1))),
-            Some("ERROR") => Some(Terminal::Error(row.get(2))),
-            Some("CANCELLED") => Some(Terminal::Cancelled),
-            Some("MAX_RECOVERY_ATTEMPTS_EXCEEDED") => Some(Terminal::Dead),
-            _ => None,
-        })
+    /// Milliseconds since the epoch, by the node's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
-    /// Fires cron schedules: every due tick becomes one enqueued workflow (however many nodes
-    /// fire it), then sleeps until the next tick, looking for new schedules every second.
-    async fn cron(self) {
-        loop {
-            let wait =
-                match dbos_scheduler::cron::fire_due(&self.inner.pool, chrono::Utc::now()).await {
-                    Ok(f) => {
-                        if f.enqueued > 0 {
-                            self.inner.wake.notify_one();
-                        }
-                        f.next
-                            .map(|n| (n - chrono::Utc::now()).num_milliseconds().clamp(1, 1_000))
-                            .unwrap_or(1_000)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "firing cron schedules failed");
-                        1_000
-                    }
-                };
-            tokio::select! {
-                () = self.inner.shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
-            }
+    fn deadline(&self, opts: &StartOptions) -> Option<i64> {
+        match opts.timeout {
+            Some(t) => Some(self.now_ms() + t.as_millis() as i64),
+            None => opts.deadline_ms,
         }
     }
 
-    /// Claims enqueued workflows this node has code for, up to its free slots, and runs them.
-    async fn dispatcher(self, mut sub: dbos_kernel::Subscription) {
-        let poll = Duration::from_millis(self.inner.opts.poll_interval_ms);
-        let mut last_sweep = std::time::Instant::now();
-        loop {
-            if self.inner.shutdown.is_cancelled() {
-                return;
-            }
-            let free = self
-                .inner
-                .runtime
-                .free_slots()
-                .min(self.inner.opts.claim_batch_max);
-            let mut claimed = 0;
-            if free > 0 {
-                match self.claim(free).await {
-                    Ok(n) => claimed = n,
-                    Err(e) => tracing::warn!(error = %e, "claiming workflows failed; retrying"),
-                }
-            }
-            let due = self
-                .inner
-                .next_delay_ms
-                .lock()
-                .is_some_and(|d| d <= now_ms());
-            if last_sweep.elapsed() >= poll || due {
-                last_sweep = std::time::Instant::now();
-                if let Err(e) = self.cancel_expired(None).await {
-                    tracing::warn!(error = %e, "deadline sweep failed");
-                }
-                match dbos_scheduler::recovery::sweep(&self.inner.pool).await {
-                    Ok(r) => {
-                        if !r.nodes_declared_dead.is_empty() {
-                            tracing::warn!(nodes = ?r.nodes_declared_dead, "nodes declared dead after their lease expired");
-                        }
-                        if r.workflows > 0 {
-                            tracing::info!(
-                                workflows = r.workflows,
-                                "re-enqueued the pending work of gone nodes"
-                            );
-                            continue;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "recovery sweep failed"),
-                }
-                match self.promote_delayed().await {
-                    Ok((promoted, next)) => {
-                        *self.inner.next_delay_ms.lock() = next;
-                        if promoted > 0 {
-                            continue;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "promoting delayed workflows failed"),
-                }
-            }
-            if claimed > 0 && claimed == free {
-                continue;
-            }
-            let mut wait = if free == 0 {
-                Duration::from_millis(20)
-            } else {
-                poll
-            };
-            if let Some(next) = *self.inner.next_delay_ms.lock() {
-                wait = wait.min(Duration::from_millis((next - now_ms()).max(1) as u64));
-            }
-            tokio::select! {
-                () = self.inner.shutdown.cancelled() => return,
-                () = self.inner.wake.notified() => {}
-                w = sub.recv() => if w.is_none() { return },
-                () = tokio::time::sleep(wait) => {}
-            }
-            // A burst of enqueues is one claim round, not one per notification.
-            while let Some(Some(_)) = futures_util::FutureExt::now_or_never(sub.recv()) {}
-        }
-    }
-
-    /// Claims up to `n` workflows in one round trip (with their inputs and recorded steps) and
-    /// starts them. Returns how many were claimed.
-    async fn claim(&self, n: usize) -> Result<usize, Error> {
-        let req = dbos_scheduler::claim::ClaimRequest {
-            names: &self.inner.names,
-            app_version: &self.inner.app_version,
-            executor_id: &self.inner.executor_id,
-            max: n as i64,
-            labels: &self.inner.labels,
-            slots: self.inner.slots,
-        };
-        let rows = dbos_scheduler::claim::claim(&self.inner.pool, &req).await?;
-        let claimed = rows.len();
-        for row in rows {
-            let dbos_scheduler::claim::Claimed {
-                workflow_id: id,
-                name,
-                owner_xid: owner,
-                recovery_attempts: attempts,
-                deadline_ms: deadline,
-                inputs,
-                recorded,
-            } = row;
-            if let Some(max) = self.inner.opts.max_recovery_attempts {
-                if attempts > i64::from(max) + 1 {
-                    self.dead_letter(&id, &owner).await?;
-                    continue;
-                }
-            }
-            let recorded: Vec<Recorded> = match recorded {
-                Some(v) => serde_json::from_value(v).map_err(Error::encode)?,
-                None => Vec::new(),
-            };
-            let recorded = recorded.into_iter().map(|r| (r.function_id, r)).collect();
-            let Ok(f) = self.function(&name) else {
-                continue;
-            };
-            self.execute(
-                f,
-                id,
-                owner,
-                inputs.unwrap_or_else(|| "{}".into()),
-                recorded,
-                deadline,
-            )
-            .await?;
-        }
-        Ok(claimed)
-    }
-
-    async fn dead_letter(&self, id: &str, owner: &str) -> Result<(), Error> {
-        tracing::warn!(
-            workflow_id = id,
-            "dead-lettering after too many recovery attempts"
-        );
-        sqlx::query(
-            "UPDATE dbos.workflow_status
-             SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', owner_xid = NULL, deduplication_id = NULL,
-                 started_at_epoch_ms = NULL, queue_name = NULL,
-                 updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
-                 completed_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-             WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&self.inner.pool)
-        .await?;
-        let completion = self.inner.done.lock().remove(id);
-        if let Some(c) = completion {
-            c.notify.notify_waiters();
-        }
-        Ok(())
-    }
-
-    /// Moves DELAYED workflows whose time has come to ENQUEUED (releasing a debounce key) and
-    /// returns how many, with the next pending delay.
-    ///
-    /// 1 round trip, 1 commit (served by idx_workflow_status_delayed).
-    async fn promote_delayed(&self) -> Result<(u64, Option<i64>), Error> {
-        let row = sqlx::query(
-            "WITH p AS (
-                 UPDATE dbos.workflow_status
-                 SET status = 'ENQUEUED',
-                     deduplication_id = CASE WHEN is_debounced THEN NULL ELSE deduplication_id END,
-                     updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-                 WHERE status = 'DELAYED'
-                   AND delay_until_epoch_ms <= (EXTRACT(epoch FROM now()) * 1000)::bigint
-                   -- One node sweeps at a time; the others skip this round.
-                   AND (SELECT pg_try_advisory_xact_lock(hashtextextended('dbos.sched.delayed', 0)))
-                 RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM p),
-                    (SELECT min(delay_until_epoch_ms) FROM dbos.workflow_status
-                     WHERE status = 'DELAYED'
-                       AND delay_until_epoch_ms > (EXTRACT(epoch FROM now()) * 1000)::bigint)",
-        )
-        .fetch_one(&self.inner.pool)
-        .await?;
-        Ok((row.get::<i64, _>(0) as u64, row.get(1)))
+    fn dispatcher(&self) -> &dbos_scheduler::Handle {
+        self.inner
+            .dispatcher
+            .get()
+            .expect("launch sets the dispatcher before it returns the service")
     }
 
     /// Debounces `name` under `key`: the first call enqueues a DELAYED workflow; calls within
@@ -1067,48 +774,22 @@ impl Service {
         }
         let inputs = codec::encode_input(&input)?;
         for _ in 0..3 {
-            let now = now_ms();
+            let now = self.now_ms();
             let until = now + period.as_millis() as i64;
-            let cap = timeout.map(|t| now + t.as_millis() as i64);
-            let id: Option<String> = sqlx::query_scalar(
-                "WITH upd AS (
-                     UPDATE dbos.workflow_status
-                     SET delay_until_epoch_ms = LEAST($4, COALESCE(debounce_deadline_epoch_ms, $4)),
-                         updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint
-                     WHERE name = $1 AND queue_name = $2 AND deduplication_id = $3
-                       AND status = 'DELAYED' AND is_debounced
-                     RETURNING workflow_uuid
-                 ), inp AS (
-                     UPDATE dbos.workflow_input SET inputs = $6
-                     WHERE workflow_uuid IN (SELECT workflow_uuid FROM upd)
-                 ), ins AS (
-                     INSERT INTO dbos.workflow_status
-                         (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
-                          serialization, deduplication_id, is_debounced, delay_until_epoch_ms,
-                          debounce_deadline_epoch_ms)
-                     SELECT gen_random_uuid()::text, 'DELAYED', $1, $2, 0, gen_random_uuid()::text,
-                            'portable_json', $3, true, LEAST($4, COALESCE($5, $4)), $5
-                     WHERE NOT EXISTS (SELECT 1 FROM upd)
-                     ON CONFLICT DO NOTHING
-                     RETURNING workflow_uuid
-                 ), ins_inp AS (
-                     INSERT INTO dbos.workflow_input (workflow_uuid, inputs) SELECT workflow_uuid, $6 FROM ins
-                 )
-                 SELECT workflow_uuid FROM upd UNION ALL SELECT workflow_uuid FROM ins",
+            let id = workflows::debounce(
+                &self.inner.pool,
+                &workflows::Debounce {
+                    queue,
+                    name,
+                    key,
+                    until_ms: until,
+                    cap_ms: timeout.map(|t| now + t.as_millis() as i64),
+                    inputs: &inputs,
+                },
             )
-            .bind(name)
-            .bind(queue)
-            .bind(key)
-            .bind(until)
-            .bind(cap)
-            .bind(&inputs)
-            .fetch_optional(&self.inner.pool)
             .await?;
             if let Some(id) = id {
-                let mut next = self.inner.next_delay_ms.lock();
-                *next = Some(next.map_or(until, |n| n.min(until)));
-                drop(next);
-                self.inner.wake.notify_one();
+                self.dispatcher().delayed_until(until);
                 return Ok(self.handle(id));
             }
         }
@@ -1137,7 +818,48 @@ impl Service {
 
     /// Wakes the dispatcher (after a resume or fork enqueued work).
     pub fn wake(&self) {
-        self.inner.wake.notify_one();
+        self.dispatcher().wake();
+    }
+
+    /// The dispatcher of this node (its wake-ups and rounds).
+    pub fn scheduler(&self) -> &dbos_scheduler::Handle {
+        self.dispatcher()
+    }
+}
+
+/// The scheduler runs the workflows it claims here.
+impl Executor for Service {
+    fn names(&self) -> Vec<String> {
+        self.inner.registry.names()
+    }
+
+    fn app_version(&self) -> String {
+        self.inner.app_version.clone()
+    }
+
+    fn execute(
+        &self,
+        claimed: Claimed,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ExecuteError>> + Send + '_>> {
+        Box::pin(async move {
+            let f = self.function(&claimed.name)?;
+            let recorded = claimed
+                .recorded
+                .into_iter()
+                .map(|r| (r.function_id, r))
+                .collect();
+            Service::execute(
+                self,
+                f,
+                claimed.workflow_id,
+                claimed.owner_xid,
+                claimed.inputs.unwrap_or_else(|| "{}".into()),
+                recorded,
+                claimed.deadline_ms,
+            )
+            .await?;
+            Ok(())
+        })
     }
 }
 
@@ -1172,12 +894,5 @@ pub(crate) fn workflow_id(given: Option<String>) -> Result<String, Error> {
         Some(id) if id.len() > 1024 => Err(Error::Invalid("workflow ID is over 1024 bytes".into())),
         Some(id) => Ok(id),
         None => Ok(uuid::Uuid::new_v4().to_string()),
-    }
-}
-
-fn deadline(opts: &StartOptions) -> Option<i64> {
-    match opts.timeout {
-        Some(t) => Some(now_ms() + t.as_millis() as i64),
-        None => opts.deadline_ms,
     }
 }

@@ -56,7 +56,10 @@ pub async fn node_on(
     let mut registry = Registry::new();
     register(&mut registry);
     let opts = Options {
-        poll_interval_ms: 100,
+        scheduler: dbos_scheduler::Options {
+            poll_interval_ms: 100,
+            ..opts.scheduler.clone()
+        },
         ..opts
     };
     let wf = Service::launch(&kernel, registry, opts)

@@ -20,7 +20,8 @@
 
 use sqlx::{PgPool, Row};
 
-use crate::Error;
+use crate::error::Result;
+use crate::operations::Recorded;
 
 /// What a node may claim.
 #[derive(Clone, Debug)]
@@ -54,8 +55,8 @@ pub struct Claimed {
     pub deadline_ms: Option<i64>,
     /// Inputs (portable JSON text).
     pub inputs: Option<String>,
-    /// Operations recorded by earlier executions, as a JSON array.
-    pub recorded: Option<serde_json::Value>,
+    /// Operations recorded by earlier executions.
+    pub recorded: Vec<Recorded>,
 }
 
 const LOCK: &str = "
@@ -82,7 +83,7 @@ WITH RECURSIVE qs(q) AS (
 ), latest AS (
     SELECT version_name FROM dbos.application_versions ORDER BY version_timestamp DESC LIMIT 1
 ), now_ms AS (
-    SELECT (EXTRACT(epoch FROM statement_timestamp()) * 1000)::bigint AS t
+    SELECT kernel.now_ms() AS t
 ), queues AS (
     SELECT qs.q AS name, c.concurrency, c.worker_concurrency, c.rate_limit_max,
            c.rate_limit_period_sec, c.partition_concurrency, c.partition_worker_concurrency,
@@ -202,13 +203,13 @@ WITH RECURSIVE qs(q) AS (
 UPDATE dbos.workflow_status w
 SET status = 'PENDING', owner_xid = gen_random_uuid()::text, executor_id = $4,
     application_version = $2,
-    started_at_epoch_ms = (EXTRACT(epoch FROM statement_timestamp()) * 1000)::bigint,
+    started_at_epoch_ms = kernel.now_ms(),
     rate_limited = pick.limited_rate,
     recovery_attempts = w.recovery_attempts + 1,
-    updated_at = (EXTRACT(epoch FROM now()) * 1000)::bigint,
+    updated_at = kernel.now_ms(),
     workflow_deadline_epoch_ms = CASE
         WHEN w.workflow_timeout_ms IS NOT NULL AND w.workflow_deadline_epoch_ms IS NULL
-        THEN (EXTRACT(epoch FROM statement_timestamp()) * 1000)::bigint + w.workflow_timeout_ms
+        THEN kernel.now_ms() + w.workflow_timeout_ms
         ELSE w.workflow_deadline_epoch_ms END
 FROM pick WHERE w.workflow_uuid = pick.workflow_uuid
 RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
@@ -223,8 +224,9 @@ RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
 /// Claims up to `req.max` enqueued workflows within their queues' limits.
 ///
 /// # Errors
-/// Database errors.
-pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>, Error> {
+/// Database errors; a claimed row the statement returned malformed (which rolls the claim
+/// back).
+pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
     let mut tx = pool.begin().await?;
     let locked: Vec<String> = sqlx::query_scalar(LOCK).fetch_one(&mut *tx).await?;
     let rows = sqlx::query(CLAIM)
@@ -237,17 +239,21 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
         .bind(req.slots)
         .fetch_all(&mut *tx)
         .await?;
-    tx.commit().await?;
-    Ok(rows
+    let claimed = rows
         .iter()
-        .map(|r| Claimed {
-            workflow_id: r.get(0),
-            name: r.get::<Option<String>, _>(1).unwrap_or_default(),
-            owner_xid: r.get(2),
-            recovery_attempts: r.get::<Option<i64>, _>(3).unwrap_or(0),
-            deadline_ms: r.get(4),
-            inputs: r.get(5),
-            recorded: r.get(6),
+        .map(|r| {
+            let recorded: Option<sqlx::types::Json<Vec<Recorded>>> = r.try_get(6)?;
+            Ok(Claimed {
+                workflow_id: r.try_get(0)?,
+                name: r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+                owner_xid: r.try_get(2)?,
+                recovery_attempts: r.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+                deadline_ms: r.try_get(4)?,
+                inputs: r.try_get(5)?,
+                recorded: recorded.map(|j| j.0).unwrap_or_default(),
+            })
         })
-        .collect())
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    tx.commit().await?;
+    Ok(claimed)
 }

@@ -1,0 +1,336 @@
+//! The group-commit statement: starts of top-level workflows, step checkpoints and final
+//! outcomes of many workflows, written in one statement and one commit.
+//!
+//! A [`Batch`] collects requests as column arrays; [`Batch::write`] sends them and says, per
+//! request, what was written. Checkpoints and outcomes are fenced on `(status = 'PENDING',
+//! owner_xid)`; a start leaves an existing ID alone and reports its recorded function.
+
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgExecutor, Postgres};
+
+use crate::status::Status;
+use crate::workflows::Created;
+
+/// One operation checkpoint.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The workflow.
+    pub workflow_id: String,
+    /// The execution's ownership token.
+    pub owner_xid: String,
+    /// Position, from 1.
+    pub function_id: i32,
+    /// Operation name.
+    pub name: String,
+    /// Output, portable JSON text.
+    pub output: Option<String>,
+    /// Error, portable JSON text.
+    pub error: Option<String>,
+    /// Child workflow started or awaited.
+    pub child_workflow_id: Option<String>,
+    /// Start, epoch ms.
+    pub started_at_ms: i64,
+    /// End, epoch ms.
+    pub completed_at_ms: i64,
+}
+
+/// A workflow's final outcome.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The workflow.
+    pub workflow_id: String,
+    /// The execution's ownership token.
+    pub owner_xid: String,
+    /// [`Status::Success`] or [`Status::Error`].
+    pub status: Status,
+    /// Output, portable JSON text.
+    pub output: Option<String>,
+    /// Error, portable JSON text.
+    pub error: Option<String>,
+}
+
+/// A direct start of a top-level workflow, PENDING under its first execution on this node.
+#[derive(Clone, Debug)]
+pub struct Start {
+    /// Its ID.
+    pub workflow_id: String,
+    /// Its function.
+    pub name: String,
+    /// The execution's ownership token (also its creator token).
+    pub xid: String,
+    /// Start-to-close timeout.
+    pub timeout_ms: Option<i64>,
+    /// Absolute deadline, epoch ms.
+    pub deadline_ms: Option<i64>,
+    /// Priority.
+    pub priority: i32,
+    /// Inputs, portable JSON text.
+    pub inputs: String,
+}
+
+/// Starts (`$15`..`$21`, executor `$22`, version `$23`), checkpoints of owned PENDING
+/// workflows (`$1`..`$9`) and outcomes with their output rows (`$10`..`$14`). Served by the
+/// primary keys of workflow_status, workflow_input and operation_outputs.
+const WRITE: &str = "WITH c AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::int8[], $9::int8[])
+                 AS c(wf, owner, fid, name, output, error, child, started, completed)
+         ), owned AS (
+             SELECT c.* FROM c JOIN dbos.workflow_status w
+                 ON w.workflow_uuid = c.wf AND w.owner_xid = c.owner AND w.status = 'PENDING'
+             FOR NO KEY UPDATE OF w
+         ), ck AS (
+             INSERT INTO dbos.operation_outputs
+                 (workflow_uuid, function_id, function_name, output, error, child_workflow_id,
+                  started_at_epoch_ms, completed_at_epoch_ms, serialization)
+             SELECT wf, fid, name, output, error, child, started, completed, 'portable_json' FROM owned
+             ON CONFLICT DO NOTHING
+             RETURNING workflow_uuid, function_id
+         ), o AS (
+             SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+                 AS o(wf, owner, status, output, error)
+         ), done AS (
+             UPDATE dbos.workflow_status w
+             SET status = o.status, owner_xid = NULL, deduplication_id = NULL,
+                 updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
+             FROM o
+             WHERE w.workflow_uuid = o.wf AND w.status = 'PENDING' AND w.owner_xid = o.owner
+             RETURNING w.workflow_uuid
+         ), out AS (
+             INSERT INTO dbos.workflow_output (workflow_uuid, output, error)
+             SELECT o.wf, o.output, o.error FROM o JOIN done ON done.workflow_uuid = o.wf
+             ON CONFLICT (workflow_uuid) DO UPDATE SET output = excluded.output, error = excluded.error
+         ), s AS (
+             SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::int8[], $19::int8[],
+                                  $20::int4[], $21::text[])
+                 AS s(id, name, xid, timeout, deadline, priority, inputs)
+         ), st AS (
+             INSERT INTO dbos.workflow_status AS w
+                 (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
+                  owner_xid, creator_xid, serialization, workflow_timeout_ms,
+                  workflow_deadline_epoch_ms, priority)
+             SELECT id, 'PENDING', name, $22, $23, 1, xid, xid, 'portable_json', timeout, deadline,
+                    priority
+             FROM s
+             ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+             RETURNING workflow_uuid, name, creator_xid
+         ), st_in AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT s.id, s.inputs FROM s JOIN st ON st.workflow_uuid = s.id AND st.creator_xid = s.xid
+             ON CONFLICT DO NOTHING
+         )
+         SELECT 'c', workflow_uuid, function_id, NULL::text, NULL::text FROM ck
+         UNION ALL SELECT 'o', workflow_uuid, 0, NULL, NULL FROM done
+         UNION ALL SELECT 's', workflow_uuid, 0, name, creator_xid FROM st";
+
+/// One row the statement returns: kind ('c', 'o' or 's'), workflow, function id, and for
+/// starts the recorded name and creator.
+type Row = (String, String, i32, Option<String>, Option<String>);
+
+/// Requests of one group commit, as the statement's column arrays. Requests of each kind are
+/// numbered from 0 in the order they were pushed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ck: CheckpointColumns,
+    oc: OutcomeColumns,
+    st: StartColumns,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Adds a checkpoint.
+    pub fn push_checkpoint(&mut self, c: Checkpoint) {
+        self.ck.push(c);
+    }
+
+    /// Adds an outcome.
+    pub fn push_outcome(&mut self, o: Outcome) {
+        debug_assert!(matches!(o.status, Status::Success | Status::Error));
+        self.oc.push(o);
+    }
+
+    /// Adds a start. One statement cannot insert the same ID twice: check
+    /// [`Batch::has_start`] first and send a repeated ID in a later batch.
+    pub fn push_start(&mut self, s: Start) {
+        debug_assert!(!self.has_start(&s.workflow_id));
+        self.st.push(s);
+    }
+
+    /// Whether a start of `id` is in the batch.
+    pub fn has_start(&self, id: &str) -> bool {
+        self.st.id.iter().any(|i| i == id)
+    }
+
+    /// Requests in the batch.
+    pub fn len(&self) -> usize {
+        self.ck.wf.len() + self.oc.wf.len() + self.st.id.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The statement with every column bound, ready to send.
+    pub fn query<'q>(
+        &'q self,
+        executor_id: &'q str,
+        app_version: &'q str,
+    ) -> QueryAs<'q, Postgres, Row, PgArguments> {
+        let (ck, oc, st) = (&self.ck, &self.oc, &self.st);
+        sqlx::query_as::<_, Row>(WRITE)
+            .bind(&ck.wf)
+            .bind(&ck.owner)
+            .bind(&ck.fid)
+            .bind(&ck.name)
+            .bind(&ck.output)
+            .bind(&ck.error)
+            .bind(&ck.child)
+            .bind(&ck.started)
+            .bind(&ck.completed)
+            .bind(&oc.wf)
+            .bind(&oc.owner)
+            .bind(&oc.status)
+            .bind(&oc.output)
+            .bind(&oc.error)
+            .bind(&st.id)
+            .bind(&st.name)
+            .bind(&st.xid)
+            .bind(&st.timeout)
+            .bind(&st.deadline)
+            .bind(&st.priority)
+            .bind(&st.inputs)
+            .bind(executor_id)
+            .bind(app_version)
+    }
+
+    /// Writes the batch in one statement; starts run on `executor_id` at `app_version`.
+    ///
+    /// 1 round trip, 1 commit.
+    ///
+    /// # Errors
+    /// The statement failed: nothing of the batch was written.
+    pub async fn write<'c>(
+        &self,
+        db: impl PgExecutor<'c>,
+        executor_id: &str,
+        app_version: &str,
+    ) -> Result<Written, sqlx::Error> {
+        let rows = self.query(executor_id, app_version).fetch_all(db).await?;
+        let mut w = Written {
+            checkpoints: vec![false; self.ck.wf.len()],
+            outcomes: vec![false; self.oc.wf.len()],
+            starts: vec![None; self.st.id.len()],
+        };
+        for (kind, wf, fid, name, creator) in rows {
+            match kind.as_str() {
+                "c" => mark(&mut w.checkpoints, &self.ck.wf, &wf, |i| {
+                    self.ck.fid[i] == fid
+                }),
+                "o" => mark(&mut w.outcomes, &self.oc.wf, &wf, |_| true),
+                _ => {
+                    if let Some(i) = self.st.id.iter().position(|id| *id == wf) {
+                        w.starts[i] = Some(Created {
+                            name,
+                            created: creator.as_deref() == Some(self.st.xid[i].as_str()),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(w)
+    }
+}
+
+fn mark(flags: &mut [bool], ids: &[String], wf: &str, also: impl Fn(usize) -> bool) {
+    for (i, id) in ids.iter().enumerate() {
+        if id == wf && also(i) {
+            flags[i] = true;
+        }
+    }
+}
+
+/// What a batch wrote, per request in push order.
+#[derive(Clone, Debug, Default)]
+pub struct Written {
+    /// Whether each checkpoint was written (`false`: not owned any more, or already recorded).
+    pub checkpoints: Vec<bool>,
+    /// Whether each outcome was written (`false`: not owned any more).
+    pub outcomes: Vec<bool>,
+    /// What each start found; `None` when the statement returned no row for it.
+    pub starts: Vec<Option<Created>>,
+}
+
+#[derive(Debug, Default)]
+struct StartColumns {
+    id: Vec<String>,
+    name: Vec<String>,
+    xid: Vec<String>,
+    timeout: Vec<Option<i64>>,
+    deadline: Vec<Option<i64>>,
+    priority: Vec<i32>,
+    inputs: Vec<String>,
+}
+
+impl StartColumns {
+    fn push(&mut self, s: Start) {
+        self.id.push(s.workflow_id);
+        self.name.push(s.name);
+        self.xid.push(s.xid);
+        self.timeout.push(s.timeout_ms);
+        self.deadline.push(s.deadline_ms);
+        self.priority.push(s.priority);
+        self.inputs.push(s.inputs);
+    }
+}
+
+#[derive(Debug, Default)]
+struct CheckpointColumns {
+    wf: Vec<String>,
+    owner: Vec<String>,
+    fid: Vec<i32>,
+    name: Vec<String>,
+    output: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    child: Vec<Option<String>>,
+    started: Vec<i64>,
+    completed: Vec<i64>,
+}
+
+impl CheckpointColumns {
+    fn push(&mut self, c: Checkpoint) {
+        self.wf.push(c.workflow_id);
+        self.owner.push(c.owner_xid);
+        self.fid.push(c.function_id);
+        self.name.push(c.name);
+        self.output.push(c.output);
+        self.error.push(c.error);
+        self.child.push(c.child_workflow_id);
+        self.started.push(c.started_at_ms);
+        self.completed.push(c.completed_at_ms);
+    }
+}
+
+#[derive(Debug, Default)]
+struct OutcomeColumns {
+    wf: Vec<String>,
+    owner: Vec<String>,
+    status: Vec<&'static str>,
+    output: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+}
+
+impl OutcomeColumns {
+    fn push(&mut self, o: Outcome) {
+        self.wf.push(o.workflow_id);
+        self.owner.push(o.owner_xid);
+        self.status.push(o.status.as_str());
+        self.output.push(o.output);
+        self.error.push(o.error);
+    }
+}

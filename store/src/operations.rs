@@ -1,0 +1,89 @@
+//! Statements on `dbos.operation_outputs` outside the group commit: the checkpoint a
+//! transaction step writes inside the user's own transaction, and the fragments other services
+//! embed to write an effect and its checkpoint in one statement.
+
+use sqlx::PgConnection;
+
+/// A CTE named `own` that locks the workflow's status row when the caller owns it: `$1`
+/// workflow, `$2` owner. An effect joined to `own` happens only for the owning execution, and
+/// the lock orders it against a concurrent cancel.
+pub const OWN_CTE: &str = "own AS (
+    SELECT 1 FROM dbos.workflow_status
+    WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+    FOR NO KEY UPDATE)";
+
+/// A CTE named `rec` that writes the checkpoint row when `own` found the workflow owned: `$3`
+/// function ID, `$4` started at (epoch ms), `$5` name; `output` is the SQL of the recorded
+/// output and `cond` an optional `WHERE` clause over `own`. It returns a row when it wrote.
+pub fn record_cte(output: &str, cond: &str) -> String {
+    format!(
+        "rec AS (
+    INSERT INTO dbos.operation_outputs
+        (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
+         completed_at_epoch_ms, serialization)
+    SELECT $1, $3, $5, {output}, $4, kernel.now_ms(), 'portable_json'
+    FROM own {cond}
+    ON CONFLICT DO NOTHING
+    RETURNING 1)"
+    )
+}
+
+/// A transaction step's checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct StepRecord<'a> {
+    /// The workflow.
+    pub workflow_id: &'a str,
+    /// The execution's ownership token.
+    pub owner_xid: &'a str,
+    /// Position, from 1.
+    pub function_id: i32,
+    /// Step name.
+    pub name: &'a str,
+    /// Output, portable JSON text.
+    pub output: &'a str,
+    /// When the step started, epoch ms.
+    pub started_at_ms: i64,
+}
+
+/// Records a transaction step's output inside the step's own transaction, so the user's writes
+/// and the checkpoint commit together; locks the workflow row against a concurrent cancel.
+/// Returns `false` when the caller no longer owns the workflow (or the step is recorded).
+///
+/// 1 round trip (primary keys).
+///
+/// # Errors
+/// Database errors (a serialization failure or deadlock may be retried with the transaction).
+pub async fn record_in_transaction(
+    tx: &mut PgConnection,
+    r: &StepRecord<'_>,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "WITH {OWN_CTE}, {} SELECT count(*) FROM rec",
+        record_cte("$6", "")
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(r.workflow_id)
+        .bind(r.owner_xid)
+        .bind(r.function_id)
+        .bind(r.started_at_ms)
+        .bind(r.name)
+        .bind(r.output)
+        .fetch_one(tx)
+        .await?;
+    Ok(n == 1)
+}
+
+/// An operation recorded by an earlier execution, as a claim or a start returns them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Recorded {
+    /// Position, from 1.
+    pub function_id: i32,
+    /// Operation name.
+    pub function_name: String,
+    /// Output, portable JSON text.
+    pub output: Option<String>,
+    /// Error, portable JSON text.
+    pub error: Option<String>,
+    /// Child workflow started or awaited.
+    pub child_workflow_id: Option<String>,
+}

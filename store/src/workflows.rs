@@ -1,0 +1,843 @@
+//! Every statement that writes `dbos.workflow_status` with its `workflow_input` and
+//! `workflow_output` rows (except the group commit, [`crate::batch`], and the claim,
+//! [`crate::claim`]), and the reads that go with them.
+//!
+//! Ownership: a PENDING workflow belongs to the execution holding its `owner_xid`; statements
+//! that act for an execution are fenced on `(status = 'PENDING', owner_xid)`, so a zombie
+//! execution can never overwrite what another one (or a cancel) decided.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::error::{Error, Result};
+use crate::status::Status;
+use crate::{CANCEL_CHANNEL, ENQUEUE_CHANNEL, INTERNAL_QUEUE};
+
+/// A workflow to put on a queue.
+#[derive(Clone, Debug, Default)]
+pub struct Enqueue<'a> {
+    /// Its ID.
+    pub workflow_id: &'a str,
+    /// Its function.
+    pub name: &'a str,
+    /// The queue.
+    pub queue: &'a str,
+    /// Inputs, portable JSON text.
+    pub inputs: &'a str,
+    /// Start-to-close timeout; the deadline is set when it is claimed.
+    pub timeout_ms: Option<i64>,
+    /// Absolute deadline, epoch ms.
+    pub deadline_ms: Option<i64>,
+    /// Lower runs earlier.
+    pub priority: i32,
+    /// Deduplication ID within the queue.
+    pub deduplication_id: Option<&'a str>,
+    /// Enqueue as DELAYED until this time, epoch ms.
+    pub delay_until_ms: Option<i64>,
+    /// Partition of a partitioned queue.
+    pub partition_key: Option<&'a str>,
+    /// Attributes (a JSON object), e.g. the placement labels a task requires.
+    pub attributes: Option<&'a serde_json::Value>,
+}
+
+/// What a start or enqueue found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Created {
+    /// The function recorded for the ID (the requested one when this call created it).
+    pub name: Option<String>,
+    /// Whether this call created the workflow (an existing ID is left alone).
+    pub created: bool,
+}
+
+/// Enqueues a workflow (ENQUEUED, or DELAYED with a delay) with its input and wakes idle nodes
+/// at commit. An existing ID is left alone and reported.
+///
+/// 1 round trip, 1 commit (primary keys; the deduplication index).
+///
+/// # Errors
+/// [`Error::Deduplicated`]; database errors.
+pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Created> {
+    let xid = uuid::Uuid::new_v4().to_string();
+    let row: (Option<String>, bool) = sqlx::query_as(
+        "WITH ins AS (
+             INSERT INTO dbos.workflow_status AS w
+                 (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
+                  serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
+                  deduplication_id, delay_until_epoch_ms, queue_partition_key, attributes)
+             VALUES ($1, CASE WHEN $11::int8 IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, $2, $3, 0,
+                     $4, 'portable_json', $5, $6, $7, $8, $11, $12, $13)
+             ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+             RETURNING name, creator_xid
+         ), inp AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT $1, $9 FROM ins WHERE ins.creator_xid = $4
+             ON CONFLICT DO NOTHING
+         )
+         SELECT name, creator_xid = $4 AS created FROM ins, LATERAL (SELECT pg_notify($10, $3)) n",
+    )
+    .bind(e.workflow_id)
+    .bind(e.name)
+    .bind(e.queue)
+    .bind(&xid)
+    .bind(e.timeout_ms)
+    .bind(e.deadline_ms)
+    .bind(e.priority)
+    .bind(e.deduplication_id)
+    .bind(e.inputs)
+    .bind(ENQUEUE_CHANNEL)
+    .bind(e.delay_until_ms)
+    .bind(e.partition_key)
+    .bind(e.attributes)
+    .fetch_one(db)
+    .await
+    .map_err(|err| {
+        if dbos_kernel::sqlstate::is(&err, dbos_kernel::sqlstate::UNIQUE_VIOLATION) {
+            Error::Deduplicated {
+                workflow_id: e.workflow_id.to_owned(),
+                queue: e.queue.to_owned(),
+                deduplication_id: e.deduplication_id.unwrap_or_default().to_owned(),
+            }
+        } else {
+            Error::Db(err)
+        }
+    })?;
+    Ok(Created {
+        name: row.0,
+        created: row.1,
+    })
+}
+
+/// One run of a cron schedule.
+#[derive(Clone, Debug)]
+pub struct ScheduledRun {
+    /// Deterministic ID of the tick.
+    pub workflow_id: String,
+    /// The schedule.
+    pub schedule: String,
+    /// The workflow each tick runs.
+    pub name: String,
+    /// The queue.
+    pub queue: String,
+    /// Inputs, portable JSON text.
+    pub inputs: String,
+}
+
+/// Enqueues cron runs (an existing ID is left alone, so however many nodes fire a tick, one
+/// run exists) and moves each schedule's `last_fired_at` forward to its given tick (never
+/// back). Returns how many runs were new.
+///
+/// 1 round trip, 1 commit (primary keys).
+///
+/// # Errors
+/// Database errors.
+pub async fn enqueue_scheduled<'c>(
+    db: impl PgExecutor<'c>,
+    runs: &[ScheduledRun],
+    fired: &[(String, String)],
+) -> Result<u64> {
+    let col =
+        |f: fn(&ScheduledRun) -> &String| runs.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
+    let (names, ats): (Vec<String>, Vec<String>) = fired.iter().cloned().unzip();
+    let n: i64 = sqlx::query_scalar(
+        "WITH r AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 AS r(id, sched, wf, queue, inputs)
+         ), ins AS (
+             INSERT INTO dbos.workflow_status
+                 (workflow_uuid, status, name, queue_name, schedule_name, recovery_attempts,
+                  serialization, creator_xid)
+             SELECT id, 'ENQUEUED', wf, queue, sched, 0, 'portable_json', gen_random_uuid()::text
+             FROM r
+             ON CONFLICT (workflow_uuid) DO NOTHING
+             RETURNING workflow_uuid
+         ), inp AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
+             ON CONFLICT DO NOTHING
+         ), f AS (
+             UPDATE dbos.workflow_schedules s SET last_fired_at = u.at
+             FROM unnest($6::text[], $7::text[]) AS u(name, at)
+             WHERE s.schedule_name = u.name
+               AND (s.last_fired_at IS NULL OR s.last_fired_at < u.at)
+         )
+         SELECT count(*) FROM ins, LATERAL (SELECT pg_notify($8, '')) wake",
+    )
+    .bind(col(|r| &r.workflow_id))
+    .bind(col(|r| &r.schedule))
+    .bind(col(|r| &r.name))
+    .bind(col(|r| &r.queue))
+    .bind(col(|r| &r.inputs))
+    .bind(&names)
+    .bind(&ats)
+    .bind(ENQUEUE_CHANNEL)
+    .fetch_one(db)
+    .await?;
+    Ok(n as u64)
+}
+
+/// A child workflow started by its parent's execution.
+#[derive(Clone, Debug)]
+pub struct StartChild<'a> {
+    /// The parent.
+    pub parent_id: &'a str,
+    /// The parent execution's ownership token.
+    pub parent_owner_xid: &'a str,
+    /// The parent's operation that starts the child.
+    pub function_id: i32,
+    /// The child's ID.
+    pub workflow_id: &'a str,
+    /// The child's function.
+    pub name: &'a str,
+    /// The node that runs it.
+    pub executor_id: &'a str,
+    /// The application version that runs it.
+    pub app_version: &'a str,
+    /// The child execution's ownership token.
+    pub owner_xid: &'a str,
+    /// Start-to-close timeout.
+    pub timeout_ms: Option<i64>,
+    /// Absolute deadline, epoch ms.
+    pub deadline_ms: Option<i64>,
+    /// Priority.
+    pub priority: i32,
+    /// Inputs, portable JSON text.
+    pub inputs: &'a str,
+    /// When the parent's operation started, epoch ms.
+    pub started_at_ms: i64,
+}
+
+/// What a child start found: `None` when the parent execution no longer owns the parent.
+pub type ChildStarted = Option<Created>;
+
+/// Starts a child as PENDING under its own execution, with its input and the parent's record of
+/// it, in one statement fenced on the parent's ownership.
+///
+/// 1 round trip, 1 commit (primary keys).
+///
+/// # Errors
+/// Database errors.
+pub async fn start_child<'c>(db: impl PgExecutor<'c>, c: &StartChild<'_>) -> Result<ChildStarted> {
+    let (owned, name, created): (i64, Option<String>, bool) = sqlx::query_as(
+        "WITH own AS (
+             SELECT 1 FROM dbos.workflow_status
+             WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+             FOR NO KEY UPDATE
+         ), child AS (
+             INSERT INTO dbos.workflow_status AS w
+                 (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
+                  owner_xid, creator_xid, serialization, workflow_timeout_ms,
+                  workflow_deadline_epoch_ms, parent_workflow_id, priority)
+             SELECT $3, 'PENDING', $4, $5, $6, 1, $7, $7, 'portable_json', $8, $9, $1, $10 FROM own
+             ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+             RETURNING name, creator_xid
+         ), inp AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT $3, $11 FROM child WHERE child.creator_xid = $7
+             ON CONFLICT DO NOTHING
+         ), op AS (
+             INSERT INTO dbos.operation_outputs
+                 (workflow_uuid, function_id, function_name, child_workflow_id,
+                  started_at_epoch_ms, completed_at_epoch_ms, serialization)
+             SELECT $1, $12, $4, $3, $13, $13, 'portable_json' FROM own
+             ON CONFLICT DO NOTHING
+         )
+         SELECT (SELECT count(*) FROM own),
+                (SELECT name FROM child),
+                COALESCE((SELECT creator_xid = $7 FROM child), false)",
+    )
+    .bind(c.parent_id)
+    .bind(c.parent_owner_xid)
+    .bind(c.workflow_id)
+    .bind(c.name)
+    .bind(c.executor_id)
+    .bind(c.app_version)
+    .bind(c.owner_xid)
+    .bind(c.timeout_ms)
+    .bind(c.deadline_ms)
+    .bind(c.priority)
+    .bind(c.inputs)
+    .bind(c.function_id)
+    .bind(c.started_at_ms)
+    .fetch_one(db)
+    .await?;
+    Ok((owned > 0).then_some(Created { name, created }))
+}
+
+/// Puts the PENDING workflows of `executors` that run `app_version` back on their queue (or the
+/// internal one), owner cleared, and wakes the nodes. Returns how many. For a node's own
+/// executions from before a restart: nothing of theirs runs any more.
+///
+/// 1 round trip, 1 commit (`idx_workflow_status_pending`).
+///
+/// # Errors
+/// Database errors.
+pub async fn release_executors<'c>(
+    db: impl PgExecutor<'c>,
+    executors: &[String],
+    app_version: &str,
+) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH re AS (
+             UPDATE dbos.workflow_status
+             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
+                 queue_name = COALESCE(queue_name, $3), updated_at = kernel.now_ms()
+             WHERE status = 'PENDING' AND executor_id = ANY($1) AND application_version = $2
+             RETURNING queue_name
+         ), wake AS (
+             SELECT pg_notify($4, q) FROM (SELECT DISTINCT queue_name AS q FROM re) d
+         )
+         SELECT (SELECT count(*) FROM re) + 0 * (SELECT count(*) FROM wake)",
+    )
+    .bind(executors)
+    .bind(app_version)
+    .bind(INTERNAL_QUEUE)
+    .bind(ENQUEUE_CHANNEL)
+    .fetch_one(db)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Puts the PENDING workflows of gone nodes (`kernel.nodes` in state `dead` or `stopped`) back
+/// on their queue (or the internal one), owner cleared, and wakes the nodes: the takeover half
+/// of recovery. Racing callers re-enqueue each workflow once (it moves from PENDING).
+///
+/// 1 round trip (`idx_workflow_status_pending`).
+///
+/// # Errors
+/// Database errors.
+pub async fn release_gone_nodes(conn: &mut PgConnection) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH re AS (
+             UPDATE dbos.workflow_status
+             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
+                 queue_name = COALESCE(queue_name, $1), updated_at = kernel.now_ms()
+             WHERE status = 'PENDING'
+               AND executor_id IN (SELECT node_id FROM kernel.nodes WHERE state IN ('dead', 'stopped'))
+             RETURNING queue_name
+         ), wake AS (
+             -- One notification per queue that got work back.
+             SELECT pg_notify($2, q) FROM (SELECT DISTINCT queue_name AS q FROM re) d
+         )
+         SELECT (SELECT count(*) FROM re) + 0 * (SELECT count(*) FROM wake)",
+    )
+    .bind(INTERNAL_QUEUE)
+    .bind(ENQUEUE_CHANNEL)
+    .fetch_one(conn)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Releases a workflow its execution will not run (the node is shutting down or lost its
+/// lease): back to ENQUEUED on its queue (or the internal one), owner cleared, so any node
+/// claims it; the claim already counted the attempt. Fenced on the execution's ownership;
+/// returns whether it released.
+///
+/// 1 round trip, 1 commit (primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn release<'c>(db: impl PgExecutor<'c>, id: &str, owner_xid: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH re AS (
+             UPDATE dbos.workflow_status
+             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
+                 queue_name = COALESCE(queue_name, $3), updated_at = kernel.now_ms()
+             WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2
+             RETURNING queue_name
+         )
+         SELECT count(pg_notify($4, queue_name)) FROM re",
+    )
+    .bind(id)
+    .bind(owner_xid)
+    .bind(INTERNAL_QUEUE)
+    .bind(ENQUEUE_CHANNEL)
+    .fetch_one(db)
+    .await?;
+    Ok(n == 1)
+}
+
+/// Dead-letters a claimed workflow that exceeded its recovery attempts (fenced on the claim's
+/// ownership). Returns whether it did.
+///
+/// 1 round trip, 1 commit (primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn dead_letter<'c>(db: impl PgExecutor<'c>, id: &str, owner_xid: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE dbos.workflow_status
+         SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', owner_xid = NULL, deduplication_id = NULL,
+             started_at_epoch_ms = NULL, queue_name = NULL,
+             updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
+         WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2",
+    )
+    .bind(id)
+    .bind(owner_xid)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Moves DELAYED workflows whose time has come to ENQUEUED (releasing a debounce key); returns
+/// how many, with the next pending delay (epoch ms). One node sweeps at a time; the others skip
+/// the round.
+///
+/// 1 round trip, 1 commit (`idx_workflow_status_delayed`).
+///
+/// # Errors
+/// Database errors.
+pub async fn promote_delayed<'c>(db: impl PgExecutor<'c>) -> Result<(u64, Option<i64>)> {
+    let (n, next): (i64, Option<i64>) = sqlx::query_as(
+        "WITH p AS (
+             UPDATE dbos.workflow_status
+             SET status = 'ENQUEUED',
+                 deduplication_id = CASE WHEN is_debounced THEN NULL ELSE deduplication_id END,
+                 updated_at = kernel.now_ms()
+             WHERE status = 'DELAYED' AND delay_until_epoch_ms <= kernel.now_ms()
+               AND (SELECT pg_try_advisory_xact_lock(hashtextextended('dbos.sched.delayed', 0)))
+             RETURNING queue_name
+         ), wake AS (
+             SELECT pg_notify($1, q) FROM (SELECT DISTINCT queue_name AS q FROM p) d
+         )
+         SELECT (SELECT count(*) FROM p) + 0 * (SELECT count(*) FROM wake),
+                (SELECT min(delay_until_epoch_ms) FROM dbos.workflow_status
+                 WHERE status = 'DELAYED' AND delay_until_epoch_ms > kernel.now_ms())",
+    )
+    .bind(ENQUEUE_CHANNEL)
+    .fetch_one(db)
+    .await?;
+    Ok((n as u64, next))
+}
+
+/// A debounced enqueue.
+#[derive(Clone, Debug)]
+pub struct Debounce<'a> {
+    /// The queue.
+    pub queue: &'a str,
+    /// The workflow's function.
+    pub name: &'a str,
+    /// The debounce key (the deduplication ID of the delayed workflow).
+    pub key: &'a str,
+    /// Start no earlier than this, epoch ms.
+    pub until_ms: i64,
+    /// Start no later than this, epoch ms (fixed by the first call).
+    pub cap_ms: Option<i64>,
+    /// Inputs, portable JSON text (the last call's win).
+    pub inputs: &'a str,
+}
+
+/// Pushes back the start of the DELAYED debounced workflow under `key` (replacing its inputs),
+/// or enqueues a fresh one. Returns its ID, or `None` when the key is held by a workflow that
+/// is not debounced (or a racing first call won; retry).
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// Database errors.
+pub async fn debounce<'c>(db: impl PgExecutor<'c>, d: &Debounce<'_>) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "WITH upd AS (
+             UPDATE dbos.workflow_status
+             SET delay_until_epoch_ms = LEAST($4, COALESCE(debounce_deadline_epoch_ms, $4)),
+                 updated_at = kernel.now_ms()
+             WHERE name = $1 AND queue_name = $2 AND deduplication_id = $3
+               AND status = 'DELAYED' AND is_debounced
+             RETURNING workflow_uuid
+         ), inp AS (
+             UPDATE dbos.workflow_input SET inputs = $6
+             WHERE workflow_uuid IN (SELECT workflow_uuid FROM upd)
+         ), ins AS (
+             INSERT INTO dbos.workflow_status
+                 (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
+                  serialization, deduplication_id, is_debounced, delay_until_epoch_ms,
+                  debounce_deadline_epoch_ms)
+             SELECT gen_random_uuid()::text, 'DELAYED', $1, $2, 0, gen_random_uuid()::text,
+                    'portable_json', $3, true, LEAST($4, COALESCE($5, $4)), $5
+             WHERE NOT EXISTS (SELECT 1 FROM upd)
+             ON CONFLICT DO NOTHING
+             RETURNING workflow_uuid
+         ), ins_inp AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs) SELECT workflow_uuid, $6 FROM ins
+         )
+         SELECT workflow_uuid FROM upd UNION ALL SELECT workflow_uuid FROM ins",
+    )
+    .bind(d.name)
+    .bind(d.queue)
+    .bind(d.key)
+    .bind(d.until_ms)
+    .bind(d.cap_ms)
+    .bind(d.inputs)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Cancels the workflow `id` (every workflow when `None`) whose deadline has passed, waking its
+/// waits at commit; returns how many. The sweep over every workflow runs on one node at a time.
+///
+/// 1 round trip, 1 commit (primary key, or `idx_workflow_status_deadline`).
+///
+/// # Errors
+/// Database errors.
+pub async fn cancel_expired<'c>(db: impl PgExecutor<'c>, id: Option<&str>) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH c AS (
+             UPDATE dbos.workflow_status
+             SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL,
+                 deduplication_id = NULL, started_at_epoch_ms = NULL,
+                 updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
+             WHERE ($1::text IS NOT NULL AND workflow_uuid = $1
+                    OR $1::text IS NULL AND (SELECT pg_try_advisory_xact_lock(
+                           hashtextextended('dbos.sched.deadlines', 0))))
+               AND status IN ('ENQUEUED', 'PENDING', 'DELAYED')
+               AND workflow_deadline_epoch_ms <= kernel.now_ms()
+             RETURNING workflow_uuid
+         )
+         SELECT count(pg_notify($2, workflow_uuid)) FROM c",
+    )
+    .bind(id)
+    .bind(CANCEL_CHANNEL)
+    .fetch_one(db)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Cancels a workflow (and, with `cascade`, its descendants) unless it already ended, waking
+/// their waits at commit. Returns the IDs cancelled.
+///
+/// 1 round trip, 1 commit (primary key, `idx_workflow_status_parent_workflow_id`); one more
+/// to tell a missing workflow from an ended one.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn cancel(conn: &mut PgConnection, id: &str, cascade: bool) -> Result<Vec<String>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE tree(id) AS (
+             SELECT $1::text
+             UNION
+             SELECT w.workflow_uuid FROM dbos.workflow_status w JOIN tree ON w.parent_workflow_id = tree.id
+             WHERE $2
+         ), c AS (
+             UPDATE dbos.workflow_status
+             SET status = 'CANCELLED', owner_xid = NULL, queue_name = NULL, deduplication_id = NULL,
+                 started_at_epoch_ms = NULL, updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
+             WHERE workflow_uuid IN (SELECT id FROM tree)
+               AND status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED')
+             RETURNING workflow_uuid
+         )
+         SELECT c.workflow_uuid FROM c, LATERAL (SELECT pg_notify($3, c.workflow_uuid)) n",
+    )
+    .bind(id)
+    .bind(cascade)
+    .bind(CANCEL_CHANNEL)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        exists(conn, id).await?;
+    }
+    Ok(ids)
+}
+
+/// Enqueues a cancelled, dead-lettered or stuck workflow again on the internal queue, its
+/// recovery counter and deadline reset. Returns whether it did (an ended workflow is left).
+///
+/// 1 round trip, 1 commit (primary key); one more to tell a missing workflow from an ended one.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn resume(conn: &mut PgConnection, id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH u AS (
+             UPDATE dbos.workflow_status
+             SET status = 'ENQUEUED', owner_xid = NULL, queue_name = $2, recovery_attempts = 0,
+                 workflow_deadline_epoch_ms = NULL, deduplication_id = NULL,
+                 started_at_epoch_ms = NULL, completed_at = NULL, updated_at = kernel.now_ms()
+             WHERE workflow_uuid = $1 AND status NOT IN ('SUCCESS', 'ERROR')
+             RETURNING 1
+         )
+         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($3, $2)) n",
+    )
+    .bind(id)
+    .bind(INTERNAL_QUEUE)
+    .bind(ENQUEUE_CHANNEL)
+    .fetch_one(&mut *conn)
+    .await?;
+    if n == 0 {
+        exists(conn, id).await?;
+    }
+    Ok(n > 0)
+}
+
+/// Copies workflow `id` as a new ENQUEUED workflow `new_id` on the internal queue (same
+/// function, inputs and attributes; `forked_from` set) with its operations before
+/// `start_step`, and marks the source as forked. Run it in a transaction with the copies of the
+/// source's events and streams.
+///
+/// 4 round trips.
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::IdInUse`].
+pub async fn fork(
+    tx: &mut PgConnection,
+    id: &str,
+    new_id: &str,
+    start_step: i32,
+    app_version: Option<&str>,
+) -> Result<()> {
+    exists(&mut *tx, id).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO dbos.workflow_status
+             (workflow_uuid, status, name, class_name, config_name, application_version,
+              application_id, authenticated_user, assumed_role, authenticated_roles, queue_name,
+              recovery_attempts, serialization, attributes, forked_from, workflow_timeout_ms,
+              creator_xid, application_name)
+         SELECT $2, 'ENQUEUED', name, class_name, config_name, $3, application_id,
+                authenticated_user, assumed_role, authenticated_roles, $4, 0, serialization,
+                attributes, workflow_uuid, workflow_timeout_ms, gen_random_uuid()::text,
+                application_name
+         FROM dbos.workflow_status WHERE workflow_uuid = $1
+         ON CONFLICT (workflow_uuid) DO NOTHING",
+    )
+    .bind(id)
+    .bind(new_id)
+    .bind(app_version)
+    .bind(INTERNAL_QUEUE)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::IdInUse(new_id.to_owned()));
+    }
+    sqlx::query(
+        "WITH i AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT $2, COALESCE(i.inputs, s.inputs) FROM dbos.workflow_status s
+             LEFT JOIN dbos.workflow_input i USING (workflow_uuid) WHERE s.workflow_uuid = $1
+         ), ops AS (
+             INSERT INTO dbos.operation_outputs
+                 (workflow_uuid, function_id, function_name, output, error, child_workflow_id,
+                  started_at_epoch_ms, completed_at_epoch_ms, serialization, application_name)
+             SELECT $2, function_id, function_name, output, error, child_workflow_id,
+                    started_at_epoch_ms, completed_at_epoch_ms, serialization, application_name
+             FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_id < $3
+         )
+         UPDATE dbos.workflow_status SET was_forked_from = true WHERE workflow_uuid = $1",
+    )
+    .bind(id)
+    .bind(new_id)
+    .bind(start_step)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ENQUEUE_CHANNEL)
+        .bind(INTERNAL_QUEUE)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Locks an ended workflow for a rewind; its status, or an error when it is missing or still
+/// running.
+///
+/// 1 round trip (primary key).
+///
+/// # Errors
+/// [`Error::NotFound`], [`Error::WrongStatus`].
+pub async fn lock_ended(tx: &mut PgConnection, id: &str) -> Result<Status> {
+    let status: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let text = status
+        .ok_or_else(|| Error::NotFound(id.to_owned()))?
+        .unwrap_or_default();
+    match text.parse::<Status>() {
+        Ok(s) if s.is_terminal() => Ok(s),
+        _ => Err(Error::WrongStatus {
+            id: id.to_owned(),
+            status: text,
+            wanted: "only ended workflows can be rewound (cancel it first)",
+        }),
+    }
+}
+
+/// Erases a locked, ended workflow's operations from `start_step` on (and its output, unless it
+/// restarts from the top) and enqueues it again on the internal queue, counters reset. Run it
+/// in the transaction of [`lock_ended`], with the erasure of its messages, events and streams.
+///
+/// 2 round trips.
+///
+/// # Errors
+/// Database errors.
+pub async fn rewind(tx: &mut PgConnection, id: &str, start_step: i32) -> Result<()> {
+    sqlx::query(
+        "WITH ops AS (
+             DELETE FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_id >= $2
+         ), o AS (
+             DELETE FROM dbos.workflow_output WHERE workflow_uuid = $1 AND $2 > 0
+         )
+         UPDATE dbos.workflow_status
+         SET status = 'ENQUEUED', owner_xid = NULL, queue_name = $3, recovery_attempts = 0,
+             workflow_deadline_epoch_ms = NULL, deduplication_id = NULL, started_at_epoch_ms = NULL,
+             completed_at = NULL, updated_at = kernel.now_ms()
+         WHERE workflow_uuid = $1",
+    )
+    .bind(id)
+    .bind(start_step)
+    .bind(INTERNAL_QUEUE)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ENQUEUE_CHANNEL)
+        .bind(INTERNAL_QUEUE)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Deletes a workflow and what is recorded for it in the workflow tables (with `children`, its
+/// descendants too). Returns the IDs deleted.
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn delete<'c>(db: impl PgExecutor<'c>, id: &str, children: bool) -> Result<Vec<String>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE tree(id) AS (
+             SELECT $1::text
+             UNION
+             SELECT w.workflow_uuid FROM dbos.workflow_status w JOIN tree ON w.parent_workflow_id = tree.id
+             WHERE $2
+         ), i AS (
+             DELETE FROM dbos.workflow_input WHERE workflow_uuid IN (SELECT id FROM tree)
+         ), o AS (
+             DELETE FROM dbos.workflow_output WHERE workflow_uuid IN (SELECT id FROM tree)
+         ), ops AS (
+             DELETE FROM dbos.operation_outputs WHERE workflow_uuid IN (SELECT id FROM tree)
+         )
+         DELETE FROM dbos.workflow_status WHERE workflow_uuid IN (SELECT id FROM tree)
+         RETURNING workflow_uuid",
+    )
+    .bind(id)
+    .bind(children)
+    .fetch_all(db)
+    .await?;
+    if ids.is_empty() {
+        return Err(Error::NotFound(id.to_owned()));
+    }
+    Ok(ids)
+}
+
+/// `Ok` when a workflow has this ID: asked only after a statement that touched nothing, to tell
+/// "no such workflow" from "nothing to do", so the common path stays one round trip.
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn exists<'c>(db: impl PgExecutor<'c>, id: &str) -> Result<()> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM dbos.workflow_status WHERE workflow_uuid = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| Error::NotFound(id.to_owned()))
+}
+
+/// A workflow's status, or [`Error::NotFound`]. A status text that is not DBOS's reads as
+/// [`Error::WrongStatus`].
+///
+/// 1 round trip (primary key).
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn status<'c>(db: impl PgExecutor<'c>, id: &str) -> Result<Status> {
+    let s: Option<Option<String>> =
+        sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    let text = s
+        .ok_or_else(|| Error::NotFound(id.to_owned()))?
+        .unwrap_or_default();
+    text.parse().map_err(|_| Error::WrongStatus {
+        id: id.to_owned(),
+        status: text,
+        wanted: "its status is not one DBOS writes",
+    })
+}
+
+/// Whether the execution holding `owner_xid` still owns workflow `id` (it is PENDING).
+///
+/// 1 round trip (primary key).
+///
+/// # Errors
+/// Database errors.
+pub async fn is_owner<'c>(db: impl PgExecutor<'c>, id: &str, owner_xid: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
+                        WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING')",
+    )
+    .bind(id)
+    .bind(owner_xid)
+    .fetch_one(db)
+    .await?)
+}
+
+/// A workflow's status with its output and error (portable JSON text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Its status.
+    pub status: Status,
+    /// Its output, when it succeeded.
+    pub output: Option<String>,
+    /// Its error, when it failed.
+    pub error: Option<String>,
+}
+
+/// A workflow's status with its output and error.
+///
+/// 1 round trip (primary keys).
+///
+/// # Errors
+/// [`Error::NotFound`].
+pub async fn outcome<'c>(db: impl PgExecutor<'c>, id: &str) -> Result<Outcome> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT s.status, COALESCE(o.output, s.output), COALESCE(o.error, s.error)
+         FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
+         WHERE s.workflow_uuid = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    let (status, output, error) = row.ok_or_else(|| Error::NotFound(id.to_owned()))?;
+    let text = status.unwrap_or_default();
+    let status = text.parse().map_err(|_| Error::WrongStatus {
+        id: id.to_owned(),
+        status: text,
+        wanted: "its status is not one DBOS writes",
+    })?;
+    Ok(Outcome {
+        status,
+        output,
+        error,
+    })
+}
+
+/// Registers an application version in `dbos.application_versions` (a known one is left
+/// alone); the newest registered version is "latest".
+///
+/// 1 round trip, 1 commit.
+///
+/// # Errors
+/// Database errors.
+pub async fn register_version<'c>(db: impl PgExecutor<'c>, version: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO dbos.application_versions (version_id, version_name)
+         VALUES (gen_random_uuid()::text, $1) ON CONFLICT DO NOTHING",
+    )
+    .bind(version)
+    .execute(db)
+    .await?;
+    Ok(())
+}
