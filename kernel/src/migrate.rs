@@ -5,7 +5,7 @@
 //! or whose checksums differ from this binary's SQL.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Acquire, Executor, PgPool, Row};
+use sqlx::{Acquire, Executor, PgPool};
 
 use crate::error::{Error, Result};
 
@@ -105,13 +105,10 @@ pub async fn apply(pool: &PgPool, services: &[ServiceMigrations]) -> Result<Vec<
     conn.execute(sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK_KEY))
         .await?;
     conn.execute(sqlx::raw_sql(BOOTSTRAP)).await?;
-    let recorded = sqlx::query("SELECT service, version, checksum FROM kernel.migrations")
-        .fetch_all(&mut conn)
-        .await?;
-    let recorded: Vec<(String, i32, String)> = recorded
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let recorded: Vec<(String, i32, String)> =
+        sqlx::query_as("SELECT service, version, checksum FROM kernel.migrations")
+            .fetch_all(&mut conn)
+            .await?;
     check(services, &recorded)?;
     let mut applied = Vec::new();
     for s in services {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::types::chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use crate::error::{Error, Result};
 
@@ -31,7 +31,7 @@ pub struct NodeInfo {
 }
 
 /// A row of `kernel.nodes`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct Node {
     /// Node id.
     pub node_id: String,
@@ -136,7 +136,7 @@ fn process_alive(pid: i32) -> bool {
 /// # Errors
 /// Database errors.
 pub async fn mark_predecessors_dead(pool: &PgPool, me: &NodeInfo) -> Result<Vec<String>> {
-    let rows = sqlx::query(
+    let rows: Vec<(String, i32)> = sqlx::query_as(
         "SELECT node_id, pid FROM kernel.nodes
          WHERE hostname = $1 AND data_dir IS NOT DISTINCT FROM $2
            AND state IN ('running', 'draining') AND node_id <> $3",
@@ -147,9 +147,9 @@ pub async fn mark_predecessors_dead(pool: &PgPool, me: &NodeInfo) -> Result<Vec<
     .fetch_all(pool)
     .await?;
     let gone: Vec<String> = rows
-        .iter()
-        .filter(|r| !process_alive(r.get::<i32, _>("pid")))
-        .map(|r| r.get("node_id"))
+        .into_iter()
+        .filter(|(_, pid): &(String, i32)| !process_alive(*pid))
+        .map(|(node_id, _)| node_id)
         .collect();
     if gone.is_empty() {
         return Ok(gone);
@@ -251,18 +251,7 @@ async fn list(pool: &PgPool, filter: &str) -> Result<Vec<Node>> {
                     AND heartbeat_at > now() - lease_ms * interval '1 millisecond' AS alive
          FROM kernel.nodes {filter} ORDER BY started_at DESC"
     );
-    let rows = sqlx::query(&sql).fetch_all(pool).await?;
-    Ok(rows
-        .iter()
-        .map(|r| Node {
-            node_id: r.get("node_id"),
-            hostname: r.get("hostname"),
-            pid: r.get("pid"),
-            state: r.get("state"),
-            heartbeat_at: r.get("heartbeat_at"),
-            alive: r.get("alive"),
-        })
-        .collect())
+    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
 }
 
 /// Declares dead every running or draining node whose lease expired (no heartbeat for its

@@ -188,7 +188,7 @@ pub async fn send_recorded(
         .fetch_one(&mut *conn)
         .await;
     match r {
-        Ok(row) => Ok(row.get::<bool, _>("recorded")),
+        Ok(row) => Ok(row.try_get::<bool, _>("recorded")?),
         Err(e) if is_fk(&e) => Err(missing(conn, msgs).await),
         Err(e) => Err(e.into()),
     }
@@ -243,8 +243,8 @@ pub async fn recv_recorded(
         .bind(last)
         .fetch_one(conn)
         .await?;
-    let message: Option<String> = row.get("message");
-    Ok(match (message, row.get::<bool, _>("owned")) {
+    let message: Option<String> = row.try_get("message")?;
+    Ok(match (message, row.try_get::<bool, _>("owned")?) {
         (_, false) => Received::NotOwner,
         (Some(m), true) => Received::Message(m),
         (None, true) => Received::Empty,
@@ -290,7 +290,7 @@ pub async fn set_event_recorded(
         .bind(value)
         .fetch_one(conn)
         .await?;
-    Ok(row.get::<bool, _>("recorded"))
+    Ok(row.try_get::<bool, _>("recorded")?)
 }
 
 /// The latest value of a workflow's event.
@@ -415,8 +415,9 @@ async fn write_stream(
             .await;
         match r {
             Ok(row) => {
-                let off: Option<i32> = row.get("off");
-                return Ok(off.filter(|_| !record || row.get::<bool, _>("recorded")));
+                let off: Option<i32> = row.try_get("off")?;
+                let recorded: bool = row.try_get("recorded")?;
+                return Ok(off.filter(|_| !record || recorded));
             }
             Err(e)
                 if dbos_kernel::sqlstate::is(&e, dbos_kernel::sqlstate::UNIQUE_VIOLATION)
@@ -533,8 +534,8 @@ pub async fn publish(
     .fetch_one(conn)
     .await?;
     Ok((
-        row.get::<Option<i64>, _>("first").unwrap_or(0),
-        row.get::<Option<i64>, _>("last").unwrap_or(0),
+        row.try_get::<Option<i64>, _>("first")?.unwrap_or(0),
+        row.try_get::<Option<i64>, _>("last")?.unwrap_or(0),
     ))
 }
 
@@ -580,12 +581,12 @@ pub async fn publish_recorded(
         .bind(op.workflow_id)
         .fetch_one(conn)
         .await?;
-    if !row.get::<bool, _>("recorded") {
+    if !row.try_get::<bool, _>("recorded")? {
         return Ok(None);
     }
     Ok(Some((
-        row.get::<Option<i64>, _>("first").unwrap_or(0),
-        row.get::<Option<i64>, _>("last").unwrap_or(0),
+        row.try_get::<Option<i64>, _>("first")?.unwrap_or(0),
+        row.try_get::<Option<i64>, _>("last")?.unwrap_or(0),
     )))
 }
 
@@ -683,13 +684,13 @@ fn delivered(
 ) -> Result<Vec<Delivered>> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        if !r.get::<bool, _>("subscribed") {
+        if !r.try_get::<bool, _>("subscribed")? {
             return Err(Error::NotSubscribed {
                 topic: topic.to_owned(),
                 subscriber: subscriber.to_owned(),
             });
         }
-        if let (Some(seq), Some(payload)) = (r.get("seq"), r.get("payload")) {
+        if let (Some(seq), Some(payload)) = (r.try_get("seq")?, r.try_get("payload")?) {
             out.push(Delivered { seq, payload });
         }
     }
@@ -759,7 +760,10 @@ pub async fn consume_recorded(
         .bind(last)
         .fetch_all(conn)
         .await?;
-    let owned = rows.first().is_some_and(|r| r.get::<bool, _>("owned"));
+    let owned = match rows.first() {
+        Some(r) => r.try_get::<bool, _>("owned")?,
+        None => false,
+    };
     let msgs = delivered(rows, topic, subscriber)?;
     Ok(owned.then_some(msgs))
 }
