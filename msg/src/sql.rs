@@ -16,20 +16,8 @@ pub const NULL_TOPIC: &str = "__null__topic__";
 /// The value that closes a stream, in portable JSON (DBOS's convention).
 pub const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
 
-/// The checkpoint an operation inside a workflow writes with its effect.
-#[derive(Clone, Copy, Debug)]
-pub struct Op<'a> {
-    /// The workflow.
-    pub workflow_id: &'a str,
-    /// The execution's ownership token.
-    pub owner_xid: &'a str,
-    /// The operation's function ID (1-based, in call order).
-    pub function_id: i32,
-    /// The operation's name (`DBOS.send`, `DBOS.recv`, ...).
-    pub name: &'a str,
-    /// When the operation started, epoch ms.
-    pub started_at_ms: i64,
-}
+use dbos_store::operations::bind_op;
+pub use dbos_store::operations::Op;
 
 /// A message to send.
 #[derive(Clone, Debug)]
@@ -81,17 +69,6 @@ const OWN: &str = dbos_store::operations::OWN_CTE;
 /// The checkpoint row: `$3` function ID, `$4` started at, `$5` name.
 fn rec(output: &str, cond: &str) -> String {
     dbos_store::operations::record_cte(output, cond)
-}
-
-fn bind_op<'q>(
-    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    op: &Op<'q>,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    q.bind(op.workflow_id)
-        .bind(op.owner_xid)
-        .bind(op.function_id)
-        .bind(op.started_at_ms)
-        .bind(op.name)
 }
 
 fn columns(msgs: &[Outgoing]) -> [Vec<String>; 4] {

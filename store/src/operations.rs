@@ -28,21 +28,33 @@ pub fn record_cte(output: &str, cond: &str) -> String {
     )
 }
 
-/// A transaction step's checkpoint.
+/// The checkpoint an operation inside a workflow writes with its effect: which execution, at
+/// which position, under which name. The fragments above bind it as `$1`..`$5` ([`bind_op`]).
 #[derive(Clone, Copy, Debug)]
-pub struct StepRecord<'a> {
+pub struct Op<'a> {
     /// The workflow.
     pub workflow_id: &'a str,
     /// The execution's ownership token.
     pub owner_xid: &'a str,
-    /// Position, from 1.
+    /// The operation's function ID (1-based, in call order).
     pub function_id: i32,
-    /// Step name.
+    /// The operation's name (`DBOS.send`, a step's name, ...).
     pub name: &'a str,
-    /// Output, portable JSON text.
-    pub output: &'a str,
-    /// When the step started, epoch ms.
+    /// When the operation started, epoch ms.
     pub started_at_ms: i64,
+}
+
+/// Binds `op` as `$1` workflow, `$2` owner, `$3` function ID, `$4` started at, `$5` name: the
+/// parameters of [`OWN_CTE`] and [`record_cte`].
+pub fn bind_op<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    op: &Op<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(op.workflow_id)
+        .bind(op.owner_xid)
+        .bind(op.function_id)
+        .bind(op.started_at_ms)
+        .bind(op.name)
 }
 
 /// Records a transaction step's output inside the step's own transaction, so the user's writes
@@ -55,22 +67,18 @@ pub struct StepRecord<'a> {
 /// Database errors (a serialization failure or deadlock may be retried with the transaction).
 pub async fn record_in_transaction(
     tx: &mut PgConnection,
-    r: &StepRecord<'_>,
+    op: &Op<'_>,
+    output: &str,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "WITH {OWN_CTE}, {} SELECT count(*) FROM rec",
+        "WITH {OWN_CTE}, {} SELECT count(*)::int8 FROM rec",
         record_cte("$6", "")
     );
-    let n: i64 = sqlx::query_scalar(&sql)
-        .bind(r.workflow_id)
-        .bind(r.owner_xid)
-        .bind(r.function_id)
-        .bind(r.started_at_ms)
-        .bind(r.name)
-        .bind(r.output)
+    let row = bind_op(sqlx::query(&sql), op)
+        .bind(output)
         .fetch_one(tx)
         .await?;
-    Ok(n == 1)
+    Ok(sqlx::Row::try_get::<i64, _>(&row, 0)? == 1)
 }
 
 /// An operation recorded by an earlier execution, as a claim or a start returns them.

@@ -262,6 +262,24 @@ pub async fn start_child<'c>(db: impl PgExecutor<'c>, c: &StartChild<'_>) -> Res
     Ok((owned > 0).then_some(Created { name, created }))
 }
 
+/// The statement that puts the PENDING workflows matching `cond` back on their queue (`$1`, the
+/// internal queue, when they had none), owner cleared, with one wake-up per queue on `$2`;
+/// `cond` binds from `$3`. It returns how many it released.
+fn release_sql(cond: &str) -> String {
+    format!(
+        "WITH re AS (
+             UPDATE dbos.workflow_status
+             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
+                 queue_name = COALESCE(queue_name, $1), updated_at = kernel.now_ms()
+             WHERE status = 'PENDING' AND {cond}
+             RETURNING queue_name
+         ), wake AS (
+             SELECT pg_notify($2, q) FROM (SELECT DISTINCT queue_name AS q FROM re) d
+         )
+         SELECT (SELECT count(*) FROM re) + 0 * (SELECT count(*) FROM wake)"
+    )
+}
+
 /// Puts the PENDING workflows of `executors` that run `app_version` back on their queue (or the
 /// internal one), owner cleared, and wakes the nodes. Returns how many. For a node's own
 /// executions from before a restart: nothing of theirs runs any more.
@@ -275,24 +293,14 @@ pub async fn release_executors<'c>(
     executors: &[String],
     app_version: &str,
 ) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
-        "WITH re AS (
-             UPDATE dbos.workflow_status
-             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
-                 queue_name = COALESCE(queue_name, $3), updated_at = kernel.now_ms()
-             WHERE status = 'PENDING' AND executor_id = ANY($1) AND application_version = $2
-             RETURNING queue_name
-         ), wake AS (
-             SELECT pg_notify($4, q) FROM (SELECT DISTINCT queue_name AS q FROM re) d
-         )
-         SELECT (SELECT count(*) FROM re) + 0 * (SELECT count(*) FROM wake)",
-    )
-    .bind(executors)
-    .bind(app_version)
-    .bind(INTERNAL_QUEUE)
-    .bind(ENQUEUE_CHANNEL)
-    .fetch_one(db)
-    .await?;
+    let sql = release_sql("executor_id = ANY($3) AND application_version = $4");
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(INTERNAL_QUEUE)
+        .bind(ENQUEUE_CHANNEL)
+        .bind(executors)
+        .bind(app_version)
+        .fetch_one(db)
+        .await?;
     Ok(n as u64)
 }
 
@@ -305,24 +313,14 @@ pub async fn release_executors<'c>(
 /// # Errors
 /// Database errors.
 pub async fn release_gone_nodes(conn: &mut PgConnection) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(
-        "WITH re AS (
-             UPDATE dbos.workflow_status
-             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
-                 queue_name = COALESCE(queue_name, $1), updated_at = kernel.now_ms()
-             WHERE status = 'PENDING'
-               AND executor_id IN (SELECT node_id FROM kernel.nodes WHERE state IN ('dead', 'stopped'))
-             RETURNING queue_name
-         ), wake AS (
-             -- One notification per queue that got work back.
-             SELECT pg_notify($2, q) FROM (SELECT DISTINCT queue_name AS q FROM re) d
-         )
-         SELECT (SELECT count(*) FROM re) + 0 * (SELECT count(*) FROM wake)",
-    )
-    .bind(INTERNAL_QUEUE)
-    .bind(ENQUEUE_CHANNEL)
-    .fetch_one(conn)
-    .await?;
+    let sql = release_sql(
+        "executor_id IN (SELECT node_id FROM kernel.nodes WHERE state IN ('dead', 'stopped'))",
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(INTERNAL_QUEUE)
+        .bind(ENQUEUE_CHANNEL)
+        .fetch_one(conn)
+        .await?;
     Ok(n as u64)
 }
 
@@ -336,22 +334,14 @@ pub async fn release_gone_nodes(conn: &mut PgConnection) -> Result<u64> {
 /// # Errors
 /// Database errors.
 pub async fn release<'c>(db: impl PgExecutor<'c>, id: &str, owner_xid: &str) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "WITH re AS (
-             UPDATE dbos.workflow_status
-             SET status = 'ENQUEUED', owner_xid = NULL, started_at_epoch_ms = NULL,
-                 queue_name = COALESCE(queue_name, $3), updated_at = kernel.now_ms()
-             WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2
-             RETURNING queue_name
-         )
-         SELECT count(pg_notify($4, queue_name)) FROM re",
-    )
-    .bind(id)
-    .bind(owner_xid)
-    .bind(INTERNAL_QUEUE)
-    .bind(ENQUEUE_CHANNEL)
-    .fetch_one(db)
-    .await?;
+    let sql = release_sql("workflow_uuid = $3 AND owner_xid = $4");
+    let n: i64 = sqlx::query_scalar(&sql)
+        .bind(INTERNAL_QUEUE)
+        .bind(ENQUEUE_CHANNEL)
+        .bind(id)
+        .bind(owner_xid)
+        .fetch_one(db)
+        .await?;
     Ok(n == 1)
 }
 

@@ -311,18 +311,15 @@ impl Context {
                 }
             };
             let output = codec::encode(&value)?;
-            let written = dbos_store::operations::record_in_transaction(
-                &mut tx,
-                &dbos_store::operations::StepRecord {
-                    workflow_id: &self.inner.workflow_id,
-                    owner_xid: &self.inner.owner_xid,
-                    function_id: fid,
-                    name,
-                    output: &output,
-                    started_at_ms: started,
-                },
-            )
-            .await;
+            let op = dbos_store::operations::Op {
+                workflow_id: &self.inner.workflow_id,
+                owner_xid: &self.inner.owner_xid,
+                function_id: fid,
+                name,
+                started_at_ms: started,
+            };
+            let written =
+                dbos_store::operations::record_in_transaction(&mut tx, &op, &output).await;
             let written = match written {
                 Ok(w) => w,
                 Err(e) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
