@@ -70,6 +70,13 @@ impl Cron {
             .collect()
     }
 
+    /// A tick as DBOS writes it in workflow IDs and `last_fired_at`: Python's `isoformat()` of
+    /// the tick in the schedule's time zone (`2026-01-01T09:30:00+01:00`), so a DBOS scheduler
+    /// sharing the table computes the same ID for the same tick.
+    pub fn iso(&self, tick: DateTime<Utc>) -> String {
+        iso(&tick.with_timezone(&self.tz))
+    }
+
     /// The first tick after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.schedule
@@ -83,6 +90,18 @@ pub use dbos_store::schedules::Schedule;
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Python's `datetime.isoformat()`: seconds, microseconds only when there are any, `+HH:MM`.
+fn iso<Tz: chrono::TimeZone>(t: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    if t.timestamp_subsec_micros() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string()
+    }
 }
 
 /// Adds a schedule (it fires from the next tick on).
@@ -102,7 +121,7 @@ pub async fn add(conn: &mut PgConnection, s: &Schedule) -> Result<(), Error> {
         serde_json::from_str::<serde_json::Value>(c)
             .map_err(|e| Error::Invalid(format!("schedule context: not JSON: {e}")))?;
     }
-    if !dbos_store::schedules::insert(conn, s, &rfc3339(Utc::now())).await? {
+    if !dbos_store::schedules::insert(conn, s, &iso(&Utc::now())).await? {
         return Err(Error::Invalid(format!(
             "schedule {:?}: the name is in use",
             s.schedule_name
@@ -129,7 +148,7 @@ fn missing(name: &str) -> Error {
 /// # Errors
 /// [`Error::Invalid`] for an unknown schedule.
 pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Result<(), Error> {
-    if !dbos_store::schedules::set_paused(conn, name, paused, &rfc3339(Utc::now())).await? {
+    if !dbos_store::schedules::set_paused(conn, name, paused, &iso(&Utc::now())).await? {
         return Err(missing(name));
     }
     Ok(())
@@ -235,10 +254,10 @@ pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Fired, Error>
             due = due.split_off(due.len() - 1);
         }
         if let Some(last) = due.last() {
-            fired.push((s.schedule_name.clone(), rfc3339(*last)));
+            fired.push((s.schedule_name.clone(), cron.iso(*last)));
         }
         for t in &due {
-            let id = format!("sched-{}-{}", s.schedule_name, rfc3339(*t));
+            let id = format!("sched-{}-{}", s.schedule_name, cron.iso(*t));
             runs.push(scheduled_run(s, id, *t));
         }
         let after = due.last().copied().unwrap_or(from).max(now);
@@ -261,7 +280,7 @@ pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Fired, Error>
 pub async fn trigger(conn: &mut PgConnection, name: &str) -> Result<String, Error> {
     let s = get(conn, name).await?;
     let now = Utc::now();
-    let id = format!("sched-{name}-trigger-{}", rfc3339(now));
+    let id = format!("sched-{name}-trigger-{}", iso(&now));
     dbos_store::workflows::enqueue_scheduled(conn, &[scheduled_run(&s, id.clone(), now)], &[])
         .await?;
     Ok(id)
@@ -288,7 +307,13 @@ pub async fn backfill(
     }
     let runs: Vec<ScheduledRun> = ticks
         .iter()
-        .map(|t| scheduled_run(&s, format!("sched-{}-{}", s.schedule_name, rfc3339(*t)), *t))
+        .map(|t| {
+            scheduled_run(
+                &s,
+                format!("sched-{}-{}", s.schedule_name, cron.iso(*t)),
+                *t,
+            )
+        })
         .collect();
     if runs.is_empty() {
         return Ok(0);
@@ -333,6 +358,20 @@ mod tests {
                 .single()
                 .expect("time")
         );
+    }
+
+    #[test]
+    fn ticks_are_written_as_python_isoformat_in_the_schedule_time_zone() {
+        let t = Utc
+            .with_ymd_and_hms(2026, 1, 1, 8, 30, 0)
+            .single()
+            .expect("time");
+        let utc = Cron::parse("30 8 * * *", None).expect("utc");
+        assert_eq!(utc.iso(t), "2026-01-01T08:30:00+00:00");
+        let paris = Cron::parse("30 9 * * *", Some("Europe/Paris")).expect("paris");
+        assert_eq!(paris.iso(t), "2026-01-01T09:30:00+01:00");
+        let with_micros = t + chrono::Duration::microseconds(1_500);
+        assert_eq!(iso(&with_micros), "2026-01-01T08:30:00.001500+00:00");
     }
 
     #[test]

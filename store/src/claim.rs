@@ -83,7 +83,7 @@ WITH RECURSIVE qs(q) AS (
 ), latest AS (
     SELECT version_name FROM dbos.application_versions ORDER BY version_timestamp DESC LIMIT 1
 ), now_ms AS (
-    SELECT kernel.now_ms() AS t
+    SELECT kernel.statement_ms() AS t
 ), queues AS (
     SELECT qs.q AS name, c.concurrency, c.worker_concurrency, c.rate_limit_max,
            c.rate_limit_period_sec, c.partition_concurrency, c.partition_worker_concurrency,
@@ -203,13 +203,15 @@ WITH RECURSIVE qs(q) AS (
 UPDATE dbos.workflow_status w
 SET status = 'PENDING', owner_xid = gen_random_uuid()::text, executor_id = $4,
     application_version = $2,
-    started_at_epoch_ms = kernel.now_ms(),
+    -- The statement's time, not the transaction's: the claim began before the completions
+    -- its snapshot sees, and a start must not precede them.
+    started_at_epoch_ms = kernel.statement_ms(),
     rate_limited = pick.limited_rate,
     recovery_attempts = w.recovery_attempts + 1,
     updated_at = kernel.now_ms(),
     workflow_deadline_epoch_ms = CASE
         WHEN w.workflow_timeout_ms IS NOT NULL AND w.workflow_deadline_epoch_ms IS NULL
-        THEN kernel.now_ms() + w.workflow_timeout_ms
+        THEN kernel.statement_ms() + w.workflow_timeout_ms
         ELSE w.workflow_deadline_epoch_ms END
 FROM pick WHERE w.workflow_uuid = pick.workflow_uuid
 RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,

@@ -23,6 +23,18 @@ pub enum Error {
         /// The deduplication ID.
         deduplication_id: String,
     },
+    /// A partitioned queue got no partition key, or another queue got one.
+    #[error("{}", if *given {
+        format!("queue {queue:?} is not partitioned: enqueue without a partition key")
+    } else {
+        format!("queue {queue:?} is partitioned: give a partition key")
+    })]
+    PartitionKey {
+        /// The queue.
+        queue: String,
+        /// Whether a key was given.
+        given: bool,
+    },
     /// No workflow has this ID.
     #[error("no workflow has ID {0:?}")]
     NotFound(String),

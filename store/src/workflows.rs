@@ -57,14 +57,20 @@ pub struct Created {
 /// [`Error::Deduplicated`]; database errors.
 pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Created> {
     let xid = uuid::Uuid::new_v4().to_string();
-    let row: (Option<String>, bool) = sqlx::query_as(
-        "WITH ins AS (
+    // The queue's partitioning decides whether a partition key is required or refused; a
+    // queue without settings is not partitioned.
+    let row: Option<(Option<String>, bool)> = sqlx::query_as(
+        "WITH q AS (
+             SELECT COALESCE((SELECT partition_queue FROM dbos.queues WHERE name = $3), false)
+                 AS partitioned
+         ), ins AS (
              INSERT INTO dbos.workflow_status AS w
                  (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
                   serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
                   deduplication_id, delay_until_epoch_ms, queue_partition_key, attributes)
-             VALUES ($1, CASE WHEN $11::int8 IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, $2, $3, 0,
-                     $4, 'portable_json', $5, $6, $7, $8, $11, $12, $13)
+             SELECT $1, CASE WHEN $11::int8 IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, $2, $3, 0,
+                    $4, 'portable_json', $5, $6, $7, $8, $11, $12, $13
+             FROM q WHERE q.partitioned = ($12::text IS NOT NULL)
              ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
              RETURNING name, creator_xid
          ), inp AS (
@@ -72,7 +78,9 @@ pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Cre
              SELECT $1, $9 FROM ins WHERE ins.creator_xid = $4
              ON CONFLICT DO NOTHING
          )
-         SELECT name, creator_xid = $4 AS created FROM ins, LATERAL (SELECT pg_notify($10, $3)) n",
+         -- A row created by another client may have no creator token: not ours.
+         SELECT name, COALESCE(creator_xid = $4, false) AS created
+         FROM ins, LATERAL (SELECT pg_notify($10, $3)) n",
     )
     .bind(e.workflow_id)
     .bind(e.name)
@@ -87,7 +95,7 @@ pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Cre
     .bind(e.delay_until_ms)
     .bind(e.partition_key)
     .bind(e.attributes)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await
     .map_err(|err| {
         if dbos_kernel::sqlstate::is(&err, dbos_kernel::sqlstate::UNIQUE_VIOLATION) {
@@ -100,6 +108,12 @@ pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Cre
             Error::Db(err)
         }
     })?;
+    let Some(row) = row else {
+        return Err(Error::PartitionKey {
+            queue: e.queue.to_owned(),
+            given: e.partition_key.is_some(),
+        });
+    };
     Ok(Created {
         name: row.0,
         created: row.1,
@@ -157,7 +171,7 @@ pub async fn enqueue_scheduled<'c>(
              UPDATE dbos.workflow_schedules s SET last_fired_at = u.at
              FROM unnest($6::text[], $7::text[]) AS u(name, at)
              WHERE s.schedule_name = u.name
-               AND (s.last_fired_at IS NULL OR s.last_fired_at < u.at)
+               AND (s.last_fired_at IS NULL OR s.last_fired_at::timestamptz < u.at::timestamptz)
          )
          SELECT count(*) FROM ins, LATERAL (SELECT pg_notify($8, '')) wake",
     )
