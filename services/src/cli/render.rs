@@ -1,7 +1,9 @@
-//! Running arbitrary SQL and printing its rows as tables or JSON.
+//! Printing results as tables or JSON: the typed results of the services' functions, as JSON
+//! objects ([`print_json_rows`], [`print_sections`]), and the rows of the user's own SQL
+//! (`dbos sql`, the only SQL the CLI runs).
 //!
-//! Queries run through the simple-query protocol, so every value arrives as text whatever its
-//! type; the column types then decide how a value is written in JSON.
+//! The user's SQL runs through the simple-query protocol, so every value arrives as text
+//! whatever its type; the column types then decide how a value is written in JSON.
 
 use std::io::Write;
 
@@ -36,7 +38,7 @@ pub(super) struct ResultSet {
     rows_affected: u64,
 }
 
-/// Runs one or more statements and collects each one's rows.
+/// Runs the user's statements (`dbos sql`) and collects each one's rows.
 pub(super) async fn run_query(
     conn: &mut PgConnection,
     query: &str,
