@@ -51,6 +51,8 @@ pub use error::{Error, Result};
 pub use ops::Fs;
 pub use perm::Identity;
 
+/// Inode number of the root directory.
+pub const ROOT: u64 = 1;
 /// Bytes per data block. 64 KiB makes a 1 MiB read 16 rows fetched by one query.
 pub const BLOCK_BYTES: usize = 65_536;
 /// Symbolic links followed while resolving one path before [`Error::Loop`] (as Linux).
@@ -173,6 +175,19 @@ pub struct DirEntry {
     pub name: String,
     /// The inode it names.
     pub stat: Stat,
+}
+
+/// Disk usage of a directory's subtree, one row of [`Fs::du`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Usage {
+    /// The directory's full path.
+    pub path: String,
+    /// Bytes of the regular files below it.
+    #[sqlx(try_from = "i64")]
+    pub bytes: u64,
+    /// Regular files below it (a file with several names below it counts once per name).
+    #[sqlx(try_from = "i64")]
+    pub files: u64,
 }
 
 /// Attribute changes for [`Fs::setattr`]; `None` leaves an attribute alone.

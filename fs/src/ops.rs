@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
@@ -10,12 +10,9 @@ use crate::path::{self, check_name, check_target};
 use crate::perm::{Identity, R, W, X};
 use crate::sql::{self, COLS};
 use crate::{
-    DirEntry, Kind, Options, SetAttr, Stat, TimeSet, BLOCK_BYTES, SYMLINKS_FOLLOWED_MAX,
-    WRITE_BATCH_BYTES,
+    DirEntry, Kind, Options, SetAttr, Stat, TimeSet, Usage, BLOCK_BYTES, ROOT,
+    SYMLINKS_FOLLOWED_MAX, WRITE_BATCH_BYTES,
 };
-
-/// The root directory's inode number.
-pub(crate) const ROOT: u64 = 1;
 
 /// The file system: limits plus the operations. Cheap to clone; holds no state of its own, so
 /// any number of processes may work on the same tables at once.
@@ -856,6 +853,18 @@ impl Fs {
         }
     }
 
+    /// Begins a transaction whose queries all see one snapshot (REPEATABLE READ), so a file
+    /// read in several queries ([`Fs::read_to`]) is its content at one moment even while
+    /// others write it.
+    ///
+    /// 1 round trip (the BEGIN).
+    ///
+    /// # Errors
+    /// A database error, or a connection already in a transaction.
+    pub async fn snapshot<'c>(&self, c: &'c mut PgConnection) -> Result<Transaction<'c, Postgres>> {
+        Ok(c.begin_with(sql::BEGIN_SNAPSHOT).await?)
+    }
+
     /// Streams file `ino` into `writer`, [`WRITE_BATCH_BYTES`] per query. Returns the bytes
     /// written.
     ///
@@ -1464,6 +1473,27 @@ impl Fs {
         self.readdir_at(c, who, st.ino, after, limit)
             .await
             .map_err(|e| rename_what(e, path))
+    }
+
+    /// du: the directory `path` (following symbolic links) and every directory below it, by
+    /// path, each with the bytes and files of its whole subtree, as the view `os.du` counts
+    /// them. Needs search permission along `path`; below it, as the view, it counts without
+    /// checking permissions (sizes, not contents).
+    ///
+    /// 1 round trip to resolve `path` (plus 1 per symbolic link followed), then 1 that walks
+    /// the whole tree (the view starts at the root) and keeps the subtree.
+    ///
+    /// # Errors
+    /// [`Error::NotDir`] when `path` is not a directory, and those of [`Fs::resolve`].
+    pub async fn du(&self, c: &mut PgConnection, who: &Identity, path: &str) -> Result<Vec<Usage>> {
+        let st = self.resolve(c, who, path, true).await?;
+        if !st.is_dir() {
+            return Err(Error::NotDir(path.to_owned()));
+        }
+        Ok(sqlx::query_as(sql::DU)
+            .bind(st.ino as i64)
+            .fetch_all(&mut *c)
+            .await?)
     }
 
     /// symlink(2): creates `link` pointing at `target` (which need not exist).

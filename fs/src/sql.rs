@@ -268,3 +268,13 @@ pub(crate) const READLINK: &str = "SELECT kind, target FROM fs.inodes WHERE ino 
 
 /// Inconsistencies found by the view `fs.fsck`; empty when the tree is consistent.
 pub(crate) const FSCK: &str = "SELECT problem FROM fs.fsck";
+
+/// A directory and every directory below it, by path, with the bytes and files of each
+/// subtree (the view `os.du`, which walks the whole tree from the root; the subtree is the
+/// directory and those with it among their ancestors).
+pub(crate) const DU: &str = "SELECT path, bytes, files FROM os.du
+     WHERE ino = $1 OR $1 = ANY (ancestors)
+     ORDER BY path";
+
+/// Begins a transaction that sees one snapshot for all its queries.
+pub(crate) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ";

@@ -5,7 +5,8 @@
 //! or whose checksums differ from this binary's SQL.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Acquire, Executor, PgPool};
+use sqlx::types::chrono::{DateTime, Utc};
+use sqlx::{Acquire, Executor, PgExecutor, PgPool};
 
 use crate::error::{Error, Result};
 
@@ -81,6 +82,36 @@ pub struct Applied {
     pub service: String,
     /// The version.
     pub version: i32,
+}
+
+/// The migrations one service has applied, as `dbos status` shows them.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub struct Summary {
+    /// The service.
+    pub service: String,
+    /// Its newest applied version.
+    pub version: i32,
+    /// How many of its migrations are applied.
+    pub applied: i64,
+    /// When the newest was applied.
+    pub last_applied_at: DateTime<Utc>,
+}
+
+/// The applied migrations per service, by service name (`os.migrations`).
+///
+/// 1 round trip (served by the primary key of `kernel.migrations`; a few rows per service).
+///
+/// # Errors
+/// Database errors; an undefined table (SQLSTATE 42P01) when no node ever booted on this
+/// database.
+pub async fn summary<'c>(db: impl PgExecutor<'c>) -> Result<Vec<Summary>> {
+    Ok(sqlx::query_as(
+        "SELECT service, max(version) AS version, count(*) AS applied,
+                max(applied_at) AS last_applied_at
+         FROM os.migrations GROUP BY service ORDER BY service",
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 /// Applies every missing migration of `services` (the kernel's first) under an advisory lock,

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use sqlx::types::chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::types::Json;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::error::{Error, Result};
 
@@ -30,7 +31,7 @@ pub struct NodeInfo {
     pub lease_ms: u64,
 }
 
-/// A row of `kernel.nodes`.
+/// A row of `kernel.nodes`, as `os.nodes` shows it.
 #[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
 pub struct Node {
     /// Node id.
@@ -41,10 +42,27 @@ pub struct Node {
     pub pid: i32,
     /// `running`, `draining`, `stopped` or `dead`.
     pub state: String,
-    /// Last heartbeat.
-    pub heartbeat_at: DateTime<Utc>,
     /// Whether it heartbeats within its lease.
     pub alive: bool,
+    /// Tasks it runs at once.
+    pub slots: i32,
+    /// Placement labels (a JSON object of strings).
+    pub labels: Json<serde_json::Value>,
+    /// When it booted.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+/// The database a node or a client is connected to, as `dbos status` leads with it.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub struct Overview {
+    /// Name of the database.
+    pub database: String,
+    /// Version of the Postgres server.
+    pub server_version: String,
+    /// Nodes heartbeating within their lease.
+    pub nodes_alive: i64,
 }
 
 /// A fresh node id: the host name and 8 random hex digits.
@@ -226,9 +244,9 @@ pub async fn mark_stopped(pool: &PgPool, node_id: &str) -> Result<()> {
 ///
 /// # Errors
 /// Database errors.
-pub async fn dead_nodes(pool: &PgPool) -> Result<Vec<Node>> {
+pub async fn dead_nodes<'c>(db: impl PgExecutor<'c>) -> Result<Vec<Node>> {
     list(
-        pool,
+        db,
         "WHERE state = 'dead'
             OR (state IN ('running', 'draining')
                 AND heartbeat_at < now() - lease_ms * interval '1 millisecond')",
@@ -236,22 +254,41 @@ pub async fn dead_nodes(pool: &PgPool) -> Result<Vec<Node>> {
     .await
 }
 
-/// Every node, newest first.
+/// Every node that ever booted, as `os.nodes` shows it: the live ones first, each group newest
+/// first.
+///
+/// 1 round trip (a scan of `kernel.nodes`, one row per boot).
 ///
 /// # Errors
 /// Database errors.
-pub async fn all_nodes(pool: &PgPool) -> Result<Vec<Node>> {
-    list(pool, "").await
+pub async fn all_nodes<'c>(db: impl PgExecutor<'c>) -> Result<Vec<Node>> {
+    list(db, "").await
 }
 
-async fn list(pool: &PgPool, filter: &str) -> Result<Vec<Node>> {
+/// Nodes of `os.nodes` (whose `alive` is the one definition of liveness) matching `filter`.
+async fn list<'c>(db: impl PgExecutor<'c>, filter: &str) -> Result<Vec<Node>> {
     let sql = format!(
-        "SELECT node_id, hostname, pid, state, heartbeat_at,
-                state IN ('running', 'draining')
-                    AND heartbeat_at > now() - lease_ms * interval '1 millisecond' AS alive
-         FROM kernel.nodes {filter} ORDER BY started_at DESC"
+        "SELECT node_id, hostname, pid, state, alive, slots, labels, started_at, heartbeat_at
+         FROM os.nodes {filter} ORDER BY alive DESC, started_at DESC"
     );
-    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
+    Ok(sqlx::query_as(&sql).fetch_all(db).await?)
+}
+
+/// The database's name, its server's version, and how many nodes are alive (`os.nodes`).
+///
+/// 1 round trip (a scan of `kernel.nodes`).
+///
+/// # Errors
+/// Database errors; an undefined table (SQLSTATE 42P01) when no node ever booted on this
+/// database.
+pub async fn overview<'c>(db: impl PgExecutor<'c>) -> Result<Overview> {
+    Ok(sqlx::query_as(
+        "SELECT current_database()::text AS database,
+                current_setting('server_version') AS server_version,
+                (SELECT count(*) FROM os.nodes WHERE alive) AS nodes_alive",
+    )
+    .fetch_one(db)
+    .await?)
 }
 
 /// Declares dead every running or draining node whose lease expired (no heartbeat for its

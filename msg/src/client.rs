@@ -364,6 +364,15 @@ impl Client {
         sql::set_retention(&mut conn, topic, max_age_ms, max_count).await
     }
 
+    /// Every topic with its head, stored messages, subscribers and retention, by name.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn topics(&self) -> Result<Vec<sql::Topic>> {
+        let mut conn = self.pool.acquire().await?;
+        sql::topics(&mut conn).await
+    }
+
     /// Sweeps messages beyond retention every `sweep_interval_ms` until `stop` fires.
     pub async fn run_sweeper(self, stop: dbos_kernel::CancellationToken) {
         let pause = Duration::from_millis(self.opts.sweep_interval_ms.max(1));

@@ -34,7 +34,7 @@ mod wait;
 
 pub use client::{decode, Client, Options, StreamReader};
 pub use error::{Error, Result};
-pub use sql::{Delivered, Outgoing, Start};
+pub use sql::{Delivered, Outgoing, Start, Topic};
 pub use wait::{Channel, Waiter, Waiters, Woke};
 
 use dbos_kernel::{Migration, ServiceMigrations};

@@ -7,6 +7,7 @@
 //! They return `None` (or `false`) when the caller no longer owns the workflow; nothing is
 //! written then.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 
 use crate::error::{Error, Result};
@@ -796,6 +797,42 @@ pub async fn set_retention(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A pub/sub topic as `os.topics` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Topic {
+    /// Its name.
+    pub topic: String,
+    /// Sequence number of its newest message (0 before the first).
+    pub head_seq: i64,
+    /// Messages still stored.
+    pub retained: i64,
+    /// Subscriptions to it.
+    pub subscribers: i64,
+    /// When the oldest stored message was published.
+    pub oldest_at: Option<DateTime<Utc>>,
+    /// Messages older than this are swept, in ms.
+    pub retain_max_age_ms: Option<i64>,
+    /// At most this many newest messages are kept.
+    pub retain_max_count: Option<i64>,
+}
+
+/// Every topic with its head, stored messages, subscribers and retention, by name.
+///
+/// 1 round trip (a scan of `msg.topics`; per topic, the `messages` and `subscriptions`
+/// primary keys).
+///
+/// # Errors
+/// Database errors.
+pub async fn topics(conn: &mut PgConnection) -> Result<Vec<Topic>> {
+    Ok(sqlx::query_as(
+        "SELECT topic, head_seq, retained, subscribers, oldest_at, retain_max_age_ms,
+                retain_max_count
+         FROM os.topics ORDER BY topic",
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Deletes messages beyond their topic's retention; returns how many. Only one node sweeps at a

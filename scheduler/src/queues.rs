@@ -137,6 +137,48 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Queue>, Error> {
     Ok(dbos_store::queues::list(conn).await?)
 }
 
+/// A queue as `os.queues` shows it: its limits, whether it is paused, and its work.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Overview {
+    /// Its name.
+    pub queue: String,
+    /// Whether claiming from it is paused.
+    pub paused: bool,
+    /// Workflows running at once across all nodes, at most.
+    pub concurrency: Option<i32>,
+    /// Workflows running at once on one node, at most.
+    pub worker_concurrency: Option<i32>,
+    /// Workflows started per `rate_limit_period_sec`, at most.
+    pub rate_limit_max: Option<i32>,
+    /// Period of the rate limit, in seconds.
+    pub rate_limit_period_sec: Option<f64>,
+    /// Workflows of one partition running at once, at most.
+    pub partition_concurrency: Option<i32>,
+    /// Workflows waiting on it (ENQUEUED).
+    pub depth: i64,
+    /// Workflows of it running (PENDING).
+    pub running: i64,
+    /// Workflows waiting for their delay before they join it (DELAYED).
+    pub delayed: i64,
+}
+
+/// Every queue with its limits, pause and work, by name.
+///
+/// 1 round trip (a scan of `dbos.queues` with counts of each queue's ENQUEUED, PENDING and
+/// DELAYED workflows; the first two served by `idx_workflow_status_in_flight_v2`).
+///
+/// # Errors
+/// Database errors.
+pub async fn overview(conn: &mut PgConnection) -> Result<Vec<Overview>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT queue, paused, concurrency, worker_concurrency, rate_limit_max,
+                rate_limit_period_sec, partition_concurrency, depth, running, delayed
+         FROM os.queues ORDER BY queue",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Deletes a queue's settings (and its pause and placement). Workflows still on it keep their queue name
 /// and run without limits. The default queue cannot be deleted.
 ///

@@ -1,7 +1,8 @@
 //! Command tasks as users see them: [`submit`] a Linux command (one enqueue, its placement
-//! labels written in the same statement), [`list`] and [`get`] them (from the `os.tasks` view,
-//! every value bound), and how one ended as a typed [`Outcome`] with the exit code a shell would
-//! report ([`Outcome::exit_code`], the one place that mapping is made).
+//! labels written in the same statement), [`list`] and [`get`] them and find those [`waiting`]
+//! for a node (from the `os.tasks` view, every value bound), and how one ended as a typed
+//! [`Outcome`] with the exit code a shell would report ([`Outcome::exit_code`], the one place
+//! that mapping is made).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use dbos_store::Status;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::command::{CommandResult, CommandSpec};
 use crate::Error;
@@ -198,6 +199,29 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Task, Error> {
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| Error::Invalid(format!("no task has ID {id:?}")))
+}
+
+/// The oldest tasks no live node can run now (`waiting_for` says why), oldest first, at most
+/// `limit`. Only queued tasks can wait so.
+///
+/// 1 round trip (the ENQUEUED rows, served by `idx_workflow_status_in_flight_v2`).
+///
+/// # Errors
+/// [`Error::Invalid`] for a negative limit.
+pub async fn waiting<'c>(db: impl PgExecutor<'c>, limit: i64) -> Result<Vec<Task>, Error> {
+    if limit < 0 {
+        return Err(Error::Invalid(format!(
+            "limit: must be 0 or more, got {limit}"
+        )));
+    }
+    Ok(sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM os.tasks WHERE status = $1 AND waiting_for IS NOT NULL
+         ORDER BY submitted_at LIMIT $2"
+    ))
+    .bind(Status::Enqueued.as_str())
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
 }
 
 /// How a task ended.

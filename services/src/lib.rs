@@ -7,6 +7,7 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod demo;
 pub mod workflow;
 
 pub use dbos_fs as fs;

@@ -6,10 +6,12 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde_json::json;
 use sqlx::PgPool;
 
 use super::render::{self, Format};
-use crate::builtin::DEMO;
+use crate::demo::{self, DEMO};
+use crate::workflow::manage;
 
 /// A `dbos boot` child process.
 struct Node {
@@ -75,14 +77,7 @@ pub(super) async fn run(data_dir: PathBuf, pause_ms: u64) -> Result<ExitCode> {
     )
     .await?;
     let id = format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
-    sqlx::query(
-        "SELECT dbos.enqueue_workflow($1, 'default', ARRAY[$2::text::json], workflow_id => $3)",
-    )
-    .bind(DEMO)
-    .bind(pause_ms.to_string())
-    .bind(&id)
-    .execute(&pool)
-    .await?;
+    demo::enqueue(&pool, &id, pause_ms).await?;
     say(&format!("2. enqueued workflow {id} ({DEMO}: step fetch, transaction deposit, durable sleep, step report)"));
     wait_until(
         "the workflow is in its durable sleep",
@@ -102,38 +97,33 @@ pub(super) async fn run(data_dir: PathBuf, pause_ms: u64) -> Result<ExitCode> {
         "the workflow finishes",
         Duration::from_secs(120),
         async || {
-            let s: Option<String> = sqlx::query_scalar(
-                "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1",
-            )
-            .bind(&id)
-            .fetch_one(&pool)
-            .await?;
-            Ok(matches!(s.as_deref(), Some("SUCCESS" | "ERROR")))
+            Ok(dbos_store::workflows::status(&pool, &id)
+                .await?
+                .is_terminal())
         },
     )
     .await?;
     say(&format!(
-        "5. node {} finished it. Its steps, from SQL:",
+        "5. node {} finished it. Its recorded steps:",
         b.id
     ));
-    let mut conn = pool.acquire().await?;
-    let sets = render::run_query(
-        &mut conn,
-        &format!(
-            "SELECT o.function_id, o.function_name, o.output,
-                    (SELECT count(*) FROM public.dbos_demo_runs r
-                     WHERE r.workflow_id = o.workflow_uuid AND r.step = o.function_name) AS times_run
-             FROM dbos.operation_outputs o WHERE o.workflow_uuid = '{id}' ORDER BY o.function_id;
-             SELECT status, executor_id, recovery_attempts, (SELECT output FROM dbos.workflow_output
-                 WHERE workflow_uuid = '{id}') AS output
-             FROM dbos.workflow_status WHERE workflow_uuid = '{id}';
-             SELECT count(*) AS deposits FROM public.dbos_demo_ledger WHERE workflow_id = '{id}'"
-        ),
-    )
-    .await?;
-    render::print_sets(&sets, Format::Table)?;
+    let report = demo::report(&pool, &id).await?;
+    render::print_json_rows(
+        &super::json_rows(&report.steps)?,
+        &["function_id", "function_name", "output", "times_run"],
+        Format::Table,
+    )?;
+    render::print_json_rows(
+        &super::json_rows(std::slice::from_ref(&report.workflow))?,
+        &["status", "executor_id", "recovery_attempts", "output"],
+        Format::Table,
+    )?;
+    render::print_json_rows(
+        &[json!({ "deposits": report.deposits })],
+        &["deposits"],
+        Format::Table,
+    )?;
     say("fetch and report ran once each (times_run), the deposit committed once, the sleep resumed.");
-    drop(conn);
     pool.close().await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(b.child.id() as i32),
@@ -144,11 +134,7 @@ pub(super) async fn run(data_dir: PathBuf, pause_ms: u64) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn steps_done(pool: &PgPool, id: &str) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
-    )
+/// Operations the workflow has recorded so far.
+async fn steps_done(pool: &PgPool, id: &str) -> Result<usize> {
+    Ok(manage::steps(pool, id).await?.len())
 }

@@ -198,10 +198,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
         }
         FsCommand::Cat { path } => {
             // One snapshot for the whole file, however many queries it takes.
-            let mut tx = c.begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
+            let mut tx = fs.snapshot(&mut c).await?;
             let st = fs.stat(&mut tx, &who, &path).await?;
             fs.read_to(&mut tx, &who, st.ino, tokio::io::stdout())
                 .await?;
@@ -222,10 +219,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
             render::print_message(&json!({ "path": path, "bytes": n }), format)?;
         }
         FsCommand::Get { path, local } => {
-            let mut tx = c.begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
+            let mut tx = fs.snapshot(&mut c).await?;
             let st = fs.stat(&mut tx, &who, &path).await?;
             let file = tokio::fs::File::create(&local)
                 .await
@@ -281,21 +275,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
             render::print_message(&v, format)?;
         }
         FsCommand::Du { path } => {
-            let st = fs.stat(&mut c, &who, &path).await?;
-            anyhow::ensure!(st.kind == Kind::Dir, "{path}: not a directory");
-            // The view walks the whole tree; the subtree is the directory and those below it.
-            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-                "SELECT path, bytes, files FROM os.du
-                 WHERE ino = $1 OR $1 = ANY (ancestors)
-                 ORDER BY path",
-            )
-            .bind(st.ino as i64)
-            .fetch_all(&mut *c)
-            .await?;
-            let rows: Vec<Value> = rows
-                .into_iter()
-                .map(|(p, b, f)| json!({ "path": p, "bytes": b, "files": f }))
-                .collect();
+            let rows = super::json_rows(&fs.du(&mut c, &who, &path).await?)?;
             render::print_json_rows(&rows, &["bytes", "files", "path"], format)?;
         }
         FsCommand::Mount { .. } => unreachable!("handled above"),
@@ -327,8 +307,7 @@ async fn mount(
     )
     .await?;
     // The schema must exist: `dbos boot` creates it.
-    sqlx::query("SELECT 1 FROM fs.inodes WHERE ino = 1")
-        .fetch_one(&pool)
+    fs.getattr(&mut *pool.acquire().await?, dbos_fs::ROOT)
         .await
         .context("no file system in this database; boot a node with `dbos boot` first")?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// Boot a node in the foreground (Ctrl-C or SIGTERM stops it cleanly).
     Boot(BootArgs),
-    /// Show the database, its nodes and applied migrations.
+    /// Show the database, its nodes, the tasks waiting for a node (and why) and the applied
+    /// migrations.
     Status {
         #[command(flatten)]
         conn: ConnArgs,
@@ -396,51 +397,70 @@ async fn sql(conn: &ConnArgs, query: &str, format: Format) -> Result<ExitCode> {
     }
 }
 
+/// Waiting tasks `dbos status` shows at most.
+const STATUS_WAITING_MAX: i64 = 20;
+
 async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
     let url = conn.url()?;
     let mut c = db::connect_one(&url, &cli_limits()).await?;
-    let sections = [
-        (
-            "database",
-            format!(
-                "SELECT current_database() AS database, '{}' AS url, \
-                 current_setting('server_version') AS server_version, \
-                 (SELECT count(*) FROM os.nodes WHERE alive) AS nodes_alive",
-                redact_url(&url).replace('\'', "''")
-            ),
-        ),
-        (
-            "nodes",
-            "SELECT node_id, hostname, pid, state, alive, slots, labels, started_at, heartbeat_at \
-             FROM os.nodes ORDER BY alive DESC, started_at DESC"
-                .to_owned(),
-        ),
-        (
-            "waiting",
-            "SELECT task_id, queue, labels, waiting_for, submitted_at FROM os.tasks \
-             WHERE waiting_for IS NOT NULL ORDER BY submitted_at LIMIT 20"
-                .to_owned(),
-        ),
-        (
-            "migrations",
-            "SELECT service, max(version) AS version, count(*) AS applied, \
-             max(applied_at) AS last_applied_at FROM os.migrations GROUP BY service ORDER BY service"
-                .to_owned(),
-        ),
-    ];
-    let mut out = Vec::new();
-    for (name, q) in sections {
-        let sets = render::run_query(&mut c, &q)
+    let hint = |what: &str| format!("reading {what}; was this database booted by `dbos boot`?");
+    let mut database = serde_json::to_value(
+        dbos_kernel::node::overview(&mut c)
             .await
-            .map_err(|e| anyhow::anyhow!(render::describe_db_error(&e)))
-            .with_context(|| format!("reading {name}; was this database booted by `dbos boot`?"))?;
-        let Some(set) = sets.into_iter().next() else {
-            bail!("no result for {name}");
-        };
-        out.push((name, set));
-    }
-    render::print_sections(&out, format)?;
+            .with_context(|| hint("database"))?,
+    )?;
+    database["url"] = redact_url(&url).into();
+    let nodes = dbos_kernel::node::all_nodes(&mut c)
+        .await
+        .with_context(|| hint("nodes"))?;
+    let waiting = dbos_scheduler::tasks::waiting(&mut c, STATUS_WAITING_MAX)
+        .await
+        .with_context(|| hint("waiting"))?;
+    let migrations = dbos_kernel::migrate::summary(&mut c)
+        .await
+        .with_context(|| hint("migrations"))?;
+    let sections = [
+        render::Section {
+            name: "database",
+            columns: &["database", "url", "server_version", "nodes_alive"],
+            rows: vec![database],
+        },
+        render::Section {
+            name: "nodes",
+            columns: &[
+                "node_id",
+                "hostname",
+                "pid",
+                "state",
+                "alive",
+                "slots",
+                "labels",
+                "started_at",
+                "heartbeat_at",
+            ],
+            rows: json_rows(&nodes)?,
+        },
+        render::Section {
+            name: "waiting",
+            columns: &["task_id", "queue", "labels", "waiting_for", "submitted_at"],
+            rows: json_rows(&waiting)?,
+        },
+        render::Section {
+            name: "migrations",
+            columns: &["service", "version", "applied", "last_applied_at"],
+            rows: json_rows(&migrations)?,
+        },
+    ];
+    render::print_sections(&sections, format)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Typed results as JSON objects, for [`render`].
+fn json_rows<T: serde::Serialize>(rows: &[T]) -> Result<Vec<serde_json::Value>> {
+    Ok(rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?)
 }
 
 fn psql(conn: &ConnArgs, args: &[String]) -> Result<ExitCode> {

@@ -235,15 +235,20 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: MsgCommand) ->
             }
         }
         MsgCommand::Topics => {
-            let mut conn = super::pool(conn).await?.acquire().await?;
-            let sets = render::run_query(
-                &mut conn,
-                "SELECT topic, head_seq, retained, subscribers, oldest_at, retain_max_age_ms, \
-                 retain_max_count FROM os.topics ORDER BY topic",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(render::describe_db_error(&e)))?;
-            render::print_sets(&sets, format)?;
+            let rows = super::json_rows(&c.topics().await?)?;
+            render::print_json_rows(
+                &rows,
+                &[
+                    "topic",
+                    "head_seq",
+                    "retained",
+                    "subscribers",
+                    "oldest_at",
+                    "retain_max_age_ms",
+                    "retain_max_count",
+                ],
+                format,
+            )?;
         }
         MsgCommand::Retain {
             topic,

@@ -42,6 +42,20 @@ pub(super) enum QueueCommand {
     },
 }
 
+/// Columns of `dbos queue list`.
+const LIST_COLUMNS: &[&str] = &[
+    "queue",
+    "paused",
+    "concurrency",
+    "worker_concurrency",
+    "rate_limit_max",
+    "rate_limit_period_sec",
+    "partition_concurrency",
+    "depth",
+    "running",
+    "delayed",
+];
+
 #[derive(Debug, Args)]
 pub(super) struct LimitArgs {
     /// Queue name.
@@ -185,15 +199,8 @@ pub(super) async fn run(
             render::print_message(&serde_json::to_value(&q)?, format)?;
         }
         QueueCommand::List => {
-            let sets = render::run_query(
-                &mut c,
-                "SELECT queue, paused, concurrency, worker_concurrency, rate_limit_max, \
-                 rate_limit_period_sec, partition_concurrency, depth, running, delayed \
-                 FROM os.queues ORDER BY queue",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(render::describe_db_error(&e)))?;
-            render::print_sets(&sets, format)?;
+            let rows = super::json_rows(&queues::overview(&mut c).await?)?;
+            render::print_json_rows(&rows, LIST_COLUMNS, format)?;
         }
         QueueCommand::Pause { name } => {
             let changed = queues::set_paused(&mut c, &name, true).await?;

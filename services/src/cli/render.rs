@@ -1,7 +1,9 @@
-//! Running arbitrary SQL and printing its rows as tables or JSON.
+//! Printing results as tables or JSON: the typed results of the services' functions, as JSON
+//! objects ([`print_json_rows`], [`print_sections`]), and the rows of the user's own SQL
+//! (`dbos sql`, the only SQL the CLI runs).
 //!
-//! Queries run through the simple-query protocol, so every value arrives as text whatever its
-//! type; the column types then decide how a value is written in JSON.
+//! The user's SQL runs through the simple-query protocol, so every value arrives as text
+//! whatever its type; the column types then decide how a value is written in JSON.
 
 use std::io::Write;
 
@@ -36,7 +38,7 @@ pub(super) struct ResultSet {
     rows_affected: u64,
 }
 
-/// Runs one or more statements and collects each one's rows.
+/// Runs the user's statements (`dbos sql`) and collects each one's rows.
 pub(super) async fn run_query(
     conn: &mut PgConnection,
     query: &str,
@@ -133,22 +135,47 @@ pub(super) fn print_sets(sets: &[ResultSet], format: Format) -> Result<()> {
     Ok(())
 }
 
-/// Prints named sections (`dbos status`): titled tables, or one JSON object of row arrays.
-pub(super) fn print_sections(sections: &[(&str, ResultSet)], format: Format) -> Result<()> {
+/// A titled table of `dbos status`: rows as JSON objects, and the columns it shows.
+pub(super) struct Section<'a> {
+    /// Its title, and its key in JSON.
+    pub(super) name: &'a str,
+    /// The keys of each row shown, in order.
+    pub(super) columns: &'a [&'a str],
+    /// The rows.
+    pub(super) rows: Vec<Value>,
+}
+
+/// Prints named sections (`dbos status`): titled tables, or one JSON object of row arrays;
+/// either way only the section's columns of each row.
+pub(super) fn print_sections(sections: &[Section<'_>], format: Format) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
             let obj: Map<String, Value> = sections
                 .iter()
-                .map(|(name, set)| ((*name).to_owned(), Value::Array(set.to_json())))
+                .map(|s| {
+                    let rows = s
+                        .rows
+                        .iter()
+                        .map(|r| {
+                            let picked: Map<String, Value> = s
+                                .columns
+                                .iter()
+                                .map(|c| ((*c).to_owned(), r.get(*c).cloned().unwrap_or_default()))
+                                .collect();
+                            Value::Object(picked)
+                        })
+                        .collect();
+                    (s.name.to_owned(), Value::Array(rows))
+                })
                 .collect();
             serde_json::to_writer_pretty(&mut out, &obj)?;
             writeln!(out)?;
         }
         Format::Table => {
-            for (name, set) in sections {
-                writeln!(out, "{name}:")?;
-                write_table(&mut out, set)?;
+            for s in sections {
+                writeln!(out, "{}:", s.name)?;
+                write_table(&mut out, &json_table(&s.rows, s.columns))?;
                 writeln!(out)?;
             }
         }
@@ -234,11 +261,6 @@ pub(super) fn print_json_rows(rows: &[Value], columns: &[&str], format: Format) 
         writeln!(out)?;
         return Ok(());
     }
-    let text = |v: &Value| match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     if columns.is_empty() {
         for row in rows {
             if let Value::Object(m) = row {
@@ -250,7 +272,13 @@ pub(super) fn print_json_rows(rows: &[Value], columns: &[&str], format: Format) 
         }
         return Ok(());
     }
-    let set = ResultSet {
+    write_table(&mut out, &json_table(rows, columns))
+}
+
+/// JSON objects as a table of `columns`: strings as they are, null as nothing, other values
+/// as JSON.
+fn json_table(rows: &[Value], columns: &[&str]) -> ResultSet {
+    ResultSet {
         columns: columns
             .iter()
             .map(|c| ((*c).to_owned(), String::new()))
@@ -265,8 +293,16 @@ pub(super) fn print_json_rows(rows: &[Value], columns: &[&str], format: Format) 
             })
             .collect(),
         rows_affected: 0,
-    };
-    write_table(&mut out, &set)
+    }
+}
+
+/// A JSON value as a table cell.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Prints the result of a command: a JSON object, or `key  value` lines.
