@@ -7,6 +7,8 @@
 
 pub mod builtin;
 pub mod cli;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod workflow;
 
 pub use dbos_fs as fs;

@@ -1,14 +1,12 @@
 //! DBOS workflow semantics: exactly-once steps, replayed errors, idempotent IDs, children,
 //! transactions, determinism, recovery, dead-lettering, timeouts, cancel/resume, fork, patching.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbos_services::testing::{fork_and_wait, node, seed, status, step_names, wait_status, Counter};
 use dbos_services::workflow::{self, manage, RetryPolicy, StartOptions};
-use support::{fork_and_wait, node, seed, status, step_names, wait_status, Counter};
 
 fn id(s: &str) -> StartOptions {
     StartOptions {
