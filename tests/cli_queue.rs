@@ -7,17 +7,46 @@ mod support;
 use dbos_kernel::testing::scratch_dir_for_cluster;
 use support::{eventually, ok, path, run, sql_json, Node};
 
+/// A label each node has and no other node: node `i` boots with `NODE_LABELS[i]`.
+const NODE_LABELS: [&str; 3] = ["gpu=true", "zone=b", "rack=c"];
+
+/// Submits one task pinned to each node (by its label) and waits for all three: every node's
+/// dispatcher has then run a claim that began after everything submitted before this call
+/// had committed. What is still ENQUEUED afterwards, every node looked at and left.
+fn every_node_claims_after(d: &str, tag: &str) {
+    for (i, label) in NODE_LABELS.iter().enumerate() {
+        ok(&[
+            "task",
+            "submit",
+            "--label",
+            label,
+            "--id",
+            &format!("{tag}-{i}"),
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ]);
+    }
+    for i in 0..NODE_LABELS.len() {
+        assert_eq!(
+            run(&["task", "wait", &format!("{tag}-{i}"), "--data-dir", d])
+                .status
+                .code(),
+            Some(0),
+            "node {i} claimed its task"
+        );
+    }
+}
+
 #[test]
 fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
     let scratch = scratch_dir_for_cluster();
     let dir = scratch.path().join("data");
     let d = path(&dir);
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| match i {
-            0 => Node::boot(&dir, &["--label", "gpu=true"]),
-            1 => Node::boot(&dir, &["--label", "zone=b"]),
-            _ => Node::boot(&dir, &[]),
-        })
+    let nodes: Vec<Node> = NODE_LABELS
+        .iter()
+        .map(|label| Node::boot(&dir, &["--label", label]))
         .collect();
 
     ok(&[
@@ -167,7 +196,7 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         "--",
         "true",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    every_node_claims_after(d, "looked-at-labels");
     for id in ["no-tpu", "in-eu"] {
         let t: serde_json::Value =
             serde_json::from_str(&ok(&["task", "get", id, "--json", "--data-dir", d]))
@@ -307,7 +336,7 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         .clone();
     assert_eq!(q2["paused"], true);
     assert_eq!(q2["concurrency"], 2);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    every_node_claims_after(d, "looked-at-paused");
     assert_eq!(
         sql_json(
             &dir,

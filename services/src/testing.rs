@@ -53,6 +53,36 @@ impl Node {
     pub async fn stop(self) {
         self.kernel.shutdown().await.expect("shutdown");
     }
+
+    /// Waits until this node's dispatcher has completed `rounds` more rounds (claim and, when
+    /// due, the sweeps) than when called. With `rounds >= 2`, at least one whole round started
+    /// after the call, so it saw everything committed before it: a test asserts "nothing was
+    /// claimed" only after this.
+    pub async fn dispatcher_rounds(&self, rounds: u64) {
+        let mut rx = self.wf.scheduler().rounds();
+        let start = *rx.borrow_and_update();
+        tokio::time::timeout(WAIT, rx.wait_for(|n| *n >= start + rounds))
+            .await
+            .unwrap_or_else(|_| panic!("the dispatcher completed {rounds} rounds"))
+            .expect("the dispatcher is running");
+    }
+
+    /// Waits until no task runs on this node's slots: every workflow execution it started
+    /// has returned, so none of them can record another step.
+    pub async fn wait_no_tasks_running(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let running = self.kernel.runtime().running();
+            if running == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the node's tasks ended ({running} still running)"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Boots a node on a fresh database with the workflows `register` adds.
