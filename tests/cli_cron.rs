@@ -3,18 +3,43 @@
 
 mod support;
 
-use std::time::Duration;
-
+use chrono::{DateTime, Utc};
 use dbos_kernel::testing::scratch_dir_for_cluster;
 use support::{eventually, ok, path, run, sql_json, Node};
 
-fn runs(dir: &std::path::Path) -> Vec<String> {
-    sql_json(dir, "SELECT workflow_uuid FROM dbos.workflow_status WHERE schedule_name = 'tick' ORDER BY workflow_uuid")
+fn runs_of(dir: &std::path::Path, schedule: &str) -> Vec<String> {
+    sql_json(dir, &format!("SELECT workflow_uuid FROM dbos.workflow_status WHERE schedule_name = '{schedule}' ORDER BY workflow_uuid"))
         .as_array()
         .expect("rows")
         .iter()
         .map(|r| r["workflow_uuid"].as_str().expect("id").to_owned())
         .collect()
+}
+
+fn runs(dir: &std::path::Path) -> Vec<String> {
+    runs_of(dir, "tick")
+}
+
+/// The tick a run of `schedule` fired for, from its ID (`sched-SCHEDULE-<tick>`).
+fn tick_of(schedule: &str, id: &str) -> DateTime<Utc> {
+    id.strip_prefix(&format!("sched-{schedule}-"))
+        .expect("id")
+        .parse()
+        .expect("tick time")
+}
+
+/// Waits until the never-paused schedule `beat` (every second) has fired two ticks later than
+/// `after`. A cron pass fires only the latest tick it has reached, so each of those came from
+/// its own pass, which read the schedules after `after`: two cron passes saw everything
+/// committed before `after`.
+fn two_cron_passes_after(dir: &std::path::Path, after: DateTime<Utc>) {
+    eventually("two cron passes after the pause", || {
+        runs_of(dir, "beat")
+            .iter()
+            .filter(|id| tick_of("beat", id) > after)
+            .count()
+            >= 2
+    });
 }
 
 #[test]
@@ -58,22 +83,27 @@ fn cron_fires_once_per_tick_across_nodes_and_pauses_triggers_and_backfills() {
         "-c",
         "echo tick",
     ]);
+    // The proof that cron passes ran while "tick" is paused: a schedule that keeps firing.
+    ok(&[
+        "cron",
+        "add",
+        "beat",
+        "* * * * * *",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
     eventually("a few ticks fired", || runs(&dir).len() >= 4);
     ok(&["cron", "pause", "tick", "--data-dir", d]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // A pass that read the schedules before the pause may still enqueue its tick: settle.
+    two_cron_passes_after(&dir, Utc::now());
     let fired = runs(&dir);
-    std::thread::sleep(Duration::from_millis(1500));
+    two_cron_passes_after(&dir, Utc::now());
     assert_eq!(runs(&dir), fired, "a paused schedule fires nothing");
+    ok(&["cron", "rm", "beat", "--data-dir", d]);
     // One run per tick, none missing, though both nodes fire every tick.
-    let ticks: Vec<chrono::DateTime<chrono::Utc>> = fired
-        .iter()
-        .map(|id| {
-            id.strip_prefix("sched-tick-")
-                .expect("id")
-                .parse()
-                .expect("tick time")
-        })
-        .collect();
+    let ticks: Vec<DateTime<Utc>> = fired.iter().map(|id| tick_of("tick", id)).collect();
     let span = (*ticks.last().expect("last") - ticks[0]).num_seconds() + 1;
     assert_eq!(
         ticks.len() as i64,

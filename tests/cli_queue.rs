@@ -7,17 +7,46 @@ mod support;
 use dbos_kernel::testing::scratch_dir_for_cluster;
 use support::{eventually, ok, path, run, sql_json, Node};
 
+/// A label each node has and no other node: node `i` boots with `NODE_LABELS[i]`.
+const NODE_LABELS: [&str; 3] = ["gpu=true", "zone=b", "rack=c"];
+
+/// Submits one task pinned to each node (by its label) and waits for all three: every node's
+/// dispatcher has then run a claim that began after everything submitted before this call
+/// had committed. What is still ENQUEUED afterwards, every node looked at and left.
+fn every_node_claims_after(d: &str, tag: &str) {
+    for (i, label) in NODE_LABELS.iter().enumerate() {
+        ok(&[
+            "task",
+            "submit",
+            "--label",
+            label,
+            "--id",
+            &format!("{tag}-{i}"),
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ]);
+    }
+    for i in 0..NODE_LABELS.len() {
+        assert_eq!(
+            run(&["task", "wait", &format!("{tag}-{i}"), "--data-dir", d])
+                .status
+                .code(),
+            Some(0),
+            "node {i} claimed its task"
+        );
+    }
+}
+
 #[test]
 fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
     let scratch = scratch_dir_for_cluster();
     let dir = scratch.path().join("data");
     let d = path(&dir);
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| match i {
-            0 => Node::boot(&dir, &["--label", "gpu=true"]),
-            1 => Node::boot(&dir, &["--label", "zone=b"]),
-            _ => Node::boot(&dir, &[]),
-        })
+    let nodes: Vec<Node> = NODE_LABELS
+        .iter()
+        .map(|label| Node::boot(&dir, &["--label", label]))
         .collect();
 
     ok(&[
@@ -42,6 +71,16 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 1"));
+    // Each run appends "+ NODE_PID" when its command starts and "- NODE_PID" when it ends (the
+    // node is the command's parent). A command starts after its claim committed and ends
+    // before its outcome is written, so the file's running counts never exceed the PENDING
+    // counts the limits bound: an exact check, with no timestamps of different transactions
+    // compared.
+    let log = scratch.path().join("q2-runs");
+    let script = format!(
+        "echo \"+ $PPID\" >> {log}; sleep 0.3; echo \"- $PPID\" >> {log}",
+        log = log.display()
+    );
     for i in 0..8 {
         ok(&[
             "task",
@@ -53,40 +92,50 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
             "--data-dir",
             d,
             "--",
-            "sleep",
-            "0.3",
+            "sh",
+            "-c",
+            &script,
         ]);
     }
     for i in 0..8 {
         let w = run(&["task", "wait", &format!("q2-{i}"), "--data-dir", d]);
         assert_eq!(w.status.code(), Some(0));
     }
-    // From the recorded claim and completion times: never more than 2 at once, never more
-    // than 1 at once on one node.
-    let rows = sql_json(&dir, "SELECT executor_id, started_at_epoch_ms AS s, completed_at AS e FROM dbos.workflow_status WHERE workflow_uuid LIKE 'q2-%'");
-    let spans: Vec<(String, i64, i64)> = rows
+    // Never more than 2 at once, never more than 1 at once on one node.
+    let lines = std::fs::read_to_string(&log).expect("the runs' log");
+    let (mut all, mut peak_all) = (0i32, 0i32);
+    let mut on: std::collections::HashMap<&str, i32> = Default::default();
+    for line in lines.lines() {
+        let (sign, pid) = line.split_once(' ').expect("a log line");
+        assert!(
+            nodes.iter().any(|n| n.child.id().to_string() == pid),
+            "{pid} is a node's pid"
+        );
+        let delta = if sign == "+" { 1 } else { -1 };
+        all += delta;
+        peak_all = peak_all.max(all);
+        let mine = on.entry(pid).or_default();
+        *mine += delta;
+        assert!(*mine <= 1, "at most 1 at once on node pid {pid}:\n{lines}");
+    }
+    assert_eq!(
+        lines.lines().count(),
+        16,
+        "every run started and ended once"
+    );
+    assert!(peak_all <= 2, "at most 2 at once across nodes:\n{lines}");
+    let rows = sql_json(
+        &dir,
+        "SELECT executor_id FROM dbos.workflow_status WHERE workflow_uuid LIKE 'q2-%'",
+    );
+    let executors: Vec<String> = rows
         .as_array()
         .expect("rows")
         .iter()
-        .map(|r| {
-            (
-                r["executor_id"].as_str().expect("node").to_owned(),
-                r["s"].as_i64().expect("s"),
-                r["e"].as_i64().expect("e"),
-            )
-        })
+        .map(|r| r["executor_id"].as_str().expect("node").to_owned())
         .collect();
-    assert_eq!(spans.len(), 8);
-    for (node, s, _) in &spans {
-        let all = spans.iter().filter(|(_, s2, e2)| s2 <= s && s < e2).count();
-        let mine = spans
-            .iter()
-            .filter(|(n2, s2, e2)| n2 == node && s2 <= s && s < e2)
-            .count();
-        assert!(all <= 2, "at most 2 at once across nodes: {spans:?}");
-        assert!(mine <= 1, "at most 1 at once on {node}: {spans:?}");
-    }
-    let used: std::collections::HashSet<&str> = spans.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(executors.len(), 8);
+    let used: std::collections::HashSet<&str> = executors.iter().map(String::as_str).collect();
     assert!(
         used.len() >= 2,
         "the queue's work was spread over nodes: {used:?}"
@@ -167,7 +216,7 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         "--",
         "true",
     ]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    every_node_claims_after(d, "looked-at-labels");
     for id in ["no-tpu", "in-eu"] {
         let t: serde_json::Value =
             serde_json::from_str(&ok(&["task", "get", id, "--json", "--data-dir", d]))
@@ -307,7 +356,7 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         .clone();
     assert_eq!(q2["paused"], true);
     assert_eq!(q2["concurrency"], 2);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    every_node_claims_after(d, "looked-at-paused");
     assert_eq!(
         sql_json(
             &dir,

@@ -46,14 +46,24 @@ async fn a_booted_node_is_alive_with_its_labels_and_heartbeats() {
     assert!(alive);
     assert_eq!(slots, 7);
     assert_eq!(gpu.as_deref(), Some("true"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let hb2: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT heartbeat_at FROM kernel.nodes WHERE node_id = $1")
-            .bind(k.node_id())
-            .fetch_one(k.pool())
-            .await
-            .expect("heartbeat");
-    assert!(hb2 > hb1, "the heartbeat advances");
+    // The heartbeat advances: wait for the next one rather than sleeping a guessed interval.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let hb2: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT heartbeat_at FROM kernel.nodes WHERE node_id = $1")
+                .bind(k.node_id())
+                .fetch_one(k.pool())
+                .await
+                .expect("heartbeat");
+        if hb2 > hb1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the heartbeat advances"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let id = k.node_id().to_owned();
     let db_pool = dbos_kernel::db::connect(&db.url, &Default::default())
         .await

@@ -8,6 +8,8 @@
 pub mod builtin;
 pub mod cli;
 pub mod demo;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod workflow;
 
 pub use dbos_fs as fs;

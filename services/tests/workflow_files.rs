@@ -1,10 +1,8 @@
 //! A workflow step writes files and records its checkpoint in one commit.
 
-mod support;
-
 use dbos_fs::{Fs, Identity, Options};
+use dbos_services::testing::{node, step_names};
 use dbos_services::workflow::{self, StartOptions};
-use support::{node, step_names};
 
 async fn report(
     ctx: workflow::Context,

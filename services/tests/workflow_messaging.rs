@@ -1,13 +1,11 @@
 //! Messaging semantics: send/recv mailboxes, idempotency, exactly-once inside workflows,
 //! events with history, streams read live, pub/sub topics with cursors, limits and bad input.
 
-mod support;
-
 use std::time::Duration;
 
 use dbos_msg::{Outgoing, Start};
+use dbos_services::testing::{node, node_on, seed, status, step_names, wait_status};
 use dbos_services::workflow::{self, Options, StartOptions, TopicMessage};
-use support::{node, node_on, seed, status, step_names, wait_status};
 
 fn id(s: &str) -> StartOptions {
     StartOptions {

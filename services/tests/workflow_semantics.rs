@@ -1,14 +1,14 @@
 //! DBOS workflow semantics: exactly-once steps, replayed errors, idempotent IDs, children,
 //! transactions, determinism, recovery, dead-lettering, timeouts, cancel/resume, fork, patching.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbos_services::testing::{
+    fork_and_wait, node, seed, status, step_names, wait_status, Counter, WAIT,
+};
 use dbos_services::workflow::{self, manage, RetryPolicy, StartOptions};
-use support::{fork_and_wait, node, seed, status, step_names, wait_status, Counter};
 
 fn id(s: &str) -> StartOptions {
     StartOptions {
@@ -506,16 +506,29 @@ async fn cancel_stops_at_a_step_boundary_and_resume_finishes_without_redoing_ste
         n.wf.start::<_, i64>("slow", (), id("c1"))
             .await
             .expect("start");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Cancel while it runs: once it has recorded a poll.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !step_names(n.pool(), "c1")
+        .await
+        .iter()
+        .any(|(_, name)| name == "poll")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "c1 polls");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         manage::cancel(n.pool(), "c1", false).await.expect("cancel"),
         vec!["c1".to_owned()]
     );
     let err = h.result().await.expect_err("cancelled");
     assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The execution returned at a step boundary (its slot is free) instead of polling on ...
+    n.wait_no_tasks_running().await;
     let polls_before = step_names(n.pool(), "c1").await.len();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // ... and the dispatcher, having looked twice since, did not start the cancelled
+    // workflow again.
+    n.dispatcher_rounds(2).await;
+    assert_eq!(n.kernel.runtime().running(), 0, "nothing restarted c1");
     assert_eq!(
         step_names(n.pool(), "c1").await.len(),
         polls_before,
@@ -682,7 +695,8 @@ async fn enqueued_workflows_run_on_a_node_with_their_code_and_sql_enqueue_works(
         .fetch_one(n.pool())
         .await
         .expect("sql enqueue");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The dispatcher looked (two whole rounds after the enqueue committed) and left it.
+    n.dispatcher_rounds(2).await;
     assert_eq!(status(n.pool(), &other).await, "ENQUEUED");
     let dedup = StartOptions {
         deduplication_id: Some("k".into()),

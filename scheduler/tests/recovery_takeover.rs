@@ -2,11 +2,9 @@
 //! whose lease expired; every workflow is re-enqueued and run exactly once, its recorded step
 //! replayed, and the silent node is declared dead.
 
-mod support;
-
 use dbos_kernel::testing;
+use dbos_services::testing::{node_on, seed, status, Counter};
 use dbos_services::workflow::{self, Options};
-use support::{node_on, seed, status, Counter};
 
 fn counted(
     c: Counter,

@@ -2,16 +2,14 @@
 //! nodes, rate limits, priority (with pause/resume), partitions that cannot starve each other,
 //! deduplication, and bad queue settings.
 
-mod support;
-
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dbos_kernel::testing;
 use dbos_scheduler::queues::{self, Queue};
+use dbos_services::testing::{node, node_on, status, Node};
 use dbos_services::workflow::{self, Options, StartOptions};
-use support::{node, node_on, Node};
 
 /// Sleeps `ms` in a step and returns its own ID.
 async fn nap(ctx: workflow::Context, (ms,): (u64,)) -> Result<String, workflow::Error> {
@@ -33,6 +31,44 @@ async fn nap_node(db: &testing::TestDb) -> Node {
         Options::default(),
     )
     .await
+}
+
+/// How many workflows of one kind run at once in this process, and the most seen. A run
+/// begins after its claim committed and ends before its outcome is written, so the count
+/// never exceeds the workflows PENDING at that moment: a limit on PENDING bounds it exactly,
+/// without comparing timestamps of different transactions.
+#[derive(Clone, Default)]
+struct Overlap {
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Overlap {
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// `nap`, counted in `o` while it runs.
+fn counted_nap(
+    o: Overlap,
+) -> impl Fn(
+    workflow::Context,
+    (u64,),
+) -> futures_util::future::BoxFuture<'static, Result<String, workflow::Error>>
+       + Send
+       + Sync
+       + 'static {
+    move |ctx: workflow::Context, (ms,): (u64,)| {
+        let o = o.clone();
+        Box::pin(async move {
+            let running = o.now.fetch_add(1, Ordering::SeqCst) + 1;
+            o.peak.fetch_max(running, Ordering::SeqCst);
+            let out = nap(ctx, (ms,)).await;
+            o.now.fetch_sub(1, Ordering::SeqCst);
+            out
+        })
+    }
 }
 
 fn opts(id: &str) -> StartOptions {
@@ -74,11 +110,26 @@ fn sample_running(
 #[tokio::test]
 async fn global_concurrency_holds_across_three_nodes_and_worker_concurrency_per_node() {
     let db = testing::database().await;
-    let first = nap_node(&db).await;
-    let mut others = Vec::new();
-    for _ in 0..2 {
-        others.push(nap_node(&db).await);
+    // Each node counts its own runs: worker concurrency is per node.
+    let mut per_node = Vec::new();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let o = Overlap::default();
+        let mine = o.clone();
+        nodes.push(
+            node_on(
+                db.clone(),
+                move |r| {
+                    r.register("nap", counted_nap(mine));
+                },
+                Options::default(),
+            )
+            .await,
+        );
+        per_node.push(o);
     }
+    let first = nodes.remove(0);
+    let others = nodes;
     create(
         &first,
         Queue {
@@ -110,30 +161,21 @@ async fn global_concurrency_holds_across_three_nodes_and_worker_concurrency_per_
         "at most 3 ran at once across the nodes, saw {max}"
     );
     assert!(max >= 2, "the queue did run in parallel, saw {max}");
-    // Worker concurrency: no node ran more than 2 at once. Each node's runs, by start, must
-    // never overlap 3 deep: checked from the recorded start and completion times.
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT executor_id, started_at_epoch_ms, completed_at FROM dbos.workflow_status
-         WHERE workflow_uuid LIKE 'g3-%'",
+    // Worker concurrency: no node ran more than 2 at once.
+    let executors: Vec<String> = sqlx::query_scalar(
+        "SELECT executor_id FROM dbos.workflow_status WHERE workflow_uuid LIKE 'g3-%'",
     )
     .fetch_all(first.pool())
     .await
     .expect("rows");
-    let nodes: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let nodes: std::collections::HashSet<&str> = executors.iter().map(String::as_str).collect();
     assert!(
         nodes.len() >= 2,
         "work was spread over the nodes: {nodes:?}"
     );
-    for node in &nodes {
-        let spans: Vec<(i64, i64)> = rows
-            .iter()
-            .filter(|r| r.0 == *node)
-            .map(|r| (r.1, r.2))
-            .collect();
-        for &(s, _) in &spans {
-            let overlapping = spans.iter().filter(|&&(s2, e2)| s2 <= s && s < e2).count();
-            assert!(overlapping <= 2, "node {node} ran {overlapping} at once");
-        }
+    for (i, o) in per_node.iter().enumerate() {
+        let peak = o.peak();
+        assert!(peak <= 2, "node {i} ran {peak} at once");
     }
     for n in others {
         n.stop().await;
@@ -174,6 +216,9 @@ async fn rate_limits_space_out_starts() {
     .await
     .expect("starts");
     starts.sort();
+    // Not a timing of the test: the limit is defined on these recorded claim times (the claim
+    // counts `started_at_epoch_ms` in the last period, on the database clock), so no three
+    // of them fall within one period however slow the machine is.
     for w in starts.windows(3) {
         assert!(
             w[2] - w[0] >= 500,
@@ -231,13 +276,21 @@ async fn priority_orders_a_paused_queue_once_resumed_and_dedup_is_refused() {
                 .expect("enqueue"),
         );
     }
-    // Paused: nothing starts.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Paused: nothing starts, though the dispatcher looked (two whole rounds after the
+    // enqueues committed).
+    n.dispatcher_rounds(2).await;
     let started: i64 = sqlx::query_scalar("SELECT count(*) FROM public.order_log")
         .fetch_one(n.pool())
         .await
         .expect("count");
     assert_eq!(started, 0, "a paused queue starts nothing");
+    for id in ["low", "mid", "top", "default"] {
+        assert_eq!(
+            status(n.pool(), id).await,
+            "ENQUEUED",
+            "{id} was not claimed"
+        );
+    }
     assert!(queues::set_paused(&mut c, "p1", false)
         .await
         .expect("resume"));
@@ -282,8 +335,11 @@ async fn priority_orders_a_paused_queue_once_resumed_and_dedup_is_refused() {
 
 #[tokio::test]
 async fn a_hot_partition_cannot_starve_the_others() {
-    let n = node(|r| {
+    let hot = Overlap::default();
+    let h = hot.clone();
+    let n = node(move |r| {
         r.register("nap", nap);
+        r.register("hot_nap", counted_nap(h));
     })
     .await;
     create(
@@ -295,6 +351,11 @@ async fn a_hot_partition_cannot_starve_the_others() {
         },
     )
     .await;
+    // The whole backlog is in line before the first claim: six hot ones ahead of the cold one.
+    let mut c = n.pool().acquire().await.expect("conn");
+    assert!(queues::set_paused(&mut c, "parts", true)
+        .await
+        .expect("pause"));
     let mut hs = Vec::new();
     for i in 0..6 {
         let o = StartOptions {
@@ -302,7 +363,7 @@ async fn a_hot_partition_cannot_starve_the_others() {
             ..opts(&format!("hot-{i}"))
         };
         hs.push(
-            n.wf.enqueue::<_, String>("parts", "nap", (100u64,), o)
+            n.wf.enqueue::<_, String>("parts", "hot_nap", (100u64,), o)
                 .await
                 .expect("hot"),
         );
@@ -316,6 +377,10 @@ async fn a_hot_partition_cannot_starve_the_others() {
             .await
             .expect("cold"),
     );
+    assert!(queues::set_paused(&mut c, "parts", false)
+        .await
+        .expect("resume"));
+    n.wf.wake();
     for h in hs {
         h.result().await.expect("finishes");
     }
@@ -335,16 +400,8 @@ async fn a_hot_partition_cannot_starve_the_others() {
         "the cold partition started among the first two: {starts:?}"
     );
     // Within the hot partition, one at a time.
-    let hot: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT started_at_epoch_ms, completed_at FROM dbos.workflow_status
-         WHERE queue_partition_key = 'hot' ORDER BY started_at_epoch_ms",
-    )
-    .fetch_all(n.pool())
-    .await
-    .expect("hot");
-    for w in hot.windows(2) {
-        assert!(w[1].0 >= w[0].1, "hot partition ran one at a time: {hot:?}");
-    }
+    assert_eq!(hot.peak(), 1, "hot partition ran one at a time");
+    drop(c);
     n.stop().await;
 }
 
@@ -419,7 +476,27 @@ async fn bad_queue_settings_are_refused_and_the_default_queue_exists() {
 #[tokio::test]
 async fn a_least_loaded_queue_goes_to_the_less_busy_node() {
     let db = testing::database().await;
-    let a = nap_node(&db).await;
+    // `hold` runs until the test opens the gate: node a stays busy for as long as it takes.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let a = node_on(
+        db.clone(),
+        move |r| {
+            r.register("nap", nap);
+            r.register("hold", move |ctx: workflow::Context, (): ()| {
+                let g = g.clone();
+                async move {
+                    g.acquire()
+                        .await
+                        .expect("the gate is never closed")
+                        .forget();
+                    Ok::<_, workflow::Error>(ctx.workflow_id().to_owned())
+                }
+            });
+        },
+        Options::default(),
+    )
+    .await;
     let b = nap_node(&db).await;
     create(&a, Queue::named("ll")).await;
     let mut c = a.pool().acquire().await.expect("conn");
@@ -431,11 +508,11 @@ async fn a_least_loaded_queue_goes_to_the_less_busy_node() {
     )
     .await
     .expect("policy");
-    // Node a is busy with four long naps it started itself.
+    // Node a is busy with four workflows it started itself, held until the end.
     let mut busy = Vec::new();
     for i in 0..4 {
         busy.push(
-            a.wf.start::<_, String>("nap", (1_500u64,), opts(&format!("busy-{i}")))
+            a.wf.start::<_, String>("hold", (), opts(&format!("busy-{i}")))
                 .await
                 .expect("start"),
         );
@@ -461,68 +538,11 @@ async fn a_least_loaded_queue_goes_to_the_less_busy_node() {
         on.iter().all(|n| n == b.kernel.node_id()),
         "the less loaded node ran them: {on:?}"
     );
+    gate.add_permits(busy.len());
     for h in busy {
-        h.result().await.expect("naps end");
+        h.result().await.expect("the held workflows end");
     }
     drop(c);
     b.stop().await;
     a.stop().await;
-}
-
-#[tokio::test]
-async fn missed_ticks_are_backfilled_only_when_the_schedule_asks() {
-    use dbos_scheduler::cron::{self, Schedule};
-    // The kernel alone: no cron loop of a workflow service fires these schedules meanwhile.
-    let db = testing::database().await;
-    let kernel = dbos_kernel::Kernel::boot(db.config(), &dbos_services::migrations())
-        .await
-        .expect("boot");
-    let pool = kernel.pool().clone();
-    let mut c = pool.acquire().await.expect("conn");
-    for (name, backfill) in [("every-sec-bf", true), ("every-sec", false)] {
-        let s = Schedule {
-            schedule_name: name.into(),
-            workflow_name: "nowhere".into(),
-            schedule: "* * * * * *".into(),
-            status: "PAUSED".into(),
-            context: None,
-            last_fired_at: None,
-            automatic_backfill: backfill,
-            cron_timezone: None,
-            queue_name: Some("no-worker-here".into()),
-        };
-        cron::add(&mut c, &s).await.expect("add");
-    }
-    // As if every node had been down for ten seconds since the last tick.
-    let now = chrono::Utc::now();
-    let last =
-        (now - chrono::Duration::seconds(10)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    sqlx::query("UPDATE dbos.workflow_schedules SET last_fired_at = $1")
-        .bind(&last)
-        .execute(&mut *c)
-        .await
-        .expect("rewind");
-    cron::fire_due(&pool, now).await.expect("fire");
-    let count = |name: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM dbos.workflow_status WHERE schedule_name = $1",
-            )
-            .bind(name)
-            .fetch_one(&pool)
-            .await
-            .expect("count")
-        }
-    };
-    assert!(
-        (9..=10).contains(&count("every-sec-bf").await),
-        "every missed tick"
-    );
-    assert_eq!(count("every-sec").await, 1, "only the latest missed tick");
-    // Firing again at the same instant adds nothing.
-    cron::fire_due(&pool, now).await.expect("fire again");
-    assert_eq!(count("every-sec").await, 1);
-    drop(c);
-    kernel.shutdown().await.expect("shutdown");
 }

@@ -1,0 +1,62 @@
+//! Cron catch-up after downtime: a schedule with automatic backfill gets every missed tick, one
+//! without gets only the latest, and firing again at the same instant adds nothing.
+
+use dbos_kernel::testing;
+use dbos_scheduler::cron::{self, Schedule};
+
+#[tokio::test]
+async fn missed_ticks_are_backfilled_only_when_the_schedule_asks() {
+    // The kernel alone: no cron loop of a workflow service fires these schedules meanwhile.
+    let db = testing::database().await;
+    let kernel = dbos_kernel::Kernel::boot(db.config(), &dbos_services::migrations())
+        .await
+        .expect("boot");
+    let pool = kernel.pool().clone();
+    let mut c = pool.acquire().await.expect("conn");
+    for (name, backfill) in [("every-sec-bf", true), ("every-sec", false)] {
+        let s = Schedule {
+            schedule_name: name.into(),
+            workflow_name: "nowhere".into(),
+            schedule: "* * * * * *".into(),
+            status: "PAUSED".into(),
+            context: None,
+            last_fired_at: None,
+            automatic_backfill: backfill,
+            cron_timezone: None,
+            queue_name: Some("no-worker-here".into()),
+        };
+        cron::add(&mut c, &s).await.expect("add");
+    }
+    // As if every node had been down for ten seconds since the last tick.
+    let now = chrono::Utc::now();
+    let last =
+        (now - chrono::Duration::seconds(10)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    sqlx::query("UPDATE dbos.workflow_schedules SET last_fired_at = $1")
+        .bind(&last)
+        .execute(&mut *c)
+        .await
+        .expect("rewind");
+    cron::fire_due(&pool, now).await.expect("fire");
+    let count = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM dbos.workflow_status WHERE schedule_name = $1",
+            )
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+        }
+    };
+    assert!(
+        (9..=10).contains(&count("every-sec-bf").await),
+        "every missed tick"
+    );
+    assert_eq!(count("every-sec").await, 1, "only the latest missed tick");
+    // Firing again at the same instant adds nothing.
+    cron::fire_due(&pool, now).await.expect("fire again");
+    assert_eq!(count("every-sec").await, 1);
+    drop(c);
+    kernel.shutdown().await.expect("shutdown");
+}
