@@ -14,6 +14,10 @@ pub const SERIALIZATION_FAILURE: &str = "40001";
 pub const DEADLOCK_DETECTED: &str = "40P01";
 /// 55P03: a lock could not be taken at once (`NOWAIT`).
 pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// 57P01: an administrator (or a restart) terminated this connection.
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// 57P02: the server crashed and terminated this connection.
+pub const CRASH_SHUTDOWN: &str = "57P02";
 /// 57P03: the server is starting up or shutting down.
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// 53300: the server has no free connection slot.
@@ -40,4 +44,27 @@ pub fn is(err: &sqlx::Error, code: &str) -> bool {
 /// failure or a deadlock.
 pub fn is_retryable_conflict(err: &sqlx::Error) -> bool {
     is(err, SERIALIZATION_FAILURE) || is(err, DEADLOCK_DETECTED)
+}
+
+/// Whether an operation that failed with `err` may succeed if simply tried again, with nothing
+/// to fix first: a lost or refused connection (SQLSTATE class 08, I/O errors, a pool timeout),
+/// a server that is restarting or terminated the connection (57P01, 57P02, 57P03), no free
+/// connection slot (53300), a serialization failure or a deadlock.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08")
+                || [
+                    ADMIN_SHUTDOWN,
+                    CRASH_SHUTDOWN,
+                    CANNOT_CONNECT_NOW,
+                    TOO_MANY_CONNECTIONS,
+                    SERIALIZATION_FAILURE,
+                    DEADLOCK_DETECTED,
+                ]
+                .contains(&c.as_ref())
+        }),
+        _ => false,
+    }
 }

@@ -134,6 +134,35 @@ impl Runtime {
         }
     }
 
+    /// Starts a task at once on the caller's slot, without taking one of its own: for work a
+    /// running task starts and waits for (a child workflow), which must never wait for a slot
+    /// its parent holds. It is tracked and drained like any task.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] once the runtime is closed.
+    pub fn spawn_on_callers_slot<F, Fut, T>(
+        &self,
+        task_id: impl Into<Arc<str>>,
+        task: F,
+    ) -> Result<TaskHandle<T>>
+    where
+        F: FnOnce(TaskCtx) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.tracker.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
+        let ctx = TaskCtx {
+            pool: self.pool.clone(),
+            task_id: task_id.into(),
+            node_id: self.node_id.clone(),
+        };
+        Ok(TaskHandle {
+            join: self.tracker.spawn(task(ctx)),
+        })
+    }
+
     fn start<F, Fut, T>(
         &self,
         permit: OwnedSemaphorePermit,

@@ -9,6 +9,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgExecutor, Postgres};
 
+use crate::limits;
 use crate::status::Status;
 use crate::workflows::Created;
 
@@ -35,6 +36,32 @@ pub struct Checkpoint {
     pub completed_at_ms: i64,
 }
 
+impl Checkpoint {
+    /// Checks every field against [`crate::limits`] before the checkpoint joins a batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`].
+    pub fn validate(&self) -> crate::Result<()> {
+        limits::check_id("workflow ID", &self.workflow_id)?;
+        limits::check_name("step name", &self.name)?;
+        check_payloads(&self.output, &self.error)?;
+        if let Some(child) = &self.child_workflow_id {
+            limits::check_id("child workflow ID", child)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_payloads(output: &Option<String>, error: &Option<String>) -> crate::Result<()> {
+    if let Some(o) = output {
+        limits::check_payload("output", o)?;
+    }
+    if let Some(e) = error {
+        limits::check_payload("error", e)?;
+    }
+    Ok(())
+}
+
 /// A workflow's final outcome.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -48,6 +75,17 @@ pub struct Outcome {
     pub output: Option<String>,
     /// Error, portable JSON text.
     pub error: Option<String>,
+}
+
+impl Outcome {
+    /// Checks every field against [`crate::limits`] before the outcome joins a batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`].
+    pub fn validate(&self) -> crate::Result<()> {
+        limits::check_id("workflow ID", &self.workflow_id)?;
+        check_payloads(&self.output, &self.error)
+    }
 }
 
 /// A direct start of a top-level workflow, PENDING under its first execution on this node.
@@ -67,6 +105,18 @@ pub struct Start {
     pub priority: i32,
     /// Inputs, portable JSON text.
     pub inputs: String,
+}
+
+impl Start {
+    /// Checks every field against [`crate::limits`] before the start joins a batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`].
+    pub fn validate(&self) -> crate::Result<()> {
+        limits::check_id("workflow ID", &self.workflow_id)?;
+        limits::check_name("workflow name", &self.name)?;
+        limits::check_payload("inputs", &self.inputs)
+    }
 }
 
 /// Starts (`$15`..`$21`, executor `$22`, version `$23`), checkpoints of owned PENDING
@@ -164,6 +214,13 @@ impl Batch {
     /// Whether a start of `id` is in the batch.
     pub fn has_start(&self, id: &str) -> bool {
         self.st.id.iter().any(|i| i == id)
+    }
+
+    /// Whether a checkpoint or an outcome of `id` is in the batch. One statement cannot both
+    /// start a workflow and write to it (it would touch its row twice): send such a request in
+    /// a later batch.
+    pub fn has_write(&self, id: &str) -> bool {
+        self.ck.wf.iter().chain(&self.oc.wf).any(|i| i == id)
     }
 
     /// Requests in the batch.

@@ -35,6 +35,14 @@ pub enum Error {
         /// Whether a key was given.
         given: bool,
     },
+    /// A value is refused before anything is written (see [`crate::limits`]).
+    #[error("{what} {why}")]
+    Invalid {
+        /// What the value is, e.g. "workflow ID".
+        what: &'static str,
+        /// The rule it breaks.
+        why: String,
+    },
     /// No workflow has this ID.
     #[error("no workflow has ID {0:?}")]
     NotFound(String),

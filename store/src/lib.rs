@@ -33,6 +33,7 @@ pub mod batch;
 pub mod claim;
 mod error;
 pub mod inspect;
+pub mod limits;
 pub mod operations;
 pub mod queues;
 pub mod schedules;

@@ -10,9 +10,10 @@
 //! after running work has drained, writing everything still queued first.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dbos_kernel::{CancellationToken, Loops, Phase};
-use dbos_store::batch::{Batch, Checkpoint, Outcome, Start};
+use dbos_store::batch::{Batch, Checkpoint, Outcome, Start, Written};
 use dbos_store::workflows::Created;
 use parking_lot::Mutex;
 use sqlx::PgPool;
@@ -85,7 +86,10 @@ impl Committer {
     /// position was already recorded.
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
+    ///
+    /// A request is checked before it joins a batch: a bad one is refused alone.
     pub(crate) async fn checkpoint(&self, c: Checkpoint) -> Result<bool, Error> {
+        c.validate()?;
         let (tx, rx) = oneshot::channel();
         self.push(Request::Checkpoint(c, tx))?;
         answer(rx).await
@@ -95,6 +99,7 @@ impl Committer {
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
     pub(crate) async fn outcome(&self, o: Outcome) -> Result<bool, Error> {
+        o.validate()?;
         let (tx, rx) = oneshot::channel();
         self.push(Request::Outcome(o, tx))?;
         answer(rx).await
@@ -104,6 +109,7 @@ impl Committer {
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
     pub(crate) async fn start_workflow(&self, st: Start) -> Result<Created, Error> {
+        st.validate()?;
         let (tx, rx) = oneshot::channel();
         let id = st.workflow_id.clone();
         self.push(Request::Start(st, tx))?;
@@ -180,58 +186,116 @@ async fn flush_until(inner: Arc<Inner>, stop: CancellationToken) -> Result<(), E
     Ok(())
 }
 
-/// Writes requests in one statement (repeated start IDs in a following one) and answers each.
-async fn write(inner: &Inner, requests: Vec<Request>) {
+/// Attempts of a batch that failed for a transient reason (a deadlock with another batch, a
+/// serialization failure, a lost connection) before its requests get the error.
+const TRANSIENT_ATTEMPTS_MAX: u32 = 5;
+
+/// Writes requests and answers each: one statement for all of them, except that a request that
+/// cannot share a statement with another of the same workflow (a start and a write of one ID)
+/// goes in a following one. Rows are written in workflow-ID order, so concurrent batches lock
+/// them in the same order. A batch that fails for a transient reason is retried; one that fails
+/// otherwise is split in halves until the request at fault is alone, so only it fails.
+async fn write(inner: &Inner, mut requests: Vec<Request>) {
+    requests.sort_by(|a, b| a.workflow_id().cmp(b.workflow_id()));
+    let mut now = Vec::with_capacity(requests.len());
+    let mut later = Vec::new();
     let mut batch = Batch::new();
-    let (mut ck_tx, mut oc_tx, mut st_tx, mut later) = (vec![], vec![], vec![], vec![]);
     for r in requests {
-        match r {
-            Request::Checkpoint(c, tx) => {
-                batch.push_checkpoint(c);
-                ck_tx.push(tx);
-            }
-            Request::Outcome(o, tx) => {
-                batch.push_outcome(o);
-                oc_tx.push(tx);
-            }
-            // One statement cannot insert the same ID twice.
-            Request::Start(st, tx) if batch.has_start(&st.workflow_id) => {
-                later.push(Request::Start(st, tx))
-            }
-            Request::Start(st, tx) => {
-                batch.push_start(st);
-                st_tx.push(tx);
-            }
+        let id = r.workflow_id();
+        let clash = match &r {
+            Request::Start(..) => batch.has_start(id) || batch.has_write(id),
+            _ => batch.has_start(id),
+        };
+        if clash {
+            later.push(r);
+            continue;
         }
+        match &r {
+            Request::Checkpoint(c, _) => batch.push_checkpoint(c.clone()),
+            Request::Outcome(o, _) => batch.push_outcome(o.clone()),
+            Request::Start(st, _) => batch.push_start(st.clone()),
+        }
+        now.push(r);
     }
-    match batch
-        .write(&inner.pool, &inner.executor_id, &inner.app_version)
-        .await
-    {
-        Ok(w) => {
-            for (tx, ok) in ck_tx.into_iter().zip(w.checkpoints) {
-                let _ = tx.send(Ok(ok));
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        match batch
+            .write(&inner.pool, &inner.executor_id, &inner.app_version)
+            .await
+        {
+            Err(e) if is_transient(&e) && attempt < TRANSIENT_ATTEMPTS_MAX => {
+                tracing::debug!(error = %e, attempt, "a group commit failed; retrying it");
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
             }
-            for (tx, ok) in oc_tx.into_iter().zip(w.outcomes) {
-                let _ = tx.send(Ok(ok));
-            }
-            for (tx, started) in st_tx.into_iter().zip(w.starts) {
-                let _ = tx.send(Ok(started));
-            }
+            other => break other,
+        }
+    };
+    match result {
+        Ok(w) => answer_all(now, w),
+        Err(e) if now.len() > 1 && !is_transient(&e) => {
+            // One request is at fault: halve until it is alone.
+            let second = now.split_off(now.len() / 2);
+            Box::pin(write(inner, now)).await;
+            Box::pin(write(inner, second)).await;
         }
         Err(e) => {
-            tracing::warn!(error = %e, requests = batch.len(), "a group commit failed");
+            tracing::warn!(error = %e, requests = now.len(), "a group commit failed");
             let e = Arc::new(e);
-            for tx in ck_tx.into_iter().chain(oc_tx) {
-                let _ = tx.send(Err(e.clone()));
-            }
-            for tx in st_tx {
-                let _ = tx.send(Err(e.clone()));
+            for r in now {
+                r.fail(e.clone());
             }
         }
     }
     if !later.is_empty() {
         Box::pin(write(inner, later)).await;
+    }
+}
+
+/// Answers each request, in the order they were pushed, with what the batch wrote for it.
+fn answer_all(requests: Vec<Request>, w: Written) {
+    let (mut ck, mut oc, mut st) = (
+        w.checkpoints.into_iter(),
+        w.outcomes.into_iter(),
+        w.starts.into_iter(),
+    );
+    for r in requests {
+        match r {
+            Request::Checkpoint(_, tx) => {
+                let _ = tx.send(Ok(ck.next().unwrap_or(false)));
+            }
+            Request::Outcome(_, tx) => {
+                let _ = tx.send(Ok(oc.next().unwrap_or(false)));
+            }
+            Request::Start(_, tx) => {
+                let _ = tx.send(Ok(st.next().flatten()));
+            }
+        }
+    }
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    dbos_kernel::sqlstate::is_transient(e)
+}
+
+impl Request {
+    fn workflow_id(&self) -> &str {
+        match self {
+            Request::Checkpoint(c, _) => &c.workflow_id,
+            Request::Outcome(o, _) => &o.workflow_id,
+            Request::Start(s, _) => &s.workflow_id,
+        }
+    }
+
+    fn fail(self, e: Failed) {
+        match self {
+            Request::Checkpoint(_, tx) | Request::Outcome(_, tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Request::Start(_, tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
     }
 }
 

@@ -159,7 +159,15 @@ impl Context {
 
     /// Writes a checkpoint; a refused write says why (cancelled, or owned elsewhere).
     pub(super) async fn record(&self, c: Checkpoint) -> Result<(), Error> {
-        if self.inner.svc.committer().checkpoint(c).await? {
+        if self.inner.svc.committer().checkpoint(c).await?
+            // Not written but still ours: an earlier attempt of this very write committed and
+            // its answer was lost (the committer retries transient failures).
+            || self
+                .inner
+                .svc
+                .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)
+                .await?
+        {
             Ok(())
         } else {
             Err(self.inner.svc.why_not_owner(&self.inner.workflow_id).await)
@@ -223,6 +231,7 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
+        dbos_store::limits::check_name("step name", name)?;
         let fid = self.next_fid();
         if let Some(r) = self.replay(fid, name)? {
             return self.replay_value(&r);
@@ -257,13 +266,19 @@ impl Context {
                 }
             }
         };
+        // A result over the payload limit is the step's error, recorded as such.
+        let result = result.and_then(|v| {
+            let text = codec::encode(&v)?;
+            dbos_store::limits::check_payload("step result", &text)?;
+            Ok((v, text))
+        });
         let recorded = match &result {
-            Ok(v) => Ok(codec::encode(v)?),
+            Ok((_, text)) => Ok(text.clone()),
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
         self.record(self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None))
             .await?;
-        result.map_err(|e| match e {
+        result.map(|(v, _)| v).map_err(|e| match e {
             Error::Failed(_) | Error::MaxStepRetries { .. } => e,
             other => Error::Failed(Box::new(other.to_portable())),
         })
@@ -282,6 +297,7 @@ impl Context {
         T: Serialize + DeserializeOwned,
         F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, Error>>,
     {
+        dbos_store::limits::check_name("step name", name)?;
         let fid = self.next_fid();
         if let Some(r) = self.replay(fid, name)? {
             return self.replay_value(&r);
@@ -311,6 +327,15 @@ impl Context {
                 }
             };
             let output = codec::encode(&value)?;
+            if let Err(e) = dbos_store::limits::check_payload("transaction result", &output) {
+                // Too large to record: the step fails, its writes rolled back.
+                tx.rollback().await?;
+                let e = Error::from(e);
+                let err = Err(Error::Failed(Box::new(e.to_portable())));
+                self.record(self.checkpoint(fid, name, &err, started, self.clock_ms(), None))
+                    .await?;
+                return Err(e);
+            }
             let op = dbos_store::operations::Op {
                 workflow_id: &self.inner.workflow_id,
                 owner_xid: &self.inner.owner_xid,
@@ -550,8 +575,10 @@ impl Context {
     }
 }
 
+/// Whether a transaction step that failed with `e` is simply run again: its writes were rolled
+/// back, and the failure may pass (a conflict, a lost connection, a restart).
 fn retryable(e: &sqlx::Error) -> bool {
-    dbos_kernel::sqlstate::is_retryable_conflict(e)
+    dbos_kernel::sqlstate::is_transient(e)
 }
 
 async fn backoff(attempt: u32) {

@@ -164,29 +164,59 @@ impl Error {
         }
     }
 
-    /// Whether this error ends the execution without recording an outcome (someone else owns
-    /// the workflow's fate).
-    pub(crate) fn parks(&self) -> bool {
-        matches!(
-            self,
-            Error::Cancelled(_)
-                | Error::NotOwner(_)
-                | Error::ShuttingDown
-                | Error::Db(_)
-                | Error::Store(_)
-                | Error::Kernel(_)
-        ) || matches!(
-            self,
-            Error::Msg(dbos_msg::Error::Db(_) | dbos_msg::Error::Kernel(_))
-        ) || matches!(
-            self,
-            Error::Scheduler(
-                dbos_scheduler::Error::Db(_)
-                    | dbos_scheduler::Error::Store(_)
-                    | dbos_scheduler::Error::Kernel(_)
-            )
-        )
+    /// What an execution that ends with this error does with its workflow (the one place
+    /// that decides it; see the error model in the README).
+    pub(crate) fn fate(&self) -> Fate {
+        use dbos_store::Error as S;
+        match self {
+            Error::Cancelled(_) | Error::NotOwner(_) | Error::MaxRecoveryAttemptsExceeded(_) => {
+                Fate::Leave
+            }
+            Error::ShuttingDown | Error::Kernel(_) => Fate::Release,
+            Error::Msg(dbos_msg::Error::Kernel(_))
+            | Error::Scheduler(dbos_scheduler::Error::Kernel(_)) => Fate::Release,
+            Error::Db(e)
+            | Error::Store(S::Db(e))
+            | Error::Msg(dbos_msg::Error::Db(e))
+            | Error::Scheduler(dbos_scheduler::Error::Db(e))
+            | Error::Scheduler(dbos_scheduler::Error::Store(S::Db(e))) => db_fate(e),
+            Error::Store(S::Batch(e))
+            | Error::Scheduler(dbos_scheduler::Error::Store(S::Batch(e))) => db_fate(e),
+            _ => Fate::Record,
+        }
     }
+
+    /// Whether this error ends the execution without recording it as the workflow's or the
+    /// step's outcome (someone else decided the workflow's fate, or this node cannot go on).
+    pub(crate) fn parks(&self) -> bool {
+        self.fate() != Fate::Record
+    }
+}
+
+/// A database error that may pass (a lost connection, a restart, a deadlock) or that means the
+/// node is closing its pool releases the workflow; any other (a constraint the user's SQL
+/// broke, bad SQL) is the user's error and is recorded.
+fn db_fate(e: &sqlx::Error) -> Fate {
+    if dbos_kernel::sqlstate::is_transient(e)
+        || matches!(e, sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed)
+    {
+        Fate::Release
+    } else {
+        Fate::Record
+    }
+}
+
+/// What becomes of a workflow whose execution ended with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// A user error: recorded as the workflow's (or step's) error, as DBOS records it.
+    Record,
+    /// Someone else decided (a cancel, another execution owns it): nothing is written.
+    Leave,
+    /// The execution cannot go on here (the database failed, the node is shutting down): the
+    /// workflow is released — back to ENQUEUED, owner cleared — so any node runs it again,
+    /// replaying what was recorded.
+    Release,
 }
 
 impl From<serde_json::Error> for Error {

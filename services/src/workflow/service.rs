@@ -23,9 +23,14 @@ use tokio::sync::Notify;
 use super::codec;
 use super::committer::Committer;
 use super::ctx::{Context, CtxInner};
-use super::error::Error;
+use super::error::{Error, Fate};
 
 pub use dbos_store::{ENQUEUE_CHANNEL, INTERNAL_QUEUE};
+
+/// First pause before retrying a write the database refused for a transient reason.
+const RETRY_PAUSE_MS_MIN: u64 = 50;
+/// Longest pause between such retries.
+const RETRY_PAUSE_MS_MAX: u64 = 5_000;
 
 /// Options of the workflow service; every limit has a default.
 #[derive(Clone, Debug)]
@@ -160,6 +165,8 @@ struct Inner {
     done: Mutex<HashMap<String, Arc<Completion>>>,
     /// The dispatcher of this node, set once it started.
     dispatcher: std::sync::OnceLock<dbos_scheduler::Handle>,
+    /// Cancelled when the node begins to shut down: retries give up then.
+    stopping: dbos_kernel::CancellationToken,
 }
 
 impl std::fmt::Debug for Service {
@@ -351,6 +358,7 @@ impl Service {
                 messages,
                 done: Mutex::new(HashMap::new()),
                 dispatcher: std::sync::OnceLock::new(),
+                stopping: kernel.shutdown_token(),
             }),
         };
         dbos_store::workflows::register_version(&svc.inner.pool, &svc.inner.app_version).await?;
@@ -459,8 +467,12 @@ impl Service {
         if !started.created {
             return self.existing(id, started.name, name);
         }
-        self.execute(f, id.clone(), xid, inputs, HashMap::new(), deadline)
-            .await?;
+        self.execute(
+            f,
+            Execution::fresh(id.clone(), xid, inputs, deadline),
+            Slot::Own,
+        )
+        .await?;
         Ok(self.handle(id))
     }
 
@@ -596,21 +608,24 @@ impl Service {
         if !started.created {
             return self.existing(id.to_owned(), started.name, name);
         }
-        self.execute(f, id.to_owned(), xid, inputs, HashMap::new(), deadline)
-            .await?;
+        self.execute(
+            f,
+            Execution::fresh(id.to_owned(), xid, inputs, deadline),
+            Slot::Parent,
+        )
+        .await?;
         Ok(self.handle(id.to_owned()))
     }
 
     /// Runs a workflow this node owns, on a task slot.
-    async fn execute(
-        &self,
-        f: ErasedFn,
-        id: String,
-        owner_xid: String,
-        inputs: String,
-        recorded: HashMap<i32, Recorded>,
-        deadline_ms: Option<i64>,
-    ) -> Result<(), Error> {
+    async fn execute(&self, f: ErasedFn, run: Execution, slot: Slot) -> Result<(), Error> {
+        let Execution {
+            id,
+            owner_xid,
+            inputs,
+            recorded,
+            deadline_ms,
+        } = run;
         let ctx = Context {
             inner: Arc::new(CtxInner {
                 svc: self.clone(),
@@ -628,55 +643,75 @@ impl Service {
             .entry(id.clone())
             .or_insert_with(|| Arc::new(Completion::default()));
         let svc = self.clone();
-        self.inner
-            .runtime
-            .spawn(id.clone(), move |_task| async move {
-                let run = run_guarded(f, ctx, inputs);
-                let result = match deadline_ms {
-                    // At the deadline the workflow is cancelled in the database (waking its
-                    // waits); the run notices at its next step boundary.
-                    Some(d) => {
-                        tokio::pin!(run);
-                        let left = (d - svc.now_ms()).max(0) as u64;
-                        tokio::select! {
-                            r = &mut run => r,
-                            () = tokio::time::sleep(Duration::from_millis(left)) => {
-                                if let Err(e) = workflows::cancel_expired(&svc.inner.pool, Some(&id)).await {
-                                    tracing::warn!(workflow_id = %id, error = %e, "could not cancel at the deadline; the sweep will");
-                                }
-                                run.await
+        let task_id = id.clone();
+        let task = move |_task| async move {
+            let run = run_guarded(f, ctx, inputs);
+            let result = match deadline_ms {
+                // At the deadline the workflow is cancelled in the database (waking its
+                // waits); the run notices at its next step boundary.
+                Some(d) => {
+                    tokio::pin!(run);
+                    let left = (d - svc.now_ms()).max(0) as u64;
+                    tokio::select! {
+                        r = &mut run => r,
+                        () = tokio::time::sleep(Duration::from_millis(left)) => {
+                            if let Err(e) = workflows::cancel_expired(&svc.inner.pool, Some(&id)).await {
+                                tracing::warn!(workflow_id = %id, error = %e, "could not cancel at the deadline; the sweep will");
                             }
+                            run.await
                         }
                     }
-                    None => run.await,
-                };
-                svc.finish(&id, &owner_xid, result).await;
-            })
-            .await?;
+                }
+                None => run.await,
+            };
+            svc.finish(&id, &owner_xid, result).await;
+        };
+        match slot {
+            Slot::Own => {
+                self.inner.runtime.spawn(task_id, task).await?;
+            }
+            // A child started by a running parent uses the parent's slot: a parent that holds
+            // a slot never waits for another one for its child.
+            Slot::Parent => {
+                self.inner.runtime.spawn_on_callers_slot(task_id, task)?;
+            }
+        }
         Ok(())
     }
 
     /// Records a workflow's outcome (unless it parks) and wakes local waiters.
     async fn finish(&self, id: &str, owner_xid: &str, result: Result<String, Error>) {
+        let error = |e: &Error| Outcome {
+            workflow_id: id.to_owned(),
+            owner_xid: owner_xid.to_owned(),
+            status: Status::Error,
+            output: None,
+            error: Some(codec::encode_error(&e.to_portable())),
+        };
         let outcome = match &result {
-            Ok(out) => Some(Outcome {
-                workflow_id: id.to_owned(),
-                owner_xid: owner_xid.to_owned(),
-                status: Status::Success,
-                output: Some(out.clone()),
-                error: None,
-            }),
-            Err(e) if e.parks() => {
-                tracing::debug!(workflow_id = id, error = %e, "workflow execution parked");
-                None
-            }
-            Err(e) => Some(Outcome {
-                workflow_id: id.to_owned(),
-                owner_xid: owner_xid.to_owned(),
-                status: Status::Error,
-                output: None,
-                error: Some(codec::encode_error(&e.to_portable())),
-            }),
+            Ok(out) => match dbos_store::limits::check_payload("workflow output", out) {
+                Ok(()) => Some(Outcome {
+                    workflow_id: id.to_owned(),
+                    owner_xid: owner_xid.to_owned(),
+                    status: Status::Success,
+                    output: Some(out.clone()),
+                    error: None,
+                }),
+                // An output over the limit ends the workflow in ERROR saying so.
+                Err(e) => Some(error(&Error::from(e))),
+            },
+            Err(e) => match e.fate() {
+                Fate::Record => Some(error(e)),
+                Fate::Leave => {
+                    tracing::debug!(workflow_id = id, error = %e, "workflow execution stopped");
+                    None
+                }
+                Fate::Release => {
+                    tracing::warn!(workflow_id = id, error = %e, "workflow execution cannot go on here; releasing it");
+                    self.release(id, owner_xid).await;
+                    None
+                }
+            },
         };
         let mut recorded = None;
         if let Some(o) = outcome {
@@ -685,13 +720,14 @@ impl Service {
                 (None, Some(err)) => Err(err.clone()),
                 (None, None) => Ok("null".to_owned()),
             };
-            match self.inner.committer.outcome(o).await {
+            match self.record_outcome(o).await {
                 Ok(true) => recorded = Some(text),
                 Ok(false) => {
                     tracing::debug!(workflow_id = id, "outcome not written: no longer owned")
                 }
                 Err(e) => {
-                    tracing::warn!(workflow_id = id, error = %e, "could not record the outcome; recovery will re-run it")
+                    tracing::warn!(workflow_id = id, error = %e, "could not record the outcome; releasing the workflow");
+                    self.release(id, owner_xid).await;
                 }
             }
         }
@@ -702,6 +738,53 @@ impl Service {
             }
             c.notify.notify_waiters();
         }
+    }
+
+    /// Writes an outcome, retrying failures of the database with backoff while the node runs
+    /// (the outcome is computed; writing it again is safe, being fenced on the owner).
+    async fn record_outcome(&self, o: Outcome) -> Result<bool, Error> {
+        let mut pause = Duration::from_millis(RETRY_PAUSE_MS_MIN);
+        loop {
+            match self.inner.committer.outcome(o.clone()).await {
+                Err(e) if e.fate() == Fate::Release && !self.inner.stopping.is_cancelled() => {
+                    tracing::debug!(workflow_id = %o.workflow_id, error = %e, "writing the outcome failed; retrying");
+                    self.pause(&mut pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Releases a workflow this execution owns (back to ENQUEUED, owner cleared) so any node
+    /// runs it, retrying with backoff until it is released, no longer owned, or the node stops
+    /// (then the node's stop record lets any live node take it over).
+    async fn release(&self, id: &str, owner_xid: &str) {
+        let mut pause = Duration::from_millis(RETRY_PAUSE_MS_MIN);
+        loop {
+            match workflows::release(&self.inner.pool, id, owner_xid).await {
+                Ok(_) => {
+                    self.wake();
+                    return;
+                }
+                Err(e) if self.inner.stopping.is_cancelled() => {
+                    tracing::warn!(workflow_id = id, error = %e, "could not release the workflow before the node stopped; recovery will");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(workflow_id = id, error = %e, "releasing failed; retrying");
+                    self.pause(&mut pause).await;
+                }
+            }
+        }
+    }
+
+    /// Sleeps `pause` (or until the node stops), then doubles it up to the maximum.
+    async fn pause(&self, pause: &mut Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(*pause) => {}
+            () = self.inner.stopping.cancelled() => {}
+        }
+        *pause = (*pause * 2).min(Duration::from_millis(RETRY_PAUSE_MS_MAX));
     }
 
     /// Whether the execution holding `owner_xid` still owns workflow `id` (it is PENDING).
@@ -848,19 +931,50 @@ impl Executor for Service {
                 .into_iter()
                 .map(|r| (r.function_id, r))
                 .collect();
-            Service::execute(
-                self,
-                f,
-                claimed.workflow_id,
-                claimed.owner_xid,
-                claimed.inputs.unwrap_or_else(|| "{}".into()),
+            let run = Execution {
+                id: claimed.workflow_id,
+                owner_xid: claimed.owner_xid,
+                inputs: claimed.inputs.unwrap_or_else(|| "{}".into()),
                 recorded,
-                claimed.deadline_ms,
-            )
-            .await?;
+                deadline_ms: claimed.deadline_ms,
+            };
+            Service::execute(self, f, run, Slot::Own).await?;
             Ok(())
         })
     }
+}
+
+/// One execution of a workflow this node owns.
+struct Execution {
+    id: String,
+    owner_xid: String,
+    /// Inputs, portable JSON text.
+    inputs: String,
+    /// Operations recorded by earlier executions, by function ID.
+    recorded: HashMap<i32, Recorded>,
+    deadline_ms: Option<i64>,
+}
+
+impl Execution {
+    /// The first execution of a workflow just started here.
+    fn fresh(id: String, owner_xid: String, inputs: String, deadline_ms: Option<i64>) -> Self {
+        Execution {
+            id,
+            owner_xid,
+            inputs,
+            recorded: HashMap::new(),
+            deadline_ms,
+        }
+    }
+}
+
+/// Whose slot an execution runs on.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    /// A slot of its own, waited for.
+    Own,
+    /// Its parent's (a child started by a running workflow).
+    Parent,
 }
 
 /// Runs a workflow function; a panic becomes the workflow's error instead of a lost outcome.

@@ -1,0 +1,203 @@
+//! Faults that must neither strand nor double work: a user's SQL error, a bad request in a
+//! group commit, a start and an outcome of one ID together, children when every slot is taken,
+//! and a database that drops the node's connections.
+
+use std::time::Duration;
+
+use dbos_kernel::{testing, Config, Kernel};
+use dbos_services::testing::{node, status, wait_status};
+use dbos_services::workflow::{self, Options, Registry, Service, StartOptions};
+
+fn id(s: &str) -> StartOptions {
+    StartOptions {
+        workflow_id: Some(s.to_owned()),
+        ..StartOptions::default()
+    }
+}
+
+/// Inserts `key` twice in one transaction step: the second insert breaks the primary key.
+async fn duplicate(ctx: workflow::Context, (key,): (String,)) -> Result<(), workflow::Error> {
+    ctx.transaction("insert twice", move |c| {
+        let key = key.clone();
+        Box::pin(async move {
+            for _ in 0..2 {
+                sqlx::query("INSERT INTO faults_keys VALUES ($1)")
+                    .bind(&key)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            Ok(())
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_users_sql_error_in_a_transaction_is_recorded_and_ends_the_workflow_in_error() {
+    let n = node(|r| {
+        r.register("duplicate", duplicate);
+    })
+    .await;
+    sqlx::query("CREATE TABLE faults_keys (k text PRIMARY KEY)")
+        .execute(n.pool())
+        .await
+        .expect("table");
+    let err =
+        n.wf.run::<_, ()>("duplicate", ("k1".to_owned(),), id("dup"))
+            .await
+            .expect_err("the unique violation is the workflow's error");
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    assert_eq!(status(n.pool(), "dup").await, "ERROR");
+    let (name, error): (String, Option<String>) = sqlx::query_as(
+        "SELECT function_name, error FROM dbos.operation_outputs WHERE workflow_uuid = 'dup'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("the step is recorded");
+    assert_eq!(name, "insert twice");
+    assert!(error.is_some_and(|e| e.contains("duplicate key")));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM faults_keys")
+        .fetch_one(n.pool())
+        .await
+        .expect("count");
+    assert_eq!(rows, 0, "the step's writes were rolled back");
+    n.stop().await;
+}
+
+async fn named_step(ctx: workflow::Context, (name,): (String,)) -> Result<u32, workflow::Error> {
+    ctx.step(&name, || async { Ok(1u32) }).await
+}
+
+#[tokio::test]
+async fn a_bad_step_fails_alone_and_its_neighbours_in_the_group_commit_succeed() {
+    let n = node(|r| {
+        r.register("named_step", named_step);
+    })
+    .await;
+    let mut handles = Vec::new();
+    for i in 0..32 {
+        let name = match i {
+            7 => "nul\0in the name".to_owned(),
+            19 => "x".repeat(dbos_store::limits::NAME_BYTES_MAX + 1),
+            _ => format!("step {i}"),
+        };
+        let h =
+            n.wf.start::<_, u32>("named_step", (name,), id(&format!("s{i}")))
+                .await
+                .expect("start");
+        handles.push(h);
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = h.result().await;
+        if i == 7 || i == 19 {
+            let e = r.expect_err("a bad step name is refused");
+            assert!(e.to_string().contains("step name"), "{e}");
+        } else {
+            assert_eq!(r.expect("its neighbours succeed"), 1);
+        }
+    }
+    n.stop().await;
+}
+
+async fn parent(ctx: workflow::Context, (): ()) -> Result<u32, workflow::Error> {
+    let v: u32 = ctx.run_child("leaf", ()).await?;
+    Ok(v + 1)
+}
+
+async fn leaf(ctx: workflow::Context, (): ()) -> Result<u32, workflow::Error> {
+    ctx.step("one", || async { Ok(1u32) }).await
+}
+
+#[tokio::test]
+async fn children_run_on_their_parents_slot_when_every_slot_is_taken() {
+    let db = testing::database().await;
+    let config = Config {
+        slots: 2,
+        ..db.config()
+    };
+    let kernel = Kernel::boot(config, &dbos_services::migrations())
+        .await
+        .expect("boot");
+    let mut registry = Registry::new();
+    registry.register("parent", parent);
+    registry.register("leaf", leaf);
+    let wf = Service::launch(&kernel, registry, Options::default())
+        .await
+        .expect("launch");
+    // Eight parents on two slots: each holds a slot while it waits for its child.
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        handles.push(
+            wf.start::<_, u32>("parent", (), id(&format!("p{i}")))
+                .await
+                .expect("start"),
+        );
+    }
+    for h in handles {
+        let out = h
+            .result_within(Duration::from_secs(120))
+            .await
+            .expect("every parent ends");
+        assert_eq!(out, 2);
+    }
+    kernel.shutdown().await.expect("shutdown");
+}
+
+async fn slow_steps(ctx: workflow::Context, (n,): (u32,)) -> Result<u32, workflow::Error> {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += ctx
+            .step(&format!("step {i}"), || async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(1u32)
+            })
+            .await?;
+    }
+    Ok(sum)
+}
+
+#[tokio::test]
+async fn workflows_end_when_the_database_drops_every_connection_of_the_node() {
+    let n = node(|r| {
+        r.register("slow_steps", slow_steps);
+    })
+    .await;
+    let mut handles = Vec::new();
+    for i in 0..24 {
+        handles.push(
+            n.wf.start::<_, u32>("slow_steps", (10u32,), id(&format!("w{i}")))
+                .await
+                .expect("start"),
+        );
+    }
+    // Terminate the node's backends a few times while the workflows run.
+    let admin = sqlx::PgPool::connect(&testing::admin_url())
+        .await
+        .expect("admin");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&n.db.name)
+        .execute(&admin)
+        .await
+        .expect("terminate");
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let out = h
+            .result_within(Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("w{i} ends: {e}"));
+        assert_eq!(out, 10);
+        wait_status(n.pool(), &format!("w{i}"), "SUCCESS").await;
+    }
+    // Every step is recorded once.
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs")
+        .fetch_one(n.pool())
+        .await
+        .expect("steps");
+    assert_eq!(steps, 24 * 10);
+    n.stop().await;
+}
