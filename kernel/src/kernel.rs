@@ -29,6 +29,7 @@ pub struct Kernel {
     runtime: Runtime,
     notifier: Notifier,
     loops: Loops,
+    lease: crate::lease::Lease,
     clock: crate::clock::SharedClock,
     shutdown: CancellationToken,
     cluster: Option<Cluster>,
@@ -109,16 +110,18 @@ impl Kernel {
         let notifier = Notifier::start(&pool, config.notify_buffer_max, &loops).await?;
         let runtime = Runtime::new(pool.clone(), &node.node_id, config.slots);
         let shutdown = loops.token(Phase::Claim);
-        let (hb_pool, hb_node, hb_claim) = (pool.clone(), node.node_id.clone(), shutdown.clone());
-        let every = Duration::from_millis(config.heartbeat_interval_ms);
+        let lease = crate::lease::Lease::new(crate::lease::Lease::local_deadline_for(
+            config.node_lease_ms,
+        ));
+        let heartbeat = Heartbeat {
+            pool: pool.clone(),
+            node_id: node.node_id.clone().into(),
+            every: Duration::from_millis(config.heartbeat_interval_ms),
+            claim: shutdown.clone(),
+            lease: lease.clone(),
+        };
         loops.spawn("heartbeat", Phase::Flush, move |stop| {
-            heartbeat_loop(
-                hb_pool.clone(),
-                hb_node.clone(),
-                every,
-                stop,
-                hb_claim.clone(),
-            )
+            heartbeat.clone().run(stop)
         });
         tracing::info!(node_id = %node.node_id, slots = node.slots, "node booted");
         Ok(Kernel {
@@ -129,6 +132,7 @@ impl Kernel {
             runtime,
             notifier,
             loops,
+            lease,
             clock: crate::clock::system(),
             shutdown,
             cluster: None,
@@ -175,6 +179,12 @@ impl Kernel {
     /// shutdown phase.
     pub fn loops(&self) -> &Loops {
         &self.loops
+    }
+
+    /// This node's lease as the node holds it: services check it before claiming and before
+    /// every step, and stop their commands when it is lost.
+    pub fn lease(&self) -> &crate::lease::Lease {
+        &self.lease
     }
 
     /// The clock every service of this node reads Rust-side time from.
@@ -295,31 +305,57 @@ impl Kernel {
     }
 }
 
-/// Renews the node's lease every `every` until `stop`; when the cluster has declared this node
-/// dead, cancels `claim` (the node stops claiming and shuts down) and ends.
-async fn heartbeat_loop(
+/// The heartbeat loop's state.
+#[derive(Clone)]
+struct Heartbeat {
     pool: PgPool,
-    node_id: String,
+    node_id: Arc<str>,
     every: Duration,
-    stop: CancellationToken,
+    /// The node's claim token: cancelled (the node stops claiming and shuts down) when the
+    /// lease is lost or the cluster declared this node dead.
     claim: CancellationToken,
-) -> std::result::Result<(), crate::Error> {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let node_id: Arc<str> = node_id.into();
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        match node::heartbeat(&pool, &node_id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::error!(%node_id, "this node was declared dead by the cluster; stopping");
-                claim.cancel();
+    lease: crate::lease::Lease,
+}
+
+impl Heartbeat {
+    /// Renews the node's lease every `every` until `stop`. A heartbeat that fails is retried at
+    /// the next tick; once none has succeeded for the lease's local deadline (or the cluster
+    /// declared this node dead), the node gives its lease up: it stops claiming, starting steps
+    /// and running commands, and shuts down.
+    async fn run(self, stop: CancellationToken) -> std::result::Result<(), crate::Error> {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            if !self.lease.is_held() {
+                self.give_up("no heartbeat succeeded within the lease's local deadline");
                 return Ok(());
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+            let sent = std::time::Instant::now();
+            // A heartbeat that hangs (a cut-off network) must not outlive the lease.
+            let beat = tokio::time::timeout(
+                self.lease.remaining(),
+                node::heartbeat(&self.pool, &self.node_id),
+            )
+            .await;
+            match beat {
+                Ok(Ok(true)) => self.lease.renew(sent),
+                Ok(Ok(false)) => {
+                    self.give_up("the cluster declared this node dead");
+                    return Ok(());
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+                Err(_) => tracing::warn!("heartbeat timed out; retrying"),
+            }
         }
+    }
+
+    fn give_up(&self, why: &str) {
+        tracing::error!(node_id = %self.node_id, why, "this node gives up its lease: it stops claiming, running steps and commands, and shuts down");
+        self.lease.give_up();
+        self.claim.cancel();
     }
 }

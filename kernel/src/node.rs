@@ -135,14 +135,32 @@ async fn dead_local_pid(pool: &PgPool, node_id: &str, hostname: &str) -> Result<
     Ok(pid.filter(|p| !process_alive(*p)).unwrap_or(0))
 }
 
+/// Whether process `pid` of this host still runs: it exists and is not a zombie (killed but not
+/// yet reaped by its parent; it will never run again).
 fn process_alive(pid: i32) -> bool {
     use nix::sys::signal::kill;
     use nix::unistd::Pid;
-    pid > 0
+    let exists = pid > 0
         && matches!(
             kill(Pid::from_raw(pid), None),
             Ok(()) | Err(nix::errno::Errno::EPERM)
-        )
+        );
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc` shows process `pid` as a zombie (state `Z`) or dead (`X`).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let after = stat.rsplit_once(')')?.1;
+            after
+                .split_whitespace()
+                .next()
+                .map(|s| matches!(s, "Z" | "X"))
+        })
+        .unwrap_or(false)
 }
 
 /// Marks as dead the earlier nodes of this host and data directory whose processes are gone
@@ -308,4 +326,32 @@ pub async fn declare_expired_dead(conn: &mut sqlx::PgConnection) -> Result<Vec<S
     )
     .fetch_all(conn)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_process_not_yet_reaped_is_not_alive() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert!(process_alive(pid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        // Not reaped yet: a zombie until wait() below. The kernel turns it into one shortly
+        // after the signal; wait for that state rather than for a fixed time.
+        while !is_zombie(pid) {
+            std::thread::yield_now();
+        }
+        assert!(!process_alive(pid), "a zombie counts as dead");
+        child.wait().expect("reap");
+        assert!(!process_alive(pid));
+    }
 }

@@ -112,6 +112,7 @@ struct Dispatcher {
     slots: i32,
     shared: Arc<Shared>,
     sub: tokio::sync::Mutex<Subscription>,
+    lease: dbos_kernel::Lease,
 }
 
 /// Starts the dispatcher and the cron loop of `kernel`'s node, supervised in the
@@ -144,6 +145,7 @@ pub async fn start(
         slots: kernel.config().slots.min(i32::MAX as u32) as i32,
         shared: shared.clone(),
         sub: tokio::sync::Mutex::new(sub),
+        lease: kernel.lease().clone(),
     });
     let dispatcher = d.clone();
     kernel
@@ -176,7 +178,8 @@ impl Dispatcher {
             }
             let free = self.runtime.free_slots().min(self.opts.claim_batch_max);
             let mut claimed = 0;
-            if free > 0 {
+            // A node that no longer holds its lease claims nothing.
+            if free > 0 && self.lease.is_held() {
                 match self.claim(free).await {
                     Ok(n) => claimed = n,
                     Err(e) => tracing::warn!(error = %e, "claiming workflows failed; retrying"),

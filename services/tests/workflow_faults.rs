@@ -201,3 +201,146 @@ async fn workflows_end_when_the_database_drops_every_connection_of_the_node() {
     assert_eq!(steps, 24 * 10);
     n.stop().await;
 }
+
+async fn waits_long(ctx: workflow::Context, (): ()) -> Result<u32, workflow::Error> {
+    ctx.sleep(Duration::from_secs(3600)).await?;
+    Ok(0)
+}
+
+async fn awaits_child(ctx: workflow::Context, (): ()) -> Result<u32, workflow::Error> {
+    ctx.run_child("waits_long", ()).await
+}
+
+#[tokio::test]
+async fn an_awaited_childs_cancellation_is_an_error_that_ends_the_parent() {
+    let n = node(|r| {
+        r.register("waits_long", waits_long);
+        r.register("awaits_child", awaits_child);
+    })
+    .await;
+    let h =
+        n.wf.start::<_, u32>("awaits_child", (), id("parent"))
+            .await
+            .expect("start");
+    // The child's ID is the parent's and the position of its start.
+    wait_status(n.pool(), "parent-1", "PENDING").await;
+    workflow::manage::cancel(n.pool(), "parent-1", false)
+        .await
+        .expect("cancel the child");
+    let err = h
+        .result_within(Duration::from_secs(60))
+        .await
+        .expect_err("the parent fails");
+    assert!(
+        err.to_string()
+            .contains("DBOSAwaitedWorkflowCancelledError"),
+        "{err}"
+    );
+    assert_eq!(status(n.pool(), "parent").await, "ERROR");
+    n.stop().await;
+}
+
+async fn answer(_ctx: workflow::Context, (): ()) -> Result<u32, workflow::Error> {
+    Ok(42)
+}
+
+#[tokio::test]
+async fn another_applications_newer_version_does_not_stop_unpinned_work() {
+    let n = node(|r| {
+        r.register("answer", answer);
+    })
+    .await;
+    // A DBOS application named "billing" registers a newer version on the same database.
+    sqlx::query(
+        "INSERT INTO dbos.application_versions
+             (version_id, version_name, version_timestamp, application_name)
+         VALUES ('py', 'py-version', (EXTRACT(epoch FROM now()) * 1000)::bigint + 60000, 'billing')",
+    )
+    .execute(n.pool())
+    .await
+    .expect("a foreign version");
+    // Enqueued without a version (as any SQL client does): the latest of ours runs it.
+    sqlx::query("SELECT dbos.enqueue_workflow('answer', 'default', workflow_id => 'unpinned')")
+        .execute(n.pool())
+        .await
+        .expect("enqueue");
+    let out: u32 =
+        n.wf.handle("unpinned")
+            .result_within(Duration::from_secs(60))
+            .await
+            .expect("runs");
+    assert_eq!(out, 42);
+    n.stop().await;
+}
+
+/// Whether process `pid` has ended (gone, or a zombie waiting for its reaper).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_renew_its_lease_stops_its_commands_before_the_lease_ends() {
+    let n = node(dbos_services::builtin::register).await;
+    let submit = dbos_scheduler::tasks::Submit {
+        spec: dbos_scheduler::command::CommandSpec {
+            argv: vec!["sh".into(), "-c".into(), "sleep 300 & echo $!; wait".into()],
+            ..Default::default()
+        },
+        queue: "default".into(),
+        id: Some("fenced".into()),
+        ..Default::default()
+    };
+    dbos_scheduler::tasks::submit(n.pool(), &submit)
+        .await
+        .expect("submit");
+    // The command prints its child's pid into the task's stdout stream.
+    let pid = loop {
+        let out: Option<String> = sqlx::query_scalar(
+            "SELECT value FROM dbos.streams WHERE workflow_uuid = 'fenced' AND key = 'stdout'
+             ORDER BY \"offset\" LIMIT 1",
+        )
+        .fetch_optional(n.pool())
+        .await
+        .expect("stream");
+        if let Some(v) = out {
+            let text: String = serde_json::from_str(&v).expect("a portable JSON string");
+            break text.trim().parse::<i32>().expect("a pid");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!gone(pid));
+    // Another session holds the node's row: its heartbeats block and cannot renew the lease.
+    let admin = sqlx::PgPool::connect(&n.db.url).await.expect("connect");
+    let mut blocker = admin.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM kernel.nodes WHERE node_id = $1 FOR UPDATE")
+        .bind(n.kernel.node_id())
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the node's row");
+    let lost = n.kernel.lease().lost();
+    tokio::time::timeout(Duration::from_secs(30), lost.cancelled())
+        .await
+        .expect("the node gives its lease up");
+    assert!(!n.kernel.lease().is_held());
+    // Before anyone may take the task over, its process group is gone.
+    let t0 = std::time::Instant::now();
+    while !gone(pid) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the command outlived the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The node stopped claiming: its claim token is cancelled.
+    assert!(n.kernel.shutdown_token().is_cancelled());
+    blocker.rollback().await.expect("release the row");
+    n.stop().await;
+}

@@ -81,7 +81,10 @@ WITH RECURSIVE qs(q) AS (
             ORDER BY queue_name LIMIT 1)
     FROM qs WHERE qs.q IS NOT NULL
 ), latest AS (
-    SELECT version_name FROM dbos.application_versions ORDER BY version_timestamp DESC LIMIT 1
+    -- Latest of this application's versions: ours are unclaimed (no application name); a
+    -- version another (named) DBOS application registered on the same database is not ours.
+    SELECT version_name FROM dbos.application_versions WHERE application_name IS NULL
+    ORDER BY version_timestamp DESC LIMIT 1
 ), now_ms AS (
     SELECT kernel.statement_ms() AS t
 ), queues AS (

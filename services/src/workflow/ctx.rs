@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use super::codec;
-use super::error::Error;
+use super::error::{Error, Fate, PortableError};
 use super::service::{Service, StartOptions, WorkflowHandle};
 use dbos_store::batch::Checkpoint;
 use dbos_store::operations::Recorded;
@@ -143,8 +143,15 @@ impl Context {
         }
     }
 
-    /// Fails with [`Error::Cancelled`] once the workflow's deadline has passed (and cancels it).
+    /// Runs before every step: fails with [`Error::ShuttingDown`] once this node no longer holds
+    /// its lease, and with [`Error::Cancelled`] once the workflow's deadline has passed (and
+    /// cancels it).
     pub(super) async fn check_deadline(&self) -> Result<(), Error> {
+        // A node that gave its lease up (or whose lease ran out unrenewed: it was cut off or
+        // stalled) starts no further step; another node may be running this workflow.
+        if !self.inner.svc.lease().is_held() {
+            return Err(Error::ShuttingDown);
+        }
         if let Some(deadline) = self.inner.deadline_ms {
             if self.clock_ms() >= deadline {
                 self.inner
@@ -429,12 +436,25 @@ impl Context {
         let text = match &result {
             Ok(v) => Ok(codec::encode(v)?),
             Err(Error::Failed(p)) => Err(Error::Failed(p.clone())),
-            Err(e) if e.parks() && !matches!(e, Error::Cancelled(_)) => return result,
+            // Waiting failed here (the database, a shutdown): not the child's outcome.
+            Err(e) if e.fate() == Fate::Release => return result,
+            // The child's own end — cancelled, dead-lettered — is an ordinary error for the
+            // parent, which ends in ERROR unless it handles it.
+            Err(Error::Cancelled(id)) => Err(Error::Failed(Box::new(PortableError {
+                name: "DBOSAwaitedWorkflowCancelledError".into(),
+                message: format!("awaited workflow {id} was cancelled"),
+                code: None,
+                data: None,
+            }))),
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
         self.record(self.checkpoint(fid, name, &text, started, self.clock_ms(), Some(child)))
             .await?;
-        result
+        match (result, text) {
+            (Ok(v), _) => Ok(v),
+            (Err(_), Err(recorded)) => Err(recorded),
+            (Err(e), Ok(_)) => Err(e),
+        }
     }
 
     /// Starts a child workflow and waits for its result.

@@ -388,15 +388,20 @@ impl Context {
     }
 
     /// Resolves once this execution no longer owns the workflow (it was cancelled, timed out,
-    /// or taken over): woken by the cancellation notice, re-checked every
-    /// `recheck_interval_ms` as well.
+    /// or taken over) or this node gave its lease up: woken by the cancellation notice,
+    /// re-checked every `recheck_interval_ms` as well.
     pub async fn cancelled(&self) {
         let mut waiter = self
             .msg()
             .waiters()
             .register(Channel::Cancel, self.inner.workflow_id.clone());
+        let lease_lost = self.inner.svc.lease().lost();
         loop {
-            waiter.wait(None).await;
+            tokio::select! {
+                _ = waiter.wait(None) => {}
+                // The node gave its lease up: another node may run this workflow soon.
+                () = lease_lost.cancelled() => return,
+            }
             let svc = &self.inner.svc;
             match svc
                 .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)

@@ -167,6 +167,8 @@ struct Inner {
     dispatcher: std::sync::OnceLock<dbos_scheduler::Handle>,
     /// Cancelled when the node begins to shut down: retries give up then.
     stopping: dbos_kernel::CancellationToken,
+    /// The node's lease, checked before every step.
+    lease: dbos_kernel::Lease,
 }
 
 impl std::fmt::Debug for Service {
@@ -359,6 +361,7 @@ impl Service {
                 done: Mutex::new(HashMap::new()),
                 dispatcher: std::sync::OnceLock::new(),
                 stopping: kernel.shutdown_token(),
+                lease: kernel.lease().clone(),
             }),
         };
         dbos_store::workflows::register_version(&svc.inner.pool, &svc.inner.app_version).await?;
@@ -813,6 +816,11 @@ impl Service {
     pub(crate) async fn cancel_expired(&self, id: &str) -> Result<(), Error> {
         workflows::cancel_expired(&self.inner.pool, Some(id)).await?;
         Ok(())
+    }
+
+    /// The node's lease.
+    pub(crate) fn lease(&self) -> &dbos_kernel::Lease {
+        &self.inner.lease
     }
 
     /// Milliseconds since the epoch, by the node's clock.
