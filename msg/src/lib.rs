@@ -35,7 +35,7 @@ mod wait;
 pub use client::{decode, Client, Options, StreamReader};
 pub use error::{Error, Result};
 pub use sql::{Delivered, Outgoing, Start, Topic};
-pub use wait::{Channel, Waiter, Waiters, Woke};
+pub use wait::{Channel, Waiter, Waiters, Watch, Woke};
 
 use dbos_kernel::{Migration, ServiceMigrations};
 

@@ -149,15 +149,51 @@ fn register_key(table: &Table, chan: Channel, key: String) -> watch::Receiver<u6
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        let mut t = self.table.lock();
         for (key, _) in &self.keys {
-            if let Some(e) = t.get_mut(key) {
-                e.waiters -= 1;
-                if e.waiters == 0 {
-                    t.remove(key);
-                }
-            }
+            unregister_key(self.table, key);
         }
+    }
+}
+
+fn unregister_key(table: &Table, key: &(Channel, String)) {
+    let mut t = table.lock();
+    if let Some(e) = t.get_mut(key) {
+        e.waiters -= 1;
+        if e.waiters == 0 {
+            t.remove(key);
+        }
+    }
+}
+
+/// An owned registration for one key that tells, without waiting, whether a notification
+/// arrived since the last look (e.g. a running workflow's cancellation, looked at before each
+/// step). Dropping it forgets the registration.
+pub struct Watch {
+    table: Arc<Table>,
+    key: (Channel, String),
+    rx: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").field("key", &self.key).finish()
+    }
+}
+
+impl Watch {
+    /// Whether a notification for the key arrived since the registration or the last call.
+    pub fn notified(&mut self) -> bool {
+        let changed = self.rx.has_changed().unwrap_or(true);
+        if changed {
+            self.rx.borrow_and_update();
+        }
+        changed
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        unregister_key(&self.table, &self.key);
     }
 }
 
@@ -206,6 +242,16 @@ impl Waiters {
             table: &self.table,
             keys: vec![((chan, key), rx)],
             recheck_interval: self.recheck_interval,
+        }
+    }
+
+    /// An owned registration for `key` on `chan` (see [`Watch`]).
+    pub fn watch(&self, chan: Channel, key: String) -> Watch {
+        let rx = register_key(&self.table, chan, key.clone());
+        Watch {
+            table: self.table.clone(),
+            key: (chan, key),
+            rx,
         }
     }
 

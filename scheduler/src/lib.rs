@@ -36,9 +36,16 @@ use dbos_kernel::{Migration, ServiceMigrations};
 /// after the DBOS schema.
 pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
     service: "sched",
-    migrations: &[Migration {
-        version: 1,
-        name: "queues and tasks",
-        sql: include_str!("../migrations/sched_0001_queues_tasks.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "queues and tasks",
+            sql: include_str!("../migrations/sched_0001_queues_tasks.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "cancel notifications",
+            sql: include_str!("../migrations/sched_0002_cancel_notify.sql"),
+        },
+    ],
 };

@@ -344,3 +344,78 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_before_the_lease_
     blocker.rollback().await.expect("release the row");
     n.stop().await;
 }
+
+/// Runs step "first", waits for the test to open the gate (outside any step), then runs step
+/// "second"; counts the step bodies that ran.
+fn gated(
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+    bodies: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Fn(
+    workflow::Context,
+    (),
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), workflow::Error>> + Send>,
+> + Send
+       + Sync
+       + 'static {
+    move |ctx: workflow::Context, (): ()| {
+        let (gate, bodies) = (gate.clone(), bodies.clone());
+        Box::pin(async move {
+            for name in ["first", "second"] {
+                let b = bodies.clone();
+                ctx.step(name, move || {
+                    b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { Ok(()) }
+                })
+                .await?;
+                if name == "first" {
+                    let _permit = gate.acquire().await.expect("gate");
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_by_a_plain_sql_update_stops_the_workflow_before_its_next_step() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let bodies = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, b) = (gate.clone(), bodies.clone());
+    let n = node(move |r| {
+        r.register("gated", gated(g.clone(), b.clone()));
+    })
+    .await;
+    let h =
+        n.wf.start::<_, ()>("gated", (), id("gated-1"))
+            .await
+            .expect("start");
+    while bodies.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    // This node's router for cancel notifications wakes this waiter when the cancel arrives.
+    let waiters = n.wf.messages().waiters().clone();
+    let mut arrived = waiters.register(dbos_msg::Channel::Cancel, "gated-1".to_owned());
+    // A cancel as DBOS's own tools write it: a plain UPDATE, no NOTIFY of its own.
+    sqlx::query(
+        "UPDATE dbos.workflow_status SET status = 'CANCELLED', updated_at = 0
+         WHERE workflow_uuid = 'gated-1'",
+    )
+    .execute(n.pool())
+    .await
+    .expect("cancel by SQL");
+    assert!(matches!(arrived.wait(None).await, dbos_msg::Woke::Key(0)));
+    gate.add_permits(1);
+    let err = h
+        .result_within(Duration::from_secs(60))
+        .await
+        .expect_err("cancelled");
+    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
+    n.wait_no_tasks_running().await;
+    assert_eq!(
+        bodies.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the second step's body never ran"
+    );
+    n.stop().await;
+}

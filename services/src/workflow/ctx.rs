@@ -90,6 +90,8 @@ pub(crate) struct CtxInner {
     pub(crate) next_fid: AtomicI32,
     pub(crate) recorded: Mutex<HashMap<i32, Recorded>>,
     pub(crate) deadline_ms: Option<i64>,
+    /// Notifications of this workflow's cancellation since the last step.
+    pub(crate) cancel: Mutex<dbos_msg::Watch>,
 }
 
 impl std::fmt::Debug for Context {
@@ -144,13 +146,19 @@ impl Context {
     }
 
     /// Runs before every step: fails with [`Error::ShuttingDown`] once this node no longer holds
-    /// its lease, and with [`Error::Cancelled`] once the workflow's deadline has passed (and
-    /// cancels it).
+    /// its lease, with [`Error::Cancelled`] once the workflow was cancelled, and once its
+    /// deadline has passed (and cancels it).
     pub(super) async fn check_deadline(&self) -> Result<(), Error> {
         // A node that gave its lease up (or whose lease ran out unrenewed: it was cut off or
         // stalled) starts no further step; another node may be running this workflow.
         if !self.inner.svc.lease().is_held() {
             return Err(Error::ShuttingDown);
+        }
+        // A cancel (from this node, another one, or any SQL client) notifies: checked before
+        // the step's body runs, at the cost of a round trip only when one arrived.
+        let notified = self.inner.cancel.lock().notified();
+        if notified {
+            self.stop_if_cancelled().await?;
         }
         if let Some(deadline) = self.inner.deadline_ms {
             if self.clock_ms() >= deadline {

@@ -637,6 +637,12 @@ impl Service {
                 next_fid: AtomicI32::new(0),
                 recorded: Mutex::new(recorded),
                 deadline_ms,
+                cancel: Mutex::new(
+                    self.inner
+                        .messages
+                        .waiters()
+                        .watch(dbos_msg::Channel::Cancel, id.clone()),
+                ),
             }),
         };
         // Waiters on this node learn the outcome without asking the database.
