@@ -419,3 +419,31 @@ async fn a_cancel_by_a_plain_sql_update_stops_the_workflow_before_its_next_step(
     );
     n.stop().await;
 }
+
+#[tokio::test]
+async fn recovering_work_never_requeues_this_nodes_own_running_workflows() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let bodies = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, b) = (gate.clone(), bodies.clone());
+    let n = node(move |r| {
+        r.register("gated", gated(g.clone(), b.clone()));
+    })
+    .await;
+    let h =
+        n.wf.start::<_, ()>("gated", (), id("mine"))
+            .await
+            .expect("start");
+    while bodies.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    let own = n.kernel.node_id().to_owned();
+    let released = n.wf.recover(&[own]).await.expect("recover");
+    assert_eq!(released, 0, "this node's running workflow stays its own");
+    assert_eq!(status(n.pool(), "mine").await, "PENDING");
+    gate.add_permits(1);
+    h.result_within(Duration::from_secs(60))
+        .await
+        .expect("it finishes where it ran");
+    assert_eq!(bodies.load(std::sync::atomic::Ordering::SeqCst), 2);
+    n.stop().await;
+}
