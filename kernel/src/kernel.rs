@@ -97,6 +97,8 @@ impl Kernel {
                 .clone()
                 .unwrap_or_else(|| node::fresh_node_id(&hostname)),
             hostname,
+            machine_id: node::machine_id(),
+            boot_id: node::boot_id(),
             pid: std::process::id() as i32,
             version: VERSION.to_owned(),
             data_dir: embedded.map(|()| config.data_dir.display().to_string()),

@@ -56,6 +56,11 @@ pub const KERNEL: ServiceMigrations = ServiceMigrations {
             name: "now_ms",
             sql: include_str!("../migrations/0003_now_ms.sql"),
         },
+        Migration {
+            version: 4,
+            name: "node identity",
+            sql: include_str!("../migrations/0004_node_identity.sql"),
+        },
     ],
 };
 

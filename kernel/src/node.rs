@@ -15,8 +15,12 @@ use crate::error::{Error, Result};
 pub struct NodeInfo {
     /// Unique id; the DBOS `executor_id` of everything the node runs.
     pub node_id: String,
-    /// Host name.
+    /// Host name (for people; the host is identified by `machine_id`).
     pub hostname: String,
+    /// The machine's id ([`machine_id`]).
+    pub machine_id: String,
+    /// The id of the machine's current boot ([`boot_id`]).
+    pub boot_id: String,
     /// Process id on the host.
     pub pid: i32,
     /// Version of the binary.
@@ -71,6 +75,28 @@ pub fn fresh_node_id(hostname: &str) -> String {
     format!("{host}-{}", hex::encode(rand::random::<[u8; 4]>()))
 }
 
+/// This machine's id: `/etc/machine-id` (or D-Bus's copy), unique per installed machine; the
+/// host name (prefixed `host:`) where neither exists.
+pub fn machine_id() -> String {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| format!("host:{}", hostname()))
+}
+
+/// The id of this machine's current boot (`/proc/sys/kernel/random/boot_id`), empty where the
+/// kernel does not provide one: a node of another boot of this machine is gone.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// The host's name.
 pub fn hostname() -> String {
     nix::unistd::gethostname()
@@ -91,16 +117,18 @@ pub async fn register(pool: &PgPool, n: &NodeInfo) -> Result<()> {
     // Inserts, or takes over a row whose holder is gone (served by the primary key).
     let row = sqlx::query(
         "INSERT INTO kernel.nodes AS n
-             (node_id, hostname, pid, version, data_dir, slots, labels, lease_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             (node_id, hostname, pid, version, data_dir, slots, labels, lease_ms, machine_id,
+              boot_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11)
          ON CONFLICT (node_id) DO UPDATE SET
              hostname = excluded.hostname, pid = excluded.pid, version = excluded.version,
+             machine_id = excluded.machine_id, boot_id = excluded.boot_id,
              data_dir = excluded.data_dir, slots = excluded.slots, labels = excluded.labels,
              lease_ms = excluded.lease_ms, started_at = now(), heartbeat_at = now(),
              stopped_at = NULL, state = 'running'
          WHERE n.state IN ('stopped', 'dead')
             OR n.heartbeat_at < now() - n.lease_ms * interval '1 millisecond'
-            OR (n.hostname = excluded.hostname AND n.pid = $9)
+            OR (n.machine_id = excluded.machine_id AND n.pid = $9)
          RETURNING node_id",
     )
     .bind(&n.node_id)
@@ -111,8 +139,10 @@ pub async fn register(pool: &PgPool, n: &NodeInfo) -> Result<()> {
     .bind(n.slots as i32)
     .bind(labels)
     .bind(n.lease_ms as i64)
-    // A previous holder on this host whose process is gone may be replaced at once.
-    .bind(dead_local_pid(pool, &n.node_id, &n.hostname).await?)
+    // A previous holder on this machine whose process is gone may be replaced at once.
+    .bind(dead_local_pid(pool, n).await?)
+    .bind(&n.machine_id)
+    .bind(&n.boot_id)
     .fetch_optional(pool)
     .await?;
     if row.is_none() {
@@ -124,15 +154,26 @@ pub async fn register(pool: &PgPool, n: &NodeInfo) -> Result<()> {
     Ok(())
 }
 
-/// The pid of the current holder of `node_id` on this host if that process is gone, else 0.
-async fn dead_local_pid(pool: &PgPool, node_id: &str, hostname: &str) -> Result<i32> {
-    let pid: Option<i32> =
-        sqlx::query_scalar("SELECT pid FROM kernel.nodes WHERE node_id = $1 AND hostname = $2")
-            .bind(node_id)
-            .bind(hostname)
-            .fetch_optional(pool)
-            .await?;
-    Ok(pid.filter(|p| !process_alive(*p)).unwrap_or(0))
+/// The pid of the current holder of `me.node_id` on this machine if that process is gone (or
+/// ran in an earlier boot), else 0.
+async fn dead_local_pid(pool: &PgPool, me: &NodeInfo) -> Result<i32> {
+    let holder: Option<(i32, Option<String>)> = sqlx::query_as(
+        "SELECT pid, boot_id FROM kernel.nodes WHERE node_id = $1 AND machine_id = $2",
+    )
+    .bind(&me.node_id)
+    .bind(&me.machine_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(holder
+        .filter(|(pid, boot)| gone(*pid, boot.as_deref(), &me.boot_id))
+        .map_or(0, |(pid, _)| pid))
+}
+
+/// Whether the node process `pid` of an earlier boot `boot` of this machine (now in boot
+/// `current`) is gone: another boot's process certainly is; one of this boot is when it no
+/// longer runs.
+fn gone(pid: i32, boot: Option<&str>, current: &str) -> bool {
+    boot.is_some_and(|b| b != current) || !process_alive(pid)
 }
 
 /// Whether process `pid` of this host still runs: it exists and is not a zombie (killed but not
@@ -163,29 +204,30 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Marks as dead the earlier nodes of this host and data directory whose processes are gone
-/// (a restart after a crash), so their work can be taken over at once instead of after their
-/// lease. Returns their ids.
+/// Marks as dead the earlier nodes of this machine and data directory whose processes are gone
+/// (a restart after a crash, or after a reboot), so their work can be taken over at once
+/// instead of after their lease. Machines are told apart by machine id, never by host name,
+/// and a killed process not yet reaped counts as gone. Returns their ids.
 ///
-/// 2 round trips, 1 commit (served by `nodes_host_idx`).
+/// 2 round trips, 1 commit (served by `nodes_machine_idx`).
 ///
 /// # Errors
 /// Database errors.
 pub async fn mark_predecessors_dead(pool: &PgPool, me: &NodeInfo) -> Result<Vec<String>> {
-    let rows: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT node_id, pid FROM kernel.nodes
-         WHERE hostname = $1 AND data_dir IS NOT DISTINCT FROM $2
+    let rows: Vec<(String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT node_id, pid, boot_id FROM kernel.nodes
+         WHERE machine_id = $1 AND data_dir IS NOT DISTINCT FROM $2
            AND state IN ('running', 'draining') AND node_id <> $3",
     )
-    .bind(&me.hostname)
+    .bind(&me.machine_id)
     .bind(&me.data_dir)
     .bind(&me.node_id)
     .fetch_all(pool)
     .await?;
     let gone: Vec<String> = rows
         .into_iter()
-        .filter(|(_, pid): &(String, i32)| !process_alive(*pid))
-        .map(|(node_id, _)| node_id)
+        .filter(|(_, pid, boot)| gone(*pid, boot.as_deref(), &me.boot_id))
+        .map(|(node_id, ..)| node_id)
         .collect();
     if gone.is_empty() {
         return Ok(gone);

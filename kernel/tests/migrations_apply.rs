@@ -49,7 +49,8 @@ async fn boot_applies_kernel_and_service_migrations_once() {
             ("demo".into(), 2),
             ("kernel".into(), 1),
             ("kernel".into(), 2),
-            ("kernel".into(), 3)
+            ("kernel".into(), 3),
+            ("kernel".into(), 4)
         ]
     );
     sqlx::query("INSERT INTO demo.items (id, name) VALUES (1, 'x')")
@@ -71,7 +72,7 @@ async fn concurrent_boots_apply_each_migration_exactly_once() {
     while let Some(k) = set.join_next().await {
         kernels.push(k.expect("boot task").expect("boot"));
     }
-    assert_eq!(recorded(kernels[0].pool()).await.len(), 5);
+    assert_eq!(recorded(kernels[0].pool()).await.len(), 6);
     let ids: std::collections::HashSet<String> =
         kernels.iter().map(|k| k.node_id().to_owned()).collect();
     assert_eq!(ids.len(), 4, "every boot gets a fresh node id");

@@ -19,6 +19,8 @@ fn info(node_id: &str, pid: i32, data_dir: Option<&str>) -> NodeInfo {
     NodeInfo {
         node_id: node_id.into(),
         hostname: node::hostname(),
+        machine_id: node::machine_id(),
+        boot_id: node::boot_id(),
         pid,
         version: "0.0.0".into(),
         data_dir: data_dir.map(str::to_owned),
@@ -135,18 +137,25 @@ async fn a_restart_on_the_same_host_marks_the_crashed_predecessor_dead_at_once()
     let k = Kernel::boot(db.config(), &[]).await.expect("boot");
     // External database: data_dir is NULL for this host's nodes, as for the predecessor.
     let crashed = info("crashed", dead_pid(), None);
+    // Another machine with the same host name: never this machine's predecessor.
     let live_elsewhere = NodeInfo {
-        hostname: "another-host".into(),
+        machine_id: "another-machine".into(),
         ..info("other", dead_pid(), None)
     };
-    node::register(k.pool(), &crashed).await.expect("register");
-    node::register(k.pool(), &live_elsewhere)
-        .await
-        .expect("register");
+    // This machine before a reboot: gone, even though its pid now belongs to a live process.
+    let before_reboot = NodeInfo {
+        boot_id: "an-earlier-boot".into(),
+        ..info("rebooted", std::process::id() as i32, None)
+    };
+    for n in [&crashed, &live_elsewhere, &before_reboot] {
+        node::register(k.pool(), n).await.expect("register");
+    }
     k.shutdown().await.expect("shutdown");
 
     let k = Kernel::boot(db.config(), &[]).await.expect("restart");
-    assert_eq!(k.replaced_nodes(), ["crashed".to_owned()]);
+    let mut replaced = k.replaced_nodes().to_vec();
+    replaced.sort();
+    assert_eq!(replaced, ["crashed".to_owned(), "rebooted".to_owned()]);
     let states: Vec<(String, String)> = sqlx::query_as(
         "SELECT node_id, state FROM kernel.nodes WHERE node_id IN ('crashed', 'other') ORDER BY 1",
     )
@@ -159,7 +168,8 @@ async fn a_restart_on_the_same_host_marks_the_crashed_predecessor_dead_at_once()
             ("crashed".into(), "dead".into()),
             ("other".into(), "running".into())
         ],
-        "only this host's vanished process is marked dead before its lease"
+        "only this machine's vanished process is marked dead before its lease, not another \
+         machine's of the same host name"
     );
     let dead = node::dead_nodes(k.pool()).await.expect("dead");
     assert!(dead.iter().any(|n| n.node_id == "crashed"));
