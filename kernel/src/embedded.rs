@@ -173,7 +173,19 @@ impl Cluster {
             tracing::info!("other processes still use the cluster; leaving it running");
             return Ok(false);
         }
-        stop_server(&self.dir, self.info.pid, self.child.as_mut())?;
+        // Whatever postmaster runs in the data directory now: Postgres may have been restarted
+        // underneath (a crash, `pg_ctl restart`) since this process started it.
+        match running(&self.dir)? {
+            Some(now) => {
+                let child = self.child.as_mut().filter(|c| c.id() as i32 == now.pid);
+                stop_server(&self.dir, now.pid, child)?;
+            }
+            None => tracing::info!("the embedded Postgres was not running any more"),
+        }
+        if let Some(c) = self.child.as_mut() {
+            // The server this process started, if it exited underneath, is reaped here.
+            let _ = c.try_wait();
+        }
         Ok(true)
     }
 }

@@ -262,38 +262,84 @@ impl Kernel {
         self,
         abort: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     ) -> Result<ShutdownReport> {
-        let drain = Duration::from_millis(self.config.drain_timeout_ms);
-        // Loops get the drain deadline too, so a missing database never makes shutdown wait
-        // past it at any step.
-        self.loops.stop(Phase::Claim, drain).await;
-        if let Err(e) = node::mark_draining(&self.pool, &self.node.node_id).await {
-            tracing::warn!(error = %e, "could not record the drain");
+        match abort {
+            None => self.stop_in_order().await,
+            Some(abort) => tokio::select! {
+                r = self.stop_in_order() => r,
+                () = abort => {
+                    // SIGKILL is always safe, and a second signal says the same.
+                    tracing::warn!("second signal: exiting at once; running work will be recovered");
+                    std::process::exit(130);
+                }
+            },
         }
+    }
+
+    /// The shutdown steps in their order. Each step that needs the database is bounded, and
+    /// once the database fails to answer the rest are skipped, so a database that is gone
+    /// never makes shutdown wait much past the drain deadline.
+    async fn stop_in_order(self) -> Result<ShutdownReport> {
+        let drain = Duration::from_millis(self.config.drain_timeout_ms);
+        let step = Duration::from_millis(STOP_STEP_MS_MAX);
+        self.loops.stop(Phase::Claim, step).await;
+        // Once the database fails to answer, the steps that need it are skipped: the node then
+        // counts as dead after its lease, and its work is recovered.
+        let db_answers =
+            match tokio::time::timeout(step, node::mark_draining(&self.pool, &self.node.node_id))
+                .await
+            {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not record the drain");
+                    !matches!(e, crate::Error::Db(ref db) if crate::sqlstate::is_transient(db))
+                }
+                Err(_) => {
+                    tracing::warn!("could not record the drain: the database did not answer");
+                    false
+                }
+            };
         let running = self.runtime.running();
         if running > 0 {
             tracing::info!(running, ?drain, "waiting for running tasks");
         }
-        let abandoned = match abort {
-            Some(abort) => tokio::select! {
-                n = self.runtime.drain(drain) => n,
-                () = abort => {
-                    tracing::warn!("second signal: abandoning running tasks");
-                    self.runtime.running()
-                }
-            },
-            None => self.runtime.drain(drain).await,
-        };
+        let abandoned = self.runtime.drain(drain).await;
         if abandoned > 0 {
             tracing::warn!(
                 abandoned,
                 "tasks still running at the drain deadline; their work will be recovered"
             );
         }
-        self.loops.stop(Phase::Flush, drain).await;
-        self.loops.stop(Phase::Listen, drain).await;
-        self.notifier.stop().await;
-        let marked = node::mark_stopped(&self.pool, &self.node.node_id).await;
-        self.pool.close().await;
+        self.loops.stop(Phase::Flush, step).await;
+        self.loops.stop(Phase::Listen, step).await;
+        if tokio::time::timeout(step, self.notifier.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the notifier did not stop in time");
+        }
+        let marked = if !db_answers {
+            Ok(())
+        } else {
+            match tokio::time::timeout(step, node::mark_stopped(&self.pool, &self.node.node_id))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(
+                        "could not record the stop: the database did not answer; the node will count as dead after its lease"
+                    );
+                    Ok(())
+                }
+            }
+        };
+        let close = if db_answers { step } else { Duration::ZERO };
+        if tokio::time::timeout(close, self.pool.close())
+            .await
+            .is_err()
+            && db_answers
+        {
+            tracing::warn!("the database pool did not close in time");
+        }
         let postgres_stopped = match self.cluster {
             Some(cluster) => cluster.stop().await?,
             None => false,
@@ -306,6 +352,10 @@ impl Kernel {
         })
     }
 }
+
+/// Longest wait of a shutdown step that needs the database (recording the drain and the stop,
+/// closing the pool) or of a loop phase after the drain.
+pub const STOP_STEP_MS_MAX: u64 = 2_000;
 
 /// The heartbeat loop's state.
 #[derive(Clone)]
@@ -321,9 +371,10 @@ struct Heartbeat {
 
 impl Heartbeat {
     /// Renews the node's lease every `every` until `stop`. A heartbeat that fails is retried at
-    /// the next tick; once none has succeeded for the lease's local deadline (or the cluster
-    /// declared this node dead), the node gives its lease up: it stops claiming, starting steps
-    /// and running commands, and shuts down.
+    /// the next tick; while none has succeeded for the lease's local deadline the node does not
+    /// hold its lease (it claims nothing, starts no step, stops its commands) until one
+    /// succeeds again. When the cluster declared this node dead, it gives its lease up for good
+    /// and shuts down.
     async fn run(self, stop: CancellationToken) -> std::result::Result<(), crate::Error> {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -332,32 +383,28 @@ impl Heartbeat {
                 () = stop.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
-            if !self.lease.is_held() {
-                self.give_up("no heartbeat succeeded within the lease's local deadline");
-                return Ok(());
+            if !self.lease.is_held() && !self.lease.lost().is_cancelled() {
+                tracing::error!(node_id = %self.node_id, "no heartbeat succeeded within the lease's local deadline: this node stops claiming, running steps and commands until one does");
+                self.lease.give_up();
             }
             let sent = std::time::Instant::now();
             // A heartbeat that hangs (a cut-off network) must not outlive the lease.
-            let beat = tokio::time::timeout(
-                self.lease.remaining(),
-                node::heartbeat(&self.pool, &self.node_id),
-            )
-            .await;
-            match beat {
-                Ok(Ok(true)) => self.lease.renew(sent),
+            let wait = self.lease.remaining().max(self.every);
+            match tokio::time::timeout(wait, node::heartbeat(&self.pool, &self.node_id)).await {
+                Ok(Ok(true)) => {
+                    if self.lease.renew(sent) {
+                        tracing::warn!(node_id = %self.node_id, "heartbeat succeeded again: this node holds its lease and works again");
+                    }
+                }
                 Ok(Ok(false)) => {
-                    self.give_up("the cluster declared this node dead");
+                    tracing::error!(node_id = %self.node_id, "the cluster declared this node dead; stopping");
+                    self.lease.end();
+                    self.claim.cancel();
                     return Ok(());
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
                 Err(_) => tracing::warn!("heartbeat timed out; retrying"),
             }
         }
-    }
-
-    fn give_up(&self, why: &str) {
-        tracing::error!(node_id = %self.node_id, why, "this node gives up its lease: it stops claiming, running steps and commands, and shuts down");
-        self.lease.give_up();
-        self.claim.cancel();
     }
 }

@@ -1,9 +1,11 @@
 //! This node's own view of its lease. Other nodes declare a node dead once its heartbeat is
 //! older than its `node_lease_ms`; the node itself gives its lease up earlier, after
-//! [`Lease::local_deadline`] (two thirds of the lease) without a successful heartbeat. From
-//! then on it claims nothing, starts no step and stops its commands, so by the time another
-//! node may take its work over, this one has stopped working on it — even if it was only cut
-//! off from the database, or stalled (`SIGSTOP`) and resumed.
+//! [`Lease::local_deadline`] (two thirds of the lease) without a successful heartbeat. While
+//! it does not hold its lease it claims nothing, starts no step and stops its commands, so by
+//! the time another node may take its work over, this one has stopped working on it — even if
+//! it was only cut off from the database, or stalled (`SIGSTOP`) and resumed. A heartbeat that
+//! succeeds again (the database is back and nobody declared the node dead) renews the lease,
+//! and the node works again; a node declared dead gives its lease up for good and stops.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +24,11 @@ struct Inner {
     /// When the last successful heartbeat was sent (before the database stamped it).
     renewed: Mutex<Instant>,
     local_deadline: Duration,
-    lost: CancellationToken,
+    /// Cancelled when the lease of the current term is given up; a renewal after that starts a
+    /// new term with a fresh token.
+    lost: Mutex<CancellationToken>,
+    /// Set once the lease is given up for good (the node was declared dead).
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
@@ -32,7 +38,8 @@ impl Lease {
             inner: Arc::new(Inner {
                 renewed: Mutex::new(Instant::now()),
                 local_deadline,
-                lost: CancellationToken::new(),
+                lost: Mutex::new(CancellationToken::new()),
+                ended: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -51,7 +58,7 @@ impl Lease {
     /// Whether the node still holds its lease: not given up, and renewed within the local
     /// deadline. Checked before claiming and before every step.
     pub fn is_held(&self) -> bool {
-        !self.inner.lost.is_cancelled()
+        !self.inner.lost.lock().is_cancelled()
             && self.inner.renewed.lock().elapsed() < self.inner.local_deadline
     }
 
@@ -62,22 +69,39 @@ impl Lease {
             .saturating_sub(self.inner.renewed.lock().elapsed())
     }
 
-    /// Cancelled once the node has given its lease up: commands stop, steps are refused.
+    /// Cancelled once the node gives up the lease it holds now: commands started under it
+    /// stop, steps are refused.
     pub fn lost(&self) -> CancellationToken {
-        self.inner.lost.clone()
+        self.inner.lost.lock().clone()
     }
 
-    /// Records a heartbeat that succeeded; `sent` is when it was sent.
-    pub(crate) fn renew(&self, sent: Instant) {
+    /// Records a heartbeat that succeeded; `sent` is when it was sent. After the lease was
+    /// given up (but not for good), this starts a new term; returns whether it did.
+    pub(crate) fn renew(&self, sent: Instant) -> bool {
         let mut r = self.inner.renewed.lock();
         if sent > *r {
             *r = sent;
         }
+        drop(r);
+        let mut lost = self.inner.lost.lock();
+        if lost.is_cancelled() && !self.inner.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            *lost = CancellationToken::new();
+            return true;
+        }
+        false
     }
 
-    /// Gives the lease up for good.
+    /// Gives the lease of the current term up (the node may renew it later).
     pub(crate) fn give_up(&self) {
-        self.inner.lost.cancel();
+        self.inner.lost.lock().cancel();
+    }
+
+    /// Gives the lease up for good: the node was declared dead.
+    pub(crate) fn end(&self) {
+        self.inner
+            .ended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.give_up();
     }
 }
 
@@ -91,8 +115,17 @@ mod tests {
         assert!(lease.is_held());
         lease.renew(Instant::now());
         assert!(lease.remaining() > Duration::from_secs(59));
+        let term = lease.lost();
         lease.give_up();
-        assert!(!lease.is_held() && lease.lost().is_cancelled());
+        assert!(!lease.is_held() && term.is_cancelled());
+        assert!(lease.renew(Instant::now()), "a renewal starts a new term");
+        assert!(lease.is_held() && !lease.lost().is_cancelled());
+        lease.end();
+        assert!(
+            !lease.renew(Instant::now()),
+            "a lease given up for good stays given up"
+        );
+        assert!(!lease.is_held());
         let expired = Lease::new(Duration::ZERO);
         assert!(!expired.is_held());
         assert_eq!(

@@ -65,9 +65,15 @@ async fn run_command(
                         }
                     }
                 };
-                command::run(&spec, &limits, sink, ctx.cancelled())
+                let result = command::run(&spec, &limits, sink, ctx.cancelled())
                     .await
-                    .map_err(|e| workflow::Error::failed(COMMAND_ERROR, e.to_string()))
+                    .map_err(|e| workflow::Error::failed(COMMAND_ERROR, e.to_string()))?;
+                if result.cancelled && !ctx.holds_lease() {
+                    // Stopped because this node gave its lease up, not by a cancel: nothing is
+                    // recorded, and the task is released to run again.
+                    return Err(workflow::Error::ShuttingDown);
+                }
+                Ok(result)
             }
         })
         .await;

@@ -286,8 +286,44 @@ fn gone(pid: i32) -> bool {
     }
 }
 
+/// The pids the task `id`'s command printed into its stdout stream, in order.
+async fn printed_pids(pool: &sqlx::PgPool, id: &str) -> Vec<i32> {
+    let values: Vec<String> = sqlx::query_scalar(
+        "SELECT value FROM dbos.streams WHERE workflow_uuid = $1 AND key = 'stdout'
+         ORDER BY \"offset\"",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .expect("stream");
+    values
+        .iter()
+        .filter_map(|v| serde_json::from_str::<String>(v).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+async fn wait_pids(pool: &sqlx::PgPool, id: &str, n: usize) -> Vec<i32> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let pids = printed_pids(pool, id).await;
+        if pids.len() >= n {
+            return pids;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the command printed {n} pids"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn a_node_that_cannot_renew_its_lease_stops_its_commands_before_the_lease_ends() {
+async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_it_can() {
     let n = node(dbos_services::builtin::register).await;
     let submit = dbos_scheduler::tasks::Submit {
         spec: dbos_scheduler::command::CommandSpec {
@@ -301,22 +337,8 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_before_the_lease_
     dbos_scheduler::tasks::submit(n.pool(), &submit)
         .await
         .expect("submit");
-    // The command prints its child's pid into the task's stdout stream.
-    let pid = loop {
-        let out: Option<String> = sqlx::query_scalar(
-            "SELECT value FROM dbos.streams WHERE workflow_uuid = 'fenced' AND key = 'stdout'
-             ORDER BY \"offset\" LIMIT 1",
-        )
-        .fetch_optional(n.pool())
-        .await
-        .expect("stream");
-        if let Some(v) = out {
-            let text: String = serde_json::from_str(&v).expect("a portable JSON string");
-            break text.trim().parse::<i32>().expect("a pid");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(!gone(pid));
+    let first = wait_pids(n.pool(), "fenced", 1).await[0];
+    assert!(!gone(first));
     // Another session holds the node's row: its heartbeats block and cannot renew the lease.
     let admin = sqlx::PgPool::connect(&n.db.url).await.expect("connect");
     let mut blocker = admin.begin().await.expect("begin");
@@ -332,49 +354,31 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_before_the_lease_
     assert!(!n.kernel.lease().is_held());
     // Before anyone may take the task over, its process group is gone.
     let t0 = std::time::Instant::now();
-    while !gone(pid) {
+    while !gone(first) {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "the command outlived the lease"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The node stopped claiming: its claim token is cancelled.
-    assert!(n.kernel.shutdown_token().is_cancelled());
+    // The database answers again: the node holds its lease again, and the task, released
+    // rather than recorded as cancelled, runs again.
     blocker.rollback().await.expect("release the row");
-    n.stop().await;
-}
-
-/// Runs step "first", waits for the test to open the gate (outside any step), then runs step
-/// "second"; counts the step bodies that ran.
-fn gated(
-    gate: std::sync::Arc<tokio::sync::Semaphore>,
-    bodies: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> impl Fn(
-    workflow::Context,
-    (),
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), workflow::Error>> + Send>,
-> + Send
-       + Sync
-       + 'static {
-    move |ctx: workflow::Context, (): ()| {
-        let (gate, bodies) = (gate.clone(), bodies.clone());
-        Box::pin(async move {
-            for name in ["first", "second"] {
-                let b = bodies.clone();
-                ctx.step(name, move || {
-                    b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    async { Ok(()) }
-                })
-                .await?;
-                if name == "first" {
-                    let _permit = gate.acquire().await.expect("gate");
-                }
-            }
-            Ok(())
-        })
+    let again = wait_pids(n.pool(), "fenced", 2).await[1];
+    assert!(n.kernel.lease().is_held());
+    assert_ne!(again, first);
+    workflow::manage::cancel(n.pool(), "fenced", false)
+        .await
+        .expect("cancel");
+    let t0 = std::time::Instant::now();
+    while !gone(again) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "a cancel stops the command"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    n.stop().await;
 }
 
 #[tokio::test]
@@ -446,4 +450,35 @@ async fn recovering_work_never_requeues_this_nodes_own_running_workflows() {
         .expect("it finishes where it ran");
     assert_eq!(bodies.load(std::sync::atomic::Ordering::SeqCst), 2);
     n.stop().await;
+}
+/// Runs step "first", waits for the test to open the gate (outside any step), then runs step
+/// "second"; counts the step bodies that ran.
+fn gated(
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+    bodies: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Fn(
+    workflow::Context,
+    (),
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), workflow::Error>> + Send>,
+> + Send
+       + Sync
+       + 'static {
+    move |ctx: workflow::Context, (): ()| {
+        let (gate, bodies) = (gate.clone(), bodies.clone());
+        Box::pin(async move {
+            for name in ["first", "second"] {
+                let b = bodies.clone();
+                ctx.step(name, move || {
+                    b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { Ok(()) }
+                })
+                .await?;
+                if name == "first" {
+                    let _permit = gate.acquire().await.expect("gate");
+                }
+            }
+            Ok(())
+        })
+    }
 }

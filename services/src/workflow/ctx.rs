@@ -108,6 +108,13 @@ impl Context {
         &self.inner.workflow_id
     }
 
+    /// Whether this node still holds its lease (see [`dbos_kernel::Lease`]): a step whose work
+    /// was stopped because it does not should fail with [`Error::ShuttingDown`], so nothing is
+    /// recorded and the workflow is released to run again.
+    pub fn holds_lease(&self) -> bool {
+        self.inner.svc.lease().is_held()
+    }
+
     /// Milliseconds since the epoch by the node's clock (not recorded; see
     /// [`Context::now_ms`] for the recorded reading).
     pub(super) fn clock_ms(&self) -> i64 {
