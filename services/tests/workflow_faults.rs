@@ -482,3 +482,50 @@ fn gated(
         })
     }
 }
+
+#[tokio::test]
+async fn starts_of_running_ids_share_group_commits_with_their_checkpoints_and_outcomes() {
+    let n = node(|r| {
+        r.register("slow_steps", slow_steps);
+    })
+    .await;
+    let ids: Vec<String> = (0..48).map(|i| format!("busy-{i}")).collect();
+    for id_ in &ids {
+        n.wf.start::<_, u32>("slow_steps", (3u32,), id(id_))
+            .await
+            .expect("start");
+    }
+    // 32 callers start the same IDs again while they run: each start joins a batch with the
+    // running workflows' checkpoints and outcomes.
+    let mut callers = tokio::task::JoinSet::new();
+    for c in 0..32 {
+        let (wf, ids) = (n.wf.clone(), ids.clone());
+        callers.spawn(async move {
+            for k in 0..12 {
+                let id_ = &ids[(c * 7 + k * 5) % ids.len()];
+                let h = wf
+                    .start::<_, u32>("slow_steps", (3u32,), id(id_))
+                    .await
+                    .expect("a start of a running ID returns it");
+                assert_eq!(h.workflow_id(), id_);
+            }
+        });
+    }
+    while let Some(r) = callers.join_next().await {
+        r.expect("caller");
+    }
+    for id_ in &ids {
+        let out: u32 =
+            n.wf.handle(id_.clone())
+                .result_within(Duration::from_secs(120))
+                .await
+                .expect("every workflow ends");
+        assert_eq!(out, 3);
+    }
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.operation_outputs")
+        .fetch_one(n.pool())
+        .await
+        .expect("steps");
+    assert_eq!(steps, 48 * 3, "every step recorded once");
+    n.stop().await;
+}
