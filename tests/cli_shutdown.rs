@@ -4,7 +4,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use dbos_kernel::testing::scratch_dir_for_cluster;
+use dbos_kernel::testing::{process_gone, scratch_dir_for_cluster};
 use nix::sys::signal::Signal;
 use support::{eventually, ok, path, postmaster_pid, process_alive, sql_json, Node};
 
@@ -15,7 +15,7 @@ fn a_node_stops_within_its_drain_when_its_database_is_gone() {
     let node = Node::boot(&dir, &["--drain-timeout-ms", "2000"]);
     let pg = postmaster_pid(&dir).expect("postgres runs");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pg), Signal::SIGKILL).expect("kill -9");
-    eventually("postgres is gone", || !process_alive(pg) || zombie(pg));
+    eventually("postgres is gone", || process_gone(pg));
     node.signal(Signal::SIGINT);
     // Bounded by Node::wait; before, the node retried the database for minutes.
     assert!(node.wait(), "the node stops cleanly without its database");
@@ -37,7 +37,7 @@ fn a_node_stops_the_postgres_that_was_restarted_underneath_it() {
     node.signal(Signal::SIGINT);
     assert!(node.wait(), "the node stops cleanly");
     eventually("the restarted postmaster is stopped", || {
-        !process_alive(after) || zombie(after)
+        process_gone(after)
     });
 }
 
@@ -72,18 +72,6 @@ fn a_second_signal_exits_at_once_during_the_drain() {
     if pg_up {
         let _ = ok(&["task", "cancel", &id, "--data-dir", d]);
     }
-}
-
-/// Whether `/proc` shows `pid` as a zombie.
-fn zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                == Some("Z")
-        })
-        .unwrap_or(false)
 }
 
 /// `pg_ctl restart -m immediate` on the embedded cluster, as the user that owns its data.

@@ -6,18 +6,7 @@ mod support;
 use dbos_kernel::testing::scratch_dir_for_cluster;
 use support::{eventually, ok, path, run, sql_json, Node};
 
-/// Whether process `pid` has ended (gone, or a zombie waiting for its reaper).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => matches!(
-            stat.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next()),
-            Some("Z" | "X")
-        ),
-    }
-}
+use dbos_kernel::testing::process_gone as gone;
 
 #[test]
 fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {

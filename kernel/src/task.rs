@@ -153,13 +153,8 @@ impl Runtime {
         if self.tracker.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        let ctx = TaskCtx {
-            pool: self.pool.clone(),
-            task_id: task_id.into(),
-            node_id: self.node_id.clone(),
-        };
         Ok(TaskHandle {
-            join: self.tracker.spawn(task(ctx)),
+            join: self.tracker.spawn(task(self.ctx(task_id.into()))),
         })
     }
 
@@ -174,18 +169,21 @@ impl Runtime {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let ctx = TaskCtx {
-            pool: self.pool.clone(),
-            task_id,
-            node_id: self.node_id.clone(),
-        };
-        let fut = task(ctx);
+        let fut = task(self.ctx(task_id));
         let join = self.tracker.spawn(async move {
             let out = fut.await;
             drop(permit);
             out
         });
         TaskHandle { join }
+    }
+
+    fn ctx(&self, task_id: Arc<str>) -> TaskCtx {
+        TaskCtx {
+            pool: self.pool.clone(),
+            task_id,
+            node_id: self.node_id.clone(),
+        }
     }
 
     /// Slots free now.

@@ -169,3 +169,17 @@ pub fn scratch_dir_for_cluster() -> tempfile::TempDir {
     .expect("the temporary directory's mode can be set");
     dir
 }
+
+/// Whether process `pid` has ended: gone, or a zombie waiting for its reaper (it will never run
+/// again).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+    }
+}

@@ -273,18 +273,7 @@ async fn another_applications_newer_version_does_not_stop_unpinned_work() {
     n.stop().await;
 }
 
-/// Whether process `pid` has ended (gone, or a zombie waiting for its reaper).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => matches!(
-            stat.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next()),
-            Some("Z" | "X")
-        ),
-    }
-}
+use dbos_kernel::testing::process_gone as gone;
 
 /// The pids the task `id`'s command printed into its stdout stream, in order.
 async fn printed_pids(pool: &sqlx::PgPool, id: &str) -> Vec<i32> {
@@ -383,20 +372,7 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_
 
 #[tokio::test]
 async fn a_cancel_by_a_plain_sql_update_stops_the_workflow_before_its_next_step() {
-    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let bodies = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (g, b) = (gate.clone(), bodies.clone());
-    let n = node(move |r| {
-        r.register("gated", gated(g.clone(), b.clone()));
-    })
-    .await;
-    let h =
-        n.wf.start::<_, ()>("gated", (), id("gated-1"))
-            .await
-            .expect("start");
-    while bodies.load(std::sync::atomic::Ordering::SeqCst) < 1 {
-        tokio::task::yield_now().await;
-    }
+    let (n, gate, bodies, h) = gated_started("gated-1").await;
     // This node's router for cancel notifications wakes this waiter when the cancel arrives.
     let waiters = n.wf.messages().waiters().clone();
     let mut arrived = waiters.register(dbos_msg::Channel::Cancel, "gated-1".to_owned());
@@ -426,20 +402,7 @@ async fn a_cancel_by_a_plain_sql_update_stops_the_workflow_before_its_next_step(
 
 #[tokio::test]
 async fn recovering_work_never_requeues_this_nodes_own_running_workflows() {
-    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let bodies = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (g, b) = (gate.clone(), bodies.clone());
-    let n = node(move |r| {
-        r.register("gated", gated(g.clone(), b.clone()));
-    })
-    .await;
-    let h =
-        n.wf.start::<_, ()>("gated", (), id("mine"))
-            .await
-            .expect("start");
-    while bodies.load(std::sync::atomic::Ordering::SeqCst) < 1 {
-        tokio::task::yield_now().await;
-    }
+    let (n, gate, bodies, h) = gated_started("mine").await;
     let own = n.kernel.node_id().to_owned();
     let released = n.wf.recover(&[own]).await.expect("recover");
     assert_eq!(released, 0, "this node's running workflow stays its own");
@@ -528,4 +491,30 @@ async fn starts_of_running_ids_share_group_commits_with_their_checkpoints_and_ou
         .expect("steps");
     assert_eq!(steps, 48 * 3, "every step recorded once");
     n.stop().await;
+}
+
+/// A node running `gated`, with workflow `wf_id` started and its first step's body run.
+async fn gated_started(
+    wf_id: &str,
+) -> (
+    dbos_services::testing::Node,
+    std::sync::Arc<tokio::sync::Semaphore>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workflow::WorkflowHandle<()>,
+) {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let bodies = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, b) = (gate.clone(), bodies.clone());
+    let n = node(move |r| {
+        r.register("gated", gated(g.clone(), b.clone()));
+    })
+    .await;
+    let h =
+        n.wf.start::<_, ()>("gated", (), id(wf_id))
+            .await
+            .expect("start");
+    while bodies.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    (n, gate, bodies, h)
 }
