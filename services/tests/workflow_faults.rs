@@ -275,6 +275,17 @@ async fn another_applications_newer_version_does_not_stop_unpinned_work() {
 
 use dbos_kernel::testing::process_gone as gone;
 
+/// Polls `done` until it holds; a hang fails after a minute rather than never.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited in vain until {what}"));
+}
+
 /// The pids the task `id`'s command printed into its stdout stream, in order.
 async fn printed_pids(pool: &sqlx::PgPool, id: &str) -> Vec<i32> {
     let values: Vec<String> = sqlx::query_scalar(
@@ -297,18 +308,17 @@ async fn printed_pids(pool: &sqlx::PgPool, id: &str) -> Vec<i32> {
 }
 
 async fn wait_pids(pool: &sqlx::PgPool, id: &str, n: usize) -> Vec<i32> {
-    let t0 = std::time::Instant::now();
-    loop {
-        let pids = printed_pids(pool, id).await;
-        if pids.len() >= n {
-            return pids;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let pids = printed_pids(pool, id).await;
+            if pids.len() >= n {
+                return pids;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the command printed {n} pids"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited in vain until the command printed {n} pids"))
 }
 
 #[tokio::test]
@@ -342,14 +352,11 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_
         .expect("the node gives its lease up");
     assert!(!n.kernel.lease().is_held());
     // Before anyone may take the task over, its process group is gone.
-    let t0 = std::time::Instant::now();
-    while !gone(first) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the command outlived the lease"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "its process group is gone before the lease could end elsewhere",
+        || gone(first),
+    )
+    .await;
     // The database answers again: the node holds its lease again, and the task, released
     // rather than recorded as cancelled, runs again.
     blocker.rollback().await.expect("release the row");
@@ -359,14 +366,7 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_
     workflow::manage::cancel(n.pool(), "fenced", false)
         .await
         .expect("cancel");
-    let t0 = std::time::Instant::now();
-    while !gone(again) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "a cancel stops the command"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("a cancel stopped the command", || gone(again)).await;
     n.stop().await;
 }
 

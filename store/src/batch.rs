@@ -204,8 +204,8 @@ impl Batch {
         self.oc.push(o);
     }
 
-    /// Adds a start. One statement cannot insert the same ID twice: check
-    /// [`Batch::has_start`] first and send a repeated ID in a later batch.
+    /// Adds a start. One statement cannot insert the same ID twice, nor both start a workflow
+    /// and write to it (it would touch its row twice): send such a request in a later batch.
     pub fn push_start(&mut self, s: Start) {
         debug_assert!(!self.has_start(&s.workflow_id));
         self.st.push(s);
@@ -214,13 +214,6 @@ impl Batch {
     /// Whether a start of `id` is in the batch.
     pub fn has_start(&self, id: &str) -> bool {
         self.st.id.iter().any(|i| i == id)
-    }
-
-    /// Whether a checkpoint or an outcome of `id` is in the batch. One statement cannot both
-    /// start a workflow and write to it (it would touch its row twice): send such a request in
-    /// a later batch.
-    pub fn has_write(&self, id: &str) -> bool {
-        self.ck.wf.iter().chain(&self.oc.wf).any(|i| i == id)
     }
 
     /// Requests in the batch.

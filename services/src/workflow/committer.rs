@@ -200,11 +200,17 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
     let mut now = Vec::with_capacity(requests.len());
     let mut later = Vec::new();
     let mut batch = Batch::new();
+    // Sorted, the requests of one ID are adjacent: what the batch holds for the ID at hand is
+    // all a clash can be with (no scan of the batch per request).
+    let (mut id_at_hand, mut started, mut written) = (String::new(), false, false);
     for r in requests {
         let id = r.workflow_id();
+        if id != id_at_hand {
+            (id_at_hand, started, written) = (id.to_owned(), false, false);
+        }
         let clash = match &r {
-            Request::Start(..) => batch.has_start(id) || batch.has_write(id),
-            _ => batch.has_start(id),
+            Request::Start(..) => started || written,
+            _ => started,
         };
         if clash {
             later.push(r);
@@ -214,6 +220,10 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
             Request::Checkpoint(c, _) => batch.push_checkpoint(c.clone()),
             Request::Outcome(o, _) => batch.push_outcome(o.clone()),
             Request::Start(st, _) => batch.push_start(st.clone()),
+        }
+        match &r {
+            Request::Start(..) => started = true,
+            _ => written = true,
         }
         now.push(r);
     }
