@@ -222,7 +222,14 @@ fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
         &script,
     ]);
     let lost_marks = scratch.path().join("lost-runs");
-    let lost_script = format!("echo run >> {}; sleep 2", lost_marks.display());
+    // It also leaves a grandchild in the background: nothing of the command may outlive the
+    // node that ran it.
+    let pids = scratch.path().join("lost-pids");
+    let lost_script = format!(
+        "sleep 600 & echo $$ $! > {pids}; echo run >> {marks}; wait",
+        pids = pids.display(),
+        marks = lost_marks.display()
+    );
     ok(&[
         "task",
         "submit",
@@ -240,6 +247,17 @@ fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
         std::fs::read_to_string(&marks).is_ok() && std::fs::read_to_string(&lost_marks).is_ok()
     });
     first.kill9();
+    let pids: Vec<i32> = std::fs::read_to_string(&pids)
+        .expect("pids")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    assert_eq!(pids.len(), 2, "the shell and its background sleep");
+    for pid in pids {
+        eventually(&format!("process {pid} of the lost command ended"), || {
+            dbos_kernel::testing::process_gone(pid)
+        });
+    }
     let _second = Node::boot(&dir, &[]);
     // At least once: the recovered task runs its command again and succeeds.
     assert_eq!(

@@ -1,10 +1,22 @@
 //! Running a Linux command for a command task: its own process group, output delivered in
 //! bounded chunks as it is produced, a timeout, and cancellation that reaches the whole group.
+//!
+//! **Nothing of a command outlives its node.** Each group is led by a watcher, a `/bin/sh`
+//! that does nothing but read the node's *lifeline*: a pipe whose write end only the node
+//! process holds (close-on-exec, so no command inherits it). However the node ends — a clean
+//! exit, a panic, SIGKILL — the kernel closes that end, the watcher's read returns end-of-file
+//! and the watcher kills its whole group, grandchildren included. The watcher ignores the
+//! signals a cancel sends, so it stays until the node ends or the group is done. A supervisor
+//! process of our own would need a hook in every embedding program's `main`, a subreaper
+//! only moves orphans to the node (which is the process that died), and cgroups need root or
+//! a delegated hierarchy; a pipe and `sh` work everywhere, for any user.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -213,9 +225,15 @@ where
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    // A process group of its own, so signals reach everything it starts; and it dies with the
-    // node rather than running on unobserved.
-    cmd.process_group(0);
+    // The group is the watcher's, joined before the program runs, so there is no instant at
+    // which the program runs unwatched. Without a watcher (no `/bin/sh`) the program leads a
+    // group of its own, and only the leader dies with the node.
+    let watcher = spawn_watcher();
+    let group = match &watcher {
+        Some(w) => w.id().map(|p| p as i32),
+        None => None,
+    };
+    cmd.process_group(group.unwrap_or(0));
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -223,12 +241,15 @@ where
         });
     }
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+    let spawned = cmd.spawn();
+    let pgid = group
+        .or_else(|| spawned.as_ref().ok().and_then(|c| c.id()).map(|p| p as i32))
+        .map(Pid::from_raw);
+    let _group = GroupGuard(pgid, watcher);
+    let mut child = spawned.map_err(|source| Error::Spawn {
         program: spec.argv[0].clone(),
         source,
     })?;
-    let pgid = child.id().map(|p| Pid::from_raw(p as i32));
-    let _group = GroupGuard(pgid);
     if let (Some(text), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
             // A program that does not read its input closes the pipe: not an error.
@@ -348,13 +369,56 @@ fn stop_group(pgid: Option<Pid>, grace_ms: u64) {
     });
 }
 
-/// Kills what is left of the group when the run ends or is dropped.
-struct GroupGuard(Option<Pid>);
+/// Kills what is left of the group (the watcher with it) when the run ends or is dropped.
+struct GroupGuard(Option<Pid>, Option<tokio::process::Child>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0 {
             let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        if let Some(mut watcher) = self.1.take() {
+            // Reaped here when it is already gone, else by tokio once it is.
+            let _ = watcher.try_wait();
+        }
+    }
+}
+
+/// The read end of this process's lifeline; the write end is kept open (and never written)
+/// for as long as the process lives. `None` when the pipe could not be made.
+fn lifeline() -> Option<&'static OwnedFd> {
+    static LIFELINE: OnceLock<Option<(OwnedFd, OwnedFd)>> = OnceLock::new();
+    LIFELINE
+        .get_or_init(|| {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| tracing::warn!("no lifeline pipe for command groups: {e}"))
+                .ok()
+        })
+        .as_ref()
+        .map(|(read, _write)| read)
+}
+
+/// What a watcher runs: wait for the lifeline's end-of-file, then kill the group. A cancel's
+/// SIGTERM to the group must not end the watcher before the program.
+const WATCHER_SCRIPT: &str = "trap '' HUP INT QUIT TERM; read -r _; kill -s KILL 0";
+
+/// Starts a watcher leading a new process group, with the lifeline as its standard input.
+fn spawn_watcher() -> Option<tokio::process::Child> {
+    let read = lifeline()?.try_clone().ok()?;
+    let mut w = tokio::process::Command::new("/bin/sh");
+    w.args(["-c", WATCHER_SCRIPT])
+        .stdin(Stdio::from(read))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    match w.spawn() {
+        Ok(child) => Some(child),
+        Err(e) => {
+            tracing::warn!(
+                "no watcher for a command group (it dies with the node only in part): {e}"
+            );
+            None
         }
     }
 }
