@@ -2,11 +2,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use dbos_kernel::testing::{process_gone, scratch_dir_for_cluster};
 use nix::sys::signal::Signal;
-use support::{eventually, ok, path, postmaster_pid, process_alive, sql_json, Node};
+use support::{
+    eventually, ok, path, pg_ctl_restart, postmaster_pid, process_alive, sql_json, Node,
+};
 
 #[test]
 fn a_node_stops_within_its_drain_when_its_database_is_gone() {
@@ -72,56 +72,4 @@ fn a_second_signal_exits_at_once_during_the_drain() {
     if pg_up {
         let _ = ok(&["task", "cancel", &id, "--data-dir", d]);
     }
-}
-
-/// `pg_ctl restart -m immediate` on the embedded cluster, as the user that owns its data.
-fn pg_ctl_restart(dir: &Path) {
-    let pgdata = dir.join("pgdata");
-    let pg_ctl = pg_ctl();
-    let log = std::env::temp_dir().join(format!("pg-restart-{}.log", std::process::id()));
-    let args = [
-        "restart",
-        "-m",
-        "immediate",
-        "-w",
-        "-D",
-        path(&pgdata),
-        "-l",
-        path(&log),
-    ];
-    let status = if nix::unistd::Uid::effective().is_root() {
-        let owner = std::fs::metadata(&pgdata).expect("pgdata");
-        let owner = std::os::unix::fs::MetadataExt::uid(&owner);
-        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner))
-            .expect("user")
-            .expect("the data dir's owner exists");
-        let mut cmd = vec![path(&pg_ctl).to_owned()];
-        cmd.extend(args.iter().map(|s| (*s).to_owned()));
-        std::process::Command::new("su")
-            .args([&user.name, "-s", "/bin/sh", "-c"])
-            .arg(cmd.join(" "))
-            .status()
-    } else {
-        std::process::Command::new(&pg_ctl).args(args).status()
-    }
-    .expect("pg_ctl runs");
-    assert!(status.success(), "pg_ctl restart");
-}
-
-/// The `pg_ctl` beside the `postgres` the kernel finds.
-fn pg_ctl() -> PathBuf {
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("pg_ctl"))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql") {
-        candidates.extend(dirs.flatten().map(|d| d.path().join("bin/pg_ctl")));
-    }
-    candidates
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("pg_ctl is installed with the Postgres server (scripts/setup)")
 }

@@ -99,6 +99,16 @@ pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
         .connect_lazy_with(connect_options(url, limits)?))
 }
 
+/// A pool of one connection to the same database as `pool`, opened on first use (and again
+/// after it is lost): for a loop that must not wait behind the node's work for a connection,
+/// such as the heartbeat or the notifier's `LISTEN`.
+pub fn side_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
+}
+
 /// Opens a single connection on `url` with the same retries as [`connect`].
 ///
 /// # Errors
@@ -154,6 +164,42 @@ where
                 pause = (pause * 2).min(RETRY_PAUSE_MS_MAX);
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs `attempt` again while it fails with an error that `transient` accepts (a lost
+/// connection, a restarting server), pausing 50 ms and doubling up to 1 s, for at most
+/// `budget_ms` in all; then returns the last error. For statements that may simply be run
+/// again, such as those of a node's start.
+///
+/// # Errors
+/// The first error that is not transient, or the last one once the budget is spent.
+pub async fn retry_transient<T, E, F, Fut>(
+    what: &str,
+    budget_ms: u64,
+    transient: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> std::result::Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let start = Instant::now();
+    let mut pause = RETRY_PAUSE_MS_MIN;
+    loop {
+        match attempt().await {
+            Err(e) if transient(&e) => {
+                let waited = start.elapsed().as_millis() as u64;
+                if waited >= budget_ms {
+                    return Err(e);
+                }
+                tracing::info!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(Duration::from_millis(pause.min(budget_ms - waited))).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MS_MAX);
+            }
+            other => return other,
         }
     }
 }

@@ -152,6 +152,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the operation that failed may succeed if simply run again
+    /// ([`crate::sqlstate::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Db(e) if crate::sqlstate::is_transient(e))
+    }
+
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             what,

@@ -88,7 +88,14 @@ impl Kernel {
         let pool = db::connect(&url, &PoolLimits::from_config(&config)).await?;
         let mut all = vec![migrate::KERNEL];
         all.extend_from_slice(services);
-        migrate::apply(&pool, &all).await?;
+        // A server restarting or terminating connections while the node starts delays the
+        // start; every statement of it may be run again.
+        let budget = config.connect_retry_ms_max;
+        let transient = crate::Error::is_transient;
+        db::retry_transient("applying migrations", budget, transient, || {
+            migrate::apply(&pool, &all)
+        })
+        .await?;
 
         let hostname = node::hostname();
         let node = NodeInfo {
@@ -106,17 +113,28 @@ impl Kernel {
             labels: config.labels.clone(),
             lease_ms: config.node_lease_ms,
         };
-        node::register(&pool, &node).await?;
-        let replaced = node::mark_predecessors_dead(&pool, &node).await?;
+        db::retry_transient("registering the node", budget, transient, || {
+            node::register(&pool, &node)
+        })
+        .await?;
+        let replaced = db::retry_transient("marking predecessors dead", budget, transient, || {
+            node::mark_predecessors_dead(&pool, &node)
+        })
+        .await?;
         let loops = Loops::new();
-        let notifier = Notifier::start(&pool, config.notify_buffer_max, &loops).await?;
+        let notifier = db::retry_transient("starting the notifier", budget, transient, || {
+            Notifier::start(&pool, config.notify_buffer_max, &loops)
+        })
+        .await?;
         let runtime = Runtime::new(pool.clone(), &node.node_id, config.slots);
         let shutdown = loops.token(Phase::Claim);
         let lease = crate::lease::Lease::new(crate::lease::Lease::local_deadline_for(
             config.node_lease_ms,
         ));
+        // A connection of its own: a node busy with its work must not miss its lease waiting
+        // for one of the pool's.
         let heartbeat = Heartbeat {
-            pool: pool.clone(),
+            pool: db::side_pool(&pool),
             node_id: node.node_id.clone().into(),
             every: Duration::from_millis(config.heartbeat_interval_ms),
             claim: shutdown.clone(),
@@ -220,15 +238,23 @@ impl Kernel {
     /// Runs until SIGINT or SIGTERM (or until the node is declared dead), then shuts down. A
     /// second signal during the drain abandons the running tasks at once.
     ///
+    /// A program that tells others the node is up (prints its identity, say) installs the
+    /// handlers first with [`ShutdownSignals::install`] and calls [`Kernel::run_until`]: a
+    /// signal sent as soon as it is told then shuts the node down instead of killing it.
+    ///
     /// # Errors
     /// Signal handlers cannot be installed, or shutdown fails.
     pub async fn run_until_signal(self) -> Result<ShutdownReport> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let sig = |kind| {
-            signal(kind).map_err(|e| crate::Error::io("installing a handler for", "signal", e))
-        };
-        let mut int = sig(SignalKind::interrupt())?;
-        let mut term = sig(SignalKind::terminate())?;
+        let signals = ShutdownSignals::install()?;
+        self.run_until(signals).await
+    }
+
+    /// As [`Kernel::run_until_signal`], with handlers installed before.
+    ///
+    /// # Errors
+    /// Shutdown fails.
+    pub async fn run_until(self, signals: ShutdownSignals) -> Result<ShutdownReport> {
+        let ShutdownSignals { mut int, mut term } = signals;
         tokio::select! {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -291,7 +317,7 @@ impl Kernel {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "could not record the drain");
-                    !matches!(e, crate::Error::Db(ref db) if crate::sqlstate::is_transient(db))
+                    !e.is_transient()
                 }
                 Err(_) => {
                     tracing::warn!("could not record the drain: the database did not answer");
@@ -356,6 +382,31 @@ impl Kernel {
 /// Longest wait of a shutdown step that needs the database (recording the drain and the stop,
 /// closing the pool) or of a loop phase after the drain.
 pub const STOP_STEP_MS_MAX: u64 = 2_000;
+
+/// Handlers for SIGINT and SIGTERM, installed: from then on the signals are queued for
+/// [`Kernel::run_until`] instead of ending the process.
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (within a tokio runtime).
+    ///
+    /// # Errors
+    /// A handler cannot be installed.
+    pub fn install() -> Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let sig = |kind| {
+            signal(kind).map_err(|e| crate::Error::io("installing a handler for", "signal", e))
+        };
+        Ok(ShutdownSignals {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+        })
+    }
+}
 
 /// The heartbeat loop's state.
 #[derive(Clone)]

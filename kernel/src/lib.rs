@@ -48,7 +48,7 @@ pub mod testing;
 pub use clock::{Clock, SharedClock};
 pub use config::Config;
 pub use error::{redact_url, Error, Result};
-pub use kernel::{Kernel, ShutdownReport, STOP_STEP_MS_MAX, VERSION};
+pub use kernel::{Kernel, ShutdownReport, ShutdownSignals, STOP_STEP_MS_MAX, VERSION};
 pub use lease::Lease;
 pub use loops::{Loops, Phase};
 pub use migrate::{Migration, ServiceMigrations};

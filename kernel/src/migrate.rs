@@ -61,6 +61,11 @@ pub const KERNEL: ServiceMigrations = ServiceMigrations {
             name: "node identity",
             sql: include_str!("../migrations/0004_node_identity.sql"),
         },
+        Migration {
+            version: 5,
+            name: "lease after restart",
+            sql: include_str!("../migrations/0005_lease_after_restart.sql"),
+        },
     ],
 };
 

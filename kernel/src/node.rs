@@ -127,7 +127,7 @@ pub async fn register(pool: &PgPool, n: &NodeInfo) -> Result<()> {
              lease_ms = excluded.lease_ms, started_at = now(), heartbeat_at = now(),
              stopped_at = NULL, state = 'running'
          WHERE n.state IN ('stopped', 'dead')
-            OR n.heartbeat_at < now() - n.lease_ms * interval '1 millisecond'
+            OR kernel.lease_expired(n.heartbeat_at, n.lease_ms)
             OR (n.machine_id = excluded.machine_id AND n.pid = $9)
          RETURNING node_id",
     )
@@ -309,7 +309,7 @@ pub async fn dead_nodes<'c>(db: impl PgExecutor<'c>) -> Result<Vec<Node>> {
         db,
         "WHERE state = 'dead'
             OR (state IN ('running', 'draining')
-                AND heartbeat_at < now() - lease_ms * interval '1 millisecond')",
+                AND kernel.lease_expired(heartbeat_at, lease_ms))",
     )
     .await
 }
@@ -352,7 +352,8 @@ pub async fn overview<'c>(db: impl PgExecutor<'c>) -> Result<Overview> {
 }
 
 /// Declares dead every running or draining node whose lease expired (no heartbeat for its
-/// `lease_ms`); returns their ids. A node declared dead that was only cut off stops itself at
+/// `lease_ms`, counted from the later of its last heartbeat and the server's start:
+/// `kernel.lease_expired`); returns their ids. A node declared dead that was only cut off stops itself at
 /// its next heartbeat.
 ///
 /// 1 round trip (`nodes_live_idx`).
@@ -363,7 +364,7 @@ pub async fn declare_expired_dead(conn: &mut sqlx::PgConnection) -> Result<Vec<S
     Ok(sqlx::query_scalar(
         "UPDATE kernel.nodes SET state = 'dead', stopped_at = COALESCE(stopped_at, now())
          WHERE state IN ('running', 'draining')
-           AND heartbeat_at < now() - lease_ms * interval '1 millisecond'
+           AND kernel.lease_expired(heartbeat_at, lease_ms)
          RETURNING node_id",
     )
     .fetch_all(conn)

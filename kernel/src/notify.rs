@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -78,15 +78,8 @@ impl Notifier {
     /// # Errors
     /// The first LISTEN connection cannot be made.
     pub async fn start(pool: &PgPool, buffer_max: usize, loops: &Loops) -> Result<Notifier> {
-        let opts = pool.connect_options().as_ref().clone();
-        let listen_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(opts);
-        let mut listener = PgListener::connect_with(&listen_pool).await?;
-        listener.ignore_pool_close_event(true);
-        listener.eager_reconnect(true);
-        listener.listen(CONTROL_CHANNEL).await?;
+        let listen_pool = crate::db::side_pool(pool);
+        let listener = open(&listen_pool, &[]).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             channels: Mutex::new(HashMap::new()),
@@ -103,7 +96,7 @@ impl Notifier {
         );
         loops.spawn_once("notifier", Phase::Listen, async move {
             let _done = done.drop_guard();
-            run(listener, rx, weak, stop).await;
+            run(listen_pool, listener, rx, weak, stop).await;
         });
         Ok(Notifier { inner })
     }
@@ -137,10 +130,22 @@ impl Notifier {
                 .send((channel.to_owned(), ack_tx))
                 .map_err(|_| Error::ShuttingDown)?;
             // Wakes the loop, which is waiting for notifications, to LISTEN on the channel.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CONTROL_CHANNEL)
-                .execute(&self.inner.pool)
-                .await?;
+            let woken = crate::db::retry_transient(
+                "waking the notifier",
+                WAKE_RETRY_MS_MAX,
+                crate::sqlstate::is_transient,
+                || {
+                    sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(CONTROL_CHANNEL)
+                        .execute(&self.inner.pool)
+                },
+            )
+            .await;
+            if let Err(e) = woken {
+                // The next subscriber to this channel starts over.
+                self.inner.channels.lock().remove(channel);
+                return Err(e.into());
+            }
             ack_rx.await.map_err(|_| Error::ShuttingDown)?;
         }
         Ok(Subscription { rx })
@@ -154,50 +159,75 @@ impl Notifier {
     }
 }
 
+/// Longest a subscription retries waking the notifier while the server restarts.
+const WAKE_RETRY_MS_MAX: u64 = 10_000;
+
+/// A LISTEN connection on the control channel and `channels`.
+async fn open(listen_pool: &PgPool, channels: &[String]) -> Result<PgListener> {
+    let mut listener = PgListener::connect_with(listen_pool).await?;
+    listener.ignore_pool_close_event(true);
+    listener.eager_reconnect(true);
+    let mut all = vec![CONTROL_CHANNEL];
+    all.extend(channels.iter().map(String::as_str));
+    listener.listen_all(all).await?;
+    Ok(listener)
+}
+
 async fn run(
-    mut listener: PgListener,
+    listen_pool: PgPool,
+    listener: PgListener,
     mut commands: mpsc::UnboundedReceiver<(String, oneshot::Sender<()>)>,
     inner: std::sync::Weak<Inner>,
     stop: CancellationToken,
 ) {
     let mut pause_ms = 50;
-    let mut broken = false;
+    // `None` while broken: a LISTEN on a broken connection fails for ever (only receiving
+    // reconnects), so a broken connection is dropped and the loop starts over on a new one.
+    let mut listener = Some(listener);
     loop {
-        // Subscriptions requested since the last wake-up.
-        while let Ok((channel, ack)) = commands.try_recv() {
-            match listener.listen(&channel).await {
-                Ok(()) => {
-                    let _ = ack.send(());
-                }
-                Err(e) => {
-                    tracing::warn!(%channel, error = %e, "LISTEN failed; will retry");
-                    broken = true;
-                    // Keep the request for the next round.
-                    let Some(inner) = inner.upgrade() else { return };
-                    let _ = inner.commands.send((channel, ack));
-                    break;
-                }
-            }
-        }
-        if broken {
+        let Some(l) = listener.as_mut() else {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
             }
             pause_ms = (pause_ms * 2).min(RECONNECT_PAUSE_MS_MAX);
-            // Reconnects (re-listening on every channel) if the connection is gone.
-            if listener.listen(CONTROL_CHANNEL).await.is_err() {
-                continue;
-            }
-            broken = false;
-            pause_ms = 50;
             let Some(inner) = inner.upgrade() else { return };
-            broadcast_all(&inner, Wake::Recheck);
-            tracing::info!("notifier reconnected; waiters re-check");
+            let channels: Vec<String> = inner.channels.lock().keys().cloned().collect();
+            match open(&listen_pool, &channels).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    pause_ms = 50;
+                    broadcast_all(&inner, Wake::Recheck);
+                    tracing::info!("notifier reconnected; waiters re-check");
+                }
+                Err(e) => tracing::debug!(error = %e, "notifier reconnection failed; retrying"),
+            }
+            continue;
+        };
+        // Subscriptions requested since the last wake-up.
+        let mut failed = false;
+        while let Ok((channel, ack)) = commands.try_recv() {
+            match l.listen(&channel).await {
+                Ok(()) => {
+                    let _ = ack.send(());
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "LISTEN failed; reconnecting");
+                    // Keep the request for the next round.
+                    let Some(inner) = inner.upgrade() else { return };
+                    let _ = inner.commands.send((channel, ack));
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            listener = None;
+            continue;
         }
         let next = tokio::select! {
             () = stop.cancelled() => return,
-            next = listener.try_recv() => next,
+            next = l.try_recv() => next,
         };
         let Some(inner) = inner.upgrade() else { return };
         match next {
@@ -214,7 +244,7 @@ async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "notifier connection lost; reconnecting");
-                broken = true;
+                listener = None;
                 broadcast_all(&inner, Wake::Recheck);
             }
         }

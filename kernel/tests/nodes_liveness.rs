@@ -95,16 +95,49 @@ async fn a_silent_node_is_listed_dead_after_its_lease() {
         dead.iter().all(|n| n.node_id != "ghost"),
         "fresh heartbeat: alive"
     );
-    sqlx::query("UPDATE kernel.nodes SET heartbeat_at = now() - interval '2 seconds' WHERE node_id = 'ghost'")
-        .execute(k.pool())
-        .await
-        .expect("age the heartbeat");
+    // A lease shorter than the server has been up: the heartbeat's age alone decides.
+    sqlx::query(
+        "UPDATE kernel.nodes SET heartbeat_at = now() - interval '2 seconds', lease_ms = 1
+         WHERE node_id = 'ghost'",
+    )
+    .execute(k.pool())
+    .await
+    .expect("age the heartbeat");
     let dead = node::dead_nodes(k.pool()).await.expect("dead nodes");
     assert_eq!(
         dead.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
         vec!["ghost"]
     );
     assert!(!dead[0].alive);
+    k.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn no_node_is_declared_dead_for_a_lease_that_ran_out_while_the_server_was_down() {
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[]).await.expect("boot");
+    let ghost = info("ghost", dead_pid(), Some("/elsewhere"));
+    node::register(k.pool(), &ghost).await.expect("register");
+    // Its last heartbeat is older than its lease, but the server started within the lease:
+    // the node could not heartbeat while the server was down, and counts as alive.
+    sqlx::query(
+        "UPDATE kernel.nodes
+         SET lease_ms = (extract(epoch FROM now() - pg_postmaster_start_time()) * 1000)::bigint
+                        + 3600000,
+             heartbeat_at = pg_postmaster_start_time() - interval '2 hours'
+         WHERE node_id = 'ghost'",
+    )
+    .execute(k.pool())
+    .await
+    .expect("age the heartbeat");
+    let mut conn = k.pool().acquire().await.expect("conn");
+    let declared = node::declare_expired_dead(&mut conn)
+        .await
+        .expect("declare");
+    assert!(!declared.contains(&"ghost".to_owned()), "{declared:?}");
+    let dead = node::dead_nodes(k.pool()).await.expect("dead nodes");
+    assert!(dead.iter().all(|n| n.node_id != "ghost"));
+    drop(conn);
     k.shutdown().await.expect("shutdown");
 }
 

@@ -47,5 +47,10 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             name: "cancel notifications",
             sql: include_str!("../migrations/sched_0002_cancel_notify.sql"),
         },
+        Migration {
+            version: 3,
+            name: "lease after restart",
+            sql: include_str!("../migrations/sched_0003_lease_after_restart.sql"),
+        },
     ],
 };

@@ -104,7 +104,7 @@ WITH RECURSIVE qs(q) AS (
       AND (r.policy IS DISTINCT FROM 'least_loaded' OR NOT EXISTS (
           SELECT 1 FROM kernel.nodes n
           WHERE n.node_id <> $4 AND n.state = 'running'
-            AND n.heartbeat_at > now() - n.lease_ms * interval '1 millisecond'
+            AND NOT kernel.lease_expired(n.heartbeat_at, n.lease_ms)
             AND n.labels @> r.require_labels
             AND (SELECT count(*) FROM dbos.workflow_status w
                  WHERE w.status = 'PENDING' AND w.executor_id = n.node_id)::float8 / n.slots
@@ -181,7 +181,7 @@ WITH RECURSIVE qs(q) AS (
                     AND EXISTS (
                         SELECT 1 FROM kernel.nodes n
                         WHERE n.state = 'running'
-                          AND n.heartbeat_at > now() - n.lease_ms * interval '1 millisecond'
+                          AND NOT kernel.lease_expired(n.heartbeat_at, n.lease_ms)
                           AND n.labels @> r.require_labels
                           AND n.labels ->> r.locality_label =
                               w.attributes -> 'sched.prefer' ->> r.locality_label))

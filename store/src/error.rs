@@ -62,6 +62,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the statement may succeed if simply run again
+    /// ([`dbos_kernel::sqlstate::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Db(e) => dbos_kernel::sqlstate::is_transient(e),
+            Error::Batch(e) => dbos_kernel::sqlstate::is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+impl Error {
     /// The underlying database error, if this is one.
     pub fn db(&self) -> Option<&sqlx::Error> {
         match self {

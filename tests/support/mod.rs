@@ -153,4 +153,58 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `pg_ctl restart -m immediate` on the embedded cluster of a data directory.
+pub fn pg_ctl_restart(data_dir: &Path) {
+    pg_ctl(data_dir, &["restart", "-m", "immediate", "-w"]);
+}
+
+/// Runs `pg_ctl ACTION -D DATA_DIR/pgdata` as the user that owns the cluster's data (the
+/// unprivileged Postgres user when the tests run as root); panics unless it succeeds.
+pub fn pg_ctl(data_dir: &Path, action: &[&str]) {
+    let pgdata = data_dir.join("pgdata");
+    let log = std::env::temp_dir().join(format!("pg-ctl-{}.log", std::process::id()));
+    let mut args: Vec<String> = action.iter().map(|s| (*s).to_owned()).collect();
+    args.extend([
+        "-D".into(),
+        path(&pgdata).into(),
+        "-l".into(),
+        path(&log).into(),
+    ]);
+    let status = if nix::unistd::Uid::effective().is_root() {
+        let owner = std::fs::metadata(&pgdata).expect("pgdata");
+        let owner = std::os::unix::fs::MetadataExt::uid(&owner);
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(owner))
+            .expect("user")
+            .expect("the data dir's owner exists");
+        let mut cmd = vec![path(&pg_ctl_binary()).to_owned()];
+        cmd.extend(args);
+        Command::new("su")
+            .args([&user.name, "-s", "/bin/sh", "-c"])
+            .arg(cmd.join(" "))
+            .status()
+    } else {
+        Command::new(pg_ctl_binary()).args(&args).status()
+    }
+    .expect("pg_ctl runs");
+    assert!(status.success(), "pg_ctl {action:?}");
+}
+
+/// The `pg_ctl` beside the `postgres` the kernel finds.
+fn pg_ctl_binary() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("pg_ctl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql") {
+        candidates.extend(dirs.flatten().map(|d| d.path().join("bin/pg_ctl")));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("pg_ctl is installed with the Postgres server (scripts/setup)")
+}
+
 pub mod python;

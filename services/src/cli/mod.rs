@@ -333,6 +333,8 @@ async fn run(command: Command) -> Result<ExitCode> {
 async fn boot(args: BootArgs) -> Result<ExitCode> {
     let config = args.config();
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
+    // Before the identity is printed: whoever reads it may signal the node at once.
+    let signals = dbos_kernel::ShutdownSignals::install()?;
     let mut registry = crate::workflow::Registry::new();
     crate::builtin::register(&mut registry);
     let wf =
@@ -360,7 +362,7 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
         tracing::warn!(error = %e, "could not print the node's identity to stdout");
     }
     drop(out);
-    let report = kernel.run_until_signal().await?;
+    let report = kernel.run_until(signals).await?;
     if report.tasks_abandoned > 0 {
         eprintln!(
             "{} tasks were still running at the drain deadline; their work will be recovered",

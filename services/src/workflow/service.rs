@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbos_kernel::db::retry_transient;
 use dbos_kernel::{Kernel, Phase, Runtime, SharedClock};
 use dbos_scheduler::{Claimed, ExecuteError, Executor};
 use dbos_store::batch::{Outcome, Start};
@@ -364,12 +365,20 @@ impl Service {
                 lease: kernel.lease().clone(),
             }),
         };
-        dbos_store::workflows::register_version(&svc.inner.pool, &svc.inner.app_version).await?;
+        // Statements that may run again, retried while the server restarts.
+        let budget = kernel.config().connect_retry_ms_max;
+        let transient = dbos_store::Error::is_transient;
+        let (pool, version) = (&svc.inner.pool, &svc.inner.app_version);
+        retry_transient("registering the version", budget, transient, || {
+            dbos_store::workflows::register_version(pool, version)
+        })
+        .await?;
         let mut executors = vec![svc.inner.executor_id.clone()];
         executors.extend(kernel.replaced_nodes().iter().cloned());
-        let recovered =
-            workflows::release_executors(&svc.inner.pool, &executors, &svc.inner.app_version)
-                .await?;
+        let recovered = retry_transient("recovering this node's work", budget, transient, || {
+            workflows::release_executors(pool, &executors, version)
+        })
+        .await?;
         if recovered > 0 {
             tracing::info!(recovered, "re-enqueued pending workflows for recovery");
         }

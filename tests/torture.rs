@@ -1,0 +1,621 @@
+//! The torture test: nodes run a mixed load (workflows with transactional steps and messages,
+//! command tasks) while faults are injected at random: SIGKILL of a node, SIGSTOP of a node past
+//! its lease, `pg_ctl restart -m immediate`, and storms of `pg_terminate_backend`. Then the
+//! invariants are read from the tables: every workflow ends in SUCCESS, every transaction
+//! committed once, every message consumed once and none left over, and no process of the run
+//! is left behind.
+//!
+//! The short variant runs with the tests. The long one:
+//!
+//! ```text
+//! DBOS_TORTURE_CYCLES=1000 DBOS_TEST_WATCHDOG_S=14400 \
+//!     cargo test --release --test torture -- --nocapture
+//! ```
+//!
+//! `DBOS_TORTURE_SEED` replays a run's choice of faults (each run prints its seed).
+//!
+//! The nodes are this test binary run again with `--ignored --exact torture_node`: a node
+//! registers the test's own workflows besides the built-in ones.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dbos_kernel::embedded::{self, Cluster};
+use dbos_kernel::testing::scratch_dir_for_cluster;
+use dbos_kernel::{Config, Kernel};
+use dbos_services::prelude::*;
+use dbos_services::scheduler::command::CommandSpec;
+use dbos_services::scheduler::tasks;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sqlx::PgPool;
+
+/// Environment of a node process: the database URL.
+const NODE_URL: &str = "DBOS_TORTURE_NODE_URL";
+/// Environment variable every process of a run carries (nodes, their watchers and commands),
+/// with the run's ID as value: what is left behind is found by it.
+const RUN_MARK: &str = "DBOS_TORTURE_RUN";
+/// Nodes running at once.
+const NODES: usize = 3;
+/// Workflows enqueued per cycle (a ring: each sends to the next and receives from the
+/// previous), and command tasks.
+const WORKFLOWS_PER_CYCLE: u32 = 12;
+const COMMANDS_PER_CYCLE: u32 = 2;
+/// Node timing: a stalled node is past its lease after `LEASE_MS`.
+const HEARTBEAT_MS: u64 = 200;
+const LEASE_MS: u64 = 2_000;
+
+/// The workflow of the load: a step, a transaction that adds one ledger row, a message to
+/// the next workflow of its ring, a durable sleep, and the message of the previous one, which
+/// it returns.
+async fn ring(
+    ctx: workflow::Context,
+    (ring, i, n): (String, u32, u32),
+) -> Result<String, workflow::Error> {
+    let me = ctx.workflow_id().to_owned();
+    let pause: u64 = ctx
+        .step("pause", || async move { Ok(u64::from(i % 4) * 50) })
+        .await?;
+    ctx.transaction("ledger", move |c: &mut PgConnection| {
+        let me = me.clone();
+        Box::pin(async move {
+            sqlx::query("INSERT INTO torture_ledger (workflow_id) VALUES ($1)")
+                .bind(&me)
+                .execute(&mut *c)
+                .await?;
+            Ok(())
+        })
+    })
+    .await?;
+    let next = format!("{ring}-{}", (i + 1) % n);
+    ctx.send(&next, &format!("from {i}"), Some("ring")).await?;
+    ctx.sleep(Duration::from_millis(pause)).await?;
+    let got: Option<String> = ctx.recv(Some("ring"), Duration::from_secs(3600)).await?;
+    got.ok_or_else(|| workflow::Error::failed("NoMessage", "no message from the previous workflow"))
+}
+
+/// A node process (started by [`torture`], never on its own).
+#[test]
+#[ignore = "a node of the torture test, started by it"]
+fn torture_node() {
+    let url = std::env::var(NODE_URL).expect("run by the torture test, with the database URL");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async move {
+            let config = Config {
+                database_url: Some(url),
+                heartbeat_interval_ms: HEARTBEAT_MS,
+                node_lease_ms: LEASE_MS,
+                drain_timeout_ms: 3_000,
+                ..Config::default()
+            };
+            let kernel = Kernel::boot(config, &dbos_services::migrations())
+                .await
+                .expect("the node boots");
+            let mut registry = Registry::new();
+            dbos_services::builtin::register(&mut registry);
+            registry.register("torture.ring", ring);
+            let _wf = Service::launch(&kernel, registry, Options::default())
+                .await
+                .expect("the workflow service launches");
+            let signals = dbos_kernel::ShutdownSignals::install().expect("signal handlers");
+            println!("ready {}", kernel.node_id());
+            kernel.run_until(signals).await.expect("a clean shutdown");
+        });
+}
+
+/// A node process of the run and its log.
+struct NodeProc {
+    child: Child,
+    log: PathBuf,
+    /// Gets the node's "ready" line; its standard output is read to the end, so the test
+    /// harness in the node never writes to a closed pipe.
+    ready: std::sync::mpsc::Receiver<()>,
+    is_ready: bool,
+    /// Stopped with SIGSTOP (and continued): a node declared dead meanwhile ends itself.
+    stalled: bool,
+}
+
+impl NodeProc {
+    fn start(url: &str, run: &str, log: PathBuf) -> NodeProc {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut child = Command::new(exe)
+            .args(["--ignored", "--exact", "torture_node", "--nocapture"])
+            .env(NODE_URL, url)
+            .env(RUN_MARK, run)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("node log"))
+            .spawn()
+            .expect("a node starts");
+        let out = child.stdout.take().expect("piped");
+        let (tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.starts_with("ready ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        NodeProc {
+            child,
+            log,
+            ready,
+            is_ready: false,
+            stalled: false,
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Waits until the node printed "ready".
+    fn wait_ready(&mut self) {
+        if !self.is_ready {
+            self.is_ready = self.ready.recv_timeout(Duration::from_secs(120)).is_ok();
+            assert!(self.is_ready, "the node booted:\n{}", self.log_tail());
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The run's Postgres: stopped (whichever postmaster runs in its data directory) when the test
+/// ends, also when it fails.
+struct Server {
+    dir: PathBuf,
+    cluster: Option<Cluster>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let Some(c) = self.cluster.take() else { return };
+        // On a thread of its own: this runs inside the test's runtime, and must not panic.
+        let dir = self.dir.clone();
+        let stopped = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .expect("runtime")
+                .block_on(c.stop())
+                .is_ok()
+        })
+        .join();
+        if !matches!(stopped, Ok(true)) {
+            let _ = std::thread::spawn(move || support::pg_ctl(&dir, &["stop", "-m", "immediate"]))
+                .join();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillNode,
+    StallNode,
+    RestartPostgres,
+    TerminateBackends,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault::KillNode,
+    Fault::StallNode,
+    Fault::RestartPostgres,
+    Fault::TerminateBackends,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torture() {
+    dbos_kernel::testing::watchdog();
+    let cycles: usize = std::env::var("DBOS_TORTURE_CYCLES")
+        .ok()
+        .map(|c| c.parse().expect("DBOS_TORTURE_CYCLES is a number"))
+        .unwrap_or(8);
+    let seed: u64 = std::env::var("DBOS_TORTURE_SEED")
+        .ok()
+        .map(|s| s.parse().expect("DBOS_TORTURE_SEED is a number"))
+        .unwrap_or_else(rand::random);
+    let run = format!("torture-{}", uuid_like(seed));
+    eprintln!("torture: {cycles} cycles, seed {seed} (DBOS_TORTURE_SEED={seed} replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let cluster = Cluster::start(embedded::Options {
+        data_dir: dir.clone(),
+        ..embedded::Options::from_config(&Config::default())
+    })
+    .await
+    .expect("the run's Postgres starts");
+    let url = cluster.url().to_owned();
+    let _server = Server {
+        dir: dir.clone(),
+        cluster: Some(cluster),
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("connect");
+
+    // Kept when the test fails; removed when it passes.
+    let logs = std::env::temp_dir().join(&run);
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let mut started = 0usize;
+    let mut start_node = |started: &mut usize| {
+        *started += 1;
+        NodeProc::start(&url, &run, logs.join(format!("node-{started}.log")))
+    };
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for _ in 0..NODES {
+        let mut n = start_node(&mut started);
+        n.wait_ready();
+        nodes.push(n);
+    }
+    db(
+        &pool,
+        "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
+    )
+    .await;
+    let runs = scratch.path().join("command-runs");
+
+    // The faults in a shuffled order where each kind comes once per round of four.
+    let mut plan: Vec<Fault> = Vec::new();
+    while plan.len() < cycles {
+        let mut round = FAULTS;
+        for i in (1..round.len()).rev() {
+            round.swap(i, rng.gen_range(0..=i));
+        }
+        plan.extend(round);
+    }
+    plan.truncate(cycles);
+
+    let mut rings: Vec<(String, u32)> = Vec::new();
+    let mut commands: Vec<String> = Vec::new();
+    let mut seen: BTreeMap<Fault, usize> = BTreeMap::new();
+    let began = Instant::now();
+    for (cycle, fault) in plan.iter().enumerate() {
+        // The load of this cycle; enqueued through SQL, so a fault may hit it too.
+        let ring_id = format!("r{cycle}");
+        let mut enqueued = false;
+        while !enqueued {
+            enqueued = enqueue_ring(&pool, &ring_id, WORKFLOWS_PER_CYCLE).await
+                && enqueue_commands(&pool, &run, &runs, cycle, &mut commands).await;
+            if !enqueued {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        rings.push((ring_id, WORKFLOWS_PER_CYCLE));
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
+        *seen.entry(*fault).or_default() += 1;
+        match fault {
+            Fault::KillNode => {
+                let i = rng.gen_range(0..nodes.len());
+                let mut n = nodes.swap_remove(i);
+                n.child.kill().expect("kill -9");
+                n.child.wait().expect("reap");
+                nodes.push(start_node(&mut started));
+            }
+            Fault::StallNode => {
+                let i = rng.gen_range(0..nodes.len());
+                kill(nodes[i].pid(), Signal::SIGSTOP).expect("SIGSTOP");
+                nodes[i].stalled = true;
+                let past_lease = LEASE_MS + rng.gen_range(500..2_000);
+                tokio::time::sleep(Duration::from_millis(past_lease)).await;
+                kill(nodes[i].pid(), Signal::SIGCONT).expect("SIGCONT");
+            }
+            Fault::RestartPostgres => {
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || support::pg_ctl_restart(&d))
+                    .await
+                    .expect("pg_ctl");
+            }
+            Fault::TerminateBackends => {
+                for _ in 0..3 {
+                    // Our own connection may be among the terminated ones: errors are expected.
+                    let _ = sqlx::query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()
+                           AND backend_type = 'client backend'",
+                    )
+                    .execute(&pool)
+                    .await;
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
+                }
+            }
+        }
+        replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
+        if cycles > 8 && cycle % 50 == 49 {
+            eprintln!(
+                "torture: {} cycles in {:.0} s",
+                cycle + 1,
+                began.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!(
+        "torture: faults {seen:?}; {} nodes started in {:.1} s",
+        started,
+        began.elapsed().as_secs_f64()
+    );
+
+    // Every workflow and task ends.
+    let total = rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE) + commands.len() as i64;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
+        let ended: Option<i64> = sqlx::query_scalar(
+            "SELECT count(*) FROM dbos.workflow_status
+             WHERE status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok();
+        if ended == Some(total) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let open: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                "SELECT workflow_uuid, status, executor_id FROM dbos.workflow_status
+                 WHERE status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED',
+                                      'MAX_RECOVERY_ATTEMPTS_EXCEEDED') LIMIT 20",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            let steps: Vec<(String, i32, String)> = sqlx::query_as(
+                "SELECT o.workflow_uuid, o.function_id, o.function_name
+                 FROM dbos.operation_outputs o JOIN dbos.workflow_status w USING (workflow_uuid)
+                 WHERE w.status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED',
+                                        'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                 ORDER BY 1, 2 LIMIT 50",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            let node_rows: Vec<(String, String, i32)> =
+                sqlx::query_as("SELECT node_id, state, pid FROM kernel.nodes ORDER BY started_at")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+            // The messages of the rings that did not end.
+            let messages: Vec<(String, String, bool, Option<i32>, String)> = sqlx::query_as(
+                "SELECT destination_uuid, message, consumed, consumed_by_function_id,
+                        message_uuid
+                 FROM dbos.notifications
+                 WHERE split_part(destination_uuid, '-', 1) IN (
+                     SELECT split_part(workflow_uuid, '-', 1) FROM dbos.workflow_status
+                     WHERE status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED',
+                                          'MAX_RECOVERY_ATTEMPTS_EXCEEDED'))
+                 ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            panic!(
+                "every workflow ends (seed {seed}); {ended:?} of {total} ended, open: {open:?}\n\
+                 their steps: {steps:?}\nnodes: {node_rows:?}\nmessages: {messages:?}\n\
+                 logs in {}",
+                logs.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Stop the nodes cleanly; nothing of the run may be left running.
+    for n in &mut nodes {
+        // A node still booting has no handler for the signal yet.
+        n.wait_ready();
+        kill(n.pid(), Signal::SIGTERM).expect("SIGTERM");
+    }
+    for n in &mut nodes {
+        let status = n.child.wait().expect("the node exits");
+        // A node stalled past its lease may be stopping itself already (declared dead): the
+        // signal then ends it at once, with a failure status.
+        assert!(
+            status.success() || n.stalled,
+            "a node stops cleanly: {status}\n{}",
+            n.log_tail()
+        );
+    }
+    let left = processes_marked(&run);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+
+    // Every workflow succeeded, with the message of its predecessor.
+    let failed: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT s.workflow_uuid, s.status, COALESCE(o.error, s.error)
+         FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
+         WHERE s.status <> 'SUCCESS' LIMIT 20",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("statuses");
+    assert!(failed.is_empty(), "every workflow succeeds: {failed:?}");
+    for (ring_id, n) in &rings {
+        for i in 0..*n {
+            let id = format!("{ring_id}-{i}");
+            let output = dbos_services::store::workflows::outcome(&pool, &id)
+                .await
+                .expect("outcome")
+                .output;
+            let got: String = serde_json::from_str(output.as_deref().unwrap_or("null"))
+                .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+            assert_eq!(got, format!("from {}", (i + n - 1) % n), "{id}");
+        }
+    }
+    // Each transaction committed once.
+    let ledger: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT workflow_id, count(*) FROM torture_ledger GROUP BY 1 HAVING count(*) <> 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("ledger");
+    assert!(
+        ledger.is_empty(),
+        "a transaction committed twice: {ledger:?}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(DISTINCT workflow_id) FROM torture_ledger")
+        .fetch_one(&pool)
+        .await
+        .expect("ledger");
+    assert_eq!(rows, rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE));
+    // Each workflow got one message (none sent twice) and consumed it.
+    let odd: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT destination_uuid, count(*), count(*) FILTER (WHERE consumed)
+         FROM dbos.notifications GROUP BY 1 HAVING count(*) <> 1 OR bool_or(NOT consumed)",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("notifications");
+    assert!(
+        odd.is_empty(),
+        "messages sent twice or not consumed: {odd:?}"
+    );
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.notifications")
+        .fetch_one(&pool)
+        .await
+        .expect("notifications");
+    assert_eq!(messages, rows, "one message per workflow");
+    // Every command ran to its end at least once.
+    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+    for id in &commands {
+        assert!(
+            ran.lines().any(|l| l == format!("{id} done")),
+            "command {id} ran to its end"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+    eprintln!(
+        "torture: passed: {} workflows, {} commands, {} cycles in {:.1} s",
+        total - commands.len() as i64,
+        commands.len(),
+        cycles,
+        began.elapsed().as_secs_f64()
+    );
+}
+
+/// Enqueues ring `ring` of `n` workflows in one statement, so none can send to a peer that is
+/// not there yet; false when the database refused (a fault), to be tried again (the enqueue
+/// keeps existing IDs as they are).
+async fn enqueue_ring(pool: &PgPool, ring: &str, n: u32) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.ring', 'default',
+             ARRAY[to_json($1::text), to_json(i), to_json($2::int)],
+             workflow_id => $1 || '-' || i)
+         FROM generate_series(0, $2::int - 1) AS i",
+    )
+    .bind(ring)
+    .bind(n as i32)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
+/// Submits this cycle's command tasks: each appends "ID start" and "ID done" lines around a
+/// pause in a background process, so a lost node leaves a grandchild to be killed.
+async fn enqueue_commands(
+    pool: &PgPool,
+    run: &str,
+    runs: &Path,
+    cycle: usize,
+    ids: &mut Vec<String>,
+) -> bool {
+    for c in 0..COMMANDS_PER_CYCLE {
+        let id = format!("c{cycle}-{c}");
+        let script = format!(
+            "echo {id} start >> {runs}; sleep 0.{pause} & wait; echo {id} done >> {runs}",
+            runs = runs.display(),
+            pause = 3 + c,
+        );
+        let submit = tasks::Submit {
+            spec: CommandSpec {
+                argv: vec!["sh".into(), "-c".into(), script],
+                env: Some([(RUN_MARK.to_owned(), run.to_owned())].into()),
+                ..CommandSpec::default()
+            },
+            queue: "default".into(),
+            id: Some(id.clone()),
+            ..tasks::Submit::default()
+        };
+        if tasks::submit(pool, &submit).await.is_err() {
+            return false;
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    true
+}
+
+/// Starts a new node for each one that exited: only a stalled node (declared dead while it
+/// was stopped) may end by itself; any other exit fails the test.
+fn replace_exited_nodes(
+    nodes: &mut [NodeProc],
+    start_node: &mut impl FnMut(&mut usize) -> NodeProc,
+    started: &mut usize,
+) {
+    for n in nodes.iter_mut() {
+        if let Some(status) = n.child.try_wait().expect("try_wait") {
+            assert!(
+                n.stalled,
+                "a node ended by itself ({status}) without having been stalled:\n{}",
+                n.log_tail()
+            );
+            *n = start_node(started);
+        }
+    }
+}
+
+/// Processes (other than this one) whose environment carries the run's mark.
+fn processes_marked(run: &str) -> Vec<(i32, String)> {
+    let mark = format!("{RUN_MARK}={run}");
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me || dbos_kernel::testing::process_gone(pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == mark.as_bytes()) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            found.push((pid, cmd));
+        }
+    }
+    found
+}
+
+fn uuid_like(seed: u64) -> String {
+    format!("{seed:016x}-{}", std::process::id())
+}
+
+async fn db(pool: &PgPool, sql: &str) {
+    sqlx::query(sql).execute(pool).await.expect(sql);
+}
