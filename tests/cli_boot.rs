@@ -14,7 +14,19 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         &dir,
         &["--slots", "5", "--label", "gpu=true", "--label", "zone=a"],
     );
-    assert!(node.url.starts_with("postgres://dbos:"), "{}", node.url);
+    // The node prints its URL without the password (its output ends up in logs); `dbos url
+    // --show-password` gives the whole URL to whoever may read the password file.
+    assert!(node.url.starts_with("postgres://dbos:***@"), "{}", node.url);
+    let d = path(&dir);
+    assert_eq!(ok(&["url", "--data-dir", d]).trim(), node.url);
+    let url = ok(&["url", "--data-dir", d, "--show-password"])
+        .trim()
+        .to_owned();
+    assert!(
+        !url.contains("***") && url.starts_with("postgres://dbos:"),
+        "{url}"
+    );
+    assert_eq!(dbos_kernel::redact_url(&url), node.url);
 
     let rows = sql_json(&dir, "SELECT node_id, alive, slots, labels FROM os.nodes");
     assert_eq!(
@@ -28,7 +40,7 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
     let by_url = ok(&[
         "sql",
         "--database-url",
-        &node.url,
+        &url,
         "--json",
         "SELECT 40 + 2 AS answer",
     ]);
@@ -45,7 +57,7 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         !status["database"][0]["url"]
             .as_str()
             .expect("url")
-            .contains(&node.url[16..24]),
+            .contains(&url[16..24]),
         "password hidden"
     );
     assert_eq!(status["nodes"][0]["node_id"], node.node_id.as_str());

@@ -76,7 +76,7 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
     // before its outcome is written, so the file's running counts never exceed the PENDING
     // counts the limits bound: an exact check, with no timestamps of different transactions
     // compared.
-    let log = scratch.path().join("q2-runs");
+    let log = support::task_writable_dir(scratch.path()).join("q2-runs");
     let script = format!(
         "echo \"+ $PPID\" >> {log}; sleep 0.3; echo \"- $PPID\" >> {log}",
         log = log.display()

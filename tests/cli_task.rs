@@ -4,7 +4,7 @@
 mod support;
 
 use dbos_kernel::testing::scratch_dir_for_cluster;
-use support::{eventually, ok, path, run, sql_json, Node};
+use support::{dbos, eventually, ok, path, run, sql_json, Node};
 
 use dbos_kernel::testing::process_gone as gone;
 
@@ -207,7 +207,8 @@ fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
     let d = path(&dir);
     let first = Node::boot(&dir, &[]);
     // Each run appends a line to a file, then sleeps long enough to be killed mid-run.
-    let marks = scratch.path().join("runs");
+    let shared = support::task_writable_dir(scratch.path());
+    let marks = shared.join("runs");
     let script = format!("echo run >> {}; sleep 2", marks.display());
     ok(&[
         "task",
@@ -221,10 +222,10 @@ fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
         "-c",
         &script,
     ]);
-    let lost_marks = scratch.path().join("lost-runs");
+    let lost_marks = shared.join("lost-runs");
     // It also leaves a grandchild in the background: nothing of the command may outlive the
     // node that ran it.
-    let pids = scratch.path().join("lost-pids");
+    let pids = shared.join("lost-pids");
     let lost_script = format!(
         "sleep 600 & echo $$ $! > {pids}; echo run >> {marks}; wait",
         pids = pids.display(),
@@ -283,5 +284,73 @@ fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
             .lines()
             .count(),
         1
+    );
+}
+
+#[test]
+fn tasks_run_unprivileged_and_without_the_nodes_secrets() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let d = path(&dir);
+    let root = nix::unistd::Uid::effective().is_root();
+    // A secret in the node's environment (libpq's password variable) that tasks must not see.
+    let secret = [("PGPASSWORD", "hunter2")];
+    let node = Node::boot_env(&dir, &[], &secret);
+    let password = dir.join("password");
+    assert!(
+        password.exists(),
+        "the data directory keeps its password file"
+    );
+    // Who runs it, whether it can read the password file, and whether it got the secret.
+    let script = format!(
+        "id -un; cat {} >/dev/null 2>&1 && echo read || echo refused; echo \"pw=$PGPASSWORD\"",
+        password.display()
+    );
+    let probe = |task_id: &str| {
+        let out = dbos()
+            .args(["task", "submit", "--data-dir", d, "--id", task_id, "--wait"])
+            .args(["--", "sh", "-c", &script])
+            .output()
+            .expect("dbos runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let out = probe("who");
+    if root {
+        assert_eq!(out, "dbos-task\nrefused\npw=\n");
+    } else {
+        eprintln!(
+            "NOTICE: not root: tasks run as this user; the switch to dbos-task is not tested"
+        );
+        let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+            .expect("user")
+            .expect("exists")
+            .name;
+        assert_eq!(out, format!("{me}\nread\npw=\n"));
+    }
+    drop(node);
+    if root {
+        // Root is an explicit opt-in.
+        let _node = Node::boot_env(&dir, &["--task-user", "root"], &secret);
+        assert_eq!(probe("as-root"), "root\nread\npw=\n");
+    } else {
+        let refused = run(&["boot", "--data-dir", d, "--task-user", "root"]);
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("only a node running as root"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    let missing = run(&["boot", "--data-dir", d, "--task-user", "no-such-user-here"]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("no-such-user-here") && err.lines().count() == 1,
+        "{err}"
     );
 }

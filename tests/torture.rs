@@ -279,7 +279,7 @@ async fn torture() {
         "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
     )
     .await;
-    let runs = scratch.path().join("command-runs");
+    let runs = support::task_writable_dir(scratch.path()).join("command-runs");
 
     // The faults in a shuffled order where each kind comes once per round of four.
     let mut plan: Vec<Fault> = Vec::new();

@@ -160,6 +160,86 @@ impl Output {
     }
 }
 
+/// The unprivileged user a node running as root runs command tasks as, unless told otherwise
+/// (`scripts/setup` creates it).
+pub const DEFAULT_TASK_USER: &str = "dbos-task";
+
+/// Variables of the node's environment a command does not inherit unless its spec sets them:
+/// they carry the database's password.
+pub const SECRET_ENV: &[&str] = &["DATABASE_URL", "PGPASSWORD", "PGPASSFILE"];
+
+/// Who runs command tasks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunAs {
+    /// The node's own user; but a node running as root runs them as [`DEFAULT_TASK_USER`].
+    #[default]
+    Default,
+    /// This user. A node not running as root can only name its own user; `root` (on a node
+    /// running as root) runs tasks as root, an explicit opt-in.
+    User(String),
+}
+
+/// A user a command runs as, resolved from [`RunAs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskUser {
+    /// Its name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its home directory: the working directory of a command that names none.
+    pub home: std::path::PathBuf,
+}
+
+impl RunAs {
+    /// The user to switch to; `None` to run as the node's own user.
+    ///
+    /// # Errors
+    /// [`Error::TaskUser`]: the user does not exist, or the node cannot switch users.
+    pub fn resolve(&self) -> Result<Option<TaskUser>, Error> {
+        let root = nix::unistd::Uid::effective().is_root();
+        let name = match (self, root) {
+            (RunAs::Default, false) => return Ok(None),
+            (RunAs::Default, true) => DEFAULT_TASK_USER,
+            (RunAs::User(name), true) if name == "root" => return Ok(None),
+            (RunAs::User(name), true) => name.as_str(),
+            (RunAs::User(name), false) => {
+                let me = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name);
+                if me.as_deref() == Some(name.as_str()) {
+                    return Ok(None);
+                }
+                return Err(Error::TaskUser(format!(
+                    "tasks cannot run as {name:?}: only a node running as root runs them as \
+                     another user"
+                )));
+            }
+        };
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Some(TaskUser {
+                name: u.name,
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                home: u.dir,
+            })),
+            Ok(None) if name == DEFAULT_TASK_USER => Err(Error::TaskUser(format!(
+                "the user {name:?} that runs command tasks on a node running as root does not \
+                 exist: run scripts/setup (it creates it), or give --task-user USER \
+                 (--task-user root runs tasks as root)"
+            ))),
+            Ok(None) => Err(Error::TaskUser(format!(
+                "the task user {name:?} does not exist"
+            ))),
+            Err(e) => Err(Error::TaskUser(format!(
+                "cannot look up the task user {name:?}: {e}"
+            ))),
+        }
+    }
+}
+
 /// Limits of command tasks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -170,6 +250,8 @@ pub struct Limits {
     pub chunk_bytes_max: usize,
     /// Pause after SIGTERM before SIGKILL, when stopping a process group.
     pub kill_grace_ms: u64,
+    /// Who runs the commands.
+    pub run_as: RunAs,
 }
 
 impl Default for Limits {
@@ -178,6 +260,7 @@ impl Default for Limits {
             output_bytes_max: 16 << 20,
             chunk_bytes_max: 64 << 10,
             kill_grace_ms: 5_000,
+            run_as: RunAs::Default,
         }
     }
 }
@@ -209,6 +292,7 @@ where
     C: Future<Output = ()>,
 {
     spec.validate()?;
+    let user = limits.run_as.resolve()?;
     let mut cmd = tokio::process::Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
         .stdin(if spec.stdin.is_some() {
@@ -219,6 +303,20 @@ where
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    for secret in SECRET_ENV {
+        cmd.env_remove(secret);
+    }
+    if let Some(u) = &user {
+        // As `su` would: the user's identity (std drops the supplementary groups), its
+        // variables, and its home as the working directory unless the spec names one.
+        cmd.uid(u.uid).gid(u.gid);
+        cmd.env("USER", &u.name).env("LOGNAME", &u.name);
+        cmd.env("HOME", &u.home);
+        if spec.cwd.is_none() {
+            let home = Some(u.home.as_path()).filter(|h| h.is_dir());
+            cmd.current_dir(home.unwrap_or(std::path::Path::new("/")));
+        }
+    }
     if let Some(env) = &spec.env {
         cmd.envs(env);
     }

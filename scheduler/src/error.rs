@@ -21,6 +21,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The user that is to run command tasks cannot be used.
+    #[error("{0}")]
+    TaskUser(String),
     /// Reading a command's output or waiting for it failed.
     #[error("while running the command: {0}")]
     Io(#[from] std::io::Error),

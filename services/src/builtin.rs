@@ -14,14 +14,26 @@ pub const ECHO: &str = "dbos.echo";
 
 pub use dbos_scheduler::tasks::{COMMAND, SCHEDULED_COMMAND};
 
-/// Registers the built-in workflows.
+/// Registers the built-in workflows, with command tasks under the default [`Limits`] (on a node
+/// running as root they run as [`command::DEFAULT_TASK_USER`]).
 pub fn register(r: &mut Registry) {
+    register_with(r, Limits::default());
+}
+
+/// Registers the built-in workflows, with command tasks under `limits`.
+pub fn register_with(r: &mut Registry, limits: Limits) {
     r.register(DEMO, crate::demo::workflow);
     r.register(ECHO, echo);
-    r.register(COMMAND, run_command);
+    let l = limits.clone();
+    r.register(
+        COMMAND,
+        move |ctx: workflow::Context, (task,): (CommandSpec,)| run_command(ctx, task, l.clone()),
+    );
     r.register(
         SCHEDULED_COMMAND,
-        |ctx: workflow::Context, (_at, task): (String, CommandSpec)| run_command(ctx, (task,)),
+        move |ctx: workflow::Context, (_at, task): (String, CommandSpec)| {
+            run_command(ctx, task, limits.clone())
+        },
     );
 }
 
@@ -33,7 +45,8 @@ pub fn register(r: &mut Registry) {
 /// [`CommandResult`]; anything else fails with [`COMMAND_FAILED`], the result in `data`.
 async fn run_command(
     ctx: workflow::Context,
-    (task,): (CommandSpec,),
+    task: CommandSpec,
+    limits: Limits,
 ) -> Result<CommandResult, workflow::Error> {
     if let Err(e) = task.validate() {
         return Err(workflow::Error::failed(INVALID_COMMAND, e.to_string()));
@@ -46,7 +59,6 @@ async fn run_command(
     })
     .await?;
     let lost_before = !fresh.load(std::sync::atomic::Ordering::SeqCst);
-    let limits = Limits::default();
     let run = ctx
         .step("run", || {
             let (ctx, spec, limits) = (ctx.clone(), task.clone(), limits.clone());

@@ -58,7 +58,13 @@ pub struct Node {
 impl Node {
     /// Boots a node on `data_dir` and waits until it prints its identity.
     pub fn boot(data_dir: &Path, extra: &[&str]) -> Node {
+        Node::boot_env(data_dir, extra, &[])
+    }
+
+    /// As [`Node::boot`], with extra environment variables for the node.
+    pub fn boot_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let mut child = dbos()
+            .envs(env.iter().copied())
             .args(["boot", "--data-dir", path(data_dir)])
             .args(["--heartbeat-interval-ms", "200", "--node-lease-ms", "2000"])
             .args(extra)
@@ -142,6 +148,16 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
 
 pub fn process_alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// A directory inside `parent` that command tasks may write to: on a node running as root they
+/// run as the unprivileged task user, not as the test's user.
+pub fn task_writable_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("shared");
+    std::fs::create_dir_all(&dir).expect("the shared directory");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("its mode");
+    dir
 }
 
 /// Polls `f` until it returns true or a generous deadline passes.

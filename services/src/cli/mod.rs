@@ -127,6 +127,16 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print the database URL for other clients (psql, DBOS for Python); its password is
+    /// hidden unless --show-password, which needs read access to the data directory's
+    /// password file.
+    Url {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print the password too.
+        #[arg(long)]
+        show_password: bool,
+    },
     /// Open psql on the system database.
     Psql {
         #[command(flatten)]
@@ -176,6 +186,11 @@ struct BootArgs {
     /// Placement label KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// User that runs command tasks. A node running as root runs them as the unprivileged
+    /// `dbos-task` (created by scripts/setup) unless told otherwise; `--task-user root` runs
+    /// them as root. A node not running as root runs them as its own user.
+    #[arg(long, env = "DBOS_TASK_USER")]
+    task_user: Option<String>,
     /// Unprivileged user that runs the embedded Postgres when booting as root.
     #[arg(long, env = "DBOS_PG_USER", default_value_t = Config::default().pg_user)]
     pg_user: String,
@@ -293,6 +308,14 @@ async fn run(command: Command) -> Result<ExitCode> {
             sql(&conn, &query, Format::from_json_flag(json)).await
         }
         Command::Psql { conn, args } => psql(&conn, &args),
+        Command::Url {
+            conn,
+            show_password,
+        } => {
+            let url = conn.url()?;
+            println!("{}", if show_password { url } else { redact_url(&url) });
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { .. } => bail!("`dbos bench` is served by the dbos binary itself"),
         Command::Wf {
             conn,
@@ -331,12 +354,21 @@ async fn run(command: Command) -> Result<ExitCode> {
 }
 
 async fn boot(args: BootArgs) -> Result<ExitCode> {
+    let limits = dbos_scheduler::command::Limits {
+        run_as: match &args.task_user {
+            Some(u) => dbos_scheduler::command::RunAs::User(u.clone()),
+            None => dbos_scheduler::command::RunAs::Default,
+        },
+        ..Default::default()
+    };
+    // Checked before anything starts: a node that cannot run its tasks says so at once.
+    limits.run_as.resolve()?;
     let config = args.config();
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
     // Before the identity is printed: whoever reads it may signal the node at once.
     let signals = dbos_kernel::ShutdownSignals::install()?;
     let mut registry = crate::workflow::Registry::new();
-    crate::builtin::register(&mut registry);
+    crate::builtin::register_with(&mut registry, limits);
     let wf =
         crate::workflow::Service::launch(&kernel, registry, crate::workflow::Options::default())
             .await?;
@@ -344,7 +376,8 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
         "node {}\napp-version {}\ndatabase {}\n",
         kernel.node_id(),
         wf.app_version(),
-        kernel.url()
+        // Logs keep what a node prints: the password stays out (`dbos url --show-password`).
+        redact_url(kernel.url())
     );
     if kernel.config().database_url.is_none() {
         identity.push_str(&format!(
