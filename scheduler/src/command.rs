@@ -321,6 +321,22 @@ where
         cmd.envs(env);
     }
     if let Some(cwd) = &spec.cwd {
+        // Said as such: a missing directory would otherwise read as a missing program.
+        match std::fs::metadata(cwd) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Cwd {
+                    cwd: cwd.clone(),
+                    source: std::io::Error::from_raw_os_error(nix::libc::ENOTDIR),
+                })
+            }
+            Err(source) => {
+                return Err(Error::Cwd {
+                    cwd: cwd.clone(),
+                    source,
+                })
+            }
+        }
         cmd.current_dir(cwd);
     }
     // The group is the watcher's, joined before the program runs, so there is no instant at
@@ -677,6 +693,14 @@ mod tests {
         let (r, _, _) = collect(&spec(&["/no/such/program"]), &Limits::default()).await;
         let e = r.expect_err("missing");
         assert!(e.to_string().contains("/no/such/program"), "{e}");
+        let mut s = spec(&["true"]);
+        s.cwd = Some("/no/such/dir".into());
+        let (r, _, _) = collect(&s, &Limits::default()).await;
+        let e = r.expect_err("missing cwd").to_string();
+        assert!(
+            e.starts_with("working directory \"/no/such/dir\": No such file"),
+            "{e}"
+        );
         let mut s = spec(&["true"]);
         s.timeout_ms = Some(0);
         assert!(matches!(s.validate(), Err(Error::Invalid(_))));

@@ -21,6 +21,14 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A command's working directory cannot be used.
+    #[error("working directory {cwd:?}: {source}")]
+    Cwd {
+        /// The directory.
+        cwd: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The user that is to run command tasks cannot be used.
     #[error("{0}")]
     TaskUser(String),

@@ -84,8 +84,17 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: CronCommand) -
     let mut c = pool.acquire().await?;
     match command {
         CronCommand::Add(a) => {
+            if a.context.is_some() && a.workflow.is_none() {
+                bail!("--context goes with --workflow: a command's schedule has no context");
+            }
+            if let Some(ctx) = &a.context {
+                if let Err(e) = serde_json::from_str::<serde_json::Value>(ctx) {
+                    bail!("--context must be JSON: {e}");
+                }
+            }
             let (workflow, context) = match (&a.workflow, a.argv.is_empty()) {
-                (Some(w), _) => (w.clone(), a.context.clone()),
+                (Some(_), false) => bail!("give either --workflow NAME or a command, not both"),
+                (Some(w), true) => (w.clone(), a.context.clone()),
                 (None, false) => {
                     let spec = CommandSpec {
                         argv: a.argv.clone(),

@@ -221,11 +221,27 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
         FsCommand::Get { path, local } => {
             let mut tx = fs.snapshot(&mut c).await?;
             let st = fs.stat(&mut tx, &who, &path).await?;
-            let file = tokio::fs::File::create(&local)
+            if st.kind == Kind::Dir {
+                anyhow::bail!("{path}: is a directory (get copies one file)");
+            }
+            // Into a scratch file beside LOCAL, renamed over it once complete: a refusal or a
+            // failure midway leaves LOCAL as it was.
+            let name = local.file_name().unwrap_or_default().to_string_lossy();
+            let part = local.with_file_name(format!(".{name}.part-{}", std::process::id()));
+            let file = tokio::fs::File::create(&part)
                 .await
-                .with_context(|| format!("creating {}", local.display()))?;
-            let n = fs.read_to(&mut tx, &who, st.ino, file).await?;
+                .with_context(|| format!("creating {}", part.display()))?;
+            let n = match fs.read_to(&mut tx, &who, st.ino, file).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&part).await;
+                    return Err(e.into());
+                }
+            };
             tx.commit().await?;
+            tokio::fs::rename(&part, &local)
+                .await
+                .with_context(|| format!("writing {}", local.display()))?;
             render::print_message(&json!({ "path": path, "bytes": n }), format)?;
         }
         FsCommand::Mkdir { parents, path } => {
@@ -294,6 +310,11 @@ async fn mount(
         attr_ttl_s.is_finite() && attr_ttl_s >= 0.0,
         "--attr-ttl-s must be a number of seconds, 0 or more"
     );
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("{}: not a directory (mount on a directory)", dir.display()),
+        Err(e) => anyhow::bail!("{}: {e}", dir.display()),
+    }
     let opts = dbos_fs::fuse::MountOptions {
         attr_ttl_ms: (attr_ttl_s * 1000.0) as u64,
         ..dbos_fs::fuse::MountOptions::default()

@@ -107,11 +107,18 @@ pub(super) enum PolicyArg {
     Locality,
 }
 
+/// The placement flags, checked: the labels and the policy to write, or `None` when no
+/// placement flag was given.
+type Placement = (std::collections::BTreeMap<String, String>, queues::Policy);
+
 impl LimitArgs {
-    /// Writes the placement flags, when any was given.
-    async fn placement(&self, c: &mut sqlx::PgConnection) -> Result<()> {
+    /// Checks the placement flags before anything is written.
+    fn placement(&self) -> Result<Option<Placement>> {
+        if self.locality_label.is_some() && !matches!(self.policy, Some(PolicyArg::Locality)) {
+            anyhow::bail!("--locality-label goes with --policy locality");
+        }
         if self.require_labels.is_empty() && self.policy.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         let labels = self.require_labels.iter().cloned().collect();
         let policy = match self.policy {
@@ -122,9 +129,30 @@ impl LimitArgs {
             },
             _ => queues::Policy::Fifo,
         };
-        queues::set_placement(c, &self.name, &labels, &policy).await?;
-        Ok(())
+        Ok(Some((labels, policy)))
     }
+}
+
+/// Writes a queue's limits (`write`) and its placement in one transaction: a refusal of either
+/// leaves the queue as it was.
+async fn write_queue(
+    c: &mut sqlx::PgConnection,
+    q: &Queue,
+    placement: Option<Placement>,
+    create: bool,
+) -> Result<()> {
+    use sqlx::Connection;
+    let mut tx = c.begin().await?;
+    if create {
+        queues::create(&mut tx, q).await?;
+    } else {
+        queues::update(&mut tx, q).await?;
+    }
+    if let Some((labels, policy)) = placement {
+        queues::set_placement(&mut tx, &q.name, &labels, &policy).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A limit `queue update --clear` removes.
@@ -170,12 +198,13 @@ pub(super) async fn run(
     let mut c = pool.acquire().await?;
     match command {
         QueueCommand::Create(args) => {
+            let placement = args.placement()?;
             let q = args.apply(Queue::named(&args.name));
-            queues::create(&mut c, &q).await?;
-            args.placement(&mut c).await?;
+            write_queue(&mut c, &q, placement, true).await?;
             render::print_message(&serde_json::to_value(&q)?, format)?;
         }
         QueueCommand::Update { limits, clear } => {
+            let placement = limits.placement()?;
             let mut q = limits.apply(queues::get(&mut c, &limits.name).await?);
             for l in clear {
                 match l {
@@ -194,8 +223,7 @@ pub(super) async fn run(
                     }
                 }
             }
-            queues::update(&mut c, &q).await?;
-            limits.placement(&mut c).await?;
+            write_queue(&mut c, &q, placement, false).await?;
             render::print_message(&serde_json::to_value(&q)?, format)?;
         }
         QueueCommand::List => {

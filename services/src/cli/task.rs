@@ -27,7 +27,7 @@ pub(super) enum TaskCommand {
         #[arg(short = 'S', long)]
         status: Option<String>,
         /// Most tasks shown.
-        #[arg(short = 'l', long, default_value_t = 20)]
+        #[arg(short = 'l', long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(0..))]
         limit: i64,
     },
     /// Show one task: its command, status, node and outcome.

@@ -72,10 +72,10 @@ pub(super) enum WfCommand {
 #[derive(Debug, Args)]
 pub(super) struct ListArgs {
     /// Most workflows shown.
-    #[arg(short = 'l', long, default_value_t = 10)]
+    #[arg(short = 'l', long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(0..))]
     limit: i64,
     /// Workflows skipped first.
-    #[arg(short = 'o', long)]
+    #[arg(short = 'o', long, value_parser = clap::value_parser!(i64).range(0..))]
     offset: Option<i64>,
     /// Created at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
     #[arg(short = 't', long)]

@@ -1,0 +1,176 @@
+//! Bad input is refused with one clear line and changes nothing: each case checks the state
+//! that a half-done command used to leave behind.
+
+mod support;
+
+use dbos_kernel::testing::scratch_dir_for_cluster;
+use support::{ok, path, run, sql_json, Node};
+
+/// Runs `dbos ARGS`, which must fail with one line on stderr containing `says`.
+fn refused(args: &[&str], says: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dbos {args:?} was accepted");
+    assert!(err.contains(says), "dbos {args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+fn count(dir: &std::path::Path, query: &str) -> i64 {
+    sql_json(dir, query)[0]["n"].as_i64().expect("a count")
+}
+
+#[test]
+fn refusals_leave_no_trace() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let _node = Node::boot(&dir, &[]);
+    let d = path(&dir);
+
+    // A queue whose placement is refused is not created; an update whose placement is refused
+    // changes no limit.
+    refused(
+        &[
+            "queue",
+            "create",
+            "qa",
+            "--policy",
+            "locality",
+            "--data-dir",
+            d,
+        ],
+        "--locality-label",
+    );
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) AS n FROM dbos.queues WHERE name = 'qa'"
+        ),
+        0
+    );
+    ok(&[
+        "queue",
+        "create",
+        "qb",
+        "--concurrency",
+        "2",
+        "--data-dir",
+        d,
+    ]);
+    refused(
+        &[
+            "queue",
+            "update",
+            "qb",
+            "--concurrency",
+            "7",
+            "--policy",
+            "locality",
+            "--data-dir",
+            d,
+        ],
+        "--locality-label",
+    );
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT concurrency AS n FROM dbos.queues WHERE name = 'qb'"
+        ),
+        2
+    );
+    refused(
+        &[
+            "queue",
+            "update",
+            "qb",
+            "--locality-label",
+            "zone",
+            "--data-dir",
+            d,
+        ],
+        "--policy locality",
+    );
+
+    // A cron context belongs to a workflow schedule; a command's schedule has none.
+    refused(
+        &[
+            "cron",
+            "add",
+            "c1",
+            "* * * * * *",
+            "--context",
+            "{}",
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ],
+        "--context goes with --workflow",
+    );
+    refused(
+        &[
+            "cron",
+            "add",
+            "c2",
+            "* * * * * *",
+            "--workflow",
+            "dbos.echo",
+            "--context",
+            "{not json",
+            "--data-dir",
+            d,
+        ],
+        "--context must be JSON",
+    );
+    assert_eq!(
+        count(&dir, "SELECT count(*) AS n FROM dbos.workflow_schedules"),
+        0
+    );
+
+    // `fs get` of a directory writes no local file; `fs mount` on a file is refused before
+    // anything is mounted.
+    ok(&["fs", "mkdir", "/adir", "--data-dir", d]);
+    let local = scratch.path().join("got");
+    refused(
+        &["fs", "get", "/adir", path(&local), "--data-dir", d],
+        "is a directory",
+    );
+    assert!(!local.exists(), "no local file left behind");
+    let file = scratch.path().join("a-file");
+    std::fs::write(&file, "x").expect("a local file");
+    refused(
+        &["fs", "mount", path(&file), "--data-dir", d],
+        "not a directory",
+    );
+
+    // Negative limits are refused by the argument parser (its usage hint follows), before
+    // the database sees them.
+    let out = run(&["wf", "list", "-l", "-1", "--data-dir", d]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("error: ") && l.contains("'-1'")),
+        "{err}"
+    );
+    assert!(!err.contains("LIMIT"), "{err}");
+
+    // A missing working directory is said as such, not as a missing program.
+    let out = run(&[
+        "task",
+        "submit",
+        "--cwd",
+        "/no/such/dir",
+        "--wait",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("working directory \"/no/such/dir\": No such file or directory"),
+        "{err}"
+    );
+}
