@@ -155,6 +155,59 @@ fn refusals_leave_no_trace() {
     );
     assert!(!err.contains("LIMIT"), "{err}");
 
+    // Over-long names and IDs are refused by their named limit, in one short line that
+    // quotes a prefix at most.
+    let long = "q".repeat(10_000);
+    for (args, says) in [
+        (
+            vec!["queue", "create", long.as_str(), "--data-dir", d],
+            "(10000 bytes)",
+        ),
+        (
+            vec![
+                "task",
+                "submit",
+                "--id",
+                long.as_str(),
+                "--data-dir",
+                d,
+                "--",
+                "true",
+            ],
+            "workflow ID is 10000 bytes, over the limit of 1024",
+        ),
+        (
+            vec![
+                "task",
+                "submit",
+                "--dedup",
+                long.as_str(),
+                "--data-dir",
+                d,
+                "--",
+                "true",
+            ],
+            "deduplication ID is 10000 bytes",
+        ),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(says), "{err}");
+        assert!(
+            err.len() < 300 && err.trim_end().lines().count() == 1,
+            "{err}"
+        );
+    }
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) AS n FROM dbos.workflow_status WHERE name = 'dbos.command'"
+        ),
+        0,
+        "a refused submission enqueues nothing"
+    );
+
     // A missing working directory is said as such, not as a missing program.
     let out = run(&[
         "task",

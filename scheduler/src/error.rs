@@ -8,10 +8,10 @@ pub enum Error {
     #[error("invalid {0}")]
     Invalid(String),
     /// No queue has this name.
-    #[error("no queue named {0:?}; `dbos queue list` shows the queues")]
+    #[error("no queue named {}; `dbos queue list` shows the queues", dbos_store::limits::shown(.0))]
     NoSuchQueue(String),
     /// A queue of this name exists already.
-    #[error("a queue named {0:?} exists already; use `dbos queue update` to change it")]
+    #[error("a queue named {} exists already; use `dbos queue update` to change it", dbos_store::limits::shown(.0))]
     QueueExists(String),
     /// The program of a command could not be started (not found, not executable, bad cwd, ...).
     #[error("cannot start {program:?}: {source}")]

@@ -19,7 +19,12 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// # Errors
 /// [`Error::Invalid`] naming the rule broken.
 pub fn validate(queue: &Queue) -> Result<(), Error> {
-    let bad = |why: String| Err(Error::Invalid(format!("queue {:?}: {why}", queue.name)));
+    let bad = |why: String| {
+        Err(Error::Invalid(format!(
+            "queue {}: {why}",
+            dbos_store::limits::shown(&queue.name)
+        )))
+    };
     if queue.name.is_empty() || queue.name.len() > 255 {
         return bad("the name must be 1 to 255 bytes".into());
     }

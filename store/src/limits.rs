@@ -30,6 +30,20 @@ pub fn check(what: &'static str, value: &str, max: usize, may_be_empty: bool) ->
     Err(Error::Invalid { what, why })
 }
 
+/// Longest part of a value an error message quotes.
+pub const QUOTED_CHARS_MAX: usize = 40;
+
+/// `value` as an error message shows it: quoted, and cut to its first [`QUOTED_CHARS_MAX`]
+/// characters (with its length) when longer, so a refusal stays one short line.
+pub fn shown(value: &str) -> String {
+    if value.chars().count() <= QUOTED_CHARS_MAX {
+        format!("{value:?}")
+    } else {
+        let prefix: String = value.chars().take(QUOTED_CHARS_MAX).collect();
+        format!("{prefix:?}… ({} bytes)", value.len())
+    }
+}
+
 /// Checks a workflow ID (or another identifier) against [`ID_BYTES_MAX`].
 ///
 /// # Errors
@@ -72,5 +86,17 @@ mod tests {
             assert!(e.contains("workflow ID") && e.contains(says), "{e}");
         }
         assert!(check_payload("output", "").is_ok());
+    }
+
+    #[test]
+    fn long_values_are_shown_by_a_short_prefix() {
+        assert_eq!(shown("q1"), "\"q1\"");
+        let long = "é".repeat(5_000);
+        let s = shown(&long);
+        assert!(
+            s.starts_with(&format!("\"{}\"…", "é".repeat(QUOTED_CHARS_MAX))),
+            "{s}"
+        );
+        assert!(s.ends_with("(10000 bytes)"), "{s}");
     }
 }

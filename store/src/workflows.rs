@@ -9,6 +9,7 @@
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::status::Status;
 use crate::{CANCEL_CHANNEL, ENQUEUE_CHANNEL, INTERNAL_QUEUE};
 
@@ -56,6 +57,16 @@ pub struct Created {
 /// # Errors
 /// [`Error::Deduplicated`]; database errors.
 pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Created> {
+    limits::check_id("workflow ID", e.workflow_id)?;
+    limits::check_name("workflow name", e.name)?;
+    limits::check_name("queue name", e.queue)?;
+    if let Some(d) = e.deduplication_id {
+        limits::check_id("deduplication ID", d)?;
+    }
+    if let Some(k) = e.partition_key {
+        limits::check_id("partition key", k)?;
+    }
+    limits::check_payload("inputs", e.inputs)?;
     let xid = uuid::Uuid::new_v4().to_string();
     // The queue's partitioning decides whether a partition key is required or refused; a
     // queue without settings is not partitioned.

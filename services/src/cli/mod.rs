@@ -23,6 +23,9 @@ use render::Format;
 #[derive(Debug, Parser)]
 #[command(name = "dbos", version, about, propagate_version = true)]
 struct Cli {
+    /// On failure, print every cause of the error on a line of its own.
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -296,13 +299,39 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let verbose = cli.verbose;
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
+        Err(e) if verbose => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error as one line: the message, then each cause its predecessors did not already say
+/// (error types often repeat their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn run(command: Command) -> Result<ExitCode> {
@@ -514,4 +543,24 @@ fn psql(conn: &ConnArgs, args: &[String]) -> Result<ExitCode> {
         bail!("psql not found on PATH; install it with `apt-get install postgresql-client`");
     }
     Err(err).context("running psql")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_one_line_with_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(20);
+        let e = anyhow::Error::new(dbos_scheduler::Error::Spawn {
+            program: "x".into(),
+            source: io,
+        })
+        .context("running the task");
+        let line = one_line(&e);
+        assert_eq!(line.matches("(os error 20)").count(), 1, "{line}");
+        assert!(line.starts_with("running the task: cannot start"), "{line}");
+        let multi = anyhow::anyhow!("first line\nsecond line");
+        assert_eq!(one_line(&multi), "first line second line");
+    }
 }
