@@ -237,3 +237,26 @@ fn bad_flags_and_unreachable_databases_give_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dbos boot --data-dir"));
 }
+
+#[test]
+fn a_boot_that_fails_after_starting_postgres_stops_it() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let node = Node::boot(&dir, &[]);
+    ok(&["sql", "--data-dir", path(&dir), "DROP SCHEMA dbos CASCADE"]);
+    node.signal(Signal::SIGINT);
+    assert!(node.wait(), "the node stops cleanly");
+    eventually("postgres stopped with the node", || {
+        postmaster_pid(&dir).is_none_or(|p| !process_alive(p))
+    });
+    // The schema the workflow service needs is gone: the boot fails, and stops the Postgres
+    // it started.
+    let out = run(&["boot", "--data-dir", path(&dir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dbos."), "{err}");
+    assert!(
+        postmaster_pid(&dir).is_none_or(|p| !process_alive(p)),
+        "no Postgres left running"
+    );
+}

@@ -3,7 +3,7 @@
 mod support;
 
 use dbos_kernel::testing::scratch_dir_for_cluster;
-use support::{eventually, ok, path, run, sql_json, Node};
+use support::{dbos, eventually, ok, path, run, sql_json, Node};
 
 #[test]
 fn msg_commands_send_read_events_and_streams_publish_and_subscribe() {
@@ -55,21 +55,31 @@ fn msg_commands_send_read_events_and_streams_publish_and_subscribe() {
         "--json",
     ]);
     assert!(again.contains("\"stored\": false"), "{again}");
+    // A message from standard input (`-`), and one from a file (`@FILE`).
+    let mut send = dbos()
+        .args([
+            "msg",
+            "send",
+            "echo-1",
+            "-",
+            "--topic",
+            "in",
+            "--data-dir",
+            d,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("dbos runs");
+    std::io::Write::write_all(&mut send.stdin.take().expect("stdin"), b"\"two\"")
+        .expect("the message is written");
+    assert!(send.wait().expect("dbos ends").success());
+    let file = scratch.path().join("null.json");
+    std::fs::write(&file, "null").expect("a message file");
     ok(&[
         "msg",
         "send",
         "echo-1",
-        "\"two\"",
-        "--topic",
-        "in",
-        "--data-dir",
-        d,
-    ]);
-    ok(&[
-        "msg",
-        "send",
-        "echo-1",
-        "null",
+        &format!("@{}", file.display()),
         "--topic",
         "in",
         "--data-dir",
@@ -97,6 +107,33 @@ fn msg_commands_send_read_events_and_streams_publish_and_subscribe() {
     let missing = run(&["msg", "send", "nobody", "1", "--data-dir", d]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("non-existent workflow"));
+
+    // A message larger than one command-line argument may be (128 KiB) goes through a file.
+    let big = scratch.path().join("big.json");
+    std::fs::write(&big, format!("\"{}\"", "x".repeat(300_000))).expect("a big message");
+    let published = ok(&[
+        "msg",
+        "publish",
+        "bulk",
+        &format!("@{}", big.display()),
+        "--data-dir",
+        d,
+        "--json",
+    ]);
+    assert!(published.contains("\"first_seq\""), "{published}");
+    // From SQL the database bounds a topic message itself.
+    let over = run(&[
+        "sql",
+        "--data-dir",
+        d,
+        "INSERT INTO msg.messages (topic, seq, payload) VALUES ('bulk', 1000, repeat('x', 17000000))",
+    ]);
+    assert!(!over.status.success());
+    assert!(
+        String::from_utf8_lossy(&over.stderr).contains("messages_payload_bytes_max"),
+        "{}",
+        String::from_utf8_lossy(&over.stderr)
+    );
 
     // Pub/sub: a named subscription consumes once; an anonymous reader sees what is retained.
     ok(&[
@@ -161,7 +198,8 @@ fn msg_commands_send_read_events_and_streams_publish_and_subscribe() {
     ]);
     let topics = sql_json(
         &dir,
-        "SELECT topic, head_seq, subscribers, retain_max_count FROM os.topics",
+        "SELECT topic, head_seq, subscribers, retain_max_count FROM os.topics
+         WHERE topic = 'alerts'",
     );
     assert_eq!(topics[0]["head_seq"], 2);
     assert_eq!(topics[0]["subscribers"], 1);

@@ -54,9 +54,16 @@ pub const TOPICS_CHANNEL: &str = "dbos_msg_topics";
 /// schema, whose tables the views read.
 pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
     service: "msg",
-    migrations: &[Migration {
-        version: 1,
-        name: "pub/sub topics and messaging views",
-        sql: include_str!("../migrations/msg_0001_topics.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "pub/sub topics and messaging views",
+            sql: include_str!("../migrations/msg_0001_topics.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "topic message limit",
+            sql: include_str!("../migrations/msg_0002_payload_limit.sql"),
+        },
+    ],
 };

@@ -399,13 +399,26 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
     limits.run_as.resolve()?;
     let config = args.config();
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
-    // Before the identity is printed: whoever reads it may signal the node at once.
-    let signals = dbos_kernel::ShutdownSignals::install()?;
     let mut registry = crate::workflow::Registry::new();
     crate::builtin::register_with(&mut registry, limits);
-    let wf =
-        crate::workflow::Service::launch(&kernel, registry, crate::workflow::Options::default())
-            .await?;
+    let launched = async {
+        // Before the identity is printed: whoever reads it may signal the node at once.
+        let signals = dbos_kernel::ShutdownSignals::install()?;
+        let opts = crate::workflow::Options::default();
+        let wf = crate::workflow::Service::launch(&kernel, registry, opts).await?;
+        anyhow::Ok((signals, wf))
+    }
+    .await;
+    let (signals, wf) = match launched {
+        Ok(l) => l,
+        Err(e) => {
+            // A node that cannot start its services stops what it started, Postgres included.
+            if let Err(stop) = kernel.shutdown().await {
+                tracing::warn!(error = %stop, "stopping after a failed start");
+            }
+            return Err(e);
+        }
+    };
     let mut identity = format!(
         "node {}\napp-version {}\ndatabase {}\n",
         kernel.node_id(),

@@ -19,7 +19,8 @@ pub(super) enum MsgCommand {
     Send {
         /// Destination workflow ID.
         workflow_id: String,
-        /// The message, as JSON (a string is '"text"').
+        /// The message, as JSON (a string is '"text"'); `-` reads it from standard input,
+        /// `@FILE` from a file.
         message: String,
         /// Mailbox topic; the default mailbox when unset.
         #[arg(long)]
@@ -57,7 +58,7 @@ pub(super) enum MsgCommand {
     Publish {
         /// Topic.
         topic: String,
-        /// Messages, as JSON.
+        /// Messages, as JSON; `-` reads one from standard input, `@FILE` from a file.
         #[arg(required = true)]
         messages: Vec<String>,
     },
@@ -94,8 +95,27 @@ pub(super) enum MsgCommand {
 
 fn parse_json(what: &str, text: &str) -> Result<Value> {
     serde_json::from_str(text).with_context(|| {
-        format!("{what} must be JSON, e.g. '\"text\"', '42' or '{{\"k\":1}}'; got {text:?}")
+        format!(
+            "{what} must be JSON, e.g. '\"text\"', '42' or '{{\"k\":1}}'; got {}",
+            dbos_store::limits::shown(text)
+        )
     })
+}
+
+/// A message argument: JSON text, `-` for standard input, or `@FILE` for a file's content (no
+/// JSON value starts with `@`), so a message is not bounded by the size of one argument.
+fn message_arg(what: &str, arg: &str) -> Result<Value> {
+    let text = if arg == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the message from standard input")?;
+        text
+    } else if let Some(file) = arg.strip_prefix('@') {
+        std::fs::read_to_string(file).with_context(|| format!("reading the message from {file}"))?
+    } else {
+        arg.to_owned()
+    };
+    parse_json(what, &text)
 }
 
 /// A messaging client with its own LISTEN connection.
@@ -132,7 +152,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: MsgCommand) ->
             topic,
             key,
         } => {
-            let m = parse_json("MESSAGE", &message)?;
+            let m = message_arg("MESSAGE", &message)?;
             let stored = c
                 .send(&workflow_id, &m, topic.as_deref(), key.as_deref())
                 .await?;
@@ -191,7 +211,7 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: MsgCommand) ->
         MsgCommand::Publish { topic, messages } => {
             let payloads = messages
                 .iter()
-                .map(|m| parse_json("MESSAGE", m).map(|v| v.to_string()))
+                .map(|m| message_arg("MESSAGE", m).map(|v| v.to_string()))
                 .collect::<Result<Vec<_>>>()?;
             let (first, last) = c.publish_text(&topic, &payloads).await?;
             render::print_message(
