@@ -146,6 +146,30 @@ fn shorten(s: &str) -> String {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any text is a path or refused; a parsed path has no empty or `.` component (`..`
+        /// is kept for resolution) and joins back to a path with the same components.
+        #[test]
+        fn any_path_is_parsed_or_refused(p in "(/|[a-z.]{0,3}|\\PC{0,6}){0,12}") {
+            if let Ok(parsed) = parse(&p) {
+                for c in &parsed.components {
+                    proptest::prop_assert!(!c.is_empty() && *c != ".", "{c:?}");
+                }
+                let again = join(&parsed.components);
+                let reparsed = parse(&again).expect("a joined path parses");
+                proptest::prop_assert_eq!(reparsed.components, parsed.components.clone());
+            }
+        }
+
+        /// Any name is accepted or refused by the one check; accepted names have no '/'.
+        #[test]
+        fn any_name_is_checked(name in "\\PC{0,300}") {
+            if check_name(&name).is_ok() {
+                proptest::prop_assert!(!name.contains('/') && !name.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn components_drop_dots_and_empty_parts_but_keep_dotdot() {
         let p = parse("/a//b/./c/../d").unwrap();

@@ -191,6 +191,17 @@ pub fn parse_label(s: &str) -> Result<(String, String)> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// A label is refused, or split at its first '=' into a non-empty key and the rest.
+        #[test]
+        fn any_label_is_split_or_refused(s in "\\PC{0,64}") {
+            if let Ok((k, v)) = parse_label(&s) {
+                proptest::prop_assert!(!k.is_empty() && !k.contains('='));
+                proptest::prop_assert_eq!(format!("{k}={v}"), s);
+            }
+        }
+    }
+
     #[test]
     fn defaults_validate_and_bad_limits_are_refused() {
         Config::default().validate().expect("defaults are valid");

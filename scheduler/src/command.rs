@@ -540,6 +540,27 @@ fn spawn_watcher() -> Option<tokio::process::Child> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any JSON text decodes to a command spec or is refused, and a decoded spec is valid
+        /// or refused by `validate`; never a panic.
+        #[test]
+        fn any_command_spec_is_decoded_and_checked_or_refused(
+            argv in proptest::collection::vec("\\PC{0,12}", 0..4),
+            cwd in proptest::option::of("\\PC{0,12}"),
+            timeout in proptest::option::of(0u64..10),
+            noise in "\\PC{0,40}",
+        ) {
+            let json = serde_json::json!({"argv": argv, "cwd": cwd, "timeout_ms": timeout});
+            if let Ok(spec) = serde_json::from_value::<CommandSpec>(json) {
+                if spec.validate().is_ok() {
+                    proptest::prop_assert!(!spec.argv.is_empty() && !spec.argv[0].is_empty());
+                    proptest::prop_assert!(spec.timeout_ms != Some(0));
+                }
+            }
+            let _ = serde_json::from_str::<CommandSpec>(&noise).map(|s| s.validate());
+        }
+    }
     use std::sync::{Arc, Mutex};
 
     fn spec(argv: &[&str]) -> CommandSpec {

@@ -330,6 +330,32 @@ async fn get(conn: &mut PgConnection, name: &str) -> Result<Schedule, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any text, and any time zone name, is parsed or refused; never a panic.
+        #[test]
+        fn any_expression_is_parsed_or_refused(
+            expr in "\\PC{0,80}",
+            tz in proptest::option::of("\\PC{0,24}"),
+        ) {
+            let _ = Cron::parse(&expr, tz.as_deref());
+        }
+
+        /// Text shaped like cron fields: a parsed one yields ticks strictly after the time
+        /// asked, never a panic (ranges, steps and lists at their edges).
+        #[test]
+        fn cron_shaped_expressions_tick_forward(
+            fields in proptest::collection::vec("[0-9*/,-]{1,7}", 5..=6),
+            at in 0i64..4_102_444_800,
+        ) {
+            if let Ok(c) = Cron::parse(&fields.join(" "), None) {
+                let after = DateTime::from_timestamp(at, 0).expect("in range");
+                if let Some(next) = c.next_after(after) {
+                    proptest::prop_assert!(next > after);
+                }
+            }
+        }
+    }
     use chrono::TimeZone;
 
     #[test]

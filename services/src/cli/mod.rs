@@ -562,6 +562,16 @@ fn psql(conn: &ConnArgs, args: &[String]) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any duration text is parsed or refused with a message; never a panic.
+        #[test]
+        fn any_duration_is_parsed_or_refused(s in "\\PC{0,24}|[0-9.]{0,12}(ms|s|m|h|d|us|x)?") {
+            if let Err(e) = parse_duration(&s) {
+                proptest::prop_assert!(!e.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn an_error_is_one_line_with_each_cause_once() {
         let io = std::io::Error::from_raw_os_error(20);
