@@ -1415,7 +1415,16 @@ impl Fs {
         who: &Identity,
         path: &str,
     ) -> Result<u64> {
+        // As `rm -r`: `..` (an ancestor of the path itself) is refused before anything is
+        // removed, and so is anything that resolves to the root; without this, `/a/..` emptied
+        // the root, statement by statement, before its last step failed.
+        if path::parse(path)?.components.last() == Some(&"..") {
+            return Err(Error::invalid(path.to_owned(), "refusing to remove '..'"));
+        }
         let st = self.resolve(c, who, path, false).await?;
+        if st.ino == ROOT {
+            return Err(Error::Busy(path.to_owned()));
+        }
         // Not through on_names: an error below names the entry that failed, not `path`.
         let (dir, name) = self.parent_of(c, who, path, Error::Busy).await?;
         if st.kind != Kind::Dir {

@@ -328,6 +328,23 @@ async fn rmdir_removes_only_empty_directories() {
         fs.stat(&mut c, r, "/f").await.is_ok(),
         "a link's target survives rm -r"
     );
+    // `..` and the root are refused before anything is removed, even outside a transaction
+    // (each statement commits on its own).
+    fs.mkdir(&mut c, r, "/keep", 0o755).await.unwrap();
+    assert_eq!(
+        errno(fs.remove_all(&mut c, r, "/keep/..").await),
+        libc::EINVAL
+    );
+    assert_eq!(errno(fs.remove_all(&mut c, r, "/").await), libc::EBUSY);
+    assert_eq!(
+        errno(fs.remove_all(&mut c, r, "/keep/../.").await),
+        libc::EINVAL
+    );
+    assert!(
+        fs.stat(&mut c, r, "/f").await.is_ok(),
+        "the root keeps its files"
+    );
+    assert!(fs.stat(&mut c, r, "/keep").await.is_ok());
     t.assert_consistent().await;
 }
 
