@@ -870,3 +870,50 @@ async fn create_with_content_is_one_atomic_statement() {
     assert_eq!(t.count("SELECT count(*) FROM fs.blocks").await, 0);
     t.assert_consistent().await;
 }
+
+#[tokio::test]
+async fn a_read_only_role_reads_the_os_views_but_no_files_blocks() {
+    use sqlx::ConnectOptions;
+    let t = T::new().await;
+    let (fs, r) = (&t.fs, &t.root);
+    let mut c = t.pool.acquire().await.unwrap();
+    fs.create(&mut c, r, "/secret", 0o600).await.unwrap();
+    fs.write(&mut c, r, "/secret", 0, b"top secret")
+        .await
+        .unwrap();
+    let role = format!("analyst_{}", std::process::id());
+    sqlx::query(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE dbos_reader"
+    ))
+    .execute(&mut *c)
+    .await
+    .expect("a login role with dbos_reader");
+    let opts: sqlx::postgres::PgConnectOptions = t.url.parse().expect("the test URL");
+    let mut analyst = opts
+        .username(&role)
+        .password("pw")
+        .connect()
+        .await
+        .expect("the analyst connects");
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM os.files WHERE path = '/secret'")
+        .fetch_one(&mut analyst)
+        .await
+        .expect("the os views are readable");
+    assert_eq!(files, 1);
+    for denied in [
+        "SELECT data FROM fs.blocks",
+        "SELECT count(*) FROM fs.inodes",
+        "SELECT count(*) FROM kernel.nodes",
+    ] {
+        let e = sqlx::query(denied)
+            .execute(&mut analyst)
+            .await
+            .expect_err(denied);
+        assert!(dbos_kernel::sqlstate::is(&e, "42501"), "{denied}: {e}");
+    }
+    drop(analyst);
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&mut *c)
+        .await
+        .expect("drop the role");
+}

@@ -66,6 +66,11 @@ pub const KERNEL: ServiceMigrations = ServiceMigrations {
             name: "lease after restart",
             sql: include_str!("../migrations/0005_lease_after_restart.sql"),
         },
+        Migration {
+            version: 6,
+            name: "reader role",
+            sql: include_str!("../migrations/0006_reader_role.sql"),
+        },
     ],
 };
 
