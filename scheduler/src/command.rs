@@ -49,6 +49,10 @@ pub struct CommandSpec {
     /// of running it again on the node that recovers the task.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_retry: bool,
+    /// User to run as, instead of the node's task user; only one the node allows
+    /// ([`Limits::allowed_users`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl CommandSpec {
@@ -252,6 +256,9 @@ pub struct Limits {
     pub kill_grace_ms: u64,
     /// Who runs the commands.
     pub run_as: RunAs,
+    /// Users a command may ask to run as ([`CommandSpec::user`]); none by default, since
+    /// anyone who can write a row can submit a command.
+    pub allowed_users: Vec<String>,
 }
 
 impl Default for Limits {
@@ -261,6 +268,7 @@ impl Default for Limits {
             chunk_bytes_max: 64 << 10,
             kill_grace_ms: 5_000,
             run_as: RunAs::Default,
+            allowed_users: Vec::new(),
         }
     }
 }
@@ -292,7 +300,17 @@ where
     C: Future<Output = ()>,
 {
     spec.validate()?;
-    let user = limits.run_as.resolve()?;
+    let user = match &spec.user {
+        None => limits.run_as.resolve()?,
+        Some(u) if limits.allowed_users.contains(u) => RunAs::User(u.clone()).resolve()?,
+        Some(u) => {
+            return Err(Error::TaskUser(format!(
+                "the task asks to run as {}, which this node does not allow \
+                 (dbos boot --allow-task-user USER)",
+                dbos_store::limits::shown(u)
+            )))
+        }
+    };
     let mut cmd = tokio::process::Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
         .stdin(if spec.stdin.is_some() {
@@ -705,6 +723,27 @@ mod tests {
 
     fn libc_sigterm() -> i32 {
         Signal::SIGTERM as i32
+    }
+
+    #[tokio::test]
+    async fn a_task_runs_as_another_user_only_from_the_allow_list() {
+        let mut s = spec(&["id", "-un"]);
+        s.user = Some("nobody".into());
+        let (r, _, _) = collect(&s, &Limits::default()).await;
+        let e = r.expect_err("not allowed").to_string();
+        assert!(e.contains("does not allow"), "{e}");
+        let allowing = Limits {
+            allowed_users: vec!["nobody".into()],
+            ..Limits::default()
+        };
+        let (r, out, _) = collect(&s, &allowing).await;
+        if nix::unistd::Uid::effective().is_root() {
+            r.expect("ran");
+            assert_eq!(out, "nobody\n");
+        } else {
+            let e = r.expect_err("only root switches").to_string();
+            assert!(e.contains("only a node running as root"), "{e}");
+        }
     }
 
     #[tokio::test]

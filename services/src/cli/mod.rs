@@ -194,6 +194,10 @@ struct BootArgs {
     /// them as root. A node not running as root runs them as its own user.
     #[arg(long, env = "DBOS_TASK_USER")]
     task_user: Option<String>,
+    /// A user a task may ask to run as (`dbos task submit --user`); repeatable. None by
+    /// default: whoever can write a row can submit a task.
+    #[arg(long = "allow-task-user", value_name = "USER")]
+    allowed_task_users: Vec<String>,
     /// Unprivileged user that runs the embedded Postgres when booting as root.
     #[arg(long, env = "DBOS_PG_USER", default_value_t = Config::default().pg_user)]
     pg_user: String,
@@ -393,6 +397,7 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
             Some(u) => dbos_scheduler::command::RunAs::User(u.clone()),
             None => dbos_scheduler::command::RunAs::Default,
         },
+        allowed_users: args.allowed_task_users.clone(),
         ..Default::default()
     };
     // Checked before anything starts: a node that cannot run its tasks says so at once.

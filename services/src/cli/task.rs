@@ -96,6 +96,9 @@ pub(super) struct SubmitArgs {
     /// If the node dies while the command runs, record the loss instead of running it again.
     #[arg(long)]
     no_retry: bool,
+    /// Run as this user, which the node must allow (`dbos boot --allow-task-user USER`).
+    #[arg(long)]
+    user: Option<String>,
     /// Stream the output and exit with the command's exit code.
     #[arg(short = 'w', long)]
     wait: bool,
@@ -140,6 +143,7 @@ impl SubmitArgs {
             timeout_ms: self.timeout.map(|d| d.as_millis() as u64),
             stdin: self.stdin.clone(),
             no_retry: self.no_retry,
+            user: self.user.clone(),
         };
         spec.validate()?;
         Ok(spec)
