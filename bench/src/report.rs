@@ -370,7 +370,8 @@ pub fn write(results_dir: &Path, papers_dir: &Path) -> Result<PathBuf> {
             figures.push(suite.clone());
         }
     }
-    let text = render(&suites, environment.as_ref(), &figures);
+    let faults = std::fs::read_to_string(results_dir.join(FAULTS_FILE)).ok();
+    let text = render(&suites, environment.as_ref(), &figures, faults.as_deref());
     let path = papers_dir.join("EVALUATION.md");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
@@ -387,11 +388,16 @@ fn env_str(env: Option<&serde_json::Value>, path: &[&str]) -> Option<String> {
     })
 }
 
-/// The text of EVALUATION.md for these results.
+/// The last long run of the torture test (`tests/torture.rs`), in Markdown, kept beside the
+/// benchmark results and shown in its own section.
+pub const FAULTS_FILE: &str = "torture.md";
+
+/// The text of EVALUATION.md for these results (and the last torture run's, when kept).
 pub fn render(
     suites: &[(String, Vec<Row>)],
     environment: Option<&serde_json::Value>,
     figures: &[String],
+    faults: Option<&str>,
 ) -> String {
     let rows: Vec<Row> = suites.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
     let cores: f64 = env_str(environment, &["cores"])
@@ -534,6 +540,11 @@ pub fn render(
         }
     }
 
+    if let Some(faults) = faults {
+        s.push_str("## Faults: the torture run\n\n");
+        s.push_str(faults.trim_end());
+        s.push_str("\n\n");
+    }
     s.push_str(CAVEATS);
     s
 }
@@ -591,7 +602,9 @@ mod tests {
             ],
             Some(&env),
             &["ceiling".into()],
+            Some("1000 cycles, every invariant held."),
         );
+        assert!(text.contains("## Faults: the torture run\n\n1000 cycles, every invariant held.\n\n## Caveats"));
         assert!(text.contains("| B1 | pgbench, one-INSERT transaction, 8 clients: 7,794 tps"));
         assert!(
             text.contains("7500 commits/s (7000–8000) | 0.96×"),
