@@ -604,7 +604,9 @@ mod tests {
             &["ceiling".into()],
             Some("1000 cycles, every invariant held."),
         );
-        assert!(text.contains("## Faults: the torture run\n\n1000 cycles, every invariant held.\n\n## Caveats"));
+        assert!(text.contains(
+            "## Faults: the torture run\n\n1000 cycles, every invariant held.\n\n## Caveats"
+        ));
         assert!(text.contains("| B1 | pgbench, one-INSERT transaction, 8 clients: 7,794 tps"));
         assert!(
             text.contains("7500 commits/s (7000–8000) | 0.96×"),
