@@ -3,11 +3,13 @@
 -- schemas dbos, kernel, sched, msg or fs, so no file's blocks. A role is shared by the whole
 -- cluster; its grants are made per database. Give it to a login role with
 -- `GRANT dbos_reader TO analyst`.
+-- Databases of one server may migrate at the same time (the migration lock is per database):
+-- whichever creates the role first wins, the others find it.
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dbos_reader') THEN
-        CREATE ROLE dbos_reader NOLOGIN;
-    END IF;
+    CREATE ROLE dbos_reader NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
 END
 $$;
 
