@@ -141,11 +141,10 @@ impl Notifier {
                 },
             )
             .await;
-            if let Err(e) = woken {
-                // The next subscriber to this channel starts over.
-                self.inner.channels.lock().remove(channel);
-                return Err(e.into());
-            }
+            // On failure the request stays queued and the channel known: the loop listens on
+            // it at its next wake-up, or on its next connection, which listens on every known
+            // channel (and wakes every subscriber to re-check).
+            woken?;
             ack_rx.await.map_err(|_| Error::ShuttingDown)?;
         }
         Ok(Subscription { rx })
