@@ -76,13 +76,117 @@ pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOption
     ]))
 }
 
+/// The single-host URLs of a libpq-style multi-host URL
+/// (`postgres://u:p@h1:5432,h2:5433/db?target_session_attrs=read-write`), in order, each with
+/// the user, password, database and other parameters of the whole; `target_session_attrs` is
+/// dropped (a node always looks for the writable server). A single-host URL is returned as is.
+///
+/// # Errors
+/// [`Error::BadUrl`] for an empty host in the list.
+pub fn split_hosts(url: &str) -> Result<Vec<String>> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(vec![url.to_owned()]);
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if !hosts.contains(',') {
+        return Ok(vec![url.to_owned()]);
+    }
+    let tail = strip_param(tail, "target_session_attrs");
+    hosts
+        .split(',')
+        .map(|h| {
+            if h.is_empty() {
+                return Err(Error::BadUrl {
+                    url: redact_url(url),
+                    reason: "its host list has an empty entry".into(),
+                });
+            }
+            let user = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+            Ok(format!("{scheme}://{user}{h}{tail}"))
+        })
+        .collect()
+}
+
+/// `tail` (path and query of a URL) without the query parameter `name`.
+fn strip_param(tail: &str, name: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| kv.split('=').next() != Some(name))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// The first of `hosts` (single-host URLs) that accepts a connection and is not in recovery
+/// (a standby), trying them all in turn, with backoff, for at most `connect_retry_ms_max`.
+///
+/// # Errors
+/// [`Error::Config`] naming the hosts when none became writable in time; a refusal that
+/// retrying cannot cure (a wrong password, a missing database) at once.
+pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<String> {
+    let start = Instant::now();
+    let mut pause = RETRY_PAUSE_MS_MIN;
+    loop {
+        let mut seen = Vec::new();
+        for h in hosts {
+            let opts = connect_options(h, limits)?;
+            let answer = async {
+                let mut c = PgConnection::connect_with(&opts).await?;
+                let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                    .fetch_one(&mut c)
+                    .await?;
+                let _ = c.close().await;
+                Ok::<_, sqlx::Error>(standby)
+            };
+            match answer.await {
+                Ok(false) => return Ok(h.clone()),
+                Ok(true) => seen.push(format!("{}: a standby", redact_url(h))),
+                Err(e) if sqlstate::is_transient(&e) => {
+                    seen.push(format!("{}: {e}", redact_url(h)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let waited = start.elapsed().as_millis() as u64;
+        if waited >= limits.connect_retry_ms_max {
+            return Err(Error::Config(format!(
+                "no writable server among {} hosts after {waited} ms ({})",
+                hosts.len(),
+                seen.join("; ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        pause = (pause * 2).min(RETRY_PAUSE_MS_MAX);
+    }
+}
+
 /// Opens a pool on `url`, creating the database if it does not exist, retrying with backoff
-/// while the server is unreachable.
+/// while the server is unreachable. With several hosts in `url`, the pool is on the first
+/// writable one ([`writable_host`]).
 ///
 /// # Errors
 /// [`Error::BadUrl`], [`Error::Unreachable`] after `connect_retry_ms_max`, or the server's
 /// refusal (e.g. a wrong password), which is not retried.
 pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
+    let hosts = split_hosts(url)?;
+    let chosen;
+    let url = if hosts.len() > 1 {
+        chosen = writable_host(&hosts, limits).await?;
+        tracing::info!(host = %redact_url(&chosen), "connected to the writable server");
+        chosen.as_str()
+    } else {
+        url
+    };
     // Probe with one plain connection: the pool itself would retry silently until its acquire
     // timeout, hiding both the cause and the retry budget.
     let probe = match connect_one(url, limits).await {
@@ -224,4 +328,32 @@ async fn create_database(opts: &PgConnectOptions) -> Result<()> {
 /// Quotes a Postgres identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_host_url_splits_into_one_url_per_host() {
+        assert_eq!(
+            split_hosts("postgres://u:p@h1:5432,h2:5433,[::1]:6000/db?sslmode=disable&target_session_attrs=read-write")
+                .expect("splits"),
+            vec![
+                "postgres://u:p@h1:5432/db?sslmode=disable",
+                "postgres://u:p@h2:5433/db?sslmode=disable",
+                "postgres://u:p@[::1]:6000/db?sslmode=disable",
+            ]
+        );
+        assert_eq!(
+            split_hosts("postgresql://h1,h2/db?target_session_attrs=any").expect("splits"),
+            vec!["postgresql://h1/db", "postgresql://h2/db"]
+        );
+        let one = "postgres://u:p@h1:5432/db?target_session_attrs=read-write";
+        assert_eq!(split_hosts(one).expect("one"), vec![one]);
+        assert!(matches!(
+            split_hosts("postgres://u:p@h1,,h2/db"),
+            Err(Error::BadUrl { .. })
+        ));
+    }
 }

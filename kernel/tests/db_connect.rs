@@ -69,3 +69,31 @@ async fn a_missing_database_is_created_and_sessions_carry_the_guards() {
     assert_eq!(name, format!("{}_fresh", db.name));
     assert_eq!(guard, "1234ms");
 }
+
+#[tokio::test]
+async fn a_multi_host_url_connects_to_the_first_host_that_answers_and_accepts_writes() {
+    let db = testing::database().await;
+    // A host nothing listens on comes first in the list.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (head, rest) = db.url.split_once('@').expect("user info");
+    let (live, path) = rest.split_once('/').expect("a database");
+    let url = format!("{head}@127.0.0.1:{dead},{live}/{path}?target_session_attrs=read-write");
+    let pool = db::connect(&url, &quick()).await.expect("the live host");
+    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&pool)
+        .await
+        .expect("a query");
+    assert!(!standby);
+    // No host answering is a clear error naming what each host said.
+    let none = format!("{head}@127.0.0.1:{dead},127.0.0.1:{dead}/{path}");
+    let err = db::connect(&none, &quick())
+        .await
+        .expect_err("no host")
+        .to_string();
+    assert!(err.contains("no writable server among 2 hosts"), "{err}");
+    let password = head.rsplit_once(':').expect("a password").1;
+    assert!(!err.contains(password), "the password is hidden: {err}");
+}
