@@ -53,6 +53,18 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         serde_json::from_str(&ok(&["status", "--json", "--data-dir", path(&dir)])).expect("json");
     assert_eq!(status["database"][0]["database"], "dbos");
     assert_eq!(status["database"][0]["nodes_alive"], 1);
+    // The server answering: the embedded one, on the port in the URL.
+    let port = url
+        .rsplit_once(':')
+        .expect("a port")
+        .1
+        .split('/')
+        .next()
+        .expect("port");
+    assert_eq!(
+        status["database"][0]["server"],
+        format!("127.0.0.1:{port}").as_str()
+    );
     assert!(
         !status["database"][0]["url"]
             .as_str()

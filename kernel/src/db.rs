@@ -170,6 +170,17 @@ pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<Stri
     }
 }
 
+/// `url` itself, or, for a multi-host URL, the single-host URL of its writable server.
+async fn resolve(url: &str, limits: &PoolLimits) -> Result<String> {
+    let hosts = split_hosts(url)?;
+    if hosts.len() < 2 {
+        return Ok(url.to_owned());
+    }
+    let chosen = writable_host(&hosts, limits).await?;
+    tracing::info!(host = %redact_url(&chosen), "connected to the writable server");
+    Ok(chosen)
+}
+
 /// Opens a pool on `url`, creating the database if it does not exist, retrying with backoff
 /// while the server is unreachable. With several hosts in `url`, the pool is on the first
 /// writable one ([`writable_host`]).
@@ -178,15 +189,7 @@ pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<Stri
 /// [`Error::BadUrl`], [`Error::Unreachable`] after `connect_retry_ms_max`, or the server's
 /// refusal (e.g. a wrong password), which is not retried.
 pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
-    let hosts = split_hosts(url)?;
-    let chosen;
-    let url = if hosts.len() > 1 {
-        chosen = writable_host(&hosts, limits).await?;
-        tracing::info!(host = %redact_url(&chosen), "connected to the writable server");
-        chosen.as_str()
-    } else {
-        url
-    };
+    let url = &resolve(url, limits).await?;
     // Probe with one plain connection: the pool itself would retry silently until its acquire
     // timeout, hiding both the cause and the retry budget.
     let probe = match connect_one(url, limits).await {
@@ -218,6 +221,7 @@ pub fn side_pool(pool: &PgPool) -> PgPool {
 /// # Errors
 /// As [`connect`], but a missing database is an error.
 pub async fn connect_one(url: &str, limits: &PoolLimits) -> Result<PgConnection> {
+    let url = &resolve(url, limits).await?;
     let opts = connect_options(url, limits)?;
     retry(url, limits.connect_retry_ms_max, || async {
         Ok(PgConnection::connect_with(&opts).await?)

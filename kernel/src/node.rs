@@ -67,6 +67,8 @@ pub struct Overview {
     pub server_version: String,
     /// Nodes heartbeating within their lease.
     pub nodes_alive: i64,
+    /// Address and port of the server answering (the primary); `None` over a Unix socket.
+    pub server: Option<String>,
 }
 
 /// A fresh node id: the host name and 8 random hex digits.
@@ -345,7 +347,8 @@ pub async fn overview<'c>(db: impl PgExecutor<'c>) -> Result<Overview> {
     Ok(sqlx::query_as(
         "SELECT current_database()::text AS database,
                 current_setting('server_version') AS server_version,
-                (SELECT count(*) FROM os.nodes WHERE alive) AS nodes_alive",
+                (SELECT count(*) FROM os.nodes WHERE alive) AS nodes_alive,
+                host(inet_server_addr()) || ':' || inet_server_port() AS server",
     )
     .fetch_one(db)
     .await?)

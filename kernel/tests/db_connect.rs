@@ -87,6 +87,14 @@ async fn a_multi_host_url_connects_to_the_first_host_that_answers_and_accepts_wr
         .await
         .expect("a query");
     assert!(!standby);
+    // A single connection (what the CLI's one-shot commands open) resolves the same way.
+    let mut one = db::connect_one(&url, &quick())
+        .await
+        .expect("one connection");
+    sqlx::query("SELECT 1")
+        .execute(&mut one)
+        .await
+        .expect("it answers");
     // No host answering is a clear error naming what each host said.
     let none = format!("{head}@127.0.0.1:{dead},127.0.0.1:{dead}/{path}");
     let err = db::connect(&none, &quick())

@@ -509,7 +509,7 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
     let sections = [
         render::Section {
             name: "database",
-            columns: &["database", "url", "server_version", "nodes_alive"],
+            columns: &["database", "url", "server", "server_version", "nodes_alive"],
             rows: vec![database],
         },
         render::Section {
