@@ -134,12 +134,24 @@ fn strip_param(tail: &str, name: &str) -> String {
 /// [`Error::Config`] naming the hosts when none became writable in time; a refusal that
 /// retrying cannot cure (a wrong password, a missing database) at once.
 pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<String> {
+    /// Why no host was taken in one round: each host's answer, or a refusal not worth retrying.
+    enum Round {
+        Retry(Vec<String>),
+        Fatal(Error),
+    }
+    impl std::fmt::Display for Round {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Round::Retry(seen) => write!(f, "{}", seen.join("; ")),
+                Round::Fatal(e) => write!(f, "{e}"),
+            }
+        }
+    }
     let start = Instant::now();
-    let mut pause = RETRY_PAUSE_MS_MIN;
-    loop {
+    let round = || async {
         let mut seen = Vec::new();
         for h in hosts {
-            let opts = connect_options(h, limits)?;
+            let opts = connect_options(h, limits).map_err(Round::Fatal)?;
             let answer = async {
                 let mut c = PgConnection::connect_with(&opts).await?;
                 let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
@@ -154,19 +166,28 @@ pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<Stri
                 Err(e) if sqlstate::is_transient(&e) => {
                     seen.push(format!("{}: {e}", redact_url(h)));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Round::Fatal(e.into())),
             }
         }
-        let waited = start.elapsed().as_millis() as u64;
-        if waited >= limits.connect_retry_ms_max {
-            return Err(Error::Config(format!(
-                "no writable server among {} hosts after {waited} ms ({})",
-                hosts.len(),
-                seen.join("; ")
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        pause = (pause * 2).min(RETRY_PAUSE_MS_MAX);
+        Err(Round::Retry(seen))
+    };
+    let transient = |r: &Round| matches!(r, Round::Retry(_));
+    match retry_transient(
+        "finding the writable server",
+        limits.connect_retry_ms_max,
+        transient,
+        round,
+    )
+    .await
+    {
+        Ok(h) => Ok(h),
+        Err(Round::Fatal(e)) => Err(e),
+        Err(Round::Retry(seen)) => Err(Error::Config(format!(
+            "no writable server among {} hosts after {} ms ({})",
+            hosts.len(),
+            start.elapsed().as_millis(),
+            seen.join("; ")
+        ))),
     }
 }
 
@@ -248,31 +269,26 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let start = Instant::now();
-    let mut pause = RETRY_PAUSE_MS_MIN;
     let mut attempts = 0;
-    loop {
+    let result = retry_transient("connecting", retry_ms_max, transient, || {
         attempts += 1;
-        match attempt().await {
-            Ok(v) => return Ok(v),
-            Err(e) if transient(&e) => {
-                let waited = start.elapsed().as_millis() as u64;
-                if waited >= retry_ms_max {
-                    let Error::Db(source) = e else {
-                        unreachable!("transient errors are database errors")
-                    };
-                    return Err(Error::Unreachable {
-                        url: redact_url(url),
-                        attempts,
-                        waited_ms: waited,
-                        source,
-                    });
-                }
-                tracing::debug!(error = %e, attempts, "database unreachable; retrying");
-                tokio::time::sleep(Duration::from_millis(pause.min(retry_ms_max - waited))).await;
-                pause = (pause * 2).min(RETRY_PAUSE_MS_MAX);
-            }
-            Err(e) => return Err(e),
+        attempt()
+    })
+    .await;
+    match result {
+        // Still transient: the budget is spent.
+        Err(e) if transient(&e) => {
+            let Error::Db(source) = e else {
+                unreachable!("transient errors are database errors")
+            };
+            Err(Error::Unreachable {
+                url: redact_url(url),
+                attempts,
+                waited_ms: start.elapsed().as_millis() as u64,
+                source,
+            })
         }
+        other => other,
     }
 }
 

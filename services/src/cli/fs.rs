@@ -239,9 +239,10 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
                 }
             };
             tx.commit().await?;
-            tokio::fs::rename(&part, &local)
-                .await
-                .with_context(|| format!("writing {}", local.display()))?;
+            if let Err(e) = tokio::fs::rename(&part, &local).await {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e).with_context(|| format!("writing {}", local.display()));
+            }
             render::print_message(&json!({ "path": path, "bytes": n }), format)?;
         }
         FsCommand::Mkdir { parents, path } => {
