@@ -68,11 +68,13 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             version: 1,
             name: "inodes, dirents, blocks",
             sql: include_str!("../migrations/0001_schema.sql"),
+            earlier: &[],
         },
         Migration {
             version: 2,
             name: "os views of files",
             sql: include_str!("../migrations/0002_os_views.sql"),
+            earlier: &[],
         },
     ],
 };

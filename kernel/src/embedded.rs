@@ -9,6 +9,7 @@
 //! | `D/pgdata/` | the Postgres cluster (owned by the user that runs Postgres, mode 0700) |
 //! | `D/run/` | the Unix socket directory |
 //! | `D/password` | the password of the `dbos` superuser (mode 0600) |
+//! | `D/node-password` | the password of the `dbos_node` role nodes connect as (mode 0600) |
 //! | `D/postgres.log` | the server's log |
 //! | `D/port` | the TCP port last used, reused when still free so URLs stay valid |
 //! | `D/lock` | held exclusively while a process starts or stops the cluster |
@@ -40,6 +41,7 @@ const MARKER: &str = "DBOS_DATA_DIR";
 const PGDATA: &str = "pgdata";
 const RUN: &str = "run";
 const PASSWORD: &str = "password";
+const NODE_PASSWORD: &str = "node-password";
 const LOG: &str = "postgres.log";
 const PORT: &str = "port";
 const LOCK: &str = "lock";
@@ -109,6 +111,8 @@ pub struct Cluster {
     child: Option<Child>,
     /// Shared lock on `attach.lock`, held while attached.
     attached: Option<Flock<File>>,
+    /// Password of the node role.
+    node_password: String,
 }
 
 impl Cluster {
@@ -135,6 +139,31 @@ impl Cluster {
     /// Connection URL of the system database.
     pub fn url(&self) -> &str {
         &self.info.url
+    }
+
+    /// Makes the system database ready for nodes (roles, ownership; see [`crate::roles`]) and
+    /// returns the URL nodes connect with: the node role's, not the superuser's.
+    ///
+    /// # Errors
+    /// The server cannot be reached or refuses a statement.
+    pub async fn prepare_for_nodes(&self) -> Result<String> {
+        crate::roles::prepare(&self.info.url, &self.node_password).await?;
+        Ok(self.node_url(DATABASE))
+    }
+
+    /// URL of database `database` as the node role.
+    pub fn node_url(&self, database: &str) -> String {
+        url_as(
+            crate::roles::NODE_ROLE,
+            &self.node_password,
+            self.info.port,
+            database,
+        )
+    }
+
+    /// Password of the node role.
+    pub fn node_password(&self) -> &str {
+        &self.node_password
     }
 
     /// Where the cluster can be reached.
@@ -207,6 +236,8 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
     let attach_file = open_lock_file(&attach_path)?;
     let attached = Flock::lock(attach_file, FlockArg::LockShared)
         .map_err(|(_, e)| Error::io("locking", &attach_path, e.into()))?;
+    // Made under the lock, so processes booting together agree on it.
+    let node_password = node_password(&dir)?;
 
     if let Some(info) = running(&dir)? {
         tracing::info!(
@@ -219,6 +250,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
             info,
             child: None,
             attached: Some(attached),
+            node_password,
         });
     }
 
@@ -278,11 +310,16 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
         },
         child: Some(child),
         attached: Some(attached),
+        node_password,
     })
 }
 
 fn url(password: &str, port: u16) -> String {
-    format!("postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}")
+    url_as(SUPERUSER, password, port, DATABASE)
+}
+
+fn url_as(user: &str, password: &str, port: u16, database: &str) -> String {
+    format!("postgres://{user}:{password}@127.0.0.1:{port}/{database}")
 }
 
 /// Creates the data directory if needed and checks that it is ours and writable.
@@ -633,6 +670,21 @@ fn create_system_database(bin: &Binaries, dir: &Path, owner: Option<&User>) -> R
         return Err(fail(format!("{}: {}", out.status, tail(&stderr))));
     }
     Ok(())
+}
+
+/// The node role's password: read, or made on first use (clusters made before nodes had a role
+/// of their own have none yet).
+fn node_password(dir: &Path) -> Result<String> {
+    let path = dir.join(NODE_PASSWORD);
+    match fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("reading", &path, e)),
+        _ => {
+            let password = hex::encode(rand::random::<[u8; 16]>());
+            write_file(&path, password.as_bytes(), 0o600)?;
+            Ok(password)
+        }
+    }
 }
 
 fn read_password(dir: &Path) -> Result<String> {

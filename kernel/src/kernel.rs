@@ -55,15 +55,29 @@ impl Kernel {
     /// started is stopped again).
     pub async fn boot(config: Config, services: &[ServiceMigrations]) -> Result<Kernel> {
         config.validate()?;
-        let (cluster, url) = match &config.database_url {
-            Some(url) => (None, url.clone()),
-            None => {
-                let cluster = Cluster::start(embedded::Options::from_config(&config)).await?;
-                let url = cluster.url().to_owned();
-                (Some(cluster), url)
-            }
+        let cluster = match &config.database_url {
+            Some(_) => None,
+            None => Some(Cluster::start(embedded::Options::from_config(&config)).await?),
         };
-        match Self::boot_on(config, url, cluster.as_ref().map(|_| ()), services).await {
+        let booted = async {
+            // Nodes work as the node role, never as the superuser.
+            let url = match &cluster {
+                Some(c) => {
+                    db::retry_transient(
+                        "preparing the database for nodes",
+                        config.connect_retry_ms_max,
+                        crate::Error::is_transient,
+                        || c.prepare_for_nodes(),
+                    )
+                    .await?
+                }
+                None => config.database_url.clone().unwrap_or_default(),
+            };
+            let embedded = cluster.as_ref().map(|_| ());
+            Self::boot_on(config, url, embedded, services).await
+        }
+        .await;
+        match booted {
             Ok(mut k) => {
                 k.cluster = cluster;
                 Ok(k)
@@ -165,7 +179,8 @@ impl Kernel {
         &self.pool
     }
 
-    /// URL of the system database (with its password).
+    /// URL of the system database the node works on (with its password): that of the node
+    /// role on an embedded cluster.
     pub fn url(&self) -> &str {
         &self.url
     }

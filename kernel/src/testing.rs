@@ -18,6 +18,9 @@ pub struct TestDb {
     pub url: String,
     /// Its name.
     pub name: String,
+    /// URL of the same database as the superuser, for what a test does that nodes may not
+    /// (creating roles, for instance). Equal to `url` on a `DBOS_TEST_DATABASE_URL` server.
+    pub admin_url: String,
 }
 
 impl TestDb {
@@ -38,6 +41,9 @@ impl TestDb {
 struct Server {
     /// URL of the server's maintenance database.
     admin_url: String,
+    /// Password of the node role, on the embedded cluster: test databases belong to the node
+    /// role and nodes connect as it, as they do on a booted node.
+    node_password: Option<String>,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
@@ -71,7 +77,10 @@ fn server() -> &'static Server {
     watchdog();
     SERVER.get_or_init(|| {
         if let Ok(url) = std::env::var("DBOS_TEST_DATABASE_URL") {
-            return Server { admin_url: url };
+            return Server {
+                admin_url: url,
+                node_password: None,
+            };
         }
         let dir = scratch_dir();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -89,10 +98,17 @@ fn server() -> &'static Server {
                     .enable_all()
                     .build()
                     .expect("a test runtime can be built")
-                    .block_on(Cluster::start_here(opts));
+                    .block_on(async {
+                        let c = Cluster::start_here(opts).await?;
+                        let mut conn = PgConnection::connect(c.url()).await?;
+                        crate::roles::ensure_roles(&mut conn, c.node_password()).await?;
+                        let _ = conn.close().await;
+                        Ok::<_, crate::Error>(c)
+                    });
                 match cluster {
                     Ok(c) => {
-                        tx.send(Ok(c.url().to_owned())).expect("the test waits");
+                        let urls = (c.url().to_owned(), c.node_password().to_owned());
+                        tx.send(Ok(urls)).expect("the test waits");
                         loop {
                             std::thread::park();
                         }
@@ -101,12 +117,14 @@ fn server() -> &'static Server {
                 }
             })
             .expect("a thread can be spawned");
-        let url = rx
+        let (url, node_password) = rx
             .recv()
             .expect("the cluster thread answers")
             .unwrap_or_else(|e| panic!("the test cluster did not start: {e}"));
-        let admin_url = url.rsplit_once('/').expect("a database URL").0.to_owned() + "/postgres";
-        Server { admin_url }
+        Server {
+            admin_url: on_database(&url, "postgres"),
+            node_password: Some(node_password),
+        }
     })
 }
 
@@ -139,20 +157,39 @@ pub fn admin_url() -> String {
 /// # Panics
 /// When the test server cannot be reached; tests cannot run without it.
 pub async fn database() -> TestDb {
-    let admin = admin_url();
+    let server = server();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&admin)
+    let mut conn = PgConnection::connect(&server.admin_url)
         .await
         .unwrap_or_else(|e| panic!("cannot reach the test server: {e}"));
-    conn.execute(format!("CREATE DATABASE {}", quote_ident(&name)).as_str())
+    let owner = match server.node_password {
+        Some(_) => format!(" OWNER {}", crate::roles::NODE_ROLE),
+        None => String::new(),
+    };
+    conn.execute(format!("CREATE DATABASE {}{owner}", quote_ident(&name)).as_str())
         .await
         .expect("a test database can be created");
     let _ = conn.close().await;
-    let url = format!(
-        "{}/{name}",
-        admin.rsplit_once('/').expect("a database URL").0
-    );
-    TestDb { url, name }
+    let admin_url = on_database(&server.admin_url, &name);
+    let url = match &server.node_password {
+        Some(password) => {
+            let (_, rest) = admin_url
+                .rsplit_once('@')
+                .expect("an embedded cluster's URL has credentials");
+            format!("postgres://{}:{password}@{rest}", crate::roles::NODE_ROLE)
+        }
+        None => admin_url.clone(),
+    };
+    TestDb {
+        url,
+        name,
+        admin_url,
+    }
+}
+
+/// `url` on database `name` instead of its own.
+fn on_database(url: &str, name: &str) -> String {
+    format!("{}/{name}", url.rsplit_once('/').expect("a database URL").0)
 }
 
 /// An empty scratch directory that the unprivileged Postgres user can reach (tests run as root

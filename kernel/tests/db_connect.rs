@@ -52,7 +52,8 @@ async fn an_unreachable_server_fails_after_bounded_retries() {
 #[tokio::test]
 async fn a_missing_database_is_created_and_sessions_carry_the_guards() {
     let db = testing::database().await;
-    let url = format!("{}_fresh", db.url);
+    // Creating a database takes a role that may: the superuser here, not the node role.
+    let url = format!("{}_fresh", db.admin_url);
     let limits = PoolLimits {
         idle_in_transaction_timeout_ms: 1234,
         ..PoolLimits::default()

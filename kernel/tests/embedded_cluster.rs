@@ -212,3 +212,97 @@ async fn a_directory_that_is_not_a_cluster_is_refused_untouched() {
     assert!(matches!(err, Error::NotACluster { .. }), "{err}");
     assert!(err.to_string().contains("PG_VERSION"), "{err}");
 }
+
+/// Owners of the objects in the kernel's schemas that are not the node role, as "kind name".
+async fn not_owned_by_node(url: &str) -> Vec<String> {
+    let mut c = PgConnection::connect(url).await.expect("connect");
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT 'schema ' || nspname FROM pg_namespace
+         WHERE nspname IN ('kernel', 'os') AND nspowner <> 'dbos_node'::regrole
+         UNION ALL
+         SELECT 'relation ' || c.oid::regclass::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname IN ('kernel', 'os') AND c.relowner <> 'dbos_node'::regrole
+         UNION ALL
+         SELECT 'routine ' || p.oid::regprocedure::text FROM pg_proc p
+         JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname IN ('kernel', 'os') AND p.proowner <> 'dbos_node'::regrole
+         UNION ALL
+         SELECT 'database ' || datname FROM pg_database
+         WHERE datname = current_database() AND datdba <> 'dbos_node'::regrole",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("owners");
+    let _ = c.close().await;
+    rows
+}
+
+fn node_config(dir: &Path) -> Config {
+    Config {
+        data_dir: dir.to_owned(),
+        drain_timeout_ms: 1_000,
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn a_node_works_as_a_role_that_owns_the_schemas_and_is_not_a_superuser() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let dir = scratch.path().join("d");
+    let kernel = dbos_kernel::Kernel::boot(node_config(&dir), &[])
+        .await
+        .expect("boot");
+    let (user, superuser): (String, bool) = sqlx::query_as(
+        "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(kernel.pool())
+    .await
+    .expect("who am I");
+    assert_eq!((user.as_str(), superuser), ("dbos_node", false));
+    assert!(!kernel.url().contains("//dbos:"), "{}", dbos_kernel::redact_url(kernel.url()));
+    assert_eq!(not_owned_by_node(kernel.url()).await, Vec::<String>::new());
+    // What only a superuser may do is refused to the node.
+    let err = sqlx::query("SELECT pg_read_file('/etc/hostname')")
+        .execute(kernel.pool())
+        .await
+        .expect_err("a node role cannot read server files");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    kernel.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_database_made_by_the_superuser_is_handed_to_the_node_role_at_boot() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let dir = scratch.path().join("d");
+    // A data directory from before nodes had a role: the superuser migrated it and there is no
+    // node password yet; it recorded the first text of the reader-role migration.
+    let cluster = Cluster::start(options(&dir)).await.expect("start");
+    let pool = dbos_kernel::db::connect(cluster.url(), &Default::default())
+        .await
+        .expect("connect");
+    dbos_kernel::migrate::apply(&pool, &[dbos_kernel::migrate::KERNEL])
+        .await
+        .expect("migrate as the superuser");
+    sqlx::query(
+        "UPDATE kernel.migrations SET checksum = $1 WHERE service = 'kernel' AND version = 6",
+    )
+    .bind(dbos_kernel::migrate::KERNEL.migrations[5].earlier[0])
+    .execute(&pool)
+    .await
+    .expect("record the earlier text");
+    pool.close().await;
+    cluster.stop().await.expect("stop");
+    std::fs::remove_file(dir.join("node-password")).expect("no node password yet");
+
+    let kernel = dbos_kernel::Kernel::boot(node_config(&dir), &[])
+        .await
+        .expect("boot on the old data directory");
+    assert_eq!(not_owned_by_node(kernel.url()).await, Vec::<String>::new());
+    let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM os.nodes")
+        .fetch_one(kernel.pool())
+        .await
+        .expect("the node reads its views");
+    assert_eq!(nodes, 1);
+    kernel.shutdown().await.expect("shutdown");
+}

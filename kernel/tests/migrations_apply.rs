@@ -11,11 +11,13 @@ const DEMO: ServiceMigrations = ServiceMigrations {
             version: 1,
             name: "items",
             sql: "CREATE SCHEMA demo; CREATE TABLE demo.items (id bigint PRIMARY KEY);",
+            earlier: &[],
         },
         Migration {
             version: 2,
             name: "item names",
             sql: "ALTER TABLE demo.items ADD COLUMN name text;",
+            earlier: &[],
         },
     ],
 };
@@ -121,6 +123,7 @@ async fn an_edited_migration_is_refused_by_checksum() {
             version: 1,
             name: "items",
             sql: "CREATE SCHEMA demo; CREATE TABLE demo.items (id int PRIMARY KEY);",
+            earlier: &[],
         }],
     };
     let err = migrate::apply(&p, &[migrate::KERNEL, EDITED])
@@ -142,6 +145,7 @@ async fn a_failing_migration_leaves_nothing_behind() {
             version: 1,
             name: "half",
             sql: "CREATE TABLE public.half_done (id int); SELECT * FROM no_such_table;",
+            earlier: &[],
         }],
     };
     let err = migrate::apply(&p, &[migrate::KERNEL, BROKEN])

@@ -59,11 +59,13 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             version: 1,
             name: "pub/sub topics and messaging views",
             sql: include_str!("../migrations/msg_0001_topics.sql"),
+            earlier: &[],
         },
         Migration {
             version: 2,
             name: "topic message limit",
             sql: include_str!("../migrations/msg_0002_payload_limit.sql"),
+            earlier: &[],
         },
     ],
 };

@@ -41,16 +41,19 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             version: 1,
             name: "queues and tasks",
             sql: include_str!("../migrations/sched_0001_queues_tasks.sql"),
+            earlier: &[],
         },
         Migration {
             version: 2,
             name: "cancel notifications",
             sql: include_str!("../migrations/sched_0002_cancel_notify.sql"),
+            earlier: &[],
         },
         Migration {
             version: 3,
             name: "lease after restart",
             sql: include_str!("../migrations/sched_0003_lease_after_restart.sql"),
+            earlier: &[],
         },
     ],
 };

@@ -61,5 +61,6 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
         version: 1,
         name: "DBOS system database v125",
         sql: include_str!("../migrations/dbos_0001_system_database.sql"),
+        earlier: &[],
     }],
 };
