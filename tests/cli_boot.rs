@@ -14,11 +14,18 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         &dir,
         &["--slots", "5", "--label", "gpu=true", "--label", "zone=a"],
     );
-    // The node prints its URL without the password (its output ends up in logs); `dbos url
-    // --show-password` gives the whole URL to whoever may read the password file.
-    assert!(node.url.starts_with("postgres://dbos:***@"), "{}", node.url);
+    // The node prints its URL, the node role's, without the password (its output ends up in
+    // logs); `dbos url --show-password` gives the whole URL to whoever may read the password
+    // file: the superuser's, or with --node the node role's.
+    assert!(
+        node.url.starts_with("postgres://dbos_node:***@"),
+        "{}",
+        node.url
+    );
     let d = path(&dir);
-    assert_eq!(ok(&["url", "--data-dir", d]).trim(), node.url);
+    assert_eq!(ok(&["url", "--data-dir", d, "--node"]).trim(), node.url);
+    let node_url = ok(&["url", "--data-dir", d, "--node", "--show-password"]);
+    assert_eq!(dbos_kernel::redact_url(node_url.trim()), node.url);
     let url = ok(&["url", "--data-dir", d, "--show-password"])
         .trim()
         .to_owned();
@@ -26,7 +33,21 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         !url.contains("***") && url.starts_with("postgres://dbos:"),
         "{url}"
     );
-    assert_eq!(dbos_kernel::redact_url(&url), node.url);
+    assert_eq!(
+        dbos_kernel::redact_url(&url),
+        ok(&["url", "--data-dir", d]).trim()
+    );
+    let whoami = ok(&[
+        "sql",
+        "--database-url",
+        node_url.trim(),
+        "--json",
+        "SELECT current_user AS who, rolsuper FROM pg_roles WHERE rolname = current_user",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&whoami).expect("json"),
+        serde_json::json!([{"who": "dbos_node", "rolsuper": false}])
+    );
 
     let rows = sql_json(&dir, "SELECT node_id, alive, slots, labels FROM os.nodes");
     assert_eq!(

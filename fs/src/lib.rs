@@ -76,6 +76,12 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/0002_os_views.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 3,
+            name: "row security of blocks",
+            sql: include_str!("../migrations/0003_row_security.sql"),
+            earlier: &[],
+        },
     ],
 };
 

@@ -871,9 +871,39 @@ async fn create_with_content_is_one_atomic_statement() {
     t.assert_consistent().await;
 }
 
+/// The contents of the blocks a connection reads, sorted.
+async fn readable(conn: &mut sqlx::PgConnection) -> Vec<String> {
+    let sql = "SELECT convert_from(data, 'UTF8') FROM fs.blocks ORDER BY 1";
+    sqlx::query_scalar(sql)
+        .fetch_all(conn)
+        .await
+        .expect("blocks are selectable")
+}
+
+/// A login role made by the superuser, and a connection as it.
+async fn login_role(t: &T, name: &str, grants: &str) -> sqlx::PgConnection {
+    use sqlx::{ConnectOptions, Connection};
+    let mut admin = sqlx::PgConnection::connect(&t.admin_url)
+        .await
+        .expect("the superuser connects");
+    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {name}"))
+        .execute(&mut admin)
+        .await;
+    sqlx::raw_sql(&format!("CREATE ROLE {name} LOGIN PASSWORD 'pw'; {grants}"))
+        .execute(&mut admin)
+        .await
+        .expect("a login role");
+    let _ = admin.close().await;
+    let opts: sqlx::postgres::PgConnectOptions = t.url.parse().expect("the test URL");
+    opts.username(name)
+        .password("pw")
+        .connect()
+        .await
+        .expect("the role connects")
+}
+
 #[tokio::test]
 async fn a_read_only_role_reads_the_os_views_but_no_files_blocks() {
-    use sqlx::ConnectOptions;
     let t = T::new().await;
     let (fs, r) = (&t.fs, &t.root);
     let mut c = t.pool.acquire().await.unwrap();
@@ -882,19 +912,7 @@ async fn a_read_only_role_reads_the_os_views_but_no_files_blocks() {
         .await
         .unwrap();
     let role = format!("analyst_{}", std::process::id());
-    sqlx::query(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE dbos_reader"
-    ))
-    .execute(&mut *c)
-    .await
-    .expect("a login role with dbos_reader");
-    let opts: sqlx::postgres::PgConnectOptions = t.url.parse().expect("the test URL");
-    let mut analyst = opts
-        .username(&role)
-        .password("pw")
-        .connect()
-        .await
-        .expect("the analyst connects");
+    let mut analyst = login_role(&t, &role, &format!("GRANT dbos_reader TO {role}")).await;
     let files: i64 = sqlx::query_scalar("SELECT count(*) FROM os.files WHERE path = '/secret'")
         .fetch_one(&mut analyst)
         .await
@@ -911,9 +929,54 @@ async fn a_read_only_role_reads_the_os_views_but_no_files_blocks() {
             .expect_err(denied);
         assert!(dbos_kernel::sqlstate::is(&e, "42501"), "{denied}: {e}");
     }
-    drop(analyst);
-    sqlx::query(&format!("DROP ROLE {role}"))
+}
+
+#[tokio::test]
+async fn a_sql_role_reads_only_the_blocks_its_identity_may_read() {
+    let t = T::new().await;
+    let (fs, r) = (&t.fs, &t.root);
+    let mut c = t.pool.acquire().await.unwrap();
+    let (me, them) = (
+        Identity::new(1000, 1000, vec![]),
+        Identity::new(2000, 2000, vec![]),
+    );
+    fs.mkdir(&mut c, r, "/home", 0o777).await.unwrap();
+    fs.mkdir(&mut c, r, "/locked", 0o700).await.unwrap();
+    for (who, path, mode) in [
+        (&them, "/home/theirs", 0o600),
+        (&them, "/home/shared", 0o644),
+        (&me, "/home/mine", 0o600),
+        (r, "/locked/open", 0o644),
+    ] {
+        fs.create(&mut c, who, path, mode).await.unwrap();
+        fs.write(&mut c, who, path, 0, path.as_bytes())
+            .await
+            .unwrap();
+    }
+    let role = format!("alice_{}", std::process::id());
+    let mut alice = login_role(
+        &t,
+        &role,
+        &format!("GRANT USAGE ON SCHEMA fs TO {role}; GRANT SELECT, DELETE ON fs.blocks TO {role}"),
+    )
+    .await;
+    // Without an identity the role is nobody: only files others may read, on paths others may
+    // search.
+    assert_eq!(readable(&mut alice).await, ["/home/shared"]);
+    sqlx::query("INSERT INTO fs.sql_identities (role_name, uid, gid) VALUES ($1, 1000, 1000)")
+        .bind(&role)
         .execute(&mut *c)
         .await
-        .expect("drop the role");
+        .unwrap();
+    assert_eq!(readable(&mut alice).await, ["/home/mine", "/home/shared"]);
+    // No policy lets a role change blocks, whatever it was granted.
+    let deleted = sqlx::query("DELETE FROM fs.blocks")
+        .execute(&mut alice)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(deleted, 0);
+    assert_eq!(t.count("SELECT count(*) FROM fs.blocks").await, 4);
+    // The node role owns the table and reads everything.
+    fs.read(&mut c, r, "/home/theirs", 0, 100).await.unwrap();
 }

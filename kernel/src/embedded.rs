@@ -219,6 +219,23 @@ impl Cluster {
     }
 }
 
+/// URL of the system database of the cluster running in a data directory, as the node role.
+///
+/// # Errors
+/// As [`discover`], or the node password file cannot be read (no node booted here yet, or
+/// this user may not read it).
+pub fn discover_node_url(data_dir: &Path) -> Result<String> {
+    let info = discover(data_dir)?;
+    let path = data_dir.join(NODE_PASSWORD);
+    let password = fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
+    Ok(url_as(
+        crate::roles::NODE_ROLE,
+        password.trim(),
+        info.port,
+        DATABASE,
+    ))
+}
+
 /// Finds the cluster running in a data directory, for commands that only connect.
 ///
 /// # Errors

@@ -179,6 +179,12 @@ impl Kernel {
         &self.pool
     }
 
+    /// URL of the embedded cluster's superuser (with its password), for what nodes may not do
+    /// (creating databases, reading server statistics); `None` on a database given by URL.
+    pub fn superuser_url(&self) -> Option<&str> {
+        self.cluster.as_ref().map(Cluster::url)
+    }
+
     /// URL of the system database the node works on (with its password): that of the node
     /// role on an embedded cluster.
     pub fn url(&self) -> &str {

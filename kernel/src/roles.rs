@@ -155,4 +155,3 @@ pub async fn prepare(superuser_url: &str, node_password: &str) -> Result<()> {
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
-

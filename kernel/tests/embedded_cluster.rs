@@ -260,7 +260,11 @@ async fn a_node_works_as_a_role_that_owns_the_schemas_and_is_not_a_superuser() {
     .await
     .expect("who am I");
     assert_eq!((user.as_str(), superuser), ("dbos_node", false));
-    assert!(!kernel.url().contains("//dbos:"), "{}", dbos_kernel::redact_url(kernel.url()));
+    assert!(
+        !kernel.url().contains("//dbos:"),
+        "{}",
+        dbos_kernel::redact_url(kernel.url())
+    );
     assert_eq!(not_owned_by_node(kernel.url()).await, Vec::<String>::new());
     // What only a superuser may do is refused to the node.
     let err = sqlx::query("SELECT pg_read_file('/etc/hostname')")

@@ -34,6 +34,8 @@ pub(crate) struct Env {
     kernel: Kernel,
     wf: Service,
     url: String,
+    /// The superuser's URL on an embedded cluster, else `url`: peers create their databases.
+    admin_url: String,
     _scratch: Option<tempfile::TempDir>,
 }
 
@@ -96,10 +98,12 @@ impl Env {
         )
         .await?;
         let url = kernel.url().to_owned();
+        let admin_url = kernel.superuser_url().unwrap_or(&url).to_owned();
         Ok(Env {
             kernel,
             wf,
             url,
+            admin_url,
             _scratch: scratch,
         })
     }

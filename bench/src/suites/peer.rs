@@ -49,7 +49,7 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let script = std::env::temp_dir().join(format!("dbos_peer_{}.py", std::process::id()));
     std::fs::write(&script, include_str!("../../peer/dbos_peer.py"))?;
     let base = env
-        .url
+        .admin_url
         .rsplit_once('/')
         .map(|(b, _)| b.to_owned())
         .unwrap_or_default();

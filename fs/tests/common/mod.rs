@@ -13,6 +13,8 @@ pub struct T {
     pub fs: Fs,
     pub root: Identity,
     pub url: String,
+    /// The same database as the superuser.
+    pub admin_url: String,
 }
 
 impl T {
@@ -39,6 +41,7 @@ impl T {
             fs: Fs::new(opts),
             root: Identity::root(),
             url: tdb.url,
+            admin_url: tdb.admin_url,
         }
     }
 

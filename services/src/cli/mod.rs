@@ -130,15 +130,18 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Print the database URL for other clients (psql, DBOS for Python); its password is
-    /// hidden unless --show-password, which needs read access to the data directory's
-    /// password file.
+    /// Print the database URL for other clients (psql, DBOS for Python): the superuser's, or
+    /// with --node the node role's; its password is hidden unless --show-password, which needs
+    /// read access to the data directory's password files.
     Url {
         #[command(flatten)]
         conn: ConnArgs,
         /// Print the password too.
         #[arg(long)]
         show_password: bool,
+        /// The URL of the node role (`dbos_node`, not a superuser) of the embedded cluster.
+        #[arg(long, conflicts_with = "database_url")]
+        node: bool,
     },
     /// Open psql on the system database.
     Psql {
@@ -168,11 +171,14 @@ impl ConnArgs {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
-        let dir = self
-            .data_dir
+        Ok(embedded::discover(&self.data_dir())?.url)
+    }
+
+    /// The embedded cluster's data directory: given, or the default.
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
             .clone()
-            .unwrap_or_else(config::default_data_dir);
-        Ok(embedded::discover(&dir)?.url)
+            .unwrap_or_else(config::default_data_dir)
     }
 }
 
@@ -349,8 +355,13 @@ async fn run(command: Command) -> Result<ExitCode> {
         Command::Url {
             conn,
             show_password,
+            node,
         } => {
-            let url = conn.url()?;
+            let url = if node {
+                embedded::discover_node_url(&conn.data_dir())?
+            } else {
+                conn.url()?
+            };
             println!("{}", if show_password { url } else { redact_url(&url) });
             Ok(ExitCode::SUCCESS)
         }
