@@ -291,3 +291,49 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: MsgCommand) ->
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// JSON values of every kind, nested.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("\\PC{0,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any message text is a JSON value or refused with one line quoting a short prefix;
+        /// never a panic.
+        #[test]
+        fn any_message_text_is_parsed_or_refused_on_one_line(s in "\\PC{0,300}") {
+            if let Err(e) = parse_json("a message", &s) {
+                let line = super::super::one_line(&e);
+                proptest::prop_assert!(!line.contains('\n'));
+                proptest::prop_assert!(line.chars().count() < 200, "{}", line);
+            }
+        }
+
+        /// Every JSON value, as text, is accepted as itself.
+        #[test]
+        fn every_json_value_round_trips(v in json_value()) {
+            let text = v.to_string();
+            proptest::prop_assert_eq!(message_arg("a message", &text).unwrap(), v);
+        }
+    }
+}
