@@ -52,6 +52,9 @@ pub struct Config {
     /// Notifications buffered per channel for slow waiters; a waiter that falls further behind
     /// is told to re-check its table.
     pub notify_buffer_max: usize,
+    /// Extra settings (`-c name=value`) of an embedded server this node starts, e.g.
+    /// `shared_preload_libraries`.
+    pub pg_settings: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             node_lease_ms: 10_000,
             drain_timeout_ms: 10_000,
             notify_buffer_max: 1_024,
+            pg_settings: Vec::new(),
         }
     }
 }

@@ -85,7 +85,7 @@ impl Options {
             pg_bindir: c.pg_bindir.clone(),
             pg_port: c.pg_port,
             start_timeout_ms: c.pg_start_timeout_ms,
-            settings: Vec::new(),
+            settings: c.pg_settings.clone(),
             die_with_parent: false,
         }
     }
@@ -477,6 +477,20 @@ impl Binaries {
     fn path(&self, program: &str) -> PathBuf {
         self.dir.join(program)
     }
+}
+
+/// Whether the server binaries found for `bindir` (searched for when `None`) come with the
+/// loadable module `name` (e.g. `pg_stat_statements`), so it can be preloaded.
+pub fn server_module_available(bindir: Option<&Path>, name: &str) -> bool {
+    find_binaries(bindir).is_ok_and(|b| {
+        // Debian: .../15/bin and .../15/lib; a source install: PREFIX/bin and PREFIX/lib/postgresql.
+        let Some(prefix) = b.dir.parent() else {
+            return false;
+        };
+        [prefix.join("lib"), prefix.join("lib/postgresql")]
+            .iter()
+            .any(|d| d.join(format!("{name}.so")).is_file())
+    })
 }
 
 fn has_server(dir: &Path) -> bool {

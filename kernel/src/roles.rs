@@ -146,6 +146,10 @@ pub async fn adopt_database(conn: &mut PgConnection) -> Result<()> {
 pub async fn prepare(superuser_url: &str, node_password: &str) -> Result<()> {
     let mut conn = PgConnection::connect(superuser_url).await?;
     ensure_roles(&mut conn, node_password).await?;
+    // The embedded superuser is named like schema `dbos`: by the default search path ("$user",
+    // public) what people create without a schema would land among DBOS's tables.
+    conn.execute("ALTER ROLE CURRENT_USER SET search_path = public")
+        .await?;
     adopt_database(&mut conn).await?;
     conn.close().await?;
     Ok(())

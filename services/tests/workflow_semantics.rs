@@ -932,3 +932,57 @@ async fn cancel_with_cascade_reaches_the_children() {
     gate.store(true, Ordering::SeqCst);
     n.stop().await;
 }
+
+/// Whether operation `fid` of workflow `id` is recorded, read on a connection of its own.
+async fn recorded(pool: &sqlx::PgPool, id: &str, fid: i32) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM dbos.operation_outputs
+                        WHERE workflow_uuid = $1 AND function_id = $2)",
+    )
+    .bind(id)
+    .bind(fid)
+    .fetch_one(pool)
+    .await
+    .expect("read the checkpoints")
+}
+
+#[tokio::test]
+async fn a_steps_checkpoint_is_durable_before_the_next_step_runs_and_the_last_goes_with_the_outcome(
+) {
+    let n = node(|r| {
+        r.register("seen", |ctx: workflow::Context, (): ()| async move {
+            ctx.step("first", || async { Ok(1) }).await?;
+            // The second step's body sees the first step recorded, from outside.
+            let pool = ctx.pool().clone();
+            let id = ctx.workflow_id().to_owned();
+            let saw_first = ctx
+                .step("second", || {
+                    let (pool, id) = (pool.clone(), id.clone());
+                    async move { Ok(recorded(&pool, &id, 1).await) }
+                })
+                .await?;
+            // The last step's checkpoint goes with the outcome: an error after it as well.
+            ctx.step("last", || async { Ok(3) }).await?;
+            if saw_first {
+                Err(workflow::Error::failed("Late", "after the last step"))
+            } else {
+                Ok(())
+            }
+        });
+    })
+    .await;
+    let err =
+        n.wf.run::<_, ()>("seen", (), id("pending-1"))
+            .await
+            .expect_err("the workflow fails after its last step");
+    assert!(err.to_string().contains("after the last step"), "{err}");
+    assert_eq!(status(n.pool(), "pending-1").await, "ERROR");
+    assert_eq!(
+        step_names(n.pool(), "pending-1").await,
+        vec![
+            (1, "first".into()),
+            (2, "second".into()),
+            (3, "last".into())
+        ]
+    );
+}

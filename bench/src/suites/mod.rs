@@ -74,8 +74,21 @@ impl Env {
                 Some(d)
             }
         };
+        // Server time per statement comes from pg_stat_statements where the embedded server has
+        // the module.
+        let statements = scratch.is_some()
+            && dbos_kernel::embedded::server_module_available(None, "pg_stat_statements");
+        let pg_settings = if statements {
+            vec![(
+                "shared_preload_libraries".to_owned(),
+                "pg_stat_statements".to_owned(),
+            )]
+        } else {
+            Vec::new()
+        };
         let config = Config {
             database_url,
+            pg_settings,
             data_dir: scratch
                 .as_ref()
                 .map(|d| d.path().join("data"))
@@ -99,6 +112,16 @@ impl Env {
         .await?;
         let url = kernel.url().to_owned();
         let admin_url = kernel.superuser_url().unwrap_or(&url).to_owned();
+        if statements {
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public")
+                .execute(&mut <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await?)
+                .await?;
+        } else {
+            eprintln!(
+                "NOTICE: pg_stat_statements is not available; server time per statement is not \
+                 measured"
+            );
+        }
         Ok(Env {
             kernel,
             wf,
@@ -185,15 +208,111 @@ pub(super) struct Counters {
     wal_syncs: i64,
     /// Transactions the reading itself added.
     own_xacts: i64,
+    /// CPU time of this process, ms.
+    cpu_ours_ms: f64,
+    /// CPU time of the Postgres processes on this host, ms.
+    cpu_pg_ms: f64,
+    /// Per statement (pg_stat_statements, where installed): calls, execution ms, text.
+    statements: BTreeMap<i64, (i64, f64, String)>,
 }
 
 /// Per-operation differences of two [`Counters`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct PerOp {
     pub(super) commits: f64,
     pub(super) xacts: f64,
     pub(super) wal_bytes: f64,
     pub(super) wal_syncs: f64,
+    pub(super) cpu_ours_ms: f64,
+    pub(super) cpu_pg_ms: f64,
+    /// Statements executed (none known without pg_stat_statements).
+    pub(super) statements: Option<f64>,
+    /// Server execution time of those statements, ms.
+    pub(super) server_ms: Option<f64>,
+    /// The statements that took most server time: mean ms per call, calls per operation, and
+    /// the start of the text.
+    pub(super) top: Vec<(f64, f64, String)>,
+}
+
+impl PerOp {
+    /// The time budget fields, for a row's `measured` column; `per` names the operation.
+    pub(super) fn budget(
+        ops: &[PerOp],
+        per: &str,
+        extra: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        let median = |f: &dyn Fn(&PerOp) -> Option<f64>| {
+            let v: Vec<f64> = ops.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| summarize(&v).0)
+        };
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
+        for (name, v) in [
+            ("cpu_ours_ms", median(&|p| Some(p.cpu_ours_ms))),
+            ("cpu_pg_ms", median(&|p| Some(p.cpu_pg_ms))),
+            ("stmts", median(&|p| p.statements)),
+            ("server_ms", median(&|p| p.server_ms)),
+        ] {
+            if let Some(v) = v {
+                extra.insert(format!("{name}_per_{per}"), round(v).into());
+            }
+        }
+        if let Some(last) = ops.last() {
+            let top: Vec<String> = last
+                .top
+                .iter()
+                .map(|(mean, calls, text)| format!("{calls:.2}× {mean:.3} ms {text}"))
+                .collect();
+            if !top.is_empty() {
+                extra.insert("top_statements".into(), top.join(" | ").into());
+            }
+        }
+    }
+}
+
+/// CPU time (user + system) of process `pid`'s `/proc` stat line, in clock ticks.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Milliseconds per clock tick.
+fn ms_per_tick() -> f64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    1000.0 / hz as f64
+}
+
+/// CPU time of this process and of every `postgres` process on the host, ms.
+fn cpu_ms() -> (f64, f64) {
+    let tick = ms_per_tick();
+    let ours = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| cpu_ticks(&s))
+        .unwrap_or(0);
+    let mut pg = 0;
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            if !e
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            if stat.contains("(postgres)") {
+                pg += cpu_ticks(&stat).unwrap_or(0);
+            }
+        }
+    }
+    (ours as f64 * tick, pg as f64 * tick)
 }
 
 /// Interval at which a Postgres backend publishes its statistics (`PGSTAT_MIN_INTERVAL`).
@@ -221,12 +340,31 @@ impl Counters {
         )
         .fetch_one(pool)
         .await?;
+        // Readable by any role for its own statements; absent without the extension.
+        let statements: BTreeMap<i64, (i64, f64, String)> = sqlx::query_as::<_, (i64, i64, f64, String)>(
+            "SELECT queryid, calls, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+             FROM public.pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND queryid IS NOT NULL",
+        )
+        .fetch_all(pool)
+        .await
+        .map(|rows| rows.into_iter().map(|(q, c, t, s)| (q, (c, t, s))).collect())
+        .unwrap_or_else(|e| {
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| eprintln!("NOTICE: no statement statistics: {e}"));
+            BTreeMap::new()
+        });
+        let (cpu_ours_ms, cpu_pg_ms) = cpu_ms();
         Ok(Counters {
             xid,
             lsn,
             xacts,
             wal_syncs,
             own_xacts: open as i64 + 1,
+            cpu_ours_ms,
+            cpu_pg_ms,
+            statements,
         })
     }
 
@@ -239,7 +377,34 @@ impl Counters {
                 .fetch_one(pool)
                 .await?;
         let n = ops.max(1) as f64;
+        // Statements run between the two readings; the readings' own are a few per run.
+        let mut delta: Vec<(i64, f64, String)> = later
+            .statements
+            .iter()
+            .filter_map(|(q, (calls, ms, text))| {
+                let (c0, ms0) = self
+                    .statements
+                    .get(q)
+                    .map(|(c, m, _)| (*c, *m))
+                    .unwrap_or((0, 0.0));
+                (calls > &c0).then(|| (calls - c0, ms - ms0, text.clone()))
+            })
+            .collect();
+        let known = !later.statements.is_empty();
+        let statements = known.then(|| delta.iter().map(|d| d.0 as f64).sum::<f64>() / n);
+        let server_ms = known.then(|| delta.iter().map(|d| d.1).sum::<f64>() / n);
+        delta.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top = delta
+            .iter()
+            .take(3)
+            .map(|(calls, ms, text)| (ms / *calls as f64, *calls as f64 / n, text.clone()))
+            .collect();
         Ok(PerOp {
+            cpu_ours_ms: (later.cpu_ours_ms - self.cpu_ours_ms) / n,
+            cpu_pg_ms: (later.cpu_pg_ms - self.cpu_pg_ms) / n,
+            statements,
+            server_ms,
+            top,
             // Minus the reading query's own transaction id.
             commits: (later.xid - self.xid - 1).max(0) as f64 / n,
             xacts: (later.xacts - self.xacts - later.own_xacts).max(0) as f64 / n,

@@ -76,6 +76,7 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         extra.insert("xacts_per_wf".into(), median(|p| p.xacts).into());
         extra.insert("fsyncs_per_wf".into(), median(|p| p.wal_syncs).into());
         extra.insert("wal_bytes_per_wf".into(), median(|p| p.wal_bytes).into());
+        PerOp::budget(&per_op, "wf", &mut extra);
         let how = if queued { "queued" } else { "direct" };
         let mut row = Row::new(
             "workflow",

@@ -4,7 +4,8 @@
 //! which writes everything queued in one statement and one commit ([`dbos_store::batch`]). While
 //! `batches_in_flight_max` batches are being committed, new requests queue up and go out
 //! together in the next one, so under concurrency many workflows share each commit (and its
-//! fsync), and a lone workflow still pays exactly one round trip per write.
+//! fsync), and a lone workflow still pays exactly one round trip per write: a request that
+//! finds a batch slot free starts the write itself, with no hand-off to the flusher.
 //!
 //! The flusher is a supervised loop of the kernel's [`Phase::Flush`]: at shutdown it stops only
 //! after running work has drained, writing everything still queued first.
@@ -81,27 +82,56 @@ impl Committer {
         Committer { inner }
     }
 
-    /// Records a checkpoint if the workflow is still PENDING and owned by `owner_xid`.
-    /// Returns `false` when it is not (cancelled, or owned by another execution) or when the
-    /// position was already recorded.
+    /// Records checkpoints (of one workflow, in order) if the workflow is still PENDING and
+    /// owned by `owner_xid`. Says per checkpoint whether it was written: not when the
+    /// workflow is not (cancelled, or owned by another execution) or when the position was
+    /// already recorded.
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
     ///
     /// A request is checked before it joins a batch: a bad one is refused alone.
-    pub(crate) async fn checkpoint(&self, c: Checkpoint) -> Result<bool, Error> {
-        c.validate()?;
-        let (tx, rx) = oneshot::channel();
-        self.push(Request::Checkpoint(c, tx))?;
-        answer(rx).await
+    pub(crate) async fn checkpoints(&self, cs: Vec<Checkpoint>) -> Result<Vec<bool>, Error> {
+        let mut requests = Vec::with_capacity(cs.len());
+        let mut answers = Vec::with_capacity(cs.len());
+        for c in cs {
+            c.validate()?;
+            let (tx, rx) = oneshot::channel();
+            requests.push(Request::Checkpoint(c, tx));
+            answers.push(rx);
+        }
+        self.push(requests)?;
+        let mut written = Vec::with_capacity(answers.len());
+        for rx in answers {
+            written.push(answer(rx).await?);
+        }
+        Ok(written)
     }
 
-    /// Records a workflow's outcome if it is still PENDING and owned by `owner_xid`.
+    /// Records a workflow's outcome, and with it the checkpoint its last step left pending,
+    /// if it is still PENDING and owned by `owner_xid`. Says whether the outcome was written.
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
-    pub(crate) async fn outcome(&self, o: Outcome) -> Result<bool, Error> {
+    pub(crate) async fn outcome(
+        &self,
+        pending: Option<Checkpoint>,
+        o: Outcome,
+    ) -> Result<bool, Error> {
         o.validate()?;
+        let mut requests = Vec::with_capacity(2);
+        let mut checkpoint = None;
+        if let Some(c) = pending {
+            c.validate()?;
+            let (tx, rx) = oneshot::channel();
+            requests.push(Request::Checkpoint(c, tx));
+            checkpoint = Some(rx);
+        }
         let (tx, rx) = oneshot::channel();
-        self.push(Request::Outcome(o, tx))?;
+        requests.push(Request::Outcome(o, tx));
+        self.push(requests)?;
+        if let Some(rx) = checkpoint {
+            // Written with the outcome or fenced out with it: the outcome's answer says which.
+            answer(rx).await?;
+        }
         answer(rx).await
     }
 
@@ -112,7 +142,7 @@ impl Committer {
         st.validate()?;
         let (tx, rx) = oneshot::channel();
         let id = st.workflow_id.clone();
-        self.push(Request::Start(st, tx))?;
+        self.push(vec![Request::Start(st, tx)])?;
         answer(rx).await?.ok_or_else(|| {
             Error::Invalid(format!(
                 "the start of {id} returned no row; the group commit found no such workflow"
@@ -120,13 +150,27 @@ impl Committer {
         })
     }
 
-    fn push(&self, r: Request) -> Result<(), Error> {
+    /// Queues requests next to each other, so they usually share a batch.
+    fn push(&self, rs: Vec<Request>) -> Result<(), Error> {
         if self.inner.stopped.is_cancelled() {
             // The flusher has ended: answer at once rather than never.
             return Err(Error::ShuttingDown);
         }
-        self.inner.queue.lock().push(r);
-        self.inner.wake.notify_one();
+        self.inner.queue.lock().extend(rs);
+        // With a batch slot free, the request's own task starts the write: a lone workflow
+        // pays its round trip without waiting for the flusher to be scheduled. The write runs
+        // as a task of its own, so a caller that stops waiting cancels no one's write.
+        match self.inner.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let requests = self.inner.take_batch();
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    write(&inner, requests).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => self.inner.wake.notify_one(),
+        }
         Ok(())
     }
 }
@@ -136,6 +180,15 @@ async fn answer<T>(rx: oneshot::Receiver<Result<T, Failed>>) -> Result<T, Error>
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Error::Store(dbos_store::Error::Batch(e))),
         Err(_) => Err(Error::ShuttingDown),
+    }
+}
+
+impl Inner {
+    /// Takes up to `batch_max` queued requests, oldest first.
+    fn take_batch(&self) -> Vec<Request> {
+        let mut q = self.queue.lock();
+        let n = q.len().min(self.batch_max);
+        q.drain(..n).collect()
     }
 }
 
@@ -160,11 +213,11 @@ async fn flush_until(inner: Arc<Inner>, stop: CancellationToken) -> Result<(), E
             .acquire_owned()
             .await
             .expect("the in-flight semaphore is never closed");
-        let requests: Vec<Request> = {
-            let mut q = inner.queue.lock();
-            let n = q.len().min(inner.batch_max);
-            q.drain(..n).collect()
-        };
+        let requests = inner.take_batch();
+        if requests.is_empty() {
+            // A request's own task took them while this loop waited for the slot.
+            continue;
+        }
         let inner = inner.clone();
         tokio::spawn(async move {
             write(&inner, requests).await;

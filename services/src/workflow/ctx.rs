@@ -92,6 +92,10 @@ pub(crate) struct CtxInner {
     pub(crate) deadline_ms: Option<i64>,
     /// Notifications of this workflow's cancellation since the last step.
     pub(crate) cancel: Mutex<dbos_msg::Watch>,
+    /// The checkpoint of the last step, not yet written: it goes out with the next write of
+    /// this workflow, and before anything that could depend on the step runs (the next step's
+    /// body, a message, a child), so the workflow's last step and its outcome share a commit.
+    pub(crate) pending: Mutex<Option<Checkpoint>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -153,14 +157,16 @@ impl Context {
     }
 
     /// Runs before every step: fails with [`Error::ShuttingDown`] once this node no longer holds
-    /// its lease, with [`Error::Cancelled`] once the workflow was cancelled, and once its
-    /// deadline has passed (and cancels it).
+    /// its lease; writes the checkpoint the last step left pending; fails with
+    /// [`Error::Cancelled`] once the workflow was cancelled, and once its deadline has passed
+    /// (and cancels it).
     pub(super) async fn check_deadline(&self) -> Result<(), Error> {
         // A node that gave its lease up (or whose lease ran out unrenewed: it was cut off or
         // stalled) starts no further step; another node may be running this workflow.
         if !self.inner.svc.lease().is_held() {
             return Err(Error::ShuttingDown);
         }
+        self.settle().await?;
         // A cancel (from this node, another one, or any SQL client) notifies: checked before
         // the step's body runs, at the cost of a round trip only when one arrived.
         let notified = self.inner.cancel.lock().notified();
@@ -179,9 +185,41 @@ impl Context {
         Ok(())
     }
 
-    /// Writes a checkpoint; a refused write says why (cancelled, or owned elsewhere).
+    /// Writes a checkpoint, with the one left pending before it; a refused write says why
+    /// (cancelled, or owned elsewhere).
     pub(super) async fn record(&self, c: Checkpoint) -> Result<(), Error> {
-        if self.inner.svc.committer().checkpoint(c).await?
+        let mut all: Vec<Checkpoint> = self.take_pending().into_iter().collect();
+        all.push(c);
+        self.write_checkpoints(all).await
+    }
+
+    /// Leaves a step's checkpoint to go out with the workflow's next write (see
+    /// [`CtxInner::pending`]).
+    fn defer(&self, c: Checkpoint) {
+        let earlier = self.inner.pending.lock().replace(c);
+        debug_assert!(
+            earlier.is_none(),
+            "a pending checkpoint is written before a step runs"
+        );
+    }
+
+    /// The checkpoint left pending, taken.
+    pub(super) fn take_pending(&self) -> Option<Checkpoint> {
+        self.inner.pending.lock().take()
+    }
+
+    /// Writes the checkpoint left pending, if any: before anything that could depend on the
+    /// step runs.
+    async fn settle(&self) -> Result<(), Error> {
+        match self.take_pending() {
+            Some(c) => self.write_checkpoints(vec![c]).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn write_checkpoints(&self, cs: Vec<Checkpoint>) -> Result<(), Error> {
+        let written = self.inner.svc.committer().checkpoints(cs).await?;
+        if written.iter().all(|w| *w)
             // Not written but still ours: an earlier attempt of this very write committed and
             // its answer was lost (the committer retries transient failures).
             || self
@@ -225,7 +263,9 @@ impl Context {
     /// Runs `f` once as a durable step: its result is recorded, and a replay returns the
     /// recorded result (or re-raises the recorded error) without running it again.
     ///
-    /// 1 round trip and 1 commit (shared with concurrent workflows) when it runs; none on replay.
+    /// 1 round trip and 1 commit (shared with concurrent workflows) when it runs, made with the
+    /// workflow's next write: the next operation's, or the outcome's for the last step. None
+    /// on replay.
     ///
     /// # Errors
     /// The step's own error (recorded), [`Error::Cancelled`], [`Error::Determinism`].
@@ -298,8 +338,8 @@ impl Context {
             Ok((_, text)) => Ok(text.clone()),
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
-        self.record(self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None))
-            .await?;
+        // Written with this workflow's next write; nothing that could depend on it runs first.
+        self.defer(self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None));
         result.map(|(v, _)| v).map_err(|e| match e {
             Error::Failed(_) | Error::MaxStepRetries { .. } => e,
             other => Error::Failed(Box::new(other.to_portable())),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use dbos_kernel::db::retry_transient;
 use dbos_kernel::{Kernel, Phase, Runtime, SharedClock};
 use dbos_scheduler::{Claimed, ExecuteError, Executor};
-use dbos_store::batch::{Outcome, Start};
+use dbos_store::batch::{Checkpoint, Outcome, Start};
 use dbos_store::operations::Recorded;
 use dbos_store::{workflows, Status};
 use futures_util::future::BoxFuture;
@@ -652,6 +652,7 @@ impl Service {
                         .waiters()
                         .watch(dbos_msg::Channel::Cancel, id.clone()),
                 ),
+                pending: Mutex::new(None),
             }),
         };
         // Waiters on this node learn the outcome without asking the database.
@@ -663,6 +664,7 @@ impl Service {
         let svc = self.clone();
         let task_id = id.clone();
         let task = move |_task| async move {
+            let last = ctx.clone();
             let run = run_guarded(f, ctx, inputs);
             let result = match deadline_ms {
                 // At the deadline the workflow is cancelled in the database (waking its
@@ -682,7 +684,8 @@ impl Service {
                 }
                 None => run.await,
             };
-            svc.finish(&id, &owner_xid, result).await;
+            svc.finish(&id, &owner_xid, last.take_pending(), result)
+                .await;
         };
         match slot {
             Slot::Own => {
@@ -697,8 +700,15 @@ impl Service {
         Ok(())
     }
 
-    /// Records a workflow's outcome (unless it parks) and wakes local waiters.
-    async fn finish(&self, id: &str, owner_xid: &str, result: Result<String, Error>) {
+    /// Records a workflow's outcome (unless it parks) with the checkpoint its last step left
+    /// pending, and wakes local waiters.
+    async fn finish(
+        &self,
+        id: &str,
+        owner_xid: &str,
+        mut pending: Option<Checkpoint>,
+        result: Result<String, Error>,
+    ) {
         let error = |e: &Error| Outcome {
             workflow_id: id.to_owned(),
             owner_xid: owner_xid.to_owned(),
@@ -726,11 +736,16 @@ impl Service {
                 }
                 Fate::Release => {
                     tracing::warn!(workflow_id = id, error = %e, "workflow execution cannot go on here; releasing it");
+                    self.write_pending(id, pending.take()).await;
                     self.release(id, owner_xid).await;
                     None
                 }
             },
         };
+        if outcome.is_none() {
+            // Parked or stopped: the last step's checkpoint spares running it again.
+            self.write_pending(id, pending.take()).await;
+        }
         let mut recorded = None;
         if let Some(o) = outcome {
             let text = match (&o.output, &o.error) {
@@ -738,7 +753,7 @@ impl Service {
                 (None, Some(err)) => Err(err.clone()),
                 (None, None) => Ok("null".to_owned()),
             };
-            match self.record_outcome(o).await {
+            match self.record_outcome(pending, o).await {
                 Ok(true) => recorded = Some(text),
                 Ok(false) => {
                     tracing::debug!(workflow_id = id, "outcome not written: no longer owned")
@@ -760,16 +775,33 @@ impl Service {
 
     /// Writes an outcome, retrying failures of the database with backoff while the node runs
     /// (the outcome is computed; writing it again is safe, being fenced on the owner).
-    async fn record_outcome(&self, o: Outcome) -> Result<bool, Error> {
+    async fn record_outcome(&self, pending: Option<Checkpoint>, o: Outcome) -> Result<bool, Error> {
         let mut pause = Duration::from_millis(RETRY_PAUSE_MS_MIN);
         loop {
-            match self.inner.committer.outcome(o.clone()).await {
+            match self
+                .inner
+                .committer
+                .outcome(pending.clone(), o.clone())
+                .await
+            {
                 Err(e) if e.fate() == Fate::Release && !self.inner.stopping.is_cancelled() => {
                     tracing::debug!(workflow_id = %o.workflow_id, error = %e, "writing the outcome failed; retrying");
                     self.pause(&mut pause).await;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Writes a checkpoint left pending by a workflow that ends without an outcome, once and
+    /// while this node holds its lease (it is fenced on the owner like every checkpoint).
+    async fn write_pending(&self, id: &str, pending: Option<Checkpoint>) {
+        let Some(c) = pending else { return };
+        if !self.lease().is_held() {
+            return;
+        }
+        if let Err(e) = self.inner.committer.checkpoints(vec![c]).await {
+            tracing::debug!(workflow_id = id, error = %e, "the last step's checkpoint was not written; the step runs again");
         }
     }
 
