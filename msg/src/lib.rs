@@ -46,7 +46,7 @@ pub const EVENTS_CHANNEL: &str = "dbos_workflow_events_channel";
 /// Channel DBOS announces stream values on (payload `"{workflow}::{key}"`).
 pub const STREAMS_CHANNEL: &str = "dbos_streams_channel";
 /// Channel on which cancelling a workflow wakes its waits (payload: the workflow ID).
-pub use dbos_store::CANCEL_CHANNEL;
+pub use dbos_store::{CANCEL_CHANNEL, OUTCOME_CHANNEL};
 /// Channel of our pub/sub topics (payload: the topic).
 pub const TOPICS_CHANNEL: &str = "dbos_msg_topics";
 

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use crate::error::Result;
 use crate::{
-    CANCEL_CHANNEL, EVENTS_CHANNEL, NOTIFICATIONS_CHANNEL, STREAMS_CHANNEL, TOPICS_CHANNEL,
+    CANCEL_CHANNEL, EVENTS_CHANNEL, NOTIFICATIONS_CHANNEL, OUTCOME_CHANNEL, STREAMS_CHANNEL,
+    TOPICS_CHANNEL,
 };
 
 /// The channels waiters wait on.
@@ -34,15 +35,18 @@ pub enum Channel {
     Topics,
     /// Workflows cancelled, key the workflow ID.
     Cancel,
+    /// Outcomes of workflows that came through a queue, key the workflow ID.
+    Outcome,
 }
 
 impl Channel {
-    const ALL: [Channel; 5] = [
+    const ALL: [Channel; 6] = [
         Channel::Notifications,
         Channel::Events,
         Channel::Streams,
         Channel::Topics,
         Channel::Cancel,
+        Channel::Outcome,
     ];
 
     fn name(self) -> &'static str {
@@ -52,6 +56,7 @@ impl Channel {
             Channel::Streams => STREAMS_CHANNEL,
             Channel::Topics => TOPICS_CHANNEL,
             Channel::Cancel => CANCEL_CHANNEL,
+            Channel::Outcome => OUTCOME_CHANNEL,
         }
     }
 }
@@ -188,6 +193,17 @@ impl Watch {
             self.rx.borrow_and_update();
         }
         changed
+    }
+
+    /// Waits for a notification for the key (one that arrived since the last look counts).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // The registration outlives its entry only at shutdown: never wake.
+            std::future::pending::<()>().await;
+        }
     }
 }
 

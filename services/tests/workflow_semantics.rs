@@ -986,3 +986,40 @@ async fn a_steps_checkpoint_is_durable_before_the_next_step_runs_and_the_last_go
         ]
     );
 }
+
+#[tokio::test]
+async fn the_outcome_of_a_queued_workflow_is_notified_and_a_direct_ones_is_not() {
+    let n = node(|r| {
+        r.register(
+            "double",
+            |_ctx: workflow::Context, (x,): (i64,)| async move { Ok(2 * x) },
+        );
+    })
+    .await;
+    let mut listener = sqlx::postgres::PgListener::connect(&n.db.url)
+        .await
+        .expect("a listener");
+    listener
+        .listen(dbos_services::workflow::OUTCOME_CHANNEL)
+        .await
+        .expect("listen");
+    let direct: i64 =
+        n.wf.run("double", (1,), id("direct-1"))
+            .await
+            .expect("direct");
+    assert_eq!(direct, 2);
+    let queued: i64 =
+        n.wf.enqueue::<_, i64>("default", "double", (2,), id("queued-1"))
+            .await
+            .expect("enqueue")
+            .result()
+            .await
+            .expect("queued");
+    assert_eq!(queued, 4);
+    // Notifications arrive in commit order: the direct workflow's, had there been one, first.
+    let first = tokio::time::timeout(WAIT, listener.recv())
+        .await
+        .expect("a notification")
+        .expect("received");
+    assert_eq!(first.payload(), "queued-1");
+}

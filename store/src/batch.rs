@@ -146,7 +146,7 @@ const WRITE: &str = "WITH c AS (
                  updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
              FROM o
              WHERE w.workflow_uuid = o.wf AND w.status = 'PENDING' AND w.owner_xid = o.owner
-             RETURNING w.workflow_uuid
+             RETURNING w.workflow_uuid, w.queue_name
          ), out AS (
              INSERT INTO dbos.workflow_output (workflow_uuid, output, error)
              SELECT o.wf, o.output, o.error FROM o JOIN done ON done.workflow_uuid = o.wf
@@ -172,7 +172,11 @@ const WRITE: &str = "WITH c AS (
          )
          SELECT 'c', workflow_uuid, function_id, NULL::text, NULL::text FROM ck
          UNION ALL SELECT 'o', workflow_uuid, 0, NULL, NULL FROM done
-         UNION ALL SELECT 's', workflow_uuid, 0, name, creator_xid FROM st";
+         UNION ALL SELECT 's', workflow_uuid, 0, name, creator_xid FROM st
+         -- Waiters elsewhere learn the outcome of a workflow that came through a queue.
+         UNION ALL SELECT 'n', d.workflow_uuid, 0, NULL, NULL
+             FROM done d, LATERAL (SELECT pg_notify($24, d.workflow_uuid)) n
+             WHERE d.queue_name IS NOT NULL";
 
 /// One row the statement returns: kind ('c', 'o' or 's'), workflow, function id, and for
 /// starts the recorded name and creator.
@@ -257,6 +261,7 @@ impl Batch {
             .bind(&st.inputs)
             .bind(executor_id)
             .bind(app_version)
+            .bind(crate::OUTCOME_CHANNEL)
     }
 
     /// Writes the batch in one statement; starts run on `executor_id` at `app_version`.
@@ -283,6 +288,7 @@ impl Batch {
                     self.ck.fid[i] == fid
                 }),
                 "o" => mark(&mut w.outcomes, &self.oc.wf, &wf, |_| true),
+                "n" => {}
                 _ => {
                     if let Some(i) = self.st.id.iter().position(|id| *id == wf) {
                         w.starts[i] = Some(Created {

@@ -50,6 +50,10 @@ use dbos_kernel::{Migration, ServiceMigrations};
 pub const ENQUEUE_CHANNEL: &str = "dbos_kernel_enqueue";
 /// Channel a cancel notifies, with the workflow's ID as payload, so its waits end at once.
 pub const CANCEL_CHANNEL: &str = "dbos_workflow_cancel";
+/// Channel the outcome of a workflow that came through a queue notifies, with the workflow's ID
+/// as payload, so waiters on other nodes (and this node's, before it claimed the workflow) learn
+/// it without polling. Workflows started directly are awaited where they run.
+pub const OUTCOME_CHANNEL: &str = "dbos_workflow_outcome";
 /// The queue that hosts resumed, forked, recovered and scheduled workflows (DBOS's internal
 /// queue).
 pub const INTERNAL_QUEUE: &str = "_dbos_internal_queue";

@@ -79,10 +79,12 @@ impl Env {
         let statements = scratch.is_some()
             && dbos_kernel::embedded::server_module_available(None, "pg_stat_statements");
         let pg_settings = if statements {
-            vec![(
-                "shared_preload_libraries".to_owned(),
-                "pg_stat_statements".to_owned(),
-            )]
+            [
+                ("shared_preload_libraries", "pg_stat_statements"),
+                ("pg_stat_statements.track_planning", "on"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec()
         } else {
             Vec::new()
         };
@@ -212,7 +214,8 @@ pub(super) struct Counters {
     cpu_ours_ms: f64,
     /// CPU time of the Postgres processes on this host, ms.
     cpu_pg_ms: f64,
-    /// Per statement (pg_stat_statements, where installed): calls, execution ms, text.
+    /// Per statement (pg_stat_statements, where installed): calls, planning and execution ms,
+    /// text.
     statements: BTreeMap<i64, (i64, f64, String)>,
 }
 
@@ -227,7 +230,7 @@ pub(super) struct PerOp {
     pub(super) cpu_pg_ms: f64,
     /// Statements executed (none known without pg_stat_statements).
     pub(super) statements: Option<f64>,
-    /// Server execution time of those statements, ms.
+    /// Server time of those statements (planning and execution), ms.
     pub(super) server_ms: Option<f64>,
     /// The statements that took most server time: mean ms per call, calls per operation, and
     /// the start of the text.
@@ -342,7 +345,7 @@ impl Counters {
         .await?;
         // Readable by any role for its own statements; absent without the extension.
         let statements: BTreeMap<i64, (i64, f64, String)> = sqlx::query_as::<_, (i64, i64, f64, String)>(
-            "SELECT queryid, calls, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+            "SELECT queryid, calls, total_exec_time + total_plan_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
              FROM public.pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND queryid IS NOT NULL",
@@ -396,7 +399,7 @@ impl Counters {
         delta.sort_by(|a, b| b.1.total_cmp(&a.1));
         let top = delta
             .iter()
-            .take(3)
+            .take(6)
             .map(|(calls, ms, text)| (ms / *calls as f64, *calls as f64 / n, text.clone()))
             .collect();
         Ok(PerOp {

@@ -101,12 +101,16 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
             None
         };
         let mut rates = Vec::new();
+        let mut per_op = Vec::new();
         for rep in 0..plan.repeats {
             let prefix = format!("q{nodes}-{rep}-{}", uuid::Uuid::new_v4().simple());
+            let before = Counters::read(env.pool()).await?;
             let start = Instant::now();
             enqueue_batch(env.pool(), &prefix, n).await?;
             let secs = drained(env.pool(), &prefix, n, start).await?;
             rates.push(n as f64 / secs);
+            let after = Counters::read(env.pool()).await?;
+            per_op.push(before.per_op(&after, n as u64, env.pool()).await?);
             pb.inc(1);
         }
         if let Some((k, _)) = extra {
@@ -129,6 +133,10 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
             row.ratio = Some(row.ours / c);
         }
         row.extra.insert("tasks".into(), n.into());
+        let median = |f: fn(&PerOp) -> f64| summarize(&per_op.iter().map(f).collect::<Vec<_>>()).0;
+        row.extra
+            .insert("commits_per_task".into(), median(|p| p.commits).into());
+        PerOp::budget(&per_op, "task", &mut row.extra);
         row.paper =
             Some("graphile-worker batched: 16K jobs/s; awa: 5.8K/s (same machine class)".into());
         rows.push(row);

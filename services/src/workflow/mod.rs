@@ -43,4 +43,5 @@ pub use error::{Error, PortableError};
 pub use messaging::{TopicMessage, WfStream};
 pub use service::{
     Options, Registry, Service, StartOptions, WorkflowHandle, ENQUEUE_CHANNEL, INTERNAL_QUEUE,
+    OUTCOME_CHANNEL,
 };

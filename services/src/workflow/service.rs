@@ -26,7 +26,7 @@ use super::committer::Committer;
 use super::ctx::{Context, CtxInner};
 use super::error::{Error, Fate};
 
-pub use dbos_store::{ENQUEUE_CHANNEL, INTERNAL_QUEUE};
+pub use dbos_store::{ENQUEUE_CHANNEL, INTERNAL_QUEUE, OUTCOME_CHANNEL};
 
 /// First pause before retrying a write the database refused for a transient reason.
 const RETRY_PAUSE_MS_MIN: u64 = 50;
@@ -211,6 +211,8 @@ impl<O> Clone for WorkflowHandle<O> {
 #[derive(Default)]
 struct Completion {
     notify: Notify,
+    /// Whether this node is running the workflow now: its waiters need not ask the database.
+    here: std::sync::atomic::AtomicBool,
     /// The outcome as recorded: `Ok(output)` or `Err(error)`, both portable JSON text.
     outcome: std::sync::OnceLock<Result<String, String>>,
 }
@@ -238,8 +240,9 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
 
     /// Waits until the workflow ends and returns its output, or its recorded error.
     ///
-    /// Polls `workflow_status` ⟕ `workflow_output` (1 round trip each), woken at once when this
-    /// node finishes the workflow.
+    /// Woken at once when this node finishes the workflow, or by the notification of a queued
+    /// workflow's outcome or of a cancel; otherwise polls `workflow_status` ⟕ `workflow_output`
+    /// (1 round trip each) with a growing pause.
     ///
     /// # Errors
     /// The workflow's error, [`Error::Cancelled`], [`Error::MaxRecoveryAttemptsExceeded`],
@@ -272,6 +275,10 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     }
 
     async fn wait(&self, completion: &Completion, mut skip_db: bool) -> Result<O, Error> {
+        // Registered before the first look: an outcome or cancel notified after it wakes us.
+        let waiters = self.svc.inner.messages.waiters();
+        let mut ended = waiters.watch(dbos_msg::Channel::Outcome, self.id.clone());
+        let mut cancelled = waiters.watch(dbos_msg::Channel::Cancel, self.id.clone());
         let mut pause = Duration::from_millis(5);
         let started = std::time::Instant::now();
         loop {
@@ -298,16 +305,33 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
                     Status::MaxRecoveryAttemptsExceeded => {
                         return Err(Error::MaxRecoveryAttemptsExceeded(self.id.clone()))
                     }
-                    Status::Enqueued | Status::Delayed | Status::Pending => {}
+                    // A queued workflow's outcome and any cancel notify: the database is
+                    // asked again only now and then, for other ways of ending.
+                    Status::Enqueued | Status::Delayed => {
+                        pause = pause.max(Duration::from_millis(ENQUEUED_RECHECK_MS));
+                    }
+                    Status::Pending => {}
                 }
             }
-            let woken = tokio::time::timeout(pause, notified).await.is_ok();
-            // Past a second, the database is asked too, in case the execution ended abnormally.
-            skip_db = skip_db && !woken && started.elapsed() < Duration::from_secs(1);
+            let (woken, told) = tokio::select! {
+                () = &mut notified => (true, false),
+                () = ended.changed() => (false, true),
+                () = cancelled.changed() => (false, true),
+                () = tokio::time::sleep(pause) => (false, false),
+            };
+            // A workflow this node claimed since announces its end too. Past a second, the
+            // database is asked as well, in case the execution ended abnormally.
+            let here = completion.here.load(std::sync::atomic::Ordering::Acquire);
+            skip_db =
+                (skip_db || here) && !woken && !told && started.elapsed() < Duration::from_secs(1);
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 }
+
+/// First pause before asking the database again about a workflow still waiting in its queue:
+/// its outcome notifies, so the database is asked only for other ways of ending.
+const ENQUEUED_RECHECK_MS: u64 = 100;
 
 impl Service {
     /// Starts the service on a booted node: registers the application version, re-enqueues
@@ -660,7 +684,9 @@ impl Service {
             .done
             .lock()
             .entry(id.clone())
-            .or_insert_with(|| Arc::new(Completion::default()));
+            .or_insert_with(|| Arc::new(Completion::default()))
+            .here
+            .store(true, std::sync::atomic::Ordering::Release);
         let svc = self.clone();
         let task_id = id.clone();
         let task = move |_task| async move {
@@ -766,6 +792,7 @@ impl Service {
         }
         let completion = self.inner.done.lock().remove(id);
         if let Some(c) = completion {
+            c.here.store(false, std::sync::atomic::Ordering::Release);
             if let Some(text) = recorded {
                 let _ = c.outcome.set(text);
             }
