@@ -122,13 +122,18 @@ impl Start {
 /// Starts (`$15`..`$21`, executor `$22`, version `$23`), checkpoints of owned PENDING
 /// workflows (`$1`..`$9`) and outcomes with their output rows (`$10`..`$14`). Served by the
 /// primary keys of workflow_status, workflow_input and operation_outputs.
+/// `$24` is `PENDING`, a parameter rather than a literal on purpose: the statement runs its
+/// generic plan, and with a literal the planner may scan the partial index
+/// `idx_workflow_status_pending` (every PENDING row and the dead entries of rows that were, so
+/// a cost that grows with concurrency and churn) instead of looking each workflow up by its
+/// primary key. A parameter cannot prove that index's predicate.
 const WRITE: &str = "WITH c AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::int8[], $9::int8[])
                  AS c(wf, owner, fid, name, output, error, child, started, completed)
          ), owned AS (
              SELECT c.* FROM c JOIN dbos.workflow_status w
-                 ON w.workflow_uuid = c.wf AND w.owner_xid = c.owner AND w.status = 'PENDING'
+                 ON w.workflow_uuid = c.wf AND w.owner_xid = c.owner AND w.status = $24
              FOR NO KEY UPDATE OF w
          ), ck AS (
              INSERT INTO dbos.operation_outputs
@@ -145,7 +150,7 @@ const WRITE: &str = "WITH c AS (
              SET status = o.status, owner_xid = NULL, deduplication_id = NULL,
                  updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
              FROM o
-             WHERE w.workflow_uuid = o.wf AND w.status = 'PENDING' AND w.owner_xid = o.owner
+             WHERE w.workflow_uuid = o.wf AND w.status = $24 AND w.owner_xid = o.owner
              RETURNING w.workflow_uuid, w.queue_name
          ), out AS (
              INSERT INTO dbos.workflow_output (workflow_uuid, output, error)
@@ -173,10 +178,8 @@ const WRITE: &str = "WITH c AS (
          SELECT 'c', workflow_uuid, function_id, NULL::text, NULL::text FROM ck
          UNION ALL SELECT 'o', workflow_uuid, 0, NULL, NULL FROM done
          UNION ALL SELECT 's', workflow_uuid, 0, name, creator_xid FROM st
-         -- Waiters elsewhere learn the outcome of a workflow that came through a queue.
-         UNION ALL SELECT 'n', d.workflow_uuid, 0, NULL, NULL
-             FROM done d, LATERAL (SELECT pg_notify($24, d.workflow_uuid)) n
-             WHERE d.queue_name IS NOT NULL";
+         -- Outcomes of workflows that came through a queue, to announce to their waiters.
+         UNION ALL SELECT 'n', workflow_uuid, 0, NULL, NULL FROM done WHERE queue_name IS NOT NULL";
 
 /// One row the statement returns: kind ('c', 'o' or 's'), workflow, function id, and for
 /// starts the recorded name and creator.
@@ -261,7 +264,7 @@ impl Batch {
             .bind(&st.inputs)
             .bind(executor_id)
             .bind(app_version)
-            .bind(crate::OUTCOME_CHANNEL)
+            .bind(Status::Pending.as_str())
     }
 
     /// Writes the batch in one statement; starts run on `executor_id` at `app_version`.
@@ -281,6 +284,7 @@ impl Batch {
             checkpoints: vec![false; self.ck.wf.len()],
             outcomes: vec![false; self.oc.wf.len()],
             starts: vec![None; self.st.id.len()],
+            queued_outcomes: Vec::new(),
         };
         for (kind, wf, fid, name, creator) in rows {
             match kind.as_str() {
@@ -288,7 +292,7 @@ impl Batch {
                     self.ck.fid[i] == fid
                 }),
                 "o" => mark(&mut w.outcomes, &self.oc.wf, &wf, |_| true),
-                "n" => {}
+                "n" => w.queued_outcomes.push(wf),
                 _ => {
                     if let Some(i) = self.st.id.iter().position(|id| *id == wf) {
                         w.starts[i] = Some(Created {
@@ -320,6 +324,9 @@ pub struct Written {
     pub outcomes: Vec<bool>,
     /// What each start found; `None` when the statement returned no row for it.
     pub starts: Vec<Option<Created>>,
+    /// Workflows that came through a queue whose outcome was written: their waiters elsewhere
+    /// are told ([`crate::OUTCOME_CHANNEL`]).
+    pub queued_outcomes: Vec<String>,
 }
 
 #[derive(Debug, Default)]

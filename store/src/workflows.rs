@@ -38,6 +38,11 @@ pub struct Enqueue<'a> {
     pub partition_key: Option<&'a str>,
     /// Attributes (a JSON object), e.g. the placement labels a task requires.
     pub attributes: Option<&'a serde_json::Value>,
+    /// The caller announces the enqueue to idle nodes itself, after it commits, so the
+    /// statement does not notify. A node does, many enqueues at once: a notifying transaction
+    /// holds Postgres's notification lock through its commit, so notifying commits of all
+    /// clients take turns.
+    pub announced_later: bool,
 }
 
 /// What a start or enqueue found.
@@ -49,8 +54,8 @@ pub struct Created {
     pub created: bool,
 }
 
-/// Enqueues a workflow (ENQUEUED, or DELAYED with a delay) with its input and wakes idle nodes
-/// at commit. An existing ID is left alone and reported.
+/// Enqueues a workflow (ENQUEUED, or DELAYED with a delay) with its input and, unless
+/// `e.announced_later`, wakes idle nodes at commit. An existing ID is left alone and reported.
 ///
 /// 1 round trip, 1 commit (primary keys; the deduplication index).
 ///
@@ -91,7 +96,7 @@ pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Cre
          )
          -- A row created by another client may have no creator token: not ours.
          SELECT name, COALESCE(creator_xid = $4, false) AS created
-         FROM ins, LATERAL (SELECT pg_notify($10, $3)) n",
+         FROM ins LEFT JOIN LATERAL (SELECT pg_notify($10, $3) WHERE NOT $14) n ON true",
     )
     .bind(e.workflow_id)
     .bind(e.name)
@@ -106,6 +111,7 @@ pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Cre
     .bind(e.delay_until_ms)
     .bind(e.partition_key)
     .bind(e.attributes)
+    .bind(e.announced_later)
     .fetch_optional(db)
     .await
     .map_err(|err| {

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use sqlx::PgPool;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
+use super::announce::Announcer;
 use super::error::Error;
 
 /// A batch's failure, shared by each of its requests.
@@ -48,6 +49,7 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     executor_id: String,
     app_version: String,
+    announcer: Announcer,
     /// Set once the flusher has stopped: requests are refused at once.
     stopped: CancellationToken,
 }
@@ -62,6 +64,7 @@ impl Committer {
         batches_in_flight_max: usize,
         executor_id: String,
         app_version: String,
+        announcer: Announcer,
     ) -> Committer {
         let batches_in_flight_max = batches_in_flight_max.max(1);
         let inner = Arc::new(Inner {
@@ -73,6 +76,7 @@ impl Committer {
             in_flight: Arc::new(Semaphore::new(batches_in_flight_max)),
             executor_id,
             app_version,
+            announcer,
             stopped: CancellationToken::new(),
         });
         let flusher = inner.clone();
@@ -295,7 +299,12 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
         }
     };
     match result {
-        Ok(w) => answer_all(now, w),
+        Ok(mut w) => {
+            for id in std::mem::take(&mut w.queued_outcomes) {
+                inner.announcer.announce(dbos_store::OUTCOME_CHANNEL, id);
+            }
+            answer_all(now, w);
+        }
         Err(e) if now.len() > 1 && !is_transient(&e) => {
             // One request is at fault: halve until it is alone.
             let second = now.split_off(now.len() / 2);

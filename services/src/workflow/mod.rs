@@ -27,6 +27,7 @@
 //! Cost of a fresh workflow: 1 round trip to start, 1 per step checkpoint, 1 to finish; the
 //! checkpoint and finish writes of concurrent workflows share statements and commits.
 
+mod announce;
 pub mod codec;
 mod committer;
 mod ctx;

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use super::announce::Announcer;
 use super::codec;
 use super::committer::Committer;
 use super::ctx::{Context, CtxInner};
@@ -161,6 +162,8 @@ struct Inner {
     app_version: String,
     registry: Registry,
     committer: Committer,
+    /// Announces enqueues and queued outcomes after they commit.
+    announcer: Announcer,
     messages: dbos_msg::Client,
     /// Wakes result waiters when a local execution ends.
     done: Mutex<HashMap<String, Arc<Completion>>>,
@@ -352,6 +355,7 @@ impl Service {
             .clone()
             .unwrap_or_else(|| registry.version());
         let pool = kernel.pool().clone();
+        let announcer = Announcer::start(kernel.loops(), pool.clone());
         let committer = Committer::start(
             kernel.loops(),
             pool.clone(),
@@ -359,6 +363,7 @@ impl Service {
             opts.checkpoint_batches_in_flight_max,
             kernel.node_id().to_owned(),
             app_version.clone(),
+            announcer.clone(),
         );
         let waiters =
             dbos_msg::Waiters::start(kernel.notifier(), opts.msg.recheck_interval_ms).await?;
@@ -382,6 +387,7 @@ impl Service {
                 app_version,
                 registry,
                 committer,
+                announcer,
                 messages,
                 done: Mutex::new(HashMap::new()),
                 dispatcher: std::sync::OnceLock::new(),
@@ -567,12 +573,17 @@ impl Service {
                 delay_until_ms,
                 partition_key: opts.partition_key.as_deref(),
                 attributes: None,
+                announced_later: true,
             },
         )
         .await?;
         if !created.created {
             return self.existing(id, created.name, name);
         }
+        // Idle nodes learn of it with the other enqueues of the moment (see `announce`).
+        self.inner
+            .announcer
+            .announce(ENQUEUE_CHANNEL, queue.to_owned());
         match delay_until_ms {
             Some(until) => self.dispatcher().delayed_until(until),
             None => self.wake(),
