@@ -73,6 +73,11 @@ pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOption
             "statement_timeout",
             format!("{}ms", limits.statement_timeout_ms),
         ),
+        // Every statement is prepared once per connection and run with parameters: planning
+        // it anew for its first five runs on each pooled connection (Postgres's default) costs
+        // more than running it (the claim: about 3 ms to plan, 0.4 ms to run), and a plan made
+        // for one run's values is no better for the next.
+        ("plan_cache_mode", "force_generic_plan".to_owned()),
     ]))
 }
 

@@ -123,7 +123,8 @@ impl Start {
 /// workflows (`$1`..`$9`) and outcomes with their output rows (`$10`..`$14`). Served by the
 /// primary keys of workflow_status, workflow_input and operation_outputs.
 /// `$24` is `PENDING`, a parameter rather than a literal on purpose: the statement runs its
-/// generic plan, and with a literal the planner may scan the partial index
+/// generic plan (nodes' sessions force generic plans, see `dbos_kernel::db::connect_options`),
+/// and with a literal the planner may scan the partial index
 /// `idx_workflow_status_pending` (every PENDING row and the dead entries of rows that were, so
 /// a cost that grows with concurrency and churn) instead of looking each workflow up by its
 /// primary key. A parameter cannot prove that index's predicate.

@@ -59,13 +59,8 @@ pub struct Claimed {
     pub recorded: Vec<Recorded>,
 }
 
-/// Also makes this transaction execute the claim with its generic plan: planning the claim
-/// anew takes several times its execution (about 3 ms against 0.4 ms), and Postgres plans a
-/// prepared statement anew for its first five executions on each pooled connection.
 const LOCK: &str = "
-SELECT COALESCE(array_agg(q.name), '{}'),
-       (SELECT set_config('plan_cache_mode', 'force_generic_plan', true))
-FROM dbos.queues q
+SELECT COALESCE(array_agg(q.name), '{}') FROM dbos.queues q
 WHERE (q.concurrency IS NOT NULL OR q.rate_limit_max IS NOT NULL
        OR q.partition_concurrency IS NOT NULL OR q.partition_rate_limit_max IS NOT NULL)
   AND EXISTS (SELECT 1 FROM dbos.workflow_status w
@@ -238,8 +233,7 @@ RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
 /// back).
 pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
     let mut tx = pool.begin().await?;
-    let (locked, _generic): (Vec<String>, String) =
-        sqlx::query_as(LOCK).fetch_one(&mut *tx).await?;
+    let locked: Vec<String> = sqlx::query_scalar(LOCK).fetch_one(&mut *tx).await?;
     let rows = sqlx::query(CLAIM)
         .bind(req.names)
         .bind(req.app_version)
