@@ -195,12 +195,17 @@ impl Context {
 
     /// Leaves a step's checkpoint to go out with the workflow's next write (see
     /// [`CtxInner::pending`]).
-    fn defer(&self, c: Checkpoint) {
+    async fn defer(&self, c: Checkpoint) -> Result<(), Error> {
         let earlier = self.inner.pending.lock().replace(c);
         debug_assert!(
             earlier.is_none(),
             "a pending checkpoint is written before a step runs"
         );
+        // Never dropped, should a path run a step without settling first.
+        match earlier {
+            Some(e) => self.write_checkpoints(vec![e]).await,
+            None => Ok(()),
+        }
     }
 
     /// The checkpoint left pending, taken.
@@ -339,7 +344,8 @@ impl Context {
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
         // Written with this workflow's next write; nothing that could depend on it runs first.
-        self.defer(self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None));
+        self.defer(self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None))
+            .await?;
         result.map(|(v, _)| v).map_err(|e| match e {
             Error::Failed(_) | Error::MaxStepRetries { .. } => e,
             other => Error::Failed(Box::new(other.to_portable())),
