@@ -265,8 +265,14 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     for (bytes, batch) in sizes.iter().map(|&b| (b, 1)).chain([(64, 20)]) {
         let (mut ours, mut tcp, mut unix) = (Vec::new(), Vec::new(), Vec::new());
         let mut lats = Vec::new();
+        let mut per_op = Vec::new();
         for _ in 0..plan.repeats {
+            let before = Counters::read(env.pool()).await?;
             let (rate, l) = ours_ping_pong(env, bytes, batch, plan.run).await?;
+            let after = Counters::read(env.pool()).await?;
+            // Per round trip (a ping and its pong), the row's unit.
+            let round_trips = (l.len() * batch) as u64;
+            per_op.push(before.per_op(&after, round_trips, env.pool()).await?);
             ours.push(rate);
             lats.extend(l);
             tcp.push(
@@ -300,7 +306,10 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             "ratio_to_unix_socket".into(),
             (row.ours / summarize(&unix).0).into(),
         );
-        row.extra.insert("commits_per_round_trip".into(), 4.into());
+        let commits = summarize(&per_op.iter().map(|p| p.commits).collect::<Vec<_>>()).0;
+        row.extra
+            .insert("commits_per_round_trip".into(), commits.into());
+        PerOp::budget(&per_op, "round_trip", &mut row.extra);
         row.paper = Some(if batch == 1 {
             "4–9.5× slower than TCP; 0.51–0.76× gRPC (PVLDB §4.3)".into()
         } else {
