@@ -22,8 +22,8 @@ pub const OS_SCHEMAS: &[&str] = &["kernel", "sched", "msg", "fs", "dbos", "os"];
 /// Advisory-lock key serialising role preparation across processes ("dbos" "role").
 const ROLES_LOCK_KEY: i64 = 0x6462_6f73_726f_6c65;
 
-/// Creates the roles if missing and sets the node role's password. Roles belong to the whole
-/// cluster; run as a superuser.
+/// Creates the roles if missing, sets the node role's password, and sets the calling
+/// superuser's search path to `public`. Roles belong to the whole cluster; run as a superuser.
 ///
 /// # Errors
 /// The statements fail (not a superuser, the server went away).
@@ -61,6 +61,11 @@ pub async fn ensure_roles(conn: &mut PgConnection, node_password: &str) -> Resul
         .as_str(),
     )
     .await?;
+    // The embedded superuser is named like schema `dbos`: by the default search path ("$user",
+    // public) what people create without a schema would land among DBOS's tables. (Under the
+    // lock: concurrent changes of one role's settings fail with "tuple concurrently updated".)
+    tx.execute("ALTER ROLE CURRENT_USER SET search_path = public")
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -146,10 +151,6 @@ pub async fn adopt_database(conn: &mut PgConnection) -> Result<()> {
 pub async fn prepare(superuser_url: &str, node_password: &str) -> Result<()> {
     let mut conn = PgConnection::connect(superuser_url).await?;
     ensure_roles(&mut conn, node_password).await?;
-    // The embedded superuser is named like schema `dbos`: by the default search path ("$user",
-    // public) what people create without a schema would land among DBOS's tables.
-    conn.execute("ALTER ROLE CURRENT_USER SET search_path = public")
-        .await?;
     adopt_database(&mut conn).await?;
     conn.close().await?;
     Ok(())
