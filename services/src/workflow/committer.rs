@@ -95,14 +95,7 @@ impl Committer {
     ///
     /// A request is checked before it joins a batch: a bad one is refused alone.
     pub(crate) async fn checkpoints(&self, cs: Vec<Checkpoint>) -> Result<Vec<bool>, Error> {
-        let mut requests = Vec::with_capacity(cs.len());
-        let mut answers = Vec::with_capacity(cs.len());
-        for c in cs {
-            c.validate()?;
-            let (tx, rx) = oneshot::channel();
-            requests.push(Request::Checkpoint(c, tx));
-            answers.push(rx);
-        }
+        let (requests, answers) = checkpoint_requests(cs)?;
         self.push(requests)?;
         let mut written = Vec::with_capacity(answers.len());
         for rx in answers {
@@ -121,20 +114,13 @@ impl Committer {
         o: Outcome,
     ) -> Result<bool, Error> {
         o.validate()?;
-        let mut requests = Vec::with_capacity(2);
-        let mut checkpoint = None;
-        if let Some(c) = pending {
-            c.validate()?;
-            let (tx, rx) = oneshot::channel();
-            requests.push(Request::Checkpoint(c, tx));
-            checkpoint = Some(rx);
-        }
+        let (mut requests, checkpoint) = checkpoint_requests(pending.into_iter().collect())?;
         let (tx, rx) = oneshot::channel();
         requests.push(Request::Outcome(o, tx));
         self.push(requests)?;
-        if let Some(rx) = checkpoint {
+        for c in checkpoint {
             // Written with the outcome or fenced out with it: the outcome's answer says which.
-            answer(rx).await?;
+            answer(c).await?;
         }
         answer(rx).await
     }
@@ -177,6 +163,22 @@ impl Committer {
         }
         Ok(())
     }
+}
+
+/// Checkpoint requests, each checked first, and the receivers of their answers.
+#[allow(clippy::type_complexity)]
+fn checkpoint_requests(
+    cs: Vec<Checkpoint>,
+) -> Result<(Vec<Request>, Vec<oneshot::Receiver<Result<bool, Failed>>>), Error> {
+    let mut requests = Vec::with_capacity(cs.len() + 1);
+    let mut answers = Vec::with_capacity(cs.len());
+    for c in cs {
+        c.validate()?;
+        let (tx, rx) = oneshot::channel();
+        requests.push(Request::Checkpoint(c, tx));
+        answers.push(rx);
+    }
+    Ok((requests, answers))
 }
 
 async fn answer<T>(rx: oneshot::Receiver<Result<T, Failed>>) -> Result<T, Error> {
