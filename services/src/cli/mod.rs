@@ -284,6 +284,15 @@ impl BootArgs {
 
 /// Runs the `dbos` command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    main_with(|_| {})
+}
+
+/// Runs the `dbos` command line with a program's own workflows registered besides the built-in
+/// ones: `boot` runs them, and `wf replay` replays them. A program embeds the CLI this way to
+/// check its workflow code against recorded histories (`myprogram wf replay --all`).
+pub fn main_with(register: impl FnOnce(&mut crate::workflow::Registry)) -> ExitCode {
+    let mut own = crate::workflow::Registry::new();
+    register(&mut own);
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Boot(_)) {
         "info"
@@ -310,7 +319,7 @@ pub fn main() -> ExitCode {
         }
     };
     let verbose = cli.verbose;
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, own)) {
         Ok(code) => code,
         Err(e) if verbose => {
             eprintln!("error: {e}");
@@ -344,9 +353,9 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-async fn run(command: Command) -> Result<ExitCode> {
+async fn run(command: Command, own: crate::workflow::Registry) -> Result<ExitCode> {
     match command {
-        Command::Boot(args) => boot(args).await,
+        Command::Boot(args) => boot(args, own).await,
         Command::Status { conn, json } => status(&conn, Format::from_json_flag(json)).await,
         Command::Sql { conn, json, query } => {
             sql(&conn, &query, Format::from_json_flag(json)).await
@@ -370,7 +379,12 @@ async fn run(command: Command) -> Result<ExitCode> {
             conn,
             json,
             command,
-        } => wf::run(&conn, Format::from_json_flag(json), command).await,
+        } => {
+            let mut registry = crate::workflow::Registry::new();
+            crate::builtin::register(&mut registry);
+            registry.merge(own);
+            wf::run(&conn, Format::from_json_flag(json), command, &registry).await
+        }
         Command::Task {
             conn,
             json,
@@ -402,7 +416,7 @@ async fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
-async fn boot(args: BootArgs) -> Result<ExitCode> {
+async fn boot(args: BootArgs, own: crate::workflow::Registry) -> Result<ExitCode> {
     let limits = dbos_scheduler::command::Limits {
         run_as: match &args.task_user {
             Some(u) => dbos_scheduler::command::RunAs::User(u.clone()),
@@ -417,6 +431,7 @@ async fn boot(args: BootArgs) -> Result<ExitCode> {
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
     let mut registry = crate::workflow::Registry::new();
     crate::builtin::register_with(&mut registry, limits);
+    registry.merge(own);
     let launched = async {
         // Before the identity is printed: whoever reads it may signal the node at once.
         let signals = dbos_kernel::ShutdownSignals::install()?;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::render::{self, Format};
 use super::ConnArgs;
 use crate::workflow::manage::{self, ListFilter};
+use crate::workflow::{Registry, Replayer};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum WfCommand {
@@ -59,6 +60,9 @@ pub(super) enum WfCommand {
         #[arg(short = 'S', long)]
         step: i32,
     },
+    /// Re-run this program's workflow code against recorded histories, writing nothing: prints
+    /// per workflow "consistent" or the first divergence; exits 1 when any diverges.
+    Replay(ReplayArgs),
     /// Delete a workflow and everything recorded for it.
     Delete {
         /// Workflow ID.
@@ -109,6 +113,24 @@ pub(super) struct ListArgs {
     sort_desc: bool,
 }
 
+#[derive(Debug, Args)]
+pub(super) struct ReplayArgs {
+    /// Workflow IDs.
+    ids: Vec<String>,
+    /// Every workflow (narrowed by --name and --since).
+    #[arg(long)]
+    all: bool,
+    /// Only workflows of this function.
+    #[arg(short = 'n', long)]
+    name: Option<String>,
+    /// Only workflows created at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Longest a workflow's code may take to replay (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    timeout: std::time::Duration,
+}
+
 const STATUSES: &[&str] = &[
     "PENDING",
     "ENQUEUED",
@@ -131,9 +153,22 @@ fn epoch_ms(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
         .transpose()
 }
 
-pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Result<ExitCode> {
+pub(super) async fn run(
+    conn: &ConnArgs,
+    format: Format,
+    cmd: WfCommand,
+    registry: &Registry,
+) -> Result<ExitCode> {
+    if let WfCommand::Replay(a) = &cmd {
+        let selected = a.all || a.name.is_some() || a.since.is_some();
+        anyhow::ensure!(
+            selected != !a.ids.is_empty(),
+            "name workflow IDs, or select them with --all, --name or --since (not both)"
+        );
+    }
     let pool = super::pool(conn).await?;
     match cmd {
+        WfCommand::Replay(a) => return replay(&pool, registry, a, format).await,
         WfCommand::List(a) => {
             for s in &a.status {
                 anyhow::ensure!(
@@ -228,6 +263,47 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: WfCommand) -> Resu
             let ids = manage::delete(&pool, &id, children).await?;
             render::print_message(&serde_json::json!({ "deleted": ids }), format)?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dbos wf replay`: one line per workflow; exit 1 when any does not replay consistently.
+async fn replay(
+    pool: &sqlx::PgPool,
+    registry: &Registry,
+    a: ReplayArgs,
+    format: Format,
+) -> Result<ExitCode> {
+    let replayer = Replayer::new(pool, registry.clone()).with_timeout(a.timeout);
+    let reports = if a.ids.is_empty() {
+        let f = ListFilter {
+            name: a.name,
+            start_time_ms: epoch_ms("--since", &a.since)?,
+            ..ListFilter::default()
+        };
+        replayer.replay_all(&f).await?
+    } else {
+        let mut out = Vec::with_capacity(a.ids.len());
+        for id in &a.ids {
+            out.push(replayer.replay(id).await?);
+        }
+        out
+    };
+    if format == Format::Json {
+        let rows: Vec<Value> = reports.iter().map(json).collect();
+        render::print_json_rows(&rows, &[], format)?;
+    } else {
+        for r in &reports {
+            println!("{r}");
+        }
+    }
+    let diverged = reports.iter().filter(|r| !r.is_consistent()).count();
+    if diverged > 0 {
+        eprintln!(
+            "{diverged} of {} workflows did not replay consistently",
+            reports.len()
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

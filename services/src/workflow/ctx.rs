@@ -14,6 +14,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::codec;
 use super::error::{Error, Fate, PortableError};
+use super::replay::ReplayLog;
 use super::service::{Service, StartOptions, WorkflowHandle};
 use dbos_store::batch::Checkpoint;
 use dbos_store::operations::Recorded;
@@ -84,18 +85,31 @@ pub struct Context {
 }
 
 pub(crate) struct CtxInner {
-    pub(crate) svc: Service,
+    pub(crate) mode: Mode,
+    /// The system database (read-only in a replay).
+    pub(crate) pool: sqlx::PgPool,
     pub(crate) workflow_id: String,
     pub(crate) owner_xid: String,
     pub(crate) next_fid: AtomicI32,
     pub(crate) recorded: Mutex<HashMap<i32, Recorded>>,
     pub(crate) deadline_ms: Option<i64>,
-    /// Notifications of this workflow's cancellation since the last step.
-    pub(crate) cancel: Mutex<dbos_msg::Watch>,
     /// The checkpoint of the last step, not yet written: it goes out with the next write of
     /// this workflow, and before anything that could depend on the step runs (the next step's
     /// body, a message, a child), so the workflow's last step and its outcome share a commit.
     pub(crate) pending: Mutex<Option<Checkpoint>>,
+}
+
+/// What a context's operations do.
+pub(crate) enum Mode {
+    /// An execution this node owns: operations run and are recorded.
+    Live {
+        svc: Service,
+        /// Notifications of this workflow's cancellation since the last step.
+        cancel: Mutex<dbos_msg::Watch>,
+    },
+    /// A replay (see [`super::Replayer`]): every operation returns what was recorded, and one
+    /// the history does not have stops the replay; nothing runs and nothing is written.
+    Replay(Arc<ReplayLog>),
 }
 
 impl std::fmt::Debug for Context {
@@ -116,18 +130,48 @@ impl Context {
     /// was stopped because it does not should fail with [`Error::ShuttingDown`], so nothing is
     /// recorded and the workflow is released to run again.
     pub fn holds_lease(&self) -> bool {
-        self.inner.svc.lease().is_held()
+        match &self.inner.mode {
+            Mode::Live { svc, .. } => svc.lease().is_held(),
+            Mode::Replay(_) => true,
+        }
+    }
+
+    /// Whether this context replays recorded history (see [`super::Replayer`]) instead of
+    /// running: its operations return what was recorded and write nothing.
+    pub fn is_replay(&self) -> bool {
+        matches!(self.inner.mode, Mode::Replay(_))
+    }
+
+    /// The service of a live execution; a replay has none (nothing of it is reached before
+    /// the replay stops at an operation the history does not have).
+    pub(super) fn svc(&self) -> Result<&Service, Error> {
+        match &self.inner.mode {
+            Mode::Live { svc, .. } => Ok(svc),
+            Mode::Replay(_) => Err(not_live()),
+        }
+    }
+
+    /// The replay's log, when replaying.
+    pub(super) fn replay_log(&self) -> Option<&ReplayLog> {
+        match &self.inner.mode {
+            Mode::Live { .. } => None,
+            Mode::Replay(log) => Some(log),
+        }
     }
 
     /// Milliseconds since the epoch by the node's clock (not recorded; see
     /// [`Context::now_ms`] for the recorded reading).
     pub(super) fn clock_ms(&self) -> i64 {
-        self.inner.svc.now_ms()
+        match &self.inner.mode {
+            Mode::Live { svc, .. } => svc.now_ms(),
+            Mode::Replay(_) => chrono::Utc::now().timestamp_millis(),
+        }
     }
 
-    /// The system database, for reads and for effects that need not be exactly-once.
+    /// The system database, for reads and for effects that need not be exactly-once. In a
+    /// replay its sessions are read-only.
     pub fn pool(&self) -> &sqlx::PgPool {
-        self.inner.svc.pool()
+        &self.inner.pool
     }
 
     pub(super) fn next_fid(&self) -> i32 {
@@ -135,16 +179,34 @@ impl Context {
     }
 
     /// The recorded operation at `fid`, checked against the name the code calls now.
+    ///
+    /// In a replay an operation the history does not have stops the replay
+    /// ([`Error::Unrecorded`]); the first stop or divergence is kept in the replay's log, so code
+    /// that handles the error cannot hide it.
     pub(super) fn replay(&self, fid: i32, name: &str) -> Result<Option<Recorded>, Error> {
         let rec = self.inner.recorded.lock().get(&fid).cloned();
-        match rec {
-            Some(r) if r.function_name != name => Err(Error::Determinism {
+        let err = match rec {
+            Some(r) if r.function_name != name => Error::Determinism {
                 workflow_id: self.inner.workflow_id.clone(),
                 function_id: fid,
                 called: name.to_owned(),
                 recorded: r.function_name,
-            }),
-            other => Ok(other),
+            },
+            None if self.is_replay() => self.unrecorded(fid, name),
+            other => return Ok(other),
+        };
+        if let Some(log) = self.replay_log() {
+            log.stop(fid, name, &err);
+        }
+        Err(err)
+    }
+
+    /// The error that stops a replay at an operation the history does not have.
+    pub(super) fn unrecorded(&self, fid: i32, name: &str) -> Error {
+        Error::Unrecorded {
+            workflow_id: self.inner.workflow_id.clone(),
+            function_id: fid,
+            called: name.to_owned(),
         }
     }
 
@@ -163,22 +225,22 @@ impl Context {
     pub(super) async fn check_deadline(&self) -> Result<(), Error> {
         // A node that gave its lease up (or whose lease ran out unrenewed: it was cut off or
         // stalled) starts no further step; another node may be running this workflow.
-        if !self.inner.svc.lease().is_held() {
+        let Mode::Live { svc, cancel } = &self.inner.mode else {
+            return Err(not_live());
+        };
+        if !svc.lease().is_held() {
             return Err(Error::ShuttingDown);
         }
         self.settle().await?;
         // A cancel (from this node, another one, or any SQL client) notifies: checked before
         // the step's body runs, at the cost of a round trip only when one arrived.
-        let notified = self.inner.cancel.lock().notified();
+        let notified = cancel.lock().notified();
         if notified {
             self.stop_if_cancelled().await?;
         }
         if let Some(deadline) = self.inner.deadline_ms {
             if self.clock_ms() >= deadline {
-                self.inner
-                    .svc
-                    .cancel_expired(&self.inner.workflow_id)
-                    .await?;
+                svc.cancel_expired(&self.inner.workflow_id).await?;
                 return Err(Error::Cancelled(self.inner.workflow_id.clone()));
             }
         }
@@ -223,19 +285,18 @@ impl Context {
     }
 
     async fn write_checkpoints(&self, cs: Vec<Checkpoint>) -> Result<(), Error> {
-        let written = self.inner.svc.committer().checkpoints(cs).await?;
+        let svc = self.svc()?;
+        let written = svc.committer().checkpoints(cs).await?;
         if written.iter().all(|w| *w)
             // Not written but still ours: an earlier attempt of this very write committed and
             // its answer was lost (the committer retries transient failures).
-            || self
-                .inner
-                .svc
+            || svc
                 .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)
                 .await?
         {
             Ok(())
         } else {
-            Err(self.inner.svc.why_not_owner(&self.inner.workflow_id).await)
+            Err(svc.why_not_owner(&self.inner.workflow_id).await)
         }
     }
 
@@ -375,7 +436,7 @@ impl Context {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut conn = self.inner.svc.pool().acquire().await?;
+            let mut conn = self.pool().acquire().await?;
             let mut tx = conn.begin().await?;
             let outcome = f(&mut tx).await;
             let value = match outcome {
@@ -424,7 +485,7 @@ impl Context {
             };
             if !written {
                 tx.rollback().await?;
-                return Err(self.inner.svc.why_not_owner(&self.inner.workflow_id).await);
+                return Err(self.svc()?.why_not_owner(&self.inner.workflow_id).await);
             }
             match tx.commit().await {
                 Ok(()) => return Ok(value),
@@ -461,7 +522,10 @@ impl Context {
                 called: name.to_owned(),
                 recorded: "an operation without a child".into(),
             })?;
-            return Ok(self.inner.svc.handle(child));
+            return Ok(WorkflowHandle::new(
+                child,
+                self.svc().ok().cloned(),
+            ));
         }
         self.check_deadline().await?;
         let id = opts
@@ -472,8 +536,7 @@ impl Context {
             opts.deadline_ms = self.inner.deadline_ms;
         }
         let inputs = codec::encode_input(&input)?;
-        self.inner
-            .svc
+        self.svc()?
             .start_child(self, fid, name, &id, inputs, &opts)
             .await
     }
@@ -540,11 +603,13 @@ impl Context {
     /// [`Error::Cancelled`], or a database error recording the wake-up time.
     pub async fn sleep(&self, duration: Duration) -> Result<(), Error> {
         let fid = self.next_fid();
+        let Ok(svc) = self.svc() else {
+            // A replay does not wait.
+            return self.timer(fid, duration).await.map(|_| ());
+        };
         // A cancellation wakes the sleep early; registered first, so a cancel that commits
         // while the timer is being recorded is not missed.
-        let mut cancelled = self
-            .inner
-            .svc
+        let mut cancelled = svc
             .messages()
             .waiters()
             .register(dbos_msg::Channel::Cancel, self.inner.workflow_id.clone());
@@ -627,6 +692,14 @@ impl Context {
                 Ok(true)
             }
             Some(_) => Ok(false),
+            None if self.is_replay() => {
+                self.inner.next_fid.fetch_add(1, Ordering::SeqCst);
+                let err = self.unrecorded(fid, &name);
+                if let Some(log) = self.replay_log() {
+                    log.stop(fid, &name, &err);
+                }
+                Err(err)
+            }
             None => {
                 self.inner.next_fid.fetch_add(1, Ordering::SeqCst);
                 let now = self.clock_ms();
@@ -654,6 +727,11 @@ impl Context {
         }
         true
     }
+}
+
+/// What a replay answers where only a live execution can go on.
+fn not_live() -> Error {
+    Error::Invalid("a replay runs nothing live: this operation is not recorded".into())
 }
 
 /// Whether a transaction step that failed with `e` is simply run again: its writes were rolled

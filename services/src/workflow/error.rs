@@ -53,6 +53,20 @@ pub enum Error {
         /// What was recorded.
         recorded: String,
     },
+    /// A replay reached an operation its recorded history does not have: the replay stops
+    /// there (never raised by a live execution).
+    #[error(
+        "workflow {workflow_id} step {function_id}: the code called {called:?} where the \
+         recorded history has no operation"
+    )]
+    Unrecorded {
+        /// The workflow.
+        workflow_id: String,
+        /// The position.
+        function_id: i32,
+        /// What the code called.
+        called: String,
+    },
     /// Another execution owns the workflow now (it was recovered elsewhere, or cancelled).
     #[error("workflow {0} is owned by another execution; this one stops without writing")]
     NotOwner(String),
@@ -139,7 +153,7 @@ impl Error {
         let name = match self {
             Error::Cancelled(_) => "DBOSWorkflowCancelledError",
             Error::MaxRecoveryAttemptsExceeded(_) => "DBOSMaxRecoveryAttemptsExceededError",
-            Error::Determinism { .. } => "DBOSUnexpectedStepError",
+            Error::Determinism { .. } | Error::Unrecorded { .. } => "DBOSUnexpectedStepError",
             Error::NotOwner(_) => "DBOSWorkflowConflictIDError",
             Error::Conflict { .. } => "DBOSConflictingWorkflowError",
             Error::NotFound(_) => "DBOSNonExistentWorkflowError",
@@ -169,9 +183,10 @@ impl Error {
     pub(crate) fn fate(&self) -> Fate {
         use dbos_store::Error as S;
         match self {
-            Error::Cancelled(_) | Error::NotOwner(_) | Error::MaxRecoveryAttemptsExceeded(_) => {
-                Fate::Leave
-            }
+            Error::Cancelled(_)
+            | Error::NotOwner(_)
+            | Error::MaxRecoveryAttemptsExceeded(_)
+            | Error::Unrecorded { .. } => Fate::Leave,
             Error::ShuttingDown | Error::Kernel(_) => Fate::Release,
             Error::Msg(dbos_msg::Error::Kernel(_))
             | Error::Scheduler(dbos_scheduler::Error::Kernel(_)) => Fate::Release,

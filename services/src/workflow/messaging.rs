@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::codec;
-use super::ctx::Context;
+use super::ctx::{Context, Mode};
 use super::error::Error;
 
 /// A message taken from a pub/sub topic.
@@ -37,7 +37,8 @@ enum StreamRead {
 #[derive(Debug)]
 pub struct WfStream {
     ctx: Context,
-    reader: dbos_msg::StreamReader,
+    /// The live reader; none in a replay.
+    reader: Option<dbos_msg::StreamReader>,
     ended: bool,
 }
 
@@ -52,8 +53,16 @@ impl Context {
         }
     }
 
-    fn msg(&self) -> &dbos_msg::Client {
-        self.inner.svc.messages()
+    fn msg(&self) -> Result<&dbos_msg::Client, Error> {
+        Ok(self.svc()?.messages())
+    }
+
+    /// Limits of messaging, in a replay as well.
+    fn msg_options(&self) -> &dbos_msg::Options {
+        match &self.inner.mode {
+            Mode::Live { svc, .. } => svc.messages().options(),
+            Mode::Replay(log) => &log.msg_options,
+        }
     }
 
     /// The function IDs of a waiting operation named `name` and of its timer, or (as `Err`)
@@ -70,7 +79,7 @@ impl Context {
     /// After a cancellation notice: the error to stop with, unless this execution still owns
     /// the workflow (the notice was for an earlier execution).
     pub(super) async fn stop_if_cancelled(&self) -> Result<(), Error> {
-        let svc = &self.inner.svc;
+        let svc = self.svc()?;
         if svc
             .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)
             .await?
@@ -82,7 +91,10 @@ impl Context {
     }
 
     async fn not_owner(&self) -> Error {
-        self.inner.svc.why_not_owner(&self.inner.workflow_id).await
+        match self.svc() {
+            Ok(svc) => svc.why_not_owner(&self.inner.workflow_id).await,
+            Err(e) => e,
+        }
     }
 
     /// Sends `message` to workflow `destination`'s mailbox `topic` (`None`: the default one),
@@ -101,7 +113,7 @@ impl Context {
     ) -> Result<(), Error> {
         let m = Outgoing {
             destination: destination.to_owned(),
-            message: self.msg().options().encode("message", message)?,
+            message: self.msg_options().encode("message", message)?,
             topic: topic.map(str::to_owned),
             idempotency_key: None,
         };
@@ -115,7 +127,7 @@ impl Context {
     /// # Errors
     /// As [`Context::send`]; a missing destination stores none of them.
     pub async fn send_bulk(&self, msgs: &[Outgoing]) -> Result<(), Error> {
-        let opts = self.msg().options();
+        let opts = self.msg_options();
         opts.check_batch(msgs.len())?;
         for m in msgs {
             opts.check_size("message", &m.message)?;
@@ -209,7 +221,7 @@ impl Context {
         Fut: std::future::Future<Output = Result<Option<T>, Error>>,
     {
         let mut waiter = self
-            .msg()
+            .msg()?
             .waiters()
             .register(chan, key)
             .also(Channel::Cancel, self.inner.workflow_id.clone());
@@ -269,7 +281,7 @@ impl Context {
             return Ok(());
         }
         self.check_deadline().await?;
-        let text = self.msg().options().encode("event value", value)?;
+        let text = self.msg_options().encode("event value", value)?;
         let mut conn = self.pool().acquire().await?;
         if sql::set_event_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, &text)
             .await?
@@ -333,7 +345,7 @@ impl Context {
         key: &str,
         value: &T,
     ) -> Result<(), Error> {
-        let text = self.msg().options().encode("stream value", value)?;
+        let text = self.msg_options().encode("stream value", value)?;
         self.stream_recorded("DBOS.writeStream", key, &text).await
     }
 
@@ -374,7 +386,7 @@ impl Context {
         key: &str,
         value: &T,
     ) -> Result<(), Error> {
-        let text = self.msg().options().encode("stream value", value)?;
+        let text = self.msg_options().encode("stream value", value)?;
         let fid = self
             .inner
             .next_fid
@@ -390,19 +402,22 @@ impl Context {
     /// Resolves once this execution no longer owns the workflow (it was cancelled, timed out,
     /// or taken over) or this node gave its lease up: woken by the cancellation notice,
     /// re-checked every `recheck_interval_ms` as well.
+    /// A replay is never cancelled: there it never resolves.
     pub async fn cancelled(&self) {
-        let mut waiter = self
-            .msg()
+        let Ok(svc) = self.svc() else {
+            return std::future::pending().await;
+        };
+        let mut waiter = svc
+            .messages()
             .waiters()
             .register(Channel::Cancel, self.inner.workflow_id.clone());
-        let lease_lost = self.inner.svc.lease().lost();
+        let lease_lost = svc.lease().lost();
         loop {
             tokio::select! {
                 _ = waiter.wait(None) => {}
                 // The node gave its lease up: another node may run this workflow soon.
                 () = lease_lost.cancelled() => return,
             }
-            let svc = &self.inner.svc;
             match svc
                 .still_owner(&self.inner.workflow_id, &self.inner.owner_xid)
                 .await
@@ -418,7 +433,7 @@ impl Context {
     pub fn read_stream(&self, workflow_id: &str, key: &str) -> WfStream {
         WfStream {
             ctx: self.clone(),
-            reader: self.msg().read_stream(workflow_id, key, 0),
+            reader: self.msg().ok().map(|m| m.read_stream(workflow_id, key, 0)),
             ended: false,
         }
     }
@@ -441,7 +456,7 @@ impl Context {
             return self.replay_value(&r);
         }
         self.check_deadline().await?;
-        let opts = self.msg().options();
+        let opts = self.msg_options();
         opts.check_batch(payloads.len())?;
         let texts = payloads
             .iter()
@@ -467,12 +482,12 @@ impl Context {
     /// # Errors
     /// [`Error::Invalid`] for a bad topic name.
     pub async fn subscribe(&self, topic: &str, start: Start) -> Result<(), Error> {
-        let (msg, wf) = (self.msg().clone(), self.inner.workflow_id.clone());
+        let (ctx, wf) = (self.clone(), self.inner.workflow_id.clone());
         let topic = topic.to_owned();
         self.step("msg.subscribe", move || {
-            let (msg, wf, topic) = (msg.clone(), wf.clone(), topic.clone());
+            let (ctx, wf, topic) = (ctx.clone(), wf.clone(), topic.clone());
             async move {
-                msg.subscribe(&topic, &wf, start).await?;
+                ctx.msg()?.subscribe(&topic, &wf, start).await?;
                 Ok(())
             }
         })
@@ -499,7 +514,7 @@ impl Context {
         };
         self.check_deadline().await?;
         let op = self.op(fid, name, self.clock_ms());
-        let (pool, max) = (self.pool(), self.msg().options().topic_batch_max);
+        let (pool, max) = (self.pool(), self.msg_options().topic_batch_max);
         let subscriber = self.inner.workflow_id.as_str();
         let got = self
             .wait_recorded(
@@ -554,16 +569,19 @@ impl WfStream {
                 let read = ctx.replay_value(&r)?;
                 if let StreamRead::Value(_) = read {
                     // The live reader keeps pace with replayed reads, to resume after them.
-                    self.reader.skip_one();
+                    if let Some(r) = &mut self.reader {
+                        r.skip_one();
+                    }
                 }
                 read
             }
             None => {
                 ctx.check_deadline().await?;
                 let started = ctx.clock_ms();
-                let read = match self.reader.next_text(timeout).await? {
+                let reader = self.reader.as_mut().ok_or_else(|| ctx.unrecorded(fid, name))?;
+                let read = match reader.next_text(timeout).await? {
                     Some(v) => StreamRead::Value(codec::decode(&v)?),
-                    None if self.reader.is_done() => StreamRead::End,
+                    None if reader.is_done() => StreamRead::End,
                     None => StreamRead::Timeout,
                 };
                 let text = codec::encode(&read)?;

@@ -34,6 +34,7 @@ mod ctx;
 mod error;
 pub mod manage;
 mod messaging;
+mod replay;
 mod service;
 
 #[doc(hidden)]
@@ -42,6 +43,7 @@ pub use ctx::{Context, RetryPolicy, ShouldRetry};
 pub use dbos_store::Status;
 pub use error::{Error, PortableError};
 pub use messaging::{TopicMessage, WfStream};
+pub use replay::{Divergence, Replay, Replayer, Verdict, REPLAY_TIMEOUT_DEFAULT};
 pub use service::{
     Options, Registry, Service, StartOptions, WorkflowHandle, ENQUEUE_CHANNEL, INTERNAL_QUEUE,
     OUTCOME_CHANNEL,

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use super::announce::Announcer;
 use super::codec;
 use super::committer::Committer;
-use super::ctx::{Context, CtxInner};
+use super::ctx::{Context, CtxInner, Mode};
 use super::error::{Error, Fate};
 
 pub use dbos_store::{ENQUEUE_CHANNEL, INTERNAL_QUEUE, OUTCOME_CHANNEL};
@@ -64,7 +64,7 @@ impl Default for Options {
     }
 }
 
-type ErasedFn =
+pub(crate) type ErasedFn =
     Arc<dyn Fn(Context, String) -> BoxFuture<'static, Result<String, Error>> + Send + Sync>;
 
 /// The workflow functions a node can run, by name.
@@ -105,6 +105,17 @@ impl Registry {
         });
         self.fns.insert(name.to_owned(), erased);
         self
+    }
+
+    /// Adds every workflow of `other`; one of the same name replaces this registry's.
+    pub fn merge(&mut self, other: Registry) -> &mut Registry {
+        self.fns.extend(other.fns);
+        self
+    }
+
+    /// The function registered as `name`.
+    pub(crate) fn function(&self, name: &str) -> Option<ErasedFn> {
+        self.fns.get(name).cloned()
     }
 
     /// Names of the registered workflows, sorted.
@@ -188,7 +199,8 @@ impl std::fmt::Debug for Service {
 /// A started workflow.
 pub struct WorkflowHandle<O> {
     id: String,
-    svc: Service,
+    /// None in a replay, where only the ID is of use.
+    svc: Option<Service>,
     _out: PhantomData<fn() -> O>,
 }
 
@@ -218,6 +230,25 @@ struct Completion {
     here: std::sync::atomic::AtomicBool,
     /// The outcome as recorded: `Ok(output)` or `Err(error)`, both portable JSON text.
     outcome: std::sync::OnceLock<Result<String, String>>,
+}
+
+impl<O> WorkflowHandle<O> {
+    pub(crate) fn new(id: String, svc: Option<Service>) -> Self {
+        WorkflowHandle {
+            id,
+            svc,
+            _out: PhantomData,
+        }
+    }
+
+    fn svc(&self) -> Result<&Service, Error> {
+        self.svc.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "workflow {}: a handle from a replay cannot wait for a result",
+                self.id
+            ))
+        })
+    }
 }
 
 impl<O: DeserializeOwned> WorkflowHandle<O> {
@@ -251,8 +282,9 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     /// The workflow's error, [`Error::Cancelled`], [`Error::MaxRecoveryAttemptsExceeded`],
     /// [`Error::NotFound`].
     pub async fn result(&self) -> Result<O, Error> {
+        let svc = self.svc()?;
         let (completion, local) = {
-            let mut done = self.svc.inner.done.lock();
+            let mut done = svc.inner.done.lock();
             match done.get(&self.id) {
                 Some(c) => (c.clone(), true),
                 None => {
@@ -265,7 +297,7 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
         let result = self.wait(&completion, local).await;
         // An entry this call made for a workflow run elsewhere is not kept.
         if !local {
-            let mut done = self.svc.inner.done.lock();
+            let mut done = svc.inner.done.lock();
             if done
                 .get(&self.id)
                 .is_some_and(|c| Arc::ptr_eq(c, &completion))
@@ -278,8 +310,9 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     }
 
     async fn wait(&self, completion: &Completion, mut skip_db: bool) -> Result<O, Error> {
+        let svc = self.svc()?;
         // Registered before the first look: an outcome or cancel notified after it wakes us.
-        let waiters = self.svc.inner.messages.waiters();
+        let waiters = svc.inner.messages.waiters();
         let mut ended = waiters.watch(dbos_msg::Channel::Outcome, self.id.clone());
         let mut cancelled = waiters.watch(dbos_msg::Channel::Cancel, self.id.clone());
         let mut pause = Duration::from_millis(5);
@@ -296,7 +329,7 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
             // A workflow running here announces its end; otherwise (or when its execution
             // parked without an outcome) the database says.
             if !skip_db {
-                let o = workflows::outcome(&self.svc.inner.pool, &self.id).await?;
+                let o = workflows::outcome(&svc.inner.pool, &self.id).await?;
                 match o.status {
                     Status::Success => return codec::decode(o.output.as_deref().unwrap_or("null")),
                     Status::Error => {
@@ -418,10 +451,6 @@ impl Service {
         Ok(svc)
     }
 
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.inner.pool
-    }
-
     pub(crate) fn committer(&self) -> &Committer {
         &self.inner.committer
     }
@@ -443,11 +472,7 @@ impl Service {
 
     /// A handle to an existing workflow.
     pub fn handle<O>(&self, workflow_id: impl Into<String>) -> WorkflowHandle<O> {
-        WorkflowHandle {
-            id: workflow_id.into(),
-            svc: self.clone(),
-            _out: PhantomData,
-        }
+        WorkflowHandle::new(workflow_id.into(), Some(self.clone()))
     }
 
     /// Re-enqueues the PENDING workflows of these executors (gone nodes) at this application
@@ -610,9 +635,7 @@ impl Service {
     fn function(&self, name: &str) -> Result<ErasedFn, Error> {
         self.inner
             .registry
-            .fns
-            .get(name)
-            .cloned()
+            .function(name)
             .ok_or_else(|| Error::NotRegistered(name.to_owned()))
     }
 
@@ -675,18 +698,21 @@ impl Service {
         } = run;
         let ctx = Context {
             inner: Arc::new(CtxInner {
-                svc: self.clone(),
+                mode: Mode::Live {
+                    svc: self.clone(),
+                    cancel: Mutex::new(
+                        self.inner
+                            .messages
+                            .waiters()
+                            .watch(dbos_msg::Channel::Cancel, id.clone()),
+                    ),
+                },
+                pool: self.inner.pool.clone(),
                 workflow_id: id.clone(),
                 owner_xid: owner_xid.clone(),
                 next_fid: AtomicI32::new(0),
                 recorded: Mutex::new(recorded),
                 deadline_ms,
-                cancel: Mutex::new(
-                    self.inner
-                        .messages
-                        .waiters()
-                        .watch(dbos_msg::Channel::Cancel, id.clone()),
-                ),
                 pending: Mutex::new(None),
             }),
         };
@@ -1071,7 +1097,7 @@ enum Slot {
 }
 
 /// Runs a workflow function; a panic becomes the workflow's error instead of a lost outcome.
-async fn run_guarded(f: ErasedFn, ctx: Context, inputs: String) -> Result<String, Error> {
+pub(crate) async fn run_guarded(f: ErasedFn, ctx: Context, inputs: String) -> Result<String, Error> {
     use futures_util::FutureExt;
     match std::panic::AssertUnwindSafe(f(ctx, inputs))
         .catch_unwind()
