@@ -79,6 +79,42 @@ fn wf_commands_list_inspect_cancel_resume_fork_and_delete() {
     );
     assert_eq!(deposits[0]["n"], 0, "the fork reused the recorded deposit");
 
+    // Replay: the recorded histories fit the code; a changed one does not; nothing is written.
+    let out = ok(&["wf", "replay", "cli-1", "cli-2", "--data-dir", d]);
+    assert!(
+        out.lines().count() == 2 && out.lines().all(|l| l.contains(": consistent (")),
+        "{out}"
+    );
+    let rows = "SELECT (SELECT count(*) FROM dbos.operation_outputs) AS ops, \
+                (SELECT count(*) FROM public.dbos_demo_ledger) AS deposits, \
+                (SELECT count(*) FROM public.dbos_demo_runs) AS runs";
+    let before = sql_json(&dir, rows);
+    ok(&["sql", "--data-dir", d, "UPDATE dbos.operation_outputs SET function_name = 'fetch_v0' WHERE workflow_uuid = 'cli-2' AND function_id = 1"]);
+    let out = run(&[
+        "wf",
+        "replay",
+        "--all",
+        "--name",
+        "dbos.demo",
+        "--data-dir",
+        d,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a divergence fails the replay");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 workflows did not replay"));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(reports[0]["workflow_id"], "cli-1");
+    assert_eq!(reports[0]["verdict"], "consistent");
+    assert_eq!(reports[1]["workflow_id"], "cli-2");
+    assert_eq!(reports[1]["verdict"], "diverged");
+    assert_eq!(reports[1]["function_id"], 1);
+    assert_eq!(reports[1]["recorded"], "fetch_v0");
+    assert_eq!(reports[1]["called"], "fetch");
+    assert_eq!(sql_json(&dir, rows), before, "a replay writes nothing");
+    let out = run(&["wf", "replay", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name workflow IDs"));
+
     // A long-sleeping workflow: cancel, then resume.
     ok(&["sql", "--data-dir", d, "SELECT dbos.enqueue_workflow('dbos.demo', 'default', ARRAY['60000'::json], workflow_id => 'cli-3')"]);
     eventually("cli-3 is running", || {

@@ -110,7 +110,7 @@ fn peak_rss_kib() -> u64 {
 /// Free MiB on the file system of the test clusters' data directories.
 fn free_mib_for_clusters() -> u64 {
     let st = nix::sys::statvfs::statvfs(&std::env::temp_dir()).expect("statvfs of the temp dir");
-    st.blocks_available() as u64 * st.fragment_size() as u64 >> 20
+    (st.blocks_available() as u64 * st.fragment_size() as u64) >> 20
 }
 
 /// Peak memory may grow by less than this while streaming.

@@ -70,7 +70,11 @@ fn order(code: Code) -> Wf<(i64,), i64> {
                 ctx.step("notify", || async { Ok(()) }).await?;
             }
             let out = reserved + child;
-            Ok(if code == Code::NewOutput { out + 1 } else { out })
+            Ok(if code == Code::NewOutput {
+                out + 1
+            } else {
+                out
+            })
         })
     })
 }
@@ -85,7 +89,11 @@ fn child(_code: Code) -> Wf<(i64,), i64> {
 fn waiter(code: Code) -> Wf<(), Option<String>> {
     Box::new(move |ctx: Context, ()| {
         Box::pin(async move {
-            let first = if code == Code::Renamed { "prepare" } else { "ready" };
+            let first = if code == Code::Renamed {
+                "prepare"
+            } else {
+                "ready"
+            };
             ctx.step(first, || async { Ok(1) }).await?;
             ctx.recv::<String>(Some("go"), Duration::from_secs(3_600))
                 .await
@@ -147,7 +155,11 @@ async fn changed_code_diverges_at_the_right_step_and_a_replay_writes_nothing() {
     wait_status(n.pool(), "w-1", "PENDING").await;
     // The waiter has taken its step and waits on its message: its timer is recorded.
     let deadline = tokio::time::Instant::now() + dbos_services::testing::WAIT;
-    while dbos_services::testing::step_names(n.pool(), "w-1").await.len() < 2 {
+    while dbos_services::testing::step_names(n.pool(), "w-1")
+        .await
+        .len()
+        < 2
+    {
         assert!(tokio::time::Instant::now() < deadline, "w-1 waits");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -158,20 +170,41 @@ async fn changed_code_diverges_at_the_right_step_and_a_replay_writes_nothing() {
     assert_eq!(r.verdict, Verdict::Consistent, "{r}");
     assert_eq!(r.recorded, 9, "{r}");
     let r = same.replay("o-2-7").await.unwrap();
-    assert_eq!((r.name.as_str(), &r.verdict), ("child", &Verdict::Consistent));
+    assert_eq!(
+        (r.name.as_str(), &r.verdict),
+        ("child", &Verdict::Consistent)
+    );
     let r = same.replay("w-1").await.unwrap();
     assert_eq!(r.verdict, Verdict::ConsistentPrefix, "{r}");
 
     // (code, workflow, expected function ID, recorded name, called name)
     let cases = [
-        (Code::Renamed, "o-2", Some(1), Some("reserve"), Some("reserve_stock")),
-        (Code::Inserted, "o-2", Some(3), Some("charge"), Some("audit")),
+        (
+            Code::Renamed,
+            "o-2",
+            Some(1),
+            Some("reserve"),
+            Some("reserve_stock"),
+        ),
+        (
+            Code::Inserted,
+            "o-2",
+            Some(3),
+            Some("charge"),
+            Some("audit"),
+        ),
         (Code::Branch, "o-2", Some(2), Some("big"), Some("small")),
         (Code::Removed, "o-2", Some(9), Some("notify"), None),
         (Code::NewOutput, "o-2", None, None, None),
         // Its write is refused (the replay's sessions are read-only), so the code fails there.
         (Code::WritesOutsideSteps, "o-2", Some(2), Some("big"), None),
-        (Code::Renamed, "w-1", Some(1), Some("ready"), Some("prepare")),
+        (
+            Code::Renamed,
+            "w-1",
+            Some(1),
+            Some("ready"),
+            Some("prepare"),
+        ),
     ];
     for (code, wf, fid, recorded, called) in cases {
         let r = Replayer::new(n.pool(), registry(code))

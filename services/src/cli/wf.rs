@@ -162,7 +162,7 @@ pub(super) async fn run(
     if let WfCommand::Replay(a) = &cmd {
         let selected = a.all || a.name.is_some() || a.since.is_some();
         anyhow::ensure!(
-            selected != !a.ids.is_empty(),
+            selected == a.ids.is_empty(),
             "name workflow IDs, or select them with --all, --name or --since (not both)"
         );
     }

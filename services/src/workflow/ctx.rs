@@ -522,10 +522,7 @@ impl Context {
                 called: name.to_owned(),
                 recorded: "an operation without a child".into(),
             })?;
-            return Ok(WorkflowHandle::new(
-                child,
-                self.svc().ok().cloned(),
-            ));
+            return Ok(WorkflowHandle::new(child, self.svc().ok().cloned()));
         }
         self.check_deadline().await?;
         let id = opts

@@ -578,7 +578,10 @@ impl WfStream {
             None => {
                 ctx.check_deadline().await?;
                 let started = ctx.clock_ms();
-                let reader = self.reader.as_mut().ok_or_else(|| ctx.unrecorded(fid, name))?;
+                let reader = self
+                    .reader
+                    .as_mut()
+                    .ok_or_else(|| ctx.unrecorded(fid, name))?;
                 let read = match reader.next_text(timeout).await? {
                     Some(v) => StreamRead::Value(codec::decode(&v)?),
                     None if reader.is_done() => StreamRead::End,

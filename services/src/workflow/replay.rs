@@ -389,7 +389,8 @@ fn judge_outcome(row: &WorkflowStatus, result: Result<String, Error>) -> Verdict
         (false, Err(e)) => {
             let now = e.to_portable();
             let then = codec::decode_error(row.error.as_deref().unwrap_or("null"));
-            if (now.name.as_str(), now.message.as_str()) == (then.name.as_str(), then.message.as_str())
+            if (now.name.as_str(), now.message.as_str())
+                == (then.name.as_str(), then.message.as_str())
             {
                 Verdict::Consistent
             } else {

@@ -1097,7 +1097,11 @@ enum Slot {
 }
 
 /// Runs a workflow function; a panic becomes the workflow's error instead of a lost outcome.
-pub(crate) async fn run_guarded(f: ErasedFn, ctx: Context, inputs: String) -> Result<String, Error> {
+pub(crate) async fn run_guarded(
+    f: ErasedFn,
+    ctx: Context,
+    inputs: String,
+) -> Result<String, Error> {
     use futures_util::FutureExt;
     match std::panic::AssertUnwindSafe(f(ctx, inputs))
         .catch_unwind()
