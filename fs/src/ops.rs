@@ -203,8 +203,11 @@ impl Fs {
                 ),
             ));
         }
-        self.make(c, who, parent, name, New::File, mode, Some(data))
-            .await
+        let st = self
+            .make(c, who, parent, name, New::File, mode, Some(data))
+            .await?;
+        touched("file_create", None, st.ino, data.len() as u64);
+        Ok(st)
     }
 
     /// Creates an empty regular file `name` in directory `parent` with permission bits `mode`
@@ -221,7 +224,11 @@ impl Fs {
         name: &str,
         mode: u32,
     ) -> Result<Stat> {
-        self.make(c, who, parent, name, New::File, mode, None).await
+        let st = self
+            .make(c, who, parent, name, New::File, mode, None)
+            .await?;
+        touched("file_create", None, st.ino, 0);
+        Ok(st)
     }
 
     /// Creates directory `name` in directory `parent`. 1 round trip.
@@ -525,6 +532,20 @@ impl Fs {
         offset: u64,
         len: usize,
     ) -> Result<Vec<u8>> {
+        let data = self.read_chunk(c, who, ino, offset, len).await?;
+        touched("file_read", None, ino, data.len() as u64);
+        Ok(data)
+    }
+
+    /// [`Fs::read_at`] without noting the read for provenance (its callers note theirs).
+    async fn read_chunk(
+        &self,
+        c: &mut PgConnection,
+        who: &Identity,
+        ino: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
         let end = offset.saturating_add(len as u64).min(i64::MAX as u64);
         let offset = offset.min(end);
         let rows = sqlx::query(sql::READ)
@@ -578,7 +599,9 @@ impl Fs {
         let st = self.getattr_lock(c, ino).await?;
         check_file(&st)?;
         who.require(&st, W, || ino_what(ino))?;
-        self.write_locked(c, &st, offset, data).await
+        let n = self.write_locked(c, &st, offset, data).await?;
+        touched("file_write", None, ino, data.len() as u64);
+        Ok(n)
     }
 
     /// Appends `data` to file `ino`, at its size as seen under its lock. 2 round trips.
@@ -595,7 +618,9 @@ impl Fs {
         let st = self.getattr_lock(c, ino).await?;
         check_file(&st)?;
         who.require(&st, W, || ino_what(ino))?;
-        self.write_locked(c, &st, st.size, data).await
+        let n = self.write_locked(c, &st, st.size, data).await?;
+        touched("file_write", None, ino, data.len() as u64);
+        Ok(n)
     }
 
     async fn write_locked(
@@ -842,12 +867,14 @@ impl Fs {
                 filled += n;
             }
             if filled == 0 {
+                touched("file_write", None, ino, total);
                 return Ok(total);
             }
             self.write_locked(c, &st, offset + total, &buf[..filled])
                 .await?;
             total += filled as u64;
             if filled < buf.len() {
+                touched("file_write", None, ino, total);
                 return Ok(total);
             }
         }
@@ -879,7 +906,9 @@ impl Fs {
     ) -> Result<u64> {
         let mut offset = 0u64;
         loop {
-            let chunk = self.read_at(c, who, ino, offset, WRITE_BATCH_BYTES).await?;
+            let chunk = self
+                .read_chunk(c, who, ino, offset, WRITE_BATCH_BYTES)
+                .await?;
             if chunk.is_empty() {
                 break;
             }
@@ -893,6 +922,7 @@ impl Fs {
             what: format!("writing the data of {}", ino_what(ino)),
             source: e,
         })?;
+        touched("file_read", None, ino, offset);
         Ok(offset)
     }
 
@@ -1111,10 +1141,13 @@ impl Fs {
         path: &str,
         mode: u32,
     ) -> Result<Stat> {
-        self.on_names(c, who, [path], Error::Exists, |c, [(dir, name)]| {
-            self.create_at(c, who, dir, name, mode)
-        })
-        .await
+        let st = self
+            .on_names(c, who, [path], Error::Exists, |c, [(dir, name)]| {
+                self.create_at(c, who, dir, name, mode)
+            })
+            .await?;
+        named(st.ino, path);
+        Ok(st)
     }
 
     /// Opens `path` for writing from scratch (`open(O_CREAT | O_TRUNC)`): an existing file is
@@ -1136,9 +1169,12 @@ impl Fs {
                     size: Some(0),
                     ..SetAttr::default()
                 };
-                self.setattr(c, who, st.ino, &set)
+                let st = self
+                    .setattr(c, who, st.ino, &set)
                     .await
-                    .map_err(|e| rename_what(e, path))
+                    .map_err(|e| rename_what(e, path))?;
+                touched("file_write", Some(path), st.ino, 0);
+                Ok(st)
             }
             Err(Error::NotFound(_)) => self.create(c, who, path, mode).await,
             Err(e) => Err(e),
@@ -1212,9 +1248,12 @@ impl Fs {
         len: usize,
     ) -> Result<Vec<u8>> {
         let st = self.resolve(c, who, path, true).await?;
-        self.read_at(c, who, st.ino, offset, len)
+        let data = self
+            .read_at(c, who, st.ino, offset, len)
             .await
-            .map_err(|e| rename_what(e, path))
+            .map_err(|e| rename_what(e, path))?;
+        named(st.ino, path);
+        Ok(data)
     }
 
     /// Writes `data` into `path` at `offset`.
@@ -1230,9 +1269,12 @@ impl Fs {
         data: &[u8],
     ) -> Result<u64> {
         let st = self.resolve(c, who, path, true).await?;
-        self.write_at(c, who, st.ino, offset, data)
+        let n = self
+            .write_at(c, who, st.ino, offset, data)
             .await
-            .map_err(|e| rename_what(e, path))
+            .map_err(|e| rename_what(e, path))?;
+        named(st.ino, path);
+        Ok(n)
     }
 
     /// Appends `data` to `path`.
@@ -1247,9 +1289,12 @@ impl Fs {
         data: &[u8],
     ) -> Result<u64> {
         let st = self.resolve(c, who, path, true).await?;
-        self.append_at(c, who, st.ino, data)
+        let n = self
+            .append_at(c, who, st.ino, data)
             .await
-            .map_err(|e| rename_what(e, path))
+            .map_err(|e| rename_what(e, path))?;
+        named(st.ino, path);
+        Ok(n)
     }
 
     /// truncate(2): sets the size of `path`, growing with a hole or shrinking.
@@ -1267,7 +1312,9 @@ impl Fs {
             size: Some(size),
             ..SetAttr::default()
         };
-        self.set_path(c, who, path, &set).await
+        let st = self.set_path(c, who, path, &set).await?;
+        touched("file_write", Some(path), st.ino, 0);
+        Ok(st)
     }
 
     /// chmod(2).
@@ -1361,7 +1408,15 @@ impl Fs {
                 self.rename_at(c, who, src_dir, src, dst_dir, dst, false)
             },
         )
-        .await
+        .await?;
+        dbos_kernel::prov::note(|| dbos_kernel::prov::Event {
+            kind: "file_rename",
+            object: Some(from.to_owned()),
+            inode: None,
+            bytes: None,
+            detail: Some(serde_json::json!({ "to": to })),
+        });
+        Ok(())
     }
 
     /// link(2): a new name `new` for the file `existing` (not followed if a symbolic link).
@@ -1390,7 +1445,15 @@ impl Fs {
         self.on_names(c, who, [path], Error::IsDir, |c, [(dir, name)]| {
             self.unlink_at(c, who, dir, name)
         })
-        .await
+        .await?;
+        dbos_kernel::prov::note(|| dbos_kernel::prov::Event {
+            kind: "file_remove",
+            object: Some(path.to_owned()),
+            inode: None,
+            bytes: None,
+            detail: None,
+        });
+        Ok(())
     }
 
     /// rmdir(2): only an empty directory.
@@ -1603,6 +1666,22 @@ fn rename_what(e: Error, path: &str) -> Error {
         Error::Busy(_) => Error::Busy(p()),
         other => other,
     }
+}
+
+/// Names `path` as the object of what the call by inode under a call by path noted.
+fn named(ino: u64, path: &str) {
+    dbos_kernel::prov::name_last(ino as i64, path);
+}
+
+/// Notes for the workflow step running this call (if any) that it touched file `ino`.
+fn touched(kind: &'static str, path: Option<&str>, ino: u64, bytes: u64) {
+    dbos_kernel::prov::note(|| dbos_kernel::prov::Event {
+        kind,
+        object: path.map(str::to_owned),
+        inode: Some(ino as i64),
+        bytes: Some(bytes as i64),
+        detail: None,
+    });
 }
 
 #[cfg(test)]

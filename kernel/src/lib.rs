@@ -40,6 +40,7 @@ pub mod loops;
 pub mod migrate;
 pub mod node;
 pub mod notify;
+pub mod prov;
 pub mod roles;
 pub mod sqlstate;
 pub mod task;

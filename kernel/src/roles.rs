@@ -17,7 +17,7 @@ pub const NODE_ROLE: &str = "dbos_node";
 /// The read-only role for dashboards and analytics.
 pub const READER_ROLE: &str = "dbos_reader";
 /// The schemas the node role owns.
-pub const OS_SCHEMAS: &[&str] = &["kernel", "sched", "msg", "fs", "dbos", "os"];
+pub const OS_SCHEMAS: &[&str] = &["kernel", "sched", "msg", "fs", "dbos", "prov", "os"];
 
 /// Advisory-lock key serialising role preparation across processes ("dbos" "role").
 const ROLES_LOCK_KEY: i64 = 0x6462_6f73_726f_6c65;

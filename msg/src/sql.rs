@@ -72,6 +72,12 @@ fn rec(output: &str, cond: &str) -> String {
     dbos_store::operations::record_cte(output, cond)
 }
 
+/// The provenance rows of the operation `rec` records: `rows` selects kind, object, inode,
+/// bytes, detail.
+fn pv(rows: &str) -> String {
+    dbos_store::operations::prov_cte(rows)
+}
+
 fn columns(msgs: &[Outgoing]) -> [Vec<String>; 4] {
     let mut c: [Vec<String>; 4] = Default::default();
     for m in msgs {
@@ -154,9 +160,14 @@ pub async fn send_recorded(
              WHERE EXISTS (SELECT 1 FROM own)
              ON CONFLICT (message_uuid) DO NOTHING
              RETURNING 1
-         ), {}
+         ), {}, {}
          SELECT EXISTS (SELECT 1 FROM rec) AS recorded, (SELECT count(*) FROM sent) AS sent",
-        rec("NULL", "")
+        rec("NULL", ""),
+        pv(&format!(
+            "SELECT 'send', d, NULL::int8, octet_length(m)::int8,
+                    jsonb_build_object('topic', NULLIF(t, '{NULL_TOPIC}'))
+             FROM unnest($7::text[], $8::text[], $9::text[]) AS x(d, t, m)"
+        ))
     );
     let r = bind_op(sqlx::query(&sql), op)
         .bind(&ids)
@@ -209,12 +220,16 @@ pub async fn recv_recorded(
                      LIMIT 1)
                AND NOT consumed AND EXISTS (SELECT 1 FROM own)
              RETURNING message
-         ), {}
+         ), {}, {}
          SELECT (SELECT message FROM got) AS message, EXISTS (SELECT 1 FROM own) AS owned",
         rec(
             "COALESCE((SELECT message FROM got), 'null')",
             "WHERE EXISTS (SELECT 1 FROM got) OR $7"
-        )
+        ),
+        pv(&format!(
+            "SELECT 'recv', NULLIF($6, '{NULL_TOPIC}'), NULL::int8,
+                    octet_length(message)::int8, NULL::jsonb FROM got"
+        ))
     );
     let row = bind_op(sqlx::query(&sql), op)
         .bind(topic.unwrap_or(NULL_TOPIC))
@@ -257,10 +272,11 @@ pub async fn set_event_recorded(
              ON CONFLICT (workflow_uuid, function_id, key)
                  DO UPDATE SET value = excluded.value, serialization = excluded.serialization
              RETURNING 1
-         ), {}
+         ), {}, {}
          SELECT EXISTS (SELECT 1 FROM rec) AS recorded,
                 (SELECT count(pg_notify('{}', $1 || '::' || $6)) FROM own) AS notified",
         rec("NULL", ""),
+        pv("SELECT 'set_event', $6::text, NULL::int8, octet_length($7)::int8, NULL::jsonb"),
         crate::EVENTS_CHANNEL
     );
     let row = bind_op(sqlx::query(&sql), op)
@@ -376,10 +392,11 @@ async fn write_stream(
                     $3, 'portable_json'
              FROM own
              RETURNING \"offset\"
-         ), {}
+         ), {}, {}
          SELECT (SELECT \"offset\" FROM s) AS off, EXISTS (SELECT 1 FROM rec) AS recorded,
                 (SELECT count(pg_notify('{}', $1 || '::' || $6)) FROM own) AS notified",
         rec("NULL", "WHERE $8"),
+        pv("SELECT 'write_stream', $6::text, NULL::int8, octet_length($7)::int8, NULL::jsonb"),
         crate::STREAMS_CHANNEL
     );
     let mut attempt = 0;
@@ -542,7 +559,7 @@ pub async fn publish_recorded(
              SELECT $6, t.first + p.ord - 1, p.payload, $9
              FROM t, unnest($7::text[]) WITH ORDINALITY AS p(payload, ord)
              RETURNING seq
-         ), {}
+         ), {}, {}
          SELECT (SELECT min(seq) FROM ins) AS first, (SELECT max(seq) FROM ins) AS last,
                 EXISTS (SELECT 1 FROM rec) AS recorded,
                 (SELECT count(pg_notify('{}', $6)) FROM own) AS notified",
@@ -550,6 +567,9 @@ pub async fn publish_recorded(
             "json_build_array((SELECT min(seq) FROM ins), (SELECT max(seq) FROM ins))::text",
             ""
         ),
+        pv("SELECT 'publish', $6::text, NULL::int8,
+                   (SELECT sum(octet_length(p))::int8 FROM unnest($7::text[]) p),
+                   jsonb_build_object('messages', $8::int8)"),
         crate::TOPICS_CHANNEL
     );
     let row = bind_op(sqlx::query(&sql), op)
@@ -719,7 +739,7 @@ pub async fn consume_recorded(
     last: bool,
 ) -> Result<Option<Vec<Delivered>>> {
     let sql = format!(
-        "WITH {OWN}, {}, {}
+        "WITH {OWN}, {}, {}, {}
          SELECT EXISTS (SELECT 1 FROM sub) AS subscribed, EXISTS (SELECT 1 FROM rec) AS recorded,
                 EXISTS (SELECT 1 FROM own) AS owned, g.seq, g.payload
          FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
@@ -728,6 +748,10 @@ pub async fn consume_recorded(
             "(SELECT COALESCE(json_agg(json_build_object('seq', seq, 'payload', payload::json)
                                         ORDER BY seq), '[]')::text FROM got)",
             "WHERE EXISTS (SELECT 1 FROM got) OR $9"
+        ),
+        pv(
+            "SELECT 'consume', $6::text, NULL::int8, sum(octet_length(payload))::int8,
+                   jsonb_build_object('messages', count(*)) FROM got HAVING count(*) > 0"
         )
     );
     // A non-owner takes nothing (`got` is guarded), so the cursor never moves unrecorded.

@@ -439,6 +439,30 @@ where
     result.duration_ms = started.elapsed().as_millis() as u64;
     result.exit_code = status.code();
     result.signal = status.signal();
+    // For the workflow step running it: who ran what, and how it ended.
+    dbos_kernel::prov::note(|| {
+        let who = user.as_ref().map(|u| u.name.clone()).or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        });
+        dbos_kernel::prov::Event {
+            kind: "command",
+            object: Some(spec.argv.join(" ")),
+            inode: None,
+            bytes: Some((result.stdout_bytes + result.stderr_bytes) as i64),
+            detail: Some(serde_json::json!({
+                "argv": spec.argv,
+                "user": who,
+                "cwd": spec.cwd,
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+                "timed_out": result.timed_out,
+                "cancelled": result.cancelled,
+            })),
+        }
+    });
     Ok(result)
 }
 

@@ -31,12 +31,25 @@ pub mod prelude {
 
 use dbos_kernel::ServiceMigrations;
 
-/// Migrations of every service hosted here (the kernel's own are applied first by the kernel).
+/// Migrations of every service hosted here (the kernel's own are applied first by the kernel),
+/// then [`VIEWS`].
 pub fn migrations() -> Vec<ServiceMigrations> {
     vec![
         dbos_store::MIGRATIONS,
         dbos_msg::MIGRATIONS,
         dbos_scheduler::MIGRATIONS,
         dbos_fs::MIGRATIONS,
+        VIEWS,
     ]
 }
+
+/// Views in schema `os` over the tables of several services (applied after all of them).
+pub const VIEWS: ServiceMigrations = ServiceMigrations {
+    service: "views",
+    migrations: &[dbos_kernel::Migration {
+        version: 1,
+        name: "file lineage",
+        sql: include_str!("../migrations/views_0001_lineage.sql"),
+        earlier: &[],
+    }],
+};

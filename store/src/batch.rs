@@ -34,6 +34,9 @@ pub struct Checkpoint {
     pub started_at_ms: i64,
     /// End, epoch ms.
     pub completed_at_ms: i64,
+    /// What the step touched, as a JSON array of provenance events
+    /// ([`dbos_kernel::prov::to_json`]); written with the checkpoint.
+    pub prov: Option<String>,
 }
 
 impl Checkpoint {
@@ -120,7 +123,8 @@ impl Start {
 }
 
 /// Starts (`$15`..`$21`, executor `$22`, version `$23`), checkpoints of owned PENDING
-/// workflows (`$1`..`$9`) and outcomes with their output rows (`$10`..`$14`). Served by the
+/// workflows (`$1`..`$9`, with what each step touched in `$25`, written to `prov.events`) and
+/// outcomes with their output rows (`$10`..`$14`). Served by the
 /// primary keys of workflow_status, workflow_input and operation_outputs.
 /// `$24` is `PENDING`, a parameter rather than a literal on purpose: the statement runs its
 /// generic plan (nodes' sessions force generic plans, see `dbos_kernel::db::connect_options`),
@@ -130,10 +134,12 @@ impl Start {
 /// primary key. A parameter cannot prove that index's predicate.
 const WRITE: &str = "WITH c AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
-                                  $6::text[], $7::text[], $8::int8[], $9::int8[])
-                 AS c(wf, owner, fid, name, output, error, child, started, completed)
+                                  $6::text[], $7::text[], $8::int8[], $9::int8[], $25::text[])
+                 AS c(wf, owner, fid, name, output, error, child, started, completed, prov)
          ), owned AS (
-             SELECT c.* FROM c JOIN dbos.workflow_status w
+             SELECT c.*, w.executor_id AS node, w.application_version AS version,
+                    w.name AS wf_name, w.queue_name AS wf_queue
+             FROM c JOIN dbos.workflow_status w
                  ON w.workflow_uuid = c.wf AND w.owner_xid = c.owner AND w.status = $24
              FOR NO KEY UPDATE OF w
          ), ck AS (
@@ -143,6 +149,17 @@ const WRITE: &str = "WITH c AS (
              SELECT wf, fid, name, output, error, child, started, completed, 'portable_json' FROM owned
              ON CONFLICT DO NOTHING
              RETURNING workflow_uuid, function_id
+         ), pv AS (
+             INSERT INTO prov.events
+                 (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id,
+                  app_version)
+             SELECT owned.wf, owned.fid, p.kind, p.object, p.inode, p.bytes, p.detail,
+                    owned.node, owned.version
+             FROM owned
+             JOIN ck ON ck.workflow_uuid = owned.wf AND ck.function_id = owned.fid
+             CROSS JOIN LATERAL jsonb_to_recordset(owned.prov::jsonb)
+                 AS p(kind text, object text, inode int8, bytes int8, detail jsonb)
+             WHERE owned.prov IS NOT NULL AND prov.capture(owned.wf_name, owned.wf_queue)
          ), o AS (
              SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
                  AS o(wf, owner, status, output, error)
@@ -266,6 +283,7 @@ impl Batch {
             .bind(executor_id)
             .bind(app_version)
             .bind(Status::Pending.as_str())
+            .bind(&ck.prov)
     }
 
     /// Writes the batch in one statement; starts run on `executor_id` at `app_version`.
@@ -364,6 +382,7 @@ struct CheckpointColumns {
     child: Vec<Option<String>>,
     started: Vec<i64>,
     completed: Vec<i64>,
+    prov: Vec<Option<String>>,
 }
 
 impl CheckpointColumns {
@@ -377,6 +396,7 @@ impl CheckpointColumns {
         self.child.push(c.child_workflow_id);
         self.started.push(c.started_at_ms);
         self.completed.push(c.completed_at_ms);
+        self.prov.push(c.prov);
     }
 }
 

@@ -35,6 +35,7 @@ mod error;
 pub mod inspect;
 pub mod limits;
 pub mod operations;
+pub mod prov;
 pub mod queues;
 pub mod schedules;
 mod status;
@@ -58,13 +59,22 @@ pub const OUTCOME_CHANNEL: &str = "dbos_workflow_outcome";
 /// queue).
 pub const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
 
-/// The DBOS system database (schema `dbos`, DBOS migration version 125).
+/// The DBOS system database (schema `dbos`, DBOS migration version 125), and provenance
+/// (schema `prov`, see [`prov`]).
 pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
     service: "dbos",
-    migrations: &[Migration {
-        version: 1,
-        name: "DBOS system database v125",
-        sql: include_str!("../migrations/dbos_0001_system_database.sql"),
-        earlier: &[],
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "DBOS system database v125",
+            sql: include_str!("../migrations/dbos_0001_system_database.sql"),
+            earlier: &[],
+        },
+        Migration {
+            version: 2,
+            name: "provenance (schema prov)",
+            sql: include_str!("../migrations/dbos_0002_provenance.sql"),
+            earlier: &[],
+        },
+    ],
 };

@@ -7,10 +7,37 @@ use sqlx::PgConnection;
 /// A CTE named `own` that locks the workflow's status row when the caller owns it: `$1`
 /// workflow, `$2` owner. An effect joined to `own` happens only for the owning execution, and
 /// the lock orders it against a concurrent cancel.
+/// Its columns (the node and version running it, its name and queue) feed [`prov_cte`].
 pub const OWN_CTE: &str = "own AS (
-    SELECT 1 FROM dbos.workflow_status
+    SELECT executor_id, application_version, name, queue_name FROM dbos.workflow_status
     WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
     FOR NO KEY UPDATE)";
+
+/// The columns of a provenance row, as `rows` of [`prov_cte`] and the JSON of
+/// [`dbos_kernel::prov::to_json`] give them.
+pub const PROV_COLUMNS: &str = "kind text, object text, inode int8, bytes int8, detail jsonb";
+
+/// A CTE named `pv` that writes the provenance rows `rows` (a query with the columns
+/// [`PROV_COLUMNS`]) for the operation `rec` recorded, when it recorded it and the workflow's
+/// capture is on (`prov.capture`); the node and version come from `own`.
+pub fn prov_cte(rows: &str) -> String {
+    format!(
+        "pv AS (
+    INSERT INTO prov.events
+        (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id, app_version)
+    SELECT $1, $3, p.kind, p.object, p.inode, p.bytes, p.detail,
+           own.executor_id, own.application_version
+    FROM own, ({rows}) AS p(kind, object, inode, bytes, detail)
+    WHERE EXISTS (SELECT 1 FROM rec) AND prov.capture(own.name, own.queue_name))"
+    )
+}
+
+/// [`prov_cte`] over events given as a JSON array in parameter `param`.
+pub fn prov_json_cte(param: &str) -> String {
+    prov_cte(&format!(
+        "SELECT * FROM jsonb_to_recordset({param}::jsonb) AS j({PROV_COLUMNS})"
+    ))
+}
 
 /// A CTE named `rec` that writes the checkpoint row when `own` found the workflow owned: `$3`
 /// function ID, `$4` started at (epoch ms), `$5` name; `output` is the SQL of the recorded
@@ -65,17 +92,23 @@ pub fn bind_op<'q>(
 ///
 /// # Errors
 /// Database errors (a serialization failure or deadlock may be retried with the transaction).
+///
+/// `prov` is what the step touched (a JSON array, [`dbos_kernel::prov::to_json`]), written
+/// with the checkpoint.
 pub async fn record_in_transaction(
     tx: &mut PgConnection,
     op: &Op<'_>,
     output: &str,
+    prov: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "WITH {OWN_CTE}, {} SELECT count(*)::int8 FROM rec",
-        record_cte("$6", "")
+        "WITH {OWN_CTE}, {}, {} SELECT count(*)::int8 FROM rec",
+        record_cte("$6", ""),
+        prov_json_cte("$7")
     );
     let row = bind_op(sqlx::query(&sql), op)
         .bind(output)
+        .bind(prov)
         .fetch_one(tx)
         .await?;
     Ok(sqlx::Row::try_get::<i64, _>(&row, 0)? == 1)

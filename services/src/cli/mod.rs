@@ -4,6 +4,7 @@ mod cron;
 mod demo;
 mod fs;
 mod msg;
+mod prov;
 mod queue;
 mod render;
 mod task;
@@ -113,6 +114,17 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: fs::FsCommand,
+    },
+    /// Ask who touched what: the files, messages, events, topics and commands of workflow
+    /// steps, from the provenance they recorded.
+    Prov {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: prov::ProvCommand,
     },
     /// Show durability in five minutes: run a workflow on a node, kill the node with SIGKILL
     /// mid-way, boot again, and watch the workflow finish without redoing finished steps.
@@ -410,6 +422,11 @@ async fn run(command: Command, own: crate::workflow::Registry) -> Result<ExitCod
             json,
             command,
         } => fs::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Prov {
+            conn,
+            json,
+            command,
+        } => prov::run(&conn, Format::from_json_flag(json), command).await,
         Command::Demo { data_dir, pause_ms } => {
             demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
         }

@@ -397,6 +397,7 @@ pub mod bench {
                     child_workflow_id: None,
                     started_at_ms: 1_700_000_000_000 + i as i64,
                     completed_at_ms: 1_700_000_000_001 + i as i64,
+                    prov: None,
                 })
                 .collect(),
         )

@@ -323,6 +323,7 @@ impl Context {
             child_workflow_id: child,
             started_at_ms,
             completed_at_ms,
+            prov: None,
         }
     }
 
@@ -368,9 +369,13 @@ impl Context {
         let started = self.clock_ms();
         let attempts = policy.max_attempts.max(1);
         let mut attempt = 0;
+        // What every attempt touched (a failed attempt's effects happened too).
+        let mut touched = Vec::new();
         let result = loop {
             attempt += 1;
-            match f().await {
+            let (r, events) = dbos_kernel::prov::capture(f()).await;
+            touched.extend(events);
+            match r {
                 Ok(v) => break Ok(v),
                 Err(e) if e.parks() => return Err(e),
                 Err(e) => {
@@ -405,8 +410,9 @@ impl Context {
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
         // Written with this workflow's next write; nothing that could depend on it runs first.
-        self.defer(self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None))
-            .await?;
+        let mut c = self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None);
+        c.prov = dbos_kernel::prov::to_json(&touched);
+        self.defer(c).await?;
         result.map(|(v, _)| v).map_err(|e| match e {
             Error::Failed(_) | Error::MaxStepRetries { .. } => e,
             other => Error::Failed(Box::new(other.to_portable())),
@@ -438,7 +444,7 @@ impl Context {
             attempt += 1;
             let mut conn = self.pool().acquire().await?;
             let mut tx = conn.begin().await?;
-            let outcome = f(&mut tx).await;
+            let (outcome, touched) = dbos_kernel::prov::capture(f(&mut tx)).await;
             let value = match outcome {
                 Ok(v) => v,
                 Err(Error::Db(e)) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
@@ -472,8 +478,14 @@ impl Context {
                 name,
                 started_at_ms: started,
             };
-            let written =
-                dbos_store::operations::record_in_transaction(&mut tx, &op, &output).await;
+            let prov = dbos_kernel::prov::to_json(&touched);
+            let written = dbos_store::operations::record_in_transaction(
+                &mut tx,
+                &op,
+                &output,
+                prov.as_deref(),
+            )
+            .await;
             let written = match written {
                 Ok(w) => w,
                 Err(e) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {

@@ -411,6 +411,16 @@ impl Service {
                     Ok::<(), Error>(())
                 }
             });
+        let prov_pool = pool.clone();
+        kernel
+            .loops()
+            .spawn("prov-retention", Phase::Claim, move |stop| {
+                let pool = prov_pool.clone();
+                async move {
+                    sweep_provenance(&pool, stop).await;
+                    Ok::<(), Error>(())
+                }
+            });
         let svc = Service {
             inner: Arc::new(Inner {
                 pool,
@@ -1094,6 +1104,30 @@ enum Slot {
     Own,
     /// Its parent's (a child started by a running workflow).
     Parent,
+}
+
+/// Pause between provenance retention sweeps.
+const PROV_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Events deleted by one statement of a sweep at most.
+const PROV_SWEEP_BATCH: i64 = 10_000;
+
+/// Deletes provenance older than `prov.config.retention`, now and then, in batches.
+async fn sweep_provenance(pool: &PgPool, stop: dbos_kernel::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PROV_SWEEP_INTERVAL) => {}
+        }
+        loop {
+            match dbos_store::prov::sweep(pool, PROV_SWEEP_BATCH).await {
+                Ok(n) if n as i64 == PROV_SWEEP_BATCH && !stop.is_cancelled() => continue,
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "swept provenance beyond retention"),
+                Err(e) => tracing::warn!(error = %e, "provenance retention sweep failed"),
+            }
+            break;
+        }
+    }
 }
 
 /// Runs a workflow function; a panic becomes the workflow's error instead of a lost outcome.
