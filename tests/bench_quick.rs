@@ -23,7 +23,9 @@ fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures(
     let rows: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid JSON");
     let rows = rows.as_array().expect("an array of rows");
-    let mut suites = vec!["ceiling", "workflow", "queue", "recovery", "msg", "fs"];
+    let mut suites = vec![
+        "ceiling", "workflow", "queue", "recovery", "msg", "fs", "prov",
+    ];
     // The peer suite needs python3; without it the harness says so and skips it.
     if std::process::Command::new("python3")
         .arg("--version")

@@ -100,7 +100,10 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         .iter()
         .filter_map(|m| m["service"].as_str())
         .collect();
-    assert_eq!(services, vec!["dbos", "fs", "kernel", "msg", "sched"]);
+    assert_eq!(
+        services,
+        vec!["dbos", "fs", "kernel", "msg", "sched", "views"]
+    );
     let table = ok(&["status", "--data-dir", path(&dir)]);
     assert!(
         table.contains("nodes:") && table.contains(&node.node_id),

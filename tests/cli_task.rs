@@ -43,6 +43,34 @@ fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
     );
     let logs = ok(&["task", "logs", "t-exit", "--data-dir", d]);
     assert_eq!(logs, "hello\n");
+    // Its provenance: the command, who ran it and how it ended, and the streams it wrote.
+    let prov: serde_json::Value = serde_json::from_str(&ok(&[
+        "prov",
+        "workflow",
+        "t-exit",
+        "--data-dir",
+        d,
+        "--json",
+    ]))
+    .expect("json");
+    let command = prov
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["kind"] == "command")
+        .unwrap_or_else(|| panic!("a command event: {prov}"));
+    assert_eq!(command["step"], "run");
+    assert_eq!(command["object"], "sh -c echo hello; echo oops >&2; exit 7");
+    let detail: serde_json::Value =
+        serde_json::from_str(command["detail"].as_str().expect("detail")).expect("json");
+    assert_eq!(detail["exit_code"], 7);
+    assert!(detail["user"].is_string(), "{detail}");
+    assert!(command["node_id"].is_string(), "{command}");
+    let out = run(&["prov", "workflow", "no-such", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such"));
+    let none = ok(&["prov", "file", "/nothing/here", "--data-dir", d]);
+    assert!(none.contains("(0 rows)"), "{none}");
 
     // A program that does not exist fails the task clearly; the node lives on.
     let out = run(&[

@@ -17,6 +17,7 @@ mod ceiling;
 mod fs;
 mod msg;
 mod peer;
+mod prov;
 mod queue;
 mod recovery;
 mod workflow;
@@ -25,6 +26,7 @@ pub(crate) use ceiling::ceiling;
 pub(crate) use fs::fs;
 pub(crate) use msg::msg;
 pub(crate) use peer::peer;
+pub(crate) use prov::prov;
 pub(crate) use queue::queue;
 pub(crate) use recovery::recovery;
 pub(crate) use workflow::workflow;
@@ -58,6 +60,7 @@ fn registry() -> Registry {
     r.register(msg::PROBE, msg::probe);
     r.register(queue::NOOP, queue::noop);
     r.register(queue::STARTED, queue::started_at);
+    r.register(prov::FILES, prov::files);
     r
 }
 
