@@ -205,6 +205,36 @@ async fn lineage_and_read_then_send_are_answered_from_the_os_views() {
         rows(&n, "SELECT 1 FROM os.read_then_sent('/out')").await,
         Value::Array(vec![])
     );
+    // Transitively: the sink got a message from a workflow that had read the secret.
+    let tainted = rows(
+        &n,
+        "SELECT workflow_id, since_step, via FROM os.tainted('/secret') ORDER BY workflow_id",
+    )
+    .await;
+    assert_eq!(
+        tainted,
+        serde_json::json!([
+            {"workflow_id": "ing-1", "since_step": 1, "via": "read /secret/key"},
+            {"workflow_id": "sink", "since_step": 1, "via": "a message from ing-1"},
+        ]),
+        "{tainted:#}"
+    );
+    let after = rows(
+        &n,
+        "SELECT workflow_id, kind, object FROM os.after_reading('/secret/')",
+    )
+    .await;
+    assert_eq!(
+        after,
+        serde_json::json!([
+            {"workflow_id": "ing-1", "kind": "file_create", "object": "/out/report"},
+            {"workflow_id": "ing-1", "kind": "file_write", "object": "/out/report"},
+            {"workflow_id": "ing-1", "kind": "send", "object": "sink"},
+            {"workflow_id": "ing-1", "kind": "publish", "object": "alerts"},
+            {"workflow_id": "ing-1", "kind": "set_event", "object": "done"},
+        ]),
+        "{after:#}"
+    );
     // Files written by a workflow whose command failed; the command's user is recorded.
     let failed = rows(
         &n,

@@ -60,7 +60,8 @@ SELECT e.workflow_uuid AS workflow_id,
        e.detail,
        e.node_id,
        e.app_version,
-       to_timestamp(e.at_ms / 1000.0) AS at
+       to_timestamp(e.at_ms / 1000.0) AS at,
+       e.id AS event_id
 FROM prov.events e
 LEFT JOIN dbos.workflow_status w ON w.workflow_uuid = e.workflow_uuid
 LEFT JOIN dbos.operation_outputs o
@@ -72,7 +73,7 @@ COMMENT ON VIEW os.provenance IS
 -- Everything one workflow touched, in order.
 CREATE FUNCTION os.touched(p_workflow text) RETURNS SETOF os.provenance
 LANGUAGE sql STABLE AS $$
-    SELECT * FROM os.provenance WHERE workflow_id = p_workflow ORDER BY function_id, at
+    SELECT * FROM os.provenance WHERE workflow_id = p_workflow ORDER BY function_id, event_id
 $$;
 
 -- Workflows that read a file and then sent a message or published to a topic (in the same
