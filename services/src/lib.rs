@@ -8,6 +8,7 @@
 pub mod builtin;
 pub mod cli;
 pub mod demo;
+pub mod observe;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod workflow;
@@ -46,10 +47,18 @@ pub fn migrations() -> Vec<ServiceMigrations> {
 /// Views in schema `os` over the tables of several services (applied after all of them).
 pub const VIEWS: ServiceMigrations = ServiceMigrations {
     service: "views",
-    migrations: &[dbos_kernel::Migration {
-        version: 1,
-        name: "file lineage",
-        sql: include_str!("../migrations/views_0001_lineage.sql"),
-        earlier: &[],
-    }],
+    migrations: &[
+        dbos_kernel::Migration {
+            version: 1,
+            name: "file lineage",
+            sql: include_str!("../migrations/views_0001_lineage.sql"),
+            earlier: &[],
+        },
+        dbos_kernel::Migration {
+            version: 2,
+            name: "workflows and steps",
+            sql: include_str!("../migrations/views_0002_workflows.sql"),
+            earlier: &[],
+        },
+    ],
 };

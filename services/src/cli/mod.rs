@@ -8,6 +8,7 @@ mod prov;
 mod queue;
 mod render;
 mod task;
+mod top;
 mod wf;
 
 use std::path::PathBuf;
@@ -114,6 +115,22 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: fs::FsCommand,
+    },
+    /// Watch the OS: nodes, queues with their rates, running workflows with their age, recent
+    /// failures; refreshed every second (keys: q quit, a/n/o sort). Plain text once with
+    /// `--once` or when not on a terminal.
+    Top {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval (e.g. 1s, 500ms).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// Order of the running workflows.
+        #[arg(long, value_enum, default_value_t = crate::observe::Sort::Age)]
+        sort: crate::observe::Sort,
     },
     /// Ask who touched what: the files, messages, events, topics and commands of workflow
     /// steps, from the provenance they recorded.
@@ -427,6 +444,12 @@ async fn run(command: Command, own: crate::workflow::Registry) -> Result<ExitCod
             json,
             command,
         } => prov::run(&conn, Format::from_json_flag(json), command).await,
+        Command::Top {
+            conn,
+            once,
+            interval,
+            sort,
+        } => top::run(&conn, once, interval, sort).await,
         Command::Demo { data_dir, pause_ms } => {
             demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
         }
