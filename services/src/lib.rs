@@ -8,6 +8,8 @@
 pub mod builtin;
 pub mod cli;
 pub mod demo;
+pub mod http;
+pub mod metrics;
 pub mod observe;
 #[cfg(feature = "testing")]
 pub mod testing;

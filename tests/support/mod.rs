@@ -53,6 +53,8 @@ pub struct Node {
     pub node_id: String,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The dashboard's address (`host:port`), when booted with `--http`.
+    pub http: Option<String>,
 }
 
 impl Node {
@@ -81,8 +83,9 @@ impl Node {
                 }
             }
         });
-        let (mut node_id, mut url) = (None, None);
-        while node_id.is_none() || url.is_none() {
+        let (mut node_id, mut url, mut http) = (None, None, None);
+        let wants_http = extra.contains(&"--http");
+        while node_id.is_none() || url.is_none() || (wants_http && http.is_none()) {
             let line = rx
                 .recv_timeout(Duration::from_secs(120))
                 .unwrap_or_else(|_| {
@@ -92,6 +95,8 @@ impl Node {
                 node_id = Some(id.to_owned());
             } else if let Some(u) = line.strip_prefix("database ") {
                 url = Some(u.to_owned());
+            } else if let Some(h) = line.strip_prefix("http http://") {
+                http = Some(h.trim_end_matches('/').to_owned());
             }
         }
         Node {
@@ -99,6 +104,7 @@ impl Node {
             node_id: node_id.expect("set"),
             url: url.expect("set"),
             data_dir: data_dir.to_owned(),
+            http,
         }
     }
 

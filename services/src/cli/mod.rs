@@ -116,6 +116,14 @@ enum Command {
         #[command(subcommand)]
         command: fs::FsCommand,
     },
+    /// Serve the dashboard and `/metrics` without running a node (Ctrl-C stops it).
+    Ui {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Address (`PORT`, `:PORT` or `HOST:PORT`; loopback unless a host is given).
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = crate::http::parse_addr)]
+        http: std::net::SocketAddr,
+    },
     /// Watch the OS: nodes, queues with their rates, running workflows with their age, recent
     /// failures; refreshed every second (keys: q quit, a/n/o sort). Plain text once with
     /// `--once` or when not on a terminal.
@@ -215,6 +223,10 @@ impl ConnArgs {
 struct BootArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    /// Serve the dashboard and `/metrics` on this address (`PORT`, `:PORT` or `HOST:PORT`;
+    /// loopback unless a host is given).
+    #[arg(long, env = "DBOS_HTTP", value_name = "ADDR", value_parser = crate::http::parse_addr)]
+    http: Option<std::net::SocketAddr>,
     /// Node id; a fresh one per boot when unset.
     #[arg(long, env = "DBOS_NODE_ID")]
     node_id: Option<String>,
@@ -450,6 +462,7 @@ async fn run(command: Command, own: crate::workflow::Registry) -> Result<ExitCod
             interval,
             sort,
         } => top::run(&conn, once, interval, sort).await,
+        Command::Ui { conn, http } => ui(&conn, http).await,
         Command::Demo { data_dir, pause_ms } => {
             demo::run(data_dir.unwrap_or_else(config::default_data_dir), pause_ms).await
         }
@@ -467,6 +480,7 @@ async fn boot(args: BootArgs, own: crate::workflow::Registry) -> Result<ExitCode
     };
     // Checked before anything starts: a node that cannot run its tasks says so at once.
     limits.run_as.resolve()?;
+    let http = args.http;
     let config = args.config();
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
     let mut registry = crate::workflow::Registry::new();
@@ -503,6 +517,15 @@ async fn boot(args: BootArgs, own: crate::workflow::Registry) -> Result<ExitCode
             kernel.config().data_dir.display()
         ));
     }
+    if let Some(addr) = http {
+        match crate::http::serve(addr, kernel.pool().clone(), kernel.shutdown_token()).await {
+            Ok(bound) => identity.push_str(&format!("http http://{bound}/\n")),
+            Err(e) => {
+                let _ = kernel.shutdown().await;
+                bail!("cannot serve HTTP on {addr}: {e}");
+            }
+        }
+    }
     // A node must outlive whoever reads its output: a closed stdout is not a reason to stop.
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -520,6 +543,26 @@ async fn boot(args: BootArgs, own: crate::workflow::Registry) -> Result<ExitCode
             report.tasks_abandoned
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dbos ui`: the dashboard on its own, until Ctrl-C.
+async fn ui(conn: &ConnArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
+    let pool = db::connect(
+        &conn.url()?,
+        &PoolLimits {
+            size_max: 4,
+            ..cli_limits()
+        },
+    )
+    .await?;
+    let stop = dbos_kernel::CancellationToken::new();
+    let bound = crate::http::serve(addr, pool, stop.clone())
+        .await
+        .with_context(|| format!("cannot serve HTTP on {addr}"))?;
+    println!("http http://{bound}/");
+    tokio::signal::ctrl_c().await?;
+    stop.cancel();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -286,6 +286,9 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
         }
         now.push(r);
     }
+    crate::metrics::METRICS
+        .commit_batch_size
+        .observe(batch.len() as f64);
     let mut attempt = 0;
     let result = loop {
         attempt += 1;

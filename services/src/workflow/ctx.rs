@@ -410,7 +410,11 @@ impl Context {
             Err(e) => Err(Error::Failed(Box::new(e.to_portable()))),
         };
         // Written with this workflow's next write; nothing that could depend on it runs first.
-        let mut c = self.checkpoint(fid, name, &recorded, started, self.clock_ms(), None);
+        let completed = self.clock_ms();
+        crate::metrics::METRICS
+            .step_seconds
+            .observe((completed - started) as f64 / 1000.0);
+        let mut c = self.checkpoint(fid, name, &recorded, started, completed, None);
         c.prov = dbos_kernel::prov::to_json(&touched);
         self.defer(c).await?;
         result.map(|(v, _)| v).map_err(|e| match e {
@@ -500,7 +504,12 @@ impl Context {
                 return Err(self.svc()?.why_not_owner(&self.inner.workflow_id).await);
             }
             match tx.commit().await {
-                Ok(()) => return Ok(value),
+                Ok(()) => {
+                    crate::metrics::METRICS
+                        .step_seconds
+                        .observe((self.clock_ms() - started) as f64 / 1000.0);
+                    return Ok(value);
+                }
                 Err(e) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
                     backoff(attempt).await;
                 }

@@ -726,6 +726,9 @@ impl Service {
                 pending: Mutex::new(None),
             }),
         };
+        crate::metrics::METRICS
+            .executions_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Waiters on this node learn the outcome without asking the database.
         self.inner
             .done
@@ -827,7 +830,12 @@ impl Service {
                 (None, None) => Ok("null".to_owned()),
             };
             match self.record_outcome(pending, o).await {
-                Ok(true) => recorded = Some(text),
+                Ok(true) => {
+                    let i = usize::from(text.is_err());
+                    crate::metrics::METRICS.outcomes[i]
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    recorded = Some(text);
+                }
                 Ok(false) => {
                     tracing::debug!(workflow_id = id, "outcome not written: no longer owned")
                 }

@@ -1,0 +1,189 @@
+//! The node's HTTP face: `/metrics` parses as Prometheus text and its counters move under load;
+//! the dashboard's pages answer, a task submitted from the form runs, its output arrives live,
+//! and a cancel from the workflow page stops a sleeping task.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use dbos_kernel::testing::scratch_dir_for_cluster;
+use nix::sys::signal::Signal;
+use support::{eventually, ok, path, sql_json, Node};
+
+/// One HTTP/1.1 request; returns the status code, the headers and the body.
+fn http(addr: &str, method: &str, target: &str, form: Option<&str>) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("the dashboard accepts connections");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = form.unwrap_or("");
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if form.is_some() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    // Bodies of unknown length come chunked: join the chunks.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = tail[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    (status, head.to_owned(), body)
+}
+
+fn metric(samples: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .next()
+        .unwrap_or_else(|| panic!("metric {name} {label:?}"))
+}
+
+fn scrape(addr: &str) -> prometheus_parse::Scrape {
+    let (status, head, body) = http(addr, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
+}
+
+#[test]
+fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let node = Node::boot(&dir, &["--http", "127.0.0.1:0"]);
+    let d = path(&dir);
+    let addr = node
+        .http
+        .clone()
+        .expect("the node printed its HTTP address");
+
+    let before = scrape(&addr);
+    assert_eq!(metric(&before, "dbos_nodes_alive", None), 1.0);
+    let errors_before = metric(&before, "dbos_outcomes_total", Some(("status", "ERROR")));
+    let started_before = metric(&before, "dbos_executions_started_total", None);
+    for _ in 0..3 {
+        let out = support::run(&[
+            "task",
+            "submit",
+            "--data-dir",
+            d,
+            "-w",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]);
+        assert_eq!(out.status.code(), Some(3));
+    }
+    let after = scrape(&addr);
+    assert_eq!(
+        metric(&after, "dbos_outcomes_total", Some(("status", "ERROR"))) - errors_before,
+        3.0
+    );
+    assert!(metric(&after, "dbos_executions_started_total", None) - started_before >= 3.0);
+    assert!(metric(&after, "dbos_workflows", Some(("status", "ERROR"))) >= 3.0);
+    assert!(after
+        .samples
+        .iter()
+        .any(|s| s.metric == "dbos_step_duration_seconds"
+            || s.metric.starts_with("dbos_step_duration_seconds")));
+
+    // Every page answers and names its SQL.
+    for target in [
+        "/",
+        "/workflows",
+        "/workflows?status=ERROR",
+        "/files?path=/",
+    ] {
+        let (status, _, body) = http(&addr, "GET", target, None);
+        assert_eq!(status, 200, "{target}: {body}");
+        assert!(
+            body.contains("<summary>SQL</summary>") && body.contains("os."),
+            "{target}"
+        );
+    }
+    let (status, _, _) = http(&addr, "GET", "/workflows/no-such", None);
+    assert_eq!(status, 404);
+
+    // A task from the form: it runs, and its output arrives as server-sent events.
+    let (status, head, _) = http(
+        &addr,
+        "POST",
+        "/tasks",
+        Some("command=echo+from+the+form&queue=default"),
+    );
+    assert_eq!(status, 303, "{head}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("a redirect to the task's page")
+        .to_owned();
+    let id = location.trim_start_matches("/workflows/").to_owned();
+    let (_, _, events) = http(&addr, "GET", &format!("/tasks/{id}/output"), None);
+    assert!(
+        events.contains("event: stdout\ndata: from the form") && events.contains("event: end"),
+        "{events}"
+    );
+    let (_, _, page) = http(&addr, "GET", &location, None);
+    assert!(
+        page.contains(&id) && page.contains("SUCCESS") && page.contains("Timeline"),
+        "{page}"
+    );
+
+    // A sleeping task cancelled from its page.
+    let sleeper = ok(&["task", "submit", "--data-dir", d, "--", "sleep", "600"]);
+    let sleeper = sleeper.trim();
+    eventually("the sleeper runs", || {
+        sql_json(
+            &dir,
+            &format!("SELECT status FROM os.workflows WHERE workflow_id = '{sleeper}'"),
+        )[0]["status"]
+            == "PENDING"
+    });
+    let (status, _, _) = http(
+        &addr,
+        "POST",
+        &format!("/workflows/{sleeper}/cancel"),
+        Some(""),
+    );
+    assert_eq!(status, 303);
+    eventually("the page shows it cancelled", || {
+        http(&addr, "GET", &format!("/workflows/{sleeper}"), None)
+            .2
+            .contains("CANCELLED")
+    });
+    node.signal(Signal::SIGINT);
+    assert!(node.wait());
+}
