@@ -77,7 +77,9 @@ async fn run_command(
                         }
                     }
                 };
-                let result = command::run(&spec, &limits, sink, ctx.cancelled())
+                let span = tracing::info_span!("command", argv = %spec.argv.join(" "));
+                let run = command::run(&spec, &limits, sink, ctx.cancelled());
+                let result = tracing::Instrument::instrument(run, span)
                     .await
                     .map_err(|e| workflow::Error::failed(COMMAND_ERROR, e.to_string()))?;
                 if result.cancelled && !ctx.holds_lease() {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod observe;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod workflow;

@@ -57,6 +57,8 @@ pub struct Claimed {
     pub inputs: Option<String>,
     /// Operations recorded by earlier executions.
     pub recorded: Vec<Recorded>,
+    /// The trace it was enqueued in (W3C `traceparent`, from `attributes`).
+    pub traceparent: Option<String>,
 }
 
 const LOCK: &str = "
@@ -224,7 +226,8 @@ RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
     (SELECT json_agg(json_build_object(
          'function_id', o.function_id, 'function_name', o.function_name,
          'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id))
-     FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid)";
+     FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid),
+    w.attributes ->> 'otel.traceparent'";
 
 /// Claims up to `req.max` enqueued workflows within their queues' limits.
 ///
@@ -256,6 +259,7 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
                 deadline_ms: r.try_get(4)?,
                 inputs: r.try_get(5)?,
                 recorded: recorded.map(|j| j.0).unwrap_or_default(),
+                traceparent: r.try_get(7)?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

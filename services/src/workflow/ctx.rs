@@ -373,7 +373,9 @@ impl Context {
         let mut touched = Vec::new();
         let result = loop {
             attempt += 1;
-            let (r, events) = dbos_kernel::prov::capture(f()).await;
+            let span = tracing::info_span!("step", name, function_id = fid, attempt);
+            let (r, events) =
+                tracing::Instrument::instrument(dbos_kernel::prov::capture(f()), span).await;
             touched.extend(events);
             match r {
                 Ok(v) => break Ok(v),
@@ -448,7 +450,9 @@ impl Context {
             attempt += 1;
             let mut conn = self.pool().acquire().await?;
             let mut tx = conn.begin().await?;
-            let (outcome, touched) = dbos_kernel::prov::capture(f(&mut tx)).await;
+            let span = tracing::info_span!("transaction", name, function_id = fid, attempt);
+            let (outcome, touched) =
+                tracing::Instrument::instrument(dbos_kernel::prov::capture(f(&mut tx)), span).await;
             let value = match outcome {
                 Ok(v) => v,
                 Err(Error::Db(e)) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {

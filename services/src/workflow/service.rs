@@ -546,7 +546,7 @@ impl Service {
         }
         self.execute(
             f,
-            Execution::fresh(id.clone(), xid, inputs, deadline),
+            Execution::fresh(id.clone(), name, xid, inputs, deadline),
             Slot::Own,
         )
         .await?;
@@ -594,6 +594,9 @@ impl Service {
             )));
         }
         let delay_until_ms = opts.delay.map(|d| self.now_ms() + d.as_millis() as i64);
+        // The trace it is enqueued in goes with it, to whichever node runs it.
+        let traced = crate::telemetry::current_traceparent()
+            .map(|t| serde_json::json!({ crate::telemetry::TRACEPARENT: t }));
         let created = workflows::enqueue(
             &self.inner.pool,
             &workflows::Enqueue {
@@ -607,7 +610,7 @@ impl Service {
                 deduplication_id: opts.deduplication_id.as_deref(),
                 delay_until_ms,
                 partition_key: opts.partition_key.as_deref(),
-                attributes: None,
+                attributes: traced.as_ref(),
                 announced_later: true,
             },
         )
@@ -690,7 +693,7 @@ impl Service {
         }
         self.execute(
             f,
-            Execution::fresh(id.to_owned(), xid, inputs, deadline),
+            Execution::fresh(id.to_owned(), name, xid, inputs, deadline),
             Slot::Parent,
         )
         .await?;
@@ -701,11 +704,22 @@ impl Service {
     async fn execute(&self, f: ErasedFn, run: Execution, slot: Slot) -> Result<(), Error> {
         let Execution {
             id,
+            name,
             owner_xid,
             inputs,
             recorded,
             deadline_ms,
         } = run;
+        // A span per execution: a child of the caller's span for a start here, of the claim's
+        // (in the enqueuer's trace) for a claimed workflow.
+        let span = tracing::info_span!(
+            "workflow",
+            workflow_id = %id,
+            name = %name,
+            node = %self.inner.executor_id,
+            recovered = !recorded.is_empty(),
+        );
+
         let ctx = Context {
             inner: Arc::new(CtxInner {
                 mode: Mode::Live {
@@ -739,29 +753,34 @@ impl Service {
             .store(true, std::sync::atomic::Ordering::Release);
         let svc = self.clone();
         let task_id = id.clone();
-        let task = move |_task| async move {
-            let last = ctx.clone();
-            let run = run_guarded(f, ctx, inputs);
-            let result = match deadline_ms {
-                // At the deadline the workflow is cancelled in the database (waking its
-                // waits); the run notices at its next step boundary.
-                Some(d) => {
-                    tokio::pin!(run);
-                    let left = (d - svc.now_ms()).max(0) as u64;
-                    tokio::select! {
-                        r = &mut run => r,
-                        () = tokio::time::sleep(Duration::from_millis(left)) => {
-                            if let Err(e) = workflows::cancel_expired(&svc.inner.pool, Some(&id)).await {
-                                tracing::warn!(workflow_id = %id, error = %e, "could not cancel at the deadline; the sweep will");
+        let task = move |_task| {
+            tracing::Instrument::instrument(
+                async move {
+                    let last = ctx.clone();
+                    let run = run_guarded(f, ctx, inputs);
+                    let result = match deadline_ms {
+                        // At the deadline the workflow is cancelled in the database (waking its
+                        // waits); the run notices at its next step boundary.
+                        Some(d) => {
+                            tokio::pin!(run);
+                            let left = (d - svc.now_ms()).max(0) as u64;
+                            tokio::select! {
+                                r = &mut run => r,
+                                () = tokio::time::sleep(Duration::from_millis(left)) => {
+                                    if let Err(e) = workflows::cancel_expired(&svc.inner.pool, Some(&id)).await {
+                                        tracing::warn!(workflow_id = %id, error = %e, "could not cancel at the deadline; the sweep will");
+                                    }
+                                    run.await
+                                }
                             }
-                            run.await
                         }
-                    }
-                }
-                None => run.await,
-            };
-            svc.finish(&id, &owner_xid, last.take_pending(), result)
-                .await;
+                        None => run.await,
+                    };
+                    svc.finish(&id, &owner_xid, last.take_pending(), result)
+                        .await;
+                },
+                span,
+            )
         };
         match slot {
             Slot::Own => {
@@ -1070,12 +1089,24 @@ impl Executor for Service {
                 .collect();
             let run = Execution {
                 id: claimed.workflow_id,
+                name: claimed.name,
                 owner_xid: claimed.owner_xid,
                 inputs: claimed.inputs.unwrap_or_else(|| "{}".into()),
                 recorded,
                 deadline_ms: claimed.deadline_ms,
             };
-            Service::execute(self, f, run, Slot::Own).await?;
+            let span = tracing::info_span!(
+                "claim",
+                workflow_id = %run.id,
+                node = %self.inner.executor_id,
+                attempts = claimed.recovery_attempts,
+            );
+            // The trace it was enqueued in, from its row.
+            if let Some(t) = &claimed.traceparent {
+                crate::telemetry::set_parent(&span, t);
+            }
+            tracing::Instrument::instrument(Service::execute(self, f, run, Slot::Own), span)
+                .await?;
             Ok(())
         })
     }
@@ -1084,6 +1115,8 @@ impl Executor for Service {
 /// One execution of a workflow this node owns.
 struct Execution {
     id: String,
+    /// Its function.
+    name: String,
     owner_xid: String,
     /// Inputs, portable JSON text.
     inputs: String,
@@ -1094,9 +1127,16 @@ struct Execution {
 
 impl Execution {
     /// The first execution of a workflow just started here.
-    fn fresh(id: String, owner_xid: String, inputs: String, deadline_ms: Option<i64>) -> Self {
+    fn fresh(
+        id: String,
+        name: &str,
+        owner_xid: String,
+        inputs: String,
+        deadline_ms: Option<i64>,
+    ) -> Self {
         Execution {
             id,
+            name: name.to_owned(),
             owner_xid,
             inputs,
             recorded: HashMap::new(),
