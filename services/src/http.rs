@@ -316,7 +316,7 @@ async fn overview(State(pool): State<PgPool>) -> Page {
     );
     body.push_str(
         "<h2>Submit a command task</h2><form method=post action=/tasks>
-<input name=command size=60 placeholder=\"sh -c 'echo hello'\"> queue <input name=queue value=default size=12>
+<input name=command size=60 placeholder=\"echo hello (run by sh -c)\"> queue <input name=queue value=default size=12>
 <button>submit</button></form>",
     );
     Ok(page("overview", &body))
@@ -379,10 +379,27 @@ async fn workflow(State(pool): State<PgPool>, Path(id): Path<String>) -> Page {
     let enc = esc(&urlencode(&id));
     let _ = write!(
         body,
-        "<form method=post action=\"/workflows/{enc}/cancel\" style=display:inline><button>cancel</button></form>
-<form method=post action=\"/workflows/{enc}/resume\" style=display:inline><button>resume</button></form>
-<p>output: <a href=\"/tasks/{enc}/output\">stdout, live</a></p>"
+        "<form method=post action=\"/workflows/{enc}/cancel\" style=display:inline><button class=cancel>cancel</button></form>
+<form method=post action=\"/workflows/{enc}/resume\" style=display:inline><button class=resume>resume</button></form>"
     );
+    let name = cols
+        .iter()
+        .position(|c| c == "name")
+        .and_then(|i| row[i].as_deref())
+        .unwrap_or("");
+    if name.starts_with(dbos_scheduler::tasks::COMMAND) {
+        // A command task's output, followed as it is produced (server-sent events).
+        let _ = write!(
+            body,
+            "<h2>Output</h2><pre id=live></pre>
+<script>
+const live = document.getElementById('live');
+const es = new EventSource('/tasks/{enc}/output');
+for (const k of ['stdout', 'stderr']) es.addEventListener(k, e => {{ live.textContent += e.data; }});
+es.addEventListener('end', () => es.close());
+</script>"
+        );
+    }
     // The steps as a timeline: one bar per step, its length its duration.
     let (_, steps) = rows(&mut c, sql::STEPS, &[&id]).await?;
     let longest = steps
