@@ -113,6 +113,10 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
         3.0
     );
     assert!(metric(&after, "dbos_executions_started_total", None) - started_before >= 3.0);
+    assert!(
+        metric(&after, "dbos_claims_total", None) - metric(&before, "dbos_claims_total", None)
+            >= 3.0
+    );
     assert!(metric(&after, "dbos_workflows", Some(("status", "ERROR"))) >= 3.0);
     assert!(after
         .samples
@@ -161,6 +165,36 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
         page.contains(&id) && page.contains("SUCCESS") && page.contains("Timeline"),
         "{page}"
     );
+
+    // Forked from its first step: a new workflow that runs it again.
+    let (status, head, _) = http(&addr, "POST", &format!("{location}/fork"), Some("step=1"));
+    assert_eq!(status, 303, "{head}");
+    let fork = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("a redirect to the fork")
+        .to_owned();
+    assert_ne!(fork, location);
+    eventually("the fork succeeds", || {
+        http(&addr, "GET", &fork, None).2.contains("SUCCESS")
+    });
+    // A queue paused and resumed from the overview.
+    let paused = || {
+        sql_json(&dir, "SELECT paused FROM os.queues WHERE queue = 'default'")[0]["paused"].clone()
+    };
+    assert_eq!(
+        http(&addr, "POST", "/queues/default/pause", Some("")).0,
+        303
+    );
+    assert_eq!(paused(), true);
+    assert!(http(&addr, "GET", "/", None).2.contains("resume default"));
+    assert_eq!(
+        http(&addr, "POST", "/queues/default/resume", Some("")).0,
+        303
+    );
+    assert_eq!(paused(), false);
+    let (status, _, body) = http(&addr, "POST", "/queues/nope/pause", Some(""));
+    assert!(status == 400 && body.contains("nope"), "{status}: {body}");
 
     // A sleeping task cancelled from its page.
     let sleeper = ok(&["task", "submit", "--data-dir", d, "--", "sleep", "600"]);

@@ -50,6 +50,9 @@ pub fn router(pool: PgPool) -> Router {
         .route("/workflows/{id}", get(workflow))
         .route("/workflows/{id}/cancel", post(cancel))
         .route("/workflows/{id}/resume", post(resume))
+        .route("/workflows/{id}/fork", post(fork))
+        .route("/queues/{name}/pause", post(pause))
+        .route("/queues/{name}/resume", post(unpause))
         .route("/tasks", post(submit))
         .route("/tasks/{id}/output", get(output))
         .route("/files", get(files))
@@ -284,16 +287,22 @@ async fn overview(State(pool): State<PgPool>) -> Page {
         )
         .await?,
     );
-    body.push_str(
-        &section(
-            &mut c,
-            "Queues, minute by minute",
-            sql::QUEUE_MINUTES,
-            &[],
-            None,
-        )
-        .await?,
-    );
+    let (_, queues) = rows(&mut c, sql::QUEUES, &[]).await?;
+    for q in &queues {
+        let name = q[0].as_deref().unwrap_or("");
+        let action = if q[1].as_deref() == Some("true") {
+            "resume"
+        } else {
+            "pause"
+        };
+        let _ = write!(
+            body,
+            "<form method=post action=\"/queues/{}/{action}\" style=display:inline><button class=\"{action}-queue\">{action} {}</button></form> ",
+            esc(&urlencode(name)),
+            esc(name)
+        );
+    }
+    body.push_str(&chart(&mut c).await?);
     body.push_str(
         &section(
             &mut c,
@@ -320,6 +329,83 @@ async fn overview(State(pool): State<PgPool>) -> Page {
 <button>submit</button></form>",
     );
     Ok(page("overview", &body))
+}
+
+/// Starts per minute of each queue over the last ten minutes as bars, with the median wait.
+async fn chart(c: &mut PgConnection) -> Result<String, sqlx::Error> {
+    let (_, data) = rows(c, sql::QUEUE_MINUTES, &[]).await?;
+    let mut h = String::from("<h2>Queues, minute by minute</h2>");
+    if data.is_empty() {
+        h.push_str("<p>no starts in the last ten minutes</p>");
+    } else {
+        let most = data
+            .iter()
+            .filter_map(|r| r[2].as_deref().and_then(|n| n.parse::<f64>().ok()))
+            .fold(1.0_f64, f64::max);
+        h.push_str(
+            "<table><tr><th>queue</th><th>minute</th><th>started</th><th>median wait</th></tr>",
+        );
+        for r in &data {
+            let n: f64 = r[2].as_deref().and_then(|n| n.parse().ok()).unwrap_or(0.0);
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td><span class=bar style=\"width:{:.0}px\"></span> {n}</td><td>{} ms</td></tr>",
+                esc(r[0].as_deref().unwrap_or("")),
+                esc(r[1].as_deref().unwrap_or("")),
+                (n / most * 300.0).max(1.0),
+                esc(r[3].as_deref().unwrap_or("-"))
+            );
+        }
+        h.push_str("</table>");
+    }
+    let _ = write!(
+        h,
+        "<details><summary>SQL</summary><pre class=sql>{}</pre></details>",
+        esc(sql::QUEUE_MINUTES)
+    );
+    Ok(h)
+}
+
+async fn pause(State(pool): State<PgPool>, Path(name): Path<String>) -> Result<Redirect, Failure> {
+    set_paused(&pool, &name, true).await
+}
+
+async fn unpause(
+    State(pool): State<PgPool>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Failure> {
+    set_paused(&pool, &name, false).await
+}
+
+async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> Result<Redirect, Failure> {
+    let mut c = pool.acquire().await?;
+    let found = dbos_scheduler::queues::set_paused(&mut c, name, paused)
+        .await
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if !found {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("no queue is named {name:?}"),
+        ));
+    }
+    Ok(Redirect::to("/"))
+}
+
+#[derive(Deserialize)]
+struct ForkForm {
+    step: i32,
+}
+
+/// Forks a workflow from a step, as `dbos wf fork` does; shows the fork.
+async fn fork(
+    State(pool): State<PgPool>,
+    Path(id): Path<String>,
+    Form(f): Form<ForkForm>,
+) -> Result<Redirect, Failure> {
+    let new = crate::workflow::manage::fork(&pool, &id, f.step, None, None)
+        .await
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(Redirect::to(&format!("/workflows/{}", urlencode(&new))))
 }
 
 #[derive(Deserialize, Default)]
@@ -380,7 +466,8 @@ async fn workflow(State(pool): State<PgPool>, Path(id): Path<String>) -> Page {
     let _ = write!(
         body,
         "<form method=post action=\"/workflows/{enc}/cancel\" style=display:inline><button class=cancel>cancel</button></form>
-<form method=post action=\"/workflows/{enc}/resume\" style=display:inline><button class=resume>resume</button></form>"
+<form method=post action=\"/workflows/{enc}/resume\" style=display:inline><button class=resume>resume</button></form>
+<form method=post action=\"/workflows/{enc}/fork\" style=display:inline>fork from step <input name=step value=1 size=3><button class=fork>fork</button></form>"
     );
     let name = cols
         .iter()

@@ -55,6 +55,8 @@ impl Histogram {
 /// This process's counters.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Workflows this node claimed from queues.
+    pub claims: AtomicU64,
     /// Workflow executions started here (direct starts, children and claims).
     pub executions_started: AtomicU64,
     /// Workflow outcomes recorded here: SUCCESS, ERROR.
@@ -67,6 +69,7 @@ pub struct Metrics {
 
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    claims: AtomicU64::new(0),
     executions_started: AtomicU64::new(0),
     outcomes: [AtomicU64::new(0), AtomicU64::new(0)],
     step_seconds: Histogram::new(&[
@@ -78,6 +81,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 impl Metrics {
     /// Appends the counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP dbos_claims_total Workflows this node claimed from queues.\n\
+             # TYPE dbos_claims_total counter\n\
+             dbos_claims_total {}",
+            self.claims.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP dbos_executions_started_total Workflow executions started on this node.\n\

@@ -1095,6 +1095,9 @@ impl Executor for Service {
                 recorded,
                 deadline_ms: claimed.deadline_ms,
             };
+            crate::metrics::METRICS
+                .claims
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let span = tracing::info_span!(
                 "claim",
                 workflow_id = %run.id,
