@@ -118,6 +118,15 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
             >= 3.0
     );
     assert!(metric(&after, "dbos_workflows", Some(("status", "ERROR"))) >= 3.0);
+    assert!(
+        metric(&after, "dbos_notifications_received_total", None)
+            > metric(&before, "dbos_notifications_received_total", None),
+        "enqueues notify the node"
+    );
+    assert!(after
+        .samples
+        .iter()
+        .any(|s| s.metric == "dbos_queue_wait_seconds"));
     assert!(after
         .samples
         .iter()
@@ -129,6 +138,7 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
         "/",
         "/workflows",
         "/workflows?status=ERROR",
+        "/workflows?since=2000-01-01",
         "/files?path=/",
     ] {
         let (status, _, body) = http(&addr, "GET", target, None);

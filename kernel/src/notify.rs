@@ -232,6 +232,7 @@ async fn run(
         match next {
             Ok(Some(n)) if n.channel() == CONTROL_CHANNEL => {}
             Ok(Some(n)) => {
+                RECEIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(tx) = inner.channels.lock().get(n.channel()) {
                     let _ = tx.send(Wake::Notified(n.payload().to_owned()));
                 }
@@ -248,6 +249,14 @@ async fn run(
             }
         }
     }
+}
+
+/// Notifications this process's notifiers received (their own control channel aside).
+static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Notifications this process's notifiers received so far.
+pub fn received() -> u64 {
+    RECEIVED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn broadcast_all(inner: &Inner, wake: Wake) {

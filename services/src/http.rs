@@ -212,7 +212,9 @@ ORDER BY alive DESC, node_id";
     /// Queues.
     pub const QUEUES: &str =
         "SELECT queue, paused::text, depth::text, running::text, delayed::text,
-       started_last_minute::text AS started_last_min, concurrency::text
+       started_last_minute::text AS started_last_min, concurrency::text,
+       worker_concurrency::text, (rate_limit_max || ' per ' || rate_limit_period_sec || ' s') AS rate_limit,
+       partition_concurrency::text
 FROM os.queues ORDER BY queue";
     /// Queue throughput and wait, per minute of the last ten.
     pub const QUEUE_MINUTES: &str = "SELECT queue, to_char(date_trunc('minute', started_at), 'HH24:MI') AS minute,
@@ -229,12 +231,13 @@ FROM os.workflows WHERE status = 'PENDING' ORDER BY started_at LIMIT 100";
         "SELECT workflow_id, name, queue, node, status, error, completed_at::text
 FROM os.workflows WHERE status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
 ORDER BY created_at DESC LIMIT 10";
-    /// Workflows, filtered: $1 status, $2 name, $3 queue, $4 node (empty: any).
+    /// Workflows, filtered: $1 status, $2 name, $3 queue, $4 node, $5 created at or after
+    /// (empty: any).
     pub const WORKFLOWS: &str = "SELECT workflow_id, status, name, queue, node, created_at::text,
        duration_ms::text, wait_ms::text, error
 FROM os.workflows
 WHERE ($1 = '' OR status = $1) AND ($2 = '' OR name = $2) AND ($3 = '' OR queue = $3)
-  AND ($4 = '' OR node = $4)
+  AND ($4 = '' OR node = $4) AND ($5 = '' OR created_at >= $5::timestamptz)
 ORDER BY created_at DESC LIMIT 200";
     /// One workflow.
     pub const WORKFLOW: &str =
@@ -254,9 +257,14 @@ FROM os.steps WHERE workflow_id = $1 ORDER BY function_id";
     /// Its children.
     pub const CHILDREN: &str = "SELECT workflow_id, status, name, created_at::text
 FROM os.workflows WHERE parent = $1 ORDER BY created_at";
-    /// Its messages and events.
+    /// Its events.
     pub const EVENTS: &str =
-        "SELECT key, value FROM dbos.workflow_events WHERE workflow_uuid = $1 ORDER BY key";
+        "SELECT key, value, versions::text FROM os.events WHERE workflow_id = $1 ORDER BY key";
+    /// The messages sent to it.
+    pub const MESSAGES: &str =
+        "SELECT message_id, topic, left(message, 200) AS message, consumed::text,
+       consumed_by_function_id::text AS consumed_by_step, sent_at::text
+FROM os.messages WHERE destination = $1 ORDER BY sent_at LIMIT 100";
     /// What it touched.
     pub const TOUCHED: &str =
         "SELECT function_id::text, step, kind, object, bytes::text, detail::text
@@ -418,24 +426,28 @@ struct Filter {
     queue: String,
     #[serde(default)]
     node: String,
+    #[serde(default)]
+    since: String,
 }
 
 async fn workflows(State(pool): State<PgPool>, Query(f): Query<Filter>) -> Page {
     let mut c = pool.acquire().await?;
     let mut body = format!(
         "<form>status <input name=status value=\"{}\" size=10> name <input name=name value=\"{}\">
-queue <input name=queue value=\"{}\" size=12> node <input name=node value=\"{}\"> <button>filter</button></form>",
+queue <input name=queue value=\"{}\" size=12> node <input name=node value=\"{}\">
+since <input name=since value=\"{}\" placeholder=\"2026-12-01 10:00\"> <button>filter</button></form>",
         esc(&f.status),
         esc(&f.name),
         esc(&f.queue),
-        esc(&f.node)
+        esc(&f.node),
+        esc(&f.since)
     );
     body.push_str(
         &section(
             &mut c,
             "Workflows (newest 200)",
             sql::WORKFLOWS,
-            &[&f.status, &f.name, &f.queue, &f.node],
+            &[&f.status, &f.name, &f.queue, &f.node, &f.since],
             Some(("workflow_id", "/workflows/")),
         )
         .await?,
@@ -530,6 +542,7 @@ es.addEventListener('end', () => es.close());
         .await?,
     );
     body.push_str(&section(&mut c, "Events", sql::EVENTS, &[&id], None).await?);
+    body.push_str(&section(&mut c, "Messages to it", sql::MESSAGES, &[&id], None).await?);
     body.push_str(&section(&mut c, "What it touched", sql::TOUCHED, &[&id], None).await?);
     Ok(page(&format!("workflow {id}"), &body))
 }

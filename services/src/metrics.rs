@@ -65,6 +65,8 @@ pub struct Metrics {
     pub step_seconds: Histogram,
     /// Requests (starts, checkpoints, outcomes) per group commit.
     pub commit_batch_size: Histogram,
+    /// From enqueue to claim by this node, seconds.
+    pub queue_wait_seconds: Histogram,
 }
 
 /// The process's metrics.
@@ -76,6 +78,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
     ]),
     commit_batch_size: Histogram::new(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+    queue_wait_seconds: Histogram::new(&[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
+    ]),
 });
 
 impl Metrics {
@@ -116,6 +121,18 @@ impl Metrics {
             out,
             "dbos_commit_batch_requests",
             "Starts, checkpoints and outcomes written per group commit.",
+        );
+        self.queue_wait_seconds.render(
+            out,
+            "dbos_queue_wait_seconds",
+            "From enqueue to claim, for the workflows this node claimed.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dbos_notifications_received_total Notifications (LISTEN) this process received.\n\
+             # TYPE dbos_notifications_received_total counter\n\
+             dbos_notifications_received_total {}",
+            dbos_kernel::notify::received()
         );
     }
 }

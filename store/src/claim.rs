@@ -59,6 +59,8 @@ pub struct Claimed {
     pub recorded: Vec<Recorded>,
     /// The trace it was enqueued in (W3C `traceparent`, from `attributes`).
     pub traceparent: Option<String>,
+    /// When it was enqueued, epoch ms.
+    pub created_at_ms: i64,
 }
 
 const LOCK: &str = "
@@ -227,7 +229,7 @@ RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
          'function_id', o.function_id, 'function_name', o.function_name,
          'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id))
      FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid),
-    w.attributes ->> 'otel.traceparent'";
+    w.attributes ->> 'otel.traceparent', w.created_at";
 
 /// Claims up to `req.max` enqueued workflows within their queues' limits.
 ///
@@ -260,6 +262,7 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
                 inputs: r.try_get(5)?,
                 recorded: recorded.map(|j| j.0).unwrap_or_default(),
                 traceparent: r.try_get(7)?,
+                created_at_ms: r.try_get(8)?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

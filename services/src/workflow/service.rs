@@ -1095,9 +1095,10 @@ impl Executor for Service {
                 recorded,
                 deadline_ms: claimed.deadline_ms,
             };
-            crate::metrics::METRICS
-                .claims
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let m = &crate::metrics::METRICS;
+            m.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.queue_wait_seconds
+                .observe((self.now_ms() - claimed.created_at_ms).max(0) as f64 / 1000.0);
             let span = tracing::info_span!(
                 "claim",
                 workflow_id = %run.id,
