@@ -86,19 +86,17 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 impl Metrics {
     /// Appends the counters in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        counter(
             out,
-            "# HELP dbos_claims_total Workflows this node claimed from queues.\n\
-             # TYPE dbos_claims_total counter\n\
-             dbos_claims_total {}",
-            self.claims.load(Ordering::Relaxed)
+            "dbos_claims_total",
+            "Workflows this node claimed from queues.",
+            self.claims.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
+        counter(
             out,
-            "# HELP dbos_executions_started_total Workflow executions started on this node.\n\
-             # TYPE dbos_executions_started_total counter\n\
-             dbos_executions_started_total {}",
-            self.executions_started.load(Ordering::Relaxed)
+            "dbos_executions_started_total",
+            "Workflow executions started on this node.",
+            self.executions_started.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,
@@ -127,14 +125,21 @@ impl Metrics {
             "dbos_queue_wait_seconds",
             "From enqueue to claim, for the workflows this node claimed.",
         );
-        let _ = writeln!(
+        counter(
             out,
-            "# HELP dbos_notifications_received_total Notifications (LISTEN) this process received.\n\
-             # TYPE dbos_notifications_received_total counter\n\
-             dbos_notifications_received_total {}",
-            dbos_kernel::notify::received()
+            "dbos_notifications_received_total",
+            "Notifications (LISTEN) this process received.",
+            dbos_kernel::notify::received(),
         );
     }
+}
+
+/// Appends one counter without labels.
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
 }
 
 #[cfg(test)]
