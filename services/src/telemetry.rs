@@ -104,7 +104,12 @@ pub fn init(default_level: &str) -> Telemetry {
 
 /// The W3C `traceparent` of the current span, when it is traced.
 pub fn current_traceparent() -> Option<String> {
-    let cx = tracing::Span::current().context();
+    let span = tracing::Span::current();
+    // Outside any span (most enqueues without tracing) there is nothing to carry.
+    if span.is_none() {
+        return None;
+    }
+    let cx = span.context();
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove("traceparent")
