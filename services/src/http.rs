@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures_util::stream::{Stream, StreamExt};
 use serde::Deserialize;
-use sqlx::{Acquire, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::observe::Snapshot;
 
@@ -102,23 +102,29 @@ nav a{{margin-right:1em}} .err{{color:#b00}} .bar{{background:#4a90d9;height:10p
     ))
 }
 
-/// Runs `sql` (every column cast to text) with text parameters in a read-only transaction;
+/// A read-only transaction for one page: its queries see one snapshot, in one transaction.
+async fn read_only(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Runs `sql` (every column cast to text) with text parameters on the page's transaction;
 /// returns its column names and rows.
 async fn rows(
     conn: &mut PgConnection,
     sql: &str,
     binds: &[&str],
 ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    sqlx::query("SET TRANSACTION READ ONLY")
-        .execute(&mut *tx)
-        .await?;
     let mut q = sqlx::query(sql);
     for b in binds {
         q = q.bind(*b);
     }
-    let fetched = q.fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    let fetched = q.fetch_all(&mut *conn).await?;
     let cols = fetched.first().map_or_else(Vec::new, |r| {
         r.columns()
             .iter()
@@ -282,7 +288,7 @@ ORDER BY f.path LIMIT 1000";
 }
 
 async fn overview(State(pool): State<PgPool>) -> Page {
-    let mut c = pool.acquire().await?;
+    let mut c = read_only(&pool).await?;
     let mut body = String::new();
     body.push_str(&section(&mut c, "Nodes", sql::NODES, &[], None).await?);
     body.push_str(
@@ -431,7 +437,7 @@ struct Filter {
 }
 
 async fn workflows(State(pool): State<PgPool>, Query(f): Query<Filter>) -> Page {
-    let mut c = pool.acquire().await?;
+    let mut c = read_only(&pool).await?;
     let mut body = format!(
         "<form>status <input name=status value=\"{}\" size=10> name <input name=name value=\"{}\">
 queue <input name=queue value=\"{}\" size=12> node <input name=node value=\"{}\">
@@ -456,7 +462,7 @@ since <input name=since value=\"{}\" placeholder=\"2026-12-01 10:00\"> <button>f
 }
 
 async fn workflow(State(pool): State<PgPool>, Path(id): Path<String>) -> Page {
-    let mut c = pool.acquire().await?;
+    let mut c = read_only(&pool).await?;
     let (cols, data) = rows(&mut c, sql::WORKFLOW, &[&id]).await?;
     let Some(row) = data.first() else {
         return Err(Failure(
@@ -683,7 +689,7 @@ async fn files(State(pool): State<PgPool>, Query(q): Query<FilesQuery>) -> Page 
     } else {
         q.path
     };
-    let mut c = pool.acquire().await?;
+    let mut c = read_only(&pool).await?;
     let mut body = String::new();
     body.push_str(&section(&mut c, "Usage", sql::DU, &[&path], None).await?);
     body.push_str(
