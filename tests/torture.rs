@@ -16,6 +16,12 @@
 //!
 //! The nodes are this test binary run again with `--ignored --exact torture_node`: a node
 //! registers the test's own workflows besides the built-in ones.
+//!
+//! `failover` runs the same load and checks on three hosts (network namespaces) against a
+//! Postgres that fails over (`scripts/ha-cluster`: pg_auto_failover with a synchronous
+//! standby): the primary is killed, and a host is cut off from the network past its lease.
+//! It needs root, `ip netns` and pg_auto_failover; without them it says so and passes, except
+//! under `CI=true`, where it fails. `DBOS_FAILOVER_CYCLES` (default 4) sets its length.
 
 mod support;
 
@@ -124,14 +130,20 @@ struct NodeProc {
     /// harness in the node never writes to a closed pipe.
     ready: std::sync::mpsc::Receiver<()>,
     is_ready: bool,
-    /// Stopped with SIGSTOP (and continued): a node declared dead meanwhile ends itself.
+    /// Stopped with SIGSTOP (and continued) or cut off from the network past its lease: a node
+    /// declared dead meanwhile ends itself.
     stalled: bool,
 }
 
 impl NodeProc {
-    fn start(url: &str, run: &str, log: PathBuf) -> NodeProc {
+    /// Starts a node on `url`, inside network namespace `ns` when given.
+    fn start(url: &str, run: &str, log: PathBuf, ns: Option<&str>) -> NodeProc {
         let exe = std::env::current_exe().expect("the test binary");
-        let mut child = Command::new(exe)
+        let mut cmd = match ns {
+            Some(ns) => support::netns::Net::exec(ns, exe),
+            None => Command::new(exe),
+        };
+        let mut child = cmd
             .args(["--ignored", "--exact", "torture_node", "--nocapture"])
             .env(NODE_URL, url)
             .env(RUN_MARK, run)
@@ -217,6 +229,10 @@ enum Fault {
     StallNode,
     RestartPostgres,
     TerminateBackends,
+    /// The primary is killed; its synchronous standby is promoted (the failover test).
+    Failover,
+    /// A host's network link is down past its node's lease (the failover test).
+    CutOff,
 }
 
 const FAULTS: [Fault; 4] = [
@@ -226,19 +242,73 @@ const FAULTS: [Fault; 4] = [
     Fault::TerminateBackends,
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn torture() {
-    dbos_kernel::testing::watchdog();
-    let cycles: usize = std::env::var("DBOS_TORTURE_CYCLES")
-        .ok()
-        .map(|c| c.parse().expect("DBOS_TORTURE_CYCLES is a number"))
-        .unwrap_or(8);
+/// The run's seed and the faults of `cycles` cycles: each kind of `kinds` once per round, in a
+/// shuffled order.
+fn plan<const N: usize>(kinds: [Fault; N], cycles: usize, rng: &mut StdRng) -> Vec<Fault> {
+    let mut plan: Vec<Fault> = Vec::new();
+    while plan.len() < cycles {
+        let mut round = kinds;
+        for i in (1..round.len()).rev() {
+            round.swap(i, rng.gen_range(0..=i));
+        }
+        plan.extend(round);
+    }
+    plan.truncate(cycles);
+    plan
+}
+
+/// A run's seed, from `DBOS_TORTURE_SEED` or fresh, printed so a run can be replayed.
+fn seed(name: &str, cycles: usize) -> u64 {
     let seed: u64 = std::env::var("DBOS_TORTURE_SEED")
         .ok()
         .map(|s| s.parse().expect("DBOS_TORTURE_SEED is a number"))
         .unwrap_or_else(rand::random);
+    eprintln!("{name}: {cycles} cycles, seed {seed} (DBOS_TORTURE_SEED={seed} replays it)");
+    seed
+}
+
+fn cycles(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .map(|c| c.parse().unwrap_or_else(|_| panic!("{var} is a number")))
+        .unwrap_or(default)
+}
+
+/// The load of a run: rings of workflows and command tasks, enqueued cycle by cycle.
+struct Load {
+    run: String,
+    /// The file command tasks append their lines to.
+    runs: PathBuf,
+    /// Seconds a command pauses (its `c`-th of a cycle pauses `pause + c/10`).
+    pause: f64,
+    rings: Vec<(String, u32)>,
+    commands: Vec<String>,
+}
+
+impl Load {
+    /// Enqueues the cycle's ring and commands through SQL on `pool`; false when the database
+    /// refused (a fault), to be tried again.
+    async fn enqueue(&mut self, pool: &PgPool, cycle: usize) -> bool {
+        let ring_id = format!("r{cycle}");
+        let done = enqueue_ring(pool, &ring_id, WORKFLOWS_PER_CYCLE).await
+            && enqueue_commands(pool, self, cycle).await;
+        if done && !self.rings.iter().any(|(r, _)| *r == ring_id) {
+            self.rings.push((ring_id, WORKFLOWS_PER_CYCLE));
+        }
+        done
+    }
+
+    fn total(&self) -> i64 {
+        self.rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE) + self.commands.len() as i64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torture() {
+    dbos_kernel::testing::watchdog();
+    let cycles = cycles("DBOS_TORTURE_CYCLES", 8);
+    let seed = seed("torture", cycles);
     let run = format!("torture-{}", uuid_like(seed));
-    eprintln!("torture: {cycles} cycles, seed {seed} (DBOS_TORTURE_SEED={seed} replays it)");
     let mut rng = StdRng::seed_from_u64(seed);
 
     let scratch = scratch_dir_for_cluster();
@@ -264,13 +334,13 @@ async fn torture() {
     let logs = std::env::temp_dir().join(&run);
     std::fs::create_dir_all(&logs).expect("log dir");
     let mut started = 0usize;
-    let mut start_node = |started: &mut usize| {
+    let mut start_node = |started: &mut usize, _slot: usize| {
         *started += 1;
-        NodeProc::start(&url, &run, logs.join(format!("node-{started}.log")))
+        NodeProc::start(&url, &run, logs.join(format!("node-{started}.log")), None)
     };
     let mut nodes: Vec<NodeProc> = Vec::new();
-    for _ in 0..NODES {
-        let mut n = start_node(&mut started);
+    for slot in 0..NODES {
+        let mut n = start_node(&mut started, slot);
         n.wait_ready();
         nodes.push(n);
     }
@@ -279,44 +349,30 @@ async fn torture() {
         "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
     )
     .await;
-    let runs = support::task_writable_dir(scratch.path()).join("command-runs");
+    let mut load = Load {
+        run: run.clone(),
+        runs: support::task_writable_dir(scratch.path()).join("command-runs"),
+        pause: 0.3,
+        rings: Vec::new(),
+        commands: Vec::new(),
+    };
 
-    // The faults in a shuffled order where each kind comes once per round of four.
-    let mut plan: Vec<Fault> = Vec::new();
-    while plan.len() < cycles {
-        let mut round = FAULTS;
-        for i in (1..round.len()).rev() {
-            round.swap(i, rng.gen_range(0..=i));
-        }
-        plan.extend(round);
-    }
-    plan.truncate(cycles);
-
-    let mut rings: Vec<(String, u32)> = Vec::new();
-    let mut commands: Vec<String> = Vec::new();
+    let plan = plan(FAULTS, cycles, &mut rng);
     let mut seen: BTreeMap<Fault, usize> = BTreeMap::new();
     let began = Instant::now();
     for (cycle, fault) in plan.iter().enumerate() {
         // The load of this cycle; enqueued through SQL, so a fault may hit it too.
-        let ring_id = format!("r{cycle}");
-        let mut enqueued = false;
-        while !enqueued {
-            enqueued = enqueue_ring(&pool, &ring_id, WORKFLOWS_PER_CYCLE).await
-                && enqueue_commands(&pool, &run, &runs, cycle, &mut commands).await;
-            if !enqueued {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        while !load.enqueue(&pool, cycle).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        rings.push((ring_id, WORKFLOWS_PER_CYCLE));
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
         *seen.entry(*fault).or_default() += 1;
         match fault {
             Fault::KillNode => {
                 let i = rng.gen_range(0..nodes.len());
-                let mut n = nodes.swap_remove(i);
-                n.child.kill().expect("kill -9");
-                n.child.wait().expect("reap");
-                nodes.push(start_node(&mut started));
+                nodes[i].child.kill().expect("kill -9");
+                nodes[i].child.wait().expect("reap");
+                nodes[i] = start_node(&mut started, i);
             }
             Fault::StallNode => {
                 let i = rng.gen_range(0..nodes.len());
@@ -345,6 +401,7 @@ async fn torture() {
                     tokio::time::sleep(Duration::from_millis(rng.gen_range(20..200))).await;
                 }
             }
+            Fault::Failover | Fault::CutOff => unreachable!("faults of the failover test"),
         }
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
         if cycles > 8 && cycle % 50 == 49 {
@@ -360,21 +417,177 @@ async fn torture() {
         started,
         began.elapsed().as_secs_f64()
     );
+    wait_all_end(&pool, &load, &mut nodes, &mut start_node, &mut started, seed, &logs).await;
+    stop_nodes(&mut nodes, &run);
+    check(&pool, &load).await;
+    let _ = std::fs::remove_dir_all(&logs);
+    eprintln!(
+        "torture: passed: {} workflows, {} commands, {} cycles in {:.1} s",
+        load.total() - load.commands.len() as i64,
+        load.commands.len(),
+        cycles,
+        began.elapsed().as_secs_f64()
+    );
+}
 
-    // Every workflow and task ends.
-    let total = rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE) + commands.len() as i64;
+/// Three hosts (network namespaces) run the load against a Postgres that fails over: the
+/// primary is killed (pg_auto_failover promotes the synchronous standby, and the nodes follow
+/// it without a restart), and a host is cut off from the network past its lease (its commands
+/// are stopped before another node takes its work over; when the link returns it has been
+/// declared dead, stops, and its replacement joins as a new node). The same checks as
+/// `torture`, and commands never overlap with their takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover() {
+    dbos_kernel::testing::watchdog();
+    if let Some(why) = support::netns::unavailable().or_else(support::ha::unavailable) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the failover test cannot run under CI: {why}"
+        );
+        eprintln!("NOTICE: failover test skipped: {why}");
+        return;
+    }
+    let cycles = cycles("DBOS_FAILOVER_CYCLES", 4);
+    let seed = seed("failover", cycles);
+    let run = format!("failover-{}", uuid_like(seed));
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let net = support::netns::Net::new(NODES);
+    let scratch = scratch_dir_for_cluster();
+    // Ports of this run: a formation left behind by another run does not collide.
+    let port = 20_000 + (std::process::id() % 1_000) as u16 * 3;
+    let ha = support::ha::Ha::up(&scratch.path().join("ha"), &net.db(), &net.db_addr(), port);
+    let url = ha.url();
+    let mut pool = ha.writable_pool().await;
+    db(
+        &pool,
+        "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
+    )
+    .await;
+
+    let logs = std::env::temp_dir().join(&run);
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let mut started = 0usize;
+    let mut start_node = |started: &mut usize, slot: usize| {
+        *started += 1;
+        let log = logs.join(format!("node-{started}-host{slot}.log"));
+        NodeProc::start(&url, &run, log, Some(&net.host(slot)))
+    };
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for slot in 0..NODES {
+        let mut n = start_node(&mut started, slot);
+        n.wait_ready();
+        nodes.push(n);
+    }
+    // Each host's node registered with its own address.
+    let addrs: Vec<String> = sqlx::query_scalar(
+        "SELECT host(addr) FROM os.nodes WHERE alive ORDER BY host(addr)",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("os.nodes");
+    let want: Vec<String> = (0..NODES).map(|i| net.host_addr(i)).collect();
+    assert_eq!(addrs, want, "os.nodes shows each node's host address");
+
+    let mut load = Load {
+        run: run.clone(),
+        runs: support::task_writable_dir(scratch.path()).join("command-runs"),
+        pause: 2.0,
+        rings: Vec::new(),
+        commands: Vec::new(),
+    };
+    let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
+    let began = Instant::now();
+    for (cycle, fault) in plan.iter().enumerate() {
+        while !load.enqueue(&pool, cycle).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            pool = ha.writable_pool().await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..1_500))).await;
+        match fault {
+            Fault::Failover => {
+                // With a standby in sync again, so that no acknowledged write can be lost.
+                ha.wait_healthy();
+                let moved = ha.failover();
+                let promoted = Instant::now();
+                pool = ha.writable_pool().await;
+                // Every node heartbeats on the new primary again, in the same process.
+                let pids: Vec<i32> = nodes.iter().map(|n| n.pid().as_raw()).collect();
+                loop {
+                    let fresh: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM kernel.nodes
+                         WHERE pid = ANY($1) AND state = 'running'
+                           AND heartbeat_at > now() - interval '1 second'
+                           AND heartbeat_at > (SELECT seen_at FROM kernel.timelines
+                                               WHERE timeline = kernel.timeline())",
+                    )
+                    .bind(&pids)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(0);
+                    if fresh == pids.len() as i64 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                eprintln!(
+                    "failover: {moved}; every node heartbeats on the new primary {} ms later",
+                    promoted.elapsed().as_millis()
+                );
+            }
+            Fault::CutOff => {
+                let i = rng.gen_range(0..nodes.len());
+                net.cut(i);
+                nodes[i].stalled = true;
+                let past_lease = LEASE_MS + rng.gen_range(1_000..2_000);
+                tokio::time::sleep(Duration::from_millis(past_lease)).await;
+                net.restore(i);
+                eprintln!("failover: host {i} cut off for {past_lease} ms");
+            }
+            _ => unreachable!("faults of the torture test"),
+        }
+        replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
+    }
+    ha.wait_healthy();
+    pool = ha.writable_pool().await;
+    wait_all_end(&pool, &load, &mut nodes, &mut start_node, &mut started, seed, &logs).await;
+    stop_nodes(&mut nodes, &run);
+    check(&pool, &load).await;
+    let taken_over = check_no_overlap(&load);
+    let _ = std::fs::remove_dir_all(&logs);
+    eprintln!(
+        "failover: passed: {} workflows, {} commands ({taken_over} run again after a fault), \
+         {cycles} cycles, {started} nodes started, in {:.1} s",
+        load.total() - load.commands.len() as i64,
+        load.commands.len(),
+        began.elapsed().as_secs_f64()
+    );
+}
+
+/// Waits until every workflow and task of `load` ended, replacing nodes that ended by
+/// themselves; on timeout, fails with what is still open.
+async fn wait_all_end(
+    pool: &PgPool,
+    load: &Load,
+    nodes: &mut [NodeProc],
+    start_node: &mut impl FnMut(&mut usize, usize) -> NodeProc,
+    started: &mut usize,
+    seed: u64,
+    logs: &Path,
+) {
+    let total = load.total();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
+        replace_exited_nodes(nodes, start_node, started);
         let ended: Option<i64> = sqlx::query_scalar(
             "SELECT count(*) FROM dbos.workflow_status
              WHERE status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')",
         )
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .ok();
         if ended == Some(total) {
-            break;
+            return;
         }
         if Instant::now() > deadline {
             let open: Vec<(String, String, Option<String>)> = sqlx::query_as(
@@ -382,7 +595,7 @@ async fn torture() {
                  WHERE status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED',
                                       'MAX_RECOVERY_ATTEMPTS_EXCEEDED') LIMIT 20",
             )
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap_or_default();
             let steps: Vec<(String, i32, String)> = sqlx::query_as(
@@ -392,12 +605,12 @@ async fn torture() {
                                         'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
                  ORDER BY 1, 2 LIMIT 50",
             )
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap_or_default();
             let node_rows: Vec<(String, String, i32)> =
                 sqlx::query_as("SELECT node_id, state, pid FROM kernel.nodes ORDER BY started_at")
-                    .fetch_all(&pool)
+                    .fetch_all(pool)
                     .await
                     .unwrap_or_default();
             // The messages of the rings that did not end.
@@ -411,7 +624,7 @@ async fn torture() {
                                           'MAX_RECOVERY_ATTEMPTS_EXCEEDED'))
                  ORDER BY 1",
             )
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap_or_default();
             panic!(
@@ -423,14 +636,16 @@ async fn torture() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
 
-    // Stop the nodes cleanly; nothing of the run may be left running.
-    for n in &mut nodes {
+/// Stops the nodes cleanly; nothing of the run may be left running.
+fn stop_nodes(nodes: &mut [NodeProc], run: &str) {
+    for n in nodes.iter_mut() {
         // A node still booting has no handler for the signal yet.
         n.wait_ready();
         kill(n.pid(), Signal::SIGTERM).expect("SIGTERM");
     }
-    for n in &mut nodes {
+    for n in nodes.iter_mut() {
         let status = n.child.wait().expect("the node exits");
         // A node stalled past its lease may be stopping itself already (declared dead): the
         // signal then ends it at once, with a failure status.
@@ -440,23 +655,27 @@ async fn torture() {
             n.log_tail()
         );
     }
-    let left = processes_marked(&run);
+    let left = processes_marked(run);
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
 
-    // Every workflow succeeded, with the message of its predecessor.
+/// The invariants of a run, read from the tables: every workflow succeeded with its
+/// predecessor's message, each transaction committed once, each message sent and consumed once,
+/// every command ran to its end.
+async fn check(pool: &PgPool, load: &Load) {
     let failed: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT s.workflow_uuid, s.status, COALESCE(o.error, s.error)
          FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
          WHERE s.status <> 'SUCCESS' LIMIT 20",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
     .expect("statuses");
     assert!(failed.is_empty(), "every workflow succeeds: {failed:?}");
-    for (ring_id, n) in &rings {
+    for (ring_id, n) in &load.rings {
         for i in 0..*n {
             let id = format!("{ring_id}-{i}");
-            let output = dbos_services::store::workflows::outcome(&pool, &id)
+            let output = dbos_services::store::workflows::outcome(pool, &id)
                 .await
                 .expect("outcome")
                 .output;
@@ -465,11 +684,10 @@ async fn torture() {
             assert_eq!(got, format!("from {}", (i + n - 1) % n), "{id}");
         }
     }
-    // Each transaction committed once.
     let ledger: Vec<(String, i64)> = sqlx::query_as(
         "SELECT workflow_id, count(*) FROM torture_ledger GROUP BY 1 HAVING count(*) <> 1",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
     .expect("ledger");
     assert!(
@@ -477,16 +695,18 @@ async fn torture() {
         "a transaction committed twice: {ledger:?}"
     );
     let rows: i64 = sqlx::query_scalar("SELECT count(DISTINCT workflow_id) FROM torture_ledger")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("ledger");
-    assert_eq!(rows, rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE));
-    // Each workflow got one message (none sent twice) and consumed it.
+    assert_eq!(
+        rows,
+        load.rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE)
+    );
     let odd: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT destination_uuid, count(*), count(*) FILTER (WHERE consumed)
          FROM dbos.notifications GROUP BY 1 HAVING count(*) <> 1 OR bool_or(NOT consumed)",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
     .expect("notifications");
     assert!(
@@ -494,26 +714,51 @@ async fn torture() {
         "messages sent twice or not consumed: {odd:?}"
     );
     let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM dbos.notifications")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("notifications");
     assert_eq!(messages, rows, "one message per workflow");
-    // Every command ran to its end at least once.
-    let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-    for id in &commands {
+    let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
+    for id in &load.commands {
         assert!(
-            ran.lines().any(|l| l == format!("{id} done")),
+            ran.lines().any(|l| l.starts_with(&format!("{id} done "))),
             "command {id} ran to its end"
         );
     }
-    let _ = std::fs::remove_dir_all(&logs);
-    eprintln!(
-        "torture: passed: {} workflows, {} commands, {} cycles in {:.1} s",
-        total - commands.len() as i64,
-        commands.len(),
-        cycles,
-        began.elapsed().as_secs_f64()
-    );
+}
+
+/// Fencing, from the commands' own lines ("ID start PID", "ID done PID", appended in time
+/// order): once a command started again in another process, the earlier process never
+/// finishes — it was stopped before the takeover. Returns how many commands ran more than once.
+fn check_no_overlap(load: &Load) -> usize {
+    let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
+    let mut again = 0;
+    for id in &load.commands {
+        let mut latest: Option<&str> = None;
+        let mut starts = 0;
+        for line in ran.lines() {
+            let mut words = line.split(' ');
+            if words.next() != Some(id.as_str()) {
+                continue;
+            }
+            match (words.next(), words.next()) {
+                (Some("start"), Some(pid)) => {
+                    starts += 1;
+                    latest = Some(pid);
+                }
+                (Some("done"), Some(pid)) => assert_eq!(
+                    Some(pid),
+                    latest,
+                    "command {id}: a run finished after another had started:\n{ran}"
+                ),
+                _ => panic!("an unexpected line: {line}"),
+            }
+        }
+        if starts > 1 {
+            again += 1;
+        }
+    }
+    again
 }
 
 /// Enqueues ring `ring` of `n` workflows in one statement, so none can send to a peer that is
@@ -533,26 +778,20 @@ async fn enqueue_ring(pool: &PgPool, ring: &str, n: u32) -> bool {
     .is_ok()
 }
 
-/// Submits this cycle's command tasks: each appends "ID start" and "ID done" lines around a
-/// pause in a background process, so a lost node leaves a grandchild to be killed.
-async fn enqueue_commands(
-    pool: &PgPool,
-    run: &str,
-    runs: &Path,
-    cycle: usize,
-    ids: &mut Vec<String>,
-) -> bool {
+/// Submits this cycle's command tasks: each appends "ID start PID" and "ID done PID" lines
+/// around a pause in a background process, so a lost node leaves a grandchild to be killed.
+async fn enqueue_commands(pool: &PgPool, load: &mut Load, cycle: usize) -> bool {
     for c in 0..COMMANDS_PER_CYCLE {
         let id = format!("c{cycle}-{c}");
         let script = format!(
-            "echo {id} start >> {runs}; sleep 0.{pause} & wait; echo {id} done >> {runs}",
-            runs = runs.display(),
-            pause = 3 + c,
+            "echo {id} start $$ >> {runs}; sleep {pause:.1} & wait; echo {id} done $$ >> {runs}",
+            runs = load.runs.display(),
+            pause = load.pause + f64::from(c) / 10.0,
         );
         let submit = tasks::Submit {
             spec: CommandSpec {
                 argv: vec!["sh".into(), "-c".into(), script],
-                env: Some([(RUN_MARK.to_owned(), run.to_owned())].into()),
+                env: Some([(RUN_MARK.to_owned(), load.run.clone())].into()),
                 ..CommandSpec::default()
             },
             queue: "default".into(),
@@ -562,8 +801,8 @@ async fn enqueue_commands(
         if tasks::submit(pool, &submit).await.is_err() {
             return false;
         }
-        if !ids.contains(&id) {
-            ids.push(id);
+        if !load.commands.contains(&id) {
+            load.commands.push(id);
         }
     }
     true
@@ -573,17 +812,17 @@ async fn enqueue_commands(
 /// was stopped) may end by itself; any other exit fails the test.
 fn replace_exited_nodes(
     nodes: &mut [NodeProc],
-    start_node: &mut impl FnMut(&mut usize) -> NodeProc,
+    start_node: &mut impl FnMut(&mut usize, usize) -> NodeProc,
     started: &mut usize,
 ) {
-    for n in nodes.iter_mut() {
+    for (slot, n) in nodes.iter_mut().enumerate() {
         if let Some(status) = n.child.try_wait().expect("try_wait") {
             assert!(
                 n.stalled,
                 "a node ended by itself ({status}) without having been stalled:\n{}",
                 n.log_tail()
             );
-            *n = start_node(started);
+            *n = start_node(started, slot);
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Connections: the node's pool, with limits, session guards and retries.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
@@ -158,7 +160,17 @@ pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<Stri
         for h in hosts {
             let opts = connect_options(h, limits).map_err(Round::Fatal)?;
             let answer = async {
-                let mut c = PgConnection::connect_with(&opts).await?;
+                let mut c = tokio::time::timeout(
+                    Duration::from_millis(HOST_PROBE_MS_MAX),
+                    PgConnection::connect_with(&opts),
+                )
+                .await
+                .map_err(|_| {
+                    sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {HOST_PROBE_MS_MAX} ms"),
+                    ))
+                })??;
                 let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
                     .fetch_one(&mut c)
                     .await?;
@@ -209,28 +221,168 @@ async fn resolve(url: &str, limits: &PoolLimits) -> Result<String> {
 
 /// Opens a pool on `url`, creating the database if it does not exist, retrying with backoff
 /// while the server is unreachable. With several hosts in `url`, the pool is on the first
-/// writable one ([`writable_host`]).
+/// writable one ([`writable_host`]); use [`Endpoint::open`] for a pool that follows a failover.
 ///
 /// # Errors
 /// [`Error::BadUrl`], [`Error::Unreachable`] after `connect_retry_ms_max`, or the server's
 /// refusal (e.g. a wrong password), which is not retried.
 pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
-    let url = &resolve(url, limits).await?;
-    // Probe with one plain connection: the pool itself would retry silently until its acquire
-    // timeout, hiding both the cause and the retry budget.
-    let probe = match connect_one(url, limits).await {
-        Err(Error::Db(e)) if sqlstate::is(&e, sqlstate::INVALID_CATALOG_NAME) => {
-            create_database(&connect_options(url, limits)?).await?;
-            connect_one(url, limits).await?
-        }
-        other => other?,
-    };
-    probe.close().await?;
-    Ok(PgPoolOptions::new()
-        .max_connections(limits.size_max)
-        .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
-        .connect_lazy_with(connect_options(url, limits)?))
+    Ok(Endpoint::open(url, limits).await?.1)
 }
+
+/// Where a node's database is: the hosts of its URL (one, or several in libpq's multi-host
+/// form) and the one writable now. Pools opened through it move to another host when
+/// [`Endpoint::follow`] finds the writable server there (after a failover); connections
+/// already open stay until they fail.
+#[derive(Debug)]
+pub struct Endpoint {
+    hosts: Vec<String>,
+    limits: PoolLimits,
+    state: Mutex<EndpointState>,
+    /// Held while a search for the writable server runs: many failures start one search.
+    searching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct EndpointState {
+    /// Single-host URL of the writable server the pools connect to.
+    current: String,
+    /// Every pool opened through the endpoint.
+    pools: Vec<PgPool>,
+    /// When the database was first seen failing since it last answered.
+    failing_since: Option<Instant>,
+    /// When the pools last moved to another host: connections opened before then are on the
+    /// old one (which may be a standby now) and are closed instead of used.
+    moved_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Endpoint {
+    /// Finds the writable server of `url` and opens a pool on it, as [`connect`] describes.
+    ///
+    /// # Errors
+    /// As [`connect`].
+    pub async fn open(url: &str, limits: &PoolLimits) -> Result<(Arc<Endpoint>, PgPool)> {
+        let hosts = split_hosts(url)?;
+        let current = resolve(url, limits).await?;
+        // Probe with one plain connection: the pool itself would retry silently until its
+        // acquire timeout, hiding both the cause and the retry budget.
+        let probe = match connect_single(&current, limits).await {
+            Err(Error::Db(e)) if sqlstate::is(&e, sqlstate::INVALID_CATALOG_NAME) => {
+                create_database(&connect_options(&current, limits)?).await?;
+                connect_single(&current, limits).await?
+            }
+            other => other?,
+        };
+        probe.close().await?;
+        let endpoint = Arc::new(Endpoint {
+            hosts,
+            limits: limits.clone(),
+            state: Mutex::new(EndpointState {
+                current,
+                pools: Vec::new(),
+                failing_since: None,
+                moved_at: Arc::new(Mutex::new(None)),
+            }),
+            searching: tokio::sync::Mutex::new(()),
+        });
+        let pool = endpoint.pool(limits.size_max, limits.acquire_timeout_ms)?;
+        Ok((endpoint, pool))
+    }
+
+    /// A new pool of at most `size_max` connections on the writable server, opened on first
+    /// use, that follows it like the others.
+    fn pool(&self, size_max: u32, acquire_timeout_ms: u64) -> Result<PgPool> {
+        let mut state = self.state.lock();
+        let moved_at = state.moved_at.clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(size_max)
+            .acquire_timeout(Duration::from_millis(acquire_timeout_ms))
+            .before_acquire(move |_, meta| {
+                let stale = moved_at.lock().is_some_and(|t| meta.age > t.elapsed());
+                Box::pin(async move { Ok(!stale) })
+            })
+            .connect_lazy_with(connect_options(&state.current, &self.limits)?);
+        state.pools.push(pool.clone());
+        Ok(pool)
+    }
+
+    /// A pool of one connection, opened on first use (and again after it is lost): for a loop
+    /// that must not wait behind the node's work for a connection, such as the heartbeat or the
+    /// notifier's `LISTEN`.
+    pub fn side_pool(&self) -> PgPool {
+        self.pool(1, SIDE_ACQUIRE_TIMEOUT_MS)
+            .expect("the current URL parsed when the endpoint opened")
+    }
+
+    /// Single-host URL of the server the pools connect to now.
+    pub fn current(&self) -> String {
+        self.state.lock().current.clone()
+    }
+
+    /// Whether the URL names more than one host, so that the writable server may move.
+    pub fn is_multi_host(&self) -> bool {
+        self.hosts.len() > 1
+    }
+
+    /// Notes that a statement on the database failed (the heartbeat calls this); the failover
+    /// [`Endpoint::follow`] then logs reports the time since the first such failure.
+    pub fn note_failure(&self) {
+        self.state.lock().failing_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Notes that the database answered again.
+    pub fn note_success(&self) {
+        self.state.lock().failing_since = None;
+    }
+
+    /// Finds the writable server again, starting with the current one, and moves every pool
+    /// to it when it is another host; logs such a failover once, with how long the database
+    /// was failing. Returns the new host's URL when the pools moved. One search runs at a time:
+    /// a call while another runs waits for it and returns `None`. Nothing to do for one host.
+    ///
+    /// # Errors
+    /// As [`writable_host`], when no host became writable within `connect_retry_ms_max`.
+    pub async fn follow(&self) -> Result<Option<String>> {
+        if !self.is_multi_host() {
+            return Ok(None);
+        }
+        let Ok(_searching) = self.searching.try_lock() else {
+            drop(self.searching.lock().await);
+            return Ok(None);
+        };
+        let current = self.current();
+        let mut order = vec![current.clone()];
+        order.extend(self.hosts.iter().filter(|h| **h != current).cloned());
+        let found = writable_host(&order, &self.limits).await?;
+        if found == current {
+            return Ok(None);
+        }
+        let opts = connect_options(&found, &self.limits)?;
+        let mut state = self.state.lock();
+        for pool in &state.pools {
+            pool.set_connect_options(opts.clone());
+        }
+        state.current = found.clone();
+        *state.moved_at.lock() = Some(Instant::now());
+        let failing_ms = state
+            .failing_since
+            .take()
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        tracing::warn!(
+            from = %redact_url(&current),
+            to = %redact_url(&found),
+            failing_ms,
+            "database failover: the writable server moved; this node now works on the new primary"
+        );
+        Ok(Some(found))
+    }
+}
+
+/// How long a side pool's loop waits for its one connection.
+const SIDE_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
+/// How long one attempt to reach a host while looking for the writable server may take: a host
+/// cut off from the network answers nothing, and the next must be tried.
+const HOST_PROBE_MS_MAX: u64 = 2_000;
 
 /// A pool of one connection to the same database as `pool`, opened on first use (and again
 /// after it is lost): for a loop that must not wait behind the node's work for a connection,
@@ -238,7 +390,7 @@ pub async fn connect(url: &str, limits: &PoolLimits) -> Result<PgPool> {
 pub fn side_pool(pool: &PgPool) -> PgPool {
     PgPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_millis(SIDE_ACQUIRE_TIMEOUT_MS))
         .connect_lazy_with(pool.connect_options().as_ref().clone())
 }
 
@@ -247,7 +399,11 @@ pub fn side_pool(pool: &PgPool) -> PgPool {
 /// # Errors
 /// As [`connect`], but a missing database is an error.
 pub async fn connect_one(url: &str, limits: &PoolLimits) -> Result<PgConnection> {
-    let url = &resolve(url, limits).await?;
+    connect_single(&resolve(url, limits).await?, limits).await
+}
+
+/// [`connect_one`] on a single-host URL.
+async fn connect_single(url: &str, limits: &PoolLimits) -> Result<PgConnection> {
     let opts = connect_options(url, limits)?;
     retry(url, limits.connect_retry_ms_max, || async {
         Ok(PgConnection::connect_with(&opts).await?)

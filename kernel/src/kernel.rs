@@ -24,6 +24,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Kernel {
     config: Config,
     pool: PgPool,
+    endpoint: Arc<db::Endpoint>,
     url: String,
     node: NodeInfo,
     runtime: Runtime,
@@ -99,7 +100,7 @@ impl Kernel {
         embedded: Option<()>,
         services: &[ServiceMigrations],
     ) -> Result<Kernel> {
-        let pool = db::connect(&url, &PoolLimits::from_config(&config)).await?;
+        let (endpoint, pool) = db::Endpoint::open(&url, &PoolLimits::from_config(&config)).await?;
         let mut all = vec![migrate::KERNEL];
         all.extend_from_slice(services);
         // A server restarting or terminating connections while the node starts delays the
@@ -137,7 +138,7 @@ impl Kernel {
         .await?;
         let loops = Loops::new();
         let notifier = db::retry_transient("starting the notifier", budget, transient, || {
-            Notifier::start(&pool, config.notify_buffer_max, &loops)
+            Notifier::start(&pool, endpoint.side_pool(), config.notify_buffer_max, &loops)
         })
         .await?;
         let runtime = Runtime::new(pool.clone(), &node.node_id, config.slots);
@@ -148,7 +149,8 @@ impl Kernel {
         // A connection of its own: a node busy with its work must not miss its lease waiting
         // for one of the pool's.
         let heartbeat = Heartbeat {
-            pool: db::side_pool(&pool),
+            pool: endpoint.side_pool(),
+            endpoint: endpoint.clone(),
             node_id: node.node_id.clone().into(),
             every: Duration::from_millis(config.heartbeat_interval_ms),
             claim: shutdown.clone(),
@@ -161,6 +163,7 @@ impl Kernel {
         Ok(Kernel {
             config,
             pool,
+            endpoint,
             url,
             node,
             runtime,
@@ -177,6 +180,11 @@ impl Kernel {
     /// The pool on the system database.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Where the system database is: its hosts and the writable one the node works on.
+    pub fn endpoint(&self) -> &Arc<db::Endpoint> {
+        &self.endpoint
     }
 
     /// URL of the embedded cluster's superuser (with its password), for what nodes may not do
@@ -433,6 +441,8 @@ impl ShutdownSignals {
 #[derive(Clone)]
 struct Heartbeat {
     pool: PgPool,
+    /// Where the database is: a heartbeat that fails starts a search for the writable server.
+    endpoint: Arc<db::Endpoint>,
     node_id: Arc<str>,
     every: Duration,
     /// The node's claim token: cancelled (the node stops claiming and shuts down) when the
@@ -442,6 +452,22 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// After a failed heartbeat, looks for the writable server in the background (the
+    /// heartbeat goes on meanwhile, and so does the lease's deadline): with several database
+    /// hosts, the primary may have moved.
+    fn follow(&self) {
+        self.endpoint.note_failure();
+        if !self.endpoint.is_multi_host() {
+            return;
+        }
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            if let Err(e) = endpoint.follow().await {
+                tracing::warn!(error = %e, "no writable database server found yet");
+            }
+        });
+    }
+
     /// Renews the node's lease every `every` until `stop`. A heartbeat that fails is retried at
     /// the next tick; while none has succeeded for the lease's local deadline the node does not
     /// hold its lease (it claims nothing, starts no step, stops its commands) until one
@@ -462,8 +488,21 @@ impl Heartbeat {
             let sent = std::time::Instant::now();
             // A heartbeat that hangs (a cut-off network) must not outlive the lease.
             let wait = self.lease.remaining().max(self.every);
-            match tokio::time::timeout(wait, node::heartbeat(&self.pool, &self.node_id)).await {
+            let beat = node::heartbeat(&self.pool, &self.node_id);
+            tokio::pin!(beat);
+            // A heartbeat slower than its interval is waiting for a server that does not
+            // answer (the pool retries connecting within the acquire): look for the writable
+            // server meanwhile, and go on waiting.
+            let result = match tokio::time::timeout(self.every, &mut beat).await {
+                Ok(r) => Ok(r),
+                Err(_) => {
+                    self.follow();
+                    tokio::time::timeout(wait.saturating_sub(self.every), beat).await
+                }
+            };
+            match result {
                 Ok(Ok(true)) => {
+                    self.endpoint.note_success();
                     if self.lease.renew(sent) {
                         tracing::warn!(node_id = %self.node_id, "heartbeat succeeded again: this node holds its lease and works again");
                     }
@@ -474,8 +513,14 @@ impl Heartbeat {
                     self.claim.cancel();
                     return Ok(());
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
-                Err(_) => tracing::warn!("heartbeat timed out; retrying"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "heartbeat failed; retrying");
+                    self.follow();
+                }
+                Err(_) => {
+                    tracing::warn!("heartbeat timed out; retrying");
+                    self.follow();
+                }
             }
         }
     }

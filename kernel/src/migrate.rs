@@ -81,6 +81,12 @@ pub const KERNEL: ServiceMigrations = ServiceMigrations {
             // It created the role unconditionally, which a node role may not do.
             earlier: &["7049f60f29f62e5c3c2247192cf5654f02ae6e539aa61d1ca1c28478af5fbb51"],
         },
+        Migration {
+            version: 7,
+            name: "failover",
+            sql: include_str!("../migrations/0007_failover.sql"),
+            earlier: &[],
+        },
     ],
 };
 

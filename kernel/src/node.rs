@@ -56,6 +56,8 @@ pub struct Node {
     pub started_at: DateTime<Utc>,
     /// Last heartbeat.
     pub heartbeat_at: DateTime<Utc>,
+    /// Its address as the server saw it at its last heartbeat; `None` over a Unix socket.
+    pub addr: Option<String>,
 }
 
 /// The database a node or a client is connected to, as `dbos status` leads with it.
@@ -120,11 +122,11 @@ pub async fn register(pool: &PgPool, n: &NodeInfo) -> Result<()> {
     let row = sqlx::query(
         "INSERT INTO kernel.nodes AS n
              (node_id, hostname, pid, version, data_dir, slots, labels, lease_ms, machine_id,
-              boot_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11)
+              boot_id, addr)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, inet_client_addr())
          ON CONFLICT (node_id) DO UPDATE SET
              hostname = excluded.hostname, pid = excluded.pid, version = excluded.version,
-             machine_id = excluded.machine_id, boot_id = excluded.boot_id,
+             machine_id = excluded.machine_id, boot_id = excluded.boot_id, addr = excluded.addr,
              data_dir = excluded.data_dir, slots = excluded.slots, labels = excluded.labels,
              lease_ms = excluded.lease_ms, started_at = now(), heartbeat_at = now(),
              stopped_at = NULL, state = 'running'
@@ -257,7 +259,7 @@ pub async fn mark_predecessors_dead(pool: &PgPool, me: &NodeInfo) -> Result<Vec<
 /// Database errors.
 pub async fn heartbeat(pool: &PgPool, node_id: &str) -> Result<bool> {
     let r = sqlx::query(
-        "UPDATE kernel.nodes SET heartbeat_at = now()
+        "UPDATE kernel.nodes SET heartbeat_at = now(), addr = inet_client_addr()
          WHERE node_id = $1 AND state IN ('running', 'draining')",
     )
     .bind(node_id)
@@ -330,8 +332,10 @@ pub async fn all_nodes<'c>(db: impl PgExecutor<'c>) -> Result<Vec<Node>> {
 /// Nodes of `os.nodes` (whose `alive` is the one definition of liveness) matching `filter`.
 async fn list<'c>(db: impl PgExecutor<'c>, filter: &str) -> Result<Vec<Node>> {
     let sql = format!(
-        "SELECT node_id, hostname, pid, state, alive, slots, labels, started_at, heartbeat_at
-         FROM os.nodes {filter} ORDER BY alive DESC, started_at DESC"
+        "SELECT o.node_id, o.hostname, o.pid, o.state, o.alive, o.slots, o.labels, o.started_at,
+                o.heartbeat_at, host(k.addr) AS addr
+         FROM os.nodes o JOIN kernel.nodes k USING (node_id) {filter}
+         ORDER BY o.alive DESC, o.started_at DESC"
     );
     Ok(sqlx::query_as(&sql).fetch_all(db).await?)
 }
@@ -365,7 +369,11 @@ pub async fn overview<'c>(db: impl PgExecutor<'c>) -> Result<Overview> {
 /// Database errors.
 pub async fn declare_expired_dead(conn: &mut sqlx::PgConnection) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "UPDATE kernel.nodes SET state = 'dead', stopped_at = COALESCE(stopped_at, now())
+        // Records the server's timeline when new (after a failover): leases run from then.
+        "WITH timeline AS (
+             INSERT INTO kernel.timelines (timeline) SELECT kernel.timeline()
+             ON CONFLICT DO NOTHING)
+         UPDATE kernel.nodes SET state = 'dead', stopped_at = COALESCE(stopped_at, now())
          WHERE state IN ('running', 'draining')
            AND kernel.lease_expired(heartbeat_at, lease_ms)
          RETURNING node_id",

@@ -72,13 +72,18 @@ impl Subscription {
 }
 
 impl Notifier {
-    /// Starts the notifier with its own connection to `pool`'s database (not one of the pool's);
-    /// its loop runs in the [`Phase::Listen`] phase of `loops`.
+    /// Starts the notifier with its own connection, from `listen_pool` (of one connection,
+    /// not one of `pool`'s: see [`crate::db::side_pool`]); its loop runs in the
+    /// [`Phase::Listen`] phase of `loops`.
     ///
     /// # Errors
     /// The first LISTEN connection cannot be made.
-    pub async fn start(pool: &PgPool, buffer_max: usize, loops: &Loops) -> Result<Notifier> {
-        let listen_pool = crate::db::side_pool(pool);
+    pub async fn start(
+        pool: &PgPool,
+        listen_pool: PgPool,
+        buffer_max: usize,
+        loops: &Loops,
+    ) -> Result<Notifier> {
         let listener = open(&listen_pool, &[]).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {

@@ -22,6 +22,8 @@ pub const CRASH_SHUTDOWN: &str = "57P02";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// 53300: the server has no free connection slot.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// read_only_sql_transaction: a write sent to a standby (a primary demoted by a failover).
+pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 /// 3D000: the database does not exist.
 pub const INVALID_CATALOG_NAME: &str = "3D000";
 /// 42P04: the database exists already.
@@ -49,7 +51,8 @@ pub fn is_retryable_conflict(err: &sqlx::Error) -> bool {
 /// Whether an operation that failed with `err` may succeed if simply tried again, with nothing
 /// to fix first: a lost or refused connection (SQLSTATE class 08, I/O errors, a pool timeout),
 /// a server that is restarting or terminated the connection (57P01, 57P02, 57P03), no free
-/// connection slot (53300), a serialization failure or a deadlock.
+/// connection slot (53300), a write sent to a standby (25006: after a failover, the node finds
+/// the new primary), a serialization failure or a deadlock.
 pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
@@ -60,6 +63,7 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
                     CRASH_SHUTDOWN,
                     CANNOT_CONNECT_NOW,
                     TOO_MANY_CONNECTIONS,
+                    READ_ONLY_SQL_TRANSACTION,
                     SERIALIZATION_FAILURE,
                     DEADLOCK_DETECTED,
                 ]

@@ -55,5 +55,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0003_lease_after_restart.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 4,
+            name: "node address",
+            sql: include_str!("../migrations/sched_0004_node_addr.sql"),
+            earlier: &[],
+        },
     ],
 };

@@ -229,4 +229,6 @@ fn pg_ctl_binary() -> PathBuf {
         .expect("pg_ctl is installed with the Postgres server (scripts/setup)")
 }
 
+pub mod ha;
+pub mod netns;
 pub mod python;

@@ -615,6 +615,7 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
             columns: &[
                 "node_id",
                 "hostname",
+                "addr",
                 "pid",
                 "state",
                 "alive",

@@ -126,7 +126,12 @@ async fn client(conn: &ConnArgs) -> Result<Client> {
 /// A messaging client on `pool`, with its own LISTEN connection (its loop lives as long as the
 /// command).
 pub(super) async fn client_on(pool: sqlx::PgPool) -> Result<Client> {
-    let notifier = Notifier::start(&pool, 1024, &dbos_kernel::Loops::new()).await?;
+    let notifier = Notifier::start(
+        &pool,
+        dbos_kernel::db::side_pool(&pool),
+        1024,
+        &dbos_kernel::Loops::new(),
+    ).await?;
     let opts = dbos_msg::Options::default();
     let waiters = Waiters::start(&notifier, opts.recheck_interval_ms).await?;
     Ok(Client::new(pool, waiters, opts))
