@@ -143,6 +143,13 @@ impl NodeProc {
             Some(ns) => support::netns::Net::exec(ns, exe),
             None => Command::new(exe),
         };
+        // A node dies with the test, also when the test's watchdog ends it.
+        // SAFETY: prctl is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
         let mut child = cmd
             .args(["--ignored", "--exact", "torture_node", "--nocapture"])
             .env(NODE_URL, url)
@@ -511,9 +518,15 @@ async fn failover() {
                 let moved = ha.failover();
                 let promoted = Instant::now();
                 pool = ha.writable_pool().await;
-                // Every node heartbeats on the new primary again, in the same process.
-                let pids: Vec<i32> = nodes.iter().map(|n| n.pid().as_raw()).collect();
+                // Every node heartbeats on the new primary again, in the same process (a node
+                // cut off earlier may be ending: it is replaced, and not counted).
                 loop {
+                    replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
+                    let pids: Vec<i32> = nodes
+                        .iter()
+                        .filter(|n| !n.stalled)
+                        .map(|n| n.pid().as_raw())
+                        .collect();
                     let fresh: i64 = sqlx::query_scalar(
                         "SELECT count(*) FROM kernel.nodes
                          WHERE pid = ANY($1) AND state = 'running'
