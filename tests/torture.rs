@@ -547,6 +547,25 @@ async fn failover() {
                     "failover: {moved}; every node heartbeats on the new primary {} ms later",
                     promoted.elapsed().as_millis()
                 );
+                // `dbos status`, run on a host, names the new primary.
+                let to = moved.split(" to port ").nth(1).and_then(|t| t.split(' ').next());
+                let out = support::netns::Net::exec(&net.host(0), env!("CARGO_BIN_EXE_dbos"))
+                    .args(["status", "--json", "--database-url", &url])
+                    .output()
+                    .expect("dbos status runs");
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let status: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).expect("status JSON");
+                let primaries: Vec<&str> = status["hosts"]
+                    .as_array()
+                    .expect("a hosts section for a multi-host URL")
+                    .iter()
+                    .filter(|h| h["role"] == "primary")
+                    .filter_map(|h| h["host"].as_str())
+                    .collect();
+                assert_eq!(primaries.len(), 1, "one primary: {status}");
+                let to = to.expect("the script names the new port");
+                assert!(primaries[0].contains(&format!(":{to}/")), "{status}");
             }
             Fault::CutOff => {
                 let i = rng.gen_range(0..nodes.len());

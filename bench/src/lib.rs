@@ -78,7 +78,7 @@ pub struct Args {
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
 pub const SUITES: &[&str] = &[
-    "ceiling", "workflow", "queue", "peer", "recovery", "msg", "fs", "prov",
+    "ceiling", "workflow", "queue", "peer", "recovery", "msg", "fs", "prov", "replicated",
 ];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.
@@ -360,6 +360,7 @@ async fn run(args: Args) -> Result<()> {
             "msg" => suites::msg(&env, plan).await?,
             "fs" => suites::fs(&env, plan).await?,
             "prov" => suites::prov(&env, plan).await?,
+            "replicated" => suites::replicated(&env, plan).await?,
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;

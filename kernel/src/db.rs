@@ -208,6 +208,44 @@ pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<Stri
     }
 }
 
+/// A database host of a URL and what it is now, as `dbos status` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HostRole {
+    /// The host's single-host URL, password hidden.
+    pub host: String,
+    /// `primary` (writable), `standby` (in recovery), or why it did not answer.
+    pub role: String,
+}
+
+/// Asks every host of `url` (one, or several in the multi-host form) whether it is the
+/// writable server, each for at most [`HOST_PROBE_MS_MAX`]; never fails as a whole.
+pub async fn host_roles(url: &str, limits: &PoolLimits) -> Result<Vec<HostRole>> {
+    let mut roles = Vec::new();
+    for h in split_hosts(url)? {
+        let opts = connect_options(&h, limits)?;
+        let answer = tokio::time::timeout(Duration::from_millis(HOST_PROBE_MS_MAX), async {
+            let mut c = PgConnection::connect_with(&opts).await?;
+            let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                .fetch_one(&mut c)
+                .await?;
+            let _ = c.close().await;
+            Ok::<_, sqlx::Error>(standby)
+        })
+        .await;
+        let role = match answer {
+            Ok(Ok(false)) => "primary".to_owned(),
+            Ok(Ok(true)) => "standby".to_owned(),
+            Ok(Err(e)) => format!("unreachable: {e}"),
+            Err(_) => format!("unreachable: no answer within {HOST_PROBE_MS_MAX} ms"),
+        };
+        roles.push(HostRole {
+            host: redact_url(&h),
+            role,
+        });
+    }
+    Ok(roles)
+}
+
 /// `url` itself, or, for a multi-host URL, the single-host URL of its writable server.
 async fn resolve(url: &str, limits: &PoolLimits) -> Result<String> {
     let hosts = split_hosts(url)?;

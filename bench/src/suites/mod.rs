@@ -20,6 +20,7 @@ mod peer;
 mod prov;
 mod queue;
 mod recovery;
+mod replicated;
 mod workflow;
 
 pub(crate) use ceiling::ceiling;
@@ -29,6 +30,7 @@ pub(crate) use peer::peer;
 pub(crate) use prov::prov;
 pub(crate) use queue::queue;
 pub(crate) use recovery::recovery;
+pub(crate) use replicated::replicated;
 pub(crate) use workflow::workflow;
 
 /// A node booted for benchmarking, with the benchmark workflows registered.

@@ -40,23 +40,7 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         let mut per_op = Vec::new();
         for _ in 0..plan.repeats {
             let before = Counters::read(env.pool()).await?;
-            let wf = env.wf.clone();
-            let (n, l, took) = drive(callers, plan.run, move || {
-                let wf = wf.clone();
-                async move {
-                    let out: u32 = if queued {
-                        wf.enqueue::<_, u32>("bench", STEPS, (steps,), StartOptions::default())
-                            .await?
-                            .result()
-                            .await?
-                    } else {
-                        wf.run(STEPS, (steps,), StartOptions::default()).await?
-                    };
-                    anyhow::ensure!(out == steps, "the workflow returned {out}, not {steps}");
-                    Ok(())
-                }
-            })
-            .await;
+            let (n, l, took) = drive_steps(env, steps, callers, queued, plan.run).await;
             let after = Counters::read(env.pool()).await?;
             per_op.push(before.per_op(&after, n, env.pool()).await?);
             rates.push(n as f64 / took.as_secs_f64());
@@ -100,4 +84,32 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
     }
     pb.finish_and_clear();
     Ok(rows)
+}
+
+/// Runs no-op workflows of `steps` steps from `callers` concurrent callers for `run`, directly
+/// or through the queue `bench`: as [`drive`].
+pub(super) async fn drive_steps(
+    env: &Env,
+    steps: u32,
+    callers: usize,
+    queued: bool,
+    run: Duration,
+) -> (u64, Vec<f64>, Duration) {
+    let wf = env.wf.clone();
+    drive(callers, run, move || {
+        let wf = wf.clone();
+        async move {
+            let out: u32 = if queued {
+                wf.enqueue::<_, u32>("bench", STEPS, (steps,), StartOptions::default())
+                    .await?
+                    .result()
+                    .await?
+            } else {
+                wf.run(STEPS, (steps,), StartOptions::default()).await?
+            };
+            anyhow::ensure!(out == steps, "the workflow returned {out}, not {steps}");
+            Ok(())
+        }
+    })
+    .await
 }

@@ -604,7 +604,16 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
     let migrations = dbos_kernel::migrate::summary(&mut c)
         .await
         .with_context(|| hint("migrations"))?;
-    let sections = [
+    let hosts = db::host_roles(&url, &cli_limits()).await?;
+    let mut sections = vec![];
+    if hosts.len() > 1 {
+        sections.push(render::Section {
+            name: "hosts",
+            columns: &["host", "role"],
+            rows: json_rows(&hosts)?,
+        });
+    }
+    sections.extend([
         render::Section {
             name: "database",
             columns: &["database", "url", "server", "server_version", "nodes_alive"],
@@ -636,7 +645,7 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
             columns: &["service", "version", "applied", "last_applied_at"],
             rows: json_rows(&migrations)?,
         },
-    ];
+    ]);
     render::print_sections(&sections, format)?;
     Ok(ExitCode::SUCCESS)
 }
