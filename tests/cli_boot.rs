@@ -296,3 +296,49 @@ fn a_boot_that_fails_after_starting_postgres_stops_it() {
         "no Postgres left running"
     );
 }
+
+#[test]
+fn a_node_declared_dead_while_stalled_joins_again_as_a_new_node() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let stalled = Node::boot(&dir, &[]);
+    let watcher = Node::boot(&dir, &[]);
+    let pid = stalled.child.id();
+    stalled.signal(Signal::SIGSTOP);
+    // The other node declares it dead once its lease has expired.
+    eventually("the stalled node is declared dead", || {
+        sql_json(
+            &dir,
+            &format!(
+                "SELECT state FROM kernel.nodes WHERE node_id = '{}'",
+                stalled.node_id
+            ),
+        ) == serde_json::json!([{"state": "dead"}])
+    });
+    stalled.signal(Signal::SIGCONT);
+    // The same process finds itself dead at its next heartbeat, stops, and boots again under
+    // a fresh id.
+    eventually("the process runs again as a new node", || {
+        sql_json(
+            &dir,
+            &format!(
+                "SELECT node_id FROM os.nodes WHERE pid = {pid} AND alive AND node_id <> '{}'",
+                stalled.node_id
+            ),
+        )
+        .as_array()
+        .is_some_and(|rows| rows.len() == 1)
+    });
+    let rows = sql_json(
+        &dir,
+        &format!(
+            "SELECT state FROM kernel.nodes WHERE node_id = '{}'",
+            stalled.node_id
+        ),
+    );
+    assert_eq!(rows, serde_json::json!([{"state": "dead"}]), "the old id stays dead");
+    stalled.signal(Signal::SIGINT);
+    watcher.signal(Signal::SIGINT);
+    assert!(stalled.wait(), "the rejoined node stops cleanly");
+    assert!(watcher.wait());
+}

@@ -44,6 +44,10 @@ pub struct ShutdownReport {
     pub tasks_abandoned: usize,
     /// Whether this node stopped the embedded Postgres (it was the last node using it).
     pub postgres_stopped: bool,
+    /// Whether the node stopped because the cluster declared it dead (its lease expired while
+    /// it was cut off or stalled): its work went to other nodes, and it may join again only as
+    /// a new node.
+    pub declared_dead: bool,
 }
 
 impl Kernel {
@@ -404,6 +408,7 @@ impl Kernel {
         Ok(ShutdownReport {
             tasks_abandoned: abandoned,
             postgres_stopped,
+            declared_dead: self.lease.has_ended(),
         })
     }
 }

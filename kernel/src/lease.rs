@@ -96,6 +96,11 @@ impl Lease {
         self.inner.lost.lock().cancel();
     }
 
+    /// Whether the lease was given up for good: the cluster declared the node dead.
+    pub fn has_ended(&self) -> bool {
+        self.inner.ended.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Gives the lease up for good: the node was declared dead.
     pub(crate) fn end(&self) {
         self.inner

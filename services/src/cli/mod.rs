@@ -191,7 +191,7 @@ enum Command {
 }
 
 /// How a command finds the database.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 struct ConnArgs {
     /// Postgres URL of the system database; the embedded cluster of --data-dir when unset.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
@@ -219,7 +219,7 @@ impl ConnArgs {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 struct BootArgs {
     #[command(flatten)]
     conn: ConnArgs,
@@ -469,8 +469,35 @@ async fn boot(args: BootArgs, own: crate::workflow::Registry) -> Result<ExitCode
     };
     // Checked before anything starts: a node that cannot run its tasks says so at once.
     limits.run_as.resolve()?;
+    loop {
+        let report = boot_once(&args, limits.clone(), own.clone()).await?;
+        if report.tasks_abandoned > 0 {
+            eprintln!(
+                "{} tasks were still running at the drain deadline; their work will be recovered",
+                report.tasks_abandoned
+            );
+        }
+        if !report.declared_dead {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Cut off or stalled past its lease: other nodes took its work over. With an id of
+        // its own choosing it joins again as a new node; a fixed id is the operator's to reuse.
+        if args.node_id.is_some() {
+            eprintln!("this node was declared dead by the cluster; its work was taken over");
+            return Ok(ExitCode::FAILURE);
+        }
+        eprintln!("this node was declared dead by the cluster; joining again as a new node");
+    }
+}
+
+/// Boots a node, prints its identity and runs it until a signal or until it stops by itself.
+async fn boot_once(
+    args: &BootArgs,
+    limits: dbos_scheduler::command::Limits,
+    own: crate::workflow::Registry,
+) -> Result<dbos_kernel::ShutdownReport> {
     let http = args.http;
-    let config = args.config();
+    let config = args.clone().config();
     let kernel = Kernel::boot(config, &crate::migrations()).await?;
     let mut registry = crate::workflow::Registry::new();
     crate::builtin::register_with(&mut registry, limits);
@@ -525,14 +552,7 @@ async fn boot(args: BootArgs, own: crate::workflow::Registry) -> Result<ExitCode
         tracing::warn!(error = %e, "could not print the node's identity to stdout");
     }
     drop(out);
-    let report = kernel.run_until(signals).await?;
-    if report.tasks_abandoned > 0 {
-        eprintln!(
-            "{} tasks were still running at the drain deadline; their work will be recovered",
-            report.tasks_abandoned
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(kernel.run_until(signals).await?)
 }
 
 /// `dbos ui`: the dashboard on its own, until Ctrl-C.
