@@ -107,18 +107,25 @@ fn torture_node() {
                 drain_timeout_ms: 3_000,
                 ..Config::default()
             };
-            let kernel = Kernel::boot(config, &dbos_services::migrations())
-                .await
-                .expect("the node boots");
-            let mut registry = Registry::new();
-            dbos_services::builtin::register(&mut registry);
-            registry.register("torture.ring", ring);
-            let _wf = Service::launch(&kernel, registry, Options::default())
-                .await
-                .expect("the workflow service launches");
-            let signals = dbos_kernel::ShutdownSignals::install().expect("signal handlers");
-            println!("ready {}", kernel.node_id());
-            kernel.run_until(signals).await.expect("a clean shutdown");
+            // A node declared dead (stalled or cut off past its lease) joins again as a new
+            // node, as `dbos boot` does; the signal handlers stay installed in between.
+            let mut signals = dbos_kernel::ShutdownSignals::install().expect("signal handlers");
+            loop {
+                let kernel = Kernel::boot(config.clone(), &dbos_services::migrations())
+                    .await
+                    .expect("the node boots");
+                let mut registry = Registry::new();
+                dbos_services::builtin::register(&mut registry);
+                registry.register("torture.ring", ring);
+                let _wf = Service::launch(&kernel, registry, Options::default())
+                    .await
+                    .expect("the workflow service launches");
+                println!("ready {}", kernel.node_id());
+                let report = kernel.run_until(&mut signals).await.expect("a clean shutdown");
+                if !report.declared_dead {
+                    break;
+                }
+            }
         });
 }
 
@@ -574,7 +581,32 @@ async fn failover() {
                 let past_lease = LEASE_MS + rng.gen_range(1_000..2_000);
                 tokio::time::sleep(Duration::from_millis(past_lease)).await;
                 net.restore(i);
-                eprintln!("failover: host {i} cut off for {past_lease} ms");
+                // The host's node works again: as itself when nobody declared it dead in
+                // time, else as a new node of the same process; the old one wrote nothing more
+                // (the checks at the end).
+                let pid = nodes[i].pid().as_raw();
+                let restored = chrono::Utc::now();
+                let ids: Vec<(String, String)> = loop {
+                    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+                        "SELECT node_id, state, heartbeat_at > $2 FROM kernel.nodes
+                         WHERE pid = $1 ORDER BY started_at",
+                    )
+                    .bind(pid)
+                    .bind(restored)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+                    if rows.last().is_some_and(|(_, state, fresh)| state == "running" && *fresh) {
+                        break rows.into_iter().map(|(id, state, _)| (id, state)).collect();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                let how = if ids.len() > 1 && ids[ids.len() - 2].1 == "dead" {
+                    "declared dead, it joined again as a new node"
+                } else {
+                    "it kept its lease"
+                };
+                eprintln!("failover: host {i} cut off for {past_lease} ms; {how}");
             }
             _ => unreachable!("faults of the torture test"),
         }

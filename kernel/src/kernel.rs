@@ -278,25 +278,26 @@ impl Kernel {
     /// # Errors
     /// Signal handlers cannot be installed, or shutdown fails.
     pub async fn run_until_signal(self) -> Result<ShutdownReport> {
-        let signals = ShutdownSignals::install()?;
-        self.run_until(signals).await
+        let mut signals = ShutdownSignals::install()?;
+        self.run_until(&mut signals).await
     }
 
-    /// As [`Kernel::run_until_signal`], with handlers installed before.
+    /// As [`Kernel::run_until_signal`], with handlers installed before. The handlers stay
+    /// with the caller: a program that boots again (a node declared dead joining as a new one)
+    /// keeps them, so a signal sent in between is not lost.
     ///
     /// # Errors
     /// Shutdown fails.
-    pub async fn run_until(self, signals: ShutdownSignals) -> Result<ShutdownReport> {
-        let ShutdownSignals { mut int, mut term } = signals;
+    pub async fn run_until(self, signals: &mut ShutdownSignals) -> Result<ShutdownReport> {
         tokio::select! {
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = signals.int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = signals.term.recv() => tracing::info!("SIGTERM: shutting down"),
             () = self.shutdown.cancelled() => {}
         }
         let second = async move {
             tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+                _ = signals.int.recv() => {}
+                _ = signals.term.recv() => {}
             }
         };
         self.shutdown_with(Some(Box::pin(second))).await
@@ -319,7 +320,7 @@ impl Kernel {
 
     async fn shutdown_with(
         self,
-        abort: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+        abort: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>>,
     ) -> Result<ShutdownReport> {
         match abort {
             None => self.stop_in_order().await,

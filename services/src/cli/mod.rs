@@ -469,8 +469,11 @@ async fn boot(args: BootArgs, own: crate::workflow::Registry) -> Result<ExitCode
     };
     // Checked before anything starts: a node that cannot run its tasks says so at once.
     limits.run_as.resolve()?;
+    // Installed once the first boot is done (a Ctrl-C while booting ends the process), then
+    // kept: a signal between two incarnations is not lost.
+    let mut signals = None;
     loop {
-        let report = boot_once(&args, limits.clone(), own.clone()).await?;
+        let report = boot_once(&args, limits.clone(), own.clone(), &mut signals).await?;
         if report.tasks_abandoned > 0 {
             eprintln!(
                 "{} tasks were still running at the drain deadline; their work will be recovered",
@@ -495,6 +498,7 @@ async fn boot_once(
     args: &BootArgs,
     limits: dbos_scheduler::command::Limits,
     own: crate::workflow::Registry,
+    signals: &mut Option<dbos_kernel::ShutdownSignals>,
 ) -> Result<dbos_kernel::ShutdownReport> {
     let http = args.http;
     let config = args.clone().config();
@@ -504,13 +508,15 @@ async fn boot_once(
     registry.merge(own);
     let launched = async {
         // Before the identity is printed: whoever reads it may signal the node at once.
-        let signals = dbos_kernel::ShutdownSignals::install()?;
+        if signals.is_none() {
+            *signals = Some(dbos_kernel::ShutdownSignals::install()?);
+        }
         let opts = crate::workflow::Options::default();
         let wf = crate::workflow::Service::launch(&kernel, registry, opts).await?;
-        anyhow::Ok((signals, wf))
+        anyhow::Ok(wf)
     }
     .await;
-    let (signals, wf) = match launched {
+    let wf = match launched {
         Ok(l) => l,
         Err(e) => {
             // A node that cannot start its services stops what it started, Postgres included.
@@ -552,6 +558,7 @@ async fn boot_once(
         tracing::warn!(error = %e, "could not print the node's identity to stdout");
     }
     drop(out);
+    let signals = signals.as_mut().expect("installed before the identity was printed");
     Ok(kernel.run_until(signals).await?)
 }
 
