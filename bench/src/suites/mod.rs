@@ -21,6 +21,7 @@ mod prov;
 mod queue;
 mod recovery;
 mod replicated;
+mod restate;
 mod workflow;
 
 pub(crate) use ceiling::ceiling;

@@ -5,6 +5,15 @@ use super::*;
 /// Version of DBOS for Python the peer suite measures.
 const PEER_VERSION: &str = "3.4.0";
 
+/// Where peers are installed on first use: `dbos-bench` in the user's cache directory.
+pub(super) fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("dbos-bench")
+}
+
 /// A virtualenv with DBOS for Python, made on first use; `None` when python3 is missing.
 async fn peer_python() -> Result<Option<std::path::PathBuf>> {
     if tokio::process::Command::new("python3")
@@ -15,11 +24,7 @@ async fn peer_python() -> Result<Option<std::path::PathBuf>> {
     {
         return Ok(None);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    let venv = cache.join(format!("dbos-bench/dbos-py-{PEER_VERSION}"));
+    let venv = cache_dir().join(format!("dbos-py-{PEER_VERSION}"));
     let python = venv.join("bin/python");
     if !venv.join(".installed").exists() {
         let ok = tokio::process::Command::new("python3")
@@ -130,6 +135,73 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         rows.push(row);
     }
     let _ = std::fs::remove_file(&script);
+    pb.finish_and_clear();
+    rows.extend(restate_rows(env, plan, workloads).await?);
+    Ok(rows)
+}
+
+/// The same 3-step workload on Restate, beside ours at each concurrency, alternating.
+async fn restate_rows(env: &Env, plan: Plan, workloads: &[usize]) -> Result<Vec<Row>> {
+    let Some(restate) = super::restate::Restate::start().await? else {
+        return Ok(Vec::new());
+    };
+    let pb = bar(
+        (workloads.len() * plan.repeats) as u64,
+        "peer: Restate",
+    );
+    let mut rows = Vec::new();
+    for &callers in workloads {
+        let (mut theirs, mut ours, mut lats, mut our_lats) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut cpu_per_invocation = Vec::new();
+        for _ in 0..plan.repeats {
+            let (client, url) = restate.invoker();
+            let cpu_before = restate.cpu_ms();
+            let (n, l, took) = drive(callers, plan.run, move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move { super::restate::invoke_with(&client, &url).await }
+            })
+            .await;
+            cpu_per_invocation.push((restate.cpu_ms() - cpu_before) / n.max(1) as f64);
+            theirs.push(n as f64 / took.as_secs_f64());
+            lats.extend(l);
+            let (n, l, took) =
+                super::workflow::drive_steps(env, 3, callers, false, plan.run).await;
+            ours.push(n as f64 / took.as_secs_f64());
+            our_lats.extend(l);
+            pb.inc(1);
+        }
+        let (their_med, _, _) = summarize(&theirs);
+        let mut row = Row::new(
+            "peer",
+            format!(
+                "3-step workflow, {callers} caller{}, beside Restate",
+                if callers == 1 { "" } else { "s" }
+            ),
+            &ours,
+            "workflows/s",
+            plan.repeats,
+        )
+        .at("3-step workflow, beside Restate", callers as u32);
+        row.baseline = Some(their_med);
+        row.baseline_name = Some(format!(
+            "Restate {} (default durable settings), same machine, same run",
+            super::restate::SERVER_VERSION
+        ));
+        row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
+        row.p50_ms = Some(quantile(&mut our_lats, 0.5));
+        row.p99_ms = Some(quantile(&mut our_lats, 0.99));
+        row.paper = Some("Restate 1.7 ≈90/190/280 invocations/s at 1/8/32 callers (2-core)".into());
+        row.extra
+            .insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
+        row.extra
+            .insert("peer_p99_ms".into(), quantile(&mut lats, 0.99).into());
+        row.extra.insert(
+            "peer_cpu_ms_per_invocation".into(),
+            summarize(&cpu_per_invocation).0.into(),
+        );
+        rows.push(row);
+    }
     pb.finish_and_clear();
     Ok(rows)
 }

@@ -1,0 +1,190 @@
+//! The Restate peer of the `peer` suite: the Restate server (npm `@restatedev/restate-server`,
+//! with its default durable settings) and a service on `@restatedev/restate-sdk` whose handler
+//! runs three durable no-op steps (`bench/peer/restate_peer.mjs`), invoked through the server's
+//! HTTP ingress by the same driver as our workflows. Installed with npm into the cache directory
+//! on first use; skipped with a notice where Node.js or npm is missing.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+
+/// Versions measured: the server the issue names, and the newest SDK that runs on Node.js 20.
+pub(super) const SERVER_VERSION: &str = "1.7";
+const SDK_VERSION: &str = "1.9.1";
+
+/// A running Restate server and the benchmark service registered with it.
+pub(super) struct Restate {
+    server: Child,
+    service: Child,
+    /// URL of the handler at the ingress.
+    pub(super) invoke_url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Restate {
+    fn drop(&mut self) {
+        for c in [&mut self.server, &mut self.service] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The npm packages, installed into the cache on first use; `None` (with the reason) where
+/// Node.js or npm is missing.
+fn install() -> Result<std::result::Result<PathBuf, String>> {
+    for tool in ["node", "npm"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Ok(Err(format!("{tool} is not installed")));
+        }
+    }
+    let dir = super::peer::cache_dir().join(format!("restate-{SERVER_VERSION}-sdk-{SDK_VERSION}"));
+    if !dir.join(".installed").exists() {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("package.json"),
+            r#"{"name":"dbos-bench-restate","private":true,"type":"module"}"#,
+        )?;
+        let ok = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund"])
+            .arg(format!("@restatedev/restate-server@{SERVER_VERSION}"))
+            .arg(format!("@restatedev/restate-sdk@{SDK_VERSION}"))
+            .current_dir(&dir)
+            .status()?;
+        anyhow::ensure!(ok.success(), "npm install of the Restate server and SDK failed");
+        std::fs::write(dir.join(".installed"), b"")?;
+    }
+    std::fs::write(
+        dir.join("restate_peer.mjs"),
+        include_str!("../../peer/restate_peer.mjs"),
+    )?;
+    Ok(Ok(dir))
+}
+
+/// `N` distinct free TCP ports on loopback.
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    let mut ports = [0; N];
+    for (p, l) in ports.iter_mut().zip(&held) {
+        *p = l.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+impl Restate {
+    /// Installs (first time), starts the server and the service, and registers the service;
+    /// `Ok(None)` with a notice printed where it cannot run here.
+    pub(super) async fn start() -> Result<Option<Restate>> {
+        let dir = match install()? {
+            Ok(d) => d,
+            Err(why) => {
+                eprintln!("NOTICE: {why}; the Restate peer is skipped");
+                return Ok(None);
+            }
+        };
+        let data = tempfile::Builder::new().prefix("dbos-bench-restate-").tempdir()?;
+        let [ingress, admin, pgsql, node, service] = free_ports::<5>()?;
+        let log = |name: &str| -> Result<Stdio> {
+            Ok(std::fs::File::create(data.path().join(name))?.into())
+        };
+        let server = Command::new(dir.join("node_modules/.bin/restate-server"))
+            .env("RESTATE_BASE_DIR", data.path())
+            .env("RESTATE_INGRESS__BIND_ADDRESS", format!("127.0.0.1:{ingress}"))
+            .env("RESTATE_ADMIN__BIND_ADDRESS", format!("127.0.0.1:{admin}"))
+            .env(
+                "RESTATE_ADMIN__QUERY_ENGINE__PGSQL_BIND_ADDRESS",
+                format!("127.0.0.1:{pgsql}"),
+            )
+            .env("RESTATE_BIND_ADDRESS", format!("127.0.0.1:{node}"))
+            .env("RESTATE_ADVERTISED_ADDRESS", format!("http://127.0.0.1:{node}"))
+            .env("RESTATE_LOG_FILTER", "warn")
+            .stdout(log("server.log")?)
+            .stderr(log("server.err")?)
+            .spawn()?;
+        let service_port = service;
+        let service = Command::new("node")
+            .arg(dir.join("restate_peer.mjs"))
+            .arg(service_port.to_string())
+            .env("RESTATE_LOGGING", "WARN")
+            .current_dir(&dir)
+            .stdout(log("service.log")?)
+            .stderr(log("service.err")?)
+            .spawn()?;
+        let r = Restate {
+            server,
+            service,
+            invoke_url: format!("http://127.0.0.1:{ingress}/Bench/run"),
+            client: reqwest::Client::new(),
+            _dir: data,
+        };
+        // Registered once both answer.
+        let register = format!("http://127.0.0.1:{admin}/deployments");
+        let body = serde_json::json!({ "uri": format!("http://127.0.0.1:{service_port}") });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let sent = r
+                .client
+                .post(&register)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status().is_success() => break,
+                other => {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "the Restate server did not register the service within 60 s: {other:?}; \
+                         logs in {}",
+                        r._dir.path().display()
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        // One invocation to warm both up.
+        r.invoke().await?;
+        Ok(Some(r))
+    }
+
+    /// One invocation of the 3-step handler, to its result.
+    pub(super) async fn invoke(&self) -> Result<()> {
+        invoke_with(&self.client, &self.invoke_url).await
+    }
+
+    /// A handle for the driver's callers.
+    pub(super) fn invoker(&self) -> (reqwest::Client, String) {
+        (self.client.clone(), self.invoke_url.clone())
+    }
+
+    /// CPU time of the server and the service so far, ms.
+    pub(super) fn cpu_ms(&self) -> f64 {
+        [self.server.id(), self.service.id()]
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .filter_map(|s| cpu_ticks(&s))
+            .sum::<u64>() as f64
+            * ms_per_tick()
+    }
+}
+
+/// One invocation through `(client, url)`, for the driver.
+pub(super) async fn invoke_with(client: &reqwest::Client, url: &str) -> Result<()> {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body("3")
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    anyhow::ensure!(
+        status.is_success() && text.trim() == "3",
+        "Restate answered {status}: {text}"
+    );
+    Ok(())
+}
