@@ -14,6 +14,39 @@ pub(super) fn cache_dir() -> std::path::PathBuf {
         .join("dbos-bench")
 }
 
+/// `packages`, installed with npm into `name` under [`cache_dir`] on first use, with `script`
+/// (a peer's own program, from `bench/peer/`) written beside them; `Ok(Err(why))` where
+/// Node.js or npm is missing.
+pub(super) fn npm_peer(
+    name: &str,
+    packages: &[&str],
+    script: (&str, &str),
+) -> Result<std::result::Result<std::path::PathBuf, String>> {
+    use std::process::Command;
+    for tool in ["node", "npm"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Ok(Err(format!("{tool} is not installed")));
+        }
+    }
+    let dir = cache_dir().join(name);
+    if !dir.join(".installed").exists() {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("package.json"),
+            format!(r#"{{"name":"dbos-bench-{name}","private":true,"type":"module"}}"#),
+        )?;
+        let ok = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund"])
+            .args(packages)
+            .current_dir(&dir)
+            .status()?;
+        anyhow::ensure!(ok.success(), "npm install {} failed", packages.join(" "));
+        std::fs::write(dir.join(".installed"), b"")?;
+    }
+    std::fs::write(dir.join(script.0), script.1)?;
+    Ok(Ok(dir))
+}
+
 /// A virtualenv with DBOS for Python, made on first use; `None` when python3 is missing.
 async fn peer_python() -> Result<Option<std::path::PathBuf>> {
     if tokio::process::Command::new("python3")

@@ -94,6 +94,7 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
     let n: i64 = if plan.quick { 2_000 } else { 20_000 };
     let pb = bar((3 * plan.repeats) as u64, "queue: drain and latency");
     let mut rows = Vec::new();
+    let mut one_node = Vec::new();
     for nodes in [1u32, 2] {
         let extra = if nodes == 2 {
             Some(second_node(env).await?)
@@ -115,6 +116,9 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
         }
         if let Some((k, _)) = extra {
             k.shutdown().await?;
+        }
+        if nodes == 1 {
+            one_node = rates.clone();
         }
         let mut row = Row::new(
             "queue",
@@ -139,6 +143,9 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
         PerOp::budget(&per_op, "task", &mut row.extra);
         row.paper =
             Some("graphile-worker batched: 16K jobs/s; awa: 5.8K/s (same machine class)".into());
+        rows.push(row);
+    }
+    if let Some(row) = graphile_row(env, plan, n, &one_node).await? {
         rows.push(row);
     }
     // Enqueue-to-start on an idle node.
@@ -171,4 +178,87 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
     rows.push(row);
     pb.finish_and_clear();
     Ok(rows)
+}
+
+/// Version of graphile-worker measured: the newest that runs on Node.js 20 and has the local
+/// queue and batched completion of its documented high-throughput configuration.
+const GRAPHILE_VERSION: &str = "0.17.3";
+
+/// graphile-worker draining the same number of no-op jobs with one worker, on its own database
+/// of the same server, beside our one-node drain (`ours`: its rates) of this run; `None` with a notice
+/// where Node.js is missing.
+async fn graphile_row(env: &Env, plan: Plan, n: i64, ours: &[f64]) -> Result<Option<Row>> {
+    let dir = match super::peer::npm_peer(
+        &format!("graphile-worker-{GRAPHILE_VERSION}"),
+        &[&format!("graphile-worker@{GRAPHILE_VERSION}")],
+        ("graphile_peer.mjs", include_str!("../../peer/graphile_peer.mjs")),
+    )? {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("NOTICE: {why}; the graphile-worker peer is skipped");
+            return Ok(None);
+        }
+    };
+    let base = env
+        .admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or_default();
+    {
+        let mut admin =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&env.admin_url).await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_database WHERE datname = 'bench_graphile')",
+        )
+        .fetch_one(&mut admin)
+        .await?;
+        if !exists {
+            sqlx::query("CREATE DATABASE bench_graphile")
+                .execute(&mut admin)
+                .await?;
+        }
+    }
+    let url = format!("{base}/bench_graphile");
+    let pb = bar(plan.repeats as u64, "queue: graphile-worker");
+    let mut theirs = Vec::new();
+    for _ in 0..plan.repeats {
+        let out = tokio::process::Command::new("node")
+            .arg(dir.join("graphile_peer.mjs"))
+            .arg(&url)
+            .arg(n.to_string())
+            .current_dir(&dir)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "the graphile-worker drain failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(
+            out.stdout
+                .rsplit(|b| *b == b'\n')
+                .find(|l| !l.is_empty())
+                .unwrap_or_default(),
+        )?;
+        theirs.push(v["jobs"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let (their_med, _, _) = summarize(&theirs);
+    let mut row = Row::new(
+        "queue",
+        "no-op tasks drained, batch enqueue, 1 node, beside graphile-worker".into(),
+        ours,
+        "tasks/s",
+        plan.repeats,
+    );
+    row.baseline = Some(their_med);
+    row.baseline_name = Some(format!(
+        "graphile-worker {GRAPHILE_VERSION} (local queue 500, batched completion, 24 jobs at \
+         once), same Postgres, same run"
+    ));
+    row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
+    row.extra.insert("tasks".into(), n.into());
+    row.paper = Some("graphile-worker batched: 16K jobs/s (same machine class)".into());
+    Ok(Some(row))
 }

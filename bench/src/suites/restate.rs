@@ -4,7 +4,6 @@
 //! HTTP ingress by the same driver as our workflows. Installed with npm into the cache directory
 //! on first use; skipped with a notice where Node.js or npm is missing.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use super::*;
@@ -32,37 +31,6 @@ impl Drop for Restate {
     }
 }
 
-/// The npm packages, installed into the cache on first use; `None` (with the reason) where
-/// Node.js or npm is missing.
-fn install() -> Result<std::result::Result<PathBuf, String>> {
-    for tool in ["node", "npm"] {
-        if Command::new(tool).arg("--version").output().is_err() {
-            return Ok(Err(format!("{tool} is not installed")));
-        }
-    }
-    let dir = super::peer::cache_dir().join(format!("restate-{SERVER_VERSION}-sdk-{SDK_VERSION}"));
-    if !dir.join(".installed").exists() {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(
-            dir.join("package.json"),
-            r#"{"name":"dbos-bench-restate","private":true,"type":"module"}"#,
-        )?;
-        let ok = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund"])
-            .arg(format!("@restatedev/restate-server@{SERVER_VERSION}"))
-            .arg(format!("@restatedev/restate-sdk@{SDK_VERSION}"))
-            .current_dir(&dir)
-            .status()?;
-        anyhow::ensure!(ok.success(), "npm install of the Restate server and SDK failed");
-        std::fs::write(dir.join(".installed"), b"")?;
-    }
-    std::fs::write(
-        dir.join("restate_peer.mjs"),
-        include_str!("../../peer/restate_peer.mjs"),
-    )?;
-    Ok(Ok(dir))
-}
-
 /// `N` distinct free TCP ports on loopback.
 fn free_ports<const N: usize>() -> Result<[u16; N]> {
     let held: Vec<std::net::TcpListener> = (0..N)
@@ -79,7 +47,14 @@ impl Restate {
     /// Installs (first time), starts the server and the service, and registers the service;
     /// `Ok(None)` with a notice printed where it cannot run here.
     pub(super) async fn start() -> Result<Option<Restate>> {
-        let dir = match install()? {
+        let dir = match super::peer::npm_peer(
+            &format!("restate-{SERVER_VERSION}-sdk-{SDK_VERSION}"),
+            &[
+                &format!("@restatedev/restate-server@{SERVER_VERSION}"),
+                &format!("@restatedev/restate-sdk@{SDK_VERSION}"),
+            ],
+            ("restate_peer.mjs", include_str!("../../peer/restate_peer.mjs")),
+        )? {
             Ok(d) => d,
             Err(why) => {
                 eprintln!("NOTICE: {why}; the Restate peer is skipped");
