@@ -335,9 +335,21 @@ impl Endpoint {
         let pool = PgPoolOptions::new()
             .max_connections(size_max)
             .acquire_timeout(Duration::from_millis(acquire_timeout_ms))
-            .before_acquire(move |_, meta| {
+            // sqlx pings every connection it hands out (a round trip per statement); a
+            // connection that was in use within the last second is live, and one lost since
+            // fails its statement, which is retried like any lost connection.
+            .test_before_acquire(false)
+            .before_acquire(move |conn, meta| {
                 let stale = moved_at.lock().is_some_and(|t| meta.age > t.elapsed());
-                Box::pin(async move { Ok(!stale) })
+                Box::pin(async move {
+                    if stale {
+                        return Ok(false);
+                    }
+                    if meta.idle_for < Duration::from_millis(PING_IDLE_MS_MIN) {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
             })
             .connect_lazy_with(connect_options(&state.current, &self.limits)?);
         state.pools.push(pool.clone());
@@ -416,6 +428,8 @@ impl Endpoint {
     }
 }
 
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_IDLE_MS_MIN: u64 = 1_000;
 /// How long a side pool's loop waits for its one connection.
 const SIDE_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
 /// How long one attempt to reach a host while looking for the writable server may take: a host

@@ -50,8 +50,10 @@ pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<
             };
             let options =
                 db::connect_options(&env.url, &limits)?.options([("synchronous_commit", sync)]);
+            // As the node's pools: no ping before each use of a busy connection.
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(limits.size_max)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
             // Open every connection before measuring: connecting is not committing.
