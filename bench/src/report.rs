@@ -370,8 +370,15 @@ pub fn write(results_dir: &Path, papers_dir: &Path) -> Result<PathBuf> {
             figures.push(suite.clone());
         }
     }
-    let faults = std::fs::read_to_string(results_dir.join(FAULTS_FILE)).ok();
-    let text = render(&suites, environment.as_ref(), &figures, faults.as_deref());
+    let kept: Vec<(&str, String)> = NOTES
+        .iter()
+        .filter_map(|(file, heading)| {
+            let text = std::fs::read_to_string(results_dir.join(file)).ok()?;
+            Some((*heading, text))
+        })
+        .collect();
+    let notes: Vec<(&str, &str)> = kept.iter().map(|(h, t)| (*h, t.as_str())).collect();
+    let text = render(&suites, environment.as_ref(), &figures, &notes);
     let path = papers_dir.join("EVALUATION.md");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
@@ -388,16 +395,21 @@ fn env_str(env: Option<&serde_json::Value>, path: &[&str]) -> Option<String> {
     })
 }
 
-/// The last long run of the torture test (`tests/torture.rs`), in Markdown, kept beside the
-/// benchmark results and shown in its own section.
-pub const FAULTS_FILE: &str = "torture.md";
+/// Sections written by hand from measured runs, kept beside the benchmark results as Markdown
+/// and shown after the measured rows, each under its heading: the time budget of the hot paths
+/// read from a full run's `measured` columns, and the last long run of the torture test
+/// (`tests/torture.rs`).
+pub const NOTES: &[(&str, &str)] = &[
+    ("time.md", "Where the time goes"),
+    ("torture.md", "Faults: the torture run"),
+];
 
-/// The text of EVALUATION.md for these results (and the last torture run's, when kept).
+/// The text of EVALUATION.md for these results, with the hand-written `notes` (heading, text).
 pub fn render(
     suites: &[(String, Vec<Row>)],
     environment: Option<&serde_json::Value>,
     figures: &[String],
-    faults: Option<&str>,
+    notes: &[(&str, &str)],
 ) -> String {
     let rows: Vec<Row> = suites.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
     let cores: f64 = env_str(environment, &["cores"])
@@ -540,9 +552,9 @@ pub fn render(
         }
     }
 
-    if let Some(faults) = faults {
-        s.push_str("## Faults: the torture run\n\n");
-        s.push_str(faults.trim_end());
+    for (heading, text) in notes {
+        s.push_str(&format!("## {heading}\n\n"));
+        s.push_str(text.trim_end());
         s.push_str("\n\n");
     }
     s.push_str(CAVEATS);
@@ -602,7 +614,7 @@ mod tests {
             ],
             Some(&env),
             &["ceiling".into()],
-            Some("1000 cycles, every invariant held."),
+            &[("Faults: the torture run", "1000 cycles, every invariant held.")],
         );
         assert!(text.contains(
             "## Faults: the torture run\n\n1000 cycles, every invariant held.\n\n## Caveats"

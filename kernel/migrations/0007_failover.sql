@@ -6,8 +6,9 @@
 ALTER TABLE kernel.nodes ADD COLUMN addr inet;
 
 -- The timelines this database has been written on, each with when a node first saw it. A
--- standby promoted by a failover starts a new timeline; until a node records it (the sweep of
--- expired leases does, `dbos_kernel::node::declare_expired_dead`) no lease counts as expired.
+-- standby promoted by a failover starts a new timeline; until a node records it (a node's
+-- registration and the sweep of expired leases do, `dbos_kernel::node::{register,
+-- declare_expired_dead}`) no lease counts as expired.
 CREATE TABLE kernel.timelines (
     timeline integer     PRIMARY KEY,
     seen_at  timestamptz NOT NULL DEFAULT now()

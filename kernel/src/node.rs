@@ -120,7 +120,12 @@ pub async fn register(pool: &PgPool, n: &NodeInfo) -> Result<()> {
     let labels = serde_json::to_value(&n.labels).expect("string maps serialise");
     // Inserts, or takes over a row whose holder is gone (served by the primary key).
     let row = sqlx::query(
-        "INSERT INTO kernel.nodes AS n
+        // Records the server's timeline when new (a fresh database, or after a failover):
+        // leases run from then (`kernel.writable_since`).
+        "WITH timeline AS (
+             INSERT INTO kernel.timelines (timeline) SELECT kernel.timeline()
+             ON CONFLICT DO NOTHING)
+         INSERT INTO kernel.nodes AS n
              (node_id, hostname, pid, version, data_dir, slots, labels, lease_ms, machine_id,
               boot_id, addr)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, inet_client_addr())
@@ -311,9 +316,9 @@ pub async fn mark_stopped(pool: &PgPool, node_id: &str) -> Result<()> {
 pub async fn dead_nodes<'c>(db: impl PgExecutor<'c>) -> Result<Vec<Node>> {
     list(
         db,
-        "WHERE state = 'dead'
-            OR (state IN ('running', 'draining')
-                AND kernel.lease_expired(heartbeat_at, lease_ms))",
+        "WHERE o.state = 'dead'
+            OR (o.state IN ('running', 'draining')
+                AND kernel.lease_expired(o.heartbeat_at, o.lease_ms))",
     )
     .await
 }
@@ -329,7 +334,8 @@ pub async fn all_nodes<'c>(db: impl PgExecutor<'c>) -> Result<Vec<Node>> {
     list(db, "").await
 }
 
-/// Nodes of `os.nodes` (whose `alive` is the one definition of liveness) matching `filter`.
+/// Nodes of `os.nodes` (whose `alive` is the one definition of liveness) matching `filter`,
+/// which names the view's columns as `o.`.
 async fn list<'c>(db: impl PgExecutor<'c>, filter: &str) -> Result<Vec<Node>> {
     let sql = format!(
         "SELECT o.node_id, o.hostname, o.pid, o.state, o.alive, o.slots, o.labels, o.started_at,
