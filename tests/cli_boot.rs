@@ -336,7 +336,11 @@ fn a_node_declared_dead_while_stalled_joins_again_as_a_new_node() {
             stalled.node_id
         ),
     );
-    assert_eq!(rows, serde_json::json!([{"state": "dead"}]), "the old id stays dead");
+    assert_eq!(
+        rows,
+        serde_json::json!([{"state": "dead"}]),
+        "the old id stays dead"
+    );
     stalled.signal(Signal::SIGINT);
     watcher.signal(Signal::SIGINT);
     assert!(stalled.wait(), "the rejoined node stops cleanly");

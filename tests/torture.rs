@@ -121,7 +121,10 @@ fn torture_node() {
                     .await
                     .expect("the workflow service launches");
                 println!("ready {}", kernel.node_id());
-                let report = kernel.run_until(&mut signals).await.expect("a clean shutdown");
+                let report = kernel
+                    .run_until(&mut signals)
+                    .await
+                    .expect("a clean shutdown");
                 if !report.declared_dead {
                     break;
                 }
@@ -431,7 +434,16 @@ async fn torture() {
         started,
         began.elapsed().as_secs_f64()
     );
-    wait_all_end(&pool, &load, &mut nodes, &mut start_node, &mut started, seed, &logs).await;
+    wait_all_end(
+        &pool,
+        &load,
+        &mut nodes,
+        &mut start_node,
+        &mut started,
+        seed,
+        &logs,
+    )
+    .await;
     stop_nodes(&mut nodes, &run);
     check(&pool, &load).await;
     let _ = std::fs::remove_dir_all(&logs);
@@ -494,12 +506,11 @@ async fn failover() {
         nodes.push(n);
     }
     // Each host's node registered with its own address.
-    let addrs: Vec<String> = sqlx::query_scalar(
-        "SELECT host(addr) FROM os.nodes WHERE alive ORDER BY host(addr)",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("os.nodes");
+    let addrs: Vec<String> =
+        sqlx::query_scalar("SELECT host(addr) FROM os.nodes WHERE alive ORDER BY host(addr)")
+            .fetch_all(&pool)
+            .await
+            .expect("os.nodes");
     let want: Vec<String> = (0..NODES).map(|i| net.host_addr(i)).collect();
     assert_eq!(addrs, want, "os.nodes shows each node's host address");
 
@@ -555,12 +566,19 @@ async fn failover() {
                     promoted.elapsed().as_millis()
                 );
                 // `dbos status`, run on a host, names the new primary.
-                let to = moved.split(" to port ").nth(1).and_then(|t| t.split(' ').next());
+                let to = moved
+                    .split(" to port ")
+                    .nth(1)
+                    .and_then(|t| t.split(' ').next());
                 let out = support::netns::Net::exec(&net.host(0), env!("CARGO_BIN_EXE_dbos"))
                     .args(["status", "--json", "--database-url", &url])
                     .output()
                     .expect("dbos status runs");
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 let status: serde_json::Value =
                     serde_json::from_slice(&out.stdout).expect("status JSON");
                 let primaries: Vec<&str> = status["hosts"]
@@ -596,7 +614,10 @@ async fn failover() {
                     .fetch_all(&pool)
                     .await
                     .unwrap_or_default();
-                    if rows.last().is_some_and(|(_, state, fresh)| state == "running" && *fresh) {
+                    if rows
+                        .last()
+                        .is_some_and(|(_, state, fresh)| state == "running" && *fresh)
+                    {
                         break rows.into_iter().map(|(id, state, _)| (id, state)).collect();
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -614,7 +635,16 @@ async fn failover() {
     }
     ha.wait_healthy();
     pool = ha.writable_pool().await;
-    wait_all_end(&pool, &load, &mut nodes, &mut start_node, &mut started, seed, &logs).await;
+    wait_all_end(
+        &pool,
+        &load,
+        &mut nodes,
+        &mut start_node,
+        &mut started,
+        seed,
+        &logs,
+    )
+    .await;
     stop_nodes(&mut nodes, &run);
     check(&pool, &load).await;
     let taken_over = check_no_overlap(&load);

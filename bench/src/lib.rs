@@ -78,7 +78,15 @@ pub struct Args {
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
 pub const SUITES: &[&str] = &[
-    "ceiling", "workflow", "queue", "peer", "recovery", "msg", "fs", "prov", "replicated",
+    "ceiling",
+    "workflow",
+    "queue",
+    "peer",
+    "recovery",
+    "msg",
+    "fs",
+    "prov",
+    "replicated",
 ];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.

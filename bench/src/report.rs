@@ -614,7 +614,10 @@ mod tests {
             ],
             Some(&env),
             &["ceiling".into()],
-            &[("Faults: the torture run", "1000 cycles, every invariant held.")],
+            &[(
+                "Faults: the torture run",
+                "1000 cycles, every invariant held.",
+            )],
         );
         assert!(text.contains(
             "## Faults: the torture run\n\n1000 cycles, every invariant held.\n\n## Caveats"

@@ -377,7 +377,10 @@ impl Endpoint {
     /// Notes that a statement on the database failed (the heartbeat calls this); the failover
     /// [`Endpoint::follow`] then logs reports the time since the first such failure.
     pub fn note_failure(&self) {
-        self.state.lock().failing_since.get_or_insert_with(Instant::now);
+        self.state
+            .lock()
+            .failing_since
+            .get_or_insert_with(Instant::now);
     }
 
     /// Notes that the database answered again.

@@ -142,7 +142,12 @@ impl Kernel {
         .await?;
         let loops = Loops::new();
         let notifier = db::retry_transient("starting the notifier", budget, transient, || {
-            Notifier::start(&pool, endpoint.side_pool(), config.notify_buffer_max, &loops)
+            Notifier::start(
+                &pool,
+                endpoint.side_pool(),
+                config.notify_buffer_max,
+                &loops,
+            )
         })
         .await?;
         let runtime = Runtime::new(pool.clone(), &node.node_id, config.slots);

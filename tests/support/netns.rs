@@ -59,7 +59,15 @@ impl Net {
         ip(&["netns", "add", &db]);
         ip(&["-n", &db, "link", "set", "lo", "up"]);
         ip(&["-n", &db, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &db, "addr", "add", &format!("{}/24", net.db_addr()), "dev", "br0"]);
+        ip(&[
+            "-n",
+            &db,
+            "addr",
+            "add",
+            &format!("{}/24", net.db_addr()),
+            "dev",
+            "br0",
+        ]);
         ip(&["-n", &db, "link", "set", "br0", "up"]);
         for i in 0..hosts {
             let h = net.host(i);
@@ -73,7 +81,15 @@ impl Net {
             ip(&["-n", &h, "link", "set", &peer, "netns", &db]);
             ip(&["-n", &db, "link", "set", &peer, "master", "br0"]);
             ip(&["-n", &db, "link", "set", &peer, "up"]);
-            ip(&["-n", &h, "addr", "add", &format!("{}/24", net.host_addr(i)), "dev", "eth0"]);
+            ip(&[
+                "-n",
+                &h,
+                "addr",
+                "add",
+                &format!("{}/24", net.host_addr(i)),
+                "dev",
+                "eth0",
+            ]);
             ip(&["-n", &h, "link", "set", "eth0", "up"]);
         }
         net
@@ -125,6 +141,8 @@ impl Drop for Net {
                 .args(["netns", "del", &self.host(i)])
                 .status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.db()]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.db()])
+            .status();
     }
 }

@@ -178,10 +178,7 @@ async fn restate_rows(env: &Env, plan: Plan, workloads: &[usize]) -> Result<Vec<
     let Some(restate) = super::restate::Restate::start().await? else {
         return Ok(Vec::new());
     };
-    let pb = bar(
-        (workloads.len() * plan.repeats) as u64,
-        "peer: Restate",
-    );
+    let pb = bar((workloads.len() * plan.repeats) as u64, "peer: Restate");
     let mut rows = Vec::new();
     for &callers in workloads {
         let (mut theirs, mut ours, mut lats, mut our_lats) =
@@ -198,8 +195,7 @@ async fn restate_rows(env: &Env, plan: Plan, workloads: &[usize]) -> Result<Vec<
             cpu_per_invocation.push((restate.cpu_ms() - cpu_before) / n.max(1) as f64);
             theirs.push(n as f64 / took.as_secs_f64());
             lats.extend(l);
-            let (n, l, took) =
-                super::workflow::drive_steps(env, 3, callers, false, plan.run).await;
+            let (n, l, took) = super::workflow::drive_steps(env, 3, callers, false, plan.run).await;
             ours.push(n as f64 / took.as_secs_f64());
             our_lats.extend(l);
             pb.inc(1);

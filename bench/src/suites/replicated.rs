@@ -47,24 +47,40 @@ impl Drop for Formation {
 fn script() -> Option<PathBuf> {
     std::env::var_os("DBOS_HA_CLUSTER")
         .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ha-cluster"))))
+        .or_else(|| {
+            Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../scripts/ha-cluster"
+            )))
+        })
         .filter(|p| p.exists())
 }
 
 pub(crate) async fn replicated(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let Some(script) = script() else {
-        eprintln!("NOTICE: suite replicated skipped: scripts/ha-cluster not found (set DBOS_HA_CLUSTER)");
+        eprintln!(
+            "NOTICE: suite replicated skipped: scripts/ha-cluster not found (set DBOS_HA_CLUSTER)"
+        );
         return Ok(Vec::new());
     };
-    if Command::new("pg_autoctl").arg("--version").output().is_err() {
+    if Command::new("pg_autoctl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!(
             "NOTICE: suite replicated skipped: pg_autoctl not found (install \
              postgresql-15-auto-failover and pg-auto-failover-cli; scripts/setup does)"
         );
         return Ok(Vec::new());
     }
-    let dir = tempfile::Builder::new().prefix("dbos-bench-ha-").tempdir()?;
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let dir = tempfile::Builder::new()
+        .prefix("dbos-bench-ha-")
+        .tempdir()?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     let formation = Formation {
         script,
         dir,
@@ -75,7 +91,10 @@ pub(crate) async fn replicated(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let sync: String = sqlx::query_scalar("SELECT current_setting('synchronous_standby_names')")
         .fetch_one(ha.pool())
         .await?;
-    anyhow::ensure!(!sync.is_empty(), "the formation's primary has no synchronous standby");
+    anyhow::ensure!(
+        !sync.is_empty(),
+        "the formation's primary has no synchronous standby"
+    );
 
     let pb = bar((2 * plan.repeats) as u64, SUITE);
     // [single server, replicated]
@@ -127,8 +146,10 @@ pub(crate) async fn replicated(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     row.p50_ms = Some(quantile(&mut ha_lats, 0.5));
     row.p99_ms = Some(quantile(&mut ha_lats, 0.99));
     let median = |f: fn(&PerOp) -> f64| summarize(&per_op.iter().map(f).collect::<Vec<_>>()).0;
-    row.extra.insert("commits_per_wf".into(), median(|p| p.commits).into());
-    row.extra.insert("synchronous_standby_names".into(), sync.into());
+    row.extra
+        .insert("commits_per_wf".into(), median(|p| p.commits).into());
+    row.extra
+        .insert("synchronous_standby_names".into(), sync.into());
     PerOp::budget(&per_op, "wf", &mut row.extra);
     Ok(vec![base, row])
 }

@@ -4,6 +4,7 @@
 //! HTTP ingress by the same driver as our workflows. Installed with npm into the cache directory
 //! on first use; skipped with a notice where Node.js or npm is missing.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use super::*;
@@ -23,9 +24,14 @@ pub(super) struct Restate {
 }
 
 impl Drop for Restate {
+    /// Each was started as the leader of a process group of its own (the npm launcher of the
+    /// server runs the server binary as its child): the whole group goes.
     fn drop(&mut self) {
         for c in [&mut self.server, &mut self.service] {
-            let _ = c.kill();
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = c.wait();
         }
     }
@@ -53,7 +59,10 @@ impl Restate {
                 &format!("@restatedev/restate-server@{SERVER_VERSION}"),
                 &format!("@restatedev/restate-sdk@{SDK_VERSION}"),
             ],
-            ("restate_peer.mjs", include_str!("../../peer/restate_peer.mjs")),
+            (
+                "restate_peer.mjs",
+                include_str!("../../peer/restate_peer.mjs"),
+            ),
         )? {
             Ok(d) => d,
             Err(why) => {
@@ -61,22 +70,31 @@ impl Restate {
                 return Ok(None);
             }
         };
-        let data = tempfile::Builder::new().prefix("dbos-bench-restate-").tempdir()?;
+        let data = tempfile::Builder::new()
+            .prefix("dbos-bench-restate-")
+            .tempdir()?;
         let [ingress, admin, pgsql, node, service] = free_ports::<5>()?;
         let log = |name: &str| -> Result<Stdio> {
             Ok(std::fs::File::create(data.path().join(name))?.into())
         };
         let server = Command::new(dir.join("node_modules/.bin/restate-server"))
             .env("RESTATE_BASE_DIR", data.path())
-            .env("RESTATE_INGRESS__BIND_ADDRESS", format!("127.0.0.1:{ingress}"))
+            .env(
+                "RESTATE_INGRESS__BIND_ADDRESS",
+                format!("127.0.0.1:{ingress}"),
+            )
             .env("RESTATE_ADMIN__BIND_ADDRESS", format!("127.0.0.1:{admin}"))
             .env(
                 "RESTATE_ADMIN__QUERY_ENGINE__PGSQL_BIND_ADDRESS",
                 format!("127.0.0.1:{pgsql}"),
             )
             .env("RESTATE_BIND_ADDRESS", format!("127.0.0.1:{node}"))
-            .env("RESTATE_ADVERTISED_ADDRESS", format!("http://127.0.0.1:{node}"))
+            .env(
+                "RESTATE_ADVERTISED_ADDRESS",
+                format!("http://127.0.0.1:{node}"),
+            )
             .env("RESTATE_LOG_FILTER", "warn")
+            .process_group(0)
             .stdout(log("server.log")?)
             .stderr(log("server.err")?)
             .spawn()?;
@@ -85,6 +103,7 @@ impl Restate {
             .arg(dir.join("restate_peer.mjs"))
             .arg(service_port.to_string())
             .env("RESTATE_LOGGING", "WARN")
+            .process_group(0)
             .current_dir(&dir)
             .stdout(log("service.log")?)
             .stderr(log("service.err")?)
@@ -136,14 +155,24 @@ impl Restate {
         (self.client.clone(), self.invoke_url.clone())
     }
 
-    /// CPU time of the server and the service so far, ms.
+    /// CPU time of the server and the service so far (every process of their groups), ms.
     pub(super) fn cpu_ms(&self) -> f64 {
-        [self.server.id(), self.service.id()]
-            .iter()
-            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-            .filter_map(|s| cpu_ticks(&s))
-            .sum::<u64>() as f64
-            * ms_per_tick()
+        let groups = [self.server.id(), self.service.id()];
+        let mut ticks = 0;
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // Field 5 (after the command, which may hold spaces) is the process group.
+            let pgrp = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+                .and_then(|g| g.parse::<u32>().ok());
+            if pgrp.is_some_and(|g| groups.contains(&g)) {
+                ticks += cpu_ticks(&stat).unwrap_or(0);
+            }
+        }
+        ticks as f64 * ms_per_tick()
     }
 }
 

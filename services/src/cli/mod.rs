@@ -558,7 +558,9 @@ async fn boot_once(
         tracing::warn!(error = %e, "could not print the node's identity to stdout");
     }
     drop(out);
-    let signals = signals.as_mut().expect("installed before the identity was printed");
+    let signals = signals
+        .as_mut()
+        .expect("installed before the identity was printed");
     Ok(kernel.run_until(signals).await?)
 }
 

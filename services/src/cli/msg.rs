@@ -131,7 +131,8 @@ pub(super) async fn client_on(pool: sqlx::PgPool) -> Result<Client> {
         dbos_kernel::db::side_pool(&pool),
         1024,
         &dbos_kernel::Loops::new(),
-    ).await?;
+    )
+    .await?;
     let opts = dbos_msg::Options::default();
     let waiters = Waiters::start(&notifier, opts.recheck_interval_ms).await?;
     Ok(Client::new(pool, waiters, opts))
