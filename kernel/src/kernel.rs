@@ -45,8 +45,8 @@ pub struct ShutdownReport {
     /// Whether this node stopped the embedded Postgres (it was the last node using it).
     pub postgres_stopped: bool,
     /// Whether the node stopped because the cluster declared it dead (its lease expired while
-    /// it was cut off or stalled): its work went to other nodes, and it may join again only as
-    /// a new node.
+    /// it was cut off or stalled), not because it was told to: its work went to other nodes,
+    /// and it may join again only as a new node.
     pub declared_dead: bool,
 }
 
@@ -294,18 +294,27 @@ impl Kernel {
     /// # Errors
     /// Shutdown fails.
     pub async fn run_until(self, signals: &mut ShutdownSignals) -> Result<ShutdownReport> {
-        tokio::select! {
-            _ = signals.int.recv() => tracing::info!("SIGINT: shutting down"),
-            _ = signals.term.recv() => tracing::info!("SIGTERM: shutting down"),
-            () = self.shutdown.cancelled() => {}
-        }
+        let signalled = tokio::select! {
+            _ = signals.int.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                true
+            }
+            _ = signals.term.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                true
+            }
+            () = self.shutdown.cancelled() => false,
+        };
         let second = async move {
             tokio::select! {
                 _ = signals.int.recv() => {}
                 _ = signals.term.recv() => {}
             }
         };
-        self.shutdown_with(Some(Box::pin(second))).await
+        let mut report = self.shutdown_with(Some(Box::pin(second))).await?;
+        // Told to stop: the node stops, whatever the cluster decided meanwhile.
+        report.declared_dead &= !signalled;
+        Ok(report)
     }
 
     /// Shuts the node down in a fixed order:
