@@ -5,6 +5,26 @@ use super::*;
 /// Version of DBOS for Python the peer suite measures.
 const PEER_VERSION: &str = "3.4.0";
 
+/// Runs a peer's program to its end and returns the JSON object of its last line of output
+/// (its figures); `what` names it in the error when it fails.
+pub(super) async fn run_peer(
+    cmd: &mut tokio::process::Command,
+    what: &str,
+) -> Result<serde_json::Value> {
+    let out = cmd.output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(
+        out.stdout
+            .rsplit(|b| *b == b'\n')
+            .find(|l| !l.is_empty())
+            .unwrap_or_default(),
+    )?)
+}
+
 /// Where peers are installed on first use: `dbos-bench` in the user's cache directory.
 pub(super) fn cache_dir() -> std::path::PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -102,69 +122,36 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         let (mut theirs, mut ours, mut lats) = (Vec::new(), Vec::new(), Vec::new());
         let mut our_lats = Vec::new();
         for _ in 0..plan.repeats {
-            let out = tokio::process::Command::new(&python)
-                .arg(&script)
-                .arg(&peer_url)
-                .arg("3")
-                .arg(callers.to_string())
-                .arg(plan.run.as_secs_f64().to_string())
-                .output()
-                .await?;
-            anyhow::ensure!(
-                out.status.success(),
-                "the DBOS for Python workload failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let v: serde_json::Value = serde_json::from_slice(
-                out.stdout
-                    .rsplit(|b| *b == b'\n')
-                    .find(|l| !l.is_empty())
-                    .unwrap_or_default(),
-            )?;
+            let v = run_peer(
+                tokio::process::Command::new(&python)
+                    .arg(&script)
+                    .arg(&peer_url)
+                    .arg("3")
+                    .arg(callers.to_string())
+                    .arg(plan.run.as_secs_f64().to_string()),
+                "the DBOS for Python workload",
+            )
+            .await?;
             let n = v["workflows"].as_f64().unwrap_or(0.0);
             theirs.push(n / v["seconds"].as_f64().unwrap_or(1.0));
             if let Some(l) = v["latencies_ms"].as_array() {
                 lats.extend(l.iter().filter_map(|x| x.as_f64()));
             }
-            let wf = env.wf.clone();
-            let (n, l, took) = drive(callers, plan.run, move || {
-                let wf = wf.clone();
-                async move {
-                    let _: u32 = wf.run(STEPS, (3u32,), StartOptions::default()).await?;
-                    Ok(())
-                }
-            })
-            .await;
+            let (n, l, took) = super::workflow::drive_steps(env, 3, callers, false, plan.run).await;
             ours.push(n as f64 / took.as_secs_f64());
             our_lats.extend(l);
             pb.inc(1);
         }
-        let (their_med, _, _) = summarize(&theirs);
-        let mut row = Row::new(
-            "peer",
-            format!(
-                "3-step workflow, {callers} caller{}",
-                if callers == 1 { "" } else { "s" }
-            ),
-            &ours,
-            "workflows/s",
-            plan.repeats,
-        )
-        .at("3-step workflow", callers as u32);
+        let mut row = beside(
+            callers,
+            "",
+            (&ours, &mut our_lats),
+            (&theirs, &mut lats),
+            format!("DBOS for Python {PEER_VERSION}, same Postgres, same run"),
+        );
         if callers == 1 {
             row.paper = Some("DBOS Python ≈33/s, DBOS Rust SDK ≈165/s (earlier, 2-core)".into());
         }
-        row.baseline = Some(their_med);
-        row.baseline_name = Some(format!(
-            "DBOS for Python {PEER_VERSION}, same Postgres, same run"
-        ));
-        row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
-        row.p50_ms = Some(quantile(&mut our_lats, 0.5));
-        row.p99_ms = Some(quantile(&mut our_lats, 0.99));
-        row.extra
-            .insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
-        row.extra
-            .insert("peer_p99_ms".into(), quantile(&mut lats, 0.99).into());
         rows.push(row);
     }
     let _ = std::fs::remove_file(&script);
@@ -200,31 +187,17 @@ async fn restate_rows(env: &Env, plan: Plan, workloads: &[usize]) -> Result<Vec<
             our_lats.extend(l);
             pb.inc(1);
         }
-        let (their_med, _, _) = summarize(&theirs);
-        let mut row = Row::new(
-            "peer",
+        let mut row = beside(
+            callers,
+            ", beside Restate",
+            (&ours, &mut our_lats),
+            (&theirs, &mut lats),
             format!(
-                "3-step workflow, {callers} caller{}, beside Restate",
-                if callers == 1 { "" } else { "s" }
+                "Restate {} (default durable settings), same machine, same run",
+                super::restate::SERVER_VERSION
             ),
-            &ours,
-            "workflows/s",
-            plan.repeats,
-        )
-        .at("3-step workflow, beside Restate", callers as u32);
-        row.baseline = Some(their_med);
-        row.baseline_name = Some(format!(
-            "Restate {} (default durable settings), same machine, same run",
-            super::restate::SERVER_VERSION
-        ));
-        row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
-        row.p50_ms = Some(quantile(&mut our_lats, 0.5));
-        row.p99_ms = Some(quantile(&mut our_lats, 0.99));
+        );
         row.paper = Some("Restate 1.7 ≈90/190/280 invocations/s at 1/8/32 callers (2-core)".into());
-        row.extra
-            .insert("peer_p50_ms".into(), quantile(&mut lats, 0.5).into());
-        row.extra
-            .insert("peer_p99_ms".into(), quantile(&mut lats, 0.99).into());
         row.extra.insert(
             "peer_cpu_ms_per_invocation".into(),
             summarize(&cpu_per_invocation).0.into(),
@@ -233,4 +206,37 @@ async fn restate_rows(env: &Env, plan: Plan, workloads: &[usize]) -> Result<Vec<
     }
     pb.finish_and_clear();
     Ok(rows)
+}
+
+/// Our 3-step workflow row at `callers` (workload named with `suffix`) beside a peer's figures
+/// from the same run: (rates, latencies) of ours and of theirs.
+fn beside(
+    callers: usize,
+    suffix: &str,
+    (ours, our_lats): (&[f64], &mut Vec<f64>),
+    (theirs, their_lats): (&[f64], &mut Vec<f64>),
+    baseline_name: String,
+) -> Row {
+    let (their_med, _, _) = summarize(theirs);
+    let mut row = Row::new(
+        "peer",
+        format!(
+            "3-step workflow, {callers} caller{}{suffix}",
+            if callers == 1 { "" } else { "s" }
+        ),
+        ours,
+        "workflows/s",
+        ours.len(),
+    )
+    .at(format!("3-step workflow{suffix}"), callers as u32);
+    row.baseline = Some(their_med);
+    row.baseline_name = Some(baseline_name);
+    row.ratio = Some(row.ours / their_med.max(f64::MIN_POSITIVE));
+    row.p50_ms = Some(quantile(our_lats, 0.5));
+    row.p99_ms = Some(quantile(our_lats, 0.99));
+    row.extra
+        .insert("peer_p50_ms".into(), quantile(their_lats, 0.5).into());
+    row.extra
+        .insert("peer_p99_ms".into(), quantile(their_lats, 0.99).into());
+    row
 }

@@ -234,24 +234,15 @@ async fn graphile_row(env: &Env, plan: Plan, n: i64, ours: &[f64]) -> Result<Opt
     let pb = bar(plan.repeats as u64, "queue: graphile-worker");
     let mut theirs = Vec::new();
     for _ in 0..plan.repeats {
-        let out = tokio::process::Command::new("node")
-            .arg(dir.join("graphile_peer.mjs"))
-            .arg(&url)
-            .arg(n.to_string())
-            .current_dir(&dir)
-            .output()
-            .await?;
-        anyhow::ensure!(
-            out.status.success(),
-            "the graphile-worker drain failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(
-            out.stdout
-                .rsplit(|b| *b == b'\n')
-                .find(|l| !l.is_empty())
-                .unwrap_or_default(),
-        )?;
+        let v = super::peer::run_peer(
+            tokio::process::Command::new("node")
+                .arg(dir.join("graphile_peer.mjs"))
+                .arg(&url)
+                .arg(n.to_string())
+                .current_dir(&dir),
+            "the graphile-worker drain",
+        )
+        .await?;
         theirs.push(v["jobs"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0));
         pb.inc(1);
     }
