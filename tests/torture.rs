@@ -57,6 +57,9 @@ const COMMANDS_PER_CYCLE: u32 = 2;
 /// Node timing: a stalled node is past its lease after `LEASE_MS`.
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2_000;
+/// How long the failover test waits for nodes to work again after a fault before it fails
+/// (a generous bound against a hang, not a measure: the times are printed).
+const RESUME_WAIT_MAX: Duration = Duration::from_secs(120);
 
 /// The workflow of the load: a step, a transaction that adds one ledger row, a message to
 /// the next workflow of its ring, a durable sleep, and the message of the previous one, which
@@ -559,6 +562,12 @@ async fn failover() {
                     if fresh == pids.len() as i64 {
                         break;
                     }
+                    assert!(
+                        promoted.elapsed() < RESUME_WAIT_MAX,
+                        "{fresh} of {} nodes heartbeat on the new primary (seed {seed}); logs in {}",
+                        pids.len(),
+                        logs.display()
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 eprintln!(
@@ -620,6 +629,12 @@ async fn failover() {
                     {
                         break rows.into_iter().map(|(id, state, _)| (id, state)).collect();
                     }
+                    assert!(
+                        chrono::Utc::now() - restored
+                            < chrono::Duration::from_std(RESUME_WAIT_MAX).expect("fits"),
+                        "host {i}'s node works again (seed {seed}): {rows:?}; logs in {}",
+                        logs.display()
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 };
                 let how = if ids.len() > 1 && ids[ids.len() - 2].1 == "dead" {

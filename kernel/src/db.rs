@@ -159,25 +159,7 @@ pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<Stri
         let mut seen = Vec::new();
         for h in hosts {
             let opts = connect_options(h, limits).map_err(Round::Fatal)?;
-            let answer = async {
-                let mut c = tokio::time::timeout(
-                    Duration::from_millis(HOST_PROBE_MS_MAX),
-                    PgConnection::connect_with(&opts),
-                )
-                .await
-                .map_err(|_| {
-                    sqlx::Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer within {HOST_PROBE_MS_MAX} ms"),
-                    ))
-                })??;
-                let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-                    .fetch_one(&mut c)
-                    .await?;
-                let _ = c.close().await;
-                Ok::<_, sqlx::Error>(standby)
-            };
-            match answer.await {
+            match in_recovery(&opts).await {
                 Ok(false) => return Ok(h.clone()),
                 Ok(true) => seen.push(format!("{}: a standby", redact_url(h))),
                 Err(e) if sqlstate::is_transient(&e) => {
@@ -208,6 +190,28 @@ pub async fn writable_host(hosts: &[String], limits: &PoolLimits) -> Result<Stri
     }
 }
 
+/// Whether the server of `opts` is in recovery (a standby), asked on a connection of its own
+/// within [`HOST_PROBE_MS_MAX`]: a host cut off from the network answers nothing, and the next
+/// must be tried. A host that does not answer in time is an I/O error (transient).
+async fn in_recovery(opts: &PgConnectOptions) -> std::result::Result<bool, sqlx::Error> {
+    let ask = async {
+        let mut c = PgConnection::connect_with(opts).await?;
+        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut c)
+            .await?;
+        let _ = c.close().await;
+        Ok(standby)
+    };
+    tokio::time::timeout(Duration::from_millis(HOST_PROBE_MS_MAX), ask)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {HOST_PROBE_MS_MAX} ms"),
+            )))
+        })
+}
+
 /// A database host of a URL and what it is now, as `dbos status` shows it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HostRole {
@@ -223,20 +227,10 @@ pub async fn host_roles(url: &str, limits: &PoolLimits) -> Result<Vec<HostRole>>
     let mut roles = Vec::new();
     for h in split_hosts(url)? {
         let opts = connect_options(&h, limits)?;
-        let answer = tokio::time::timeout(Duration::from_millis(HOST_PROBE_MS_MAX), async {
-            let mut c = PgConnection::connect_with(&opts).await?;
-            let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-                .fetch_one(&mut c)
-                .await?;
-            let _ = c.close().await;
-            Ok::<_, sqlx::Error>(standby)
-        })
-        .await;
-        let role = match answer {
-            Ok(Ok(false)) => "primary".to_owned(),
-            Ok(Ok(true)) => "standby".to_owned(),
-            Ok(Err(e)) => format!("unreachable: {e}"),
-            Err(_) => format!("unreachable: no answer within {HOST_PROBE_MS_MAX} ms"),
+        let role = match in_recovery(&opts).await {
+            Ok(false) => "primary".to_owned(),
+            Ok(true) => "standby".to_owned(),
+            Err(e) => format!("unreachable: {e}"),
         };
         roles.push(HostRole {
             host: redact_url(&h),
@@ -391,7 +385,7 @@ impl Endpoint {
     /// Finds the writable server again, starting with the current one, and moves every pool
     /// to it when it is another host; logs such a failover once, with how long the database
     /// was failing. Returns the new host's URL when the pools moved. One search runs at a time:
-    /// a call while another runs waits for it and returns `None`. Nothing to do for one host.
+    /// a call while another runs returns `None` at once. Nothing to do for one host.
     ///
     /// # Errors
     /// As [`writable_host`], when no host became writable within `connect_retry_ms_max`.
@@ -400,7 +394,6 @@ impl Endpoint {
             return Ok(None);
         }
         let Ok(_searching) = self.searching.try_lock() else {
-            drop(self.searching.lock().await);
             return Ok(None);
         };
         let current = self.current();
@@ -435,8 +428,7 @@ impl Endpoint {
 const PING_IDLE_MS_MIN: u64 = 1_000;
 /// How long a side pool's loop waits for its one connection.
 const SIDE_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
-/// How long one attempt to reach a host while looking for the writable server may take: a host
-/// cut off from the network answers nothing, and the next must be tried.
+/// How long asking one host whether it is writable may take ([`in_recovery`]).
 const HOST_PROBE_MS_MAX: u64 = 2_000;
 
 /// A pool of one connection to the same database as `pool`, opened on first use (and again
