@@ -59,6 +59,10 @@ pub struct Args {
     /// A smoke run: one short repetition of a few workloads (under a minute).
     #[arg(long)]
     pub quick: bool,
+    /// Seconds each run of a workload lasts, instead of the plan's (4, or 0.7 with `--quick`):
+    /// a long run of one workload, to profile it.
+    #[arg(long, value_parser = parse_secs)]
+    pub run_secs: Option<Duration>,
     /// Also write every row to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -74,6 +78,13 @@ pub struct Args {
     /// Directory of `EVALUATION.md` (with `--report`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../papers"))]
     pub papers_dir: PathBuf,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 /// Every suite, in the order they run (the ceiling first: later suites read it).
@@ -332,6 +343,10 @@ async fn run(args: Args) -> Result<()> {
             repeats: 3,
             quick: false,
         }
+    };
+    let plan = Plan {
+        run: args.run_secs.unwrap_or(plan.run),
+        ..plan
     };
     if cfg!(debug_assertions) {
         eprintln!(

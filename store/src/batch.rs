@@ -132,7 +132,7 @@ impl Start {
 /// `idx_workflow_status_pending` (every PENDING row and the dead entries of rows that were, so
 /// a cost that grows with concurrency and churn) instead of looking each workflow up by its
 /// primary key. A parameter cannot prove that index's predicate.
-const WRITE: &str = "WITH c AS (
+pub const WRITE: &str = "WITH c AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::int8[], $9::int8[], $25::text[])
                  AS c(wf, owner, fid, name, output, error, child, started, completed, prov)
