@@ -88,6 +88,10 @@ pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOption
         // analyze (3-step workflows, 32 callers: 1,200/s before it, 2,162/s after). A node's
         // statements are lookups by key; a table without a usable index is still read whole.
         ("enable_seqscan", "off".to_owned()),
+        // No statement of a node runs long enough to repay compiling it, and a plan that must
+        // still read a small table whole (a one-row configuration table) costs, with sequential
+        // scans disabled, more than the threshold at which Postgres would compile it.
+        ("jit", "off".to_owned()),
     ]))
 }
 

@@ -61,17 +61,20 @@ async fn a_missing_database_is_created_and_sessions_carry_the_guards() {
     let pool = db::connect(&url, &limits)
         .await
         .expect("created and connected");
-    let (name, guard, plans, seqscan): (String, String, String, String) = sqlx::query_as(
-        "SELECT current_database(), current_setting('idle_in_transaction_session_timeout'),
-                current_setting('plan_cache_mode'), current_setting('enable_seqscan')",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("query");
+    let (name, guard, plans, seqscan, jit): (String, String, String, String, String) =
+        sqlx::query_as(
+            "SELECT current_database(), current_setting('idle_in_transaction_session_timeout'),
+                    current_setting('plan_cache_mode'), current_setting('enable_seqscan'),
+                    current_setting('jit')",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("query");
     assert_eq!(name, format!("{}_fresh", db.name));
     assert_eq!(guard, "1234ms");
     assert_eq!(plans, "force_generic_plan");
     assert_eq!(seqscan, "off");
+    assert_eq!(jit, "off");
 }
 
 #[tokio::test]

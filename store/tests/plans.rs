@@ -3,6 +3,7 @@
 //! must still look rows up by key once they hold millions.
 
 use dbos_kernel::{testing, Kernel};
+use dbos_store::batch;
 
 #[tokio::test]
 async fn the_group_commit_looks_workflows_up_by_key_even_on_empty_tables() {
@@ -16,7 +17,8 @@ async fn the_group_commit_looks_workflows_up_by_key_even_on_empty_tables() {
         .expect("count");
     assert_eq!(empty, 0, "the plan is checked on an empty table");
     let mut c = k.pool().acquire().await.expect("a node connection");
-    sqlx::raw_sql(&format!("PREPARE w AS {}", dbos_store::batch::WRITE))
+    let shape = batch::Shape::new(true, true, true, true);
+    sqlx::raw_sql(&format!("PREPARE w AS {}", batch::statement(shape)))
         .execute(&mut *c)
         .await
         .expect("prepare");

@@ -600,7 +600,9 @@ async fn sql(conn: &ConnArgs, query: &str, format: Format) -> Result<ExitCode> {
     let url = conn.url()?;
     let mut c = db::connect_one(&url, &cli_limits()).await?;
     // A person's query is planned as Postgres would plan it anywhere, not as a node's lookups.
-    sqlx::query("RESET enable_seqscan").execute(&mut c).await?;
+    sqlx::raw_sql("RESET enable_seqscan; RESET jit")
+        .execute(&mut c)
+        .await?;
     match render::run_query(&mut c, query).await {
         Ok(sets) => {
             render::print_sets(&sets, format)?;
