@@ -68,7 +68,7 @@ async fn mailboxes_are_fifo_per_topic_independent_and_recv_times_out() {
     ];
     assert_eq!(out, want);
     // Each recv takes two function IDs (the receive and its timer), as in DBOS; the timer is
-    // only recorded by a receive that had to wait.
+    // only recorded by a receive that waited a while (here: the one that timed out).
     let steps = step_names(n.pool(), "rx").await;
     let recvs: Vec<i32> = steps
         .iter()

@@ -4,8 +4,8 @@
 //! until after it (the commit's fsync included), so notifying commits of every client take
 //! turns. Enqueues and outcomes therefore commit without notifying; the node announces them
 //! afterwards here: one transaction at a time, carrying everything announced meanwhile
-//! (identical notifications once). Announcements are hints: a lost one costs a waiter or an
-//! idle node its next poll, never correctness.
+//! (identical notifications once), committed without waiting for an fsync. Announcements are
+//! hints: a lost one costs a waiter or an idle node its next poll, never correctness.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -67,8 +67,12 @@ async fn run(inner: Arc<Inner>, stop: CancellationToken) -> Result<(), Error> {
             continue;
         }
         let (channels, payloads): (Vec<&str>, Vec<String>) = batch.into_iter().unzip();
+        // The transaction writes nothing durable: its commit does not wait for its WAL to
+        // reach disk, and so holds the notification lock for no fsync.
         let sent = sqlx::query(
-            "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
+            "SELECT count(pg_notify(c, p))
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit,
+                  unnest($1::text[], $2::text[]) AS t(c, p)",
         )
         .bind(&channels)
         .bind(&payloads)

@@ -2,6 +2,7 @@
 //! in the same statement as its effect (see `dbos_msg::sql`), so a replay neither repeats an
 //! effect nor takes a message twice.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dbos_msg::sql::{self, Op, Outgoing, Received};
@@ -13,6 +14,12 @@ use tokio::time::Instant;
 use super::codec;
 use super::ctx::{Context, Mode};
 use super::error::Error;
+
+/// How long a wait lasts before its timer is recorded. A wait that ends sooner (most do: the
+/// message or event was on its way) records no timer, which saves a commit per wait; the
+/// price is that an execution that crashes within this time of starting to wait waits its
+/// whole timeout again when recovered, instead of what was left of it.
+const TIMER_RECORD_AFTER: Duration = Duration::from_millis(100);
 
 /// A message taken from a pub/sub topic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,8 +166,9 @@ impl Context {
     /// ```
     ///
     /// `None` when none came. The message is consumed and recorded in one statement; a
-    /// recovered workflow gets the same message back and waits only for what is left of
-    /// `timeout`. Uses two function IDs (`DBOS.recv` and its `DBOS.sleep` timer), as DBOS does.
+    /// recovered workflow gets the same message back, and waits only for what is left of
+    /// `timeout` once the wait had lasted [`TIMER_RECORD_AFTER`]. Uses two function IDs
+    /// (`DBOS.recv` and its `DBOS.sleep` timer), as DBOS does.
     /// No connection is held while waiting.
     ///
     /// # Errors
@@ -234,10 +242,17 @@ impl Context {
         let deadline = self.instant_at(end_ms);
         // The workflow's own deadline cuts the wait short (and then cancels it).
         let wf_deadline = self.inner.deadline_ms.map(|d| self.instant_at(d));
+        // The timer is recorded only once the wait has lasted TIMER_RECORD_AFTER: most waits
+        // end sooner, and then cost no commit for it.
+        let recording = AtomicBool::new(false);
         let record = async {
             match record {
-                Some(c) => self.record(c).await,
-                None => Ok(()),
+                Some(c) => {
+                    tokio::time::sleep(TIMER_RECORD_AFTER).await;
+                    recording.store(true, Ordering::Relaxed);
+                    self.record(c).await
+                }
+                None => std::future::pending().await,
             }
         };
         let wait = async {
@@ -258,9 +273,22 @@ impl Context {
                 }
             }
         };
-        // A refused timer record (cancelled, or owned elsewhere) ends the wait at once.
-        let ((), got) = tokio::try_join!(record, wait)?;
-        Ok(got)
+        tokio::pin!(record, wait);
+        tokio::select! {
+            // A refused timer record (cancelled, or owned elsewhere) ends the wait at once.
+            recorded = &mut record => {
+                recorded?;
+                wait.await
+            }
+            got = &mut wait => {
+                let got = got?;
+                // A record under way is seen to its end; one not begun is not needed.
+                if recording.load(Ordering::Relaxed) {
+                    record.await?;
+                }
+                Ok(got)
+            }
+        }
     }
 
     /// Sets this workflow's event `key` to `value` (the latest value wins; every value is kept
