@@ -76,5 +76,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/dbos_0002_provenance.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 3,
+            name: "provenance capture check planned once per session",
+            sql: include_str!("../migrations/dbos_0003_capture_plan_cached.sql"),
+            earlier: &[],
+        },
     ],
 };
