@@ -714,6 +714,83 @@ async fn enqueued_workflows_run_on_a_node_with_their_code_and_sql_enqueue_works(
 }
 
 #[tokio::test]
+async fn concurrent_enqueues_each_get_their_own_answer() {
+    let n = node(|_| {}).await;
+    let parts = dbos_store::queues::Queue {
+        partition_concurrency: Some(1),
+        ..dbos_store::queues::Queue::named("parts")
+    };
+    assert!(dbos_store::queues::insert(n.pool(), &parts)
+        .await
+        .expect("queue"));
+    let opts = |id: &str, dedup: Option<&str>, key: Option<&str>| StartOptions {
+        workflow_id: Some(id.to_owned()),
+        deduplication_id: dedup.map(str::to_owned),
+        partition_key: key.map(str::to_owned),
+        ..StartOptions::default()
+    };
+    // Nobody here has code for `unknown_fn`: everything stays enqueued, and its deduplication
+    // ID in use. Sent at once, the enqueues share group commits.
+    let mut requests = Vec::new();
+    for i in 0..8 {
+        requests.push(("default", opts(&format!("dedup-{i}"), Some("same"), None)));
+    }
+    for _ in 0..4 {
+        requests.push(("default", opts("twice", None, None)));
+    }
+    requests.push(("parts", opts("no-key", None, None)));
+    requests.push(("default", opts("stray-key", None, Some("a"))));
+    requests.push(("parts", opts("keyed", None, Some("a"))));
+    let results = futures_util::future::join_all(requests.into_iter().map(|(queue, o)| {
+        let wf = n.wf.clone();
+        async move { wf.enqueue::<_, i64>(queue, "unknown_fn", (1,), o).await }
+    }))
+    .await;
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    let deduplicated = errors.iter().filter(|e| e.contains("deduplicated")).count();
+    assert_eq!(
+        deduplicated, 7,
+        "one of eight enqueues keeps the ID: {errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("\"parts\" is partitioned")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("\"default\" is not partitioned")),
+        "{errors:?}"
+    );
+    assert_eq!(errors.len(), 9, "{errors:?}");
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT w.workflow_uuid, w.status, w.queue_partition_key, i.inputs
+         FROM dbos.workflow_status w LEFT JOIN dbos.workflow_input i USING (workflow_uuid)
+         WHERE w.workflow_uuid IN ('twice', 'keyed', 'no-key', 'stray-key')
+            OR w.deduplication_id = 'same'
+         ORDER BY 1",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("rows");
+    let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids.len(), 3, "{rows:?}");
+    assert!(ids[0].starts_with("dedup-"), "{rows:?}");
+    assert_eq!(&ids[1..], ["keyed", "twice"]);
+    assert!(
+        rows.iter().all(|r| r.1 == "ENQUEUED" && r.3.is_some()),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1].2.as_deref(), Some("a"));
+    n.stop().await;
+}
+
+#[tokio::test]
 async fn list_steps_and_delete() {
     let c = Counter::default();
     let n = node(|r| {

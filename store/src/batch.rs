@@ -124,11 +124,61 @@ impl Start {
     }
 }
 
+/// A workflow put on its queue (ENQUEUED, or DELAYED with a delay), with its input.
+#[derive(Clone, Debug)]
+pub struct Enqueue {
+    /// Its ID.
+    pub workflow_id: String,
+    /// Its function.
+    pub name: String,
+    /// The queue.
+    pub queue: String,
+    /// Its creator token.
+    pub xid: String,
+    /// Start-to-close timeout; the deadline is set when it is claimed.
+    pub timeout_ms: Option<i64>,
+    /// Absolute deadline, epoch ms.
+    pub deadline_ms: Option<i64>,
+    /// Lower runs earlier.
+    pub priority: i32,
+    /// Deduplication ID within the queue.
+    pub deduplication_id: Option<String>,
+    /// Enqueue as DELAYED until this time, epoch ms.
+    pub delay_until_ms: Option<i64>,
+    /// Partition of a partitioned queue.
+    pub partition_key: Option<String>,
+    /// Attributes, a JSON object as text.
+    pub attributes: Option<String>,
+    /// Inputs, portable JSON text.
+    pub inputs: String,
+}
+
+impl Enqueue {
+    /// Checks every field against [`crate::limits`] before the enqueue joins a batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`].
+    pub fn validate(&self) -> crate::Result<()> {
+        limits::check_id("workflow ID", &self.workflow_id)?;
+        limits::check_name("workflow name", &self.name)?;
+        limits::check_name("queue name", &self.queue)?;
+        if let Some(d) = &self.deduplication_id {
+            limits::check_id("deduplication ID", d)?;
+        }
+        if let Some(k) = &self.partition_key {
+            limits::check_id("partition key", k)?;
+        }
+        limits::check_payload("inputs", &self.inputs)
+    }
+}
+
 /// The group-commit statement for a batch holding the given kinds of request.
 ///
 /// Every shape binds the same parameters: starts (`$15`..`$21`, executor `$22`, version
 /// `$23`), checkpoints of owned PENDING workflows (`$1`..`$9`, with what each step touched in
-/// `$25`, written to `prov.events`) and outcomes with their output rows (`$10`..`$14`). Only
+/// `$25`, written to `prov.events`), outcomes with their output rows (`$10`..`$14`) and
+/// enqueues with their inputs (`$26`..`$37`; a queue's partitioning decides whether a
+/// partition key is required or refused, and a refused one returns no row). Only
 /// the parts a batch needs are in its statement: Postgres prepares every table a statement
 /// names, its indexes and expressions, each time it runs it, so a lone workflow's checkpoint
 /// does not pay for the outcome and start parts it leaves empty (with all parts, a checkpoint
@@ -146,7 +196,8 @@ pub fn statement(shape: Shape) -> &'static str {
     &SHAPES.get_or_init(|| (0..Shape::COUNT).map(|i| compose(Shape(i))).collect())[shape.0]
 }
 
-/// Which parts a batch needs: checkpoints, provenance of checkpoints, outcomes, starts.
+/// Which parts a batch needs: checkpoints, provenance of checkpoints, outcomes, starts,
+/// enqueues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape(usize);
 
@@ -155,16 +206,24 @@ impl Shape {
     const PROVENANCE: usize = 2;
     const OUTCOMES: usize = 4;
     const STARTS: usize = 8;
-    const COUNT: usize = 16;
+    const ENQUEUES: usize = 16;
+    const COUNT: usize = 32;
 
     /// The shape of a batch with these kinds of request. Provenance counts only with
     /// checkpoints.
-    pub fn new(checkpoints: bool, provenance: bool, outcomes: bool, starts: bool) -> Shape {
+    pub fn new(
+        checkpoints: bool,
+        provenance: bool,
+        outcomes: bool,
+        starts: bool,
+        enqueues: bool,
+    ) -> Shape {
         Shape(
             usize::from(checkpoints) * Self::CHECKPOINTS
                 + usize::from(checkpoints && provenance) * Self::PROVENANCE
                 + usize::from(outcomes) * Self::OUTCOMES
-                + usize::from(starts) * Self::STARTS,
+                + usize::from(starts) * Self::STARTS
+                + usize::from(enqueues) * Self::ENQUEUES,
         )
     }
 
@@ -241,6 +300,30 @@ const STARTS: &str = "s AS (
              ON CONFLICT DO NOTHING
          )";
 
+const ENQUEUES: &str = "e AS (
+             SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[], $30::int8[],
+                                  $31::int8[], $32::int4[], $33::text[], $34::int8[], $35::text[],
+                                  $36::text[], $37::text[])
+                 AS e(id, name, queue, xid, timeout, deadline, priority, dedup, delay, pkey,
+                      attrs, inputs)
+         ), eq AS (
+             INSERT INTO dbos.workflow_status AS w
+                 (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
+                  serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
+                  deduplication_id, delay_until_epoch_ms, queue_partition_key, attributes)
+             SELECT e.id, CASE WHEN e.delay IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, e.name,
+                    e.queue, 0, e.xid, 'portable_json', e.timeout, e.deadline, e.priority,
+                    e.dedup, e.delay, e.pkey, e.attrs::jsonb
+             FROM e LEFT JOIN dbos.queues q ON q.name = e.queue
+             WHERE COALESCE(q.partition_queue, false) = (e.pkey IS NOT NULL)
+             ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+             RETURNING workflow_uuid, name, creator_xid
+         ), eq_in AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             SELECT e.id, e.inputs FROM e JOIN eq ON eq.workflow_uuid = e.id AND eq.creator_xid = e.xid
+             ON CONFLICT DO NOTHING
+         )";
+
 /// The statement of one shape: its parts' CTEs, and the rows each part returns.
 fn compose(shape: Shape) -> String {
     let mut ctes = Vec::new();
@@ -265,6 +348,10 @@ fn compose(shape: Shape) -> String {
         ctes.push(STARTS);
         rows.push("SELECT 's'::text, workflow_uuid, 0, name, creator_xid FROM st");
     }
+    if shape.has(Shape::ENQUEUES) {
+        ctes.push(ENQUEUES);
+        rows.push("SELECT 'e'::text, workflow_uuid, 0, name, creator_xid FROM eq");
+    }
     if rows.is_empty() {
         return "SELECT NULL::text, NULL::text, NULL::int4, NULL::text, NULL::text WHERE false"
             .to_owned();
@@ -283,6 +370,7 @@ pub struct Batch {
     ck: CheckpointColumns,
     oc: OutcomeColumns,
     st: StartColumns,
+    eq: EnqueueColumns,
 }
 
 impl Batch {
@@ -309,14 +397,20 @@ impl Batch {
         self.st.push(s);
     }
 
-    /// Whether a start of `id` is in the batch.
+    /// Adds an enqueue. Like a start, one statement cannot insert the same ID twice.
+    pub fn push_enqueue(&mut self, e: Enqueue) {
+        debug_assert!(!self.has_start(&e.workflow_id));
+        self.eq.push(e);
+    }
+
+    /// Whether a start or an enqueue of `id` is in the batch.
     pub fn has_start(&self, id: &str) -> bool {
-        self.st.id.iter().any(|i| i == id)
+        self.st.id.iter().chain(&self.eq.id).any(|i| i == id)
     }
 
     /// Requests in the batch.
     pub fn len(&self) -> usize {
-        self.ck.wf.len() + self.oc.wf.len() + self.st.id.len()
+        self.ck.wf.len() + self.oc.wf.len() + self.st.id.len() + self.eq.id.len()
     }
 
     /// Whether the batch is empty.
@@ -331,6 +425,7 @@ impl Batch {
             self.ck.prov.iter().any(Option::is_some),
             !self.oc.wf.is_empty(),
             !self.st.id.is_empty(),
+            !self.eq.id.is_empty(),
         )
     }
 
@@ -349,7 +444,7 @@ impl Batch {
         executor_id: &'q str,
         app_version: &'q str,
     ) -> QueryAs<'q, Postgres, Row, PgArguments> {
-        let (ck, oc, st) = (&self.ck, &self.oc, &self.st);
+        let (ck, oc, st, eq) = (&self.ck, &self.oc, &self.st, &self.eq);
         sqlx::query_as::<_, Row>(statement(shape))
             .bind(&ck.wf)
             .bind(&ck.owner)
@@ -376,6 +471,18 @@ impl Batch {
             .bind(app_version)
             .bind(Status::Pending.as_str())
             .bind(&ck.prov)
+            .bind(&eq.id)
+            .bind(&eq.name)
+            .bind(&eq.queue)
+            .bind(&eq.xid)
+            .bind(&eq.timeout)
+            .bind(&eq.deadline)
+            .bind(&eq.priority)
+            .bind(&eq.dedup)
+            .bind(&eq.delay)
+            .bind(&eq.pkey)
+            .bind(&eq.attrs)
+            .bind(&eq.inputs)
     }
 
     /// Writes the batch in one statement; starts run on `executor_id` at `app_version`.
@@ -395,6 +502,7 @@ impl Batch {
             checkpoints: vec![false; self.ck.wf.len()],
             outcomes: vec![false; self.oc.wf.len()],
             starts: vec![None; self.st.id.len()],
+            enqueues: vec![None; self.eq.id.len()],
             queued_outcomes: Vec::new(),
         };
         for (kind, wf, fid, name, creator) in rows {
@@ -404,17 +512,36 @@ impl Batch {
                 }),
                 "o" => mark(&mut w.outcomes, &self.oc.wf, &wf, |_| true),
                 "n" => w.queued_outcomes.push(wf),
-                _ => {
-                    if let Some(i) = self.st.id.iter().position(|id| *id == wf) {
-                        w.starts[i] = Some(Created {
-                            name,
-                            created: creator.as_deref() == Some(self.st.xid[i].as_str()),
-                        });
-                    }
-                }
+                "e" => created(
+                    &mut w.enqueues,
+                    &self.eq.id,
+                    &self.eq.xid,
+                    &wf,
+                    name,
+                    creator,
+                ),
+                _ => created(&mut w.starts, &self.st.id, &self.st.xid, &wf, name, creator),
             }
         }
         Ok(w)
+    }
+}
+
+/// Records what the statement returned for the start or enqueue of `wf`: created by this
+/// request when the row's creator token is the request's own.
+fn created(
+    found: &mut [Option<Created>],
+    ids: &[String],
+    xids: &[String],
+    wf: &str,
+    name: Option<String>,
+    creator: Option<String>,
+) {
+    if let Some(i) = ids.iter().position(|id| id == wf) {
+        found[i] = Some(Created {
+            name,
+            created: creator.as_deref() == Some(xids[i].as_str()),
+        });
     }
 }
 
@@ -435,6 +562,9 @@ pub struct Written {
     pub outcomes: Vec<bool>,
     /// What each start found; `None` when the statement returned no row for it.
     pub starts: Vec<Option<Created>>,
+    /// What each enqueue found; `None` when its queue's partitioning refused it (a partition
+    /// key given to a queue without partitions, or none given to one with them).
+    pub enqueues: Vec<Option<Created>>,
     /// Workflows that came through a queue whose outcome was written: their waiters elsewhere
     /// are told ([`crate::OUTCOME_CHANNEL`]).
     pub queued_outcomes: Vec<String>,
@@ -460,6 +590,39 @@ impl StartColumns {
         self.deadline.push(s.deadline_ms);
         self.priority.push(s.priority);
         self.inputs.push(s.inputs);
+    }
+}
+
+#[derive(Debug, Default)]
+struct EnqueueColumns {
+    id: Vec<String>,
+    name: Vec<String>,
+    queue: Vec<String>,
+    xid: Vec<String>,
+    timeout: Vec<Option<i64>>,
+    deadline: Vec<Option<i64>>,
+    priority: Vec<i32>,
+    dedup: Vec<Option<String>>,
+    delay: Vec<Option<i64>>,
+    pkey: Vec<Option<String>>,
+    attrs: Vec<Option<String>>,
+    inputs: Vec<String>,
+}
+
+impl EnqueueColumns {
+    fn push(&mut self, e: Enqueue) {
+        self.id.push(e.workflow_id);
+        self.name.push(e.name);
+        self.queue.push(e.queue);
+        self.xid.push(e.xid);
+        self.timeout.push(e.timeout_ms);
+        self.deadline.push(e.deadline_ms);
+        self.priority.push(e.priority);
+        self.dedup.push(e.deduplication_id);
+        self.delay.push(e.delay_until_ms);
+        self.pkey.push(e.partition_key);
+        self.attrs.push(e.attributes);
+        self.inputs.push(e.inputs);
     }
 }
 
@@ -530,13 +693,14 @@ mod tests {
                 bit(Shape::PROVENANCE),
                 bit(Shape::OUTCOMES),
                 bit(Shape::STARTS),
+                bit(Shape::ENQUEUES),
             );
             let rows = empty
                 .query_shaped(shape, "node", "v1")
                 .fetch_all(k.pool())
                 .await
-                .unwrap_or_else(|e| panic!("shape {i:04b}: {e}"));
-            assert!(rows.is_empty(), "shape {i:04b} wrote nothing");
+                .unwrap_or_else(|e| panic!("shape {i:05b}: {e}"));
+            assert!(rows.is_empty(), "shape {i:05b} wrote nothing");
         }
         k.shutdown().await.expect("shutdown");
     }

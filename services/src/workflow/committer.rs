@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbos_kernel::{CancellationToken, Loops, Phase};
-use dbos_store::batch::{Batch, Checkpoint, Outcome, Start, Written};
+use dbos_store::batch::{Batch, Checkpoint, Enqueue, Outcome, Start, Written};
 use dbos_store::workflows::Created;
 use parking_lot::Mutex;
 use sqlx::PgPool;
@@ -31,6 +31,7 @@ enum Request {
     Checkpoint(Checkpoint, oneshot::Sender<Result<bool, Failed>>),
     Outcome(Outcome, oneshot::Sender<Result<bool, Failed>>),
     Start(Start, oneshot::Sender<Result<Option<Created>, Failed>>),
+    Enqueue(Enqueue, oneshot::Sender<Result<Option<Created>, Failed>>),
 }
 
 /// Handle to the committer. Cheap to clone.
@@ -138,6 +139,18 @@ impl Committer {
                 "the start of {id} returned no row; the group commit found no such workflow"
             ))
         })
+    }
+
+    /// Puts a workflow on its queue with its input, unless the ID exists. `None` when the
+    /// queue's partitioning refused it (a partition key where none is taken, or none where one
+    /// is required).
+    ///
+    /// 1 round trip, 1 commit, shared with concurrent requests.
+    pub(crate) async fn enqueue(&self, e: Enqueue) -> Result<Option<Created>, Error> {
+        e.validate()?;
+        let (tx, rx) = oneshot::channel();
+        self.push(vec![Request::Enqueue(e, tx)])?;
+        answer(rx).await
     }
 
     /// Queues requests next to each other, so they usually share a batch.
@@ -268,7 +281,7 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
             (id_at_hand, started, written) = (id.to_owned(), false, false);
         }
         let clash = match &r {
-            Request::Start(..) => started || written,
+            Request::Start(..) | Request::Enqueue(..) => started || written,
             _ => started,
         };
         if clash {
@@ -279,9 +292,10 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
             Request::Checkpoint(c, _) => batch.push_checkpoint(c.clone()),
             Request::Outcome(o, _) => batch.push_outcome(o.clone()),
             Request::Start(st, _) => batch.push_start(st.clone()),
+            Request::Enqueue(e, _) => batch.push_enqueue(e.clone()),
         }
         match &r {
-            Request::Start(..) => started = true,
+            Request::Start(..) | Request::Enqueue(..) => started = true,
             _ => written = true,
         }
         now.push(r);
@@ -331,10 +345,11 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
 
 /// Answers each request, in the order they were pushed, with what the batch wrote for it.
 fn answer_all(requests: Vec<Request>, w: Written) {
-    let (mut ck, mut oc, mut st) = (
+    let (mut ck, mut oc, mut st, mut eq) = (
         w.checkpoints.into_iter(),
         w.outcomes.into_iter(),
         w.starts.into_iter(),
+        w.enqueues.into_iter(),
     );
     for r in requests {
         match r {
@@ -346,6 +361,9 @@ fn answer_all(requests: Vec<Request>, w: Written) {
             }
             Request::Start(_, tx) => {
                 let _ = tx.send(Ok(st.next().flatten()));
+            }
+            Request::Enqueue(_, tx) => {
+                let _ = tx.send(Ok(eq.next().flatten()));
             }
         }
     }
@@ -361,6 +379,7 @@ impl Request {
             Request::Checkpoint(c, _) => &c.workflow_id,
             Request::Outcome(o, _) => &o.workflow_id,
             Request::Start(s, _) => &s.workflow_id,
+            Request::Enqueue(e, _) => &e.workflow_id,
         }
     }
 
@@ -369,7 +388,7 @@ impl Request {
             Request::Checkpoint(_, tx) | Request::Outcome(_, tx) => {
                 let _ = tx.send(Err(e));
             }
-            Request::Start(_, tx) => {
+            Request::Start(_, tx) | Request::Enqueue(_, tx) => {
                 let _ = tx.send(Err(e));
             }
         }

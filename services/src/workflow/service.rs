@@ -10,7 +10,7 @@ use std::time::Duration;
 use dbos_kernel::db::retry_transient;
 use dbos_kernel::{Kernel, Phase, Runtime, SharedClock};
 use dbos_scheduler::{Claimed, ExecuteError, Executor};
-use dbos_store::batch::{Checkpoint, Outcome, Start};
+use dbos_store::batch::{Checkpoint, Enqueue, Outcome, Start};
 use dbos_store::operations::Recorded;
 use dbos_store::{workflows, Status};
 use futures_util::future::BoxFuture;
@@ -597,24 +597,52 @@ impl Service {
         // The trace it is enqueued in goes with it, to whichever node runs it.
         let traced = crate::telemetry::current_traceparent()
             .map(|t| serde_json::json!({ crate::telemetry::TRACEPARENT: t }));
-        let created = workflows::enqueue(
-            &self.inner.pool,
-            &workflows::Enqueue {
-                workflow_id: &id,
-                name,
-                queue,
-                inputs: &inputs,
+        // Through the group committer: concurrent enqueues share a statement and a commit.
+        let enqueued = self
+            .inner
+            .committer
+            .enqueue(Enqueue {
+                workflow_id: id.clone(),
+                name: name.to_owned(),
+                queue: queue.to_owned(),
+                xid: uuid::Uuid::new_v4().to_string(),
                 timeout_ms: opts.timeout.map(|t| t.as_millis() as i64),
                 deadline_ms: opts.deadline_ms,
                 priority: opts.priority,
-                deduplication_id: opts.deduplication_id.as_deref(),
+                deduplication_id: opts.deduplication_id.clone(),
                 delay_until_ms,
-                partition_key: opts.partition_key.as_deref(),
-                attributes: traced.as_ref(),
-                announced_later: true,
-            },
-        )
-        .await?;
+                partition_key: opts.partition_key.clone(),
+                attributes: traced.map(|t| t.to_string()),
+                inputs,
+            })
+            .await;
+        let created = match enqueued {
+            Ok(Some(created)) => created,
+            // The queue's partitioning refused it: no row.
+            Ok(None) => {
+                return Err(dbos_store::Error::PartitionKey {
+                    queue: queue.to_owned(),
+                    given: opts.partition_key.is_some(),
+                }
+                .into())
+            }
+            // The batch was split until this enqueue failed alone: its deduplication ID is in
+            // use on the queue (the only unique index an enqueue can break).
+            Err(Error::Store(dbos_store::Error::Batch(e)))
+                if dbos_kernel::sqlstate::is(
+                    e.as_ref(),
+                    dbos_kernel::sqlstate::UNIQUE_VIOLATION,
+                ) =>
+            {
+                return Err(dbos_store::Error::Deduplicated {
+                    workflow_id: id,
+                    queue: queue.to_owned(),
+                    deduplication_id: opts.deduplication_id.unwrap_or_default(),
+                }
+                .into())
+            }
+            Err(e) => return Err(e),
+        };
         if !created.created {
             return self.existing(id, created.name, name);
         }
