@@ -201,7 +201,32 @@ pub struct WorkflowHandle<O> {
     id: String,
     /// None in a replay, where only the ID is of use.
     svc: Option<Service>,
+    /// The wait [`Service::enqueue`] registered before its enqueue committed, for the first
+    /// `result` of this handle or its clones.
+    pre: Option<Arc<Mutex<Option<Prewatch>>>>,
     _out: PhantomData<fn() -> O>,
+}
+
+/// A wait for a workflow's end registered before it could end: its completion on this node,
+/// and the notifications of its outcome and of a cancel. A `result` that starts from it has
+/// missed nothing, so it need not ask the database first. Dropped unused, it takes its
+/// completion entry back.
+struct Prewatch {
+    svc: Service,
+    id: String,
+    completion: Arc<Completion>,
+    watches: Option<(dbos_msg::Watch, dbos_msg::Watch)>,
+}
+
+impl Drop for Prewatch {
+    fn drop(&mut self) {
+        let mut done = self.svc.inner.done.lock();
+        if done.get(&self.id).is_some_and(|c| {
+            Arc::ptr_eq(c, &self.completion) && Arc::strong_count(&self.completion) == 2
+        }) {
+            done.remove(&self.id);
+        }
+    }
 }
 
 impl<O> std::fmt::Debug for WorkflowHandle<O> {
@@ -217,6 +242,7 @@ impl<O> Clone for WorkflowHandle<O> {
         WorkflowHandle {
             id: self.id.clone(),
             svc: self.svc.clone(),
+            pre: self.pre.clone(),
             _out: PhantomData,
         }
     }
@@ -237,6 +263,7 @@ impl<O> WorkflowHandle<O> {
         WorkflowHandle {
             id,
             svc,
+            pre: None,
             _out: PhantomData,
         }
     }
@@ -283,6 +310,14 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     /// [`Error::NotFound`].
     pub async fn result(&self) -> Result<O, Error> {
         let svc = self.svc()?;
+        if let Some(mut pre) = self.pre.as_ref().and_then(|p| p.lock().take()) {
+            let completion = pre.completion.clone();
+            let result = self.wait(&completion, true, pre.watches.take()).await;
+            drop(completion);
+            // Takes the completion entry back unless a local execution or waiter holds it.
+            drop(pre);
+            return result;
+        }
         let (completion, local) = {
             let mut done = svc.inner.done.lock();
             match done.get(&self.id) {
@@ -294,7 +329,7 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
                 }
             }
         };
-        let result = self.wait(&completion, local).await;
+        let result = self.wait(&completion, local, None).await;
         // An entry this call made for a workflow run elsewhere is not kept.
         if !local {
             let mut done = svc.inner.done.lock();
@@ -309,12 +344,17 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
         result
     }
 
-    async fn wait(&self, completion: &Completion, mut skip_db: bool) -> Result<O, Error> {
+    /// Waits on `completion`, asking the database first unless `skip_db`; `watches` are the
+    /// outcome and cancel notifications registered beforehand, if any.
+    async fn wait(
+        &self,
+        completion: &Completion,
+        mut skip_db: bool,
+        watches: Option<(dbos_msg::Watch, dbos_msg::Watch)>,
+    ) -> Result<O, Error> {
         let svc = self.svc()?;
         // Registered before the first look: an outcome or cancel notified after it wakes us.
-        let waiters = svc.inner.messages.waiters();
-        let mut ended = waiters.watch(dbos_msg::Channel::Outcome, self.id.clone());
-        let mut cancelled = waiters.watch(dbos_msg::Channel::Cancel, self.id.clone());
+        let (mut ended, mut cancelled) = watches.unwrap_or_else(|| svc.watch_end(&self.id));
         let mut pause = Duration::from_millis(5);
         let started = std::time::Instant::now();
         loop {
@@ -597,6 +637,8 @@ impl Service {
         // The trace it is enqueued in goes with it, to whichever node runs it.
         let traced = crate::telemetry::current_traceparent()
             .map(|t| serde_json::json!({ crate::telemetry::TRACEPARENT: t }));
+        // Whoever waits for it through the handle misses nothing from here on.
+        let pre = self.prewatch(&id);
         // Through the group committer: concurrent enqueues share a statement and a commit.
         let enqueued = self
             .inner
@@ -654,7 +696,38 @@ impl Service {
             Some(until) => self.dispatcher().delayed_until(until),
             None => self.wake(),
         }
-        Ok(self.handle(id))
+        let mut handle = self.handle(id);
+        handle.pre = pre.map(|p| Arc::new(Mutex::new(Some(p))));
+        Ok(handle)
+    }
+
+    /// The notifications of `id`'s outcome and of a cancel.
+    fn watch_end(&self, id: &str) -> (dbos_msg::Watch, dbos_msg::Watch) {
+        let waiters = self.inner.messages.waiters();
+        (
+            waiters.watch(dbos_msg::Channel::Outcome, id.to_owned()),
+            waiters.watch(dbos_msg::Channel::Cancel, id.to_owned()),
+        )
+    }
+
+    /// A wait for `id` registered before it can end; none when a completion of it is
+    /// registered already (it runs here, or someone waits).
+    fn prewatch(&self, id: &str) -> Option<Prewatch> {
+        let completion = {
+            let mut done = self.inner.done.lock();
+            if done.contains_key(id) {
+                return None;
+            }
+            let c = Arc::new(Completion::default());
+            done.insert(id.to_owned(), c.clone());
+            c
+        };
+        Some(Prewatch {
+            svc: self.clone(),
+            id: id.to_owned(),
+            completion,
+            watches: Some(self.watch_end(id)),
+        })
     }
 
     fn existing<O>(
@@ -1245,5 +1318,41 @@ pub(crate) fn workflow_id(given: Option<String>) -> Result<String, Error> {
         Some(id) if id.len() > 1024 => Err(Error::Invalid("workflow ID is over 1024 bytes".into())),
         Some(id) => Ok(id),
         None => Ok(uuid::Uuid::new_v4().to_string()),
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_enqueue_leaves_no_completion_behind() {
+        let n = crate::testing::node(|r| {
+            r.register("twice", |_ctx: Context, (x,): (i64,)| async move {
+                Ok::<_, Error>(x * 2)
+            });
+        })
+        .await;
+        let opts = StartOptions::default;
+        // Waited for: answered by this node's execution, then taken back.
+        let h =
+            n.wf.enqueue::<_, i64>("default", "twice", (21,), opts())
+                .await
+                .expect("enqueue");
+        assert_eq!(h.result().await.expect("result"), 42);
+        assert!(n.wf.inner.done.lock().is_empty());
+        // Never waited for: nobody here has its code, and the last handle dropped takes the
+        // registered wait back.
+        let h =
+            n.wf.enqueue::<_, i64>("default", "unknown_fn", (1,), opts())
+                .await
+                .expect("enqueue");
+        assert_eq!(n.wf.inner.done.lock().len(), 1);
+        let clone = h.clone();
+        drop(h);
+        assert_eq!(n.wf.inner.done.lock().len(), 1, "a clone still holds it");
+        drop(clone);
+        assert!(n.wf.inner.done.lock().is_empty());
+        n.stop().await;
     }
 }
