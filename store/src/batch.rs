@@ -1,9 +1,10 @@
-//! The group-commit statement: starts of top-level workflows, step checkpoints and final
-//! outcomes of many workflows, written in one statement and one commit.
+//! The group-commit statement: starts of top-level workflows, enqueues, step checkpoints and
+//! final outcomes of many workflows, written in one statement and one commit.
 //!
 //! A [`Batch`] collects requests as column arrays; [`Batch::write`] sends them and says, per
 //! request, what was written. Checkpoints and outcomes are fenced on `(status = 'PENDING',
-//! owner_xid)`; a start leaves an existing ID alone and reports its recorded function.
+//! owner_xid)`; a start or an enqueue leaves an existing ID alone and reports its recorded
+//! function.
 
 use std::sync::OnceLock;
 
