@@ -160,16 +160,16 @@ impl Enqueue {
     /// # Errors
     /// [`crate::Error::Invalid`].
     pub fn validate(&self) -> crate::Result<()> {
-        limits::check_id("workflow ID", &self.workflow_id)?;
-        limits::check_name("workflow name", &self.name)?;
-        limits::check_name("queue name", &self.queue)?;
-        if let Some(d) = &self.deduplication_id {
-            limits::check_id("deduplication ID", d)?;
+        crate::workflows::Enqueue {
+            workflow_id: &self.workflow_id,
+            name: &self.name,
+            queue: &self.queue,
+            inputs: &self.inputs,
+            deduplication_id: self.deduplication_id.as_deref(),
+            partition_key: self.partition_key.as_deref(),
+            ..crate::workflows::Enqueue::default()
         }
-        if let Some(k) = &self.partition_key {
-            limits::check_id("partition key", k)?;
-        }
-        limits::check_payload("inputs", &self.inputs)
+        .validate()
     }
 }
 
@@ -333,7 +333,8 @@ fn compose(shape: Shape) -> String {
         ctes.push(CHECKPOINTS);
         rows.push("SELECT 'c'::text, workflow_uuid, function_id, NULL::text, NULL::text FROM ck");
     }
-    if shape.has(Shape::PROVENANCE) {
+    // Provenance is part of checkpoints: `Shape::new` never sets it alone.
+    if shape.has(Shape::PROVENANCE) && shape.has(Shape::CHECKPOINTS) {
         ctes.push(PROVENANCE);
     }
     if shape.has(Shape::OUTCOMES) {
@@ -394,18 +395,18 @@ impl Batch {
     /// Adds a start. One statement cannot insert the same ID twice, nor both start a workflow
     /// and write to it (it would touch its row twice): send such a request in a later batch.
     pub fn push_start(&mut self, s: Start) {
-        debug_assert!(!self.has_start(&s.workflow_id));
+        debug_assert!(!self.has_insert(&s.workflow_id));
         self.st.push(s);
     }
 
     /// Adds an enqueue. Like a start, one statement cannot insert the same ID twice.
     pub fn push_enqueue(&mut self, e: Enqueue) {
-        debug_assert!(!self.has_start(&e.workflow_id));
+        debug_assert!(!self.has_insert(&e.workflow_id));
         self.eq.push(e);
     }
 
     /// Whether a start or an enqueue of `id` is in the batch.
-    pub fn has_start(&self, id: &str) -> bool {
+    pub fn has_insert(&self, id: &str) -> bool {
         self.st.id.iter().chain(&self.eq.id).any(|i| i == id)
     }
 

@@ -45,6 +45,25 @@ pub struct Enqueue<'a> {
     pub announced_later: bool,
 }
 
+impl Enqueue<'_> {
+    /// Checks every field against [`crate::limits`] before anything is written.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`].
+    pub fn validate(&self) -> Result<()> {
+        limits::check_id("workflow ID", self.workflow_id)?;
+        limits::check_name("workflow name", self.name)?;
+        limits::check_name("queue name", self.queue)?;
+        if let Some(d) = self.deduplication_id {
+            limits::check_id("deduplication ID", d)?;
+        }
+        if let Some(k) = self.partition_key {
+            limits::check_id("partition key", k)?;
+        }
+        limits::check_payload("inputs", self.inputs)
+    }
+}
+
 /// What a start or enqueue found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Created {
@@ -62,16 +81,7 @@ pub struct Created {
 /// # Errors
 /// [`Error::Deduplicated`]; database errors.
 pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Created> {
-    limits::check_id("workflow ID", e.workflow_id)?;
-    limits::check_name("workflow name", e.name)?;
-    limits::check_name("queue name", e.queue)?;
-    if let Some(d) = e.deduplication_id {
-        limits::check_id("deduplication ID", d)?;
-    }
-    if let Some(k) = e.partition_key {
-        limits::check_id("partition key", k)?;
-    }
-    limits::check_payload("inputs", e.inputs)?;
+    e.validate()?;
     let xid = uuid::Uuid::new_v4().to_string();
     // The queue's partitioning decides whether a partition key is required or refused; a
     // queue without settings is not partitioned.

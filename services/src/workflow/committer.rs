@@ -258,6 +258,9 @@ async fn flush_until(inner: Arc<Inner>, stop: CancellationToken) -> Result<(), E
     Ok(())
 }
 
+/// SQLSTATE class 23: integrity constraint violations.
+const INTEGRITY_CONSTRAINT_CLASS: &str = "23";
+
 /// Attempts of a batch that failed for a transient reason (a deadlock with another batch, a
 /// serialization failure, a lost connection) before its requests get the error.
 const TRANSIENT_ATTEMPTS_MAX: u32 = 5;
@@ -331,7 +334,17 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
             Box::pin(write(inner, second)).await;
         }
         Err(e) => {
-            tracing::warn!(error = %e, requests = now.len(), "a group commit failed");
+            // A request refused by a constraint (an enqueue whose deduplication ID is in use)
+            // is an answer for its caller, not a fault of the node.
+            let refused = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c.starts_with(INTEGRITY_CONSTRAINT_CLASS));
+            if refused {
+                tracing::debug!(error = %e, "a group commit request was refused by a constraint");
+            } else {
+                tracing::warn!(error = %e, requests = now.len(), "a group commit failed");
+            }
             let e = Arc::new(e);
             for r in now {
                 r.fail(e.clone());

@@ -207,15 +207,24 @@ pub struct WorkflowHandle<O> {
     _out: PhantomData<fn() -> O>,
 }
 
-/// A wait for a workflow's end registered before it could end: its completion on this node,
-/// and the notifications of its outcome and of a cancel. A `result` that starts from it has
-/// missed nothing, so it need not ask the database first. Dropped unused, it takes its
-/// completion entry back.
+/// A wait for a workflow's end registered on this node: its completion (which an execution
+/// here finishes), and the notifications of its outcome and of a cancel. Made by
+/// [`Service::enqueue`] before the workflow can end, a `result` that starts from it has missed
+/// nothing and need not ask the database first. Dropped, it takes its completion entry back
+/// unless an execution here or another waiter still holds it.
 struct Prewatch {
     svc: Service,
     id: String,
     completion: Arc<Completion>,
     watches: Option<(dbos_msg::Watch, dbos_msg::Watch)>,
+}
+
+/// How a wait for a workflow's end begins on this node.
+enum Waiting {
+    /// Its completion was registered already: it runs here, or another call waits.
+    Joined(Arc<Completion>),
+    /// A new registration.
+    Registered(Prewatch),
 }
 
 impl Drop for Prewatch {
@@ -310,38 +319,18 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     /// [`Error::NotFound`].
     pub async fn result(&self) -> Result<O, Error> {
         let svc = self.svc()?;
-        if let Some(mut pre) = self.pre.as_ref().and_then(|p| p.lock().take()) {
-            let completion = pre.completion.clone();
-            let result = self.wait(&completion, true, pre.watches.take()).await;
-            drop(completion);
-            // Takes the completion entry back unless a local execution or waiter holds it.
-            drop(pre);
-            return result;
-        }
-        let (completion, local) = {
-            let mut done = svc.inner.done.lock();
-            match done.get(&self.id) {
-                Some(c) => (c.clone(), true),
-                None => {
-                    let c = Arc::new(Completion::default());
-                    done.insert(self.id.clone(), c.clone());
-                    (c, false)
-                }
-            }
+        // Registered by `enqueue` before the workflow could end: nothing can have been missed.
+        let (mut registered, skip_db) = match self.pre.as_ref().and_then(|p| p.lock().take()) {
+            Some(r) => (r, true),
+            None => match svc.completion(&self.id) {
+                // It runs here, or another call waits: this node's execution says when it ends.
+                Waiting::Joined(c) => return self.wait(&c, true, None).await,
+                Waiting::Registered(r) => (r, false),
+            },
         };
-        let result = self.wait(&completion, local, None).await;
-        // An entry this call made for a workflow run elsewhere is not kept.
-        if !local {
-            let mut done = svc.inner.done.lock();
-            if done
-                .get(&self.id)
-                .is_some_and(|c| Arc::ptr_eq(c, &completion))
-                && Arc::strong_count(&completion) == 2
-            {
-                done.remove(&self.id);
-            }
-        }
-        result
+        let watches = registered.watches.take();
+        // `registered` takes its entry back when this call ends, however it ends.
+        self.wait(&registered.completion, skip_db, watches).await
     }
 
     /// Waits on `completion`, asking the database first unless `skip_db`; `watches` are the
@@ -638,7 +627,10 @@ impl Service {
         let traced = crate::telemetry::current_traceparent()
             .map(|t| serde_json::json!({ crate::telemetry::TRACEPARENT: t }));
         // Whoever waits for it through the handle misses nothing from here on.
-        let pre = self.prewatch(&id);
+        let pre = match self.completion(&id) {
+            Waiting::Registered(r) => Some(r),
+            Waiting::Joined(_) => None,
+        };
         // Through the group committer: concurrent enqueues share a statement and a commit.
         let enqueued = self
             .inner
@@ -710,19 +702,19 @@ impl Service {
         )
     }
 
-    /// A wait for `id` registered before it can end; none when a completion of it is
-    /// registered already (it runs here, or someone waits).
-    fn prewatch(&self, id: &str) -> Option<Prewatch> {
+    /// The completion of `id` already registered on this node (it runs here, or someone
+    /// waits), or else a new registration of a wait for it.
+    fn completion(&self, id: &str) -> Waiting {
         let completion = {
             let mut done = self.inner.done.lock();
-            if done.contains_key(id) {
-                return None;
+            if let Some(c) = done.get(id) {
+                return Waiting::Joined(c.clone());
             }
             let c = Arc::new(Completion::default());
             done.insert(id.to_owned(), c.clone());
             c
         };
-        Some(Prewatch {
+        Waiting::Registered(Prewatch {
             svc: self.clone(),
             id: id.to_owned(),
             completion,
@@ -1353,6 +1345,19 @@ mod tests {
         assert_eq!(n.wf.inner.done.lock().len(), 1, "a clone still holds it");
         drop(clone);
         assert!(n.wf.inner.done.lock().is_empty());
+        // A wait given up (a timeout), from the enqueue's handle or from a new one, takes its
+        // registration back too.
+        let h =
+            n.wf.enqueue::<_, i64>("default", "unknown_fn", (1,), opts())
+                .await
+                .expect("enqueue");
+        let later = n.wf.handle::<i64>(h.workflow_id());
+        for handle in [h, later] {
+            let waited = handle.result_within(Duration::from_millis(50)).await;
+            assert!(matches!(waited, Err(Error::Timeout { .. })), "{waited:?}");
+            drop(handle);
+            assert!(n.wf.inner.done.lock().is_empty());
+        }
         n.stop().await;
     }
 }
