@@ -20,7 +20,7 @@ pub(super) struct Restate {
     /// URL of the handler at the ingress.
     pub(super) invoke_url: String,
     client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 impl Drop for Restate {
@@ -51,7 +51,9 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
 
 impl Restate {
     /// Installs (first time), starts the server and the service, and registers the service;
-    /// `Ok(None)` with a notice printed where it cannot run here.
+    /// `Ok(None)` with a notice printed where it cannot run here. A start that fails (a process
+    /// that exits, a port taken between choosing it and binding it) is tried again on new
+    /// ports; the last failure is reported with the tail of each process's log.
     pub(super) async fn start() -> Result<Option<Restate>> {
         let dir = match super::peer::npm_peer(
             &format!("restate-{SERVER_VERSION}-sdk-{SDK_VERSION}"),
@@ -70,6 +72,22 @@ impl Restate {
                 return Ok(None);
             }
         };
+        const ATTEMPTS: usize = 3;
+        for attempt in 1.. {
+            match Self::launch(&dir).await {
+                Ok(r) => return Ok(Some(r)),
+                Err(e) if attempt < ATTEMPTS => {
+                    eprintln!("NOTICE: the Restate peer did not start, trying again: {e:#}")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Starts the server and the service from the install in `dir` on fresh ports, registers
+    /// the service and runs one invocation to warm both up.
+    async fn launch(dir: &std::path::Path) -> Result<Restate> {
         let data = tempfile::Builder::new()
             .prefix("dbos-bench-restate-")
             .tempdir()?;
@@ -94,6 +112,7 @@ impl Restate {
                 format!("http://127.0.0.1:{node}"),
             )
             .env("RESTATE_LOG_FILTER", "warn")
+            .env("RESTATE_LOG_DISABLE_ANSI_CODES", "true")
             .process_group(0)
             .stdout(log("server.log")?)
             .stderr(log("server.err")?)
@@ -104,16 +123,16 @@ impl Restate {
             .arg(service_port.to_string())
             .env("RESTATE_LOGGING", "WARN")
             .process_group(0)
-            .current_dir(&dir)
+            .current_dir(dir)
             .stdout(log("service.log")?)
             .stderr(log("service.err")?)
             .spawn()?;
-        let r = Restate {
+        let mut r = Restate {
             server,
             service,
             invoke_url: format!("http://127.0.0.1:{ingress}/Bench/run"),
             client: reqwest::Client::new(),
-            _dir: data,
+            data,
         };
         // Registered once both answer.
         let register = format!("http://127.0.0.1:{admin}/deployments");
@@ -127,22 +146,57 @@ impl Restate {
                 .body(body.to_string())
                 .send()
                 .await;
-            match sent {
+            let why = match sent {
                 Ok(resp) if resp.status().is_success() => break,
-                other => {
-                    anyhow::ensure!(
-                        Instant::now() < deadline,
-                        "the Restate server did not register the service within 60 s: {other:?}; \
-                         logs in {}",
-                        r._dir.path().display()
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                Ok(resp) => format!("registration answered {}", resp.status()),
+                Err(e) => format!("{e}"),
+            };
+            if let Some(exited) = r.exited()? {
+                anyhow::bail!("{exited}\n{}", r.logs());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the Restate server did not register the service within 60 s ({why})\n{}",
+                r.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let Err(e) = r.invoke().await {
+            anyhow::bail!("the first invocation failed: {e:#}\n{}", r.logs());
+        }
+        Ok(r)
+    }
+
+    /// Which of the two processes has exited, and how; `None` while both run.
+    fn exited(&mut self) -> Result<Option<String>> {
+        for (name, c) in [("server", &mut self.server), ("service", &mut self.service)] {
+            if let Some(status) = c.try_wait()? {
+                return Ok(Some(format!("the Restate {name} exited ({status})")));
             }
         }
-        // One invocation to warm both up.
-        r.invoke().await?;
-        Ok(Some(r))
+        Ok(None)
+    }
+
+    /// The last lines of each process's output, to say why a start failed.
+    fn logs(&self) -> String {
+        const LINES: usize = 15;
+        let mut out = String::new();
+        for name in ["server.err", "server.log", "service.err", "service.log"] {
+            let text = std::fs::read_to_string(self.data.path().join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.is_empty() {
+                continue;
+            }
+            out.push_str(&format!("--- {name} (last lines)\n"));
+            for l in &lines[lines.len().saturating_sub(LINES)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        if out.is_empty() {
+            out.push_str("(neither process wrote anything)");
+        }
+        out
     }
 
     /// One invocation of the 3-step handler, to its result.
