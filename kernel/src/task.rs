@@ -1,5 +1,8 @@
 //! The task runtime: tasks run concurrently on tokio, bounded by the node's slots, and each
-//! receives a [`TaskCtx`] whose one capability is opening a database transaction.
+//! receives a [`TaskCtx`] whose one capability is opening a database transaction. A slot bounds
+//! the tasks that run, not those that wait: a task that waits for something outside it (a
+//! message, a timer) gives its slot back for the wait ([`Slot::idle`]) and takes one again
+//! before it goes on.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +21,49 @@ pub struct TaskCtx {
     pool: PgPool,
     task_id: Arc<str>,
     node_id: Arc<str>,
+    slot: Slot,
+}
+
+/// The slot a task holds: given back while the task waits ([`Slot::idle`]), taken again before
+/// it goes on. A task started on its caller's slot holds none of its own. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    slots: Arc<Semaphore>,
+    permit: Arc<parking_lot::Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+impl Slot {
+    fn new(slots: Arc<Semaphore>, permit: Option<OwnedSemaphorePermit>) -> Slot {
+        Slot {
+            slots,
+            permit: Arc::new(parking_lot::Mutex::new(permit)),
+        }
+    }
+
+    /// Runs `wait` without the slot, so another task can run meanwhile; then waits for a slot
+    /// before returning. A slot that cannot be had because the runtime is closing is not waited
+    /// for: the task finishes its work while the node drains. Without a slot of its own (on its
+    /// caller's, or already idle), just runs `wait`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it waits leaves the task without a slot until it ends.
+    pub async fn idle<F: Future>(&self, wait: F) -> F::Output {
+        let held = self.permit.lock().take();
+        let Some(permit) = held else {
+            return wait.await;
+        };
+        drop(permit);
+        let out = wait.await;
+        if let Ok(permit) = self.slots.clone().acquire_owned().await {
+            *self.permit.lock() = Some(permit);
+        }
+        out
+    }
+
+    /// Gives the slot back for good (the task has ended).
+    fn release(&self) {
+        self.permit.lock().take();
+    }
 }
 
 impl TaskCtx {
@@ -40,6 +86,11 @@ impl TaskCtx {
     /// The id of the node running the task.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The task's slot, to give it back while the task waits.
+    pub fn slot(&self) -> &Slot {
+        &self.slot
     }
 }
 
@@ -154,7 +205,9 @@ impl Runtime {
             return Err(Error::ShuttingDown);
         }
         Ok(TaskHandle {
-            join: self.tracker.spawn(task(self.ctx(task_id.into()))),
+            join: self.tracker.spawn(task(
+                self.ctx(task_id.into(), Slot::new(self.slots.clone(), None)),
+            )),
         })
     }
 
@@ -169,20 +222,22 @@ impl Runtime {
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let fut = task(self.ctx(task_id));
+        let slot = Slot::new(self.slots.clone(), Some(permit));
+        let fut = task(self.ctx(task_id, slot.clone()));
         let join = self.tracker.spawn(async move {
             let out = fut.await;
-            drop(permit);
+            slot.release();
             out
         });
         TaskHandle { join }
     }
 
-    fn ctx(&self, task_id: Arc<str>) -> TaskCtx {
+    fn ctx(&self, task_id: Arc<str>, slot: Slot) -> TaskCtx {
         TaskCtx {
             pool: self.pool.clone(),
             task_id,
             node_id: self.node_id.clone(),
+            slot,
         }
     }
 

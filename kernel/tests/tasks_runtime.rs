@@ -134,6 +134,63 @@ async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
     k.shutdown().await.expect("shutdown");
 }
 
+/// A task that waits gives its slot back: another task runs meanwhile, and the waiting one
+/// goes on only once a slot is free again.
+#[tokio::test]
+async fn an_idle_task_gives_its_slot_back_until_its_wait_ends() {
+    let db = testing::database().await;
+    let k = Kernel::boot(
+        Config {
+            slots: 1,
+            ..db.config()
+        },
+        &[],
+    )
+    .await
+    .expect("boot");
+    let log = Arc::new(parking_lot::Mutex::new(Vec::<&str>::new()));
+    let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
+    let (idle_tx, idle_rx) = tokio::sync::oneshot::channel::<()>();
+    let waiter = {
+        let log = log.clone();
+        k.runtime()
+            .spawn("waiter", move |ctx| async move {
+                ctx.slot()
+                    .idle(async {
+                        idle_tx.send(()).expect("test waits");
+                        let _ = wake_rx.await;
+                    })
+                    .await;
+                log.lock().push("waiter went on");
+            })
+            .await
+            .expect("spawn")
+    };
+    idle_rx.await.expect("the waiter is idle");
+    assert_eq!(k.runtime().free_slots(), 1, "the idle task's slot is free");
+    // The one slot is taken by another task while the first waits.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let other = {
+        let log = log.clone();
+        k.runtime()
+            .spawn("other", move |_ctx| async move {
+                let _ = done_rx.await;
+                log.lock().push("other ended");
+            })
+            .await
+            .expect("a slot is free for it")
+    };
+    assert_eq!(k.runtime().free_slots(), 0);
+    // The wait ends first, but the waiter has no slot until the other task ends.
+    wake_tx.send(()).expect("waiter waits");
+    done_tx.send(()).expect("other waits");
+    other.join().await.expect("other done");
+    waiter.join().await.expect("waiter done");
+    assert_eq!(*log.lock(), vec!["other ended", "waiter went on"]);
+    assert_eq!(k.runtime().free_slots(), 1, "both slots given back");
+    k.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn shutdown_drains_quick_tasks_abandons_slow_ones_and_refuses_new_ones() {
     let db = testing::database().await;

@@ -615,34 +615,74 @@ async fn plain_consumers_commit_the_cursor_with_their_transaction_and_retention_
     n.stop().await;
 }
 
+/// Waiting workflows hold neither a pooled connection nor a node slot: 60 in `recv` and 20 in
+/// `sleep` on a node of 4 slots and 4 connections, while other work still runs there.
 #[tokio::test]
-async fn many_waiting_workflows_hold_no_pooled_connection() {
+async fn many_waiting_workflows_hold_no_pooled_connection_and_no_slot() {
     let db = dbos_kernel::testing::database().await;
     let mut config = db.config();
     config.pool_size_max = 4;
+    config.slots = 4;
     let kernel = dbos_kernel::Kernel::boot(config, &dbos_services::migrations())
         .await
         .expect("boot");
     let mut registry = dbos_services::workflow::Registry::new();
     registry.register("parked", parked);
+    registry.register("long_wait", long_wait);
     let wf = dbos_services::workflow::Service::launch(&kernel, registry, Options::default())
         .await
         .expect("launch");
-    let waiting = 60;
+    let (waiting, sleeping) = (60, 20);
     let mut handles = Vec::new();
-    for i in 0..waiting {
-        handles.push(
-            wf.start::<_, Option<i64>>("parked", (0,), id(&format!("park-{i}")))
-                .await
-                .expect("start"),
-        );
-    }
-    // All are parked in recv, on a pool of 4 connections.
+    let mut sleepers = Vec::new();
+    // A start waits for a free slot: each returns only because the ones before gave theirs
+    // back when they began to wait.
+    let started = tokio::time::timeout(Duration::from_secs(120), async {
+        for i in 0..waiting {
+            handles.push(
+                wf.start::<_, Option<i64>>("parked", (0,), id(&format!("park-{i}")))
+                    .await
+                    .expect("start"),
+            );
+        }
+        for i in 0..sleeping {
+            sleepers.push(
+                wf.start::<_, Option<i64>>("long_wait", (1,), id(&format!("sleep-{i}")))
+                    .await
+                    .expect("start"),
+            );
+        }
+    })
+    .await;
+    assert!(
+        started.is_ok(),
+        "{} of {waiting} receivers and {} of {sleeping} sleepers started on 4 slots",
+        handles.len(),
+        sleepers.len()
+    );
+    // Parked once each has recorded its timer (a receiver after waiting 100 ms).
     let deadline = tokio::time::Instant::now() + WAIT;
-    while wf.messages().waiters().waiting() < waiting {
-        assert!(tokio::time::Instant::now() < deadline, "all reach recv");
+    loop {
+        let timers: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM dbos.operation_outputs WHERE function_name = 'DBOS.sleep'",
+        )
+        .fetch_one(kernel.pool())
+        .await
+        .expect("count");
+        if timers == waiting + sleeping {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{timers} parked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(kernel.runtime().free_slots(), 4, "no waiting workflow holds a slot");
+    assert_eq!(
+        wf.run::<_, Option<i64>>("long_wait", (2,), id("runs-meanwhile"))
+            .await
+            .expect("a workflow runs while the others wait"),
+        None,
+        "a receive with nothing to take times out"
+    );
     for i in 0..waiting {
         wf.messages()
             .send(&format!("park-{i}"), &(i as i64), None, None)
@@ -652,7 +692,17 @@ async fn many_waiting_workflows_hold_no_pooled_connection() {
     for (i, h) in handles.into_iter().enumerate() {
         assert_eq!(h.result().await.expect("done"), Some(i as i64));
     }
+    for i in 0..sleeping {
+        dbos_services::workflow::manage::cancel(kernel.pool(), &format!("sleep-{i}"), false)
+            .await
+            .expect("cancel");
+    }
+    for h in sleepers {
+        let out = h.result().await;
+        assert!(matches!(out, Err(workflow::Error::Cancelled(_))), "{out:?}");
+    }
     assert_eq!(status(kernel.pool(), "park-0").await, "SUCCESS");
+    assert_eq!(kernel.runtime().free_slots(), 4, "every slot given back");
     kernel.shutdown().await.expect("shutdown");
     drop(db);
 }
@@ -692,15 +742,19 @@ async fn big_event(ctx: workflow::Context, (n,): (i64,)) -> Result<(), workflow:
     ctx.set_event("blob", &"x".repeat(n as usize)).await
 }
 
+/// Sleeps an hour (1), receives with nothing to take for 50 ms (2), or waits an hour in `recv`.
 async fn long_wait(
     ctx: workflow::Context,
     (sleep,): (i64,),
 ) -> Result<Option<i64>, workflow::Error> {
-    if sleep == 1 {
-        ctx.sleep(Duration::from_secs(3600)).await?;
-        return Ok(None);
+    match sleep {
+        1 => {
+            ctx.sleep(Duration::from_secs(3600)).await?;
+            Ok(None)
+        }
+        2 => ctx.recv(Some("none"), Duration::from_millis(50)).await,
+        _ => ctx.recv(None, Duration::from_secs(3600)).await,
     }
-    ctx.recv(None, Duration::from_secs(3600)).await
 }
 
 #[tokio::test]

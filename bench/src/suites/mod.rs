@@ -61,6 +61,8 @@ fn registry() -> Registry {
     r.register(msg::PONG, msg::pong);
     r.register(msg::PING, msg::ping);
     r.register(msg::PROBE, msg::probe);
+    r.register(msg::WAIT_RECV, msg::wait_recv);
+    r.register(msg::WAIT_SLEEP, msg::wait_sleep);
     r.register(queue::NOOP, queue::noop);
     r.register(queue::STARTED, queue::started_at);
     r.register(prov::FILES, prov::files);

@@ -6,7 +6,9 @@
 //! - ping20-pong20: 20 messages outstanding (one bulk send), replies received one by one.
 //! - broadcast: a publisher publishes 64 B messages to a topic (batches of 100 per commit) and R
 //!   plain subscribers consume them through their cursors; figure: deliveries per second.
-//! - send to a waiting `recv`: time from the client's send to the workflow's receipt.
+//! - send to a waiting `recv`: time from the client's send to the workflow's receipt, alone and
+//!   among a crowd of waiting workflows (10,000 in `recv`, 10,000 in `sleep`), with the node's
+//!   resident memory while they wait.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +26,10 @@ pub(super) const PING: &str = "bench.ping";
 /// Workflow that receives `n` messages carrying their send time (µs since the epoch) and returns
 /// each one's delay in ms.
 pub(super) const PROBE: &str = "bench.recv_probe";
+/// Workflow that waits up to an hour for one message on topic "wake".
+pub(super) const WAIT_RECV: &str = "bench.wait_recv";
+/// Workflow that sleeps an hour (until cancelled).
+pub(super) const WAIT_SLEEP: &str = "bench.wait_sleep";
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -87,6 +93,17 @@ pub(super) async fn probe(ctx: wf::Context, (n,): (u32,)) -> Result<Vec<f64>, wf
         lats.push((now_us() - sent_us) as f64 / 1000.0);
     }
     Ok(lats)
+}
+
+pub(super) async fn wait_recv(ctx: wf::Context, (_,): (u32,)) -> Result<bool, wf::Error> {
+    Ok(ctx
+        .recv::<u32>(Some("wake"), Duration::from_secs(3600))
+        .await?
+        .is_some())
+}
+
+pub(super) async fn wait_sleep(ctx: wf::Context, (_,): (u32,)) -> Result<(), wf::Error> {
+    ctx.sleep(Duration::from_secs(3600)).await
 }
 
 fn start_opts(id: &str) -> StartOptions {
@@ -352,39 +369,208 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         }
         rows.push(row);
     }
-    // Send to a waiting recv.
+    // Send to a waiting recv: alone, then among a crowd of waiting workflows.
     let n: u32 = if plan.quick { 30 } else { 300 };
-    let mut lats = Vec::new();
+    let mut idle = Vec::new();
     for _ in 0..plan.repeats {
-        let id = format!("probe-{}", uuid_tag());
-        let h = env
-            .wf
-            .start::<_, Vec<f64>>(PROBE, (n,), start_opts(&id))
-            .await?;
-        for _ in 0..n {
-            // Let the workflow get back to waiting before the next send.
-            while env.wf.messages().waiters().waiting() == 0 {
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            env.wf.messages().send(&id, &now_us(), None, None).await?;
-        }
-        lats.extend(h.result().await?);
-        pb.inc(1);
+        idle.extend(wake_latencies(env, n).await?);
     }
-    let p50 = quantile(&mut lats, 0.5);
+    let idle_p50 = quantile(&mut idle, 0.5);
     let mut row = Row::new(
         "msg",
         "send to a waiting recv (one way)".into(),
+        &[idle_p50],
+        "ms p50",
+        plan.repeats,
+    );
+    row.p50_ms = Some(idle_p50);
+    row.p99_ms = Some(quantile(&mut idle, 0.99));
+    rows.push(row);
+    rows.extend(crowd(env, plan, n, idle_p50).await?);
+    pb.finish_and_clear();
+    Ok(rows)
+}
+
+/// One probe workflow receiving `n` messages, each sent once the probe waits again: their
+/// delays in ms. Other waiting workflows may be present; their registrations are counted first.
+async fn wake_latencies(env: &Env, n: u32) -> Result<Vec<f64>> {
+    let waiters = env.wf.messages().waiters();
+    let others = waiters.waiting();
+    let id = format!("probe-{}", uuid_tag());
+    let h = env
+        .wf
+        .start::<_, Vec<f64>>(PROBE, (n,), start_opts(&id))
+        .await?;
+    for _ in 0..n {
+        // Let the workflow get back to waiting before the next send.
+        while waiters.waiting() <= others {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        env.wf.messages().send(&id, &now_us(), None, None).await?;
+    }
+    Ok(h.result().await?)
+}
+
+/// Resident set size of this process (the node and the load driver), in MB.
+fn rss_mb() -> Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/self/status"))?;
+    Ok(kib * 1024.0 / 1e6)
+}
+
+/// Runs `f` on each of `items`, `width` at a time.
+async fn each<T, F, Fut>(items: Vec<T>, width: usize, f: F) -> Result<()>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    for item in items {
+        if running.len() >= width {
+            running.join_next().await.expect("a task")??;
+        }
+        running.spawn(f(item));
+    }
+    while let Some(done) = running.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// The memory of a crowd of waiting workflows on one node, and the wake-up of one more among
+/// them: `crowd` workflows in `recv` and as many in `sleep`, all started, then the resident set
+/// read once every one has recorded its durable timer (so each is parked in its wait), then
+/// the probe of [`wake_latencies`] run among them. The crowd is woken (a message each) and
+/// cancelled (the sleepers) at the end.
+async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>> {
+    let crowd: usize = if plan.quick { 1_000 } else { 10_000 };
+    let tag = uuid_tag();
+    let rss_before = rss_mb()?;
+    let ids = |kind: &str| -> Vec<String> {
+        (0..crowd).map(|i| format!("crowd-{tag}-{kind}-{i}")).collect()
+    };
+    let started = Instant::now();
+    for (name, kind) in [(WAIT_RECV, "r"), (WAIT_SLEEP, "s")] {
+        let svc = env.wf.clone();
+        each(ids(kind), 64, move |id| {
+            let svc = svc.clone();
+            async move {
+                svc.start::<_, serde_json::Value>(name, (0u32,), start_opts(&id))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let start_s = started.elapsed().as_secs_f64();
+    // Parked once its timer is recorded: a sleep records it first, a recv after 100 ms.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (parked,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM dbos.operation_outputs
+             WHERE workflow_uuid LIKE $1 AND function_name = 'DBOS.sleep'",
+        )
+        .bind(format!("crowd-{tag}-%"))
+        .fetch_one(env.pool())
+        .await?;
+        if parked as usize >= 2 * crowd {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {parked} of {} waiting workflows parked within 300 s",
+            2 * crowd
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss_waiting = rss_mb()?;
+    let mut crowded = Vec::new();
+    for _ in 0..plan.repeats {
+        crowded.extend(wake_latencies(env, n).await?);
+    }
+    let rss_after = rss_mb()?;
+    // Wake the receivers, cancel the sleepers, and wait for all of them to end.
+    let svc = env.wf.clone();
+    each(ids("r"), 32, move |id| {
+        let svc = svc.clone();
+        async move {
+            svc.messages().send(&id, &1u32, Some("wake"), None).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let pool = env.pool().clone();
+    each(ids("s"), 32, move |id| {
+        let pool = pool.clone();
+        async move {
+            wf::manage::cancel(&pool, &id, false).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (left,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM dbos.workflow_status
+             WHERE workflow_uuid LIKE $1 AND status = 'PENDING'",
+        )
+        .bind(format!("crowd-{tag}-%"))
+        .fetch_one(env.pool())
+        .await?;
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} waiting workflows still pending 300 s after being woken or cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let waiting = 2 * crowd;
+    let mut mem = Row::new(
+        "msg",
+        format!("resident memory of the node with {crowd} workflows in recv and {crowd} in sleep"),
+        &[rss_waiting],
+        "MB",
+        1,
+    );
+    mem.extra
+        .insert("rss_before_mb".into(), round2(rss_before).into());
+    mem.extra.insert(
+        "kb_per_waiting_workflow".into(),
+        round2((rss_waiting - rss_before) * 1e3 / waiting as f64).into(),
+    );
+    mem.extra
+        .insert("rss_after_probe_mb".into(), round2(rss_after).into());
+    mem.extra
+        .insert("start_s".into(), round2(start_s).into());
+    mem.paper = Some("goal: under 300 MB with 10000 + 10000 waiting".into());
+    let p50 = quantile(&mut crowded, 0.5);
+    let mut wake = Row::new(
+        "msg",
+        format!("send to a waiting recv among {waiting} waiting workflows (one way)"),
         &[p50],
         "ms p50",
         plan.repeats,
     );
-    row.p50_ms = Some(p50);
-    row.p99_ms = Some(quantile(&mut lats, 0.99));
-    rows.push(row);
-    pb.finish_and_clear();
-    Ok(rows)
+    wake.p50_ms = Some(p50);
+    wake.p99_ms = Some(quantile(&mut crowded, 0.99));
+    wake.baseline = Some(idle_p50);
+    wake.baseline_name = Some("the same with none waiting, same run".into());
+    wake.ratio = Some(p50 / idle_p50);
+    Ok(vec![mem, wake])
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn size_name(bytes: usize) -> String {

@@ -97,6 +97,8 @@ pub(crate) struct CtxInner {
     /// this workflow, and before anything that could depend on the step runs (the next step's
     /// body, a message, a child), so the workflow's last step and its outcome share a commit.
     pub(crate) pending: Mutex<Option<Checkpoint>>,
+    /// The node slot this execution runs on, given back while it waits; none in a replay.
+    pub(crate) slot: std::sync::OnceLock<dbos_kernel::Slot>,
 }
 
 /// What a context's operations do.
@@ -636,15 +638,28 @@ impl Context {
             .waiters()
             .register(dbos_msg::Channel::Cancel, self.inner.workflow_id.clone());
         let end_ms = self.timer(fid, duration).await?;
-        loop {
-            let left = end_ms - self.clock_ms();
-            if left <= 0 {
-                return Ok(());
+        self.idle(async {
+            loop {
+                let left = end_ms - self.clock_ms();
+                if left <= 0 {
+                    return Ok(());
+                }
+                let until = tokio::time::Instant::now() + Duration::from_millis(left as u64);
+                if let dbos_msg::Woke::Key(_) = cancelled.wait(Some(until)).await {
+                    self.stop_if_cancelled().await?;
+                }
             }
-            let until = tokio::time::Instant::now() + Duration::from_millis(left as u64);
-            if let dbos_msg::Woke::Key(_) = cancelled.wait(Some(until)).await {
-                self.stop_if_cancelled().await?;
-            }
+        })
+        .await
+    }
+
+    /// Runs `wait` with this execution's node slot given back, so the node can run other work
+    /// while this one waits for a message, an event or a timer; takes a slot again before
+    /// going on. A replay, or an execution on its parent's slot, just waits.
+    pub(super) async fn idle<F: std::future::Future>(&self, wait: F) -> F::Output {
+        match self.inner.slot.get() {
+            Some(slot) => slot.idle(wait).await,
+            None => wait.await,
         }
     }
 

@@ -274,21 +274,25 @@ impl Context {
             }
         };
         tokio::pin!(record, wait);
-        tokio::select! {
-            // A refused timer record (cancelled, or owned elsewhere) ends the wait at once.
-            recorded = &mut record => {
-                recorded?;
-                wait.await
-            }
-            got = &mut wait => {
-                let got = got?;
-                // A record under way is seen to its end; one not begun is not needed.
-                if recording.load(Ordering::Relaxed) {
-                    record.await?;
+        // Nothing was there: the wait gives the node slot back until it ends.
+        self.idle(async {
+            tokio::select! {
+                // A refused timer record (cancelled, or owned elsewhere) ends the wait at once.
+                recorded = &mut record => {
+                    recorded?;
+                    wait.await
                 }
-                Ok(got)
+                got = &mut wait => {
+                    let got = got?;
+                    // A record under way is seen to its end; one not begun is not needed.
+                    if recording.load(Ordering::Relaxed) {
+                        record.await?;
+                    }
+                    Ok(got)
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Sets this workflow's event `key` to `value` (the latest value wins; every value is kept

@@ -278,6 +278,7 @@ impl Replayer {
                 recorded: Mutex::new(history),
                 deadline_ms: None,
                 pending: Mutex::new(None),
+                slot: std::sync::OnceLock::new(),
             }),
         };
         let inputs = row.input.clone().unwrap_or_else(|| "{}".into());

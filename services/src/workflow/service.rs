@@ -831,6 +831,7 @@ impl Service {
                 recorded: Mutex::new(recorded),
                 deadline_ms,
                 pending: Mutex::new(None),
+                slot: std::sync::OnceLock::new(),
             }),
         };
         crate::metrics::METRICS
@@ -846,7 +847,8 @@ impl Service {
             .store(true, std::sync::atomic::Ordering::Release);
         let svc = self.clone();
         let task_id = id.clone();
-        let task = move |_task| {
+        let task = move |task: dbos_kernel::TaskCtx| {
+            let _ = ctx.inner.slot.set(task.slot().clone());
             tracing::Instrument::instrument(
                 async move {
                     let last = ctx.clone();
