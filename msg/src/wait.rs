@@ -4,7 +4,8 @@
 //! notification names (`"{workflow}::{topic}"`, `"{workflow}::{key}"`, or a topic name). A
 //! waiter registers before it probes the table, so a notification committed between the probe
 //! and the wait is never missed; it re-probes after every wake-up and at least every
-//! `recheck_interval_ms`, so a lost notification costs latency, never correctness.
+//! `recheck_interval_ms` (longer when so many wait that their re-checks together would pass 200
+//! a second), so a lost notification costs latency, never correctness.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -122,7 +123,7 @@ impl Waiter<'_> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait(&mut self, deadline: Option<Instant>) -> Woke {
-        let mut until = Instant::now() + self.recheck_interval;
+        let mut until = Instant::now() + recheck_after(self.recheck_interval, self.table);
         if let Some(d) = deadline {
             until = until.min(d);
         }
@@ -140,6 +141,20 @@ impl Waiter<'_> {
             _ = tokio::time::sleep_until(until) => Woke::Timer,
         }
     }
+}
+
+/// Re-checks without a notification, all waiters of the node together, at most this many
+/// times a second: with many waiting, each re-checks less often than `recheck_interval_ms`.
+/// (Notifications are not lost while the node's `LISTEN` connection stays up; a reconnect
+/// wakes every waiter at once.)
+const RECHECKS_PER_S_MAX: u64 = 200;
+
+/// How long a waiter sleeps without a notification before it re-checks: the configured
+/// interval, or longer when so many wait that their re-checks would pass
+/// [`RECHECKS_PER_S_MAX`].
+fn recheck_after(interval: Duration, table: &Table) -> Duration {
+    let waiting = table.lock().len() as u64;
+    interval.max(Duration::from_millis(waiting * 1_000 / RECHECKS_PER_S_MAX))
 }
 
 fn register_key(table: &Table, chan: Channel, key: String) -> watch::Receiver<u64> {
@@ -274,6 +289,11 @@ impl Waiters {
     /// Waiters registered now (distinct keys).
     pub fn waiting(&self) -> usize {
         self.table.lock().len()
+    }
+
+    /// Whether a waiter is registered for `key` on `chan` now.
+    pub fn is_waiting(&self, chan: Channel, key: &str) -> bool {
+        self.table.lock().contains_key(&(chan, key.to_owned()))
     }
 
     /// Runs `probe` until it returns a value or `deadline` passes (then `None`), sleeping between

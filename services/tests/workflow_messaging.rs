@@ -675,7 +675,11 @@ async fn many_waiting_workflows_hold_no_pooled_connection_and_no_slot() {
         assert!(tokio::time::Instant::now() < deadline, "{timers} parked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(kernel.runtime().free_slots(), 4, "no waiting workflow holds a slot");
+    assert_eq!(
+        kernel.runtime().free_slots(),
+        4,
+        "no waiting workflow holds a slot"
+    );
     assert_eq!(
         wf.run::<_, Option<i64>>("long_wait", (2,), id("runs-meanwhile"))
             .await

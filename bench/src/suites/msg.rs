@@ -26,6 +26,10 @@ pub(super) const PING: &str = "bench.ping";
 /// Workflow that receives `n` messages carrying their send time (µs since the epoch) and returns
 /// each one's delay in ms.
 pub(super) const PROBE: &str = "bench.recv_probe";
+/// The topic the probe receives on.
+const PROBE_TOPIC: &str = "probe";
+/// Messages the running probe has received (one probe runs at a time, in this process).
+static PROBE_RECEIVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// Workflow that waits up to an hour for one message on topic "wake".
 pub(super) const WAIT_RECV: &str = "bench.wait_recv";
 /// Workflow that sleeps an hour (until cancelled).
@@ -87,10 +91,11 @@ pub(super) async fn ping(
 pub(super) async fn probe(ctx: wf::Context, (n,): (u32,)) -> Result<Vec<f64>, wf::Error> {
     let mut lats = Vec::new();
     for _ in 0..n {
-        let Some(sent_us) = ctx.recv::<i64>(None, WAIT).await? else {
+        let Some(sent_us) = ctx.recv::<i64>(Some(PROBE_TOPIC), WAIT).await? else {
             break;
         };
         lats.push((now_us() - sent_us) as f64 / 1000.0);
+        PROBE_RECEIVED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     Ok(lats)
 }
@@ -391,23 +396,30 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// One probe workflow receiving `n` messages, each sent once the probe waits again: their
-/// delays in ms. Other waiting workflows may be present; their registrations are counted first.
+/// One probe workflow receiving `n` messages, each sent once the probe has taken the last one
+/// and waits for the next (its receive registered, and 2 ms more for its first look at the
+/// table): their delays in ms.
 async fn wake_latencies(env: &Env, n: u32) -> Result<Vec<f64>> {
     let waiters = env.wf.messages().waiters();
-    let others = waiters.waiting();
     let id = format!("probe-{}", uuid_tag());
+    let key = format!("{id}::{PROBE_TOPIC}");
+    PROBE_RECEIVED.store(0, std::sync::atomic::Ordering::SeqCst);
     let h = env
         .wf
         .start::<_, Vec<f64>>(PROBE, (n,), start_opts(&id))
         .await?;
-    for _ in 0..n {
-        // Let the workflow get back to waiting before the next send.
-        while waiters.waiting() <= others {
+    for sent in 0..n {
+        // The last message taken, and the next receive registered.
+        while PROBE_RECEIVED.load(std::sync::atomic::Ordering::SeqCst) < sent
+            || !waiters.is_waiting(dbos_msg::Channel::Notifications, &key)
+        {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-        env.wf.messages().send(&id, &now_us(), None, None).await?;
+        env.wf
+            .messages()
+            .send(&id, &now_us(), Some(PROBE_TOPIC), None)
+            .await?;
     }
     Ok(h.result().await?)
 }
@@ -454,7 +466,9 @@ async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>>
     let tag = uuid_tag();
     let rss_before = rss_mb()?;
     let ids = |kind: &str| -> Vec<String> {
-        (0..crowd).map(|i| format!("crowd-{tag}-{kind}-{i}")).collect()
+        (0..crowd)
+            .map(|i| format!("crowd-{tag}-{kind}-{i}"))
+            .collect()
     };
     let started = Instant::now();
     for (name, kind) in [(WAIT_RECV, "r"), (WAIT_SLEEP, "s")] {
@@ -550,8 +564,7 @@ async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>>
     );
     mem.extra
         .insert("rss_after_probe_mb".into(), round2(rss_after).into());
-    mem.extra
-        .insert("start_s".into(), round2(start_s).into());
+    mem.extra.insert("start_s".into(), round2(start_s).into());
     mem.paper = Some("goal: under 300 MB with 10000 + 10000 waiting".into());
     let p50 = quantile(&mut crowded, 0.5);
     let mut wake = Row::new(
