@@ -567,11 +567,20 @@ impl fuser::Filesystem for Served {
         reply: ReplyWrite,
     ) {
         let who = identity(req);
-        match in_tx!(self, |tx| self
-            .fs
-            .write_at(&mut tx, &who, ino.0, offset, data)
-            .await?)
-        {
+        // Up to one batch the write is one statement, its own transaction; a longer one is
+        // all or nothing in a transaction. Either, retried, writes the same bytes again.
+        let written = if data.len() <= crate::WRITE_BATCH_BYTES {
+            on_conn!(self, |c| self
+                .fs
+                .write_at(&mut c, &who, ino.0, offset, data)
+                .await?)
+        } else {
+            in_tx!(self, |tx| self
+                .fs
+                .write_at(&mut tx, &who, ino.0, offset, data)
+                .await?)
+        };
+        match written {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }

@@ -82,6 +82,12 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/0003_row_security.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 4,
+            name: "a write in one statement",
+            sql: include_str!("../migrations/0004_write_in_one_statement.sql"),
+            earlier: &[],
+        },
     ],
 };
 

@@ -582,8 +582,9 @@ impl Fs {
     }
 
     /// Writes `data` into file `ino` at `offset`, growing it as needed (a gap becomes a hole).
-    /// Returns the bytes written. 2 round trips per [`WRITE_BATCH_BYTES`]: lock the inode,
-    /// then write the blocks and the size in one statement.
+    /// Returns the bytes written. 1 round trip per [`WRITE_BATCH_BYTES`] (function `fs.write`
+    /// locks the inode, checks it, and writes the blocks and the size); a write of nothing
+    /// checks only.
     ///
     /// # Errors
     /// [`Error::TooBig`] past `file_bytes_max`, [`Error::NotFound`], [`Error::IsDir`],
@@ -596,15 +597,19 @@ impl Fs {
         offset: u64,
         data: &[u8],
     ) -> Result<u64> {
-        let st = self.getattr_lock(c, ino).await?;
-        check_file(&st)?;
-        who.require(&st, W, || ino_what(ino))?;
-        let n = self.write_locked(c, &st, offset, data).await?;
+        if data.is_empty() {
+            let st = self.getattr_lock(c, ino).await?;
+            check_file(&st)?;
+            who.require(&st, W, || ino_what(ino))?;
+            return Ok(0);
+        }
+        let n = self.write_batches(c, who, ino, offset, data).await?;
         touched("file_write", None, ino, data.len() as u64);
         Ok(n)
     }
 
-    /// Appends `data` to file `ino`, at its size as seen under its lock. 2 round trips.
+    /// Appends `data` to file `ino`, at its size as seen under its lock. 2 round trips up to
+    /// [`WRITE_BATCH_BYTES`].
     ///
     /// # Errors
     /// As [`Fs::write_at`].
@@ -618,56 +623,57 @@ impl Fs {
         let st = self.getattr_lock(c, ino).await?;
         check_file(&st)?;
         who.require(&st, W, || ino_what(ino))?;
-        let n = self.write_locked(c, &st, st.size, data).await?;
+        let n = self.write_batches(c, who, ino, st.size, data).await?;
         touched("file_write", None, ino, data.len() as u64);
         Ok(n)
     }
 
-    async fn write_locked(
+    /// Writes `data` at `offset` in statements of at most [`WRITE_BATCH_BYTES`], each of which
+    /// locks and checks the inode.
+    async fn write_batches(
         &self,
         c: &mut PgConnection,
-        st: &Stat,
+        who: &Identity,
+        ino: u64,
         offset: u64,
         data: &[u8],
     ) -> Result<u64> {
-        let end = offset
+        offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= self.opts.file_bytes_max)
             .ok_or_else(|| Error::TooBig {
-                what: ino_what(st.ino),
+                what: ino_what(ino),
                 bytes: offset.saturating_add(data.len() as u64),
                 max: self.opts.file_bytes_max,
             })?;
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let block = BLOCK_BYTES as u64;
-        let mut pos = 0usize;
-        while pos < data.len() {
-            // One statement per batch of at most WRITE_BATCH_BYTES.
-            let batch_end = (pos + WRITE_BATCH_BYTES).min(data.len());
-            let (mut idxs, mut offs, mut pieces) = (Vec::new(), Vec::new(), Vec::new());
-            let mut p = pos;
-            while p < batch_end {
-                let at = offset + p as u64;
-                let in_block = (at % block) as usize;
-                let n = (BLOCK_BYTES - in_block).min(batch_end - p);
-                idxs.push((at / block) as i64);
-                offs.push(in_block as i32);
-                pieces.push(&data[p..p + n]);
-                p += n;
-            }
-            sqlx::query(sql::WRITE)
-                .bind(st.ino as i64)
+        for (k, batch) in data.chunks(WRITE_BATCH_BYTES).enumerate() {
+            let at = offset + (k * WRITE_BATCH_BYTES) as u64;
+            let (idxs, offs, pieces) = pieces(at, batch);
+            let status: String = sqlx::query_scalar(sql::WRITE)
+                .bind(ino as i64)
+                .bind(i64::from(who.uid))
+                .bind(i64::from(who.gid))
+                .bind(groups(who))
                 .bind(idxs)
                 .bind(offs)
                 .bind(pieces)
-                .bind((offset + batch_end as u64) as i64)
-                .execute(&mut *c)
+                .bind((at + batch.len() as u64) as i64)
+                .fetch_one(&mut *c)
                 .await?;
-            pos = batch_end;
+            match status.as_str() {
+                "ok" => {}
+                "ENOENT" => return Err(Error::NotFound(ino_what(ino))),
+                "EISDIR" => return Err(Error::IsDir(ino_what(ino))),
+                "EINVAL" => return Err(symlink_has_no_data(ino)),
+                "EACCES" => return Err(Error::Access(ino_what(ino))),
+                other => {
+                    return Err(Error::invalid(
+                        ino_what(ino),
+                        format!("unexpected status {other:?}"),
+                    ))
+                }
+            }
         }
-        debug_assert!(end >= offset);
         Ok(data.len() as u64)
     }
 
@@ -870,7 +876,7 @@ impl Fs {
                 touched("file_write", None, ino, total);
                 return Ok(total);
             }
-            self.write_locked(c, &st, offset + total, &buf[..filled])
+            self.write_batches(c, who, ino, offset + total, &buf[..filled])
                 .await?;
             total += filled as u64;
             if filled < buf.len() {
@@ -1626,11 +1632,33 @@ fn check_file(st: &Stat) -> Result<()> {
     match st.kind {
         Kind::File => Ok(()),
         Kind::Dir => Err(Error::IsDir(ino_what(st.ino))),
-        Kind::Symlink => Err(Error::invalid(
-            ino_what(st.ino),
-            "a symbolic link has no data to read or write",
-        )),
+        Kind::Symlink => Err(symlink_has_no_data(st.ino)),
     }
+}
+
+fn symlink_has_no_data(ino: u64) -> Error {
+    Error::invalid(
+        ino_what(ino),
+        "a symbolic link has no data to read or write",
+    )
+}
+
+/// `data` written at `offset`, cut at block boundaries: each piece's block index, its offset
+/// in the block, and its bytes.
+fn pieces(offset: u64, data: &[u8]) -> (Vec<i64>, Vec<i32>, Vec<&[u8]>) {
+    let block = BLOCK_BYTES as u64;
+    let (mut idxs, mut offs, mut pieces) = (Vec::new(), Vec::new(), Vec::new());
+    let mut p = 0usize;
+    while p < data.len() {
+        let at = offset + p as u64;
+        let in_block = (at % block) as usize;
+        let n = (BLOCK_BYTES - in_block).min(data.len() - p);
+        idxs.push((at / block) as i64);
+        offs.push(in_block as i32);
+        pieces.push(&data[p..p + n]);
+        p += n;
+    }
+    (idxs, offs, pieces)
 }
 
 /// The entries of a readdir page of directory `dir`.

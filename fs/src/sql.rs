@@ -195,29 +195,10 @@ pub(crate) const READ: &str = concat!(
      ORDER BY b.idx"
 );
 
-/// Writes pieces into blocks: piece k goes to block `$2[k]` at byte `$3[k]` of it. A piece
-/// covering a whole block replaces it without reading it; a partial one is spliced into the
-/// stored block (zero-filled where it was a hole). The inode's size grows to `$5`. The caller
-/// holds the inode's lock. 1 statement (blocks primary key).
-pub(crate) const WRITE: &str = "
-    WITH w (idx, off, piece) AS (
-             SELECT * FROM unnest($2::bigint[], $3::int[], $4::bytea[])
-         ),
-         up AS (
-             INSERT INTO fs.blocks (ino, idx, data)
-             SELECT $1, w.idx,
-                    CASE WHEN o.data IS NULL THEN fs.zeros(w.off) || w.piece
-                         ELSE substring(o.data FROM 1 FOR w.off)
-                              || fs.zeros(w.off - octet_length(o.data))
-                              || w.piece
-                              || substring(o.data FROM w.off + octet_length(w.piece) + 1)
-                    END
-             FROM w
-             LEFT JOIN fs.blocks o ON o.ino = $1 AND o.idx = w.idx
-                  AND NOT (w.off = 0 AND octet_length(w.piece) = 65536)
-             ON CONFLICT (ino, idx) DO UPDATE SET data = EXCLUDED.data
-         )
-    UPDATE fs.inodes SET size = greatest(size, $5), mtime = now(), ctime = now() WHERE ino = $1";
+/// Writes pieces of file `$1` for identity `$2` (uid), `$3` (gid), `$4` (groups): piece k goes
+/// to block `$5[k]` at byte `$6[k]` of it (`$7[k]`); the size grows to `$8`. Locks the inode and
+/// checks it in the same round trip (function `fs.write`). Returns 'ok' or the error's name.
+pub(crate) const WRITE: &str = "SELECT fs.write($1, $2, $3, $4, $5, $6, $7, $8)";
 
 /// Sets the size of file `$1` to `$2`: blocks wholly past it are deleted, the block it ends in
 /// is cut. The caller holds the inode's lock. 1 statement (blocks primary key range).

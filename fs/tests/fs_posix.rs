@@ -462,6 +462,27 @@ async fn bad_names_and_paths_get_posix_errors() {
     assert_eq!(errno(fs.stat(&mut c, r, "/a\0b").await), libc::EINVAL);
     assert_eq!(errno(fs.write(&mut c, r, "/", 0, b"x").await), libc::EISDIR);
     assert_eq!(errno(fs.read(&mut c, r, "/", 0, 1).await), libc::EISDIR);
+    // A write checks the inode in its one statement: a symbolic link has no data, a missing
+    // inode is not found, and nothing is written either way.
+    fs.symlink(&mut c, r, "/", "/to-root").await.unwrap();
+    let link = fs.lstat(&mut c, r, "/to-root").await.unwrap();
+    assert_eq!(
+        errno(fs.write_at(&mut c, r, link.ino, 0, b"x").await),
+        libc::EINVAL
+    );
+    assert_eq!(fs.lstat(&mut c, r, "/to-root").await.unwrap().size, 1);
+    assert_eq!(
+        errno(fs.write_at(&mut c, r, 999_999, 0, b"x").await),
+        libc::ENOENT
+    );
+    // A write of nothing past the end does not grow the file.
+    fs.create(&mut c, r, "/empty", 0o644).await.unwrap();
+    let empty = fs.stat(&mut c, r, "/empty").await.unwrap();
+    assert_eq!(
+        fs.write_at(&mut c, r, empty.ino, 500, b"").await.unwrap(),
+        0
+    );
+    assert_eq!(fs.stat(&mut c, r, "/empty").await.unwrap().size, 0);
     // The configured maximum file size.
     fs.write(&mut c, r, "/file", 990, &[1; 10]).await.unwrap();
     assert_eq!(

@@ -689,7 +689,7 @@ async fn many_waiting_workflows_hold_no_pooled_connection_and_no_slot() {
     );
     for i in 0..waiting {
         wf.messages()
-            .send(&format!("park-{i}"), &(i as i64), None, None)
+            .send(&format!("park-{i}"), &i, None, None)
             .await
             .expect("send while they wait");
     }
