@@ -61,5 +61,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0004_node_addr.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 5,
+            name: "a claim round in one round trip",
+            sql: include_str!("../migrations/sched_0005_claim_in_one_round_trip.sql"),
+            earlier: &[],
+        },
     ],
 };
