@@ -7,18 +7,24 @@ use std::time::Duration;
 
 use dbos_kernel::{testing, Config, Error, Kernel};
 
-#[tokio::test]
-async fn tasks_never_exceed_the_slots_and_their_transactions_commit() {
+/// A kernel of `slots` slots on a fresh test database (kept alive by the first value).
+async fn boot_with_slots(slots: u32) -> (testing::TestDb, Kernel) {
     let db = testing::database().await;
     let k = Kernel::boot(
         Config {
-            slots: 3,
+            slots,
             ..db.config()
         },
         &[],
     )
     .await
     .expect("boot");
+    (db, k)
+}
+
+#[tokio::test]
+async fn tasks_never_exceed_the_slots_and_their_transactions_commit() {
+    let (_db, k) = boot_with_slots(3).await;
     sqlx::query("CREATE TABLE public.done (task_id text PRIMARY KEY, node_id text NOT NULL)")
         .execute(k.pool())
         .await
@@ -97,16 +103,7 @@ async fn a_dropped_transaction_rolls_back() {
 
 #[tokio::test]
 async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
-    let db = testing::database().await;
-    let k = Kernel::boot(
-        Config {
-            slots: 1,
-            ..db.config()
-        },
-        &[],
-    )
-    .await
-    .expect("boot");
+    let (_db, k) = boot_with_slots(1).await;
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let first = k
         .runtime()
@@ -138,16 +135,7 @@ async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
 /// goes on only once a slot is free again.
 #[tokio::test]
 async fn an_idle_task_gives_its_slot_back_until_its_wait_ends() {
-    let db = testing::database().await;
-    let k = Kernel::boot(
-        Config {
-            slots: 1,
-            ..db.config()
-        },
-        &[],
-    )
-    .await
-    .expect("boot");
+    let (_db, k) = boot_with_slots(1).await;
     let log = Arc::new(parking_lot::Mutex::new(Vec::<&str>::new()));
     let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
     let (idle_tx, idle_rx) = tokio::sync::oneshot::channel::<()>();

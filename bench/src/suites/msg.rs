@@ -485,25 +485,15 @@ async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>>
     }
     let start_s = started.elapsed().as_secs_f64();
     // Parked once its timer is recorded: a sleep records it first, a recv after 100 ms.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (parked,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM dbos.operation_outputs
-             WHERE workflow_uuid LIKE $1 AND function_name = 'DBOS.sleep'",
-        )
-        .bind(format!("crowd-{tag}-%"))
-        .fetch_one(env.pool())
-        .await?;
-        if parked as usize >= 2 * crowd {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {parked} of {} waiting workflows parked within 300 s",
-            2 * crowd
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_count(
+        env,
+        "SELECT count(*) FROM dbos.operation_outputs
+         WHERE workflow_uuid LIKE $1 AND function_name = 'DBOS.sleep'",
+        &tag,
+        |parked| parked as usize >= 2 * crowd,
+        "the waiting workflows parked",
+    )
+    .await?;
     let rss_waiting = rss_mb()?;
     let mut crowded = Vec::new();
     for _ in 0..plan.repeats {
@@ -529,24 +519,15 @@ async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>>
         }
     })
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (left,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM dbos.workflow_status
-             WHERE workflow_uuid LIKE $1 AND status = 'PENDING'",
-        )
-        .bind(format!("crowd-{tag}-%"))
-        .fetch_one(env.pool())
-        .await?;
-        if left == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{left} waiting workflows still pending 300 s after being woken or cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_count(
+        env,
+        "SELECT count(*) FROM dbos.workflow_status
+         WHERE workflow_uuid LIKE $1 AND status = 'PENDING'",
+        &tag,
+        |left| left == 0,
+        "the waiting workflows ended after being woken or cancelled",
+    )
+    .await?;
 
     let waiting = 2 * crowd;
     let mut mem = Row::new(
@@ -580,6 +561,32 @@ async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>>
     wake.baseline_name = Some("the same with none waiting, same run".into());
     wake.ratio = Some(p50 / idle_p50);
     Ok(vec![mem, wake])
+}
+
+/// Runs `count_sql` (its `$1` bound to the pattern of the crowd `tag`'s IDs) every 100 ms until
+/// `done` holds of the count, for at most 300 s; `what` names the awaited state otherwise.
+async fn poll_count(
+    env: &Env,
+    count_sql: &str,
+    tag: &str,
+    done: impl Fn(i64) -> bool,
+    what: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (n,): (i64,) = sqlx::query_as(count_sql)
+            .bind(format!("crowd-{tag}-%"))
+            .fetch_one(env.pool())
+            .await?;
+        if done(n) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not within 300 s: {what} (count {n})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn round2(x: f64) -> f64 {
