@@ -29,40 +29,89 @@ pub struct TaskCtx {
 #[derive(Clone, Debug)]
 pub struct Slot {
     slots: Arc<Semaphore>,
-    permit: Arc<parking_lot::Mutex<Option<OwnedSemaphorePermit>>>,
+    /// Whether the task was started with a slot of its own (and so takes one back after waits).
+    own: bool,
+    state: Arc<parking_lot::Mutex<SlotState>>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    permit: Option<OwnedSemaphorePermit>,
+    /// Waits of this task under way now: the slot is given back at the first, and taken again
+    /// once the last has ended.
+    idle: usize,
 }
 
 impl Slot {
     fn new(slots: Arc<Semaphore>, permit: Option<OwnedSemaphorePermit>) -> Slot {
         Slot {
             slots,
-            permit: Arc::new(parking_lot::Mutex::new(permit)),
+            own: permit.is_some(),
+            state: Arc::new(parking_lot::Mutex::new(SlotState { permit, idle: 0 })),
         }
     }
 
-    /// Runs `wait` without the slot, so another task can run meanwhile; then waits for a slot
-    /// before returning. A slot that cannot be had because the runtime is closing is not waited
-    /// for: the task finishes its work while the node drains. Without a slot of its own (on its
-    /// caller's, or already idle), just runs `wait`.
+    /// Runs `wait` without the slot, so another task can run meanwhile; then, once no other
+    /// wait of this task is under way, waits for a slot before returning. A slot that cannot be
+    /// had because the runtime is closing is not waited for: the task finishes its work while
+    /// the node drains. A task without a slot of its own (on its caller's) just runs `wait`.
     ///
     /// # Cancel safety
-    /// Dropping the future while it waits leaves the task without a slot until it ends.
+    /// Waits may run side by side and be dropped midway (one branch of a `select!`). The last
+    /// one to end takes the slot again; if it was dropped and no slot is free at that moment, the
+    /// task runs without one until the end of its next wait, which waits for a slot as usual.
     pub async fn idle<F: Future>(&self, wait: F) -> F::Output {
-        let held = self.permit.lock().take();
-        let Some(permit) = held else {
+        if !self.own {
             return wait.await;
+        }
+        let mut guard = IdleGuard {
+            slot: self,
+            ended: false,
         };
-        drop(permit);
+        let given_back = {
+            let mut s = self.state.lock();
+            s.idle += 1;
+            s.permit.take()
+        };
+        drop(given_back);
         let out = wait.await;
-        if let Ok(permit) = self.slots.clone().acquire_owned().await {
-            *self.permit.lock() = Some(permit);
+        guard.ended = true;
+        if self.leave_idle() {
+            if let Ok(permit) = self.slots.clone().acquire_owned().await {
+                self.state.lock().permit = Some(permit);
+            }
         }
         out
     }
 
+    /// Ends one wait; true when it was the last and the task holds no slot.
+    fn leave_idle(&self) -> bool {
+        let mut s = self.state.lock();
+        s.idle -= 1;
+        s.idle == 0 && s.permit.is_none()
+    }
+
     /// Gives the slot back for good (the task has ended).
     fn release(&self) {
-        self.permit.lock().take();
+        self.state.lock().permit.take();
+    }
+}
+
+/// Ends a wait of [`Slot::idle`] that was dropped before it ended: the slot is taken again at
+/// once if one is free (a drop cannot wait for one).
+struct IdleGuard<'a> {
+    slot: &'a Slot,
+    ended: bool,
+}
+
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        if self.ended || !self.slot.leave_idle() {
+            return;
+        }
+        if let Ok(permit) = self.slot.slots.clone().try_acquire_owned() {
+            self.slot.state.lock().permit = Some(permit);
+        }
     }
 }
 

@@ -179,6 +179,71 @@ async fn an_idle_task_gives_its_slot_back_until_its_wait_ends() {
     k.shutdown().await.expect("shutdown");
 }
 
+/// Waits raced against each other (a `select!`) leave the task its slot: the loser, dropped
+/// midway, takes the slot again when one is free, and otherwise the task's next wait ends only
+/// once it has one.
+#[tokio::test]
+async fn a_wait_dropped_midway_does_not_leave_the_task_without_a_slot() {
+    let (_db, k) = boot_with_slots(1).await;
+    let log = Arc::new(parking_lot::Mutex::new(Vec::<&str>::new()));
+    let (idle_tx, mut idle_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (wake_tx, mut wake_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (went_on_tx, mut went_on_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (next_tx, mut next_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let racer = {
+        let log = log.clone();
+        k.runtime()
+            .spawn("racer", move |ctx| async move {
+                for _ in 0..2 {
+                    let slot = ctx.slot();
+                    tokio::select! {
+                        _ = slot.idle(std::future::pending::<()>()) => unreachable!(),
+                        _ = slot.idle(async {
+                            idle_tx.send(()).expect("test waits");
+                            wake_rx.recv().await.expect("test wakes");
+                        }) => {}
+                    }
+                    went_on_tx.send(()).expect("test waits");
+                    next_rx.recv().await.expect("test goes on");
+                }
+                // The next wait ends only with a slot.
+                ctx.slot().idle(async {}).await;
+                log.lock().push("racer went on");
+            })
+            .await
+            .expect("spawn")
+    };
+    // First race: nothing else runs, so the loser takes the slot back as it is dropped.
+    idle_rx.recv().await.expect("racer idle");
+    assert_eq!(k.runtime().free_slots(), 1, "the racing waits gave the slot back");
+    wake_tx.send(()).expect("racer waits");
+    went_on_rx.recv().await.expect("racer went on");
+    assert_eq!(k.runtime().free_slots(), 0, "the racer holds its slot again");
+    next_tx.send(()).expect("racer waits");
+    // Second race: another task holds the one slot when the race ends.
+    idle_rx.recv().await.expect("racer idle again");
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let other = {
+        let log = log.clone();
+        k.runtime()
+            .spawn("other", move |_ctx| async move {
+                let _ = done_rx.await;
+                log.lock().push("other ended");
+            })
+            .await
+            .expect("a slot is free for it")
+    };
+    wake_tx.send(()).expect("racer waits");
+    went_on_rx.recv().await.expect("racer went on");
+    next_tx.send(()).expect("racer waits");
+    done_tx.send(()).expect("other waits");
+    other.join().await.expect("other done");
+    racer.join().await.expect("racer done");
+    assert_eq!(*log.lock(), vec!["other ended", "racer went on"]);
+    assert_eq!(k.runtime().free_slots(), 1, "every slot given back");
+    k.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn shutdown_drains_quick_tasks_abandons_slow_ones_and_refuses_new_ones() {
     let db = testing::database().await;
