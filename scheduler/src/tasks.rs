@@ -86,20 +86,12 @@ pub async fn submit(pool: &PgPool, s: &Submit) -> Result<String, Error> {
     let delay_until_ms = s
         .delay
         .map(|d| Utc::now().timestamp_millis() + d.as_millis() as i64);
-    let created = workflows::enqueue(
-        pool,
-        &Enqueue {
-            workflow_id: &id,
-            name: COMMAND,
-            queue: &s.queue,
-            inputs: &inputs,
-            priority: s.priority,
-            deduplication_id: s.deduplication_id.as_deref(),
-            delay_until_ms,
-            attributes: attributes.as_ref(),
-            ..Enqueue::default()
-        },
-    )
+    let mut e = Enqueue::new(id.clone(), COMMAND, s.queue.clone(), inputs);
+    e.priority = s.priority;
+    e.deduplication_id = s.deduplication_id.clone();
+    e.delay_until_ms = delay_until_ms;
+    e.attributes = attributes;
+    let created = workflows::enqueue(pool, &e)
     .await
     .map_err(|e| match e {
         dbos_store::Error::Deduplicated {

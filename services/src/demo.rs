@@ -27,17 +27,13 @@ pub const DEMO: &str = "dbos.demo";
 /// [`workflow::Error::Conflict`] when `id` is a workflow of another function; database errors.
 pub async fn enqueue(pool: &PgPool, id: &str, pause_ms: u64) -> Result<(), workflow::Error> {
     let inputs = codec::encode_input(&(pause_ms,))?;
-    let created = dbos_store::workflows::enqueue(
-        pool,
-        &dbos_store::workflows::Enqueue {
-            workflow_id: id,
-            name: DEMO,
-            queue: dbos_scheduler::queues::DEFAULT_QUEUE,
-            inputs: &inputs,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let e = dbos_store::workflows::Enqueue::new(
+        id,
+        DEMO,
+        dbos_scheduler::queues::DEFAULT_QUEUE,
+        inputs,
+    );
+    let created = dbos_store::workflows::enqueue(pool, &e).await?;
     match created.name {
         Some(existing) if existing != DEMO => Err(workflow::Error::Conflict {
             id: id.to_owned(),

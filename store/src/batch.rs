@@ -14,6 +14,7 @@ use sqlx::{PgExecutor, Postgres};
 
 use crate::limits;
 use crate::status::Status;
+pub use crate::workflows::Enqueue;
 use crate::workflows::Created;
 
 /// One operation checkpoint.
@@ -125,61 +126,14 @@ impl Start {
     }
 }
 
-/// A workflow put on its queue (ENQUEUED, or DELAYED with a delay), with its input.
-#[derive(Clone, Debug)]
-pub struct Enqueue {
-    /// Its ID.
-    pub workflow_id: String,
-    /// Its function.
-    pub name: String,
-    /// The queue.
-    pub queue: String,
-    /// Its creator token.
-    pub xid: String,
-    /// Start-to-close timeout; the deadline is set when it is claimed.
-    pub timeout_ms: Option<i64>,
-    /// Absolute deadline, epoch ms.
-    pub deadline_ms: Option<i64>,
-    /// Lower runs earlier.
-    pub priority: i32,
-    /// Deduplication ID within the queue.
-    pub deduplication_id: Option<String>,
-    /// Enqueue as DELAYED until this time, epoch ms.
-    pub delay_until_ms: Option<i64>,
-    /// Partition of a partitioned queue.
-    pub partition_key: Option<String>,
-    /// Attributes, a JSON object as text.
-    pub attributes: Option<String>,
-    /// Inputs, portable JSON text.
-    pub inputs: String,
-}
-
-impl Enqueue {
-    /// Checks every field against [`crate::limits`] before the enqueue joins a batch.
-    ///
-    /// # Errors
-    /// [`crate::Error::Invalid`].
-    pub fn validate(&self) -> crate::Result<()> {
-        crate::workflows::Enqueue {
-            workflow_id: &self.workflow_id,
-            name: &self.name,
-            queue: &self.queue,
-            inputs: &self.inputs,
-            deduplication_id: self.deduplication_id.as_deref(),
-            partition_key: self.partition_key.as_deref(),
-            ..crate::workflows::Enqueue::default()
-        }
-        .validate()
-    }
-}
-
 /// The group-commit statement for a batch holding the given kinds of request.
 ///
 /// Every shape binds the same parameters: starts (`$15`..`$21`, executor `$22`, version
 /// `$23`), checkpoints of owned PENDING workflows (`$1`..`$9`, with what each step touched in
 /// `$25`, written to `prov.events`), outcomes with their output rows (`$10`..`$14`) and
-/// enqueues with their inputs (`$26`..`$37`; a queue's partitioning decides whether a
-/// partition key is required or refused, and a refused one returns no row). Only
+/// enqueues with their inputs (`$26`..`$37`, and the channel they notify at commit, if any,
+/// `$38`; a queue's partitioning decides whether a partition key is required or refused, and a
+/// refused one returns no row). Only
 /// the parts a batch needs are in its statement: Postgres prepares every table a statement
 /// names, its indexes and expressions, each time it runs it, so a lone workflow's checkpoint
 /// does not pay for the outcome and start parts it leaves empty (with all parts, a checkpoint
@@ -318,7 +272,7 @@ const ENQUEUES: &str = "e AS (
              FROM e LEFT JOIN dbos.queues q ON q.name = e.queue
              WHERE COALESCE(q.partition_queue, false) = (e.pkey IS NOT NULL)
              ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
-             RETURNING workflow_uuid, name, creator_xid
+             RETURNING workflow_uuid, name, creator_xid, queue_name
          ), eq_in AS (
              INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
              SELECT e.id, e.inputs FROM e JOIN eq ON eq.workflow_uuid = e.id AND eq.creator_xid = e.xid
@@ -352,7 +306,12 @@ fn compose(shape: Shape) -> String {
     }
     if shape.has(Shape::ENQUEUES) {
         ctes.push(ENQUEUES);
-        rows.push("SELECT 'e'::text, workflow_uuid, 0, name, creator_xid FROM eq");
+        // With a channel in `$38`, each enqueue wakes idle nodes at commit.
+        rows.push(
+            "SELECT 'e'::text, workflow_uuid, 0, name, creator_xid
+             FROM eq LEFT JOIN LATERAL (SELECT pg_notify($38, eq.queue_name) WHERE $38 IS NOT NULL) n
+                 ON true",
+        );
     }
     if rows.is_empty() {
         return "SELECT NULL::text, NULL::text, NULL::int4, NULL::text, NULL::text WHERE false"
@@ -373,6 +332,7 @@ pub struct Batch {
     oc: OutcomeColumns,
     st: StartColumns,
     eq: EnqueueColumns,
+    announce: Option<&'static str>,
 }
 
 impl Batch {
@@ -403,6 +363,14 @@ impl Batch {
     pub fn push_enqueue(&mut self, e: Enqueue) {
         debug_assert!(!self.has_insert(&e.workflow_id));
         self.eq.push(e);
+    }
+
+    /// Makes each enqueue of the batch notify `channel` with its queue at commit. A node
+    /// announces its enqueues itself instead, many at once (see the committer): a notifying
+    /// transaction holds Postgres's notification lock through its commit, so notifying commits
+    /// of all clients take turns.
+    pub fn announce_enqueues(&mut self, channel: &'static str) {
+        self.announce = Some(channel);
     }
 
     /// Whether a start or an enqueue of `id` is in the batch.
@@ -485,6 +453,7 @@ impl Batch {
             .bind(&eq.pkey)
             .bind(&eq.attrs)
             .bind(&eq.inputs)
+            .bind(self.announce)
     }
 
     /// Writes the batch in one statement; starts run on `executor_id` at `app_version`.
@@ -613,17 +582,17 @@ struct EnqueueColumns {
 
 impl EnqueueColumns {
     fn push(&mut self, e: Enqueue) {
+        self.xid.push(e.xid().to_owned());
         self.id.push(e.workflow_id);
         self.name.push(e.name);
         self.queue.push(e.queue);
-        self.xid.push(e.xid);
         self.timeout.push(e.timeout_ms);
         self.deadline.push(e.deadline_ms);
         self.priority.push(e.priority);
         self.dedup.push(e.deduplication_id);
         self.delay.push(e.delay_until_ms);
         self.pkey.push(e.partition_key);
-        self.attrs.push(e.attributes);
+        self.attrs.push(e.attributes.map(|a| a.to_string()));
         self.inputs.push(e.inputs);
     }
 }

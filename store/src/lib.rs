@@ -11,17 +11,9 @@
 //! use dbos_store::{workflows, Status};
 //!
 //! # async fn demo(pool: &sqlx::PgPool) -> dbos_store::Result<()> {
-//! let created = workflows::enqueue(
-//!     pool,
-//!     &workflows::Enqueue {
-//!         workflow_id: "report-2026-12",
-//!         name: "report",
-//!         queue: "default",
-//!         inputs: r#"{"positionalArgs":[],"namedArgs":{}}"#,
-//!         ..workflows::Enqueue::default()
-//!     },
-//! )
-//! .await?;
+//! let inputs = r#"{"positionalArgs":[],"namedArgs":{}}"#;
+//! let e = workflows::Enqueue::new("report-2026-12", "report", "default", inputs);
+//! let created = workflows::enqueue(pool, &e).await?;
 //! assert!(created.created);
 //! assert_eq!(workflows::status(pool, "report-2026-12").await?, Status::Enqueued);
 //! # Ok(())

@@ -6,24 +6,29 @@
 //! that act for an execution are fenced on `(status = 'PENDING', owner_xid)`, so a zombie
 //! execution can never overwrite what another one (or a cancel) decided.
 
+use std::sync::Arc;
+
 use sqlx::{PgConnection, PgExecutor};
+
+use crate::batch::Batch;
 
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::status::Status;
 use crate::{CANCEL_CHANNEL, ENQUEUE_CHANNEL, INTERNAL_QUEUE};
 
-/// A workflow to put on a queue.
-#[derive(Clone, Debug, Default)]
-pub struct Enqueue<'a> {
+/// A workflow to put on a queue (ENQUEUED, or DELAYED with a delay), with its input: for
+/// [`enqueue`] alone, or many at once in a group commit ([`crate::batch::Batch::push_enqueue`]).
+#[derive(Clone, Debug)]
+pub struct Enqueue {
     /// Its ID.
-    pub workflow_id: &'a str,
+    pub workflow_id: String,
     /// Its function.
-    pub name: &'a str,
+    pub name: String,
     /// The queue.
-    pub queue: &'a str,
+    pub queue: String,
     /// Inputs, portable JSON text.
-    pub inputs: &'a str,
+    pub inputs: String,
     /// Start-to-close timeout; the deadline is set when it is claimed.
     pub timeout_ms: Option<i64>,
     /// Absolute deadline, epoch ms.
@@ -31,36 +36,89 @@ pub struct Enqueue<'a> {
     /// Lower runs earlier.
     pub priority: i32,
     /// Deduplication ID within the queue.
-    pub deduplication_id: Option<&'a str>,
+    pub deduplication_id: Option<String>,
     /// Enqueue as DELAYED until this time, epoch ms.
     pub delay_until_ms: Option<i64>,
     /// Partition of a partitioned queue.
-    pub partition_key: Option<&'a str>,
+    pub partition_key: Option<String>,
     /// Attributes (a JSON object), e.g. the placement labels a task requires.
-    pub attributes: Option<&'a serde_json::Value>,
-    /// The caller announces the enqueue to idle nodes itself, after it commits, so the
-    /// statement does not notify. A node does, many enqueues at once: a notifying transaction
-    /// holds Postgres's notification lock through its commit, so notifying commits of all
-    /// clients take turns.
-    pub announced_later: bool,
+    pub attributes: Option<serde_json::Value>,
+    /// The creator token: the row was created by this enqueue when it holds it.
+    xid: String,
 }
 
-impl Enqueue<'_> {
+impl Enqueue {
+    /// An enqueue of `name` as `workflow_id` on `queue`, with priority 0 and nothing else set.
+    pub fn new(
+        workflow_id: impl Into<String>,
+        name: impl Into<String>,
+        queue: impl Into<String>,
+        inputs: impl Into<String>,
+    ) -> Enqueue {
+        Enqueue {
+            workflow_id: workflow_id.into(),
+            name: name.into(),
+            queue: queue.into(),
+            inputs: inputs.into(),
+            timeout_ms: None,
+            deadline_ms: None,
+            priority: 0,
+            deduplication_id: None,
+            delay_until_ms: None,
+            partition_key: None,
+            attributes: None,
+            xid: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// The creator token.
+    pub(crate) fn xid(&self) -> &str {
+        &self.xid
+    }
+
     /// Checks every field against [`crate::limits`] before anything is written.
     ///
     /// # Errors
     /// [`Error::Invalid`].
     pub fn validate(&self) -> Result<()> {
-        limits::check_id("workflow ID", self.workflow_id)?;
-        limits::check_name("workflow name", self.name)?;
-        limits::check_name("queue name", self.queue)?;
-        if let Some(d) = self.deduplication_id {
+        limits::check_id("workflow ID", &self.workflow_id)?;
+        limits::check_name("workflow name", &self.name)?;
+        limits::check_name("queue name", &self.queue)?;
+        if let Some(d) = &self.deduplication_id {
             limits::check_id("deduplication ID", d)?;
         }
-        if let Some(k) = self.partition_key {
+        if let Some(k) = &self.partition_key {
             limits::check_id("partition key", k)?;
         }
-        limits::check_payload("inputs", self.inputs)
+        limits::check_payload("inputs", &self.inputs)
+    }
+
+    /// What the enqueue came to, from what its statement returned for it: no row when the
+    /// queue's partitioning refused it (a partition key where none is taken, or none where one
+    /// is required).
+    ///
+    /// # Errors
+    /// [`Error::PartitionKey`].
+    pub fn result(&self, found: Option<Created>) -> Result<Created> {
+        found.ok_or_else(|| Error::PartitionKey {
+            queue: self.queue.clone(),
+            given: self.partition_key.is_some(),
+        })
+    }
+
+    /// The error of a statement that failed with this enqueue alone in it: a unique violation
+    /// is its deduplication ID in use on the queue (the only unique index an enqueue of a new
+    /// ID can break).
+    pub fn failed(&self, err: Arc<sqlx::Error>) -> Error {
+        if dbos_kernel::sqlstate::is(&err, dbos_kernel::sqlstate::UNIQUE_VIOLATION) {
+            Error::Deduplicated {
+                workflow_id: self.workflow_id.clone(),
+                queue: self.queue.clone(),
+                deduplication_id: self.deduplication_id.clone().unwrap_or_default(),
+            }
+        } else {
+            Error::Batch(err)
+        }
     }
 }
 
@@ -73,78 +131,25 @@ pub struct Created {
     pub created: bool,
 }
 
-/// Enqueues a workflow (ENQUEUED, or DELAYED with a delay) with its input and, unless
-/// `e.announced_later`, wakes idle nodes at commit. An existing ID is left alone and reported.
+/// Enqueues a workflow (ENQUEUED, or DELAYED with a delay) with its input and wakes idle nodes
+/// at commit: the group commit's statement for this one enqueue. An existing ID is left alone
+/// and reported.
 ///
 /// 1 round trip, 1 commit (primary keys; the deduplication index).
 ///
 /// # Errors
-/// [`Error::Deduplicated`]; database errors.
-pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue<'_>) -> Result<Created> {
+/// [`Error::Deduplicated`], [`Error::PartitionKey`]; database errors.
+pub async fn enqueue<'c>(db: impl PgExecutor<'c>, e: &Enqueue) -> Result<Created> {
     e.validate()?;
-    let xid = uuid::Uuid::new_v4().to_string();
-    // The queue's partitioning decides whether a partition key is required or refused; a
-    // queue without settings is not partitioned.
-    let row: Option<(Option<String>, bool)> = sqlx::query_as(
-        "WITH q AS (
-             SELECT COALESCE((SELECT partition_queue FROM dbos.queues WHERE name = $3), false)
-                 AS partitioned
-         ), ins AS (
-             INSERT INTO dbos.workflow_status AS w
-                 (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
-                  serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
-                  deduplication_id, delay_until_epoch_ms, queue_partition_key, attributes)
-             SELECT $1, CASE WHEN $11::int8 IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, $2, $3, 0,
-                    $4, 'portable_json', $5, $6, $7, $8, $11, $12, $13
-             FROM q WHERE q.partitioned = ($12::text IS NOT NULL)
-             ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
-             RETURNING name, creator_xid
-         ), inp AS (
-             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-             SELECT $1, $9 FROM ins WHERE ins.creator_xid = $4
-             ON CONFLICT DO NOTHING
-         )
-         -- A row created by another client may have no creator token: not ours.
-         SELECT name, COALESCE(creator_xid = $4, false) AS created
-         FROM ins LEFT JOIN LATERAL (SELECT pg_notify($10, $3) WHERE NOT $14) n ON true",
-    )
-    .bind(e.workflow_id)
-    .bind(e.name)
-    .bind(e.queue)
-    .bind(&xid)
-    .bind(e.timeout_ms)
-    .bind(e.deadline_ms)
-    .bind(e.priority)
-    .bind(e.deduplication_id)
-    .bind(e.inputs)
-    .bind(ENQUEUE_CHANNEL)
-    .bind(e.delay_until_ms)
-    .bind(e.partition_key)
-    .bind(e.attributes)
-    .bind(e.announced_later)
-    .fetch_optional(db)
-    .await
-    .map_err(|err| {
-        if dbos_kernel::sqlstate::is(&err, dbos_kernel::sqlstate::UNIQUE_VIOLATION) {
-            Error::Deduplicated {
-                workflow_id: e.workflow_id.to_owned(),
-                queue: e.queue.to_owned(),
-                deduplication_id: e.deduplication_id.unwrap_or_default().to_owned(),
-            }
-        } else {
-            Error::Db(err)
-        }
-    })?;
-    let Some(row) = row else {
-        return Err(Error::PartitionKey {
-            queue: e.queue.to_owned(),
-            given: e.partition_key.is_some(),
-        });
-    };
-    Ok(Created {
-        name: row.0,
-        created: row.1,
-    })
+    let mut batch = Batch::new();
+    batch.push_enqueue(e.clone());
+    batch.announce_enqueues(ENQUEUE_CHANNEL);
+    // Starts are the only part that records an executor and a version.
+    let mut written = batch
+        .write(db, "", "")
+        .await
+        .map_err(|err| e.failed(Arc::new(err)))?;
+    e.result(written.enqueues.pop().flatten())
 }
 
 /// One run of a cron schedule.

@@ -14,15 +14,10 @@ async fn kernel() -> Kernel {
         .expect("boot")
 }
 
-fn enqueue<'a>(id: &'a str, queue: &'a str, key: Option<&'a str>) -> workflows::Enqueue<'a> {
-    workflows::Enqueue {
-        workflow_id: id,
-        name: "job",
-        queue,
-        inputs: INPUTS,
-        partition_key: key,
-        ..workflows::Enqueue::default()
-    }
+fn enqueue(id: &str, queue: &str, key: Option<&str>) -> workflows::Enqueue {
+    let mut e = workflows::Enqueue::new(id, "job", queue, INPUTS);
+    e.partition_key = key.map(str::to_owned);
+    e
 }
 
 #[tokio::test]
@@ -49,6 +44,28 @@ async fn enqueueing_an_id_made_by_the_sql_function_returns_it_unchanged() {
             .expect("status"),
         Status::Enqueued
     );
+    k.shutdown().await.expect("shutdown");
+}
+
+/// An enqueue on its own wakes idle nodes: its commit notifies the enqueue channel with the
+/// queue's name.
+#[tokio::test]
+async fn an_enqueue_notifies_idle_nodes_with_its_queue() {
+    let k = kernel().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(k.pool())
+        .await
+        .expect("listener");
+    listener
+        .listen(dbos_store::ENQUEUE_CHANNEL)
+        .await
+        .expect("listen");
+    let created = workflows::enqueue(k.pool(), &enqueue("noticed", "default", None))
+        .await
+        .expect("enqueue");
+    assert!(created.created);
+    let n = listener.recv().await.expect("notification");
+    assert_eq!(n.channel(), dbos_store::ENQUEUE_CHANNEL);
+    assert_eq!(n.payload(), "default");
     k.shutdown().await.expect("shutdown");
 }
 

@@ -31,7 +31,7 @@ enum Request {
     Checkpoint(Checkpoint, oneshot::Sender<Result<bool, Failed>>),
     Outcome(Outcome, oneshot::Sender<Result<bool, Failed>>),
     Start(Start, oneshot::Sender<Result<Option<Created>, Failed>>),
-    Enqueue(Enqueue, oneshot::Sender<Result<Option<Created>, Failed>>),
+    Enqueue(Enqueue, oneshot::Sender<dbos_store::Result<Created>>),
 }
 
 /// Handle to the committer. Cheap to clone.
@@ -141,16 +141,18 @@ impl Committer {
         })
     }
 
-    /// Puts a workflow on its queue with its input, unless the ID exists. `None` when the
-    /// queue's partitioning refused it (a partition key where none is taken, or none where one
-    /// is required).
+    /// Puts a workflow on its queue with its input, unless the ID exists.
     ///
     /// 1 round trip, 1 commit, shared with concurrent requests.
-    pub(crate) async fn enqueue(&self, e: Enqueue) -> Result<Option<Created>, Error> {
+    ///
+    /// # Errors
+    /// [`dbos_store::Error::PartitionKey`] and [`dbos_store::Error::Deduplicated`] among
+    /// others.
+    pub(crate) async fn enqueue(&self, e: Enqueue) -> Result<Created, Error> {
         e.validate()?;
         let (tx, rx) = oneshot::channel();
         self.push(vec![Request::Enqueue(e, tx)])?;
-        answer(rx).await
+        Ok(rx.await.map_err(|_| Error::ShuttingDown)??)
     }
 
     /// Queues requests next to each other, so they usually share a batch.
@@ -375,8 +377,8 @@ fn answer_all(requests: Vec<Request>, w: Written) {
             Request::Start(_, tx) => {
                 let _ = tx.send(Ok(st.next().flatten()));
             }
-            Request::Enqueue(_, tx) => {
-                let _ = tx.send(Ok(eq.next().flatten()));
+            Request::Enqueue(e, tx) => {
+                let _ = tx.send(e.result(eq.next().flatten()));
             }
         }
     }
@@ -401,8 +403,11 @@ impl Request {
             Request::Checkpoint(_, tx) | Request::Outcome(_, tx) => {
                 let _ = tx.send(Err(e));
             }
-            Request::Start(_, tx) | Request::Enqueue(_, tx) => {
+            Request::Start(_, tx) => {
                 let _ = tx.send(Err(e));
+            }
+            Request::Enqueue(en, tx) => {
+                let _ = tx.send(Err(en.failed(e)));
             }
         }
     }

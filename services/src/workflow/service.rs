@@ -632,51 +632,15 @@ impl Service {
             Waiting::Joined(_) => None,
         };
         // Through the group committer: concurrent enqueues share a statement and a commit.
-        let enqueued = self
-            .inner
-            .committer
-            .enqueue(Enqueue {
-                workflow_id: id.clone(),
-                name: name.to_owned(),
-                queue: queue.to_owned(),
-                xid: uuid::Uuid::new_v4().to_string(),
-                timeout_ms: opts.timeout.map(|t| t.as_millis() as i64),
-                deadline_ms: opts.deadline_ms,
-                priority: opts.priority,
-                deduplication_id: opts.deduplication_id.clone(),
-                delay_until_ms,
-                partition_key: opts.partition_key.clone(),
-                attributes: traced.map(|t| t.to_string()),
-                inputs,
-            })
-            .await;
-        let created = match enqueued {
-            Ok(Some(created)) => created,
-            // The queue's partitioning refused it: no row.
-            Ok(None) => {
-                return Err(dbos_store::Error::PartitionKey {
-                    queue: queue.to_owned(),
-                    given: opts.partition_key.is_some(),
-                }
-                .into())
-            }
-            // The batch was split until this enqueue failed alone: its deduplication ID is in
-            // use on the queue (the only unique index an enqueue can break).
-            Err(Error::Store(dbos_store::Error::Batch(e)))
-                if dbos_kernel::sqlstate::is(
-                    e.as_ref(),
-                    dbos_kernel::sqlstate::UNIQUE_VIOLATION,
-                ) =>
-            {
-                return Err(dbos_store::Error::Deduplicated {
-                    workflow_id: id,
-                    queue: queue.to_owned(),
-                    deduplication_id: opts.deduplication_id.unwrap_or_default(),
-                }
-                .into())
-            }
-            Err(e) => return Err(e),
-        };
+        let mut e = Enqueue::new(id.clone(), name, queue, inputs);
+        e.timeout_ms = opts.timeout.map(|t| t.as_millis() as i64);
+        e.deadline_ms = opts.deadline_ms;
+        e.priority = opts.priority;
+        e.deduplication_id = opts.deduplication_id;
+        e.delay_until_ms = delay_until_ms;
+        e.partition_key = opts.partition_key;
+        e.attributes = traced;
+        let created = self.inner.committer.enqueue(e).await?;
         if !created.created {
             return self.existing(id, created.name, name);
         }
