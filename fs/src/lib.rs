@@ -88,6 +88,12 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/0004_write_in_one_statement.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 5,
+            name: "an empty write checks only",
+            sql: include_str!("../migrations/0005_empty_write_checks_only.sql"),
+            earlier: &[],
+        },
     ],
 };
 

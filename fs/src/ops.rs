@@ -584,7 +584,7 @@ impl Fs {
     /// Writes `data` into file `ino` at `offset`, growing it as needed (a gap becomes a hole).
     /// Returns the bytes written. 1 round trip per [`WRITE_BATCH_BYTES`] (function `fs.write`
     /// locks the inode, checks it, and writes the blocks and the size); a write of nothing
-    /// checks only.
+    /// checks only, in `fs.write` too.
     ///
     /// # Errors
     /// [`Error::TooBig`] past `file_bytes_max`, [`Error::NotFound`], [`Error::IsDir`],
@@ -597,12 +597,6 @@ impl Fs {
         offset: u64,
         data: &[u8],
     ) -> Result<u64> {
-        if data.is_empty() {
-            let st = self.getattr_lock(c, ino).await?;
-            check_file(&st)?;
-            who.require(&st, W, || ino_what(ino))?;
-            return Ok(0);
-        }
         let n = self.write_batches(c, who, ino, offset, data).await?;
         touched("file_write", None, ino, data.len() as u64);
         Ok(n)
@@ -629,7 +623,7 @@ impl Fs {
     }
 
     /// Writes `data` at `offset` in statements of at most [`WRITE_BATCH_BYTES`], each of which
-    /// locks and checks the inode.
+    /// locks and checks the inode; a write of nothing is one statement that checks only.
     async fn write_batches(
         &self,
         c: &mut PgConnection,
@@ -638,15 +632,21 @@ impl Fs {
         offset: u64,
         data: &[u8],
     ) -> Result<u64> {
+        // A write of nothing is no write past the limit, wherever it is.
         offset
             .checked_add(data.len() as u64)
-            .filter(|e| *e <= self.opts.file_bytes_max)
+            .filter(|e| *e <= self.opts.file_bytes_max || data.is_empty())
             .ok_or_else(|| Error::TooBig {
                 what: ino_what(ino),
                 bytes: offset.saturating_add(data.len() as u64),
                 max: self.opts.file_bytes_max,
             })?;
-        for (k, batch) in data.chunks(WRITE_BATCH_BYTES).enumerate() {
+        let nothing = data.is_empty().then_some(data);
+        for (k, batch) in nothing
+            .into_iter()
+            .chain(data.chunks(WRITE_BATCH_BYTES))
+            .enumerate()
+        {
             let at = offset + (k * WRITE_BATCH_BYTES) as u64;
             let (idxs, offs, pieces) = pieces(at, batch);
             let status: String = sqlx::query_scalar(sql::WRITE)

@@ -482,7 +482,31 @@ async fn bad_names_and_paths_get_posix_errors() {
         fs.write_at(&mut c, r, empty.ino, 500, b"").await.unwrap(),
         0
     );
-    assert_eq!(fs.stat(&mut c, r, "/empty").await.unwrap().size, 0);
+    let after = fs.stat(&mut c, r, "/empty").await.unwrap();
+    assert_eq!(after.size, 0);
+    assert_eq!(
+        (after.mtime, after.ctime),
+        (empty.mtime, empty.ctime),
+        "a write of nothing changes no time"
+    );
+    // It is checked all the same, and is no write past the maximum size.
+    assert_eq!(
+        errno(fs.write_at(&mut c, r, link.ino, 0, b"").await),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(fs.write_at(&mut c, r, 999_999, 0, b"").await),
+        libc::ENOENT
+    );
+    let root = fs.stat(&mut c, r, "/").await.unwrap();
+    assert_eq!(
+        errno(fs.write_at(&mut c, r, root.ino, 0, b"").await),
+        libc::EISDIR
+    );
+    assert_eq!(
+        fs.write_at(&mut c, r, empty.ino, 5_000, b"").await.unwrap(),
+        0
+    );
     // The configured maximum file size.
     fs.write(&mut c, r, "/file", 990, &[1; 10]).await.unwrap();
     assert_eq!(
