@@ -67,5 +67,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0005_claim_in_one_round_trip.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 6,
+            name: "the claim's lock step probes each limited queue",
+            sql: include_str!("../migrations/sched_0006_claim_lock_probe.sql"),
+            earlier: &[],
+        },
     ],
 };

@@ -281,6 +281,30 @@ impl PerOp {
 }
 
 /// CPU time (user + system) of process `pid`'s `/proc` stat line, in clock ticks.
+/// Waits until queue `queue` has no workflow ENQUEUED or PENDING, `what` failing after
+/// 10 minutes. Each probe reads one entry of the in-flight index, so the waiting takes no CPU
+/// from the work it waits for.
+async fn until_queue_empty(pool: &PgPool, queue: &str, what: &str) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let busy: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
+                            WHERE queue_name = $1 AND status IN ('ENQUEUED', 'PENDING'))",
+        )
+        .bind(queue)
+        .fetch_one(pool)
+        .await?;
+        if !busy {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(600),
+            "{what}: queue {queue:?} still has work after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn cpu_ticks(stat: &str) -> Option<u64> {
     // Fields after the command (which may hold spaces) start at the state, field 3.
     let rest = stat.rsplit_once(')')?.1;

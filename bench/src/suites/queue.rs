@@ -56,35 +56,20 @@ async fn enqueue_batch(pool: &PgPool, prefix: &str, n: i64) -> Result<()> {
     Ok(())
 }
 
-/// Time until every workflow named `prefix-*` has succeeded. The queue is polled through its
-/// in-flight index (a count of what is left, cheap while it drains); only once it is empty is
-/// the outcome of every workflow counted, so the measuring takes no CPU from the drain.
+/// Time until every workflow named `prefix-*` has succeeded: the default queue is polled until
+/// it is empty, and only then is the outcome of every workflow counted.
 async fn drained(pool: &PgPool, prefix: &str, n: i64, start: Instant) -> Result<f64> {
-    loop {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM dbos.workflow_status
-             WHERE queue_name = 'default' AND status IN ('ENQUEUED', 'PENDING')",
-        )
-        .fetch_one(pool)
-        .await?;
-        if left == 0 {
-            let secs = start.elapsed().as_secs_f64();
-            let ok: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM dbos.workflow_status
-                 WHERE workflow_uuid LIKE $1 || '-%' AND status = 'SUCCESS'",
-            )
-            .bind(prefix)
-            .fetch_one(pool)
-            .await?;
-            anyhow::ensure!(ok == n, "the queue is empty but {ok} of {n} succeeded");
-            return Ok(secs);
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "{left} of {n} still queued or running"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_queue_empty(pool, "default", "the drain").await?;
+    let secs = start.elapsed().as_secs_f64();
+    let ok: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dbos.workflow_status
+         WHERE workflow_uuid LIKE $1 || '-%' AND status = 'SUCCESS'",
+    )
+    .bind(prefix)
+    .fetch_one(pool)
+    .await?;
+    anyhow::ensure!(ok == n, "the queue is empty but {ok} of {n} succeeded");
+    Ok(secs)
 }
 
 /// A second node on the same database with the same workflows.
