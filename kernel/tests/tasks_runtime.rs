@@ -215,10 +215,18 @@ async fn a_wait_dropped_midway_does_not_leave_the_task_without_a_slot() {
     };
     // First race: nothing else runs, so the loser takes the slot back as it is dropped.
     idle_rx.recv().await.expect("racer idle");
-    assert_eq!(k.runtime().free_slots(), 1, "the racing waits gave the slot back");
+    assert_eq!(
+        k.runtime().free_slots(),
+        1,
+        "the racing waits gave the slot back"
+    );
     wake_tx.send(()).expect("racer waits");
     went_on_rx.recv().await.expect("racer went on");
-    assert_eq!(k.runtime().free_slots(), 0, "the racer holds its slot again");
+    assert_eq!(
+        k.runtime().free_slots(),
+        0,
+        "the racer holds its slot again"
+    );
     next_tx.send(()).expect("racer waits");
     // Second race: another task holds the one slot when the race ends.
     idle_rx.recv().await.expect("racer idle again");

@@ -1073,6 +1073,13 @@ async fn the_outcome_of_a_queued_workflow_is_notified_and_a_direct_ones_is_not()
         );
     })
     .await;
+    let limited = dbos_store::queues::Queue {
+        concurrency: Some(5),
+        ..dbos_store::queues::Queue::named("limited")
+    };
+    assert!(dbos_store::queues::insert(n.pool(), &limited)
+        .await
+        .expect("queue"));
     let mut listener = sqlx::postgres::PgListener::connect(&n.db.url)
         .await
         .expect("a listener");
@@ -1085,18 +1092,125 @@ async fn the_outcome_of_a_queued_workflow_is_notified_and_a_direct_ones_is_not()
             .await
             .expect("direct");
     assert_eq!(direct, 2);
+    // Claimed by its own enqueue, it runs where it was enqueued, as a direct start does.
+    let here: i64 =
+        n.wf.enqueue::<_, i64>("default", "double", (3,), id("here-1"))
+            .await
+            .expect("enqueue")
+            .result()
+            .await
+            .expect("here");
+    assert_eq!(here, 6);
+    // Claimed by a claim round (its queue has a limit shared by all nodes).
     let queued: i64 =
-        n.wf.enqueue::<_, i64>("default", "double", (2,), id("queued-1"))
+        n.wf.enqueue::<_, i64>("limited", "double", (2,), id("queued-1"))
             .await
             .expect("enqueue")
             .result()
             .await
             .expect("queued");
     assert_eq!(queued, 4);
-    // Notifications arrive in commit order: the direct workflow's, had there been one, first.
+    // Notifications arrive in commit order: the others', had there been any, first.
     let first = tokio::time::timeout(WAIT, listener.recv())
         .await
         .expect("a notification")
         .expect("received");
     assert_eq!(first.payload(), "queued-1");
+}
+
+/// An enqueue claims its workflow for the enqueuing node, which runs it at once, only when the
+/// queue would let any node take it now; otherwise the workflow waits ENQUEUED for a claim
+/// round. A claim round gives the workflow a new owner token, the enqueue's own claim keeps the
+/// creator's, so the tokens tell which one started it.
+#[tokio::test]
+async fn an_enqueue_claims_its_workflow_here_only_when_its_queue_lets_any_node_take_it() {
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let n = node(move |r| {
+        r.register("slow", slow(g.clone()));
+    })
+    .await;
+    let claimed_by_enqueue = |id: &'static str| {
+        let pool = n.pool().clone();
+        async move {
+            let (status, same, executor, attempts): (String, bool, Option<String>, Option<i64>) =
+                sqlx::query_as(
+                    "SELECT status, owner_xid IS NOT DISTINCT FROM creator_xid, executor_id,
+                            recovery_attempts
+                     FROM dbos.workflow_status WHERE workflow_uuid = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("row");
+            assert_eq!(status, "PENDING", "{id} runs");
+            if same {
+                assert_eq!(attempts, Some(1), "{id}: one attempt");
+                assert!(
+                    executor.is_some_and(|e| !e.is_empty()),
+                    "{id} runs on a node"
+                );
+            }
+            same
+        }
+    };
+    // An open queue: the enqueue has claimed it when it returns.
+    let open =
+        n.wf.enqueue::<_, i64>("default", "slow", (), id("open"))
+            .await
+            .expect("enqueue");
+    assert!(claimed_by_enqueue("open").await, "claimed by its enqueue");
+    // A queue with a limit shared by all nodes: a claim round decides.
+    let limited = dbos_store::queues::Queue {
+        concurrency: Some(5),
+        ..dbos_store::queues::Queue::named("limited")
+    };
+    assert!(dbos_store::queues::insert(n.pool(), &limited)
+        .await
+        .expect("queue"));
+    let lim =
+        n.wf.enqueue::<_, i64>("limited", "slow", (), id("lim"))
+            .await
+            .expect("enqueue");
+    wait_status(n.pool(), "lim", "PENDING").await;
+    assert!(!claimed_by_enqueue("lim").await, "claimed by a round");
+    // A paused queue: nothing starts until it is resumed.
+    assert!(
+        dbos_store::queues::insert(n.pool(), &dbos_store::queues::Queue::named("paused"))
+            .await
+            .expect("queue")
+    );
+    let mut c = n.pool().acquire().await.expect("conn");
+    dbos_scheduler::queues::set_paused(&mut c, "paused", true)
+        .await
+        .expect("pause");
+    let held =
+        n.wf.enqueue::<_, i64>("paused", "slow", (), id("held"))
+            .await
+            .expect("enqueue");
+    assert_eq!(status(n.pool(), "held").await, "ENQUEUED");
+    // A workflow waiting on an open queue (no node here has its code): a later enqueue does
+    // not jump the line.
+    n.wf.enqueue::<_, i64>("line", "unknown_fn", (), id("first"))
+        .await
+        .expect("enqueue");
+    let behind =
+        n.wf.enqueue::<_, i64>("line", "slow", (), id("behind"))
+            .await
+            .expect("enqueue");
+    wait_status(n.pool(), "behind", "PENDING").await;
+    assert!(!claimed_by_enqueue("behind").await, "claimed by a round");
+    assert_eq!(status(n.pool(), "first").await, "ENQUEUED");
+    dbos_scheduler::queues::set_paused(&mut c, "paused", false)
+        .await
+        .expect("resume");
+    n.wf.wake();
+    wait_status(n.pool(), "held", "PENDING").await;
+    assert!(!claimed_by_enqueue("held").await, "claimed by a round");
+    drop(c);
+    gate.store(true, Ordering::SeqCst);
+    for h in [open, lim, held, behind] {
+        assert_eq!(h.result().await.expect("ends"), 2);
+    }
+    n.stop().await;
 }

@@ -14,8 +14,8 @@ use sqlx::{PgExecutor, Postgres};
 
 use crate::limits;
 use crate::status::Status;
-pub use crate::workflows::Enqueue;
 use crate::workflows::Created;
+pub use crate::workflows::Enqueue;
 
 /// One operation checkpoint.
 #[derive(Clone, Debug)]
@@ -131,9 +131,10 @@ impl Start {
 /// Every shape binds the same parameters: starts (`$15`..`$21`, executor `$22`, version
 /// `$23`), checkpoints of owned PENDING workflows (`$1`..`$9`, with what each step touched in
 /// `$25`, written to `prov.events`), outcomes with their output rows (`$10`..`$14`) and
-/// enqueues with their inputs (`$26`..`$37`, and the channel they notify at commit, if any,
-/// `$38`; a queue's partitioning decides whether a partition key is required or refused, and a
-/// refused one returns no row). Only
+/// enqueues with their inputs (`$26`..`$37`, whether the enqueuing node may run each and its
+/// deadline then, `$39`..`$40`, and the channel they notify at commit, if any, `$38`; a
+/// queue's partitioning decides whether a partition key is required or refused, and a refused
+/// one returns no row). Only
 /// the parts a batch needs are in its statement: Postgres prepares every table a statement
 /// names, its indexes and expressions, each time it runs it, so a lone workflow's checkpoint
 /// does not pay for the outcome and start parts it leaves empty (with all parts, a checkpoint
@@ -152,7 +153,7 @@ pub fn statement(shape: Shape) -> &'static str {
 }
 
 /// Which parts a batch needs: checkpoints, provenance of checkpoints, outcomes, starts,
-/// enqueues.
+/// enqueues, and enqueues their node may claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape(usize);
 
@@ -162,23 +163,29 @@ impl Shape {
     const OUTCOMES: usize = 4;
     const STARTS: usize = 8;
     const ENQUEUES: usize = 16;
-    const COUNT: usize = 32;
+    /// Enqueues the enqueuing node may claim ([`crate::workflows::Here`]): this part reads the
+    /// scheduler's tables (paused queues, queue rules), so only a node with the scheduler's
+    /// schema sends it.
+    const CLAIMS: usize = 32;
+    const COUNT: usize = 64;
 
     /// The shape of a batch with these kinds of request. Provenance counts only with
-    /// checkpoints.
+    /// checkpoints, claims only with enqueues.
     pub fn new(
         checkpoints: bool,
         provenance: bool,
         outcomes: bool,
         starts: bool,
         enqueues: bool,
+        claims: bool,
     ) -> Shape {
         Shape(
             usize::from(checkpoints) * Self::CHECKPOINTS
                 + usize::from(checkpoints && provenance) * Self::PROVENANCE
                 + usize::from(outcomes) * Self::OUTCOMES
                 + usize::from(starts) * Self::STARTS
-                + usize::from(enqueues) * Self::ENQUEUES,
+                + usize::from(enqueues) * Self::ENQUEUES
+                + usize::from(enqueues && claims) * Self::CLAIMS,
         )
     }
 
@@ -228,7 +235,12 @@ const OUTCOMES: &str = "o AS (
                  updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
              FROM o
              WHERE w.workflow_uuid = o.wf AND w.status = $24 AND w.owner_xid = o.owner
-             RETURNING w.workflow_uuid, w.queue_name
+             -- Its waiters may be on other nodes when it came through a queue, unless its
+             -- enqueue claimed it for the enqueuing node (which kept the creator's token as the
+             -- owner's): that one ran where it was enqueued, as a direct start does.
+             RETURNING w.workflow_uuid,
+                       w.queue_name IS NOT NULL AND w.creator_xid IS DISTINCT FROM o.owner
+                           AS announce
          ), out AS (
              INSERT INTO dbos.workflow_output (workflow_uuid, output, error)
              SELECT o.wf, o.output, o.error FROM o JOIN done ON done.workflow_uuid = o.wf
@@ -258,25 +270,60 @@ const STARTS: &str = "s AS (
 const ENQUEUES: &str = "e AS (
              SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[], $30::int8[],
                                   $31::int8[], $32::int4[], $33::text[], $34::int8[], $35::text[],
-                                  $36::text[], $37::text[])
+                                  $36::text[], $37::text[], $39::bool[], $40::int8[])
                  AS e(id, name, queue, xid, timeout, deadline, priority, dedup, delay, pkey,
-                      attrs, inputs)
-         ), eq AS (
+                      attrs, inputs, here, here_deadline)
+         )";
+
+/// The insert of the enqueues, after [`ENQUEUES`] and one of [`NO_CLAIMS`] and [`CLAIMS`].
+const ENQUEUE_INSERT: &str = "eq AS (
              INSERT INTO dbos.workflow_status AS w
                  (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
                   serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
-                  deduplication_id, delay_until_epoch_ms, queue_partition_key, attributes)
-             SELECT e.id, CASE WHEN e.delay IS NULL THEN 'ENQUEUED' ELSE 'DELAYED' END, e.name,
-                    e.queue, 0, e.xid, 'portable_json', e.timeout, e.deadline, e.priority,
-                    e.dedup, e.delay, e.pkey, e.attrs::jsonb
-             FROM e LEFT JOIN dbos.queues q ON q.name = e.queue
-             WHERE COALESCE(q.partition_queue, false) = (e.pkey IS NOT NULL)
+                  deduplication_id, delay_until_epoch_ms, queue_partition_key, attributes,
+                  executor_id, application_version, owner_xid, started_at_epoch_ms)
+             SELECT e.id,
+                    CASE WHEN e.claim THEN 'PENDING' WHEN e.delay IS NULL THEN 'ENQUEUED'
+                         ELSE 'DELAYED' END,
+                    e.name, e.queue, CASE WHEN e.claim THEN 1 ELSE 0 END, e.xid, 'portable_json',
+                    e.timeout, CASE WHEN e.claim THEN e.here_deadline ELSE e.deadline END,
+                    e.priority, e.dedup, e.delay, e.pkey, e.attrs::jsonb,
+                    CASE WHEN e.claim THEN $22 END, CASE WHEN e.claim THEN $23 END,
+                    CASE WHEN e.claim THEN e.xid END,
+                    CASE WHEN e.claim THEN kernel.now_ms() END
+             FROM eh e
+             WHERE COALESCE(e.partition_queue, false) = (e.pkey IS NOT NULL)
              ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
-             RETURNING workflow_uuid, name, creator_xid, queue_name
+             RETURNING workflow_uuid, name, creator_xid, queue_name, status
          ), eq_in AS (
              INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
              SELECT e.id, e.inputs FROM e JOIN eq ON eq.workflow_uuid = e.id AND eq.creator_xid = e.xid
              ON CONFLICT DO NOTHING
+         )";
+
+/// Whether each enqueue is claimed as it is enqueued: never, without [`Shape::CLAIMS`].
+const NO_CLAIMS: &str = "eh AS (SELECT e.*, q.partition_queue, false AS claim
+             FROM e LEFT JOIN dbos.queues q ON q.name = e.queue)";
+
+const CLAIMS: &str = "eh AS (
+             -- Claimed by the enqueuing node as it is enqueued when the queue would let any node
+             -- take it now. Each probe is a CASE branch, so it runs only when those before it
+             -- passed, and one index lookup at most.
+             SELECT e.*, q.partition_queue,
+                    CASE WHEN NOT e.here OR e.delay IS NOT NULL OR e.pkey IS NOT NULL THEN false
+                         WHEN q.name IS NOT NULL
+                              AND (q.concurrency IS NOT NULL OR q.worker_concurrency IS NOT NULL
+                                   OR q.rate_limit_max IS NOT NULL
+                                   OR COALESCE(q.partition_queue, false)) THEN false
+                         WHEN (SELECT true FROM sched.paused_queues p
+                               WHERE p.queue_name = e.queue) THEN false
+                         WHEN (SELECT true FROM sched.queue_rules r
+                               WHERE r.queue_name = e.queue) THEN false
+                         WHEN (SELECT true FROM dbos.workflow_status o
+                               WHERE o.queue_name = e.queue AND o.status = 'ENQUEUED'
+                               LIMIT 1) THEN false
+                         ELSE true END AS claim
+             FROM e LEFT JOIN dbos.queues q ON q.name = e.queue
          )";
 
 /// The statement of one shape: its parts' CTEs, and the rows each part returns.
@@ -296,8 +343,7 @@ fn compose(shape: Shape) -> String {
         rows.push("SELECT 'o'::text, workflow_uuid, 0, NULL::text, NULL::text FROM done");
         // Outcomes of workflows that came through a queue, to announce to their waiters.
         rows.push(
-            "SELECT 'n'::text, workflow_uuid, 0, NULL::text, NULL::text FROM done
-             WHERE queue_name IS NOT NULL",
+            "SELECT 'n'::text, workflow_uuid, 0, NULL::text, NULL::text FROM done WHERE announce",
         );
     }
     if shape.has(Shape::STARTS) {
@@ -306,9 +352,17 @@ fn compose(shape: Shape) -> String {
     }
     if shape.has(Shape::ENQUEUES) {
         ctes.push(ENQUEUES);
+        ctes.push(if shape.has(Shape::CLAIMS) {
+            CLAIMS
+        } else {
+            NO_CLAIMS
+        });
+        ctes.push(ENQUEUE_INSERT);
         // With a channel in `$38`, each enqueue wakes idle nodes at commit.
+        // Its third column is 1 for a row PENDING (claimed as it was enqueued, when created
+        // by this request).
         rows.push(
-            "SELECT 'e'::text, workflow_uuid, 0, name, creator_xid
+            "SELECT 'e'::text, workflow_uuid, (status = 'PENDING')::int4, name, creator_xid
              FROM eq LEFT JOIN LATERAL (SELECT pg_notify($38, eq.queue_name) WHERE $38 IS NOT NULL) n
                  ON true",
         );
@@ -396,6 +450,7 @@ impl Batch {
             !self.oc.wf.is_empty(),
             !self.st.id.is_empty(),
             !self.eq.id.is_empty(),
+            self.eq.here.iter().any(|h| *h),
         )
     }
 
@@ -454,6 +509,8 @@ impl Batch {
             .bind(&eq.attrs)
             .bind(&eq.inputs)
             .bind(self.announce)
+            .bind(&eq.here)
+            .bind(&eq.here_deadline)
     }
 
     /// Writes the batch in one statement; starts run on `executor_id` at `app_version`.
@@ -488,10 +545,17 @@ impl Batch {
                     &self.eq.id,
                     &self.eq.xid,
                     &wf,
-                    name,
-                    creator,
+                    (name, creator),
+                    fid == 1,
                 ),
-                _ => created(&mut w.starts, &self.st.id, &self.st.xid, &wf, name, creator),
+                _ => created(
+                    &mut w.starts,
+                    &self.st.id,
+                    &self.st.xid,
+                    &wf,
+                    (name, creator),
+                    false,
+                ),
             }
         }
         Ok(w)
@@ -499,19 +563,22 @@ impl Batch {
 }
 
 /// Records what the statement returned for the start or enqueue of `wf`: created by this
-/// request when the row's creator token is the request's own.
+/// request when the row's creator token is the request's own, and then claimed for the node
+/// when the row is PENDING (`pending`).
 fn created(
     found: &mut [Option<Created>],
     ids: &[String],
     xids: &[String],
     wf: &str,
-    name: Option<String>,
-    creator: Option<String>,
+    (name, creator): (Option<String>, Option<String>),
+    pending: bool,
 ) {
     if let Some(i) = ids.iter().position(|id| id == wf) {
+        let created = creator.as_deref() == Some(xids[i].as_str());
         found[i] = Some(Created {
             name,
-            created: creator.as_deref() == Some(xids[i].as_str()),
+            created,
+            claimed: created && pending,
         });
     }
 }
@@ -536,8 +603,9 @@ pub struct Written {
     /// What each enqueue found; `None` when its queue's partitioning refused it (a partition
     /// key given to a queue without partitions, or none given to one with them).
     pub enqueues: Vec<Option<Created>>,
-    /// Workflows that came through a queue whose outcome was written: their waiters elsewhere
-    /// are told ([`crate::OUTCOME_CHANNEL`]).
+    /// Workflows that came through a queue whose outcome was written (except those their
+    /// enqueue claimed for the enqueuing node): their waiters elsewhere are told
+    /// ([`crate::OUTCOME_CHANNEL`]).
     pub queued_outcomes: Vec<String>,
 }
 
@@ -578,6 +646,8 @@ struct EnqueueColumns {
     pkey: Vec<Option<String>>,
     attrs: Vec<Option<String>>,
     inputs: Vec<String>,
+    here: Vec<bool>,
+    here_deadline: Vec<Option<i64>>,
 }
 
 impl EnqueueColumns {
@@ -593,6 +663,8 @@ impl EnqueueColumns {
         self.delay.push(e.delay_until_ms);
         self.pkey.push(e.partition_key);
         self.attrs.push(e.attributes.map(|a| a.to_string()));
+        self.here.push(e.here.is_some());
+        self.here_deadline.push(e.here.and_then(|h| h.deadline_ms));
         self.inputs.push(e.inputs);
     }
 }
@@ -657,7 +729,8 @@ mod tests {
             .await
             .expect("boot");
         let empty = Batch::new();
-        for i in 0..Shape::COUNT {
+        // Claims name the scheduler's tables; the services' tests run those shapes.
+        for i in 0..Shape::CLAIMS {
             let bit = |b: usize| i & b != 0;
             let shape = Shape::new(
                 bit(Shape::CHECKPOINTS),
@@ -665,6 +738,7 @@ mod tests {
                 bit(Shape::OUTCOMES),
                 bit(Shape::STARTS),
                 bit(Shape::ENQUEUES),
+                false,
             );
             let rows = empty
                 .query_shaped(shape, "node", "v1")

@@ -43,8 +43,22 @@ pub struct Enqueue {
     pub partition_key: Option<String>,
     /// Attributes (a JSON object), e.g. the placement labels a task requires.
     pub attributes: Option<serde_json::Value>,
+    /// Set by a node that has the function and a free slot: when the queue would let any node
+    /// take the workflow at once, the statement that enqueues it claims it for that node
+    /// (PENDING, owned by this enqueue's creator token), and the node runs it without a claim
+    /// round. See [`Here`].
+    pub here: Option<Here>,
     /// The creator token: the row was created by this enqueue when it holds it.
     xid: String,
+}
+
+/// An enqueue that the enqueuing node runs itself when its queue lets it: the queue has no
+/// limit, no placement rule and no partitions, is not paused, and has no workflow waiting before
+/// this one; the workflow has no delay. Otherwise it is ENQUEUED as usual.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Here {
+    /// Its deadline when it starts now (start-to-close timeouts start at the claim).
+    pub deadline_ms: Option<i64>,
 }
 
 impl Enqueue {
@@ -67,12 +81,14 @@ impl Enqueue {
             delay_until_ms: None,
             partition_key: None,
             attributes: None,
+            here: None,
             xid: uuid::Uuid::new_v4().to_string(),
         }
     }
 
-    /// The creator token.
-    pub(crate) fn xid(&self) -> &str {
+    /// The creator token, which is also the owner token of a workflow claimed as it is
+    /// enqueued ([`Created::claimed`]).
+    pub fn xid(&self) -> &str {
         &self.xid
     }
 
@@ -129,6 +145,9 @@ pub struct Created {
     pub name: Option<String>,
     /// Whether this call created the workflow (an existing ID is left alone).
     pub created: bool,
+    /// Whether this enqueue created the workflow PENDING on the enqueuing node, for it to run
+    /// ([`Enqueue::here`]).
+    pub claimed: bool,
 }
 
 /// Enqueues a workflow (ENQUEUED, or DELAYED with a delay) with its input and wakes idle nodes
@@ -305,7 +324,11 @@ pub async fn start_child<'c>(db: impl PgExecutor<'c>, c: &StartChild<'_>) -> Res
     .bind(c.started_at_ms)
     .fetch_one(db)
     .await?;
-    Ok((owned > 0).then_some(Created { name, created }))
+    Ok((owned > 0).then_some(Created {
+        name,
+        created,
+        claimed: false,
+    }))
 }
 
 /// The statement that puts the PENDING workflows matching `cond` back on their queue (`$1`, the

@@ -17,7 +17,7 @@ async fn the_group_commit_looks_workflows_up_by_key_even_on_empty_tables() {
         .expect("count");
     assert_eq!(empty, 0, "the plan is checked on an empty table");
     let mut c = k.pool().acquire().await.expect("a node connection");
-    let shape = batch::Shape::new(true, true, true, true, false);
+    let shape = batch::Shape::new(true, true, true, true, false, false);
     sqlx::raw_sql(&format!("PREPARE w AS {}", batch::statement(shape)))
         .execute(&mut *c)
         .await

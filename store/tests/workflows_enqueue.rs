@@ -35,7 +35,8 @@ async fn enqueueing_an_id_made_by_the_sql_function_returns_it_unchanged() {
         again,
         workflows::Created {
             name: Some("job".into()),
-            created: false
+            created: false,
+            claimed: false,
         }
     );
     assert_eq!(

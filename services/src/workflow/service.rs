@@ -184,6 +184,9 @@ struct Inner {
     stopping: dbos_kernel::CancellationToken,
     /// The node's lease, checked before every step.
     lease: dbos_kernel::Lease,
+    /// Enqueues under way that may claim their workflow for this node: each counts against
+    /// the free slots, so concurrent enqueues do not claim more than the node can run.
+    claiming: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Service {
@@ -465,6 +468,7 @@ impl Service {
                 dispatcher: std::sync::OnceLock::new(),
                 stopping: kernel.shutdown_token(),
                 lease: kernel.lease().clone(),
+                claiming: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         // Statements that may run again, retried while the server restarts.
@@ -594,9 +598,12 @@ impl Service {
         self.start::<I, O>(name, input, opts).await?.result().await
     }
 
-    /// Enqueues a workflow on a queue; a node with the workflow's code claims and runs it.
+    /// Enqueues a workflow on a queue; a node with the workflow's code claims and runs it. When
+    /// this node has the code and a free slot, and the queue would let any node take the
+    /// workflow now (no limit, no placement rule, no partitions, not paused, nothing waiting),
+    /// the enqueue itself claims it for this node, which runs it at once.
     ///
-    /// 1 round trip, 1 commit (which also wakes idle nodes).
+    /// 1 round trip, 1 commit (which also wakes idle nodes when the workflow waits).
     ///
     /// # Errors
     /// [`Error::Conflict`], or [`Error::Invalid`] for a duplicate deduplication ID.
@@ -632,25 +639,48 @@ impl Service {
             Waiting::Joined(_) => None,
         };
         // Through the group committer: concurrent enqueues share a statement and a commit.
-        let mut e = Enqueue::new(id.clone(), name, queue, inputs);
+        // On a node that has the function and a free slot, the enqueue claims the workflow
+        // for this node when its queue would let any node take it now: it starts without a
+        // claim round, as a direct start does.
+        let here = self.run_here(name, &opts);
+        let mut e = Enqueue::new(id.clone(), name, queue, inputs.clone());
         e.timeout_ms = opts.timeout.map(|t| t.as_millis() as i64);
         e.deadline_ms = opts.deadline_ms;
         e.priority = opts.priority;
-        e.deduplication_id = opts.deduplication_id;
+        e.deduplication_id = opts.deduplication_id.clone();
         e.delay_until_ms = delay_until_ms;
-        e.partition_key = opts.partition_key;
+        e.partition_key = opts.partition_key.clone();
         e.attributes = traced;
+        e.here = here.as_ref().map(|h| h.here);
+        let xid = e.xid().to_owned();
         let created = self.inner.committer.enqueue(e).await?;
         if !created.created {
             return self.existing(id, created.name, name);
         }
-        // Idle nodes learn of it with the other enqueues of the moment (see `announce`).
-        self.inner
-            .announcer
-            .announce(ENQUEUE_CHANNEL, queue.to_owned());
-        match delay_until_ms {
-            Some(until) => self.dispatcher().delayed_until(until),
-            None => self.wake(),
+        match here.filter(|_| created.claimed) {
+            Some(h) => {
+                let run =
+                    Execution::fresh(id.clone(), name, xid.clone(), inputs, h.here.deadline_ms);
+                crate::metrics::METRICS
+                    .claims
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = self.execute(h.f.clone(), run, Slot::Own).await {
+                    // Never left PENDING here unrun: another node takes it.
+                    self.release(&id, &xid).await;
+                    return Err(e);
+                }
+            }
+            None => {
+                // Idle nodes learn of it with the other enqueues of the moment (see
+                // `announce`).
+                self.inner
+                    .announcer
+                    .announce(ENQUEUE_CHANNEL, queue.to_owned());
+                match delay_until_ms {
+                    Some(until) => self.dispatcher().delayed_until(until),
+                    None => self.wake(),
+                }
+            }
         }
         let mut handle = self.handle(id);
         handle.pre = pre.map(|p| Arc::new(Mutex::new(Some(p))));
@@ -700,6 +730,30 @@ impl Service {
             }),
             _ => Ok(self.handle(id)),
         }
+    }
+
+    /// Whether an enqueue of `name` may claim its workflow for this node (the queue decides
+    /// the rest in the enqueue's statement): the node has the function, holds its lease, and
+    /// has a slot free beyond those of other such enqueues under way. The claim is counted
+    /// until the returned value is dropped.
+    fn run_here(&self, name: &str, opts: &StartOptions) -> Option<RunHere<'_>> {
+        use std::sync::atomic::Ordering;
+        if opts.delay.is_some() || opts.partition_key.is_some() || !self.inner.lease.is_held() {
+            return None;
+        }
+        let f = self.function(name).ok()?;
+        let claiming = &self.inner.claiming;
+        if self.inner.runtime.free_slots() <= claiming.fetch_add(1, Ordering::AcqRel) {
+            claiming.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(RunHere {
+            f,
+            here: dbos_store::workflows::Here {
+                deadline_ms: self.deadline(opts),
+            },
+            claiming,
+        })
     }
 
     fn function(&self, name: &str) -> Result<ErasedFn, Error> {
@@ -1172,6 +1226,20 @@ impl Executor for Service {
                 .await?;
             Ok(())
         })
+    }
+}
+
+/// An enqueue that may claim its workflow for this node ([`Service::run_here`]).
+struct RunHere<'a> {
+    f: ErasedFn,
+    here: dbos_store::workflows::Here,
+    claiming: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for RunHere<'_> {
+    fn drop(&mut self) {
+        self.claiming
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
