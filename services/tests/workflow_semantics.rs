@@ -1214,3 +1214,69 @@ async fn an_enqueue_claims_its_workflow_here_only_when_its_queue_lets_any_node_t
     }
     n.stop().await;
 }
+
+/// A node with no slot free does not claim an enqueue for itself: the workflow waits ENQUEUED
+/// and a claim round starts it once a slot is free.
+#[tokio::test]
+async fn an_enqueue_on_a_node_without_a_free_slot_waits_for_a_claim_round() {
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let db = dbos_kernel::testing::database().await;
+    let kernel = dbos_kernel::Kernel::boot(
+        dbos_kernel::Config {
+            slots: 1,
+            ..db.config()
+        },
+        &dbos_services::migrations(),
+    )
+    .await
+    .expect("boot");
+    let mut registry = workflow::Registry::new();
+    registry.register("slow", slow(g.clone()));
+    let wf = workflow::Service::launch(&kernel, registry, workflow::Options::default())
+        .await
+        .expect("launch");
+    let pool = kernel.pool().clone();
+    let owner_is_creator = |id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT owner_xid IS NOT DISTINCT FROM creator_xid FROM dbos.workflow_status
+                 WHERE workflow_uuid = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+        }
+    };
+    // The one slot: taken by the first, claimed by its own enqueue.
+    let first = wf
+        .enqueue::<_, i64>("default", "slow", (), id("first"))
+        .await
+        .expect("enqueue");
+    assert_eq!(status(&pool, "first").await, "PENDING");
+    assert!(owner_is_creator("first").await, "claimed by its enqueue");
+    let second = wf
+        .enqueue::<_, i64>("default", "slow", (), id("second"))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        status(&pool, "second").await,
+        "ENQUEUED",
+        "no slot: it waits"
+    );
+    gate.store(true, Ordering::SeqCst);
+    assert_eq!(first.result().await.expect("ends"), 2);
+    assert_eq!(second.result().await.expect("ends"), 2);
+    let ran_once: bool = sqlx::query_scalar(
+        "SELECT recovery_attempts = 1 AND status = 'SUCCESS' FROM dbos.workflow_status
+         WHERE workflow_uuid = 'second'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
+    assert!(ran_once, "claimed once, by a round");
+    kernel.shutdown().await.expect("shutdown");
+    drop(db);
+}
