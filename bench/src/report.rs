@@ -207,8 +207,9 @@ pub const PUBLISHED: &[Published] = &[
         concurrency: Some(32),
         words: &["3-step", "queued"],
         caveat: "a job is one row claimed and completed; our cell is a 3-step workflow \
-                 (enqueue, claim, 3 checkpoints, outcome; commits shared under load) on 2 \
-                 cores; their hardware differs",
+                 (enqueue, claimed by the enqueue itself on a node with a free slot, 3 \
+                 checkpoints, outcome; commits shared under load) on 2 cores; their hardware \
+                 differs",
     },
     Published {
         bench: "B7",
