@@ -1174,6 +1174,20 @@ async fn an_enqueue_claims_its_workflow_here_only_when_its_queue_lets_any_node_t
             .expect("enqueue");
     wait_status(n.pool(), "lim", "PENDING").await;
     assert!(!claimed_by_enqueue("lim").await, "claimed by a round");
+    // A limit per node counts too.
+    let per_node = dbos_store::queues::Queue {
+        worker_concurrency: Some(3),
+        ..dbos_store::queues::Queue::named("per-node")
+    };
+    assert!(dbos_store::queues::insert(n.pool(), &per_node)
+        .await
+        .expect("queue"));
+    let pn =
+        n.wf.enqueue::<_, i64>("per-node", "slow", (), id("pn"))
+            .await
+            .expect("enqueue");
+    wait_status(n.pool(), "pn", "PENDING").await;
+    assert!(!claimed_by_enqueue("pn").await, "claimed by a round");
     // A paused queue: nothing starts until it is resumed.
     assert!(
         dbos_store::queues::insert(n.pool(), &dbos_store::queues::Queue::named("paused"))
@@ -1209,7 +1223,7 @@ async fn an_enqueue_claims_its_workflow_here_only_when_its_queue_lets_any_node_t
     assert!(!claimed_by_enqueue("held").await, "claimed by a round");
     drop(c);
     gate.store(true, Ordering::SeqCst);
-    for h in [open, lim, held, behind] {
+    for h in [open, lim, pn, held, behind] {
         assert_eq!(h.result().await.expect("ends"), 2);
     }
     n.stop().await;

@@ -314,7 +314,10 @@ const CLAIMS: &str = "eh AS (
                          WHEN q.name IS NOT NULL
                               AND (q.concurrency IS NOT NULL OR q.worker_concurrency IS NOT NULL
                                    OR q.rate_limit_max IS NOT NULL
-                                   OR COALESCE(q.partition_queue, false)) THEN false
+                                   OR COALESCE(q.partition_queue, false)
+                                   OR q.partition_concurrency IS NOT NULL
+                                   OR q.partition_worker_concurrency IS NOT NULL
+                                   OR q.partition_rate_limit_max IS NOT NULL) THEN false
                          WHEN (SELECT true FROM sched.paused_queues p
                                WHERE p.queue_name = e.queue) THEN false
                          WHEN (SELECT true FROM sched.queue_rules r
