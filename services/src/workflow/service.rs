@@ -361,24 +361,36 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
             // A workflow running here announces its end; otherwise (or when its execution
             // parked without an outcome) the database says.
             if !skip_db {
-                let o = workflows::outcome(&svc.inner.pool, &self.id).await?;
-                match o.status {
-                    Status::Success => return codec::decode(o.output.as_deref().unwrap_or("null")),
-                    Status::Error => {
-                        return Err(Error::Failed(Box::new(codec::decode_error(
-                            o.error.as_deref().unwrap_or("unknown error"),
-                        ))))
+                let o = match workflows::outcome(&svc.inner.pool, &self.id).await {
+                    Ok(o) => Some(o),
+                    // A lost connection or a restarting server: asked again after the pause.
+                    Err(e) if e.is_transient() => {
+                        tracing::debug!(workflow_id = %self.id, error = %e, "reading an outcome failed; asking again");
+                        None
                     }
-                    Status::Cancelled => return Err(Error::Cancelled(self.id.clone())),
-                    Status::MaxRecoveryAttemptsExceeded => {
-                        return Err(Error::MaxRecoveryAttemptsExceeded(self.id.clone()))
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(o) = o {
+                    match o.status {
+                        Status::Success => {
+                            return codec::decode(o.output.as_deref().unwrap_or("null"))
+                        }
+                        Status::Error => {
+                            return Err(Error::Failed(Box::new(codec::decode_error(
+                                o.error.as_deref().unwrap_or("unknown error"),
+                            ))))
+                        }
+                        Status::Cancelled => return Err(Error::Cancelled(self.id.clone())),
+                        Status::MaxRecoveryAttemptsExceeded => {
+                            return Err(Error::MaxRecoveryAttemptsExceeded(self.id.clone()))
+                        }
+                        // A queued workflow's outcome and any cancel notify: the database is
+                        // asked again only now and then, for other ways of ending.
+                        Status::Enqueued | Status::Delayed => {
+                            pause = pause.max(Duration::from_millis(ENQUEUED_RECHECK_MS));
+                        }
+                        Status::Pending => {}
                     }
-                    // A queued workflow's outcome and any cancel notify: the database is
-                    // asked again only now and then, for other ways of ending.
-                    Status::Enqueued | Status::Delayed => {
-                        pause = pause.max(Duration::from_millis(ENQUEUED_RECHECK_MS));
-                    }
-                    Status::Pending => {}
                 }
             }
             let (woken, told) = tokio::select! {
