@@ -131,6 +131,27 @@ async fn try_spawn_hands_the_task_back_when_no_slot_is_free() {
     k.shutdown().await.expect("shutdown");
 }
 
+/// Spawns a task that takes a slot until `done` is sent, then logs "other ended".
+async fn spawn_other(
+    k: &Kernel,
+    log: &Arc<parking_lot::Mutex<Vec<&'static str>>>,
+) -> (
+    dbos_kernel::TaskHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let log = log.clone();
+    let other = k
+        .runtime()
+        .spawn("other", move |_ctx| async move {
+            let _ = done_rx.await;
+            log.lock().push("other ended");
+        })
+        .await
+        .expect("a slot is free for it");
+    (other, done_tx)
+}
+
 /// A task that waits gives its slot back: another task runs meanwhile, and the waiting one
 /// goes on only once a slot is free again.
 #[tokio::test]
@@ -157,17 +178,7 @@ async fn an_idle_task_gives_its_slot_back_until_its_wait_ends() {
     idle_rx.await.expect("the waiter is idle");
     assert_eq!(k.runtime().free_slots(), 1, "the idle task's slot is free");
     // The one slot is taken by another task while the first waits.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let other = {
-        let log = log.clone();
-        k.runtime()
-            .spawn("other", move |_ctx| async move {
-                let _ = done_rx.await;
-                log.lock().push("other ended");
-            })
-            .await
-            .expect("a slot is free for it")
-    };
+    let (other, done_tx) = spawn_other(&k, &log).await;
     assert_eq!(k.runtime().free_slots(), 0);
     // The wait ends first, but the waiter has no slot until the other task ends.
     wake_tx.send(()).expect("waiter waits");
@@ -230,17 +241,7 @@ async fn a_wait_dropped_midway_does_not_leave_the_task_without_a_slot() {
     next_tx.send(()).expect("racer waits");
     // Second race: another task holds the one slot when the race ends.
     idle_rx.recv().await.expect("racer idle again");
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let other = {
-        let log = log.clone();
-        k.runtime()
-            .spawn("other", move |_ctx| async move {
-                let _ = done_rx.await;
-                log.lock().push("other ended");
-            })
-            .await
-            .expect("a slot is free for it")
-    };
+    let (other, done_tx) = spawn_other(&k, &log).await;
     wake_tx.send(()).expect("racer waits");
     went_on_rx.recv().await.expect("racer went on");
     next_tx.send(()).expect("racer waits");

@@ -1160,34 +1160,35 @@ async fn an_enqueue_claims_its_workflow_here_only_when_its_queue_lets_any_node_t
             .await
             .expect("enqueue");
     assert!(claimed_by_enqueue("open").await, "claimed by its enqueue");
-    // A queue with a limit shared by all nodes: a claim round decides.
-    let limited = dbos_store::queues::Queue {
-        concurrency: Some(5),
-        ..dbos_store::queues::Queue::named("limited")
-    };
-    assert!(dbos_store::queues::insert(n.pool(), &limited)
-        .await
-        .expect("queue"));
-    let lim =
-        n.wf.enqueue::<_, i64>("limited", "slow", (), id("lim"))
+    // Queues with a limit, shared by all nodes or per node: a claim round decides.
+    let mut limited = Vec::new();
+    for (queue, wid) in [
+        (
+            dbos_store::queues::Queue {
+                concurrency: Some(5),
+                ..dbos_store::queues::Queue::named("limited")
+            },
+            "lim",
+        ),
+        (
+            dbos_store::queues::Queue {
+                worker_concurrency: Some(3),
+                ..dbos_store::queues::Queue::named("per-node")
+            },
+            "pn",
+        ),
+    ] {
+        assert!(dbos_store::queues::insert(n.pool(), &queue)
             .await
-            .expect("enqueue");
-    wait_status(n.pool(), "lim", "PENDING").await;
-    assert!(!claimed_by_enqueue("lim").await, "claimed by a round");
-    // A limit per node counts too.
-    let per_node = dbos_store::queues::Queue {
-        worker_concurrency: Some(3),
-        ..dbos_store::queues::Queue::named("per-node")
-    };
-    assert!(dbos_store::queues::insert(n.pool(), &per_node)
-        .await
-        .expect("queue"));
-    let pn =
-        n.wf.enqueue::<_, i64>("per-node", "slow", (), id("pn"))
-            .await
-            .expect("enqueue");
-    wait_status(n.pool(), "pn", "PENDING").await;
-    assert!(!claimed_by_enqueue("pn").await, "claimed by a round");
+            .expect("queue"));
+        let h =
+            n.wf.enqueue::<_, i64>(&queue.name, "slow", (), id(wid))
+                .await
+                .expect("enqueue");
+        wait_status(n.pool(), wid, "PENDING").await;
+        assert!(!claimed_by_enqueue(wid).await, "{wid}: claimed by a round");
+        limited.push(h);
+    }
     // A paused queue: nothing starts until it is resumed.
     assert!(
         dbos_store::queues::insert(n.pool(), &dbos_store::queues::Queue::named("paused"))
@@ -1223,7 +1224,7 @@ async fn an_enqueue_claims_its_workflow_here_only_when_its_queue_lets_any_node_t
     assert!(!claimed_by_enqueue("held").await, "claimed by a round");
     drop(c);
     gate.store(true, Ordering::SeqCst);
-    for h in [open, lim, pn, held, behind] {
+    for h in limited.into_iter().chain([open, held, behind]) {
         assert_eq!(h.result().await.expect("ends"), 2);
     }
     n.stop().await;
