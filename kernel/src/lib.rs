@@ -55,5 +55,5 @@ pub use lease::Lease;
 pub use loops::{Loops, Phase};
 pub use migrate::{Migration, ServiceMigrations};
 pub use notify::{Notifier, Subscription, Wake};
-pub use task::{Runtime, Slot, TaskCtx, TaskHandle};
+pub use task::{Reserved, Runtime, Slot, TaskCtx, TaskHandle};
 pub use tokio_util::sync::CancellationToken;

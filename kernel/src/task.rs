@@ -174,6 +174,25 @@ impl<T> TaskHandle<T> {
     }
 }
 
+/// A slot taken ahead of the task that will run on it ([`Runtime::reserve`]).
+#[derive(Debug)]
+pub struct Reserved {
+    runtime: Runtime,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Reserved {
+    /// Starts the task on the reserved slot, at once.
+    pub fn spawn<F, Fut, T>(self, task_id: impl Into<Arc<str>>, task: F) -> TaskHandle<T>
+    where
+        F: FnOnce(TaskCtx) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime.start(self.permit, task_id.into(), task)
+    }
+}
+
 impl Runtime {
     /// A runtime for `node_id` with `slots` concurrent tasks.
     pub fn new(pool: PgPool, node_id: &str, slots: u32) -> Runtime {
@@ -232,6 +251,16 @@ impl Runtime {
             Err(tokio::sync::TryAcquireError::NoPermits) => Ok(Err(task)),
             Err(tokio::sync::TryAcquireError::Closed) => Err(Error::ShuttingDown),
         }
+    }
+
+    /// Takes a free slot now for a task started later ([`Reserved::spawn`]); `None` when no
+    /// slot is free or the runtime is closed. Dropped unused, the slot is free again.
+    pub fn reserve(&self) -> Option<Reserved> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(Reserved {
+            runtime: self.clone(),
+            permit,
+        })
     }
 
     /// Starts a task at once on the caller's slot, without taking one of its own: for work a

@@ -152,6 +152,27 @@ async fn spawn_other(
     (other, done_tx)
 }
 
+/// A slot reserved ahead of its task is not free for others; dropped unused it is free
+/// again, and a task spawned on it runs at once.
+#[tokio::test]
+async fn a_reserved_slot_runs_its_task_or_is_given_back() {
+    let (_db, k) = boot_with_slots(1).await;
+    let reserved = k.runtime().reserve().expect("a slot is free");
+    assert_eq!(k.runtime().free_slots(), 0);
+    assert!(k.runtime().reserve().is_none(), "the one slot is reserved");
+    drop(reserved);
+    assert_eq!(k.runtime().free_slots(), 1, "given back unused");
+    let reserved = k.runtime().reserve().expect("free again");
+    let h = reserved.spawn("on-reserved", |_ctx| async { 7 });
+    assert_eq!(h.join().await.expect("ran"), 7);
+    assert_eq!(
+        k.runtime().free_slots(),
+        1,
+        "given back when the task ended"
+    );
+    k.shutdown().await.expect("shutdown");
+}
+
 /// A task that waits gives its slot back: another task runs meanwhile, and the waiting one
 /// goes on only once a slot is free again.
 #[tokio::test]

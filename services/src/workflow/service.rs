@@ -184,9 +184,6 @@ struct Inner {
     stopping: dbos_kernel::CancellationToken,
     /// The node's lease, checked before every step.
     lease: dbos_kernel::Lease,
-    /// Enqueues under way that may claim their workflow for this node: each counts against
-    /// the free slots, so concurrent enqueues do not claim more than the node can run.
-    claiming: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Service {
@@ -480,7 +477,6 @@ impl Service {
                 dispatcher: std::sync::OnceLock::new(),
                 stopping: kernel.shutdown_token(),
                 lease: kernel.lease().clone(),
-                claiming: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         // Statements that may run again, retried while the server restarts.
@@ -676,7 +672,7 @@ impl Service {
                 crate::metrics::METRICS
                     .claims
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Err(e) = self.execute(h.f.clone(), run, Slot::Own).await {
+                if let Err(e) = self.execute(h.f, run, Slot::Reserved(h.slot)).await {
                     // Never left PENDING here unrun: another node takes it.
                     self.release(&id, &xid).await;
                     return Err(e);
@@ -746,25 +742,19 @@ impl Service {
 
     /// Whether an enqueue of `name` may claim its workflow for this node (the queue decides
     /// the rest in the enqueue's statement): the node has the function, holds its lease, and
-    /// has a slot free beyond those of other such enqueues under way. The claim is counted
-    /// until the returned value is dropped.
-    fn run_here(&self, name: &str, opts: &StartOptions) -> Option<RunHere<'_>> {
-        use std::sync::atomic::Ordering;
+    /// has a slot free, which is reserved for the workflow until the returned value is dropped.
+    fn run_here(&self, name: &str, opts: &StartOptions) -> Option<RunHere> {
         if opts.delay.is_some() || opts.partition_key.is_some() || !self.inner.lease.is_held() {
             return None;
         }
         let f = self.function(name).ok()?;
-        let claiming = &self.inner.claiming;
-        if self.inner.runtime.free_slots() <= claiming.fetch_add(1, Ordering::AcqRel) {
-            claiming.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
+        let slot = self.inner.runtime.reserve()?;
         Some(RunHere {
             f,
             here: dbos_store::workflows::Here {
                 deadline_ms: self.deadline(opts),
             },
-            claiming,
+            slot,
         })
     }
 
@@ -910,6 +900,9 @@ impl Service {
         match slot {
             Slot::Own => {
                 self.inner.runtime.spawn(task_id, task).await?;
+            }
+            Slot::Reserved(slot) => {
+                slot.spawn(task_id, task);
             }
             // A child started by a running parent uses the parent's slot: a parent that holds
             // a slot never waits for another one for its child.
@@ -1242,17 +1235,11 @@ impl Executor for Service {
 }
 
 /// An enqueue that may claim its workflow for this node ([`Service::run_here`]).
-struct RunHere<'a> {
+struct RunHere {
     f: ErasedFn,
     here: dbos_store::workflows::Here,
-    claiming: &'a std::sync::atomic::AtomicUsize,
-}
-
-impl Drop for RunHere<'_> {
-    fn drop(&mut self) {
-        self.claiming
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
+    /// The slot it runs on if claimed.
+    slot: dbos_kernel::Reserved,
 }
 
 /// One execution of a workflow this node owns.
@@ -1289,10 +1276,12 @@ impl Execution {
 }
 
 /// Whose slot an execution runs on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 enum Slot {
     /// A slot of its own, waited for.
     Own,
+    /// A slot of its own, taken before the workflow was claimed for this node.
+    Reserved(dbos_kernel::Reserved),
     /// Its parent's (a child started by a running workflow).
     Parent,
 }
