@@ -651,7 +651,9 @@ impl Service {
         // for this node when its queue would let any node take it now: it starts without a
         // claim round, as a direct start does.
         let here = self.run_here(name, &opts);
-        let mut e = Enqueue::new(id.clone(), name, queue, inputs.clone());
+        // Its input again, to run it here if the statement claims it.
+        let kept = here.as_ref().map(|_| inputs.clone());
+        let mut e = Enqueue::new(id.clone(), name, queue, inputs);
         e.timeout_ms = opts.timeout.map(|t| t.as_millis() as i64);
         e.deadline_ms = opts.deadline_ms;
         e.priority = opts.priority;
@@ -665,8 +667,8 @@ impl Service {
         if !created.created {
             return self.existing(id, created.name, name);
         }
-        match here.filter(|_| created.claimed) {
-            Some(h) => {
+        match here.zip(kept).filter(|_| created.claimed) {
+            Some((h, inputs)) => {
                 let run =
                     Execution::fresh(id.clone(), name, xid.clone(), inputs, h.here.deadline_ms);
                 crate::metrics::METRICS
