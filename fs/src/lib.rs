@@ -94,6 +94,12 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/0005_empty_write_checks_only.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 6,
+            name: "the checks of an inode in one constraint",
+            sql: include_str!("../migrations/0006_inode_checks_in_one.sql"),
+            earlier: &[],
+        },
     ],
 };
 

@@ -24,6 +24,45 @@ async fn root_directory_exists_after_migration() {
 }
 
 #[tokio::test]
+async fn the_schema_refuses_an_inode_that_breaks_a_rule() {
+    let t = T::new().await;
+    let mut c = t.pool.acquire().await.unwrap();
+    t.fs.create(&mut c, &t.root, "/f", 0o644).await.unwrap();
+    // Each write breaks one rule of `fs.inode_valid`; none changes anything.
+    let broken = [
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink) VALUES ('fifo', 420, 0, 0, 1)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink) VALUES ('file', 4096, 0, 0, 1)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink) VALUES ('file', 420, -1, 0, 1)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink) VALUES ('file', 420, 0, 4294967295, 1)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink) VALUES ('file', 420, 0, 0, -1)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink) VALUES ('dir', 493, 0, 0, 2)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink, parent) VALUES ('file', 420, 0, 0, 1, 1)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink) VALUES ('symlink', 511, 0, 0, 1)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink, target, size) VALUES ('symlink', 511, 0, 0, 1, 'ab', 3)",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink, target) VALUES ('file', 420, 0, 0, 1, 'ab')",
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink, target, size) VALUES ('symlink', 511, 0, 0, 1, '', 0)",
+        "UPDATE fs.inodes SET size = -1 WHERE kind = 'file'",
+        "UPDATE fs.inodes SET size = 1 WHERE ino = 1",
+    ];
+    for sql in broken {
+        let err = sqlx::query(sql).execute(&mut *c).await.expect_err(sql);
+        assert!(
+            dbos_kernel::sqlstate::is(&err, dbos_kernel::sqlstate::CHECK_VIOLATION),
+            "{sql}: {err}"
+        );
+    }
+    // A valid row passes the same constraint.
+    sqlx::query(
+        "INSERT INTO fs.inodes (kind, mode, uid, gid, nlink, target, size)
+         VALUES ('symlink', 511, 0, 0, 0, 'ab', 2)",
+    )
+    .execute(&mut *c)
+    .await
+    .unwrap();
+    assert_eq!(t.count("SELECT count(*) FROM fs.inodes").await, 3);
+}
+
+#[tokio::test]
 async fn reads_and_writes_at_any_offset_with_holes_as_zeros() {
     let t = T::new().await;
     let fs = &t.fs;

@@ -6,6 +6,8 @@
 pub const UNIQUE_VIOLATION: &str = "23505";
 /// 23503: a foreign key would be violated.
 pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+/// 23514: a row breaks a CHECK constraint.
+pub const CHECK_VIOLATION: &str = "23514";
 /// 22P02: a value does not parse as its type (e.g. text that is not JSON).
 pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 /// 40001: a serializable transaction could not be serialized; retry it.
