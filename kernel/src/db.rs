@@ -62,10 +62,16 @@ pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOption
             reason: "it must start with postgres:// or postgresql://".into(),
         });
     }
-    let opts = PgConnectOptions::from_str(url).map_err(|e| Error::BadUrl {
+    let mut opts = PgConnectOptions::from_str(url).map_err(|e| Error::BadUrl {
         url: redact_url(url),
         reason: e.to_string(),
     })?;
+    // The embedded cluster this process runs or joined is reached through its Unix socket.
+    if opts.get_socket().is_none() && matches!(opts.get_host(), "127.0.0.1" | "localhost") {
+        if let Some(dir) = crate::embedded::local_socket_dir(opts.get_port()) {
+            opts = opts.socket(dir);
+        }
+    }
     Ok(opts.application_name("dbos").options([
         (
             "idle_in_transaction_session_timeout",

@@ -21,6 +21,7 @@
 //! SIGKILL never keeps the cluster alive for ever: the next node to boot joins the server it left
 //! running, and the last node to stop shuts it down.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
@@ -100,6 +101,26 @@ pub struct ClusterInfo {
     pub pid: i32,
     /// Connection URL for the system database, password included.
     pub url: String,
+}
+
+/// The Unix-socket directories of the embedded clusters this process is attached to, by TCP
+/// port. A connection this process opens to one of them through [`crate::db::connect_options`]
+/// goes through its socket rather than TCP on the loopback: the same server, reached by the same
+/// user, for about a third less CPU per round trip on both sides (no TCP stack in between). Only
+/// the server's own user and root may open that socket (mode 0700), who may read its data
+/// directory anyway; other processes get the TCP URL.
+static LOCAL_SOCKETS: parking_lot::Mutex<BTreeMap<u16, PathBuf>> =
+    parking_lot::Mutex::new(BTreeMap::new());
+
+/// The directory of the Unix socket of an embedded cluster this process is attached to and that
+/// listens on TCP port `port`, while its socket exists.
+pub(crate) fn local_socket_dir(port: u16) -> Option<PathBuf> {
+    let dir = LOCAL_SOCKETS.lock().get(&port).cloned()?;
+    dir.join(format!(".s.PGSQL.{port}")).exists().then_some(dir)
+}
+
+fn attach_socket(dir: &Path, port: u16) {
+    LOCAL_SOCKETS.lock().insert(port, dir.join(RUN));
 }
 
 /// A running embedded cluster that this process is attached to.
@@ -189,6 +210,7 @@ impl Cluster {
 
     fn stop_blocking(&mut self) -> Result<bool> {
         let _guard = lock_exclusive(&self.dir.join(LOCK))?;
+        LOCAL_SOCKETS.lock().remove(&self.info.port);
         let attached = self.attached.take().expect("a started cluster is attached");
         let file = attached
             .unlock()
@@ -262,6 +284,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
             pid = info.pid,
             "joined the running embedded Postgres"
         );
+        attach_socket(&dir, info.port);
         return Ok(Cluster {
             dir,
             info,
@@ -318,6 +341,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
     write_file(&dir.join(PORT), port.to_string().as_bytes(), 0o644)?;
     let pid = child.id() as i32;
     tracing::info!(port, pid, dir = %dir.display(), "started the embedded Postgres");
+    attach_socket(&dir, port);
     Ok(Cluster {
         dir,
         info: ClusterInfo {

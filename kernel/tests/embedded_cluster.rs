@@ -260,6 +260,23 @@ async fn a_node_works_as_a_role_that_owns_the_schemas_and_is_not_a_superuser() {
     .await
     .expect("who am I");
     assert_eq!((user.as_str(), superuser), ("dbos_node", false));
+    // The node reaches the server it booted through its Unix socket (no client address); the
+    // URL it hands to other programs stays TCP on the loopback.
+    let tcp: Option<String> = sqlx::query_scalar("SELECT inet_client_addr()::text")
+        .fetch_one(kernel.pool())
+        .await
+        .expect("client address");
+    assert_eq!(tcp, None);
+    assert!(
+        kernel.url().contains("@127.0.0.1:"),
+        "{}",
+        dbos_kernel::redact_url(kernel.url())
+    );
+    let from_elsewhere: String = sqlx::query_scalar("SELECT inet_client_addr()::text")
+        .fetch_one(&mut PgConnection::connect(kernel.url()).await.expect("connect"))
+        .await
+        .expect("client address");
+    assert_eq!(from_elsewhere, "127.0.0.1/32");
     assert!(
         !kernel.url().contains("//dbos:"),
         "{}",
