@@ -85,7 +85,9 @@ fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures(
 
     // The report regenerates from the result files alone.
     let papers = out_dir.path().join("papers");
-    std::fs::create_dir_all(&papers).expect("papers dir");
+    std::fs::create_dir_all(papers.join("notes")).expect("papers dir");
+    // A hand-written section is kept beside the papers, not with the results.
+    std::fs::write(papers.join("notes/time.md"), "Budget of the hot paths.\n").expect("a note");
     let report = support::dbos()
         .args(["bench", "--report", "--results-dir"])
         .arg(&results)
@@ -100,6 +102,7 @@ fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures(
     );
     let text = std::fs::read_to_string(papers.join("EVALUATION.md")).expect("EVALUATION.md");
     assert!(text.contains("## Beside the published figures"));
+    assert!(text.contains("## Where the time goes\n\nBudget of the hot paths.\n"));
     assert!(
         text.contains("7,794 tps"),
         "the pgbench figure is set beside ours"

@@ -335,7 +335,8 @@ pub fn read_all(dir: &Path) -> Result<Vec<(String, Vec<Row>)>> {
 }
 
 /// Reads the results in `results_dir`, redraws the suites' plots there, copies the SVGs to
-/// `papers_dir/figures/` and writes `papers_dir/EVALUATION.md`; returns its path.
+/// `papers_dir/figures/` and writes `papers_dir/EVALUATION.md` with the hand-written
+/// [`NOTES`] of `papers_dir/notes/`; returns its path.
 ///
 /// # Errors
 /// No result files, or a file cannot be read or written.
@@ -374,7 +375,7 @@ pub fn write(results_dir: &Path, papers_dir: &Path) -> Result<PathBuf> {
     let kept: Vec<(&str, String)> = NOTES
         .iter()
         .filter_map(|(file, heading)| {
-            let text = std::fs::read_to_string(results_dir.join(file)).ok()?;
+            let text = std::fs::read_to_string(papers_dir.join(NOTES_DIR).join(file)).ok()?;
             Some((*heading, text))
         })
         .collect();
@@ -396,10 +397,13 @@ fn env_str(env: Option<&serde_json::Value>, path: &[&str]) -> Option<String> {
     })
 }
 
-/// Sections written by hand from measured runs, kept beside the benchmark results as Markdown
-/// and shown after the measured rows, each under its heading: the time budget of the hot paths
-/// read from a full run's `measured` columns, and the last long run of the torture test
-/// (`tests/torture.rs`).
+/// Sections written by hand from measured runs, as Markdown files in `papers/notes/` (tracked,
+/// unlike the results), shown after the measured rows, each under its heading: the time budget
+/// of the hot paths read from a full run's `measured` columns, and the last long run of the
+/// torture test (`tests/torture.rs`).
+/// The directory of [`NOTES`], under the papers directory.
+pub const NOTES_DIR: &str = "notes";
+
 pub const NOTES: &[(&str, &str)] = &[
     ("time.md", "Where the time goes"),
     ("torture.md", "Faults: the torture run"),
