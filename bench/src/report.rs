@@ -372,13 +372,22 @@ pub fn write(results_dir: &Path, papers_dir: &Path) -> Result<PathBuf> {
             figures.push(suite.clone());
         }
     }
-    let kept: Vec<(&str, String)> = NOTES
-        .iter()
-        .filter_map(|(file, heading)| {
-            let text = std::fs::read_to_string(papers_dir.join(NOTES_DIR).join(file)).ok()?;
-            Some((*heading, text))
-        })
-        .collect();
+    // A missing note leaves its section out; one that cannot be read stops the report rather
+    // than dropping the section unnoticed.
+    let mut kept: Vec<(&str, String)> = Vec::new();
+    for (file, heading) in NOTES {
+        let path = papers_dir.join(NOTES_DIR).join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => kept.push((heading, text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "NOTICE: no {}; the report has no section {heading:?}",
+                    path.display()
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
     let notes: Vec<(&str, &str)> = kept.iter().map(|(h, t)| (*h, t.as_str())).collect();
     let text = render(&suites, environment.as_ref(), &figures, &notes);
     let path = papers_dir.join("EVALUATION.md");
