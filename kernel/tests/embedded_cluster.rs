@@ -99,6 +99,42 @@ async fn the_last_process_to_leave_stops_the_server_and_data_survives_a_restart(
 }
 
 #[tokio::test]
+async fn autovacuum_keeps_up_with_queue_churn_and_a_setting_of_the_node_overrides_it() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let dir = scratch.path().join("d");
+    let settings = |c: &Cluster| {
+        let url = c.url().to_owned();
+        async move {
+            let mut conn = PgConnection::connect(&url).await.expect("connect");
+            let v: (String, String, String) = sqlx::query_as(
+                "SELECT current_setting('autovacuum_naptime'),
+                        current_setting('autovacuum_vacuum_scale_factor'),
+                        current_setting('autovacuum_vacuum_cost_limit')",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("settings");
+            v
+        }
+    };
+    let c = Cluster::start(options(&dir)).await.expect("start");
+    assert_eq!(
+        settings(&c).await,
+        ("1s".into(), "0.02".into(), "1000".into())
+    );
+    c.stop().await.expect("stop");
+
+    let mut own = options(&dir);
+    own.settings = vec![("autovacuum_naptime".into(), "30s".into())];
+    let c = Cluster::start(own).await.expect("restart");
+    assert_eq!(
+        settings(&c).await,
+        ("30s".into(), "0.02".into(), "1000".into())
+    );
+    c.stop().await.expect("stop");
+}
+
+#[tokio::test]
 async fn a_stale_postmaster_pid_after_kill_9_is_handled() {
     let scratch = testing::scratch_dir_for_cluster();
     let dir = scratch.path().join("d");
