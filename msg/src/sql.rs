@@ -17,8 +17,8 @@ pub const NULL_TOPIC: &str = "__null__topic__";
 /// The value that closes a stream, in portable JSON (DBOS's convention).
 pub const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
 
-use dbos_store::operations::bind_op;
 pub use dbos_store::operations::Op;
+use dbos_store::operations::{bind_op, own_cte_if, OWNED};
 
 /// A message to send.
 #[derive(Clone, Debug)]
@@ -198,7 +198,8 @@ pub enum Received {
 /// `op` (output: the message), in one statement. With `last` set, an empty mailbox is recorded
 /// as `null` (the receive timed out).
 ///
-/// 1 round trip, 1 commit (index: `idx_workflow_topic (destination_uuid, topic)`). Messages of
+/// 1 round trip, 1 commit, which writes nothing when the mailbox is empty and `last` is unset
+/// (index: `idx_workflow_topic (destination_uuid, topic)`). Messages of
 /// one mailbox are taken oldest first: by send time, then by inserting transaction, then by
 /// position, so messages of one sender keep their order even within a millisecond.
 ///
@@ -210,8 +211,9 @@ pub async fn recv_recorded(
     topic: Option<&str>,
     last: bool,
 ) -> Result<Received> {
+    // An empty mailbox is not locked (unless `last` records it): waiting costs no commit.
     let sql = format!(
-        "WITH {OWN}, got AS (
+        "WITH {}, got AS (
              UPDATE dbos.notifications SET consumed = TRUE, consumed_by_function_id = $3
              WHERE message_uuid = (
                      SELECT message_uuid FROM dbos.notifications
@@ -221,7 +223,11 @@ pub async fn recv_recorded(
                AND NOT consumed AND EXISTS (SELECT 1 FROM own)
              RETURNING message
          ), {}, {}
-         SELECT (SELECT message FROM got) AS message, EXISTS (SELECT 1 FROM own) AS owned",
+         SELECT (SELECT message FROM got) AS message, {OWNED} AS owned",
+        own_cte_if(
+            "$7 OR EXISTS (SELECT 1 FROM dbos.notifications
+                           WHERE destination_uuid = $1 AND topic = $6 AND NOT consumed)"
+        ),
         rec(
             "COALESCE((SELECT message FROM got), 'null')",
             "WHERE EXISTS (SELECT 1 FROM got) OR $7"
@@ -656,13 +662,14 @@ pub async fn unsubscribe(conn: &mut PgConnection, topic: &str, subscriber: &str)
     )
 }
 
-/// The subscription's cursor (`sub`), the next messages after it (`got`) and the cursor's
-/// advance (`adv`), for topic `$t`, subscriber `$s`, batch size `$n`; `guard` is an extra
-/// condition that must hold for anything to be taken.
-fn consume_cte(t: &str, s: &str, n: &str, guard: &str) -> String {
+/// The subscription's cursor (`sub`, locked when `lock_if` holds), the next messages after it
+/// (`got`) and the cursor's advance (`adv`), for topic `$t`, subscriber `$s`, batch size `$n`;
+/// `guard` is an extra condition that must hold for anything to be taken.
+fn consume_cte(t: &str, s: &str, n: &str, guard: &str, lock_if: &str) -> String {
     format!(
         "sub AS (
-        SELECT cursor FROM msg.subscriptions WHERE topic = {t} AND subscriber = {s} FOR UPDATE
+        SELECT cursor FROM msg.subscriptions
+        WHERE topic = {t} AND subscriber = {s} AND ({lock_if}) FOR UPDATE
     ), got AS (
         SELECT m.seq, m.payload FROM msg.messages m, sub
         WHERE m.topic = {t} AND m.seq > sub.cursor {guard}
@@ -712,7 +719,7 @@ pub async fn consume(
         "WITH {}
          SELECT EXISTS (SELECT 1 FROM sub) AS subscribed, g.seq, g.payload
          FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
-        consume_cte("$1", "$2", "$3", "")
+        consume_cte("$1", "$2", "$3", "", "true")
     ))
     .bind(topic)
     .bind(subscriber)
@@ -726,7 +733,7 @@ pub async fn consume(
 /// `{seq, payload}`): each message is consumed exactly once. Nothing is recorded when there is
 /// no message, unless `last`. `None` when the caller is not the owner.
 ///
-/// 1 round trip, 1 commit.
+/// 1 round trip, 1 commit, which writes nothing when no message waits and `last` is unset.
 ///
 /// # Errors
 /// [`Error::NotSubscribed`].
@@ -738,12 +745,19 @@ pub async fn consume_recorded(
     max: i64,
     last: bool,
 ) -> Result<Option<Vec<Delivered>>> {
+    // Nothing is locked when nothing waits (unless `last` records it): waiting costs no commit.
+    let waiting = "$9 OR EXISTS (
+        SELECT 1 FROM msg.subscriptions s JOIN msg.messages m ON m.topic = s.topic
+        WHERE s.topic = $6 AND s.subscriber = $7 AND m.seq > s.cursor)";
     let sql = format!(
-        "WITH {OWN}, {}, {}, {}
-         SELECT EXISTS (SELECT 1 FROM sub) AS subscribed, EXISTS (SELECT 1 FROM rec) AS recorded,
-                EXISTS (SELECT 1 FROM own) AS owned, g.seq, g.payload
+        "WITH {}, {}, {}, {}
+         SELECT EXISTS (SELECT 1 FROM sub) OR EXISTS (
+                    SELECT 1 FROM msg.subscriptions WHERE topic = $6 AND subscriber = $7)
+                    AS subscribed,
+                EXISTS (SELECT 1 FROM rec) AS recorded, {OWNED} AS owned, g.seq, g.payload
          FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
-        consume_cte("$6", "$7", "$8", "AND EXISTS (SELECT 1 FROM own)"),
+        own_cte_if(waiting),
+        consume_cte("$6", "$7", "$8", "AND EXISTS (SELECT 1 FROM own)", waiting),
         rec(
             "(SELECT COALESCE(json_agg(json_build_object('seq', seq, 'payload', payload::json)
                                         ORDER BY seq), '[]')::text FROM got)",

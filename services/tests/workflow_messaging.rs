@@ -805,3 +805,145 @@ async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
     }
     n.stop().await;
 }
+
+/// Runs `$probe` (given the connection `$c`) in a transaction of `$pool`: its result, and
+/// whether it wrote anything (a transaction ID was assigned, so its commit would wait for a WAL
+/// flush).
+macro_rules! probe_in_tx {
+    ($pool:expr, |$c:ident| $probe:expr) => {{
+        let mut tx = $pool.begin().await.expect("begin");
+        let out = {
+            let $c: &mut sqlx::PgConnection = &mut tx;
+            $probe.await.expect("probe")
+        };
+        let wrote: bool = sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("xid");
+        tx.commit().await.expect("commit");
+        (out, wrote)
+    }};
+}
+
+#[tokio::test]
+async fn a_probe_of_an_empty_mailbox_or_topic_writes_nothing() {
+    use dbos_msg::sql::{self, Received};
+    let n = node(|_| {}).await;
+    let pool = n.pool();
+    sqlx::query(
+        "INSERT INTO dbos.workflow_status
+             (workflow_uuid, status, name, executor_id, owner_xid, serialization)
+         VALUES ('mb', 'PENDING', 'parked', $1, 'me', 'portable_json')",
+    )
+    .bind(n.kernel.node_id())
+    .execute(pool)
+    .await
+    .expect("a workflow owned by 'me'");
+    let op = |owner: &'static str, fid: i32| sql::Op {
+        workflow_id: "mb",
+        owner_xid: owner,
+        function_id: fid,
+        name: "DBOS.recv",
+        started_at_ms: 0,
+    };
+
+    // Empty: nothing taken, nothing written, and the owner is still told apart.
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::recv_recorded(
+        c,
+        &op("me", 1),
+        Some("t"),
+        false
+    ));
+    assert!(matches!(got, Received::Empty));
+    assert!(!wrote, "an empty probe writes nothing");
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::recv_recorded(
+        c,
+        &op("someone-else", 1),
+        Some("t"),
+        false
+    ));
+    assert!(matches!(got, Received::NotOwner));
+    assert!(!wrote);
+
+    // A message there: taken and recorded; a non-owner takes nothing.
+    n.wf.messages()
+        .send("mb", "m1", Some("t"), None)
+        .await
+        .expect("send");
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::recv_recorded(
+        c,
+        &op("someone-else", 1),
+        Some("t"),
+        false
+    ));
+    assert!(matches!(got, Received::NotOwner));
+    assert!(!wrote, "a non-owner takes nothing");
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::recv_recorded(
+        c,
+        &op("me", 1),
+        Some("t"),
+        false
+    ));
+    assert!(matches!(got, Received::Message(ref m) if m.contains("m1")));
+    assert!(wrote);
+    // The last probe of an empty mailbox records the timeout.
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::recv_recorded(
+        c,
+        &op("me", 3),
+        Some("t"),
+        true
+    ));
+    assert!(matches!(got, Received::Empty));
+    assert!(wrote, "a timeout is recorded");
+    assert_eq!(
+        step_names(pool, "mb").await,
+        vec![(1, "DBOS.recv".to_owned()), (3, "DBOS.recv".to_owned())]
+    );
+
+    // A topic subscription: the same.
+    let mut c = pool.acquire().await.expect("conn");
+    sql::subscribe(&mut c, "news", "mb-sub", dbos_msg::Start::Oldest)
+        .await
+        .expect("subscribe");
+    drop(c);
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::consume_recorded(
+        c,
+        &op("me", 5),
+        "news",
+        "mb-sub",
+        10,
+        false
+    ));
+    assert_eq!(got.expect("owned").len(), 0);
+    assert!(!wrote, "an empty topic probe writes nothing");
+    let mut c = pool.acquire().await.expect("conn");
+    let missing = sql::consume_recorded(&mut c, &op("me", 5), "news", "nobody", 10, false).await;
+    assert!(
+        matches!(missing, Err(dbos_msg::Error::NotSubscribed { .. })),
+        "{missing:?}"
+    );
+    sql::publish(&mut c, "news", &["1".to_owned(), "2".to_owned()], None)
+        .await
+        .expect("publish");
+    drop(c);
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::consume_recorded(
+        c,
+        &op("me", 5),
+        "news",
+        "mb-sub",
+        10,
+        false
+    ));
+    let seqs: Vec<i64> = got.expect("owned").iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert!(wrote);
+    let (got, _) = probe_in_tx!(pool, |c| sql::consume_recorded(
+        c,
+        &op("me", 7),
+        "news",
+        "mb-sub",
+        10,
+        false
+    ));
+    assert_eq!(got.expect("owned").len(), 0, "each message is taken once");
+}

@@ -8,10 +8,36 @@ use sqlx::PgConnection;
 /// workflow, `$2` owner. An effect joined to `own` happens only for the owning execution, and
 /// the lock orders it against a concurrent cancel.
 /// Its columns (the node and version running it, its name and queue) feed [`prov_cte`].
+///
+/// The row is found by its key. `(status = 'PENDING') IS TRUE` means `status = 'PENDING'`, but
+/// the planner cannot match it to the predicate of the partial index
+/// `idx_workflow_status_pending`: a node's generic plan made while few workflows were pending
+/// would otherwise read that whole index, a heap fetch per entry to compare the key, and keep
+/// doing so once thousands wait (`store/tests/plans.rs`).
 pub const OWN_CTE: &str = "own AS (
     SELECT executor_id, application_version, name, queue_name FROM dbos.workflow_status
-    WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+    WHERE workflow_uuid = $1 AND owner_xid = $2 AND (status = 'PENDING') IS TRUE
     FOR NO KEY UPDATE)";
+
+/// [`OWN_CTE`] (found by key in the same way) for a probe that may find nothing to take: the
+/// row is locked only when `cond` holds (there is something to take, or an empty result is to
+/// be recorded). A probe that finds nothing then writes nothing, not even the lock, so its
+/// commit waits for no WAL flush. Whether the caller owns the workflow is then [`OWNED`], not
+/// the existence of `own`.
+pub fn own_cte_if(cond: &str) -> String {
+    format!(
+        "own AS (
+    SELECT executor_id, application_version, name, queue_name FROM dbos.workflow_status
+    WHERE workflow_uuid = $1 AND owner_xid = $2 AND (status = 'PENDING') IS TRUE AND ({cond})
+    FOR NO KEY UPDATE)"
+    )
+}
+
+/// Whether the caller owns the workflow, beside an `own` of [`own_cte_if`]: the lock taken, or
+/// else the row as the statement's snapshot sees it.
+pub const OWNED: &str = "(EXISTS (SELECT 1 FROM own) OR EXISTS (
+    SELECT 1 FROM dbos.workflow_status
+    WHERE workflow_uuid = $1 AND owner_xid = $2 AND (status = 'PENDING') IS TRUE))";
 
 /// The columns of a provenance row, as `rows` of [`prov_cte`] and the JSON of
 /// [`dbos_kernel::prov::to_json`] give them.

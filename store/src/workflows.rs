@@ -284,7 +284,8 @@ pub async fn start_child<'c>(db: impl PgExecutor<'c>, c: &StartChild<'_>) -> Res
     let (owned, name, created): (i64, Option<String>, bool) = sqlx::query_as(
         "WITH own AS (
              SELECT 1 FROM dbos.workflow_status
-             WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+             -- By key, as in dbos_store::operations::OWN_CTE.
+             WHERE workflow_uuid = $1 AND owner_xid = $2 AND (status = 'PENDING') IS TRUE
              FOR NO KEY UPDATE
          ), child AS (
              INSERT INTO dbos.workflow_status AS w
@@ -427,7 +428,8 @@ pub async fn dead_letter<'c>(db: impl PgExecutor<'c>, id: &str, owner_xid: &str)
          SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', owner_xid = NULL, deduplication_id = NULL,
              started_at_epoch_ms = NULL, queue_name = NULL,
              updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
-         WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2",
+         -- By key, as in dbos_store::operations::OWN_CTE.
+         WHERE workflow_uuid = $1 AND (status = 'PENDING') IS TRUE AND owner_xid = $2",
     )
     .bind(id)
     .bind(owner_xid)
@@ -835,7 +837,9 @@ pub async fn status<'c>(db: impl PgExecutor<'c>, id: &str) -> Result<Status> {
 pub async fn is_owner<'c>(db: impl PgExecutor<'c>, id: &str, owner_xid: &str) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
-                        WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING')",
+                        -- By key, as in dbos_store::operations::OWN_CTE.
+                        WHERE workflow_uuid = $1 AND owner_xid = $2
+                          AND (status = 'PENDING') IS TRUE)",
     )
     .bind(id)
     .bind(owner_xid)

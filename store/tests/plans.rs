@@ -46,3 +46,52 @@ async fn the_group_commit_looks_workflows_up_by_key_even_on_empty_tables() {
     drop(c);
     k.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn an_owned_workflow_is_found_by_key_while_few_are_pending() {
+    use dbos_store::operations::{own_cte_if, OWNED, OWN_CTE};
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[dbos_store::MIGRATIONS])
+        .await
+        .expect("boot");
+    // Many workflows, one of them pending, as the statistics say: the partial index of pending
+    // workflows looks like the cheapest way to one of them.
+    sqlx::raw_sql(
+        "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, serialization)
+         SELECT 'w' || i, 'SUCCESS', 'x', 'portable_json' FROM generate_series(1, 5000) i;
+         INSERT INTO dbos.workflow_status (workflow_uuid, status, name, owner_xid, serialization)
+         VALUES ('p', 'PENDING', 'x', 'me', 'portable_json');
+         ANALYZE dbos.workflow_status",
+    )
+    .execute(k.pool())
+    .await
+    .expect("seed");
+    let mut c = k.pool().acquire().await.expect("a node connection");
+    let lookups = [
+        format!("WITH {OWN_CTE} SELECT count(*) FROM own"),
+        format!("WITH {} SELECT {OWNED}", own_cte_if("$3")),
+    ];
+    for (i, sql) in lookups.iter().enumerate() {
+        sqlx::raw_sql(&format!("PREPARE s{i} AS {sql}"))
+            .execute(&mut *c)
+            .await
+            .expect("prepare");
+        let args = if sql.contains("$3") {
+            "('p', 'me', true)"
+        } else {
+            "('p', 'me')"
+        };
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE s{i}{args}"))
+            .fetch_all(&mut *c)
+            .await
+            .expect("explain");
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan using workflow_status_pkey")
+                && !plan.contains("idx_workflow_status_pending"),
+            "the owned row is looked up by its key:\n{sql}\n{plan}"
+        );
+    }
+    drop(c);
+    k.shutdown().await.expect("shutdown");
+}
