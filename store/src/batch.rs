@@ -305,10 +305,12 @@ const ENQUEUE_INSERT: &str = "eq AS (
 const NO_CLAIMS: &str = "eh AS (SELECT e.*, q.partition_queue, false AS claim
              FROM e LEFT JOIN dbos.queues q ON q.name = e.queue)";
 
-const CLAIMS: &str = "eh AS (
+const CLAIMS: &str = "eh AS MATERIALIZED (
              -- Claimed by the enqueuing node as it is enqueued when the queue would let any node
              -- take it now. Each probe is a CASE branch, so it runs only when those before it
-             -- passed, and one index lookup at most.
+             -- passed, and one index lookup at most. Materialized, so the CASE runs once per
+             -- enqueue: inlined, it ran again for each of the seven uses of `claim` in the
+             -- insert.
              SELECT e.*, q.partition_queue,
                     CASE WHEN NOT e.here OR e.delay IS NOT NULL OR e.pkey IS NOT NULL THEN false
                          WHEN q.name IS NOT NULL

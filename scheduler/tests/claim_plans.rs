@@ -1,0 +1,56 @@
+//! The plan of an enqueue that its node may claim: the checks that decide the claim (queue
+//! limits, a pause, placement rules, work waiting before it) run once per enqueue.
+
+use dbos_kernel::{testing, Kernel};
+use dbos_store::batch;
+
+#[tokio::test]
+async fn the_claim_checks_of_an_enqueue_run_once() {
+    let db = testing::database().await;
+    let k = Kernel::boot(
+        db.config(),
+        &[dbos_store::MIGRATIONS, dbos_scheduler::MIGRATIONS],
+    )
+    .await
+    .expect("boot");
+    let mut c = k.pool().acquire().await.expect("a node connection");
+    // Every part, so every parameter has a type.
+    let shape = batch::Shape::new(true, false, true, true, true, true);
+    sqlx::raw_sql(&format!("PREPARE w AS {}", batch::statement(shape)))
+        .execute(&mut *c)
+        .await
+        .expect("prepare");
+    // No checkpoint, outcome or start; one enqueue that its node may claim.
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN ANALYZE EXECUTE w(
+             '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+             '{}', '{}', '{}', '{}', '{}',
+             '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+             'node', 'v1', 'PENDING', '{}',
+             '{e1}', '{f}', '{q}', '{x1}', '{NULL}', '{NULL}', '{0}', '{NULL}', '{NULL}',
+             '{NULL}', '{NULL}', '{[]}', NULL, '{true}', '{NULL}')",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .expect("explain");
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Tuples Inserted: 1"),
+        "the enqueue is inserted:\n{plan}"
+    );
+    for check in [
+        "paused_queues",
+        "queue_rules",
+        "idx_workflow_status_in_flight_v2",
+    ] {
+        assert_eq!(
+            plan.lines()
+                .filter(|l| l.contains("Scan") && l.contains(check))
+                .count(),
+            1,
+            "{check} is probed once for the enqueue, not once per use of the claim:\n{plan}"
+        );
+    }
+    drop(c);
+    k.shutdown().await.expect("shutdown");
+}
