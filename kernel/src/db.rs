@@ -368,6 +368,17 @@ impl Endpoint {
         Ok(pool)
     }
 
+    /// A pool of at most `size_max` connections of its own, opened on first use, that follows
+    /// the writable server like the others: for a hot path that keeps a few connections busy
+    /// all the time (the group commit). sqlx hands out the connection that has been idle
+    /// longest, so in the node's large pool a steady few statements at a time rotate through
+    /// every connection, and each runs on a backend whose caches have gone cold; in a pool
+    /// sized to the work, the same few backends serve every statement.
+    pub fn own_pool(&self, size_max: u32) -> PgPool {
+        self.pool(size_max.max(1), self.limits.acquire_timeout_ms)
+            .expect("the current URL parsed when the endpoint opened")
+    }
+
     /// A pool of one connection, opened on first use (and again after it is lost): for a loop
     /// that must not wait behind the node's work for a connection, such as the heartbeat or the
     /// notifier's `LISTEN`.

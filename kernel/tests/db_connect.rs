@@ -112,3 +112,35 @@ async fn a_multi_host_url_connects_to_the_first_host_that_answers_and_accepts_wr
     let password = head.rsplit_once(':').expect("a password").1;
     assert!(!err.contains(password), "the password is hidden: {err}");
 }
+
+#[tokio::test]
+async fn a_pool_of_its_own_keeps_to_its_size_and_carries_the_guards() {
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[]).await.expect("boot");
+    let pool = k.endpoint().own_pool(2);
+    // Four statements at once on a pool of two: two wait for a connection, none opens a third.
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        running.spawn(async move {
+            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid() FROM pg_sleep(0.05)")
+                .fetch_one(&pool)
+                .await
+        });
+    }
+    let sessions: Vec<i32> = running
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("statements");
+    let distinct: std::collections::HashSet<i32> = sessions.into_iter().collect();
+    assert_eq!(distinct.len(), 2, "four statements ran on two sessions");
+    assert_eq!(pool.size(), 2);
+    let plans: String = sqlx::query_scalar("SELECT current_setting('plan_cache_mode')")
+        .fetch_one(&pool)
+        .await
+        .expect("query");
+    assert_eq!(plans, "force_generic_plan", "the node's session settings");
+    k.shutdown().await.expect("shutdown");
+}

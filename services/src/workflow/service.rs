@@ -42,7 +42,8 @@ pub struct Options {
     pub app_version: Option<String>,
     /// Checkpoints and outcomes written in one statement at most.
     pub checkpoint_batch_max: usize,
-    /// Checkpoint batches being committed at once.
+    /// Checkpoint batches being committed at once; the group commit has this many connections
+    /// of its own, beside the node's pool.
     pub checkpoint_batches_in_flight_max: usize,
     /// The dispatcher: claim batches, poll interval.
     pub scheduler: dbos_scheduler::Options,
@@ -430,9 +431,13 @@ impl Service {
             .unwrap_or_else(|| registry.version());
         let pool = kernel.pool().clone();
         let announcer = Announcer::start(kernel.loops(), pool.clone());
+        // The group commit's batches run on connections of their own, as many as may be in
+        // flight: always the same few backends, with their plans and caches warm.
         let committer = Committer::start(
             kernel.loops(),
-            pool.clone(),
+            kernel
+                .endpoint()
+                .own_pool(opts.checkpoint_batches_in_flight_max.min(u32::MAX as usize) as u32),
             opts.checkpoint_batch_max,
             opts.checkpoint_batches_in_flight_max,
             kernel.node_id().to_owned(),
