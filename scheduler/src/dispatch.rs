@@ -134,7 +134,10 @@ pub async fn start(
         .map_err(|e| Error::Invalid(format!("node labels: {e}")))?;
     let d = Arc::new(Dispatcher {
         opts,
-        pool: kernel.pool().clone(),
+        // One connection of its own for the loop's statements, which run one at a time: the
+        // claim function is compiled and its statements planned once, on one backend, rather
+        // than on each connection of the node's pool in turn.
+        pool: kernel.endpoint().own_pool(1),
         runtime: kernel.runtime().clone(),
         clock: kernel.clock().clone(),
         names: executor.names(),
