@@ -20,10 +20,14 @@ fn pgbench(clients: usize) -> Option<&'static str> {
     }
 }
 
+/// The logged table of the D and R modes, which other suites' baselines commit to as well.
+pub(super) const CREATE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS public.bench_ceiling (id bigserial PRIMARY KEY, v int NOT NULL)";
+/// One row into [`CREATE_TABLE`]'s table.
+pub(super) const INSERT: &str = "INSERT INTO public.bench_ceiling (v) VALUES (1)";
+
 pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<Vec<Row>> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS public.bench_ceiling (id bigserial PRIMARY KEY, v int NOT NULL)")
-        .execute(env.pool())
-        .await?;
+    sqlx::query(CREATE_TABLE).execute(env.pool()).await?;
     sqlx::query(
         "CREATE UNLOGGED TABLE IF NOT EXISTS public.bench_ceiling_unlogged
              (id bigserial PRIMARY KEY, v int NOT NULL)",
@@ -41,7 +45,7 @@ pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<
         let sync = if mode == Mode::R { "off" } else { "on" };
         let insert: &'static str = match mode {
             Mode::M => "INSERT INTO public.bench_ceiling_unlogged (v) VALUES (1)",
-            _ => "INSERT INTO public.bench_ceiling (v) VALUES (1)",
+            _ => INSERT,
         };
         for &c in &clients {
             let limits = PoolLimits {

@@ -390,10 +390,40 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     );
     row.p50_ms = Some(idle_p50);
     row.p99_ms = Some(quantile(&mut idle, 0.99));
+    // The bound: the send and the receive each commit, one after the other, on a machine that
+    // was idle for the probe's pause; a commit then waits longer than in the ceiling's tight
+    // loop (the disk and the CPUs wake from idle).
+    let mut commits = idle_commits(env, n * plan.repeats as u32).await?;
+    let commit_p50 = quantile(&mut commits, 0.5);
+    row.baseline = Some(2.0 * commit_p50);
+    row.baseline_name = Some(
+        "two single-row INSERT commits in turn, each after the probe's 2 ms pause, same run".into(),
+    );
+    row.ratio = Some(idle_p50 / (2.0 * commit_p50));
+    row.extra
+        .insert("idle_commit_p50_ms".into(), round2(commit_p50).into());
     rows.push(row);
     rows.extend(crowd(env, plan, n, idle_p50).await?);
     pb.finish_and_clear();
     Ok(rows)
+}
+
+/// Latencies (ms) of `n` single-row INSERT commits through the node's pool, each after the
+/// same 2 ms pause as the wake-up probe's sends.
+async fn idle_commits(env: &Env, n: u32) -> Result<Vec<f64>> {
+    sqlx::query(super::ceiling::CREATE_TABLE)
+        .execute(env.pool())
+        .await?;
+    let mut lats = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let t = Instant::now();
+        sqlx::query(super::ceiling::INSERT)
+            .execute(env.pool())
+            .await?;
+        lats.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(lats)
 }
 
 /// One probe workflow receiving `n` messages, each sent once the probe has taken the last one
