@@ -833,8 +833,8 @@ enum Started {
 /// an enqueue that may run its workflow at once) reads past every such entry until a vacuum
 /// removes them. With Postgres's defaults (a look once a minute, 20 % of a table dead) a queue
 /// that had just drained 20,000 tasks answered "nothing waits" in 5–8 ms for a minute, and in
-/// about 1 ms once a vacuum had run. Vacuums this frequent find little to do each time: 0.01–0.03 s of CPU on
-/// `workflow_status` during the drains of `dbos bench queue`.
+/// about 1 ms once a vacuum had run. Vacuums this frequent find little to do each time:
+/// 0.01–0.03 s of CPU on `workflow_status` during the drains of `dbos bench queue`.
 const QUEUE_VACUUM: [(&str, &str); 3] = [
     ("autovacuum_naptime", "1s"),
     ("autovacuum_vacuum_scale_factor", "0.02"),
