@@ -220,3 +220,27 @@ pub fn process_gone(pid: i32) -> bool {
         ),
     }
 }
+
+/// The plan a session makes for `sql` prepared as `name`, the way a node runs it (with the
+/// session's plan settings), explained with `options` (such as `ANALYZE`, which runs it) for
+/// the arguments `args` (a parenthesized list of literals): one line per row of `EXPLAIN`.
+///
+/// # Panics
+/// When the statement does not prepare or the explain fails: the test is wrong.
+pub async fn prepared_plan(
+    conn: &mut PgConnection,
+    name: &str,
+    sql: &str,
+    options: &str,
+    args: &str,
+) -> String {
+    sqlx::raw_sql(&format!("PREPARE {name} AS {sql}"))
+        .execute(&mut *conn)
+        .await
+        .expect("the statement prepares");
+    let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {options} EXECUTE {name}{args}"))
+        .fetch_all(&mut *conn)
+        .await
+        .expect("the prepared statement is explained");
+    lines.join("\n")
+}

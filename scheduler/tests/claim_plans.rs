@@ -16,24 +16,20 @@ async fn the_claim_checks_of_an_enqueue_run_once() {
     let mut c = k.pool().acquire().await.expect("a node connection");
     // Every part, so every parameter has a type.
     let shape = batch::Shape::new(true, false, true, true, true, true);
-    sqlx::raw_sql(&format!("PREPARE w AS {}", batch::statement(shape)))
-        .execute(&mut *c)
-        .await
-        .expect("prepare");
     // No checkpoint, outcome or start; one enqueue that its node may claim.
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN ANALYZE EXECUTE w(
-             '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
-             '{}', '{}', '{}', '{}', '{}',
-             '{}', '{}', '{}', '{}', '{}', '{}', '{}',
-             'node', 'v1', 'PENDING', '{}',
-             '{e1}', '{f}', '{q}', '{x1}', '{NULL}', '{NULL}', '{0}', '{NULL}', '{NULL}',
-             '{NULL}', '{NULL}', '{[]}', NULL, '{true}', '{NULL}')",
+    let plan = testing::prepared_plan(
+        &mut c,
+        "w",
+        batch::statement(shape),
+        "ANALYZE",
+        "('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+          '{}', '{}', '{}', '{}', '{}',
+          '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+          'node', 'v1', 'PENDING', '{}',
+          '{e1}', '{f}', '{q}', '{x1}', '{NULL}', '{NULL}', '{0}', '{NULL}', '{NULL}',
+          '{NULL}', '{NULL}', '{[]}', NULL, '{true}', '{NULL}')",
     )
-    .fetch_all(&mut *c)
-    .await
-    .expect("explain");
-    let plan = plan.join("\n");
+    .await;
     assert!(
         plan.contains("Tuples Inserted: 1"),
         "the enqueue is inserted:\n{plan}"

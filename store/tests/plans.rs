@@ -18,21 +18,18 @@ async fn the_group_commit_looks_workflows_up_by_key_even_on_empty_tables() {
     assert_eq!(empty, 0, "the plan is checked on an empty table");
     let mut c = k.pool().acquire().await.expect("a node connection");
     let shape = batch::Shape::new(true, true, true, true, false, false);
-    sqlx::raw_sql(&format!("PREPARE w AS {}", batch::statement(shape)))
-        .execute(&mut *c)
-        .await
-        .expect("prepare");
     // One checkpoint and one outcome: the two lookups of owned PENDING rows.
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN EXECUTE w('{a}', '{x}', '{1}', '{n}', '{o}', '{NULL}', '{NULL}', '{1}', '{1}',
-                           '{b}', '{y}', '{SUCCESS}', '{o}', '{NULL}',
-                           '{}', '{}', '{}', '{}', '{}', '{}', '{}',
-                           'node', 'v1', 'PENDING', '{NULL}')",
+    let plan = testing::prepared_plan(
+        &mut c,
+        "w",
+        batch::statement(shape),
+        "",
+        "('{a}', '{x}', '{1}', '{n}', '{o}', '{NULL}', '{NULL}', '{1}', '{1}',
+          '{b}', '{y}', '{SUCCESS}', '{o}', '{NULL}',
+          '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+          'node', 'v1', 'PENDING', '{NULL}')",
     )
-    .fetch_all(&mut *c)
-    .await
-    .expect("explain");
-    let plan = plan.join("\n");
+    .await;
     assert!(
         !plan.contains("Seq Scan on workflow_status"),
         "the group commit reads workflow_status whole:\n{plan}"
@@ -72,20 +69,12 @@ async fn an_owned_workflow_is_found_by_key_while_few_are_pending() {
         format!("WITH {} SELECT {OWNED}", own_cte_if("$3")),
     ];
     for (i, sql) in lookups.iter().enumerate() {
-        sqlx::raw_sql(&format!("PREPARE s{i} AS {sql}"))
-            .execute(&mut *c)
-            .await
-            .expect("prepare");
         let args = if sql.contains("$3") {
             "('p', 'me', true)"
         } else {
             "('p', 'me')"
         };
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE s{i}{args}"))
-            .fetch_all(&mut *c)
-            .await
-            .expect("explain");
-        let plan = plan.join("\n");
+        let plan = testing::prepared_plan(&mut c, &format!("s{i}"), sql, "", args).await;
         assert!(
             plan.contains("Index Scan using workflow_status_pkey")
                 && !plan.contains("idx_workflow_status_pending"),
