@@ -100,6 +100,12 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/0006_inode_checks_in_one.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 7,
+            name: "whole blocks replaced without reading them",
+            sql: include_str!("../migrations/0007_whole_blocks_replaced.sql"),
+            earlier: &[],
+        },
     ],
 };
 

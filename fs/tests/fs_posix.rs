@@ -63,6 +63,56 @@ async fn the_schema_refuses_an_inode_that_breaks_a_rule() {
 }
 
 #[tokio::test]
+async fn whole_block_writes_replace_blocks_and_fill_holes() {
+    let t = T::new().await;
+    let (fs, r) = (&t.fs, &t.root);
+    let mut c = t.pool.acquire().await.unwrap();
+    let st = fs.create(&mut c, r, "/f", 0o644).await.unwrap();
+    let b = BLOCK_BYTES as u64;
+    // Three blocks, then whole blocks 1 and 2 rewritten in one write, then whole block 4
+    // written past the end (block 3 a hole), each one statement.
+    fs.write_at(&mut c, r, st.ino, 0, &pattern(3 * BLOCK_BYTES, 1))
+        .await
+        .unwrap();
+    let middle = pattern(2 * BLOCK_BYTES, 2);
+    fs.write_at(&mut c, r, st.ino, b, &middle).await.unwrap();
+    let last = pattern(BLOCK_BYTES, 3);
+    fs.write_at(&mut c, r, st.ino, 4 * b, &last).await.unwrap();
+
+    let all = fs.read_at(&mut c, r, st.ino, 0, 1 << 20).await.unwrap();
+    assert_eq!(all.len(), 5 * BLOCK_BYTES);
+    assert_eq!(
+        &all[..BLOCK_BYTES],
+        &pattern(3 * BLOCK_BYTES, 1)[..BLOCK_BYTES]
+    );
+    assert_eq!(&all[BLOCK_BYTES..3 * BLOCK_BYTES], &middle[..]);
+    assert!(all[3 * BLOCK_BYTES..4 * BLOCK_BYTES]
+        .iter()
+        .all(|x| *x == 0));
+    assert_eq!(&all[4 * BLOCK_BYTES..], &last[..]);
+    assert_eq!(fs.getattr(&mut c, st.ino).await.unwrap().size, 5 * b);
+    // A whole block beside a partial piece in one write keeps the bytes around the piece.
+    let mixed = pattern(BLOCK_BYTES + 10, 4);
+    fs.write_at(&mut c, r, st.ino, b, &mixed).await.unwrap();
+    let back = fs
+        .read_at(&mut c, r, st.ino, b, 2 * BLOCK_BYTES)
+        .await
+        .unwrap();
+    assert_eq!(&back[..mixed.len()], &mixed[..]);
+    assert_eq!(&back[mixed.len()..], &middle[mixed.len()..]);
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM fs.blocks WHERE ino = {}",
+            st.ino
+        ))
+        .await,
+        4,
+        "the hole is not stored"
+    );
+    t.assert_consistent().await;
+}
+
+#[tokio::test]
 async fn reads_and_writes_at_any_offset_with_holes_as_zeros() {
     let t = T::new().await;
     let fs = &t.fs;
