@@ -356,8 +356,17 @@ async fn run(args: Args) -> Result<()> {
     let env = suites::Env::start(args.database_url.clone()).await?;
     std::fs::create_dir_all(&args.results_dir)
         .with_context(|| format!("creating {}", args.results_dir.display()))?;
-    let environment = env.describe(plan).await?;
+    let mut environment = env.describe(plan).await?;
     let path = args.results_dir.join(report::ENVIRONMENT_FILE);
+    // When each suite's results were measured: suites this run leaves alone keep the time of
+    // the run that wrote them, so a report of results from several runs says so.
+    let earlier = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get(report::SUITES_MEASURED).cloned())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    environment[report::SUITES_MEASURED] = earlier;
     std::fs::write(&path, serde_json::to_vec_pretty(&environment)?)
         .with_context(|| format!("writing {}", path.display()))?;
     let mut all = Vec::new();
@@ -387,6 +396,9 @@ async fn run(args: Args) -> Result<()> {
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;
+        environment[report::SUITES_MEASURED][suite] = environment["measured_at"].clone();
+        std::fs::write(&path, serde_json::to_vec_pretty(&environment)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         // Every plot shows the machine's durable commit ceiling as its reference line: this
         // run's, or the last one written.
         let reference = if suite == "ceiling" {

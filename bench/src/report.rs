@@ -14,6 +14,8 @@ use crate::{fmt_num, markdown, Mode, Row, SUITES};
 
 /// The file, beside the suites' results, that describes the machine and the run.
 pub const ENVIRONMENT_FILE: &str = "_environment.json";
+/// Key of the environment file: when each suite's results were measured, by suite.
+pub const SUITES_MEASURED: &str = "suites_measured_at";
 
 /// A published figure and the cell of ours it is set beside.
 #[derive(Debug)]
@@ -406,6 +408,34 @@ fn env_str(env: Option<&serde_json::Value>, path: &[&str]) -> Option<String> {
     })
 }
 
+/// A line naming the suites whose results come from another run than the last one, with when
+/// each was measured; empty when every suite's results come from one run.
+fn suite_times(environment: Option<&serde_json::Value>) -> String {
+    let Some(times) = environment
+        .and_then(|e| e.get(SUITES_MEASURED))
+        .and_then(serde_json::Value::as_object)
+    else {
+        return String::new();
+    };
+    let mut by_time: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (suite, at) in times {
+        if let Some(at) = at.as_str() {
+            by_time.entry(at).or_default().push(suite);
+        }
+    }
+    if by_time.len() < 2 {
+        return String::new();
+    }
+    let runs: Vec<String> = by_time
+        .iter()
+        .map(|(at, suites)| format!("{} at {at}", suites.join(", ")))
+        .collect();
+    format!(
+        "- The results come from several runs: {}.\n\n",
+        runs.join("; ")
+    )
+}
+
 /// Sections written by hand from measured runs, as Markdown files in `papers/notes/` (tracked,
 /// unlike the results), shown after the measured rows, each under its heading: the time budget
 /// of the hot paths read from a full run's `measured` columns, and the last long run of the
@@ -462,6 +492,7 @@ pub fn render(
         e(&["repeats"]),
         e(&["run_s"]),
     ));
+    s.push_str(&suite_times(environment));
     s.push_str(
         "Modes: **D** fsync and synchronous_commit on (the default, and what this system \
          promises); **R** `synchronous_commit=off`; **M** unlogged tables (the closest analogue \
@@ -610,6 +641,22 @@ const CAVEATS: &str = "## Caveats
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_of_results_from_several_runs_says_when_each_suite_was_measured() {
+        let one = serde_json::json!({SUITES_MEASURED: {
+            "ceiling": "2026-12-03 07:41 UTC", "fs": "2026-12-03 07:41 UTC"}});
+        assert_eq!(suite_times(Some(&one)), "");
+        assert_eq!(suite_times(None), "");
+        let two = serde_json::json!({SUITES_MEASURED: {
+            "ceiling": "2026-12-03 07:41 UTC", "workflow": "2026-12-03 07:41 UTC",
+            "fs": "2026-12-03 10:40 UTC"}});
+        assert_eq!(
+            suite_times(Some(&two)),
+            "- The results come from several runs: ceiling, workflow at 2026-12-03 07:41 UTC; \
+             fs at 2026-12-03 10:40 UTC.\n\n"
+        );
+    }
 
     #[test]
     fn the_report_sets_measured_cells_beside_published_figures_and_lists_every_suite() {
