@@ -28,11 +28,12 @@
 //! ```
 //!
 //! Costs: a path resolves in 1 round trip (a recursive query walks every component); reading
-//! up to 1 MiB is 1 round trip; a write is 2 (lock the inode, then upsert its blocks and size
-//! in one statement); creating a name (with up to 1 MiB of content: [`Fs::create_with`]) or
-//! removing one is 1, through the SQL functions `fs.make` and `fs.remove`, which lock the
-//! directory, check the caller's permissions with `fs.may` (the same rule as
-//! [`Identity::may`]) and change the rows in one call. A single statement needs no explicit
+//! up to 1 MiB is 1 round trip; so is a write of up to 1 MiB (the SQL function `fs.write` locks
+//! the inode, checks it, and upserts its blocks and size; whole blocks replace theirs unread);
+//! creating a name (with up to 1 MiB of content: [`Fs::create_with`]) or removing one is 1,
+//! through the SQL functions `fs.make` and `fs.remove`, which lock the directory, check the
+//! caller's permissions with `fs.may` (the same rule as [`Identity::may`]) and change the rows
+//! in one call. A single statement needs no explicit
 //! transaction to be atomic, which saves BEGIN and COMMIT.
 #![warn(missing_docs, unreachable_pub)]
 
