@@ -408,9 +408,10 @@ fn env_str(env: Option<&serde_json::Value>, path: &[&str]) -> Option<String> {
     })
 }
 
-/// A line naming the suites whose results come from another run than the last one, with when
-/// each was measured; empty when every suite's results come from one run.
-fn suite_times(environment: Option<&serde_json::Value>) -> String {
+/// A line grouping the reported suites by the run that measured them, when there are several:
+/// a suite without a recorded time, beside suites with one, came from a run that did not record
+/// it. Empty when every suite comes from one run, or when the file records no times at all.
+fn suite_times(environment: Option<&serde_json::Value>, reported: &[&str]) -> String {
     let Some(times) = environment
         .and_then(|e| e.get(SUITES_MEASURED))
         .and_then(serde_json::Value::as_object)
@@ -418,10 +419,12 @@ fn suite_times(environment: Option<&serde_json::Value>) -> String {
         return String::new();
     };
     let mut by_time: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for (suite, at) in times {
-        if let Some(at) = at.as_str() {
-            by_time.entry(at).or_default().push(suite);
-        }
+    for suite in reported {
+        let at = times
+            .get(*suite)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("an earlier run that did not record its time");
+        by_time.entry(at).or_default().push(suite);
     }
     if by_time.len() < 2 {
         return String::new();
@@ -492,7 +495,8 @@ pub fn render(
         e(&["repeats"]),
         e(&["run_s"]),
     ));
-    s.push_str(&suite_times(environment));
+    let reported: Vec<&str> = suites.iter().map(|(name, _)| name.as_str()).collect();
+    s.push_str(&suite_times(environment, &reported));
     s.push_str(
         "Modes: **D** fsync and synchronous_commit on (the default, and what this system \
          promises); **R** `synchronous_commit=off`; **M** unlogged tables (the closest analogue \
@@ -646,15 +650,22 @@ mod tests {
     fn a_report_of_results_from_several_runs_says_when_each_suite_was_measured() {
         let one = serde_json::json!({SUITES_MEASURED: {
             "ceiling": "2026-12-03 07:41 UTC", "fs": "2026-12-03 07:41 UTC"}});
-        assert_eq!(suite_times(Some(&one)), "");
-        assert_eq!(suite_times(None), "");
+        assert_eq!(suite_times(Some(&one), &["ceiling", "fs"]), "");
+        assert_eq!(suite_times(None, &["ceiling", "fs"]), "");
         let two = serde_json::json!({SUITES_MEASURED: {
             "ceiling": "2026-12-03 07:41 UTC", "workflow": "2026-12-03 07:41 UTC",
             "fs": "2026-12-03 10:40 UTC"}});
         assert_eq!(
-            suite_times(Some(&two)),
+            suite_times(Some(&two), &["ceiling", "fs", "workflow"]),
             "- The results come from several runs: ceiling, workflow at 2026-12-03 07:41 UTC; \
              fs at 2026-12-03 10:40 UTC.\n\n"
+        );
+        // Results written before times were recorded, then one suite measured again.
+        let later = serde_json::json!({SUITES_MEASURED: {"fs": "2026-12-03 10:40 UTC"}});
+        assert_eq!(
+            suite_times(Some(&later), &["ceiling", "fs"]),
+            "- The results come from several runs: fs at 2026-12-03 10:40 UTC; ceiling at an \
+             earlier run that did not record its time.\n\n"
         );
     }
 
