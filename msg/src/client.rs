@@ -175,7 +175,9 @@ impl Client {
             self.opts.check_size("message", &m.message)?;
         }
         let mut conn = self.pool.acquire().await?;
-        sql::send(&mut conn, msgs).await
+        let sent = sql::send(&mut conn, msgs).await?;
+        self.waiters.wake_mailboxes(msgs);
+        Ok(sent)
     }
 
     /// The latest value of a workflow's event, waiting up to `timeout` for it to be set;

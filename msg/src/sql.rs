@@ -44,6 +44,11 @@ impl Outgoing {
     fn topic(&self) -> &str {
         self.topic.as_deref().unwrap_or(NULL_TOPIC)
     }
+
+    /// The key its destination's `recv` waits on (`"{workflow}::{topic}"`).
+    pub fn mailbox(&self) -> String {
+        format!("{}::{}", self.destination, self.topic())
+    }
 }
 
 /// One message of a pub/sub topic.
@@ -199,7 +204,9 @@ pub enum Received {
 /// as `null` (the receive timed out).
 ///
 /// 1 round trip, 1 commit, which writes nothing when the mailbox is empty and `last` is unset
-/// (index: `idx_workflow_topic (destination_uuid, topic)`). Messages of
+/// (index: `idx_workflow_topic (destination_uuid, topic)`). The mailbox is read once (`next`):
+/// DBOS keeps consumed messages and indexes no `consumed`, so each read visits every message the
+/// mailbox ever had. Messages of
 /// one mailbox are taken oldest first: by send time, then by inserting transaction, then by
 /// position, so messages of one sender keep their order even within a millisecond.
 ///
@@ -213,21 +220,19 @@ pub async fn recv_recorded(
 ) -> Result<Received> {
     // An empty mailbox is not locked (unless `last` records it): waiting costs no commit.
     let sql = format!(
-        "WITH {}, got AS (
+        "WITH next AS (
+             SELECT message_uuid FROM dbos.notifications
+             WHERE destination_uuid = $1 AND topic = $6 AND NOT consumed
+             ORDER BY created_at_epoch_ms, age(xmin) DESC, ctid
+             LIMIT 1
+         ), {}, got AS (
              UPDATE dbos.notifications SET consumed = TRUE, consumed_by_function_id = $3
-             WHERE message_uuid = (
-                     SELECT message_uuid FROM dbos.notifications
-                     WHERE destination_uuid = $1 AND topic = $6 AND NOT consumed
-                     ORDER BY created_at_epoch_ms, age(xmin) DESC, ctid
-                     LIMIT 1)
+             WHERE message_uuid = (SELECT message_uuid FROM next)
                AND NOT consumed AND EXISTS (SELECT 1 FROM own)
              RETURNING message
          ), {}, {}
          SELECT (SELECT message FROM got) AS message, {OWNED} AS owned",
-        own_cte_if(
-            "$7 OR EXISTS (SELECT 1 FROM dbos.notifications
-                           WHERE destination_uuid = $1 AND topic = $6 AND NOT consumed)"
-        ),
+        own_cte_if("$7 OR EXISTS (SELECT 1 FROM next)"),
         rec(
             "COALESCE((SELECT message FROM got), 'null')",
             "WHERE EXISTS (SELECT 1 FROM got) OR $7"

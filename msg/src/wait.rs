@@ -286,6 +286,25 @@ impl Waiters {
         }
     }
 
+    /// Wakes the waiters of `key` on `chan` in this process at once, as the notification of a
+    /// write this process has just committed will when it comes back from the server: a waiter
+    /// here re-probes one trip through the server sooner. A wake only asks for another probe,
+    /// so the notification that follows costs at most an empty one: cheap for a one-off wait
+    /// (`recv`, `get_event`, a stream's reader), not for subscribers that consume in a loop
+    /// and would each probe twice per publish, so a publish is left to its notification.
+    pub fn wake(&self, chan: Channel, key: String) {
+        if let Some(e) = self.table.lock().get(&(chan, key)) {
+            e.wake();
+        }
+    }
+
+    /// [`Waiters::wake`] for the mailboxes of messages this process has just sent.
+    pub fn wake_mailboxes(&self, msgs: &[crate::sql::Outgoing]) {
+        for m in msgs {
+            self.wake(Channel::Notifications, m.mailbox());
+        }
+    }
+
     /// Waiters registered now (distinct keys).
     pub fn waiting(&self) -> usize {
         self.table.lock().len()

@@ -947,3 +947,89 @@ async fn a_probe_of_an_empty_mailbox_or_topic_writes_nothing() {
     ));
     assert_eq!(got.expect("owned").len(), 0, "each message is taken once");
 }
+
+/// Receives one message of topic "a", however long it takes to come.
+async fn patient(ctx: workflow::Context, (_,): (i64,)) -> Result<Option<String>, workflow::Error> {
+    ctx.recv(Some("a"), Duration::from_secs(3_600)).await
+}
+
+/// Sends one message to `patient-2`'s mailbox "a".
+async fn courier(ctx: workflow::Context, (_,): (i64,)) -> Result<(), workflow::Error> {
+    ctx.send("patient-2", "from a workflow", Some("a")).await
+}
+
+/// Waits until workflow `id` has waited long enough in `recv` to record its timer: it has
+/// probed its empty mailbox and sleeps.
+async fn waiting_in_recv(pool: &sqlx::PgPool, id: &str) {
+    loop {
+        let timers: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM dbos.operation_outputs
+             WHERE workflow_uuid = $1 AND function_name = 'DBOS.sleep'",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("timers");
+        if timers > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_send_wakes_a_receiver_of_its_own_node_without_the_servers_notification() {
+    let db = dbos_kernel::testing::database().await;
+    let n = node_on(
+        db,
+        |r| {
+            r.register("patient", patient);
+            r.register("courier", courier);
+        },
+        Options {
+            msg: dbos_msg::Options {
+                recheck_interval_ms: 3_600_000,
+                ..dbos_msg::Options::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    // The server announces no message: only the sending node's own wake-up is left.
+    sqlx::query("ALTER TABLE dbos.notifications DISABLE TRIGGER dbos_notifications_trigger")
+        .execute(n.pool())
+        .await
+        .expect("no notification");
+    // Neither the receive's timeout nor its re-check comes within the watchdog.
+    let watchdog = Duration::from_secs(300);
+
+    let h =
+        n.wf.start::<_, Option<String>>("patient", (0,), id("patient-1"))
+            .await
+            .expect("start");
+    waiting_in_recv(n.pool(), "patient-1").await;
+    n.wf.messages()
+        .send("patient-1", "from a client", Some("a"), None)
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(watchdog, h.result())
+        .await
+        .expect("the client's send woke the receiver")
+        .expect("done");
+    assert_eq!(got.as_deref(), Some("from a client"));
+
+    let h =
+        n.wf.start::<_, Option<String>>("patient", (0,), id("patient-2"))
+            .await
+            .expect("start");
+    waiting_in_recv(n.pool(), "patient-2").await;
+    n.wf.run::<_, ()>("courier", (0,), id("courier"))
+        .await
+        .expect("courier");
+    let got = tokio::time::timeout(watchdog, h.result())
+        .await
+        .expect("the workflow's send woke the receiver")
+        .expect("done");
+    assert_eq!(got.as_deref(), Some("from a workflow"));
+    n.stop().await;
+}

@@ -64,6 +64,19 @@ impl Context {
         Ok(self.svc()?.messages())
     }
 
+    /// Wakes this node's waiters of what this workflow has just committed (see
+    /// [`dbos_msg::Waiters::wake`]).
+    fn wake_here(&self, wake: impl FnOnce(&dbos_msg::Waiters)) {
+        if let Ok(m) = self.msg() {
+            wake(m.waiters());
+        }
+    }
+
+    /// [`Context::wake_here`] for this workflow's event or stream `key` on `chan`.
+    fn wake_own(&self, chan: Channel, key: &str) {
+        self.wake_here(|w| w.wake(chan, format!("{}::{key}", self.inner.workflow_id)));
+    }
+
     /// Limits of messaging, in a replay as well.
     fn msg_options(&self) -> &dbos_msg::Options {
         match &self.inner.mode {
@@ -150,6 +163,7 @@ impl Context {
         self.check_deadline().await?;
         let mut conn = self.pool().acquire().await?;
         if sql::send_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), msgs).await? {
+            self.wake_here(|w| w.wake_mailboxes(msgs));
             Ok(())
         } else {
             Err(self.not_owner().await)
@@ -318,6 +332,7 @@ impl Context {
         if sql::set_event_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, &text)
             .await?
         {
+            self.wake_own(Channel::Events, key);
             Ok(())
         } else {
             Err(self.not_owner().await)
@@ -400,7 +415,10 @@ impl Context {
         match sql::write_stream_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, text)
             .await?
         {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.wake_own(Channel::Streams, key);
+                Ok(())
+            }
             None => Err(self.not_owner().await),
         }
     }
@@ -426,7 +444,10 @@ impl Context {
         let mut conn = self.pool().acquire().await?;
         let op = self.op(fid, "", self.clock_ms());
         match sql::write_stream_from_step(&mut conn, &op, key, &text).await? {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.wake_own(Channel::Streams, key);
+                Ok(())
+            }
             None => Err(self.not_owner().await),
         }
     }
