@@ -98,7 +98,19 @@ pub async fn node_on(
     register: impl FnOnce(&mut Registry),
     opts: Options,
 ) -> Node {
-    let kernel = Kernel::boot(db.config(), &crate::migrations())
+    let config = db.config();
+    node_with(db, config, register, opts).await
+}
+
+/// [`node_on`] with the kernel's configuration `config` (on `db`, perhaps through another
+/// address).
+pub async fn node_with(
+    db: testing::TestDb,
+    config: dbos_kernel::Config,
+    register: impl FnOnce(&mut Registry),
+    opts: Options,
+) -> Node {
+    let kernel = Kernel::boot(config, &crate::migrations())
         .await
         .expect("boot");
     let mut registry = Registry::new();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dbos_kernel::{testing, Config, Kernel};
-use dbos_services::testing::{node, status, wait_status};
+use dbos_services::testing::{node, node_with, status, wait_status};
 use dbos_services::workflow::{self, Options, Registry, Service, StartOptions};
 
 fn id(s: &str) -> StartOptions {
@@ -517,4 +517,125 @@ async fn gated_started(
         tokio::task::yield_now().await;
     }
     (n, gate, bodies, h)
+}
+
+/// What the proxy of [`answer_lost_proxy`] looks for: the marked connection's next `COMMIT`
+/// reaches the server, and its answer never comes back.
+const CUT_AFTER_COMMIT: &str = "cut after the next commit";
+
+/// A TCP proxy to the test server at `server` that forwards every connection unchanged, except
+/// one that sent [`CUT_AFTER_COMMIT`]: once the server answers that connection's next `COMMIT`
+/// (so it committed), the proxy closes both sides instead of passing the answer on. Returns
+/// the proxy's address.
+async fn answer_lost_proxy(server: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&server).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = upstream.split();
+                let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+                let (mut marked, mut committing) = (false, false);
+                loop {
+                    tokio::select! {
+                        n = cr.read(&mut up) => {
+                            let Ok(n @ 1..) = n else { return };
+                            let sent = &up[..n];
+                            let has = |s: &[u8]| sent.windows(s.len()).any(|w| w == s);
+                            marked |= has(CUT_AFTER_COMMIT.as_bytes());
+                            committing |= marked && has(b"COMMIT");
+                            if sw.write_all(sent).await.is_err() {
+                                return;
+                            }
+                        }
+                        n = sr.read(&mut down) => {
+                            let Ok(n @ 1..) = n else { return };
+                            // The server committed: the answer is lost with the connection.
+                            if committing || cw.write_all(&down[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A transaction step that adds a row and returns how many rows there are; its first attempt
+/// marks its connection for [`answer_lost_proxy`].
+async fn insert_once(ctx: workflow::Context, (): ()) -> Result<i64, workflow::Error> {
+    static MARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let rows = ctx
+        .transaction("insert", |c| {
+            Box::pin(async move {
+                if !MARKED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    sqlx::query(&format!("SELECT '{CUT_AFTER_COMMIT}'"))
+                        .execute(&mut *c)
+                        .await?;
+                }
+                sqlx::query("INSERT INTO faults_once VALUES (1)")
+                    .execute(&mut *c)
+                    .await?;
+                Ok(
+                    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM faults_once")
+                        .fetch_one(&mut *c)
+                        .await?,
+                )
+            })
+        })
+        .await?;
+    ctx.step("after", || async { Ok(()) }).await?;
+    Ok(rows)
+}
+
+#[tokio::test]
+async fn a_transaction_whose_commit_answer_is_lost_neither_runs_again_nor_strands() {
+    let db = testing::database().await;
+    let setup = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    sqlx::query("CREATE TABLE faults_once (n int NOT NULL)")
+        .execute(&setup)
+        .await
+        .expect("table");
+    let mut config = db.config();
+    let url = config.database_url.clone().expect("a URL");
+    let (head, rest) = url.rsplit_once('@').expect("credentials");
+    let (server, path) = rest.split_once('/').expect("a database");
+    let proxy = answer_lost_proxy(server.to_owned()).await;
+    config.database_url = Some(format!("{head}@{proxy}/{path}"));
+    let n = node_with(
+        db,
+        config,
+        |r| {
+            r.register("insert_once", insert_once);
+        },
+        Options::default(),
+    )
+    .await;
+    let h =
+        n.wf.start::<_, i64>("insert_once", (), id("once"))
+            .await
+            .expect("start");
+    // The step's first commit held; the retry finds it recorded and returns its answer.
+    let out = h
+        .result_within(Duration::from_secs(120))
+        .await
+        .expect("the workflow ends");
+    assert_eq!(out, 1);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM faults_once")
+        .fetch_one(&setup)
+        .await
+        .expect("rows");
+    assert_eq!(rows, 1, "the transaction committed once");
+    wait_status(&setup, "once", "SUCCESS").await;
+    n.stop().await;
 }

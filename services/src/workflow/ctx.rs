@@ -447,10 +447,24 @@ impl Context {
         }
         self.check_deadline().await?;
         let started = self.clock_ms();
+        let op = dbos_store::operations::Op {
+            workflow_id: &self.inner.workflow_id,
+            owner_xid: &self.inner.owner_xid,
+            function_id: fid,
+            name,
+            started_at_ms: started,
+        };
         let mut attempt = 0;
+        // The last attempt's COMMIT failed without an answer: it may have committed.
+        let mut commit_unknown = false;
         loop {
             attempt += 1;
             let mut conn = self.pool().acquire().await?;
+            if commit_unknown {
+                if let Some(r) = dbos_store::operations::recorded_by_owner(&mut conn, &op).await? {
+                    return self.replay_value(&r);
+                }
+            }
             let mut tx = conn.begin().await?;
             let span = tracing::info_span!("transaction", name, function_id = fid, attempt);
             let (outcome, touched) =
@@ -481,13 +495,6 @@ impl Context {
                     .await?;
                 return Err(e);
             }
-            let op = dbos_store::operations::Op {
-                workflow_id: &self.inner.workflow_id,
-                owner_xid: &self.inner.owner_xid,
-                function_id: fid,
-                name,
-                started_at_ms: started,
-            };
             let prov = dbos_kernel::prov::to_json(&touched);
             let written = dbos_store::operations::record_in_transaction(
                 &mut tx,
@@ -517,6 +524,7 @@ impl Context {
                     return Ok(value);
                 }
                 Err(e) if retryable(&e) && attempt < TRANSACTION_ATTEMPTS_MAX => {
+                    commit_unknown = true;
                     backoff(attempt).await;
                 }
                 Err(e) => return Err(e.into()),
