@@ -16,6 +16,19 @@ fn id(s: &str) -> StartOptions {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A node on a fresh database whose messaging runs with `msg`.
+async fn node_with_msg(
+    register: impl FnOnce(&mut workflow::Registry),
+    msg: dbos_msg::Options,
+) -> dbos_services::testing::Node {
+    let db = dbos_kernel::testing::database().await;
+    let opts = Options {
+        msg,
+        ..Options::default()
+    };
+    node_on(db, register, opts).await
+}
+
 /// Receives `n` messages of topic "a", then one of "b", then times out once on "a".
 async fn receiver(
     ctx: workflow::Context,
@@ -713,18 +726,13 @@ async fn many_waiting_workflows_hold_no_pooled_connection_and_no_slot() {
 
 #[tokio::test]
 async fn messaging_limits_come_from_options() {
-    let db = dbos_kernel::testing::database().await;
-    let n = node_on(
-        db,
+    let n = node_with_msg(
         |r| {
             r.register("big_event", big_event);
         },
-        Options {
-            msg: dbos_msg::Options {
-                message_bytes_max: 64,
-                ..dbos_msg::Options::default()
-            },
-            ..Options::default()
+        dbos_msg::Options {
+            message_bytes_max: 64,
+            ..dbos_msg::Options::default()
         },
     )
     .await;
@@ -763,19 +771,14 @@ async fn long_wait(
 
 #[tokio::test]
 async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
-    let db = dbos_kernel::testing::database().await;
     // No periodic re-check: only the cancellation notice can end these waits.
-    let n = node_on(
-        db,
+    let n = node_with_msg(
         |r| {
             r.register("long_wait", long_wait);
         },
-        Options {
-            msg: dbos_msg::Options {
-                recheck_interval_ms: 3_600_000,
-                ..dbos_msg::Options::default()
-            },
-            ..Options::default()
+        dbos_msg::Options {
+            recheck_interval_ms: 3_600_000,
+            ..dbos_msg::Options::default()
         },
     )
     .await;
@@ -979,19 +982,14 @@ async fn waiting_in_recv(pool: &sqlx::PgPool, id: &str) {
 
 #[tokio::test]
 async fn a_send_wakes_a_receiver_of_its_own_node_without_the_servers_notification() {
-    let db = dbos_kernel::testing::database().await;
-    let n = node_on(
-        db,
+    let n = node_with_msg(
         |r| {
             r.register("patient", patient);
             r.register("courier", courier);
         },
-        Options {
-            msg: dbos_msg::Options {
-                recheck_interval_ms: 3_600_000,
-                ..dbos_msg::Options::default()
-            },
-            ..Options::default()
+        dbos_msg::Options {
+            recheck_interval_ms: 3_600_000,
+            ..dbos_msg::Options::default()
         },
     )
     .await;
