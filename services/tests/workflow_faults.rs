@@ -571,14 +571,16 @@ async fn answer_lost_proxy(server: String) -> String {
     addr
 }
 
+/// Runs of the body of [`insert_once`]'s transaction.
+static INSERT_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A transaction step that adds a row and returns how many rows there are; its first attempt
 /// marks its connection for [`answer_lost_proxy`].
 async fn insert_once(ctx: workflow::Context, (): ()) -> Result<i64, workflow::Error> {
-    static MARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let rows = ctx
         .transaction("insert", |c| {
             Box::pin(async move {
-                if !MARKED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if INSERT_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
                     sqlx::query(&format!("SELECT '{CUT_AFTER_COMMIT}'"))
                         .execute(&mut *c)
                         .await?;
@@ -636,6 +638,70 @@ async fn a_transaction_whose_commit_answer_is_lost_neither_runs_again_nor_strand
         .await
         .expect("rows");
     assert_eq!(rows, 1, "the transaction committed once");
+    // The retry found the step recorded instead of running it (and being refused).
+    assert_eq!(INSERT_RUNS.load(std::sync::atomic::Ordering::SeqCst), 1);
     wait_status(&setup, "once", "SUCCESS").await;
+    n.stop().await;
+}
+
+/// Opened by the test of [`gate_then_insert`].
+static INSERT_GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+/// Set once [`gate_then_insert`] waits at its gate.
+static AT_INSERT_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits at a gate, then adds a row in a transaction step that returns 7.
+async fn gate_then_insert(ctx: workflow::Context, (): ()) -> Result<i64, workflow::Error> {
+    AT_INSERT_GATE.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(INSERT_GATE.acquire().await.expect("gate"));
+    ctx.transaction("insert", |c| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO faults_once VALUES (1)")
+                .execute(&mut *c)
+                .await?;
+            Ok(7i64)
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_write_refused_while_the_execution_still_owns_the_workflow_does_not_strand_it() {
+    let n = node(|r| {
+        r.register("gate_then_insert", gate_then_insert);
+    })
+    .await;
+    sqlx::query("CREATE TABLE faults_once (n int NOT NULL)")
+        .execute(n.pool())
+        .await
+        .expect("table");
+    let h =
+        n.wf.start::<_, i64>("gate_then_insert", (), id("taken"))
+            .await
+            .expect("start");
+    wait_for("the workflow at its gate", || {
+        AT_INSERT_GATE.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    // The step's position is recorded behind the execution's back: its own write is refused
+    // although it still owns the workflow.
+    sqlx::query(
+        "INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name, output)
+         VALUES ('taken', 1, 'insert', '5')",
+    )
+    .execute(n.pool())
+    .await
+    .expect("record");
+    INSERT_GATE.add_permits(2);
+    // Released and run again, the workflow replays what is recorded.
+    let out = h
+        .result_within(Duration::from_secs(120))
+        .await
+        .expect("the workflow ends");
+    assert_eq!(out, 5);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM faults_once")
+        .fetch_one(n.pool())
+        .await
+        .expect("rows");
+    assert_eq!(rows, 0, "the refused transaction rolled back");
     n.stop().await;
 }

@@ -952,6 +952,15 @@ impl Service {
                 Fate::Record => Some(error(e)),
                 Fate::Leave => {
                     tracing::debug!(workflow_id = id, error = %e, "workflow execution stopped");
+                    // "Owned elsewhere" must not leave a workflow this execution still owns
+                    // PENDING here for good: the release is fenced on the owner, so it does
+                    // nothing when another execution took the workflow over.
+                    if matches!(e, Error::NotOwner(_)) {
+                        self.write_pending(id, pending.take()).await;
+                        if self.release(id, owner_xid).await {
+                            tracing::warn!(workflow_id = id, "a write was refused while this execution still owned the workflow; released it");
+                        }
+                    }
                     None
                 }
                 Fate::Release => {
@@ -1033,18 +1042,19 @@ impl Service {
 
     /// Releases a workflow this execution owns (back to ENQUEUED, owner cleared) so any node
     /// runs it, retrying with backoff until it is released, no longer owned, or the node stops
-    /// (then the node's stop record lets any live node take it over).
-    async fn release(&self, id: &str, owner_xid: &str) {
+    /// (then the node's stop record lets any live node take it over). Says whether it released
+    /// the workflow.
+    async fn release(&self, id: &str, owner_xid: &str) -> bool {
         let mut pause = Duration::from_millis(RETRY_PAUSE_MS_MIN);
         loop {
             match workflows::release(&self.inner.pool, id, owner_xid).await {
-                Ok(_) => {
+                Ok(released) => {
                     self.wake();
-                    return;
+                    return released;
                 }
                 Err(e) if self.inner.stopping.is_cancelled() => {
                     tracing::warn!(workflow_id = id, error = %e, "could not release the workflow before the node stopped; recovery will");
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     tracing::debug!(workflow_id = id, error = %e, "releasing failed; retrying");
