@@ -153,32 +153,22 @@ pub async fn recorded_by_owner(
     conn: &mut PgConnection,
     op: &Op<'_>,
 ) -> Result<Option<Recorded>, sqlx::Error> {
-    let row: Option<(i32, String, Option<String>, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "SELECT o.function_id, o.function_name, o.output, o.error, o.child_workflow_id
-             FROM dbos.operation_outputs o
-             JOIN dbos.workflow_status s ON s.workflow_uuid = o.workflow_uuid
-             WHERE o.workflow_uuid = $1 AND o.function_id = $3
-               AND s.owner_xid = $2 AND (s.status = 'PENDING') IS TRUE",
-        )
-        .bind(op.workflow_id)
-        .bind(op.owner_xid)
-        .bind(op.function_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(
-        |(function_id, function_name, output, error, child_workflow_id)| Recorded {
-            function_id,
-            function_name,
-            output,
-            error,
-            child_workflow_id,
-        },
-    ))
+    sqlx::query_as(
+        "SELECT o.function_id, o.function_name, o.output, o.error, o.child_workflow_id
+         FROM dbos.operation_outputs o
+         JOIN dbos.workflow_status s ON s.workflow_uuid = o.workflow_uuid
+         WHERE o.workflow_uuid = $1 AND o.function_id = $3
+           AND s.owner_xid = $2 AND (s.status = 'PENDING') IS TRUE",
+    )
+    .bind(op.workflow_id)
+    .bind(op.owner_xid)
+    .bind(op.function_id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// An operation recorded by an earlier execution, as a claim or a start returns them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, sqlx::FromRow)]
 pub struct Recorded {
     /// Position, from 1.
     pub function_id: i32,
