@@ -67,5 +67,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/msg_0002_payload_limit.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 3,
+            name: "one topic check per statement",
+            sql: include_str!("../migrations/msg_0003_messages_topic_check.sql"),
+            earlier: &[],
+        },
     ],
 };

@@ -628,6 +628,52 @@ async fn plain_consumers_commit_the_cursor_with_their_transaction_and_retention_
     n.stop().await;
 }
 
+/// Messages keep their topic as a foreign key would, though the check runs once per statement:
+/// a message of a missing topic, or moved to one, is refused; a topic with messages cannot be
+/// renamed; deleting a topic deletes its messages.
+#[tokio::test]
+async fn a_topics_messages_need_their_topic() {
+    let n = node(|_| {}).await;
+    let msg = n.wf.messages();
+    msg.publish("kept", &[1, 2]).await.expect("publish");
+    msg.publish("other", &[3]).await.expect("publish");
+    let refused = [
+        "INSERT INTO msg.messages (topic, seq, payload) VALUES ('kept', 9, '9'), ('gone', 1, '1')",
+        "UPDATE msg.messages SET topic = 'gone' WHERE topic = 'kept' AND seq = 1",
+        "UPDATE msg.topics SET name = 'renamed' WHERE name = 'kept'",
+    ];
+    for sql in refused {
+        let err = sqlx::query(sql).execute(n.pool()).await.expect_err(sql);
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("23503"), "{sql}: {err}");
+    }
+    // Once its messages are gone, a topic may be renamed; its next sequence number moves with it.
+    sqlx::query("DELETE FROM msg.messages WHERE topic = 'other'")
+        .execute(n.pool())
+        .await
+        .expect("delete");
+    sqlx::query("UPDATE msg.topics SET name = 'quiet' WHERE name = 'other'")
+        .execute(n.pool())
+        .await
+        .expect("rename an empty topic");
+    sqlx::query("DELETE FROM msg.topics WHERE name = 'kept'")
+        .execute(n.pool())
+        .await
+        .expect("delete topic");
+    let left: Vec<(String, i64)> =
+        sqlx::query_as("SELECT topic, seq FROM msg.messages ORDER BY topic, seq")
+            .fetch_all(n.pool())
+            .await
+            .expect("left");
+    assert_eq!(left, vec![]);
+    let (first, last) = msg.publish("quiet", &[4]).await.expect("publish");
+    assert_eq!((first, last), (2, 2));
+    n.stop().await;
+}
+
 /// Waiting workflows hold neither a pooled connection nor a node slot: 60 in `recv` and 20 in
 /// `sleep` on a node of 4 slots and 4 connections, while other work still runs there.
 #[tokio::test]
