@@ -141,6 +141,11 @@ impl Env {
         })
     }
 
+    /// The admin URL with database `db` instead of its own: where a peer keeps its tables.
+    pub(super) fn peer_url(&self, db: &str) -> String {
+        with_database(&self.admin_url, db)
+    }
+
     pub(crate) async fn stop(self) -> Result<()> {
         self.kernel.shutdown().await?;
         Ok(())
@@ -488,5 +493,44 @@ pub(super) struct Latencies(Vec<f64>);
 impl Latencies {
     pub(super) fn push(&mut self, ms: f64) {
         self.0.push(ms);
+    }
+}
+
+/// `url` with its database (the path) replaced by `db`; the query (`?host=/run/...`,
+/// `sslmode`) is kept.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_end..].find('/') {
+        Some(i) => &base[..authority_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::with_database;
+
+    #[test]
+    fn a_peer_database_keeps_the_servers_address_and_options() {
+        assert_eq!(
+            with_database("postgres://u:p@localhost:5499/benchx?host=/tmp/pg", "peer"),
+            "postgres://u:p@localhost:5499/peer?host=/tmp/pg"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432/app", "peer"),
+            "postgres://u@h:5432/peer"
+        );
+        assert_eq!(
+            with_database("postgres://u@h", "peer"),
+            "postgres://u@h/peer"
+        );
     }
 }

@@ -106,12 +106,7 @@ pub(crate) async fn peer(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     };
     let script = std::env::temp_dir().join(format!("dbos_peer_{}.py", std::process::id()));
     std::fs::write(&script, include_str!("../../peer/dbos_peer.py"))?;
-    let base = env
-        .admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_owned())
-        .unwrap_or_default();
-    let peer_url = format!("{base}/bench_peer");
+    let peer_url = env.peer_url("bench_peer");
     let workloads: &[usize] = if plan.quick { &[1] } else { &[1, 8, 32] };
     let pb = bar(
         (workloads.len() * plan.repeats) as u64,

@@ -197,11 +197,6 @@ async fn graphile_row(env: &Env, plan: Plan, n: i64, ours: &[f64]) -> Result<Opt
             return Ok(None);
         }
     };
-    let base = env
-        .admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_owned())
-        .unwrap_or_default();
     {
         let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&env.admin_url).await?;
         let exists: bool = sqlx::query_scalar(
@@ -215,7 +210,7 @@ async fn graphile_row(env: &Env, plan: Plan, n: i64, ours: &[f64]) -> Result<Opt
                 .await?;
         }
     }
-    let url = format!("{base}/bench_graphile");
+    let url = env.peer_url("bench_graphile");
     let pb = bar(plan.repeats as u64, "queue: graphile-worker");
     let mut theirs = Vec::new();
     for _ in 0..plan.repeats {
