@@ -324,6 +324,18 @@ impl Runtime {
         self.slots.available_permits()
     }
 
+    /// Returns once a slot is free, without taking it (at once when one is free now); never
+    /// returns once the runtime is closed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future takes nothing.
+    pub async fn slot_free(&self) {
+        // A permit taken and given back at once: waiters in line for a slot keep their turn.
+        if self.slots.acquire().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Tasks running now.
     pub fn running(&self) -> usize {
         self.tracker.len()

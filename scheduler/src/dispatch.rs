@@ -4,7 +4,8 @@
 //! second loop fires cron schedules.
 //!
 //! Wake-ups: a NOTIFY on [`crate::ENQUEUE_CHANNEL`] (every enqueue sends one at commit), a
-//! local [`Handle::wake`], the earliest known delay, or the poll interval as a fallback.
+//! local [`Handle::wake`], a slot freed while every slot was busy, the earliest known delay, or
+//! the poll interval as a fallback.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,8 +46,6 @@ pub struct Options {
     pub claim_batch_max: usize,
     /// Interval of the sweeps, and of a claim when no notification arrives.
     pub poll_interval_ms: u64,
-    /// Pause before claiming again while every slot is busy.
-    pub busy_poll_interval_ms: u64,
     /// Claims beyond this many recoveries dead-letter a workflow; `None` is unlimited.
     pub max_recovery_attempts: Option<u32>,
 }
@@ -56,7 +55,6 @@ impl Default for Options {
         Options {
             claim_batch_max: 256,
             poll_interval_ms: 1_000,
-            busy_poll_interval_ms: 20,
             max_recovery_attempts: Some(100),
         }
     }
@@ -199,11 +197,7 @@ impl Dispatcher {
             if more {
                 continue;
             }
-            let mut wait = if free == 0 {
-                Duration::from_millis(self.opts.busy_poll_interval_ms)
-            } else {
-                poll
-            };
+            let mut wait = poll;
             if let Some(next) = *self.shared.next_delay_ms.lock() {
                 let left = (next - self.clock.now_ms()).max(1) as u64;
                 wait = wait.min(Duration::from_millis(left));
@@ -215,6 +209,9 @@ impl Dispatcher {
                     return Err(Error::Invalid("the notifier stopped".into()));
                 },
                 () = tokio::time::sleep(wait) => {}
+                // Every slot was busy: claim again as soon as one frees, not a poll later. The
+                // claim that follows takes every slot freed meanwhile.
+                () = self.runtime.slot_free(), if free == 0 => {}
             }
             // A burst of enqueues is one claim round, not one per notification.
             while let Some(Some(_)) = now_or_never(sub.recv()) {}

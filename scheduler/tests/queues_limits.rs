@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dbos_kernel::testing;
 use dbos_scheduler::queues::{self, Queue};
-use dbos_services::testing::{node, node_on, status, Node};
+use dbos_services::testing::{node, node_on, seed, status, wait_status, Node};
 use dbos_services::workflow::{self, Options, StartOptions};
 
 /// Sleeps `ms` in a step and returns its own ID.
@@ -545,4 +545,68 @@ async fn a_least_loaded_queue_goes_to_the_less_busy_node() {
     drop(c);
     b.stop().await;
     a.stop().await;
+}
+
+/// Opened by the test: each permit lets one `held` workflow end.
+static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// Holds its slot until the test opens [`GATE`].
+async fn held(_ctx: workflow::Context, (x,): (u64,)) -> Result<u64, workflow::Error> {
+    GATE.acquire().await.expect("gate").forget();
+    Ok(x)
+}
+
+/// A dispatcher whose slots are all busy claims again as soon as one frees, not at its next
+/// poll: here the poll is an hour away and nothing announces the waiting workflow.
+#[tokio::test]
+async fn a_freed_slot_claims_waiting_work_without_a_poll() {
+    let db = testing::database().await;
+    let mut config = db.config();
+    config.slots = 1;
+    let kernel = dbos_kernel::Kernel::boot(config, &dbos_services::migrations())
+        .await
+        .expect("boot");
+    let mut registry = workflow::Registry::new();
+    registry.register("held", held);
+    let opts = Options {
+        scheduler: dbos_scheduler::Options {
+            poll_interval_ms: 3_600_000,
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let wf = workflow::Service::launch(&kernel, registry, opts)
+        .await
+        .expect("launch");
+    let n = Node { kernel, wf, db };
+    let version = n.wf.app_version().to_owned();
+    seed(
+        n.pool(),
+        "first",
+        "held",
+        "ENQUEUED",
+        "nobody",
+        &version,
+        0,
+        &[],
+    )
+    .await;
+    n.wf.wake();
+    wait_status(n.pool(), "first", "PENDING").await;
+    // Written without a notification: only the slot "first" frees leads the dispatcher to it.
+    seed(
+        n.pool(),
+        "second",
+        "held",
+        "ENQUEUED",
+        "nobody",
+        &version,
+        0,
+        &[],
+    )
+    .await;
+    GATE.add_permits(2);
+    wait_status(n.pool(), "second", "SUCCESS").await;
+    assert_eq!(status(n.pool(), "first").await, "SUCCESS");
+    n.stop().await;
 }

@@ -14,6 +14,7 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &n in sizes {
         let mut secs = Vec::new();
+        let mut per_op = Vec::new();
         for rep in 0..plan.repeats {
             let dead = format!("bench-dead-{n}-{rep}-{}", std::process::id());
             // One transaction, as the dead node's commits would have left them.
@@ -47,6 +48,7 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            let before = Counters::read(env.pool()).await?;
             let start = Instant::now();
             let recovered = env.wf.recover(std::slice::from_ref(&dead)).await?;
             anyhow::ensure!(recovered == n as u64, "recovered {recovered} of {n}");
@@ -62,6 +64,8 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             .fetch_one(env.pool())
             .await?;
             anyhow::ensure!(ok == n, "recovery ended with {ok} of {n} succeeded");
+            let after = Counters::read(env.pool()).await?;
+            per_op.push(before.per_op(&after, n as u64, env.pool()).await?);
             secs.push(secs_taken);
             pb.inc(1);
         }
@@ -74,6 +78,7 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         );
         row.extra
             .insert("workflows_per_s".into(), (n as f64 / row.ours).into());
+        PerOp::budget(&per_op, "wf", &mut row.extra);
         if n == 10_000 {
             row.paper = Some("none published; plan B10 bar: 10K in ≤5 s".into());
         }
