@@ -126,7 +126,8 @@ impl Env {
             sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public")
                 .execute(&mut <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await?)
                 .await?;
-        } else {
+        } else if !statements_readable(kernel.pool()).await {
+            // A server of the caller's may have the extension: then it is read as it is.
             eprintln!(
                 "NOTICE: pg_stat_statements is not available; server time per statement is not \
                  measured"
@@ -494,6 +495,15 @@ impl Latencies {
     pub(super) fn push(&mut self, ms: f64) {
         self.0.push(ms);
     }
+}
+
+/// Whether `pg_stat_statements` is installed in the measured database and can be read (its
+/// library loaded at server start).
+async fn statements_readable(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1 FROM pg_stat_statements LIMIT 1")
+        .fetch_optional(pool)
+        .await
+        .is_ok()
 }
 
 /// `url` with its database (the path) replaced by `db`; the query (`?host=/run/...`,
