@@ -43,7 +43,9 @@ pub struct Options {
     /// Checkpoints and outcomes written in one statement at most.
     pub checkpoint_batch_max: usize,
     /// Checkpoint batches being committed at once; the group commit has this many connections
-    /// of its own, beside the node's pool.
+    /// of its own, beside the node's pool. Two keep one batch executing while the one before it
+    /// is flushed; more make smaller batches, each with its own commit, and on a server with few
+    /// cores cost more CPU per workflow than the overlap saves.
     pub checkpoint_batches_in_flight_max: usize,
     /// The dispatcher: claim batches, poll interval.
     pub scheduler: dbos_scheduler::Options,
@@ -58,7 +60,7 @@ impl Default for Options {
                 .ok()
                 .filter(|v| !v.is_empty()),
             checkpoint_batch_max: 512,
-            checkpoint_batches_in_flight_max: 4,
+            checkpoint_batches_in_flight_max: 2,
             scheduler: dbos_scheduler::Options::default(),
             msg: dbos_msg::Options::default(),
         }
