@@ -136,6 +136,24 @@ pub fn split_hosts(url: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// `url` on database `name` instead of its own (its path); the query (`?host=/run/...`,
+/// `sslmode`) is kept.
+pub fn on_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority..].find('/') {
+        Some(i) => &base[..authority + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
 /// `tail` (path and query of a URL) without the query parameter `name`.
 fn strip_param(tail: &str, name: &str) -> String {
     let Some((path, query)) = tail.split_once('?') else {
@@ -590,6 +608,19 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_database_keeps_the_servers_address_and_options() {
+        assert_eq!(
+            on_database("postgres://u:p@localhost:5499/benchx?host=/tmp/pg", "peer"),
+            "postgres://u:p@localhost:5499/peer?host=/tmp/pg"
+        );
+        assert_eq!(
+            on_database("postgres://u@h:5432/app", "peer"),
+            "postgres://u@h:5432/peer"
+        );
+        assert_eq!(on_database("postgres://u@h", "peer"), "postgres://u@h/peer");
+    }
 
     #[test]
     fn a_multi_host_url_splits_into_one_url_per_host() {

@@ -122,7 +122,7 @@ fn server() -> &'static Server {
             .expect("the cluster thread answers")
             .unwrap_or_else(|e| panic!("the test cluster did not start: {e}"));
         Server {
-            admin_url: on_database(&url, "postgres"),
+            admin_url: crate::db::on_database(&url, "postgres"),
             node_password: Some(node_password),
         }
     })
@@ -170,7 +170,7 @@ pub async fn database() -> TestDb {
         .await
         .expect("a test database can be created");
     let _ = conn.close().await;
-    let admin_url = on_database(&server.admin_url, &name);
+    let admin_url = crate::db::on_database(&server.admin_url, &name);
     let url = match &server.node_password {
         Some(password) => {
             let (_, rest) = admin_url
@@ -185,11 +185,6 @@ pub async fn database() -> TestDb {
         name,
         admin_url,
     }
-}
-
-/// `url` on database `name` instead of its own.
-fn on_database(url: &str, name: &str) -> String {
-    format!("{}/{name}", url.rsplit_once('/').expect("a database URL").0)
 }
 
 /// An empty scratch directory that the unprivileged Postgres user can reach (tests run as root

@@ -580,31 +580,12 @@ async fn a_freed_slot_claims_waiting_work_without_a_poll() {
         .expect("launch");
     let n = Node { kernel, wf, db };
     let version = n.wf.app_version().to_owned();
-    seed(
-        n.pool(),
-        "first",
-        "held",
-        "ENQUEUED",
-        "nobody",
-        &version,
-        0,
-        &[],
-    )
-    .await;
+    let enqueue = |id| seed(n.pool(), id, "held", "ENQUEUED", "nobody", &version, 0, &[]);
+    enqueue("first").await;
     n.wf.wake();
     wait_status(n.pool(), "first", "PENDING").await;
     // Written without a notification: only the slot "first" frees leads the dispatcher to it.
-    seed(
-        n.pool(),
-        "second",
-        "held",
-        "ENQUEUED",
-        "nobody",
-        &version,
-        0,
-        &[],
-    )
-    .await;
+    enqueue("second").await;
     GATE.add_permits(2);
     wait_status(n.pool(), "second", "SUCCESS").await;
     assert_eq!(status(n.pool(), "first").await, "SUCCESS");

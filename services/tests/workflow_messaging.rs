@@ -651,18 +651,14 @@ async fn a_topics_messages_need_their_topic() {
         assert_eq!(code.as_deref(), Some("23503"), "{sql}: {err}");
     }
     // Once its messages are gone, a topic may be renamed; its next sequence number moves with it.
-    sqlx::query("DELETE FROM msg.messages WHERE topic = 'other'")
-        .execute(n.pool())
-        .await
-        .expect("delete");
-    sqlx::query("UPDATE msg.topics SET name = 'quiet' WHERE name = 'other'")
-        .execute(n.pool())
-        .await
-        .expect("rename an empty topic");
-    sqlx::query("DELETE FROM msg.topics WHERE name = 'kept'")
-        .execute(n.pool())
-        .await
-        .expect("delete topic");
+    // Deleting a topic deletes its messages.
+    for sql in [
+        "DELETE FROM msg.messages WHERE topic = 'other'",
+        "UPDATE msg.topics SET name = 'quiet' WHERE name = 'other'",
+        "DELETE FROM msg.topics WHERE name = 'kept'",
+    ] {
+        sqlx::query(sql).execute(n.pool()).await.expect(sql);
+    }
     let left: Vec<(String, i64)> =
         sqlx::query_as("SELECT topic, seq FROM msg.messages ORDER BY topic, seq")
             .fetch_all(n.pool())

@@ -144,7 +144,7 @@ impl Env {
 
     /// The admin URL with database `db` instead of its own: where a peer keeps its tables.
     pub(super) fn peer_url(&self, db: &str) -> String {
-        with_database(&self.admin_url, db)
+        db::on_database(&self.admin_url, db)
     }
 
     pub(crate) async fn stop(self) -> Result<()> {
@@ -504,43 +504,4 @@ async fn statements_readable(pool: &PgPool) -> bool {
         .fetch_optional(pool)
         .await
         .is_ok()
-}
-
-/// `url` with its database (the path) replaced by `db`; the query (`?host=/run/...`,
-/// `sslmode`) is kept.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_end = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_end..].find('/') {
-        Some(i) => &base[..authority_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{server}/{db}?{q}"),
-        None => format!("{server}/{db}"),
-    }
-}
-
-#[cfg(test)]
-mod url_tests {
-    use super::with_database;
-
-    #[test]
-    fn a_peer_database_keeps_the_servers_address_and_options() {
-        assert_eq!(
-            with_database("postgres://u:p@localhost:5499/benchx?host=/tmp/pg", "peer"),
-            "postgres://u:p@localhost:5499/peer?host=/tmp/pg"
-        );
-        assert_eq!(
-            with_database("postgres://u@h:5432/app", "peer"),
-            "postgres://u@h:5432/peer"
-        );
-        assert_eq!(
-            with_database("postgres://u@h", "peer"),
-            "postgres://u@h/peer"
-        );
-    }
 }
