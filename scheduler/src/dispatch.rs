@@ -177,7 +177,8 @@ impl Dispatcher {
             if stop.is_cancelled() {
                 return Ok(());
             }
-            let free = self.runtime.free_slots().min(self.opts.claim_batch_max);
+            let slots_free = self.runtime.free_slots();
+            let free = slots_free.min(self.opts.claim_batch_max);
             let mut claimed = 0;
             // A node that no longer holds its lease claims nothing.
             if free > 0 && self.lease.is_held() {
@@ -210,8 +211,9 @@ impl Dispatcher {
                 },
                 () = tokio::time::sleep(wait) => {}
                 // Every slot was busy: claim again as soon as one frees, not a poll later. The
-                // claim that follows takes every slot freed meanwhile.
-                () = self.runtime.slot_free(), if free == 0 => {}
+                // claim that follows takes every slot freed meanwhile. Read from the slots, not
+                // from `free`: a claim batch limit of zero must not make this a busy loop.
+                () = self.runtime.slot_free(), if slots_free == 0 => {}
             }
             // A burst of enqueues is one claim round, not one per notification.
             while let Some(Some(_)) = now_or_never(sub.recv()) {}
