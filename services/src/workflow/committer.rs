@@ -18,7 +18,7 @@ use dbos_store::batch::{Batch, Checkpoint, Enqueue, Outcome, Start, Written};
 use dbos_store::workflows::Created;
 use parking_lot::Mutex;
 use sqlx::PgPool;
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::announce::Announcer;
 use super::error::Error;
@@ -163,16 +163,11 @@ impl Committer {
         }
         self.inner.queue.lock().extend(rs);
         // With a batch slot free, the request's own task starts the write: a lone workflow
-        // pays its round trip without waiting for the flusher to be scheduled. The write runs
-        // as a task of its own, so a caller that stops waiting cancels no one's write.
+        // pays its round trip without waiting for the flusher to be scheduled.
         match self.inner.in_flight.clone().try_acquire_owned() {
             Ok(permit) => {
                 let requests = self.inner.take_batch();
-                let inner = self.inner.clone();
-                tokio::spawn(async move {
-                    write(&inner, requests).await;
-                    drop(permit);
-                });
+                spawn_write(self.inner.clone(), requests, permit);
             }
             Err(_) => self.inner.wake.notify_one(),
         }
@@ -213,6 +208,20 @@ impl Inner {
     }
 }
 
+/// Writes `requests` on a task of its own, so a caller that stops waiting cancels no one's
+/// write, and frees the batch slot `permit` only after the tasks its answers woke have run.
+/// Those callers push their next requests while the slot is still taken, so the requests go
+/// out together in the next batch: freed at once, the slot went to the first of them, alone,
+/// and the rest waited for the batch after it. (`dbos bench workflow`, runs alternating:
+/// commits per 3-step workflow at 8 callers 1.48 → 1.08, at 32 callers 0.41 → 0.31–0.37.)
+fn spawn_write(inner: Arc<Inner>, requests: Vec<Request>, permit: OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        write(&inner, requests).await;
+        tokio::task::yield_now().await;
+        drop(permit);
+    });
+}
+
 /// Writes queued requests in batches until `stop`, then writes what is still queued and waits
 /// for every batch in flight.
 async fn flush_until(inner: Arc<Inner>, stop: CancellationToken) -> Result<(), Error> {
@@ -239,11 +248,7 @@ async fn flush_until(inner: Arc<Inner>, stop: CancellationToken) -> Result<(), E
             // A request's own task took them while this loop waited for the slot.
             continue;
         }
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            write(&inner, requests).await;
-            drop(permit);
-        });
+        spawn_write(inner.clone(), requests, permit);
     }
     // Every batch in flight has answered once all permits are back.
     let _all = inner
