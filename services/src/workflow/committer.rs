@@ -213,7 +213,7 @@ impl Inner {
 /// Those callers push their next requests while the slot is still taken, so the requests go
 /// out together in the next batch: freed at once, the slot went to the first of them, alone,
 /// and the rest waited for the batch after it. (`dbos bench workflow`, runs alternating:
-/// commits per 3-step workflow at 8 callers 1.48 → 1.08, at 32 callers 0.41 → 0.31–0.37.)
+/// commits per 3-step workflow at 8 callers 1.46 → 1.07, at 32 callers 0.41 → 0.30.)
 fn spawn_write(inner: Arc<Inner>, requests: Vec<Request>, permit: OwnedSemaphorePermit) {
     tokio::spawn(async move {
         write(&inner, requests).await;
