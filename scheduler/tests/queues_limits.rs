@@ -560,6 +560,7 @@ async fn held(_ctx: workflow::Context, (x,): (u64,)) -> Result<u64, workflow::Er
 /// poll: here the poll is an hour away and nothing announces the waiting workflow.
 #[tokio::test]
 async fn a_freed_slot_claims_waiting_work_without_a_poll() {
+    // Booted here rather than with `node_with`, which sets the dispatcher's poll to 100 ms.
     let db = testing::database().await;
     let mut config = db.config();
     config.slots = 1;
