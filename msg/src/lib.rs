@@ -29,11 +29,13 @@
 
 mod client;
 mod error;
+mod handoff;
 pub mod sql;
 mod wait;
 
 pub use client::{decode, Client, Options, StreamReader};
 pub use error::{Error, Result};
+pub use handoff::{send_claimed, Claim, Offer, Recipient, Taken};
 pub use sql::{Delivered, Outgoing, Start, Topic};
 pub use wait::{Channel, Waiter, Waiters, Watch, Woke};
 

@@ -188,6 +188,149 @@ pub async fn send_recorded(
     }
 }
 
+/// What [`send_handoff`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HandedOff {
+    /// The sending operation was recorded (always, for a send from outside a workflow); when
+    /// not, the sender does not own its workflow and nothing was written.
+    pub recorded: bool,
+    /// The message recorded as the waiting receive's receipt and consumed: the oldest
+    /// unconsumed message of the mailbox, this one when there was none. `None`: the receiver's
+    /// execution no longer owns its workflow (or its receipt was recorded already), and the
+    /// message waits in the mailbox like any other.
+    pub delivered: Option<String>,
+}
+
+/// Sends one message `m` (without an idempotency key) to a receive waiting for it on this node
+/// ([`crate::Claim`]), and in the same statement consumes the oldest message of the mailbox,
+/// this one when it was empty, as that receive: records it at the receiver's position, fenced
+/// on the receiver's ownership as [`recv_recorded`] is. With `sender`, the send is recorded as
+/// that workflow's operation, as in [`send_recorded`], and nothing is written unless it owns
+/// its workflow. The sender's row is locked before the receiver's.
+///
+/// 1 round trip, 1 commit (indexes: primary keys of `workflow_status`, `operation_outputs`
+/// and `notifications`, `idx_workflow_topic`).
+///
+/// # Errors
+/// As [`send`].
+pub async fn send_handoff(
+    conn: &mut PgConnection,
+    sender: Option<&Op<'_>>,
+    m: &Outgoing,
+    to: &crate::Recipient,
+) -> Result<HandedOff> {
+    debug_assert!(m.idempotency_key.is_none() && m.destination == to.workflow_id);
+    let sql = handoff_sql(sender.is_some());
+    let q = match sender {
+        Some(op) => bind_op(sqlx::query(sql), op),
+        None => sqlx::query(sql),
+    };
+    let r = q
+        .bind(m.message_uuid())
+        .bind(&m.destination)
+        .bind(m.topic())
+        .bind(&m.message)
+        .bind(&to.owner_xid)
+        .bind(to.function_id)
+        .bind(to.started_at_ms)
+        .bind(&to.name)
+        .fetch_one(&mut *conn)
+        .await;
+    match r {
+        Ok(row) => Ok(HandedOff {
+            recorded: row.try_get("recorded")?,
+            delivered: row.try_get("delivered")?,
+        }),
+        Err(e) if is_fk(&e) => Err(missing(conn, std::slice::from_ref(m)).await),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The statement of [`send_handoff`], with or without a sending workflow's record.
+fn handoff_sql(recorded: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    &SQL.get_or_init(|| [compose_handoff(false), compose_handoff(true)])[usize::from(recorded)]
+}
+
+fn compose_handoff(recorded: bool) -> String {
+    // The sender's operation binds $1..$5; the message and the receiver follow.
+    let first = if recorded { 6 } else { 1 };
+    let p = |i: usize| format!("${}", first + i);
+    let (uuid, dest, topic, body, owner, fid, started, name) =
+        (p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7));
+    let (sender, gate, record) = if recorded {
+        (
+            format!("{OWN}, "),
+            " AND EXISTS (SELECT 1 FROM own)",
+            format!(
+                ", {}, {}",
+                rec("NULL", ""),
+                pv(&format!(
+                    "SELECT 'send', {dest}::text, NULL::int8, octet_length({body})::int8,
+                            jsonb_build_object('topic', NULLIF({topic}, '{NULL_TOPIC}'))"
+                ))
+            ),
+        )
+    } else {
+        (String::new(), "", String::new())
+    };
+    let recorded_col = if recorded {
+        "EXISTS (SELECT 1 FROM rec)"
+    } else {
+        "true"
+    };
+    format!(
+        "WITH {sender}h_own AS (
+             SELECT executor_id, application_version, name, queue_name FROM dbos.workflow_status
+             WHERE workflow_uuid = {dest} AND owner_xid = {owner}
+               AND (status = 'PENDING') IS TRUE{gate}
+             FOR NO KEY UPDATE
+         ), h_next AS (
+             SELECT message_uuid, message FROM dbos.notifications
+             WHERE destination_uuid = {dest} AND topic = {topic} AND NOT consumed
+               AND EXISTS (SELECT 1 FROM h_own)
+             ORDER BY created_at_epoch_ms, age(xmin) DESC, ctid
+             LIMIT 1
+             FOR UPDATE
+         ), h_rec AS (
+             INSERT INTO dbos.operation_outputs
+                 (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
+                  completed_at_epoch_ms, serialization)
+             SELECT {dest}, {fid}, {name}, COALESCE((SELECT message FROM h_next), {body}),
+                    {started}, kernel.now_ms(), 'portable_json'
+             FROM h_own
+             ON CONFLICT DO NOTHING
+             RETURNING output
+         ), h_old AS (
+             UPDATE dbos.notifications SET consumed = TRUE, consumed_by_function_id = {fid}
+             WHERE message_uuid = (SELECT message_uuid FROM h_next)
+               AND EXISTS (SELECT 1 FROM h_rec)
+             RETURNING 1
+         ), sent AS (
+             INSERT INTO dbos.notifications
+                 (message_uuid, destination_uuid, topic, message, serialization, consumed,
+                  consumed_by_function_id)
+             SELECT {uuid}, {dest}, {topic}, {body}, 'portable_json', h.mine,
+                    CASE WHEN h.mine THEN {fid} END
+             FROM (SELECT EXISTS (SELECT 1 FROM h_rec) AND NOT EXISTS (SELECT 1 FROM h_next)
+                       AS mine) h
+             WHERE true{gate}
+             ON CONFLICT (message_uuid) DO NOTHING
+             RETURNING 1
+         ), h_pv AS (
+             INSERT INTO prov.events
+                 (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id,
+                  app_version)
+             SELECT {dest}, {fid}, 'recv', NULLIF({topic}, '{NULL_TOPIC}'), NULL::int8,
+                    octet_length(h_rec.output)::int8, NULL::jsonb, h_own.executor_id,
+                    h_own.application_version
+             FROM h_own, h_rec
+             WHERE prov.capture(h_own.name, h_own.queue_name)
+         ){record}
+         SELECT {recorded_col} AS recorded, (SELECT output FROM h_rec) AS delivered"
+    )
+}
+
 /// What [`recv_recorded`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {

@@ -80,6 +80,8 @@ type Table = Mutex<HashMap<(Channel, String), Entry>>;
 #[derive(Clone)]
 pub struct Waiters {
     table: Arc<Table>,
+    /// Receives this node's sends may complete ([`crate::handoff`]).
+    offers: Arc<crate::handoff::Offers>,
     recheck_interval: Duration,
 }
 
@@ -261,6 +263,7 @@ impl Waiters {
         }
         Ok(Waiters {
             table,
+            offers: Arc::default(),
             recheck_interval: Duration::from_millis(recheck_interval_ms.max(1)),
         })
     }
@@ -303,6 +306,10 @@ impl Waiters {
         for m in msgs {
             self.wake(Channel::Notifications, m.mailbox());
         }
+    }
+
+    pub(crate) fn offers(&self) -> &crate::handoff::Offers {
+        &self.offers
     }
 
     /// Waiters registered now (distinct keys).

@@ -1073,3 +1073,184 @@ async fn a_send_wakes_a_receiver_of_its_own_node_without_the_servers_notificatio
     assert_eq!(got.as_deref(), Some("from a workflow"));
     n.stop().await;
 }
+
+/// Sends message `m{n}` to mailbox `mb::t`.
+async fn mb_courier(ctx: workflow::Context, (n,): (i64,)) -> Result<(), workflow::Error> {
+    ctx.send("mb", &format!("m{n}"), Some("t")).await
+}
+
+/// The messages of mailbox `mb::t` in send order: body, whether consumed, and by which
+/// position.
+async fn mailbox(pool: &sqlx::PgPool) -> Vec<(String, bool, Option<i32>)> {
+    sqlx::query_as(
+        "SELECT message, consumed, consumed_by_function_id FROM dbos.notifications
+         WHERE destination_uuid = 'mb' AND topic = 't'
+         ORDER BY created_at_epoch_ms, age(xmin) DESC, ctid",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("mailbox")
+}
+
+#[tokio::test]
+async fn a_send_hands_its_message_to_a_receive_waiting_on_its_node() {
+    use dbos_msg::{Outgoing, Recipient, Taken};
+    let n = node(|r| {
+        r.register("mb_courier", mb_courier);
+    })
+    .await;
+    let pool = n.pool();
+    sqlx::query(
+        "INSERT INTO dbos.workflow_status
+             (workflow_uuid, status, name, executor_id, owner_xid, serialization)
+         VALUES ('mb', 'PENDING', 'parked', $1, 'me', 'portable_json')",
+    )
+    .bind(n.kernel.node_id())
+    .execute(pool)
+    .await
+    .expect("a workflow owned by 'me'");
+    let msg = n.wf.messages();
+    let waiters = msg.waiters();
+    let key = "mb::t";
+    let recipient = |owner: &str, fid: i32| Recipient {
+        workflow_id: "mb".to_owned(),
+        owner_xid: owner.to_owned(),
+        function_id: fid,
+        name: "DBOS.recv".to_owned(),
+        started_at_ms: 0,
+    };
+    let json = |s: &str| format!("\"{s}\"");
+    let recorded = || async {
+        sqlx::query_as::<_, (i32, String, Option<String>)>(
+            "SELECT function_id, function_name, output FROM dbos.operation_outputs
+             WHERE workflow_uuid = 'mb' ORDER BY function_id",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("recorded")
+    };
+
+    // A waiting receive's open offer: the send records the receipt and consumes the message
+    // in its own statement.
+    let offer = waiters
+        .offer(key.to_owned(), recipient("me", 1))
+        .expect("the first offer");
+    assert!(
+        waiters.offer(key.to_owned(), recipient("me", 9)).is_none(),
+        "one offer per mailbox"
+    );
+    offer.reopen();
+    msg.send("mb", "m1", Some("t"), None).await.expect("send");
+    assert_eq!(offer.take().await, Taken::Delivered(json("m1")));
+    drop(offer);
+    assert_eq!(
+        recorded().await,
+        vec![(1, "DBOS.recv".to_owned(), Some(json("m1")))]
+    );
+    assert_eq!(mailbox(pool).await, vec![(json("m1"), true, Some(1))]);
+    let received: Vec<(i32, String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT function_id, kind, object, bytes FROM prov.events WHERE workflow_uuid = 'mb'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("provenance");
+    assert_eq!(
+        received,
+        vec![(1, "recv".to_owned(), Some("t".to_owned()), Some(4))],
+        "the receipt's provenance, as the receiver's own statement writes it"
+    );
+
+    // An older message in the mailbox (sent by another node, which has no offer) is handed
+    // over first; the new one waits.
+    let offer = waiters
+        .offer(key.to_owned(), recipient("me", 3))
+        .expect("offer");
+    offer.reopen();
+    let mut c = pool.acquire().await.expect("conn");
+    let older = Outgoing {
+        destination: "mb".to_owned(),
+        message: json("m2"),
+        topic: Some("t".to_owned()),
+        idempotency_key: None,
+    };
+    dbos_msg::sql::send(&mut c, &[older])
+        .await
+        .expect("send m2");
+    drop(c);
+    msg.send("mb", "m3", Some("t"), None).await.expect("send");
+    assert_eq!(offer.take().await, Taken::Delivered(json("m2")));
+    drop(offer);
+    assert_eq!(
+        mailbox(pool).await[1..],
+        [(json("m2"), true, Some(3)), (json("m3"), false, None)]
+    );
+
+    // A workflow's send: its own record and the receipt commit together.
+    let offer = waiters
+        .offer(key.to_owned(), recipient("me", 4))
+        .expect("offer");
+    offer.reopen();
+    n.wf.run::<_, ()>("mb_courier", (6,), id("mb-courier"))
+        .await
+        .expect("courier");
+    assert_eq!(offer.take().await, Taken::Delivered(json("m3")));
+    drop(offer);
+    assert_eq!(
+        step_names(pool, "mb-courier").await,
+        vec![(1, "DBOS.send".to_owned())]
+    );
+    assert_eq!(
+        mailbox(pool).await[2..],
+        [(json("m3"), true, Some(4)), (json("m6"), false, None)]
+    );
+
+    // A receiver that no longer owns its workflow is handed nothing, and a keyed send (whose
+    // repeat must not be delivered twice) is never handed over: both wait in the mailbox.
+    let offer = waiters
+        .offer(key.to_owned(), recipient("someone-else", 5))
+        .expect("offer");
+    offer.reopen();
+    msg.send("mb", "m4", Some("t"), None).await.expect("send");
+    assert_eq!(offer.take().await, Taken::Probe);
+    drop(offer);
+    let offer = waiters
+        .offer(key.to_owned(), recipient("me", 5))
+        .expect("offer");
+    offer.reopen();
+    msg.send("mb", "m5", Some("t"), Some("k5"))
+        .await
+        .expect("send");
+    assert_eq!(offer.take().await, Taken::Probe);
+    assert_eq!(recorded().await.len(), 3, "no receipt at position 5");
+    assert_eq!(unconsumed(pool, "mb").await, 3, "m6, m4 and m5");
+
+    // A claim that ends without an answer (its statement failed or was dropped) leaves the
+    // receiver to read what was recorded; one claim at a time.
+    offer.reopen();
+    let claim = waiters.claim(key).await.expect("the open offer");
+    assert!(waiters.claim(key).await.is_none(), "claimed already");
+    drop(claim);
+    assert_eq!(offer.take().await, Taken::Unknown);
+
+    // A send waits for a probe under way, and claims the offer it opens again; not one that
+    // is withdrawn.
+    let claiming = tokio::spawn({
+        let w = waiters.clone();
+        async move { w.claim(key).await.is_some() }
+    });
+    tokio::task::yield_now().await;
+    offer.reopen();
+    assert!(
+        claiming.await.expect("claim"),
+        "claimed once the probe ended"
+    );
+    assert_eq!(offer.take().await, Taken::Unknown);
+    let claiming = tokio::spawn({
+        let w = waiters.clone();
+        async move { w.claim(key).await.is_some() }
+    });
+    tokio::task::yield_now().await;
+    drop(offer);
+    assert!(!claiming.await.expect("claim"), "the receive has ended");
+    n.stop().await;
+}

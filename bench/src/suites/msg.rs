@@ -2,7 +2,8 @@
 //! a Unix domain socket measured in the same run.
 //!
 //! - ping-pong: a workflow sends a message to another workflow, which sends it back; 64 B, 1 KB,
-//!   8 KB; a round trip is 4 commits (send, recv, send, recv).
+//!   8 KB; a round trip is 2 commits when each send hands its message to the waiting `recv`
+//!   (both workflows run on the bench's node), 4 when it does not (send, recv, send, recv).
 //! - ping20-pong20: 20 messages outstanding (one bulk send), replies received one by one.
 //! - broadcast: a publisher publishes 64 B messages to a topic (batches of 100 per commit) and R
 //!   plain subscribers consume them through their cursors; figure: deliveries per second.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dbos_msg::sql::{self, Op, Outgoing, Received};
-use dbos_msg::{Channel, Start, Woke};
+use dbos_msg::{Channel, Recipient, Start, Taken, Woke};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -161,8 +161,22 @@ impl Context {
             return Ok(());
         }
         self.check_deadline().await?;
+        let op = self.op(fid, name, self.clock_ms());
+        // A receive waiting here for this message takes it in this send's commit.
+        let claim = self.msg()?.waiters().claim_for(msgs).await;
         let mut conn = self.pool().acquire().await?;
-        if sql::send_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), msgs).await? {
+        if let Some(claim) = claim {
+            if let Some(recorded) =
+                dbos_msg::send_claimed(&mut conn, Some(&op), &msgs[0], claim).await?
+            {
+                return if recorded {
+                    Ok(())
+                } else {
+                    Err(self.not_owner().await)
+                };
+            }
+        }
+        if sql::send_recorded(&mut conn, &op, msgs).await? {
             self.wake_here(|w| w.wake_mailboxes(msgs));
             Ok(())
         } else {
@@ -205,17 +219,46 @@ impl Context {
             self.inner.workflow_id,
             topic.unwrap_or(sql::NULL_TOPIC)
         );
+        // A send from this node may take the message to this receive in its own commit
+        // (`dbos_msg::Offer`): this receive then writes nothing.
+        let offer = self.msg()?.waiters().offer(
+            key.clone(),
+            Recipient {
+                workflow_id: self.inner.workflow_id.clone(),
+                owner_xid: self.inner.owner_xid.clone(),
+                function_id: fid,
+                name: name.to_owned(),
+                started_at_ms: op.started_at_ms,
+            },
+        );
+        let offer = offer.as_ref();
         let got = self
             .wait_recorded(Channel::Notifications, key, timer_fid, timeout, |last| {
                 let op = &op;
                 async move {
+                    if let Some(o) = offer {
+                        match o.take().await {
+                            Taken::Delivered(m) => return Ok(Some(Received::Message(m))),
+                            Taken::Unknown => {
+                                let mut conn = pool.acquire().await?;
+                                let r = dbos_store::operations::recorded_by_owner(&mut conn, op)
+                                    .await?;
+                                if let Some(out) = r.and_then(|r| r.output) {
+                                    return Ok(Some(Received::Message(out)));
+                                }
+                            }
+                            Taken::Probe => {}
+                        }
+                    }
                     let mut conn = pool.acquire().await?;
-                    Ok(
-                        match sql::recv_recorded(&mut conn, op, topic, last).await? {
-                            Received::Empty if !last => None,
-                            other => Some(other),
-                        },
-                    )
+                    let got = match sql::recv_recorded(&mut conn, op, topic, last).await? {
+                        Received::Empty if !last => None,
+                        other => Some(other),
+                    };
+                    if got.is_none() {
+                        offer.map(dbos_msg::Offer::reopen);
+                    }
+                    Ok(got)
                 }
             })
             .await?;
