@@ -18,7 +18,9 @@ pub const NULL_TOPIC: &str = "__null__topic__";
 pub const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
 
 pub use dbos_store::operations::Op;
-use dbos_store::operations::{bind_op, own_cte_if, OWNED};
+use dbos_store::operations::{
+    bind_op, own_cte_for, own_cte_if, prov_cte_for, record_cte_for, Params, OWNED,
+};
 
 /// A message to send.
 #[derive(Clone, Debug)]
@@ -255,9 +257,20 @@ fn handoff_sql(recorded: bool) -> &'static str {
 fn compose_handoff(recorded: bool) -> String {
     // The sender's operation binds $1..$5; the message and the receiver follow.
     let first = if recorded { 6 } else { 1 };
-    let p = |i: usize| format!("${}", first + i);
-    let (uuid, dest, topic, body, owner, fid, started, name) =
-        (p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7));
+    let p: Vec<String> = (first..first + 8).map(|i| format!("${i}")).collect();
+    let [uuid, dest, topic, body, owner, fid, started, name] =
+        [0, 1, 2, 3, 4, 5, 6, 7].map(|i| &p[i]);
+    // The receiver's operation, its CTEs named apart from the sender's.
+    let to = Params {
+        wf: dest,
+        owner,
+        fid,
+        started,
+        name,
+        own: "h_own",
+        rec: "h_rec",
+        pv: "h_pv",
+    };
     let (sender, gate, record) = if recorded {
         (
             format!("{OWN}, "),
@@ -280,28 +293,14 @@ fn compose_handoff(recorded: bool) -> String {
         "true"
     };
     format!(
-        "WITH {sender}h_own AS (
-             SELECT executor_id, application_version, name, queue_name FROM dbos.workflow_status
-             WHERE workflow_uuid = {dest} AND owner_xid = {owner}
-               AND (status = 'PENDING') IS TRUE{gate}
-             FOR NO KEY UPDATE
-         ), h_next AS (
+        "WITH {sender}{}, h_next AS (
              SELECT message_uuid, message FROM dbos.notifications
              WHERE destination_uuid = {dest} AND topic = {topic} AND NOT consumed
                AND EXISTS (SELECT 1 FROM h_own)
              ORDER BY created_at_epoch_ms, age(xmin) DESC, ctid
              LIMIT 1
              FOR UPDATE
-         ), h_rec AS (
-             INSERT INTO dbos.operation_outputs
-                 (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
-                  completed_at_epoch_ms, serialization)
-             SELECT {dest}, {fid}, {name}, COALESCE((SELECT message FROM h_next), {body}),
-                    {started}, kernel.now_ms(), 'portable_json'
-             FROM h_own
-             ON CONFLICT DO NOTHING
-             RETURNING output
-         ), h_old AS (
+         ), {}, h_old AS (
              UPDATE dbos.notifications SET consumed = TRUE, consumed_by_function_id = {fid}
              WHERE message_uuid = (SELECT message_uuid FROM h_next)
                AND EXISTS (SELECT 1 FROM h_rec)
@@ -317,17 +316,22 @@ fn compose_handoff(recorded: bool) -> String {
              WHERE true{gate}
              ON CONFLICT (message_uuid) DO NOTHING
              RETURNING 1
-         ), h_pv AS (
-             INSERT INTO prov.events
-                 (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id,
-                  app_version)
-             SELECT {dest}, {fid}, 'recv', NULLIF({topic}, '{NULL_TOPIC}'), NULL::int8,
-                    octet_length(h_rec.output)::int8, NULL::jsonb, h_own.executor_id,
-                    h_own.application_version
-             FROM h_own, h_rec
-             WHERE prov.capture(h_own.name, h_own.queue_name)
-         ){record}
-         SELECT {recorded_col} AS recorded, (SELECT output FROM h_rec) AS delivered"
+         ), {}{record}
+         SELECT {recorded_col} AS recorded, (SELECT output FROM h_rec) AS delivered",
+        own_cte_for(&to, gate),
+        record_cte_for(
+            &to,
+            &format!("COALESCE((SELECT message FROM h_next), {body})"),
+            "",
+            "output"
+        ),
+        prov_cte_for(
+            &to,
+            &format!(
+                "SELECT 'recv', NULLIF({topic}, '{NULL_TOPIC}'), NULL::int8,
+                        octet_length(output)::int8, NULL::jsonb FROM h_rec"
+            )
+        ),
     )
 }
 

@@ -25,10 +25,51 @@ pub const OWN_CTE: &str = "own AS (
 /// commit waits for no WAL flush. Whether the caller owns the workflow is then [`OWNED`], not
 /// the existence of `own`.
 pub fn own_cte_if(cond: &str) -> String {
+    own_cte_for(&OP, &format!(" AND ({cond})"))
+}
+
+/// Where the fragments find the operation they record: the SQL of its workflow, owner, function
+/// ID, start time (epoch ms) and name (parameters, usually), and the names of the CTEs they
+/// make. A statement that records operations of two workflows names the second's apart.
+#[derive(Clone, Copy, Debug)]
+pub struct Params<'a> {
+    /// The workflow.
+    pub wf: &'a str,
+    /// The execution's ownership token.
+    pub owner: &'a str,
+    /// The function ID.
+    pub fid: &'a str,
+    /// When the operation started.
+    pub started: &'a str,
+    /// The operation's name.
+    pub name: &'a str,
+    /// The CTE that locks the owned workflow row.
+    pub own: &'a str,
+    /// The CTE that writes the checkpoint.
+    pub rec: &'a str,
+    /// The CTE that writes the provenance rows.
+    pub pv: &'a str,
+}
+
+/// The parameters [`bind_op`] binds, and the CTE names `own`, `rec` and `pv`.
+pub const OP: Params<'static> = Params {
+    wf: "$1",
+    owner: "$2",
+    fid: "$3",
+    started: "$4",
+    name: "$5",
+    own: "own",
+    rec: "rec",
+    pv: "pv",
+};
+
+/// [`OWN_CTE`] for the operation `p`, with `and` (` AND ...`, or empty) added to its condition.
+pub fn own_cte_for(p: &Params<'_>, and: &str) -> String {
+    let Params { wf, owner, own, .. } = p;
     format!(
-        "own AS (
+        "{own} AS (
     SELECT executor_id, application_version, name, queue_name FROM dbos.workflow_status
-    WHERE workflow_uuid = $1 AND owner_xid = $2 AND (status = 'PENDING') IS TRUE AND ({cond})
+    WHERE workflow_uuid = {wf} AND owner_xid = {owner} AND (status = 'PENDING') IS TRUE{and}
     FOR NO KEY UPDATE)"
     )
 }
@@ -47,14 +88,27 @@ pub const PROV_COLUMNS: &str = "kind text, object text, inode int8, bytes int8, 
 /// [`PROV_COLUMNS`]) for the operation `rec` recorded, when it recorded it and the workflow's
 /// capture is on (`prov.capture`); the node and version come from `own`.
 pub fn prov_cte(rows: &str) -> String {
+    prov_cte_for(&OP, rows)
+}
+
+/// [`prov_cte`] for the operation `p`.
+pub fn prov_cte_for(p: &Params<'_>, rows: &str) -> String {
+    let Params {
+        wf,
+        fid,
+        own,
+        rec,
+        pv,
+        ..
+    } = p;
     format!(
-        "pv AS (
+        "{pv} AS (
     INSERT INTO prov.events
         (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id, app_version)
-    SELECT $1, $3, p.kind, p.object, p.inode, p.bytes, p.detail,
-           own.executor_id, own.application_version
-    FROM own, ({rows}) AS p(kind, object, inode, bytes, detail)
-    WHERE EXISTS (SELECT 1 FROM rec) AND prov.capture(own.name, own.queue_name))"
+    SELECT {wf}, {fid}, p.kind, p.object, p.inode, p.bytes, p.detail,
+           {own}.executor_id, {own}.application_version
+    FROM {own}, ({rows}) AS p(kind, object, inode, bytes, detail)
+    WHERE EXISTS (SELECT 1 FROM {rec}) AND prov.capture({own}.name, {own}.queue_name))"
     )
 }
 
@@ -69,15 +123,29 @@ pub fn prov_json_cte(param: &str) -> String {
 /// function ID, `$4` started at (epoch ms), `$5` name; `output` is the SQL of the recorded
 /// output and `cond` an optional `WHERE` clause over `own`. It returns a row when it wrote.
 pub fn record_cte(output: &str, cond: &str) -> String {
+    record_cte_for(&OP, output, cond, "1")
+}
+
+/// [`record_cte`] for the operation `p`, returning `returning` (SQL over the written row).
+pub fn record_cte_for(p: &Params<'_>, output: &str, cond: &str, returning: &str) -> String {
+    let Params {
+        wf,
+        fid,
+        started,
+        name,
+        own,
+        rec,
+        ..
+    } = p;
     format!(
-        "rec AS (
+        "{rec} AS (
     INSERT INTO dbos.operation_outputs
         (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
          completed_at_epoch_ms, serialization)
-    SELECT $1, $3, $5, {output}, $4, kernel.now_ms(), 'portable_json'
-    FROM own {cond}
+    SELECT {wf}, {fid}, {name}, {output}, {started}, kernel.now_ms(), 'portable_json'
+    FROM {own} {cond}
     ON CONFLICT DO NOTHING
-    RETURNING 1)"
+    RETURNING {returning})"
     )
 }
 
@@ -180,4 +248,16 @@ pub struct Recorded {
     pub error: Option<String>,
     /// Child workflow started or awaited.
     pub child_workflow_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fragments_of_op_are_those_of_the_first_five_parameters() {
+        assert_eq!(own_cte_for(&OP, ""), OWN_CTE);
+        assert!(record_cte("NULL", "").contains("SELECT $1, $3, $5, NULL, $4"));
+        assert!(prov_cte("SELECT 1").contains("SELECT $1, $3, p.kind"));
+    }
 }
