@@ -870,20 +870,25 @@ macro_rules! probe_in_tx {
     }};
 }
 
-#[tokio::test]
-async fn a_probe_of_an_empty_mailbox_or_topic_writes_nothing() {
-    use dbos_msg::sql::{self, Received};
-    let n = node(|_| {}).await;
-    let pool = n.pool();
+/// Inserts workflow `mb`, PENDING on `n` and owned by the execution `me`.
+async fn owned_by_me(n: &dbos_services::testing::Node) {
     sqlx::query(
         "INSERT INTO dbos.workflow_status
              (workflow_uuid, status, name, executor_id, owner_xid, serialization)
          VALUES ('mb', 'PENDING', 'parked', $1, 'me', 'portable_json')",
     )
     .bind(n.kernel.node_id())
-    .execute(pool)
+    .execute(n.pool())
     .await
     .expect("a workflow owned by 'me'");
+}
+
+#[tokio::test]
+async fn a_probe_of_an_empty_mailbox_or_topic_writes_nothing() {
+    use dbos_msg::sql::{self, Received};
+    let n = node(|_| {}).await;
+    let pool = n.pool();
+    owned_by_me(&n).await;
     let op = |owner: &'static str, fid: i32| sql::Op {
         workflow_id: "mb",
         owner_xid: owner,
@@ -1100,15 +1105,7 @@ async fn a_send_hands_its_message_to_a_receive_waiting_on_its_node() {
     })
     .await;
     let pool = n.pool();
-    sqlx::query(
-        "INSERT INTO dbos.workflow_status
-             (workflow_uuid, status, name, executor_id, owner_xid, serialization)
-         VALUES ('mb', 'PENDING', 'parked', $1, 'me', 'portable_json')",
-    )
-    .bind(n.kernel.node_id())
-    .execute(pool)
-    .await
-    .expect("a workflow owned by 'me'");
+    owned_by_me(&n).await;
     let msg = n.wf.messages();
     let waiters = msg.waiters();
     let key = "mb::t";
