@@ -397,6 +397,17 @@ impl Endpoint {
             .expect("the current URL parsed when the endpoint opened")
     }
 
+    /// At most `size_max` connections of a pool of their own ([`Endpoint::own_pool`]), kept
+    /// between statements: for a hot path that runs statement after statement on the same few
+    /// connections (the group commit). See [`Kept`].
+    pub fn kept(&self, size_max: u32) -> Kept {
+        Kept {
+            pool: self.own_pool(size_max),
+            moved_at: self.state.lock().moved_at.clone(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
     /// A pool of one connection, opened on first use (and again after it is lost): for a loop
     /// that must not wait behind the node's work for a connection, such as the heartbeat or the
     /// notifier's `LISTEN`.
@@ -477,6 +488,109 @@ const PING_IDLE_MS_MIN: u64 = 1_000;
 const SIDE_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
 /// How long asking one host whether it is writable may take ([`in_recovery`]).
 const HOST_PROBE_MS_MAX: u64 = 2_000;
+
+/// Connections of a pool kept checked out between statements.
+///
+/// sqlx tests a connection with a round trip (a `Sync` and its answer) each time one goes back
+/// to its pool, so a hot path that takes a connection from a pool for each statement pays a
+/// second round trip per statement, on both sides, and its next statement may wait for that
+/// test to end. A connection given back here with [`KeptConn::keep`] after a statement that
+/// succeeded is used again as it is. One idle for a second or more, or taken from
+/// the pool before the pools last moved to another server ([`Endpoint::follow`]), goes back to
+/// the pool instead, which tests it, or closes it, as for any other use.
+#[derive(Debug)]
+pub struct Kept {
+    pool: PgPool,
+    moved_at: Arc<Mutex<Option<Instant>>>,
+    idle: Mutex<Vec<IdleConn>>,
+}
+
+#[derive(Debug)]
+struct IdleConn {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    taken_at: Instant,
+    idle_since: Instant,
+}
+
+impl Kept {
+    /// Connections of `pool` kept between statements; a pool that does not follow an
+    /// [`Endpoint`] (for a pool that does, see [`Endpoint::kept`]).
+    pub fn new(pool: PgPool) -> Kept {
+        Kept {
+            pool,
+            moved_at: Arc::new(Mutex::new(None)),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The connection used last, if it may be used again, else one from the pool.
+    ///
+    /// # Errors
+    /// The pool's, when no connection could be had within its acquire timeout.
+    pub async fn acquire(&self) -> std::result::Result<KeptConn<'_>, sqlx::Error> {
+        let moved_at = *self.moved_at.lock();
+        loop {
+            let Some(c) = self.idle.lock().pop() else {
+                break;
+            };
+            let moved = moved_at.is_some_and(|t| t.elapsed() < c.taken_at.elapsed());
+            if !moved && c.idle_since.elapsed() < Duration::from_millis(PING_IDLE_MS_MIN) {
+                return Ok(KeptConn {
+                    conn: c.conn,
+                    taken_at: c.taken_at,
+                    home: self,
+                });
+            }
+            // Dropped, it goes back to the pool, which tests it.
+        }
+        Ok(KeptConn {
+            conn: self.pool.acquire().await?,
+            taken_at: Instant::now(),
+            home: self,
+        })
+    }
+
+    /// Gives every idle connection back to the pool, as when the hot path ends.
+    pub fn release_all(&self) {
+        self.idle.lock().clear();
+    }
+}
+
+/// A connection from [`Kept::acquire`]. Dropped, it goes back to its pool (after a statement
+/// that failed, or one dropped halfway, the pool's test finds out whether it is still fit);
+/// [`KeptConn::keep`] keeps it for the next statement instead.
+#[derive(Debug)]
+pub struct KeptConn<'a> {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    taken_at: Instant,
+    home: &'a Kept,
+}
+
+impl KeptConn<'_> {
+    /// Keeps the connection for the next [`Kept::acquire`]: only after a statement that
+    /// succeeded, so it is idle and outside any transaction.
+    pub fn keep(self) {
+        self.home.idle.lock().push(IdleConn {
+            conn: self.conn,
+            taken_at: self.taken_at,
+            idle_since: Instant::now(),
+        });
+    }
+}
+
+impl std::ops::Deref for KeptConn<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for KeptConn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
 
 /// A pool of one connection to the same database as `pool`, opened on first use (and again
 /// after it is lost): for a loop that must not wait behind the node's work for a connection,

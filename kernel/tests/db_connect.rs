@@ -144,3 +144,47 @@ async fn a_pool_of_its_own_keeps_to_its_size_and_carries_the_guards() {
     assert_eq!(plans, "force_generic_plan", "the node's session settings");
     k.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_kept_connection_serves_the_next_statement_until_one_fails() {
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[]).await.expect("boot");
+    let kept = k.endpoint().kept(2);
+    let pid = "SELECT pg_backend_pid()";
+    let mut c = kept.acquire().await.expect("a connection");
+    let first: i32 = sqlx::query_scalar(pid)
+        .fetch_one(&mut *c)
+        .await
+        .expect("query");
+    c.keep();
+    // Kept, the session serves the next statement as it is; given back to its pool, sqlx
+    // would test it with a round trip first.
+    let mut c = kept.acquire().await.expect("a connection");
+    let again: i32 = sqlx::query_scalar(pid)
+        .fetch_one(&mut *c)
+        .await
+        .expect("query");
+    assert_eq!(again, first, "the kept session served the next statement");
+    // A statement that fails leaves its connection out: ended by the server, this one is not
+    // handed out again.
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(k.pool())
+        .await
+        .expect("terminate");
+    assert!(ended, "the session was ended");
+    sqlx::query_scalar::<_, i32>(pid)
+        .fetch_one(&mut *c)
+        .await
+        .expect_err("its session is gone");
+    drop(c);
+    let mut c = kept.acquire().await.expect("a connection");
+    let next: i32 = sqlx::query_scalar(pid)
+        .fetch_one(&mut *c)
+        .await
+        .expect("the next statement runs");
+    assert_ne!(next, first, "a new session");
+    c.keep();
+    kept.release_all();
+    k.shutdown().await.expect("shutdown");
+}

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbos_kernel::db::Kept;
 use dbos_kernel::{CancellationToken, Loops, Phase};
 use dbos_store::batch::{Batch, Checkpoint, Enqueue, Outcome, Start, Written};
 use dbos_store::workflows::Created;
 use parking_lot::Mutex;
-use sqlx::PgPool;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::announce::Announcer;
@@ -44,7 +44,9 @@ pub(crate) struct Committer {
 struct Inner {
     queue: Mutex<Vec<Request>>,
     wake: Notify,
-    pool: PgPool,
+    /// The batches' connections, kept between batches: the same few backends, with no round
+    /// trip to test a connection between one batch and the next.
+    conns: Kept,
     batch_max: usize,
     batches_in_flight_max: usize,
     in_flight: Arc<Semaphore>,
@@ -60,7 +62,7 @@ impl Committer {
     /// the queue is empty.
     pub(crate) fn start(
         loops: &Loops,
-        pool: PgPool,
+        conns: Kept,
         batch_max: usize,
         batches_in_flight_max: usize,
         executor_id: String,
@@ -71,7 +73,7 @@ impl Committer {
         let inner = Arc::new(Inner {
             queue: Mutex::new(Vec::new()),
             wake: Notify::new(),
-            pool,
+            conns,
             batch_max: batch_max.max(1),
             batches_in_flight_max,
             in_flight: Arc::new(Semaphore::new(batches_in_flight_max)),
@@ -262,6 +264,7 @@ async fn flush_until(inner: Arc<Inner>, stop: CancellationToken) -> Result<(), E
     if !late.is_empty() {
         write(&inner, late).await;
     }
+    inner.conns.release_all();
     Ok(())
 }
 
@@ -316,10 +319,7 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
-        match batch
-            .write(&inner.pool, &inner.executor_id, &inner.app_version)
-            .await
-        {
+        match write_batch(inner, &batch).await {
             Err(e) if is_transient(&e) && attempt < TRANSIENT_ATTEMPTS_MAX => {
                 tracing::debug!(error = %e, attempt, "a group commit failed; retrying it");
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
@@ -361,6 +361,16 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
     if !later.is_empty() {
         Box::pin(write(inner, later)).await;
     }
+}
+
+/// Writes `batch` on a kept connection, kept again when the statement succeeded.
+async fn write_batch(inner: &Inner, batch: &Batch) -> Result<Written, sqlx::Error> {
+    let mut conn = inner.conns.acquire().await?;
+    let w = batch
+        .write(&mut *conn, &inner.executor_id, &inner.app_version)
+        .await?;
+    conn.keep();
+    Ok(w)
 }
 
 /// Answers each request, in the order they were pushed, with what the batch wrote for it.

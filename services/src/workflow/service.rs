@@ -434,12 +434,13 @@ impl Service {
         let pool = kernel.pool().clone();
         let announcer = Announcer::start(kernel.loops(), pool.clone());
         // The group commit's batches run on connections of their own, as many as may be in
-        // flight: always the same few backends, with their plans and caches warm.
+        // flight and kept between batches: always the same few backends, with their plans and
+        // caches warm.
         let committer = Committer::start(
             kernel.loops(),
             kernel
                 .endpoint()
-                .own_pool(opts.checkpoint_batches_in_flight_max.min(u32::MAX as usize) as u32),
+                .kept(opts.checkpoint_batches_in_flight_max.min(u32::MAX as usize) as u32),
             opts.checkpoint_batch_max,
             opts.checkpoint_batches_in_flight_max,
             kernel.node_id().to_owned(),
