@@ -150,20 +150,13 @@ async fn a_kept_connection_serves_the_next_statement_until_one_fails() {
     let db = testing::database().await;
     let k = Kernel::boot(db.config(), &[]).await.expect("boot");
     let kept = k.endpoint().kept(2);
-    let pid = "SELECT pg_backend_pid()";
     let mut c = kept.acquire().await.expect("a connection");
-    let first: i32 = sqlx::query_scalar(pid)
-        .fetch_one(&mut *c)
-        .await
-        .expect("query");
+    let first = backend_pid(&mut c).await.expect("query");
     c.keep();
     // Kept, the session serves the next statement as it is; given back to its pool, sqlx
     // would test it with a round trip first.
     let mut c = kept.acquire().await.expect("a connection");
-    let again: i32 = sqlx::query_scalar(pid)
-        .fetch_one(&mut *c)
-        .await
-        .expect("query");
+    let again = backend_pid(&mut c).await.expect("query");
     assert_eq!(again, first, "the kept session served the next statement");
     // A statement that fails leaves its connection out: ended by the server, this one is not
     // handed out again.
@@ -173,18 +166,19 @@ async fn a_kept_connection_serves_the_next_statement_until_one_fails() {
         .await
         .expect("terminate");
     assert!(ended, "the session was ended");
-    sqlx::query_scalar::<_, i32>(pid)
-        .fetch_one(&mut *c)
-        .await
-        .expect_err("its session is gone");
+    backend_pid(&mut c).await.expect_err("its session is gone");
     drop(c);
     let mut c = kept.acquire().await.expect("a connection");
-    let next: i32 = sqlx::query_scalar(pid)
-        .fetch_one(&mut *c)
-        .await
-        .expect("the next statement runs");
+    let next = backend_pid(&mut c).await.expect("the next statement runs");
     assert_ne!(next, first, "a new session");
     c.keep();
     kept.release_all();
     k.shutdown().await.expect("shutdown");
+}
+
+/// The server process of the session `conn` is on.
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
 }
