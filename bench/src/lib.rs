@@ -40,6 +40,7 @@
 
 pub mod plot;
 pub mod report;
+mod scratch;
 mod suites;
 
 use std::path::PathBuf;
@@ -306,10 +307,16 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
         .expect("a runtime can be built");
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(Interrupted(sig)) => {
+                eprintln!("{e}: the run stopped, and its node and embedded Postgres with it");
+                ExitCode::from(128 + *sig as u8)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -353,7 +360,47 @@ async fn run(args: Args) -> Result<()> {
             "NOTICE: this is a debug build; run `cargo run --release -- bench` for real figures"
         );
     }
-    let env = suites::Env::start(args.database_url.clone()).await?;
+    // From here a SIGINT or SIGTERM stops the run, then the node and its embedded Postgres.
+    let mut signals = dbos_kernel::ShutdownSignals::install()?;
+    let env = tokio::select! {
+        env = suites::Env::start(args.database_url.clone()) => env?,
+        sig = signals.next() => return Err(Interrupted(sig).into()),
+    };
+    let measured = tokio::select! {
+        all = measure(&env, &args, plan, &wanted) => all,
+        sig = signals.next() => Err(Interrupted(sig).into()),
+    };
+    // However the run ended; a second signal stops waiting for it (the embedded Postgres then
+    // quits with this process).
+    let stopped = tokio::select! {
+        s = env.stop() => s,
+        sig = signals.next() => Err(Interrupted(sig).into()),
+    };
+    let all = measured?;
+    stopped?;
+    print_table(&all);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&all)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A run ended by SIGINT or SIGTERM; the process exits with 128 + the signal's number.
+#[derive(Debug)]
+struct Interrupted(nix::sys::signal::Signal);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Runs the `wanted` suites on `env`, writing each one's results and plot as it ends; returns
+/// every row.
+async fn measure(env: &suites::Env, args: &Args, plan: Plan, wanted: &[&str]) -> Result<Vec<Row>> {
     std::fs::create_dir_all(&args.results_dir)
         .with_context(|| format!("creating {}", args.results_dir.display()))?;
     let mut environment = env.describe(plan).await?;
@@ -371,28 +418,28 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     let mut all = Vec::new();
     let mut ceiling = suites::Ceiling::default();
-    for suite in wanted {
+    for &suite in wanted {
         let rows = match suite {
-            "ceiling" => suites::ceiling(&env, plan, &mut ceiling).await?,
+            "ceiling" => suites::ceiling(env, plan, &mut ceiling).await?,
             "workflow" => {
                 if ceiling.commits_per_s.is_empty() {
                     // The workflow figures are read against the ceiling of this run.
-                    suites::ceiling(&env, plan, &mut ceiling).await?;
+                    suites::ceiling(env, plan, &mut ceiling).await?;
                 }
-                suites::workflow(&env, plan, &ceiling).await?
+                suites::workflow(env, plan, &ceiling).await?
             }
             "queue" => {
                 if ceiling.commits_per_s.is_empty() {
-                    suites::ceiling(&env, plan, &mut ceiling).await?;
+                    suites::ceiling(env, plan, &mut ceiling).await?;
                 }
-                suites::queue(&env, plan, &ceiling).await?
+                suites::queue(env, plan, &ceiling).await?
             }
-            "peer" => suites::peer(&env, plan).await?,
-            "recovery" => suites::recovery(&env, plan).await?,
-            "msg" => suites::msg(&env, plan).await?,
-            "fs" => suites::fs(&env, plan).await?,
-            "prov" => suites::prov(&env, plan).await?,
-            "replicated" => suites::replicated(&env, plan).await?,
+            "peer" => suites::peer(env, plan).await?,
+            "recovery" => suites::recovery(env, plan).await?,
+            "msg" => suites::msg(env, plan).await?,
+            "fs" => suites::fs(env, plan).await?,
+            "prov" => suites::prov(env, plan).await?,
+            "replicated" => suites::replicated(env, plan).await?,
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;
@@ -420,13 +467,7 @@ async fn run(args: Args) -> Result<()> {
         }
         all.extend(rows);
     }
-    env.stop().await?;
-    print_table(&all);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&all)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    Ok(all)
 }
 
 fn fmt_num(v: f64) -> String {

@@ -55,6 +55,10 @@ pub struct Config {
     /// Extra settings (`-c name=value`) of an embedded server this node starts, e.g.
     /// `shared_preload_libraries`.
     pub pg_settings: Vec<(String, String)>,
+    /// Whether the embedded Postgres this node starts quits when the node's process ends,
+    /// however it ends (killed included): for a cluster in a scratch directory (`dbos bench`).
+    /// Off by default: a node's cluster outlives a crash of the node, which joins it again.
+    pub pg_stop_with_node: bool,
 }
 
 impl Default for Config {
@@ -79,6 +83,7 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             notify_buffer_max: 1_024,
             pg_settings: Vec::new(),
+            pg_stop_with_node: false,
         }
     }
 }

@@ -73,7 +73,9 @@ pub struct Options {
     pub start_timeout_ms: u64,
     /// Extra `-c name=value` server settings, given after (and so overriding) the defaults.
     pub settings: Vec<(String, String)>,
-    /// Stop the server when the thread that started it exits (test clusters only).
+    /// Stop the server when the thread that started it exits, however this process ends (scratch
+    /// and test clusters). [`Cluster::start`] then starts it on a thread of its own that lives
+    /// as long as the returned [`Cluster`]: dropped, stopped, or with the process.
     pub die_with_parent: bool,
 }
 
@@ -87,7 +89,7 @@ impl Options {
             pg_port: c.pg_port,
             start_timeout_ms: c.pg_start_timeout_ms,
             settings: c.pg_settings.clone(),
-            die_with_parent: false,
+            die_with_parent: c.pg_stop_with_node,
         }
     }
 }
@@ -134,6 +136,9 @@ pub struct Cluster {
     attached: Option<Flock<File>>,
     /// Password of the node role.
     node_password: String,
+    /// With [`Options::die_with_parent`] through [`Cluster::start`]: the thread that started
+    /// the server waits until this is dropped, and its exit tells the server to quit.
+    parent: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Cluster {
@@ -143,9 +148,37 @@ impl Cluster {
     /// Missing binaries, an unusable data directory, a busy port, or a server that fails to
     /// start; each error says what to do.
     pub async fn start(opts: Options) -> Result<Cluster> {
-        tokio::task::spawn_blocking(move || start_blocking(&opts))
-            .await
-            .expect("the cluster start task does not panic")
+        if !opts.die_with_parent {
+            return tokio::task::spawn_blocking(move || start_blocking(&opts))
+                .await
+                .expect("the cluster start task does not panic");
+        }
+        // A thread of the blocking pool ends when it has been idle a while: the server is tied
+        // to a thread that lives exactly as long as the cluster value.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let data_dir = opts.data_dir.clone();
+        std::thread::Builder::new()
+            .name("dbos-postgres-parent".into())
+            .spawn(move || {
+                let (hold, held) = std::sync::mpsc::channel::<()>();
+                let started = start_blocking(&opts).map(|mut c| {
+                    c.parent = Some(hold);
+                    c
+                });
+                // Nobody waits any more (the start was abandoned): the cluster comes back
+                // here and is dropped, and the server quits with this thread.
+                if tx.send(started).is_ok() {
+                    // Returns once the cluster value is gone.
+                    let _ = held.recv();
+                }
+            })
+            .map_err(|e| Error::io("starting a thread for", data_dir, e))?;
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Postgres {
+                program: "postgres".into(),
+                detail: "the thread starting the embedded server ended without an answer".into(),
+            })
+        })
     }
 
     /// As [`Cluster::start`], but on the calling thread, which a server started with
@@ -291,6 +324,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
             child: None,
             attached: Some(attached),
             node_password,
+            parent: None,
         });
     }
 
@@ -352,6 +386,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
         child: Some(child),
         attached: Some(attached),
         node_password,
+        parent: None,
     })
 }
 

@@ -455,6 +455,14 @@ impl ShutdownSignals {
             term: sig(SignalKind::terminate())?,
         })
     }
+
+    /// Waits for the next SIGINT or SIGTERM and says which.
+    pub async fn next(&mut self) -> nix::sys::signal::Signal {
+        tokio::select! {
+            _ = self.int.recv() => nix::sys::signal::Signal::SIGINT,
+            _ = self.term.recv() => nix::sys::signal::Signal::SIGTERM,
+        }
+    }
 }
 
 /// The heartbeat loop's state.

@@ -74,12 +74,16 @@ impl Env {
         let scratch = match database_url {
             Some(_) => None,
             None => {
-                let d = tempfile::Builder::new().prefix("dbos-bench-").tempdir()?;
-                std::fs::set_permissions(
-                    d.path(),
-                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
-                )?;
-                Some(d)
+                let tmp = std::env::temp_dir();
+                let swept = crate::scratch::sweep(&tmp);
+                if swept > 0 {
+                    eprintln!(
+                        "NOTICE: removed {swept} scratch director{} of earlier runs that were \
+                         killed",
+                        if swept == 1 { "y" } else { "ies" }
+                    );
+                }
+                Some(crate::scratch::cluster_dir(&tmp)?)
             }
         };
         // Server time per statement comes from pg_stat_statements where the embedded server has
@@ -105,6 +109,8 @@ impl Env {
                 .unwrap_or_default(),
             slots: 256,
             pool_size_max: 48,
+            // A scratch cluster: it quits with this process, however the run ends.
+            pg_stop_with_node: true,
             ..Config::default()
         };
         let kernel = Kernel::boot(config, &dbos_services::migrations()).await?;
@@ -464,10 +470,11 @@ where
     let op = Arc::new(op);
     let start = Instant::now();
     let deadline = start + run;
-    let mut tasks = Vec::new();
+    // Dropped with the run (a signal), the set aborts its callers.
+    let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..callers {
         let op = op.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut lat = Latencies::default();
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -478,11 +485,11 @@ where
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             lat
-        }));
+        });
     }
     let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("caller task").0);
+    while let Some(t) = tasks.join_next().await {
+        all.extend(t.expect("caller task").0);
     }
     (all.len() as u64, all, start.elapsed())
 }

@@ -11,7 +11,8 @@ pub(super) async fn run_peer(
     cmd: &mut tokio::process::Command,
     what: &str,
 ) -> Result<serde_json::Value> {
-    let out = cmd.output().await?;
+    // Killed if the run stops first (a signal, an error of the run).
+    let out = cmd.kill_on_drop(true).output().await?;
     anyhow::ensure!(
         out.status.success(),
         "{what} failed: {}",
