@@ -152,16 +152,8 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
         .ok()
 }
 
-/// Whether process `pid` runs: a zombie (ended, not yet reaped by its parent) does not.
 pub fn process_alive(pid: i32) -> bool {
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    kill(Pid::from_raw(pid), None).is_ok() && !zombie
+    kill(Pid::from_raw(pid), None).is_ok()
 }
 
 /// A directory inside `parent` that command tasks may write to: on a node running as root they
