@@ -405,6 +405,7 @@ impl Endpoint {
             pool: self.own_pool(size_max),
             moved_at: self.state.lock().moved_at.clone(),
             idle: Mutex::new(Vec::new()),
+            kept: tokio::sync::Notify::new(),
         }
     }
 
@@ -495,14 +496,20 @@ const HOST_PROBE_MS_MAX: u64 = 2_000;
 /// to its pool, so a hot path that takes a connection from a pool for each statement pays a
 /// second round trip per statement, on both sides, and its next statement may wait for that
 /// test to end. A connection given back here with [`KeptConn::keep`] after a statement that
-/// succeeded is used again as it is. One idle for a second or more, or taken from
-/// the pool before the pools last moved to another server ([`Endpoint::follow`]), goes back to
-/// the pool instead, which tests it, or closes it, as for any other use.
+/// succeeded is used again as it is, the one kept last first, so a few backends serve the
+/// statements with their catalog entries and plans warm. One idle for a second or more, or
+/// taken from the pool before the pools last moved to another server ([`Endpoint::follow`]),
+/// goes back to the pool instead, which tests it, or closes it, as for any other use. A
+/// statement waiting for the pool takes a connection kept meanwhile, since kept connections do
+/// not go back to the pool.
 #[derive(Debug)]
 pub struct Kept {
     pool: PgPool,
     moved_at: Arc<Mutex<Option<Instant>>>,
     idle: Mutex<Vec<IdleConn>>,
+    /// Told of each connection kept: one waiting for the pool takes it instead, since a kept
+    /// connection does not go back to the pool.
+    kept: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -520,6 +527,7 @@ impl Kept {
             pool,
             moved_at: Arc::new(Mutex::new(None)),
             idle: Mutex::new(Vec::new()),
+            kept: tokio::sync::Notify::new(),
         }
     }
 
@@ -529,25 +537,38 @@ impl Kept {
     /// The pool's, when no connection could be had within its acquire timeout.
     pub async fn acquire(&self) -> std::result::Result<KeptConn<'_>, sqlx::Error> {
         let moved_at = *self.moved_at.lock();
+        let from_pool = self.pool.acquire();
+        tokio::pin!(from_pool);
         loop {
-            let Some(c) = self.idle.lock().pop() else {
-                break;
-            };
-            let moved = moved_at.is_some_and(|t| t.elapsed() < c.taken_at.elapsed());
-            if !moved && c.idle_since.elapsed() < Duration::from_millis(PING_IDLE_MS_MIN) {
-                return Ok(KeptConn {
-                    conn: c.conn,
-                    taken_at: c.taken_at,
-                    home: self,
-                });
+            // Registered before the stack is looked at, so a connection kept in between wakes
+            // this wait.
+            let kept = self.kept.notified();
+            tokio::pin!(kept);
+            kept.as_mut().enable();
+            while let Some(c) = self.idle.lock().pop() {
+                let moved = moved_at.is_some_and(|t| t.elapsed() < c.taken_at.elapsed());
+                if !moved && c.idle_since.elapsed() < Duration::from_millis(PING_IDLE_MS_MIN) {
+                    return Ok(KeptConn {
+                        conn: c.conn,
+                        taken_at: c.taken_at,
+                        home: self,
+                    });
+                }
+                // Dropped, it goes back to the pool, which tests it.
             }
-            // Dropped, it goes back to the pool, which tests it.
+            // All of the pool's connections may be kept or in use: whichever comes first, a
+            // connection from the pool or one kept by the statement that held it.
+            tokio::select! {
+                conn = &mut from_pool => {
+                    return Ok(KeptConn {
+                        conn: conn?,
+                        taken_at: Instant::now(),
+                        home: self,
+                    });
+                }
+                () = &mut kept => {}
+            }
         }
-        Ok(KeptConn {
-            conn: self.pool.acquire().await?,
-            taken_at: Instant::now(),
-            home: self,
-        })
     }
 
     /// Gives every idle connection back to the pool, as when the hot path ends.
@@ -575,6 +596,7 @@ impl KeptConn<'_> {
             taken_at: self.taken_at,
             idle_since: Instant::now(),
         });
+        self.home.kept.notify_one();
     }
 }
 

@@ -176,6 +176,31 @@ async fn a_kept_connection_serves_the_next_statement_until_one_fails() {
     k.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn a_connection_kept_while_all_are_in_use_goes_to_the_statement_waiting_for_one() {
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[]).await.expect("boot");
+    // One connection: while it is in use, the next acquire waits for the pool.
+    let kept = k.endpoint().kept(1);
+    let mut held = kept.acquire().await.expect("a connection");
+    let first = backend_pid(&mut held).await.expect("query");
+    let waiting = kept.acquire();
+    tokio::pin!(waiting);
+    tokio::select! {
+        biased;
+        _ = &mut waiting => panic!("the pool's only connection is in use"),
+        () = std::future::ready(()) => {}
+    }
+    // Kept rather than given back to the pool: the waiting acquire must still get it, not
+    // wait for the pool until its acquire timeout.
+    held.keep();
+    let mut next = waiting.await.expect("the kept connection");
+    assert_eq!(backend_pid(&mut next).await.expect("query"), first);
+    next.keep();
+    kept.release_all();
+    k.shutdown().await.expect("shutdown");
+}
+
 /// The server process of the session `conn` is on.
 async fn backend_pid(conn: &mut sqlx::PgConnection) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_backend_pid()")

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use dbos_kernel::db::{Kept, KeptConn};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -27,6 +30,9 @@ pub struct Options {
     pub batch_max: usize,
     /// Pause between retention sweeps of pub/sub topics.
     pub sweep_interval_ms: u64,
+    /// Connections of their own for sends, publishes and the probes of waiting reads, kept
+    /// between statements ([`Client::with_hot`]).
+    pub hot_connections_max: u32,
 }
 
 impl Default for Options {
@@ -38,6 +44,7 @@ impl Default for Options {
             topic_batch_max: 1_000,
             batch_max: 10_000,
             sweep_interval_ms: 60_000,
+            hot_connections_max: 8,
         }
     }
 }
@@ -96,6 +103,8 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T> {
 #[derive(Clone, Debug)]
 pub struct Client {
     pool: PgPool,
+    /// Where the hot operations take their connections, when set ([`Client::with_hot`]).
+    hot: Option<Arc<Kept>>,
     waiters: Waiters,
     opts: Options,
 }
@@ -125,9 +134,27 @@ impl Client {
     pub fn new(pool: PgPool, waiters: Waiters, opts: Options) -> Client {
         Client {
             pool,
+            hot: None,
             waiters,
             opts,
         }
+    }
+
+    /// Runs sends, publishes and the probes of waiting reads on `hot`, whose connections are
+    /// kept between statements, the one used last first. Through the pool, whose connections
+    /// take turns, a node's first hundred or so of them each met a backend that had not yet
+    /// run the statement or read the tables' catalog entries, a few milliseconds each.
+    pub fn with_hot(mut self, hot: Kept) -> Client {
+        self.hot = Some(Arc::new(hot));
+        self
+    }
+
+    /// A connection for one statement of a hot operation.
+    async fn hot_conn(&self) -> Result<Conn<'_>> {
+        Ok(match &self.hot {
+            Some(k) => Conn::Kept(k.acquire().await?),
+            None => Conn::Pooled(self.pool.acquire().await?),
+        })
     }
 
     /// The limits in force.
@@ -176,15 +203,17 @@ impl Client {
         }
         // A receive waiting here for this message takes it in this send's commit.
         let claim = self.waiters.claim_for(msgs).await;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.hot_conn().await?;
         if let Some(claim) = claim {
             if let Some(sent) =
                 crate::handoff::send_claimed(&mut conn, None, &msgs[0], claim).await?
             {
+                conn.keep();
                 return Ok(u64::from(sent));
             }
         }
         let sent = sql::send(&mut conn, msgs).await?;
+        conn.keep();
         self.waiters.wake_mailboxes(msgs);
         Ok(sent)
     }
@@ -215,15 +244,16 @@ impl Client {
         timeout: Duration,
     ) -> Result<Option<String>> {
         let deadline = Instant::now() + timeout;
-        let pool = &self.pool;
         self.waiters
             .wait_for(
                 Channel::Events,
                 format!("{workflow_id}::{key}"),
                 Some(deadline),
                 || async move {
-                    let mut conn = pool.acquire().await?;
-                    sql::get_event(&mut conn, workflow_id, key).await
+                    let mut conn = self.hot_conn().await?;
+                    let v = sql::get_event(&mut conn, workflow_id, key).await?;
+                    conn.keep();
+                    Ok(v)
                 },
             )
             .await
@@ -274,8 +304,10 @@ impl Client {
         for p in payloads {
             self.opts.check_size("payload", p)?;
         }
-        let mut conn = self.pool.acquire().await?;
-        sql::publish(&mut conn, topic, payloads, None).await
+        let mut conn = self.hot_conn().await?;
+        let seqs = sql::publish(&mut conn, topic, payloads, None).await?;
+        conn.keep();
+        Ok(seqs)
     }
 
     /// Subscribes `subscriber` to `topic`; an existing subscription keeps its place. Returns
@@ -337,7 +369,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Vec<Delivered>> {
         let deadline = Instant::now() + timeout;
-        let (pool, max) = (&self.pool, self.opts.topic_batch_max);
+        let max = self.opts.topic_batch_max;
         let got = self
             .waiters
             .wait_for(
@@ -345,7 +377,7 @@ impl Client {
                 topic.to_owned(),
                 Some(deadline),
                 || async move {
-                    let mut conn = pool.acquire().await?;
+                    let mut conn = self.hot_conn().await?;
                     let v = match read {
                         TopicRead::Consume(subscriber) => {
                             sql::consume(&mut conn, topic, subscriber, max).await?
@@ -354,6 +386,7 @@ impl Client {
                             sql::read_topic(&mut conn, topic, after, max).await?
                         }
                     };
+                    conn.keep();
                     Ok((!v.is_empty()).then_some(v))
                 },
             )
@@ -440,11 +473,12 @@ impl StreamReader {
                 format!("{wf}::{key}"),
                 Some(deadline),
                 || async move {
-                    let mut conn = c.pool.acquire().await?;
+                    let mut conn = c.hot_conn().await?;
                     let chunk =
                         sql::read_stream(&mut conn, wf, key, offset, c.opts.stream_batch_max)
                             .await?
                             .ok_or_else(|| Error::NoSuchWorkflow(wf.clone()))?;
+                    conn.keep();
                     if !chunk.values.is_empty() || sql::is_terminal(&chunk.status) {
                         Ok(Some(chunk.values))
                     } else {
@@ -487,5 +521,41 @@ impl StreamReader {
     /// The offset of the next value to be returned.
     pub fn offset(&self) -> i32 {
         self.offset - self.buffered.len() as i32
+    }
+}
+
+/// A connection for one statement of a hot operation: kept ([`Client::with_hot`]) or pooled.
+enum Conn<'a> {
+    Pooled(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Kept(KeptConn<'a>),
+}
+
+impl Conn<'_> {
+    /// After a statement that succeeded: a kept connection serves the next statement (a pooled
+    /// one goes back to its pool, as when dropped).
+    fn keep(self) {
+        if let Conn::Kept(c) = self {
+            c.keep();
+        }
+    }
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Kept(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Kept(c) => c,
+        }
     }
 }

@@ -449,7 +449,10 @@ impl Service {
         );
         let waiters =
             dbos_msg::Waiters::start(kernel.notifier(), opts.msg.recheck_interval_ms).await?;
-        let messages = dbos_msg::Client::new(pool.clone(), waiters, opts.msg.clone());
+        // Sends, publishes and the probes of waiting reads run on connections of their own,
+        // kept between statements, so they stay on a few warm backends.
+        let messages = dbos_msg::Client::new(pool.clone(), waiters, opts.msg.clone())
+            .with_hot(kernel.endpoint().kept(opts.msg.hot_connections_max.max(1)));
         let sweeper = messages.clone();
         kernel
             .loops()
