@@ -149,12 +149,16 @@ impl Client {
         self
     }
 
-    /// A connection for one statement of a hot operation.
-    async fn hot_conn(&self) -> Result<Conn<'_>> {
-        Ok(match &self.hot {
-            Some(k) => Conn::Kept(k.acquire().await?),
-            None => Conn::Pooled(self.pool.acquire().await?),
-        })
+    /// A connection for one statement of a messaging operation: kept ([`Client::with_hot`])
+    /// or from the pool. [`Conn::keep`] it after a statement that succeeded.
+    ///
+    /// # Errors
+    /// The pool's, when no connection could be had within its acquire timeout.
+    pub async fn connection(&self) -> Result<Conn<'_>> {
+        Ok(Conn(match &self.hot {
+            Some(k) => Held::Kept(k.acquire().await?),
+            None => Held::Pooled(self.pool.acquire().await?),
+        }))
     }
 
     /// The limits in force.
@@ -203,7 +207,7 @@ impl Client {
         }
         // A receive waiting here for this message takes it in this send's commit.
         let claim = self.waiters.claim_for(msgs).await;
-        let mut conn = self.hot_conn().await?;
+        let mut conn = self.connection().await?;
         if let Some(claim) = claim {
             if let Some(sent) =
                 crate::handoff::send_claimed(&mut conn, None, &msgs[0], claim).await?
@@ -250,7 +254,7 @@ impl Client {
                 format!("{workflow_id}::{key}"),
                 Some(deadline),
                 || async move {
-                    let mut conn = self.hot_conn().await?;
+                    let mut conn = self.connection().await?;
                     let v = sql::get_event(&mut conn, workflow_id, key).await?;
                     conn.keep();
                     Ok(v)
@@ -304,7 +308,7 @@ impl Client {
         for p in payloads {
             self.opts.check_size("payload", p)?;
         }
-        let mut conn = self.hot_conn().await?;
+        let mut conn = self.connection().await?;
         let seqs = sql::publish(&mut conn, topic, payloads, None).await?;
         conn.keep();
         Ok(seqs)
@@ -377,7 +381,7 @@ impl Client {
                 topic.to_owned(),
                 Some(deadline),
                 || async move {
-                    let mut conn = self.hot_conn().await?;
+                    let mut conn = self.connection().await?;
                     let v = match read {
                         TopicRead::Consume(subscriber) => {
                             sql::consume(&mut conn, topic, subscriber, max).await?
@@ -473,7 +477,7 @@ impl StreamReader {
                 format!("{wf}::{key}"),
                 Some(deadline),
                 || async move {
-                    let mut conn = c.hot_conn().await?;
+                    let mut conn = c.connection().await?;
                     let chunk =
                         sql::read_stream(&mut conn, wf, key, offset, c.opts.stream_batch_max)
                             .await?
@@ -524,8 +528,10 @@ impl StreamReader {
     }
 }
 
-/// A connection for one statement of a hot operation: kept ([`Client::with_hot`]) or pooled.
-enum Conn<'a> {
+/// A connection for one statement of a messaging operation ([`Client::connection`]).
+pub struct Conn<'a>(Held<'a>);
+
+enum Held<'a> {
     Pooled(sqlx::pool::PoolConnection<sqlx::Postgres>),
     Kept(KeptConn<'a>),
 }
@@ -533,8 +539,8 @@ enum Conn<'a> {
 impl Conn<'_> {
     /// After a statement that succeeded: a kept connection serves the next statement (a pooled
     /// one goes back to its pool, as when dropped).
-    fn keep(self) {
-        if let Conn::Kept(c) = self {
+    pub fn keep(self) {
+        if let Held::Kept(c) = self.0 {
             c.keep();
         }
     }
@@ -544,18 +550,18 @@ impl std::ops::Deref for Conn<'_> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        match self {
-            Conn::Pooled(c) => c,
-            Conn::Kept(c) => c,
+        match &self.0 {
+            Held::Pooled(c) => c,
+            Held::Kept(c) => c,
         }
     }
 }
 
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        match self {
-            Conn::Pooled(c) => c,
-            Conn::Kept(c) => c,
+        match &mut self.0 {
+            Held::Pooled(c) => c,
+            Held::Kept(c) => c,
         }
     }
 }

@@ -33,7 +33,7 @@ mod handoff;
 pub mod sql;
 mod wait;
 
-pub use client::{decode, Client, Options, StreamReader};
+pub use client::{decode, Client, Conn, Options, StreamReader};
 pub use error::{Error, Result};
 pub use handoff::{send_claimed, Claim, Offer, Recipient, Taken};
 pub use sql::{Delivered, Outgoing, Start, Topic};

@@ -164,11 +164,12 @@ impl Context {
         let op = self.op(fid, name, self.clock_ms());
         // A receive waiting here for this message takes it in this send's commit.
         let claim = self.msg()?.waiters().claim_for(msgs).await;
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.msg()?.connection().await?;
         if let Some(claim) = claim {
             if let Some(recorded) =
                 dbos_msg::send_claimed(&mut conn, Some(&op), &msgs[0], claim).await?
             {
+                conn.keep();
                 return if recorded {
                     Ok(())
                 } else {
@@ -176,7 +177,9 @@ impl Context {
                 };
             }
         }
-        if sql::send_recorded(&mut conn, &op, msgs).await? {
+        let sent = sql::send_recorded(&mut conn, &op, msgs).await?;
+        conn.keep();
+        if sent {
             self.wake_here(|w| w.wake_mailboxes(msgs));
             Ok(())
         } else {
@@ -213,7 +216,7 @@ impl Context {
         };
         self.check_deadline().await?;
         let op = self.op(fid, name, self.clock_ms());
-        let pool = self.pool();
+        let msg = self.msg()?;
         let key = format!(
             "{}::{}",
             self.inner.workflow_id,
@@ -240,9 +243,10 @@ impl Context {
                         match o.take().await {
                             Taken::Delivered(m) => return Ok(Some(Received::Message(m))),
                             Taken::Unknown => {
-                                let mut conn = pool.acquire().await?;
+                                let mut conn = msg.connection().await?;
                                 let r = dbos_store::operations::recorded_by_owner(&mut conn, op)
                                     .await?;
+                                conn.keep();
                                 if let Some(out) = r.and_then(|r| r.output) {
                                     return Ok(Some(Received::Message(out)));
                                 }
@@ -250,11 +254,12 @@ impl Context {
                             Taken::Probe => {}
                         }
                     }
-                    let mut conn = pool.acquire().await?;
+                    let mut conn = msg.connection().await?;
                     let got = match sql::recv_recorded(&mut conn, op, topic, last).await? {
                         Received::Empty if !last => None,
                         other => Some(other),
                     };
+                    conn.keep();
                     if got.is_none() {
                         offer.map(dbos_msg::Offer::reopen);
                     }
@@ -371,10 +376,12 @@ impl Context {
         }
         self.check_deadline().await?;
         let text = self.msg_options().encode("event value", value)?;
-        let mut conn = self.pool().acquire().await?;
-        if sql::set_event_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, &text)
-            .await?
-        {
+        let mut conn = self.msg()?.connection().await?;
+        let set =
+            sql::set_event_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, &text)
+                .await?;
+        conn.keep();
+        if set {
             self.wake_own(Channel::Events, key);
             Ok(())
         } else {
@@ -401,7 +408,7 @@ impl Context {
         };
         self.check_deadline().await?;
         let started = self.clock_ms();
-        let pool = self.pool();
+        let msg = self.msg()?;
         let text: Option<String> = self
             .wait_recorded(
                 Channel::Events,
@@ -409,8 +416,9 @@ impl Context {
                 timer_fid,
                 timeout,
                 |last| async move {
-                    let mut conn = pool.acquire().await?;
+                    let mut conn = msg.connection().await?;
                     let v = sql::get_event(&mut conn, workflow_id, key).await?;
+                    conn.keep();
                     Ok(if v.is_some() || last { Some(v) } else { None })
                 },
             )
@@ -454,10 +462,12 @@ impl Context {
             return Ok(());
         }
         self.check_deadline().await?;
-        let mut conn = self.pool().acquire().await?;
-        match sql::write_stream_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, text)
-            .await?
-        {
+        let mut conn = self.msg()?.connection().await?;
+        let written =
+            sql::write_stream_recorded(&mut conn, &self.op(fid, name, self.clock_ms()), key, text)
+                .await?;
+        conn.keep();
+        match written {
             Some(_) => {
                 self.wake_own(Channel::Streams, key);
                 Ok(())
@@ -484,9 +494,11 @@ impl Context {
             .inner
             .next_fid
             .load(std::sync::atomic::Ordering::SeqCst);
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = self.msg()?.connection().await?;
         let op = self.op(fid, "", self.clock_ms());
-        match sql::write_stream_from_step(&mut conn, &op, key, &text).await? {
+        let written = sql::write_stream_from_step(&mut conn, &op, key, &text).await?;
+        conn.keep();
+        match written {
             Some(_) => {
                 self.wake_own(Channel::Streams, key);
                 Ok(())
@@ -558,15 +570,16 @@ impl Context {
             .iter()
             .map(|p| opts.encode("payload", p))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut conn = self.pool().acquire().await?;
-        match sql::publish_recorded(
+        let mut conn = self.msg()?.connection().await?;
+        let published = sql::publish_recorded(
             &mut conn,
             &self.op(fid, name, self.clock_ms()),
             topic,
             &texts,
         )
-        .await?
-        {
+        .await?;
+        conn.keep();
+        match published {
             Some(range) => Ok(range),
             None => Err(self.not_owner().await),
         }
@@ -610,7 +623,7 @@ impl Context {
         };
         self.check_deadline().await?;
         let op = self.op(fid, name, self.clock_ms());
-        let (pool, max) = (self.pool(), self.msg_options().topic_batch_max);
+        let (msg, max) = (self.msg()?, self.msg_options().topic_batch_max);
         let subscriber = self.inner.workflow_id.as_str();
         let got = self
             .wait_recorded(
@@ -621,9 +634,10 @@ impl Context {
                 |last| {
                     let op = &op;
                     async move {
-                        let mut conn = pool.acquire().await?;
+                        let mut conn = msg.connection().await?;
                         let v = sql::consume_recorded(&mut conn, op, topic, subscriber, max, last)
                             .await?;
+                        conn.keep();
                         Ok(match v {
                             Some(v) if v.is_empty() && !last => None,
                             other => Some(other),
