@@ -1,8 +1,7 @@
 //! Messaging for code outside workflows: send, events, streams, publish and subscribe.
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use dbos_kernel::db::{Kept, KeptConn};
 use serde::de::DeserializeOwned;
@@ -30,8 +29,9 @@ pub struct Options {
     pub batch_max: usize,
     /// Pause between retention sweeps of pub/sub topics.
     pub sweep_interval_ms: u64,
-    /// Connections of their own for sends, publishes and the probes of waiting reads, kept
-    /// between statements ([`Client::with_hot`]).
+    /// Connections of the node's messaging statements (sends, receives, events, streams,
+    /// publishes, consumes), a pool of their own kept between statements
+    /// ([`Client::with_hot`]).
     pub hot_connections_max: u32,
 }
 
@@ -140,7 +140,7 @@ impl Client {
         }
     }
 
-    /// Runs sends, publishes and the probes of waiting reads on `hot`, whose connections are
+    /// Runs the messaging statements ([`Client::connection`]) on `hot`, whose connections are
     /// kept between statements, the one used last first. Through the pool, whose connections
     /// take turns, a node's first hundred or so of them each met a backend that had not yet
     /// run the statement or read the tables' catalog entries, a few milliseconds each.
