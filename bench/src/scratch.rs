@@ -43,7 +43,7 @@ pub(crate) fn sweep(parent: &Path) -> usize {
         else {
             continue;
         };
-        if pid <= 0 || alive(pid) {
+        if dbos_kernel::node::process_alive(pid) {
             continue;
         }
         if dbos_kernel::embedded::discover(&e.path().join("data")).is_ok() {
@@ -54,25 +54,6 @@ pub(crate) fn sweep(parent: &Path) -> usize {
         }
     }
     removed
-}
-
-/// Whether process `pid` exists (a zombie counts as ended).
-fn alive(pid: i32) -> bool {
-    use nix::errno::Errno;
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) | Err(Errno::EPERM) => !zombie(pid),
-        Err(_) => false,
-    }
-}
-
-fn zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ fn gone(pid: i32, boot: Option<&str>, current: &str) -> bool {
 
 /// Whether process `pid` of this host still runs: it exists and is not a zombie (killed but not
 /// yet reaped by its parent; it will never run again).
-fn process_alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     use nix::sys::signal::kill;
     use nix::unistd::Pid;
     let exists = pid > 0
