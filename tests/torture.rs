@@ -202,9 +202,17 @@ impl NodeProc {
         }
     }
 
+    /// The last 40 lines of the node's log, without the frames of a backtrace (which would
+    /// fill them and hide the panic's message).
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
+        let frame = |l: &str| {
+            let t = l.trim_start();
+            t.starts_with("at ")
+                || t.split_once(": ")
+                    .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let lines: Vec<&str> = log.lines().filter(|l| !frame(l)).collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }

@@ -358,20 +358,21 @@ impl Kernel {
         self.loops.stop(Phase::Claim, step).await;
         // Once the database fails to answer, the steps that need it are skipped: the node then
         // counts as dead after its lease, and its work is recovered.
-        let db_answers =
-            match tokio::time::timeout(step, node::mark_draining(&self.pool, &self.node.node_id))
-                .await
-            {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not record the drain");
-                    !e.is_transient()
-                }
-                Err(_) => {
-                    tracing::warn!("could not record the drain: the database did not answer");
-                    false
-                }
-            };
+        let db_answers = match stop_step(step, "recording the drain", || {
+            node::mark_draining(&self.pool, &self.node.node_id)
+        })
+        .await
+        {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not record the drain");
+                !e.is_transient()
+            }
+            None => {
+                tracing::warn!("could not record the drain: the database did not answer");
+                false
+            }
+        };
         let running = self.runtime.running();
         if running > 0 {
             tracing::info!(running, ?drain, "waiting for running tasks");
@@ -394,11 +395,20 @@ impl Kernel {
         let marked = if !db_answers {
             Ok(())
         } else {
-            match tokio::time::timeout(step, node::mark_stopped(&self.pool, &self.node.node_id))
-                .await
+            match stop_step(step, "recording the stop", || {
+                node::mark_stopped(&self.pool, &self.node.node_id)
+            })
+            .await
             {
-                Ok(r) => r,
-                Err(_) => {
+                Some(Err(e)) if e.is_transient() => {
+                    tracing::warn!(
+                        error = %e,
+                        "could not record the stop; the node will count as dead after its lease"
+                    );
+                    Ok(())
+                }
+                Some(r) => r,
+                None => {
                     tracing::warn!(
                         "could not record the stop: the database did not answer; the node will count as dead after its lease"
                     );
@@ -426,6 +436,23 @@ impl Kernel {
             declared_dead: self.lease.has_ended(),
         })
     }
+}
+
+/// A shutdown step's statement, run again after a transient failure (a connection the server
+/// ended since its last use fails its first statement; the next one opens afresh), for at most
+/// `step`; `None` once that has passed.
+async fn stop_step<F, Fut>(step: Duration, what: &str, attempt: F) -> Option<Result<()>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let budget_ms = step.as_millis() as u64;
+    tokio::time::timeout(
+        step,
+        db::retry_transient(what, budget_ms, crate::Error::is_transient, attempt),
+    )
+    .await
+    .ok()
 }
 
 /// Longest wait of a shutdown step that needs the database (recording the drain and the stop,

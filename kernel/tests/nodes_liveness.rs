@@ -229,3 +229,39 @@ async fn a_node_declared_dead_by_the_cluster_stops_itself() {
     assert_eq!(state, "dead", "a fenced node does not resurrect its row");
     k.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_stop_right_after_the_server_ended_the_nodes_connections_is_still_recorded() {
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[]).await.expect("boot");
+    let id = k.node_id().to_owned();
+    // Several connections of the node's pool, each used a moment ago: a connection used within
+    // the last second is handed out again without a test.
+    let nap = || sqlx::query("SELECT pg_sleep(0.05)").execute(k.pool());
+    let (a, b, c, d) = tokio::join!(nap(), nap(), nap(), nap());
+    for r in [a, b, c, d] {
+        r.expect("a statement on the node's pool");
+    }
+    let admin = dbos_kernel::db::connect(&db.url, &Default::default())
+        .await
+        .expect("pool");
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND backend_type = 'client backend') t",
+    )
+    .fetch_one(&admin)
+    .await
+    .expect("terminate the node's connections");
+    assert!(ended >= 4, "the node's connections ended: {ended}");
+    k.shutdown().await.expect("shutdown");
+    let state: String = sqlx::query_scalar("SELECT state FROM kernel.nodes WHERE node_id = $1")
+        .bind(&id)
+        .fetch_one(&admin)
+        .await
+        .expect("row");
+    assert_eq!(
+        state, "stopped",
+        "the stop is recorded on a fresh connection"
+    );
+}
