@@ -1,7 +1,7 @@
 //! Connections: the node's pool, with limits, session guards and retries.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -322,6 +322,8 @@ struct EndpointState {
     /// When the pools last moved to another host: connections opened before then are on the
     /// old one (which may be a standby now) and are closed instead of used.
     moved_at: Arc<Mutex<Option<Instant>>>,
+    /// The idle connections of every [`Kept`] opened through the endpoint, while it lives.
+    kept: Vec<Weak<Mutex<Vec<IdleConn>>>>,
 }
 
 impl Endpoint {
@@ -350,6 +352,7 @@ impl Endpoint {
                 pools: Vec::new(),
                 failing_since: None,
                 moved_at: Arc::new(Mutex::new(None)),
+                kept: Vec::new(),
             }),
             searching: tokio::sync::Mutex::new(()),
         });
@@ -401,12 +404,55 @@ impl Endpoint {
     /// between statements: for a hot path that runs statement after statement on the same few
     /// connections (the group commit). See [`Kept`].
     pub fn kept(&self, size_max: u32) -> Kept {
+        let pool = self.own_pool(size_max);
+        let idle = Arc::new(Mutex::new(Vec::new()));
+        let mut state = self.state.lock();
+        state.kept.retain(|k| k.strong_count() > 0);
+        state.kept.push(Arc::downgrade(&idle));
         Kept {
-            pool: self.own_pool(size_max),
-            moved_at: self.state.lock().moved_at.clone(),
-            idle: Mutex::new(Vec::new()),
+            pool,
+            moved_at: state.moved_at.clone(),
+            idle,
             kept: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Runs one empty statement, a transaction of its own, on every idle connection of the
+    /// endpoint's pools and of its [`Kept`]s; returns how many ran. A backend publishes its
+    /// statistics (`pg_stat_database`, `pg_stat_wal`) as a transaction ends and it goes idle,
+    /// but at most once a second: one whose last transaction ended within a second of its last
+    /// publication holds them back for ten seconds more, until a later transaction of its own
+    /// (a round trip without a statement does not count). So a reader of those counters waits
+    /// a second after the work, calls this, and then reads them whole, less the transactions
+    /// this ran. A connection whose statement fails is dropped (its pool tests it).
+    pub async fn touch_idle(&self) -> usize {
+        const EMPTY: &str = "SELECT";
+        let (pools, kept) = {
+            let state = self.state.lock();
+            (state.pools.clone(), state.kept.clone())
+        };
+        let mut ran = 0;
+        for pool in pools {
+            let mut conns = Vec::new();
+            while let Some(c) = pool.try_acquire() {
+                conns.push(c);
+            }
+            for c in &mut conns {
+                ran += usize::from(c.execute(EMPTY).await.is_ok());
+            }
+        }
+        for idle in kept.iter().filter_map(Weak::upgrade) {
+            let taken: Vec<IdleConn> = std::mem::take(&mut *idle.lock());
+            let mut back = Vec::with_capacity(taken.len());
+            for mut c in taken {
+                if c.conn.execute(EMPTY).await.is_ok() {
+                    ran += 1;
+                    back.push(c);
+                }
+            }
+            idle.lock().extend(back);
+        }
+        ran
     }
 
     /// A pool of one connection, opened on first use (and again after it is lost): for a loop
@@ -506,7 +552,7 @@ const HOST_PROBE_MS_MAX: u64 = 2_000;
 pub struct Kept {
     pool: PgPool,
     moved_at: Arc<Mutex<Option<Instant>>>,
-    idle: Mutex<Vec<IdleConn>>,
+    idle: Arc<Mutex<Vec<IdleConn>>>,
     /// Told of each connection kept: one waiting for the pool takes it instead, since a kept
     /// connection does not go back to the pool.
     kept: tokio::sync::Notify,
@@ -526,7 +572,7 @@ impl Kept {
         Kept {
             pool,
             moved_at: Arc::new(Mutex::new(None)),
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::new(Mutex::new(Vec::new())),
             kept: tokio::sync::Notify::new(),
         }
     }

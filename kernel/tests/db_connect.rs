@@ -201,6 +201,59 @@ async fn a_connection_kept_while_all_are_in_use_goes_to_the_statement_waiting_fo
     k.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test]
+async fn touching_idle_connections_makes_their_held_back_statistics_public() {
+    let db = testing::database().await;
+    let k = Kernel::boot(db.config(), &[]).await.expect("boot");
+    let kept = k.endpoint().kept(1);
+    let scans = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(sum(seq_scan), 0)::int8 FROM pg_stat_user_tables WHERE relname = 'counted'",
+        )
+        .fetch_one(k.pool())
+        .await
+        .expect("read statistics")
+    };
+    // A backend publishes when it goes idle, unless it published within the last second; then
+    // it holds its counts back for ten seconds more, or until it ends another transaction.
+    let settle = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        k.endpoint().touch_idle().await
+    };
+    sqlx::query("CREATE TABLE counted (x int)")
+        .execute(k.pool())
+        .await
+        .expect("create");
+    let mut c = kept.acquire().await.expect("a connection");
+    scan(&mut c).await;
+    c.keep();
+    settle().await;
+    let before = scans().await;
+    // Within a second of the last publication: held back.
+    let mut c = kept.acquire().await.expect("a connection");
+    for _ in 0..20 {
+        scan(&mut c).await;
+    }
+    c.keep();
+    assert!(settle().await >= 1, "the kept connection answered");
+    let after = scans().await;
+    assert_eq!(
+        after - before,
+        20,
+        "every scan of the kept connection is counted: {before} then {after}"
+    );
+    kept.release_all();
+    k.shutdown().await.expect("shutdown");
+}
+
+/// Reads table `counted` whole (one sequential scan).
+async fn scan(conn: &mut sqlx::PgConnection) {
+    sqlx::query("SELECT count(*) FROM counted")
+        .execute(conn)
+        .await
+        .expect("scan");
+}
+
 /// The server process of the session `conn` is on.
 async fn backend_pid(conn: &mut sqlx::PgConnection) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_backend_pid()")

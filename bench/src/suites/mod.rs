@@ -219,17 +219,18 @@ pub(super) fn bar(len: u64, what: &str) -> ProgressBar {
 ///   checkpoints, claims and outcomes are) this counts its round trips.
 /// - `wal_syncs`: `pg_stat_wal.wal_sync`, the WAL fsyncs (server-wide).
 ///
-/// Backends publish these statistics at most once a second, so [`Counters::read`] first waits
-/// that long and runs one statement on every idle pooled connection to make each publish; those
-/// statements are counted and subtracted.
+/// A backend publishes these statistics when it goes idle, at most once a second, and one that
+/// ran its last statement within that second holds them back ten seconds more. So
+/// [`Counters::read`] first waits a second, then sends one round trip without a statement on
+/// every idle connection of the node ([`dbos_kernel::db::Endpoint::touch_idle`]), kept ones
+/// included, which makes each publish. The readings' own statements (three a run, each its own
+/// transaction) are subtracted.
 #[derive(Debug, Clone)]
 pub(super) struct Counters {
     xid: i64,
     lsn: String,
     xacts: i64,
     wal_syncs: i64,
-    /// Transactions the reading itself added.
-    own_xacts: i64,
     /// CPU time of this process, ms.
     cpu_ours_ms: f64,
     /// CPU time of the Postgres processes on this host, ms.
@@ -362,22 +363,22 @@ fn cpu_ms() -> (f64, f64) {
     (ours as f64 * tick, pg as f64 * tick)
 }
 
+/// Transactions of one reading and its [`Counters::per_op`], published with the next reading.
+const READING_XACTS: i64 = 3;
+
 /// Interval at which a Postgres backend publishes its statistics (`PGSTAT_MIN_INTERVAL`).
 const STATS_PUBLISH_INTERVAL_MS: u64 = 1000;
 
 impl Counters {
-    pub(super) async fn read(pool: &PgPool) -> Result<Counters> {
+    /// The counters of `env`'s database, after every connection of its node (and of the nodes
+    /// `also`) has published its statistics.
+    pub(super) async fn read(env: &Env, also: &[&Kernel]) -> Result<Counters> {
         tokio::time::sleep(Duration::from_millis(STATS_PUBLISH_INTERVAL_MS + 100)).await;
-        // Every idle connection; one busy now is in use and publishes when it next idles.
-        let mut conns = Vec::new();
-        while let Some(c) = pool.try_acquire() {
-            conns.push(c);
+        // A connection busy now publishes when it next idles.
+        for k in std::iter::once(&env.kernel).chain(also.iter().copied()) {
+            k.endpoint().touch_idle().await;
         }
-        for c in &mut conns {
-            sqlx::query("SELECT 1").execute(&mut **c).await?;
-        }
-        let open = conns.len();
-        drop(conns);
+        let pool = env.pool();
         let (xid, lsn, xacts, wal_syncs): (i64, String, i64, i64) = sqlx::query_as(
             "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8,
                     pg_current_wal_lsn()::text,
@@ -408,7 +409,6 @@ impl Counters {
             lsn,
             xacts,
             wal_syncs,
-            own_xacts: open as i64 + 1,
             cpu_ours_ms,
             cpu_pg_ms,
             statements,
@@ -454,7 +454,7 @@ impl Counters {
             top,
             // Minus the reading query's own transaction id.
             commits: (later.xid - self.xid - 1).max(0) as f64 / n,
-            xacts: (later.xacts - self.xacts - later.own_xacts).max(0) as f64 / n,
+            xacts: (later.xacts - self.xacts - READING_XACTS).max(0) as f64 / n,
             wal_bytes: wal_bytes / n,
             wal_syncs: (later.wal_syncs - self.wal_syncs).max(0) as f64 / n,
         })

@@ -290,9 +290,9 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         let mut lats = Vec::new();
         let mut per_op = Vec::new();
         for _ in 0..plan.repeats {
-            let before = Counters::read(env.pool()).await?;
+            let before = Counters::read(env, &[]).await?;
             let (rate, l) = ours_ping_pong(env, bytes, batch, plan.run).await?;
-            let after = Counters::read(env.pool()).await?;
+            let after = Counters::read(env, &[]).await?;
             // Per round trip (a ping and its pong), the row's unit.
             let round_trips = (l.len() * batch) as u64;
             per_op.push(before.per_op(&after, round_trips, env.pool()).await?);

@@ -100,12 +100,13 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
         let mut per_op = Vec::new();
         for rep in 0..plan.repeats {
             let prefix = format!("q{nodes}-{rep}-{}", uuid::Uuid::new_v4().simple());
-            let before = Counters::read(env.pool()).await?;
+            let also: Vec<&Kernel> = extra.iter().map(|(k, _)| k).collect();
+            let before = Counters::read(env, &also).await?;
             let start = Instant::now();
             enqueue_batch(env.pool(), &prefix, n).await?;
             let secs = drained(env.pool(), &prefix, n, start).await?;
             rates.push(n as f64 / secs);
-            let after = Counters::read(env.pool()).await?;
+            let after = Counters::read(env, &also).await?;
             per_op.push(before.per_op(&after, n as u64, env.pool()).await?);
             pb.inc(1);
         }

@@ -48,7 +48,7 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            let before = Counters::read(env.pool()).await?;
+            let before = Counters::read(env, &[]).await?;
             let start = Instant::now();
             let recovered = env.wf.recover(std::slice::from_ref(&dead)).await?;
             anyhow::ensure!(recovered == n as u64, "recovered {recovered} of {n}");
@@ -64,7 +64,7 @@ pub(crate) async fn recovery(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             .fetch_one(env.pool())
             .await?;
             anyhow::ensure!(ok == n, "recovery ended with {ok} of {n} succeeded");
-            let after = Counters::read(env.pool()).await?;
+            let after = Counters::read(env, &[]).await?;
             per_op.push(before.per_op(&after, n as u64, env.pool()).await?);
             secs.push(secs_taken);
             pb.inc(1);

@@ -103,11 +103,11 @@ pub(crate) async fn replicated(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let mut per_op = Vec::new();
     for _ in 0..plan.repeats {
         for (i, e) in [env, &ha].into_iter().enumerate() {
-            let before = Counters::read(e.pool()).await?;
+            let before = Counters::read(e, &[]).await?;
             let (n, l, took) =
                 super::workflow::drive_steps(e, STEPS_PER_WF, CALLERS, false, plan.run).await;
             if i == 1 {
-                let after = Counters::read(e.pool()).await?;
+                let after = Counters::read(e, &[]).await?;
                 per_op.push(before.per_op(&after, n, e.pool()).await?);
             }
             rates[i].push(n as f64 / took.as_secs_f64());

@@ -39,9 +39,9 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         let mut lats = Vec::new();
         let mut per_op = Vec::new();
         for _ in 0..plan.repeats {
-            let before = Counters::read(env.pool()).await?;
+            let before = Counters::read(env, &[]).await?;
             let (n, l, took) = drive_steps(env, steps, callers, queued, plan.run).await;
-            let after = Counters::read(env.pool()).await?;
+            let after = Counters::read(env, &[]).await?;
             per_op.push(before.per_op(&after, n, env.pool()).await?);
             rates.push(n as f64 / took.as_secs_f64());
             lats.extend(l);
