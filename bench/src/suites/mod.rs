@@ -219,18 +219,20 @@ pub(super) fn bar(len: u64, what: &str) -> ProgressBar {
 ///   checkpoints, claims and outcomes are) this counts its round trips.
 /// - `wal_syncs`: `pg_stat_wal.wal_sync`, the WAL fsyncs (server-wide).
 ///
-/// A backend publishes these statistics when it goes idle, at most once a second, and one that
-/// ran its last statement within that second holds them back ten seconds more. So
-/// [`Counters::read`] first waits a second, then sends one round trip without a statement on
-/// every idle connection of the node ([`dbos_kernel::db::Endpoint::touch_idle`]), kept ones
-/// included, which makes each publish. The readings' own statements (three a run, each its own
-/// transaction) are subtracted.
+/// A backend publishes these statistics as a transaction ends, at most once a second, and one
+/// whose last transaction ended within that second holds them back ten seconds more. So
+/// [`Counters::read`] first waits a second, then runs an empty statement on every idle
+/// connection of the node ([`dbos_kernel::db::Endpoint::touch_idle`]), kept ones included,
+/// which makes each publish. Those statements, and the earlier reading's own, are transactions
+/// of the window too, and are subtracted.
 #[derive(Debug, Clone)]
 pub(super) struct Counters {
     xid: i64,
     lsn: String,
     xacts: i64,
     wal_syncs: i64,
+    /// Empty statements the reading ran to make the connections publish.
+    touched: i64,
     /// CPU time of this process, ms.
     cpu_ours_ms: f64,
     /// CPU time of the Postgres processes on this host, ms.
@@ -363,8 +365,8 @@ fn cpu_ms() -> (f64, f64) {
     (ours as f64 * tick, pg as f64 * tick)
 }
 
-/// Transactions of one reading and its [`Counters::per_op`], published with the next reading.
-const READING_XACTS: i64 = 3;
+/// Transactions of a reading itself (its two queries), published with the next reading.
+const READING_XACTS: i64 = 2;
 
 /// Interval at which a Postgres backend publishes its statistics (`PGSTAT_MIN_INTERVAL`).
 const STATS_PUBLISH_INTERVAL_MS: u64 = 1000;
@@ -375,8 +377,9 @@ impl Counters {
     pub(super) async fn read(env: &Env, also: &[&Kernel]) -> Result<Counters> {
         tokio::time::sleep(Duration::from_millis(STATS_PUBLISH_INTERVAL_MS + 100)).await;
         // A connection busy now publishes when it next idles.
+        let mut touched = 0;
         for k in std::iter::once(&env.kernel).chain(also.iter().copied()) {
-            k.endpoint().touch_idle().await;
+            touched += k.endpoint().touch_idle().await as i64;
         }
         let pool = env.pool();
         let (xid, lsn, xacts, wal_syncs): (i64, String, i64, i64) = sqlx::query_as(
@@ -409,6 +412,7 @@ impl Counters {
             lsn,
             xacts,
             wal_syncs,
+            touched,
             cpu_ours_ms,
             cpu_pg_ms,
             statements,
@@ -454,7 +458,7 @@ impl Counters {
             top,
             // Minus the reading query's own transaction id.
             commits: (later.xid - self.xid - 1).max(0) as f64 / n,
-            xacts: (later.xacts - self.xacts - READING_XACTS).max(0) as f64 / n,
+            xacts: (later.xacts - self.xacts - later.touched - READING_XACTS).max(0) as f64 / n,
             wal_bytes: wal_bytes / n,
             wal_syncs: (later.wal_syncs - self.wal_syncs).max(0) as f64 / n,
         })
