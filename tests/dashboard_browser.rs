@@ -6,13 +6,15 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use dbos_kernel::testing::scratch_dir_for_cluster;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::{json, Value};
 use support::Node;
 
@@ -34,7 +36,9 @@ fn chromium() -> Option<PathBuf> {
     })
 }
 
-/// A headless Chromium and one page of it, driven over the DevTools protocol.
+/// A headless Chromium and one page of it, driven over the DevTools protocol. Chromium runs in
+/// a process group of its own, with its zygotes, renderers and utility processes: killing only
+/// the browser process would leave those behind.
 struct Browser {
     child: Child,
     page: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
@@ -42,9 +46,31 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
+impl Browser {
+    /// The process group of the browser and every process it started.
+    fn group(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Kills the browser's whole process group and waits until no process of it is left.
+    fn close(mut self) {
+        let _ = killpg(self.group(), Signal::SIGKILL);
+        let _ = self.child.wait();
+        let until = Instant::now() + Duration::from_secs(30);
+        // A process of the group that is still there answers signal 0.
+        while killpg(self.group(), None).is_ok() {
+            assert!(
+                Instant::now() < until,
+                "a process of Chromium's group outlived the kill"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = killpg(self.group(), Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -90,6 +116,7 @@ impl Browser {
             .arg("about:blank")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("Chromium starts");
         // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/..."
@@ -268,7 +295,7 @@ fn the_dashboard_in_chromium_submits_follows_and_cancels() {
     b.screenshot("workflows");
     b.goto(&format!("{base}files?path=/"));
     b.until("the usage of /", false, |t| t.contains("Usage"));
-    drop(b);
+    b.close();
     node.signal(Signal::SIGINT);
     assert!(node.wait());
 }
