@@ -43,6 +43,9 @@ struct Browser {
     child: Child,
     page: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
     next_id: u64,
+    /// Set once [`Browser::close`] has reaped the browser: its process ID, and so its group's,
+    /// may be another process's now.
+    closed: bool,
     _profile: tempfile::TempDir,
 }
 
@@ -56,6 +59,7 @@ impl Browser {
     fn close(mut self) {
         let _ = killpg(self.group(), Signal::SIGKILL);
         let _ = self.child.wait();
+        self.closed = true;
         let until = Instant::now() + Duration::from_secs(30);
         // A process of the group that is still there answers signal 0.
         while killpg(self.group(), None).is_ok() {
@@ -70,8 +74,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = killpg(self.group(), Signal::SIGKILL);
-        let _ = self.child.wait();
+        if !self.closed {
+            let _ = killpg(self.group(), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -144,6 +150,7 @@ impl Browser {
             child,
             page,
             next_id: 0,
+            closed: false,
             _profile: profile,
         }
     }
