@@ -26,6 +26,21 @@ pub(super) const CREATE_TABLE: &str =
 /// One row into [`CREATE_TABLE`]'s table.
 pub(super) const INSERT: &str = "INSERT INTO public.bench_ceiling (v) VALUES (1)";
 
+/// Latencies (ms) of `n` single-row INSERT commits through the node's pool, each after `pause`
+/// idle: the commit a probe of an idle node is read against. After a pause a commit waits
+/// longer than in the ceiling's tight loop (the disk and the CPUs wake from idle).
+pub(super) async fn idle_commits(env: &Env, n: u32, pause: Duration) -> Result<Vec<f64>> {
+    sqlx::query(CREATE_TABLE).execute(env.pool()).await?;
+    let mut lats = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        tokio::time::sleep(pause).await;
+        let t = Instant::now();
+        sqlx::query(INSERT).execute(env.pool()).await?;
+        lats.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(lats)
+}
+
 pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<Vec<Row>> {
     sqlx::query(CREATE_TABLE).execute(env.pool()).await?;
     sqlx::query(

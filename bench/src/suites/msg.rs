@@ -396,7 +396,9 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     // the probe's pause; a commit then waits longer than in the ceiling's tight loop (the disk
     // and the CPUs wake from idle). Without that handoff, a delivery is two such commits in
     // turn: `ratio_to_two_idle_commits`.
-    let mut commits = idle_commits(env, n * plan.repeats as u32).await?;
+    let mut commits =
+        super::ceiling::idle_commits(env, n * plan.repeats as u32, Duration::from_millis(2))
+            .await?;
     let commit_p50 = quantile(&mut commits, 0.5);
     row.baseline = Some(commit_p50);
     row.baseline_name =
@@ -412,24 +414,6 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     rows.extend(crowd(env, plan, n, idle_p50).await?);
     pb.finish_and_clear();
     Ok(rows)
-}
-
-/// Latencies (ms) of `n` single-row INSERT commits through the node's pool, each after the
-/// same 2 ms pause as the wake-up probe's sends.
-async fn idle_commits(env: &Env, n: u32) -> Result<Vec<f64>> {
-    sqlx::query(super::ceiling::CREATE_TABLE)
-        .execute(env.pool())
-        .await?;
-    let mut lats = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        let t = Instant::now();
-        sqlx::query(super::ceiling::INSERT)
-            .execute(env.pool())
-            .await?;
-        lats.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(lats)
 }
 
 /// One probe workflow receiving `n` messages, each sent once the probe has taken the last one

@@ -26,6 +26,9 @@ pub(super) async fn started_at(_ctx: wf::Context, (_,): (u32,)) -> Result<i64, w
     Ok(now_us())
 }
 
+/// The idle time before each enqueue of the enqueue-to-start probe.
+const PAUSE: Duration = Duration::from_millis(5);
+
 /// Enqueues `n` no-op workflows on the default queue in batches of 1,000 rows per statement.
 async fn enqueue_batch(pool: &PgPool, prefix: &str, n: i64) -> Result<()> {
     let mut done = 0;
@@ -145,11 +148,11 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
         rows.push(row);
     }
     // Enqueue-to-start on an idle node.
-    let k = if plan.quick { 30 } else { 200 };
+    let k: u32 = if plan.quick { 30 } else { 200 };
     let mut lats = Vec::new();
     for _ in 0..plan.repeats {
         for _ in 0..k {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(PAUSE).await;
             let t0 = now_us();
             let h = env
                 .wf
@@ -170,6 +173,14 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
     );
     row.p50_ms = Some(p50);
     row.p99_ms = Some(quantile(&mut lats, 0.99));
+    // The bound: the enqueue commits, claimed for this node as it is enqueued, on a machine
+    // that was idle for the probe's pause.
+    let mut commits = super::ceiling::idle_commits(env, k * plan.repeats as u32, PAUSE).await?;
+    let commit_p50 = quantile(&mut commits, 0.5);
+    row.baseline = Some(commit_p50);
+    row.baseline_name =
+        Some("one single-row INSERT commit after the probe's 5 ms pause, same run".into());
+    row.ratio = Some(p50 / commit_p50);
     row.paper = Some("graphile-worker: 5 ms; awa: 15 ms (p50)".into());
     rows.push(row);
     pb.finish_and_clear();
