@@ -179,6 +179,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if !self.ended {
+            self.waiters.forget(&self.key);
             self.end(State::Unknown);
         }
     }
@@ -268,11 +269,25 @@ pub async fn send_claimed(
     m: &Outgoing,
     claim: Claim,
 ) -> crate::Result<Option<bool>> {
+    // The receiver's next receive need not look when this statement leaves its mailbox
+    // empty: it delivers the message sent and found no older one.
+    let mark = claim.waiters.mark(&claim.key);
     match sql::send_handoff(conn, sender, m, claim.recipient()).await {
         Ok(h) => {
             match h.delivered {
-                Some(message) => claim.delivered(message),
-                None => claim.declined(),
+                Some(message) => {
+                    if h.fresh {
+                        // The insert of the message sent notifies once.
+                        claim.waiters.found_empty(&claim.key, mark, 1);
+                    } else {
+                        claim.waiters.forget(&claim.key);
+                    }
+                    claim.delivered(message);
+                }
+                None => {
+                    claim.waiters.forget(&claim.key);
+                    claim.declined();
+                }
             }
             Ok(Some(h.recorded))
         }
@@ -280,6 +295,9 @@ pub async fn send_claimed(
             claim.declined();
             Ok(None)
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            claim.waiters.forget(&claim.key);
+            Err(e)
+        }
     }
 }

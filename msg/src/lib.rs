@@ -37,7 +37,7 @@ pub use client::{decode, Client, Conn, Options, StreamReader};
 pub use error::{Error, Result};
 pub use handoff::{send_claimed, Claim, Offer, Recipient, Taken};
 pub use sql::{Delivered, Outgoing, Start, Topic};
-pub use wait::{Channel, Waiter, Waiters, Watch, Woke};
+pub use wait::{Channel, Mark, Waiter, Waiters, Watch, Woke};
 
 use dbos_kernel::{Migration, ServiceMigrations};
 

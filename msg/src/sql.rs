@@ -201,6 +201,9 @@ pub struct HandedOff {
     /// execution no longer owns its workflow (or its receipt was recorded already), and the
     /// message waits in the mailbox like any other.
     pub delivered: Option<String>,
+    /// With a delivery, the mailbox held no other unconsumed message: the one delivered is
+    /// this one, and the mailbox is left empty as of the statement.
+    pub fresh: bool,
 }
 
 /// Sends one message `m` (without an idempotency key) to a receive waiting for it on this node
@@ -242,6 +245,7 @@ pub async fn send_handoff(
         Ok(row) => Ok(HandedOff {
             recorded: row.try_get("recorded")?,
             delivered: row.try_get("delivered")?,
+            fresh: row.try_get("fresh")?,
         }),
         Err(e) if is_fk(&e) => Err(missing(conn, std::slice::from_ref(m)).await),
         Err(e) => Err(e.into()),
@@ -317,7 +321,8 @@ fn compose_handoff(recorded: bool) -> String {
              ON CONFLICT (message_uuid) DO NOTHING
              RETURNING 1
          ), {}{record}
-         SELECT {recorded_col} AS recorded, (SELECT output FROM h_rec) AS delivered",
+         SELECT {recorded_col} AS recorded, (SELECT output FROM h_rec) AS delivered,
+                NOT EXISTS (SELECT 1 FROM h_next) AS fresh",
         own_cte_for(&to, gate),
         record_cte_for(
             &to,

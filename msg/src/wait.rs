@@ -63,15 +63,50 @@ impl Channel {
 }
 
 struct Entry {
-    /// Bumped on every notification for the key; each waiter watches it.
+    /// Bumped on every wake-up for the key; each waiter watches it.
     wakes: watch::Sender<u64>,
     waiters: usize,
+    /// Which registration of the key this is: unique in the process.
+    generation: u64,
+    /// Notifications of the key from the server (not this process's own wake-ups).
+    notified: u64,
+    /// Times the node's notifications may have been lost since the registration.
+    rechecks: u64,
+    /// The mailbox was empty as of a look, unless notifications came since ([`Waiters::mark`]).
+    empty: Option<Empty>,
+}
+
+/// A mailbox found empty: by a statement that began after `notified` notifications of its key
+/// had arrived, and whose own writes notify `own` times more.
+#[derive(Clone, Copy, Debug)]
+struct Empty {
+    notified: u64,
+    own: u64,
 }
 
 impl Entry {
     fn wake(&self) {
         self.wakes.send_modify(|n| *n = n.wrapping_add(1));
     }
+
+    /// Whether the mailbox is known to be empty: no message was committed since the look that
+    /// found it empty, beyond the ones that look wrote itself.
+    fn known_empty(&self) -> bool {
+        self.empty
+            .is_some_and(|e| self.notified.wrapping_sub(e.notified) <= e.own)
+    }
+}
+
+/// Generations of [`Entry`]: a mark taken on one registration never applies to a later one.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Where a mailbox's notifications stood before a statement that may find it empty
+/// ([`Waiters::mark`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    generation: u64,
+    notified: u64,
+    rechecks: u64,
 }
 
 type Table = Mutex<HashMap<(Channel, String), Entry>>;
@@ -164,6 +199,10 @@ fn register_key(table: &Table, chan: Channel, key: String) -> watch::Receiver<u6
     let e = t.entry((chan, key)).or_insert_with(|| Entry {
         wakes: watch::channel(0).0,
         waiters: 0,
+        generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        notified: 0,
+        rechecks: 0,
+        empty: None,
     });
     e.waiters += 1;
     e.wakes.subscribe()
@@ -243,16 +282,19 @@ impl Waiters {
             tokio::spawn(async move {
                 while let Some(wake) = sub.recv().await {
                     let Some(table) = table.upgrade() else { return };
-                    let t = table.lock();
+                    let mut t = table.lock();
                     match wake {
                         Wake::Notified(key) => {
-                            if let Some(e) = t.get(&(chan, key)) {
+                            if let Some(e) = t.get_mut(&(chan, key)) {
+                                e.notified = e.notified.wrapping_add(1);
                                 e.wake();
                             }
                         }
                         Wake::Recheck => {
-                            for ((c, _), e) in t.iter() {
+                            for ((c, _), e) in t.iter_mut() {
                                 if *c == chan {
+                                    e.rechecks = e.rechecks.wrapping_add(1);
+                                    e.empty = None;
                                     e.wake();
                                 }
                             }
@@ -302,10 +344,70 @@ impl Waiters {
     }
 
     /// [`Waiters::wake`] for the mailboxes of messages this process has just sent.
+    /// Those mailboxes are no longer known to be empty ([`Waiters::known_empty`]).
     pub fn wake_mailboxes(&self, msgs: &[crate::sql::Outgoing]) {
         for m in msgs {
-            self.wake(Channel::Notifications, m.mailbox());
+            let key = m.mailbox();
+            self.forget(&key);
+            self.wake(Channel::Notifications, key);
         }
+    }
+
+    /// Where the notifications of mailbox `key` stand, taken before a statement that may find
+    /// the mailbox empty and passed to [`Waiters::found_empty`] after it. A mailbox is tracked
+    /// only while something registers its key (a [`Watch`] kept between receives).
+    pub fn mark(&self, key: &str) -> Mark {
+        let t = self.table.lock();
+        match t.get(&(Channel::Notifications, key.to_owned())) {
+            Some(e) => Mark {
+                generation: e.generation,
+                notified: e.notified,
+                rechecks: e.rechecks,
+            },
+            None => Mark {
+                generation: 0,
+                notified: 0,
+                rechecks: 0,
+            },
+        }
+    }
+
+    /// A statement begun after `mark` found mailbox `key` without an unconsumed message, and
+    /// itself inserted `own` messages into it (each notifies once). Until a notification beyond
+    /// those arrives, or the node may have lost some, [`Waiters::known_empty`] holds and a
+    /// receive need not look again: every message committed after the statement's snapshot
+    /// notifies after the mark was taken. Ignored when the registration changed since the mark.
+    pub fn found_empty(&self, key: &str, mark: Mark, own: u64) {
+        let mut t = self.table.lock();
+        if let Some(e) = t.get_mut(&(Channel::Notifications, key.to_owned())) {
+            if e.generation == mark.generation && e.rechecks == mark.rechecks {
+                e.empty = Some(Empty {
+                    notified: mark.notified,
+                    own,
+                });
+            }
+        }
+    }
+
+    /// Mailbox `key` may hold messages: the next receive looks.
+    pub fn forget(&self, key: &str) {
+        if let Some(e) = self
+            .table
+            .lock()
+            .get_mut(&(Channel::Notifications, key.to_owned()))
+        {
+            e.empty = None;
+        }
+    }
+
+    /// Whether mailbox `key` is known to hold no unconsumed message ([`Waiters::found_empty`]).
+    /// A message inserted without its notification (triggers disabled) is found at the next
+    /// look after the recheck interval.
+    pub fn known_empty(&self, key: &str) -> bool {
+        self.table
+            .lock()
+            .get(&(Channel::Notifications, key.to_owned()))
+            .is_some_and(Entry::known_empty)
     }
 
     pub(crate) fn offers(&self) -> &crate::handoff::Offers {

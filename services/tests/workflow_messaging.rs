@@ -1251,3 +1251,106 @@ async fn a_send_hands_its_message_to_a_receive_waiting_on_its_node() {
     assert!(!claiming.await.expect("claim"), "the receive has ended");
     n.stop().await;
 }
+
+/// Receives three messages of topic "k", however long each takes to come.
+async fn collector(
+    ctx: workflow::Context,
+    (_,): (i64,),
+) -> Result<Vec<Option<String>>, workflow::Error> {
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(ctx.recv(Some("k"), Duration::from_secs(3_600)).await?);
+    }
+    Ok(got)
+}
+
+/// Waits until this node knows mailbox `key` to be empty: its receive has looked and waits.
+async fn known_empty(waiters: &dbos_msg::Waiters, key: &str) {
+    while !waiters.known_empty(key) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_mailbox_known_empty_is_looked_at_again_for_a_message_from_elsewhere() {
+    let n = node_with_msg(
+        |r| {
+            r.register("collector", collector);
+        },
+        dbos_msg::Options {
+            recheck_interval_ms: 3_600_000,
+            ..dbos_msg::Options::default()
+        },
+    )
+    .await;
+    let pool = n.pool();
+    let waiters = n.wf.messages().waiters();
+    let key = "collector::k";
+    // Neither the receive's timeout nor its re-check comes within the watchdog.
+    let watchdog = Duration::from_secs(300);
+    let insert = |body: &'static str| {
+        sqlx::query(
+            "INSERT INTO dbos.notifications (destination_uuid, topic, message, serialization)
+             VALUES ('collector', 'k', $1, 'portable_json')",
+        )
+        .bind(body)
+        .execute(pool)
+    };
+
+    let h =
+        n.wf.start::<_, Vec<Option<String>>>("collector", (0,), id("collector"))
+            .await
+            .expect("start");
+    waiting_in_recv(pool, "collector").await;
+    // Handed to the waiting receive with nothing older in the mailbox: the node knows the
+    // mailbox empty, so the next receive waits without looking.
+    n.wf.messages()
+        .send("collector", "m1", Some("k"), None)
+        .await
+        .expect("send");
+    assert!(
+        waiters.known_empty(key),
+        "a handoff that found no older message leaves the mailbox known empty"
+    );
+
+    // Another client's message (as DBOS's own send writes it) is announced only by the
+    // server's notification: the receive looks again and takes it.
+    insert("\"m2\"").await.expect("insert m2");
+    // The third receive has looked, found nothing and waits.
+    known_empty(waiters, key).await;
+
+    // A message the server does not announce, then the node's LISTEN connection lost: the
+    // notifications missed meanwhile make every mailbox unknown, and the receive looks.
+    sqlx::query("ALTER TABLE dbos.notifications DISABLE TRIGGER dbos_notifications_trigger")
+        .execute(pool)
+        .await
+        .expect("no notification");
+    insert("\"m3\"").await.expect("insert m3");
+    assert!(
+        waiters.known_empty(key),
+        "no notification came, so the node still holds the mailbox empty"
+    );
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'
+           AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("terminate the listener");
+    assert_eq!(killed, 1, "one LISTEN connection per node");
+    let got = tokio::time::timeout(watchdog, h.result())
+        .await
+        .expect("every message reached the receiver")
+        .expect("done");
+    assert_eq!(
+        got,
+        vec![
+            Some("m1".to_owned()),
+            Some("m2".to_owned()),
+            Some("m3".to_owned())
+        ]
+    );
+    assert_eq!(unconsumed(pool, "collector").await, 0);
+    n.stop().await;
+}

@@ -108,6 +108,10 @@ pub(crate) enum Mode {
         svc: Service,
         /// Notifications of this workflow's cancellation since the last step.
         cancel: Mutex<dbos_msg::Watch>,
+        /// The mailboxes this execution has received from, registered between its receives
+        /// so that the node knows when one found empty stays so (see
+        /// [`dbos_msg::Waiters::found_empty`]).
+        mailboxes: Mutex<HashMap<String, dbos_msg::Watch>>,
     },
     /// A replay (see [`super::Replayer`]): every operation returns what was recorded, and one
     /// the history does not have stops the replay; nothing runs and nothing is written.
@@ -227,7 +231,7 @@ impl Context {
     pub(super) async fn check_deadline(&self) -> Result<(), Error> {
         // A node that gave its lease up (or whose lease ran out unrenewed: it was cut off or
         // stalled) starts no further step; another node may be running this workflow.
-        let Mode::Live { svc, cancel } = &self.inner.mode else {
+        let Mode::Live { svc, cancel, .. } = &self.inner.mode else {
             return Err(not_live());
         };
         if !svc.lease().is_held() {

@@ -64,6 +64,18 @@ impl Context {
         Ok(self.svc()?.messages())
     }
 
+    /// Keeps mailbox `key` of this workflow registered until the execution ends, so that
+    /// notifications for it that come between two receives are counted.
+    fn keep_mailbox(&self, key: &str) {
+        if let Mode::Live { svc, mailboxes, .. } = &self.inner.mode {
+            mailboxes.lock().entry(key.to_owned()).or_insert_with(|| {
+                svc.messages()
+                    .waiters()
+                    .watch(Channel::Notifications, key.to_owned())
+            });
+        }
+    }
+
     /// Wakes this node's waiters of what this workflow has just committed (see
     /// [`dbos_msg::Waiters::wake`]).
     fn wake_here(&self, wake: impl FnOnce(&dbos_msg::Waiters)) {
@@ -235,37 +247,58 @@ impl Context {
             },
         );
         let offer = offer.as_ref();
+        self.keep_mailbox(&key);
+        let mailbox = key.as_str();
+        let waiters = msg.waiters();
         let got = self
-            .wait_recorded(Channel::Notifications, key, timer_fid, timeout, |last| {
-                let op = &op;
-                async move {
-                    if let Some(o) = offer {
-                        match o.take().await {
-                            Taken::Delivered(m) => return Ok(Some(Received::Message(m))),
-                            Taken::Unknown => {
-                                let mut conn = msg.connection().await?;
-                                let r = dbos_store::operations::recorded_by_owner(&mut conn, op)
-                                    .await?;
-                                conn.keep();
-                                if let Some(out) = r.and_then(|r| r.output) {
-                                    return Ok(Some(Received::Message(out)));
+            .wait_recorded(
+                Channel::Notifications,
+                key.clone(),
+                timer_fid,
+                timeout,
+                |last| {
+                    let op = &op;
+                    async move {
+                        if let Some(o) = offer {
+                            match o.take().await {
+                                Taken::Delivered(m) => return Ok(Some(Received::Message(m))),
+                                Taken::Unknown => {
+                                    let mut conn = msg.connection().await?;
+                                    let r =
+                                        dbos_store::operations::recorded_by_owner(&mut conn, op)
+                                            .await?;
+                                    conn.keep();
+                                    if let Some(out) = r.and_then(|r| r.output) {
+                                        return Ok(Some(Received::Message(out)));
+                                    }
                                 }
+                                Taken::Probe => {}
                             }
-                            Taken::Probe => {}
                         }
+                        // Found empty since, by a look of this receive's or by the send that
+                        // handed it its last message: nothing to look for until a notification.
+                        if !last && waiters.known_empty(mailbox) {
+                            offer.map(dbos_msg::Offer::reopen);
+                            return Ok(None);
+                        }
+                        let mark = waiters.mark(mailbox);
+                        let mut conn = msg.connection().await?;
+                        let got = match sql::recv_recorded(&mut conn, op, topic, last).await? {
+                            Received::Empty if !last => None,
+                            other => Some(other),
+                        };
+                        conn.keep();
+                        match &got {
+                            None | Some(Received::Empty) => waiters.found_empty(mailbox, mark, 0),
+                            Some(_) => waiters.forget(mailbox),
+                        }
+                        if got.is_none() {
+                            offer.map(dbos_msg::Offer::reopen);
+                        }
+                        Ok(got)
                     }
-                    let mut conn = msg.connection().await?;
-                    let got = match sql::recv_recorded(&mut conn, op, topic, last).await? {
-                        Received::Empty if !last => None,
-                        other => Some(other),
-                    };
-                    conn.keep();
-                    if got.is_none() {
-                        offer.map(dbos_msg::Offer::reopen);
-                    }
-                    Ok(got)
-                }
-            })
+                },
+            )
             .await?;
         match got {
             Received::Message(m) => Ok(codec::decode(&m)?),
@@ -290,10 +323,9 @@ impl Context {
         F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, Error>>,
     {
-        let mut waiter = self
-            .msg()?
-            .waiters()
-            .register(chan, key)
+        let waiters = self.msg()?.waiters();
+        let mut waiter = waiters
+            .register(chan, key.clone())
             .also(Channel::Cancel, self.inner.workflow_id.clone());
         // Something already there is taken at once: 1 round trip, no timer recorded (its
         // function ID stays reserved, so numbering is the same either way).
@@ -320,8 +352,12 @@ impl Context {
         let wait = async {
             loop {
                 let until = wf_deadline.map_or(deadline, |d| d.min(deadline));
-                if let Woke::Key(1) = waiter.wait(Some(until)).await {
-                    self.stop_if_cancelled().await?;
+                match waiter.wait(Some(until)).await {
+                    Woke::Key(1) => self.stop_if_cancelled().await?,
+                    // The periodic look at the table stands for notifications that may have
+                    // gone missing: it does not trust what was known of the mailbox.
+                    Woke::Timer if chan == Channel::Notifications => waiters.forget(&key),
+                    _ => {}
                 }
                 if wf_deadline.is_some_and(|d| Instant::now() >= d) {
                     self.check_deadline().await?;

@@ -856,6 +856,7 @@ impl Service {
                             .waiters()
                             .watch(dbos_msg::Channel::Cancel, id.clone()),
                     ),
+                    mailboxes: Mutex::default(),
                 },
                 pool: self.inner.pool.clone(),
                 workflow_id: id.clone(),
