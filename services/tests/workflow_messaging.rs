@@ -1316,8 +1316,15 @@ async fn a_mailbox_known_empty_is_looked_at_again_for_a_message_from_elsewhere()
     // Another client's message (as DBOS's own send writes it) is announced only by the
     // server's notification: the receive looks again and takes it.
     insert("\"m2\"").await.expect("insert m2");
-    // The third receive has looked, found nothing and waits.
-    known_empty(waiters, key).await;
+    tokio::time::timeout(watchdog, async {
+        while unconsumed(pool, "collector").await > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The third receive has looked, found nothing and waits.
+        known_empty(waiters, key).await;
+    })
+    .await
+    .expect("the receive took the message and waits for the next");
 
     // A message the server does not announce, then the node's LISTEN connection lost: the
     // notifications missed meanwhile make every mailbox unknown, and the receive looks.
