@@ -65,7 +65,10 @@ impl Channel {
 struct Entry {
     /// Bumped on every wake-up for the key; each waiter watches it.
     wakes: watch::Sender<u64>,
+    /// Registrations of the key: [`Waiter`]s and [`Watch`]es.
     waiters: usize,
+    /// Of those, [`Waiter`]s: something waits on the key now.
+    waiting: usize,
     /// Which registration of the key this is: unique in the process.
     generation: u64,
     /// Notifications of the key from the server (not this process's own wake-ups).
@@ -149,7 +152,7 @@ impl Waiter<'_> {
     /// Also wakes on notifications for `key` on `chan` (e.g. the waiting workflow's
     /// cancellation); its index in [`Woke::Key`] is the number of keys registered before it.
     pub fn also(mut self, chan: Channel, key: String) -> Self {
-        let rx = register_key(self.table, chan, key.clone());
+        let rx = register_key(self.table, chan, key.clone(), true);
         self.keys.push(((chan, key), rx));
         self
     }
@@ -194,32 +197,35 @@ fn recheck_after(interval: Duration, table: &Table) -> Duration {
     interval.max(Duration::from_millis(waiting * 1_000 / RECHECKS_PER_S_MAX))
 }
 
-fn register_key(table: &Table, chan: Channel, key: String) -> watch::Receiver<u64> {
+fn register_key(table: &Table, chan: Channel, key: String, waiting: bool) -> watch::Receiver<u64> {
     let mut t = table.lock();
     let e = t.entry((chan, key)).or_insert_with(|| Entry {
         wakes: watch::channel(0).0,
         waiters: 0,
+        waiting: 0,
         generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         notified: 0,
         rechecks: 0,
         empty: None,
     });
     e.waiters += 1;
+    e.waiting += usize::from(waiting);
     e.wakes.subscribe()
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         for (key, _) in &self.keys {
-            unregister_key(self.table, key);
+            unregister_key(self.table, key, true);
         }
     }
 }
 
-fn unregister_key(table: &Table, key: &(Channel, String)) {
+fn unregister_key(table: &Table, key: &(Channel, String), waiting: bool) {
     let mut t = table.lock();
     if let Some(e) = t.get_mut(key) {
         e.waiters -= 1;
+        e.waiting -= usize::from(waiting);
         if e.waiters == 0 {
             t.remove(key);
         }
@@ -265,7 +271,7 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        unregister_key(&self.table, &self.key);
+        unregister_key(&self.table, &self.key, false);
     }
 }
 
@@ -313,7 +319,7 @@ impl Waiters {
     /// Registers a waiter for `key` on `chan`. Register before probing the table, so that a
     /// notification committed between the probe and the wait is not missed.
     pub fn register(&self, chan: Channel, key: String) -> Waiter<'_> {
-        let rx = register_key(&self.table, chan, key.clone());
+        let rx = register_key(&self.table, chan, key.clone(), true);
         Waiter {
             table: &self.table,
             keys: vec![((chan, key), rx)],
@@ -323,7 +329,7 @@ impl Waiters {
 
     /// An owned registration for `key` on `chan` (see [`Watch`]).
     pub fn watch(&self, chan: Channel, key: String) -> Watch {
-        let rx = register_key(&self.table, chan, key.clone());
+        let rx = register_key(&self.table, chan, key.clone(), false);
         Watch {
             table: self.table.clone(),
             key: (chan, key),
@@ -414,14 +420,17 @@ impl Waiters {
         &self.offers
     }
 
-    /// Waiters registered now (distinct keys).
+    /// Keys something waits on now ([`Waiter`]s, not [`Watch`]es).
     pub fn waiting(&self) -> usize {
-        self.table.lock().len()
+        self.table.lock().values().filter(|e| e.waiting > 0).count()
     }
 
-    /// Whether a waiter is registered for `key` on `chan` now.
+    /// Whether a [`Waiter`] is registered for `key` on `chan` now.
     pub fn is_waiting(&self, chan: Channel, key: &str) -> bool {
-        self.table.lock().contains_key(&(chan, key.to_owned()))
+        self.table
+            .lock()
+            .get(&(chan, key.to_owned()))
+            .is_some_and(|e| e.waiting > 0)
     }
 
     /// Runs `probe` until it returns a value or `deadline` passes (then `None`), sleeping between
