@@ -248,6 +248,11 @@ impl std::fmt::Debug for Watch {
 }
 
 impl Watch {
+    /// The key it registers.
+    pub fn key(&self) -> &str {
+        &self.key.1
+    }
+
     /// Whether a notification for the key arrived since the registration or the last call.
     pub fn notified(&mut self) -> bool {
         let changed = self.rx.has_changed().unwrap_or(true);

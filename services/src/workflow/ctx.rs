@@ -111,7 +111,7 @@ pub(crate) enum Mode {
         /// The mailboxes this execution has received from, registered between its receives
         /// so that the node knows when one found empty stays so (see
         /// [`dbos_msg::Waiters::found_empty`]).
-        mailboxes: Mutex<HashMap<String, dbos_msg::Watch>>,
+        mailboxes: Mutex<Vec<dbos_msg::Watch>>,
     },
     /// A replay (see [`super::Replayer`]): every operation returns what was recorded, and one
     /// the history does not have stops the replay; nothing runs and nothing is written.

@@ -68,11 +68,15 @@ impl Context {
     /// notifications for it that come between two receives are counted.
     fn keep_mailbox(&self, key: &str) {
         if let Mode::Live { svc, mailboxes, .. } = &self.inner.mode {
-            mailboxes.lock().entry(key.to_owned()).or_insert_with(|| {
-                svc.messages()
-                    .waiters()
-                    .watch(Channel::Notifications, key.to_owned())
-            });
+            // Most workflows receive on one or two topics: a short list, not a map.
+            let mut kept = mailboxes.lock();
+            if !kept.iter().any(|w| w.key() == key) {
+                kept.push(
+                    svc.messages()
+                        .waiters()
+                        .watch(Channel::Notifications, key.to_owned()),
+                );
+            }
         }
     }
 
