@@ -110,6 +110,15 @@ pub struct Mark {
     generation: u64,
     notified: u64,
     rechecks: u64,
+    known_empty: bool,
+}
+
+impl Mark {
+    /// Whether the mailbox was known to be empty when the mark was taken
+    /// ([`Waiters::known_empty`]): a receive then need not look.
+    pub fn known_empty(&self) -> bool {
+        self.known_empty
+    }
 }
 
 type Table = Mutex<HashMap<(Channel, String), Entry>>;
@@ -374,11 +383,13 @@ impl Waiters {
                 generation: e.generation,
                 notified: e.notified,
                 rechecks: e.rechecks,
+                known_empty: e.known_empty(),
             },
             None => Mark {
                 generation: 0,
                 notified: 0,
                 rechecks: 0,
+                known_empty: false,
             },
         }
     }

@@ -16,6 +16,15 @@ fn id(s: &str) -> StartOptions {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Messaging whose waiters never re-check on their own within a test: only notifications
+/// (the server's, or the node's own wake-ups) wake them.
+fn no_recheck() -> dbos_msg::Options {
+    dbos_msg::Options {
+        recheck_interval_ms: 3_600_000,
+        ..dbos_msg::Options::default()
+    }
+}
+
 /// A node on a fresh database whose messaging runs with `msg`.
 async fn node_with_msg(
     register: impl FnOnce(&mut workflow::Registry),
@@ -818,10 +827,7 @@ async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
         |r| {
             r.register("long_wait", long_wait);
         },
-        dbos_msg::Options {
-            recheck_interval_ms: 3_600_000,
-            ..dbos_msg::Options::default()
-        },
+        no_recheck(),
     )
     .await;
     for (wid, sleep) in [("in-recv", 0), ("in-sleep", 1)] {
@@ -1034,10 +1040,7 @@ async fn a_send_wakes_a_receiver_of_its_own_node_without_the_servers_notificatio
             r.register("patient", patient);
             r.register("courier", courier);
         },
-        dbos_msg::Options {
-            recheck_interval_ms: 3_600_000,
-            ..dbos_msg::Options::default()
-        },
+        no_recheck(),
     )
     .await;
     // The server announces no message: only the sending node's own wake-up is left.
@@ -1277,10 +1280,7 @@ async fn a_mailbox_known_empty_is_looked_at_again_for_a_message_from_elsewhere()
         |r| {
             r.register("collector", collector);
         },
-        dbos_msg::Options {
-            recheck_interval_ms: 3_600_000,
-            ..dbos_msg::Options::default()
-        },
+        no_recheck(),
     )
     .await;
     let pool = n.pool();

@@ -281,11 +281,11 @@ impl Context {
                         }
                         // Found empty since, by a look of this receive's or by the send that
                         // handed it its last message: nothing to look for until a notification.
-                        if !last && waiters.known_empty(mailbox) {
+                        let mark = waiters.mark(mailbox);
+                        if !last && mark.known_empty() {
                             offer.map(dbos_msg::Offer::reopen);
                             return Ok(None);
                         }
-                        let mark = waiters.mark(mailbox);
                         let mut conn = msg.connection().await?;
                         let got = match sql::recv_recorded(&mut conn, op, topic, last).await? {
                             Received::Empty if !last => None,
