@@ -272,8 +272,12 @@ fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
         "-c",
         &lost_script,
     ]);
+    // Each has written its line: `>>` creates the file before `echo` writes to it, so the file
+    // alone does not prove the run was marked.
+    let marked =
+        |f: &std::path::Path| std::fs::read_to_string(f).is_ok_and(|t| t.ends_with("run\n"));
     eventually("both commands started", || {
-        std::fs::read_to_string(&marks).is_ok() && std::fs::read_to_string(&lost_marks).is_ok()
+        marked(&marks) && marked(&lost_marks)
     });
     first.kill9();
     let pids: Vec<i32> = std::fs::read_to_string(&pids)
