@@ -79,7 +79,7 @@ async fn drained(pool: &PgPool, prefix: &str, n: i64, start: Instant) -> Result<
 async fn second_node(env: &Env) -> Result<(Kernel, Service)> {
     let config = Config {
         database_url: Some(env.url.clone()),
-        slots: 256,
+        slots: super::NODE_SLOTS,
         pool_size_max: 48,
         ..Config::default()
     };
@@ -136,6 +136,8 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
             row.ratio = Some(row.ours / c);
         }
         row.extra.insert("tasks".into(), n.into());
+        row.extra
+            .insert("slots_per_node".into(), super::NODE_SLOTS.into());
         let median = |f: fn(&PerOp) -> f64| summarize(&per_op.iter().map(f).collect::<Vec<_>>()).0;
         row.extra
             .insert("commits_per_task".into(), median(|p| p.commits).into());
