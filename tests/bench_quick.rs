@@ -82,6 +82,31 @@ fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures(
             > 0.0
     );
     assert!(wf["ratio"].as_f64().expect("ratio to the commit bound") > 0.0);
+    // The 3-step rows read against the same workflow's rows written bare.
+    for clients in [1, 32] {
+        let bare = rows
+            .iter()
+            .find(|r| {
+                r["suite"] == "workflow"
+                    && r["workload"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("rows alone, bare SQL"))
+                    && r["concurrency"] == clients
+            })
+            .unwrap_or_else(|| panic!("a bare-rows row at {clients} clients"));
+        assert!(bare["ours"].as_f64().expect("a figure") > 0.0, "{bare}");
+    }
+    let one = rows
+        .iter()
+        .find(|r| r["workload"] == "3-step workflow, 1 caller, direct")
+        .expect("the 1-caller 3-step row");
+    assert!(
+        one["extra"]["ratio_to_bare_rows"]
+            .as_f64()
+            .expect("read against the bare rows")
+            > 0.0,
+        "{one}"
+    );
 
     // The report regenerates from the result files alone.
     let papers = out_dir.path().join("papers");

@@ -41,6 +41,36 @@ pub(super) async fn idle_commits(env: &Env, n: u32, pause: Duration) -> Result<V
     Ok(lats)
 }
 
+/// A pool of `c` connections of their own, all open, kept between uses as the group commit
+/// keeps its own (a connection given back to a sqlx pool costs a round trip, which is not a
+/// cost of committing), with `synchronous_commit` as given.
+pub(super) async fn kept_clients(
+    env: &Env,
+    c: usize,
+    synchronous_commit: &str,
+) -> Result<(PgPool, Arc<db::Kept>)> {
+    let limits = PoolLimits {
+        size_max: c as u32,
+        ..PoolLimits::default()
+    };
+    let options = db::connect_options(&env.url, &limits)?
+        .options([("synchronous_commit", synchronous_commit)]);
+    // As the node's pools: no ping before each use of a busy connection.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(limits.size_max)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?;
+    // Open every connection before measuring: connecting is not committing.
+    let mut held = Vec::with_capacity(c);
+    for _ in 0..c {
+        held.push(pool.acquire().await?);
+    }
+    drop(held);
+    let kept = Arc::new(db::Kept::new(pool.clone()));
+    Ok((pool, kept))
+}
+
 pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<Vec<Row>> {
     sqlx::query(CREATE_TABLE).execute(env.pool()).await?;
     sqlx::query(
@@ -63,27 +93,7 @@ pub(crate) async fn ceiling(env: &Env, plan: Plan, out: &mut Ceiling) -> Result<
             _ => INSERT,
         };
         for &c in &clients {
-            let limits = PoolLimits {
-                size_max: c as u32,
-                ..PoolLimits::default()
-            };
-            let options =
-                db::connect_options(&env.url, &limits)?.options([("synchronous_commit", sync)]);
-            // As the node's pools: no ping before each use of a busy connection.
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(limits.size_max)
-                .test_before_acquire(false)
-                .connect_with(options)
-                .await?;
-            // Open every connection before measuring: connecting is not committing.
-            let mut held = Vec::with_capacity(c);
-            for _ in 0..c {
-                held.push(pool.acquire().await?);
-            }
-            drop(held);
-            // Kept between commits as the group commit keeps its own: a connection given back
-            // to a sqlx pool costs a round trip, which is not a cost of committing.
-            let kept = Arc::new(db::Kept::new(pool.clone()));
+            let (pool, kept) = kept_clients(env, c, sync).await?;
             let mut rates = Vec::new();
             let mut lats = Vec::new();
             for _ in 0..plan.repeats {

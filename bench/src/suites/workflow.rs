@@ -3,6 +3,9 @@
 //! and WAL bytes per workflow are read from the server (see [`Counters`]), and the baseline is
 //! the commit bound: the ceiling suite's durable commits/s at the same concurrency divided by
 //! the commits each workflow took.
+//!
+//! Beside the 3-step rows, at 1 and 32 clients: the same rows written with nothing else, the
+//! floor this schema sets on this server ([`bare_rows`]).
 
 use super::*;
 
@@ -32,6 +35,7 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         w.push((3, 32, true));
         w
     };
+    let bare = bare_rows(env, plan, ceiling).await?;
     let pb = bar((workloads.len() * plan.repeats) as u64, "workflow");
     let mut rows = Vec::new();
     for (steps, callers, queued) in workloads {
@@ -79,10 +83,184 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         row.ratio = bound.map(|b| med / b);
         row.p50_ms = Some(quantile(&mut lats, 0.5));
         row.p99_ms = Some(quantile(&mut lats, 0.99));
+        if let Some(b) = bare.iter().find(|b| {
+            steps == BARE_STEPS && !queued && b.point().map(|(_, c)| c) == Some(callers as u32)
+        }) {
+            extra.insert("bare_rows_per_s".into(), b.ours.round().into());
+            extra.insert(
+                "ratio_to_bare_rows".into(),
+                ((med / b.ours.max(f64::MIN_POSITIVE) * 100.0).round() / 100.0).into(),
+            );
+        }
         row.extra = extra;
         rows.push(row);
     }
     pb.finish_and_clear();
+    rows.extend(bare);
+    Ok(rows)
+}
+
+/// Steps of the workflow whose rows [`bare_rows`] writes.
+const BARE_STEPS: u32 = 3;
+
+/// Copies of DBOS's workflow tables (columns, defaults, constraints, indexes and the foreign
+/// keys to the status row) in a scratch schema, for [`bare_rows`].
+const BARE_SCHEMA: &str = "
+    DROP SCHEMA IF EXISTS bench_bare CASCADE;
+    CREATE SCHEMA bench_bare;
+    CREATE TABLE bench_bare.workflow_status (LIKE dbos.workflow_status INCLUDING ALL);
+    CREATE TABLE bench_bare.workflow_input (LIKE dbos.workflow_input INCLUDING ALL,
+        FOREIGN KEY (workflow_uuid) REFERENCES bench_bare.workflow_status (workflow_uuid)
+            ON UPDATE CASCADE ON DELETE CASCADE);
+    CREATE TABLE bench_bare.operation_outputs (LIKE dbos.operation_outputs INCLUDING ALL,
+        FOREIGN KEY (workflow_uuid) REFERENCES bench_bare.workflow_status (workflow_uuid)
+            ON UPDATE CASCADE ON DELETE CASCADE);
+    CREATE TABLE bench_bare.workflow_output (LIKE dbos.workflow_output INCLUDING ALL,
+        FOREIGN KEY (workflow_uuid) REFERENCES bench_bare.workflow_status (workflow_uuid)
+            ON UPDATE CASCADE ON DELETE CASCADE);";
+
+/// The start: the status row PENDING under the execution's token, left alone when the ID is
+/// taken (its creator is returned either way), and the inputs.
+const BARE_START: &str = "
+    WITH st AS (
+        INSERT INTO bench_bare.workflow_status AS w
+            (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
+             owner_xid, creator_xid, serialization, priority)
+        VALUES ($1, 'PENDING', 'bench.bare', 'bench', 'v1', 1, $2, $2, 'portable_json', 0)
+        ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
+        RETURNING workflow_uuid, creator_xid
+    ), i AS (
+        INSERT INTO bench_bare.workflow_input (workflow_uuid, inputs)
+        SELECT workflow_uuid, $3 FROM st WHERE creator_xid = $2
+        ON CONFLICT DO NOTHING
+    )
+    SELECT count(*) FROM st WHERE creator_xid = $2";
+
+/// The owned PENDING status row, locked against a takeover until the commit: a checkpoint's
+/// fence.
+const BARE_OWNED: &str = "owned AS (
+        SELECT workflow_uuid FROM bench_bare.workflow_status
+        WHERE workflow_uuid = $1 AND owner_xid = $2 AND status = 'PENDING'
+        FOR NO KEY UPDATE
+    ), ck AS (
+        INSERT INTO bench_bare.operation_outputs
+            (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
+             completed_at_epoch_ms, serialization)
+        SELECT workflow_uuid, $3, 'step', $4, $5, $5, 'portable_json' FROM owned
+        ON CONFLICT DO NOTHING
+        RETURNING workflow_uuid
+    )";
+
+/// The last step's checkpoint with the outcome and the output row.
+const BARE_END: &str = ", done AS (
+        UPDATE bench_bare.workflow_status
+        SET status = 'SUCCESS', owner_xid = NULL, updated_at = kernel.now_ms(),
+            completed_at = kernel.now_ms()
+        WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2
+          AND EXISTS (SELECT 1 FROM ck)
+        RETURNING workflow_uuid
+    ), out AS (
+        INSERT INTO bench_bare.workflow_output (workflow_uuid, output)
+        SELECT workflow_uuid, $4 FROM done
+    )
+    SELECT count(*) FROM done";
+
+/// The rows of a [`BARE_STEPS`]-step workflow, written as DBOS writes them (a start with its
+/// inputs; each step's output fenced on the owned status row; the last step's output with the
+/// outcome and the output row), one commit each and nothing else: no node, no group commit,
+/// single-row statements on kept connections into copies of the tables. What Postgres and this
+/// schema allow on this server, against which a workflow row's `ratio_to_bare_rows` reads
+/// what our node adds.
+async fn bare_rows(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Vec<Row>> {
+    sqlx::raw_sql(BARE_SCHEMA).execute(env.pool()).await?;
+    let statements = Arc::new([
+        format!("WITH {BARE_OWNED} SELECT count(*) FROM ck"),
+        format!("WITH {BARE_OWNED}{BARE_END}"),
+    ]);
+    let mut rows = Vec::new();
+    for c in [1usize, 32] {
+        let (pool, kept) = super::ceiling::kept_clients(env, c, "on").await?;
+        let mut rates = Vec::new();
+        let mut lats = Vec::new();
+        for _ in 0..plan.repeats {
+            let k = kept.clone();
+            let sqls = statements.clone();
+            let (n, l, took) = drive(c, plan.run, move || {
+                let k = k.clone();
+                let sqls = sqls.clone();
+                async move {
+                    let [checkpoint, end] = &*sqls;
+                    let mut conn = k.acquire().await?;
+                    let id = uuid::Uuid::new_v4().to_string();
+                    let xid = uuid::Uuid::new_v4().to_string();
+                    let one = |what: &str, n: i64| {
+                        anyhow::ensure!(n == 1, "the bare {what} wrote {n} rows, not 1");
+                        Ok(())
+                    };
+                    let n: i64 = sqlx::query_scalar(BARE_START)
+                        .bind(&id)
+                        .bind(&xid)
+                        .bind("[[3]]")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    one("start", n)?;
+                    for step in 1..=BARE_STEPS as i32 {
+                        let sql = if step == BARE_STEPS as i32 {
+                            end
+                        } else {
+                            checkpoint
+                        };
+                        let n: i64 = sqlx::query_scalar(sql.as_str())
+                            .bind(&id)
+                            .bind(&xid)
+                            .bind(step)
+                            .bind(step.to_string())
+                            .bind(0i64)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        one("checkpoint", n)?;
+                    }
+                    conn.keep();
+                    Ok(())
+                }
+            })
+            .await;
+            anyhow::ensure!(n > 0, "no bare workflow's rows were written");
+            rates.push(n as f64 / took.as_secs_f64());
+            lats.extend(l);
+        }
+        kept.release_all();
+        pool.close().await;
+        let mut row = Row::new(
+            "workflow",
+            format!(
+                "{BARE_STEPS}-step workflow's rows alone, bare SQL, {c} client{}",
+                if c == 1 { "" } else { "s" }
+            ),
+            &rates,
+            "workflows/s",
+            plan.repeats,
+        )
+        .at(
+            format!("{BARE_STEPS}-step workflow's rows alone, bare SQL"),
+            c as u32,
+        );
+        let bound = ceiling
+            .commits_per_s
+            .get(&c)
+            .map(|cps| cps / f64::from(BARE_STEPS + 1));
+        row.baseline = bound;
+        row.baseline_name = Some("commit bound (ceiling ÷ commits per workflow)".into());
+        row.ratio = bound.map(|b| row.ours / b);
+        row.p50_ms = Some(quantile(&mut lats, 0.5));
+        row.p99_ms = Some(quantile(&mut lats, 0.99));
+        row.extra
+            .insert("commits_per_wf".into(), f64::from(BARE_STEPS + 1).into());
+        rows.push(row);
+    }
+    sqlx::raw_sql("DROP SCHEMA bench_bare CASCADE")
+        .execute(env.pool())
+        .await?;
     Ok(rows)
 }
 
