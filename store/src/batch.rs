@@ -138,7 +138,9 @@ impl Start {
 /// the parts a batch needs are in its statement: Postgres prepares every table a statement
 /// names, its indexes and expressions, each time it runs it, so a lone workflow's checkpoint
 /// does not pay for the outcome and start parts it leaves empty (with all parts, a checkpoint
-/// of one workflow took 0.11 ms of execution). Served by the primary keys of workflow_status,
+/// of one workflow took 0.11 ms of execution). A batch whose parts hold one request each (a
+/// lone workflow's) takes each part's row from its arrays' first elements rather than
+/// `unnest` ([`Shape::one_each`]). Served by the primary keys of workflow_status,
 /// workflow_input and operation_outputs.
 ///
 /// `$24` is `PENDING`, a parameter rather than a literal on purpose: the statement runs its
@@ -167,7 +169,9 @@ impl Shape {
     /// scheduler's tables (paused queues, queue rules), so only a node with the scheduler's
     /// schema sends it.
     const CLAIMS: usize = 32;
-    const COUNT: usize = 64;
+    /// Each part present holds one request.
+    const ONE_EACH: usize = 64;
+    const COUNT: usize = 128;
 
     /// The shape of a batch with these kinds of request. Provenance counts only with
     /// checkpoints, claims only with enqueues.
@@ -189,16 +193,18 @@ impl Shape {
         )
     }
 
+    /// The same shape, for a batch whose parts hold one request each (`one`), as a lone
+    /// workflow's do.
+    pub fn one_each(self, one: bool) -> Shape {
+        Shape((self.0 & !Self::ONE_EACH) | (usize::from(one) * Self::ONE_EACH))
+    }
+
     fn has(self, part: usize) -> bool {
         self.0 & part != 0
     }
 }
 
-const CHECKPOINTS: &str = "c AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[],
-                                  $6::text[], $7::text[], $8::int8[], $9::int8[], $25::text[])
-                 AS c(wf, owner, fid, name, output, error, child, started, completed, prov)
-         ), owned AS (
+const CHECKPOINTS: &str = "owned AS (
              SELECT c.*, w.executor_id AS node, w.application_version AS version,
                     w.name AS wf_name, w.queue_name AS wf_queue
              FROM c JOIN dbos.workflow_status w
@@ -226,10 +232,7 @@ const PROVENANCE: &str = "pv AS (
              WHERE owned.prov IS NOT NULL AND prov.capture(owned.wf_name, owned.wf_queue)
          )";
 
-const OUTCOMES: &str = "o AS (
-             SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
-                 AS o(wf, owner, status, output, error)
-         ), done AS (
+const OUTCOMES: &str = "done AS (
              UPDATE dbos.workflow_status w
              SET status = o.status, owner_xid = NULL, deduplication_id = NULL,
                  updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
@@ -247,11 +250,7 @@ const OUTCOMES: &str = "o AS (
              ON CONFLICT (workflow_uuid) DO UPDATE SET output = excluded.output, error = excluded.error
          )";
 
-const STARTS: &str = "s AS (
-             SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::int8[], $19::int8[],
-                                  $20::int4[], $21::text[])
-                 AS s(id, name, xid, timeout, deadline, priority, inputs)
-         ), st AS (
+const STARTS: &str = "st AS (
              INSERT INTO dbos.workflow_status AS w
                  (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
                   owner_xid, creator_xid, serialization, workflow_timeout_ms,
@@ -267,15 +266,85 @@ const STARTS: &str = "s AS (
              ON CONFLICT DO NOTHING
          )";
 
-const ENQUEUES: &str = "e AS (
-             SELECT * FROM unnest($26::text[], $27::text[], $28::text[], $29::text[], $30::int8[],
-                                  $31::int8[], $32::int4[], $33::text[], $34::int8[], $35::text[],
-                                  $36::text[], $37::text[], $39::bool[], $40::int8[])
-                 AS e(id, name, queue, xid, timeout, deadline, priority, dedup, delay, pkey,
-                      attrs, inputs, here, here_deadline)
-         )";
+/// A part's requests as rows, from the column arrays bound for it: `(parameter, element type,
+/// column)`.
+type Columns = [(&'static str, &'static str, &'static str)];
 
-/// The insert of the enqueues, after [`ENQUEUES`] and one of [`NO_CLAIMS`] and [`CLAIMS`].
+const CHECKPOINT_COLUMNS: &Columns = &[
+    ("$1", "text", "wf"),
+    ("$2", "text", "owner"),
+    ("$3", "int4", "fid"),
+    ("$4", "text", "name"),
+    ("$5", "text", "output"),
+    ("$6", "text", "error"),
+    ("$7", "text", "child"),
+    ("$8", "int8", "started"),
+    ("$9", "int8", "completed"),
+    ("$25", "text", "prov"),
+];
+
+const OUTCOME_COLUMNS: &Columns = &[
+    ("$10", "text", "wf"),
+    ("$11", "text", "owner"),
+    ("$12", "text", "status"),
+    ("$13", "text", "output"),
+    ("$14", "text", "error"),
+];
+
+const START_COLUMNS: &Columns = &[
+    ("$15", "text", "id"),
+    ("$16", "text", "name"),
+    ("$17", "text", "xid"),
+    ("$18", "int8", "timeout"),
+    ("$19", "int8", "deadline"),
+    ("$20", "int4", "priority"),
+    ("$21", "text", "inputs"),
+];
+
+const ENQUEUE_COLUMNS: &Columns = &[
+    ("$26", "text", "id"),
+    ("$27", "text", "name"),
+    ("$28", "text", "queue"),
+    ("$29", "text", "xid"),
+    ("$30", "int8", "timeout"),
+    ("$31", "int8", "deadline"),
+    ("$32", "int4", "priority"),
+    ("$33", "text", "dedup"),
+    ("$34", "int8", "delay"),
+    ("$35", "text", "pkey"),
+    ("$36", "text", "attrs"),
+    ("$37", "text", "inputs"),
+    ("$39", "bool", "here"),
+    ("$40", "int8", "here_deadline"),
+];
+
+/// The CTE `name` of a part's rows. Of a part with one request ([`Shape::one_each`]), its
+/// row is the arrays' first elements: `unnest` would build and scan a set for it, and a part
+/// whose arrays are empty still has no row.
+fn requests(name: &str, cols: &Columns, one: bool) -> String {
+    if one {
+        let items: Vec<String> = cols
+            .iter()
+            .map(|(p, t, c)| format!("({p}::{t}[])[1] AS {c}"))
+            .collect();
+        format!(
+            "{name} AS (SELECT {} WHERE cardinality({}::{}[]) = 1)",
+            items.join(", "),
+            cols[0].0,
+            cols[0].1
+        )
+    } else {
+        let arrays: Vec<String> = cols.iter().map(|(p, t, _)| format!("{p}::{t}[]")).collect();
+        let names: Vec<&str> = cols.iter().map(|(_, _, c)| *c).collect();
+        format!(
+            "{name} AS (SELECT * FROM unnest({}) AS {name}({}))",
+            arrays.join(", "),
+            names.join(", ")
+        )
+    }
+}
+
+/// The insert of the enqueues, after their rows and one of [`NO_CLAIMS`] and [`CLAIMS`].
 const ENQUEUE_INSERT: &str = "eq AS (
              INSERT INTO dbos.workflow_status AS w
                  (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
@@ -333,18 +402,21 @@ const CLAIMS: &str = "eh AS MATERIALIZED (
 
 /// The statement of one shape: its parts' CTEs, and the rows each part returns.
 fn compose(shape: Shape) -> String {
-    let mut ctes = Vec::new();
+    let one = shape.has(Shape::ONE_EACH);
+    let mut ctes: Vec<String> = Vec::new();
     let mut rows = Vec::new();
     if shape.has(Shape::CHECKPOINTS) {
-        ctes.push(CHECKPOINTS);
+        ctes.push(requests("c", CHECKPOINT_COLUMNS, one));
+        ctes.push(CHECKPOINTS.to_owned());
         rows.push("SELECT 'c'::text, workflow_uuid, function_id, NULL::text, NULL::text FROM ck");
     }
     // Provenance is part of checkpoints: `Shape::new` never sets it alone.
     if shape.has(Shape::PROVENANCE) && shape.has(Shape::CHECKPOINTS) {
-        ctes.push(PROVENANCE);
+        ctes.push(PROVENANCE.to_owned());
     }
     if shape.has(Shape::OUTCOMES) {
-        ctes.push(OUTCOMES);
+        ctes.push(requests("o", OUTCOME_COLUMNS, one));
+        ctes.push(OUTCOMES.to_owned());
         rows.push("SELECT 'o'::text, workflow_uuid, 0, NULL::text, NULL::text FROM done");
         // Outcomes of workflows that came through a queue, to announce to their waiters.
         rows.push(
@@ -352,17 +424,21 @@ fn compose(shape: Shape) -> String {
         );
     }
     if shape.has(Shape::STARTS) {
-        ctes.push(STARTS);
+        ctes.push(requests("s", START_COLUMNS, one));
+        ctes.push(STARTS.to_owned());
         rows.push("SELECT 's'::text, workflow_uuid, 0, name, creator_xid FROM st");
     }
     if shape.has(Shape::ENQUEUES) {
-        ctes.push(ENQUEUES);
-        ctes.push(if shape.has(Shape::CLAIMS) {
-            CLAIMS
-        } else {
-            NO_CLAIMS
-        });
-        ctes.push(ENQUEUE_INSERT);
+        ctes.push(requests("e", ENQUEUE_COLUMNS, one));
+        ctes.push(
+            if shape.has(Shape::CLAIMS) {
+                CLAIMS
+            } else {
+                NO_CLAIMS
+            }
+            .to_owned(),
+        );
+        ctes.push(ENQUEUE_INSERT.to_owned());
         // With a channel in `$38`, each enqueue wakes idle nodes at commit.
         // Its third column is 1 for a row PENDING (claimed as it was enqueued, when created
         // by this request).
@@ -456,6 +532,16 @@ impl Batch {
             !self.st.id.is_empty(),
             !self.eq.id.is_empty(),
             self.eq.here.iter().any(|h| *h),
+        )
+        .one_each(
+            [
+                self.ck.wf.len(),
+                self.oc.wf.len(),
+                self.st.id.len(),
+                self.eq.id.len(),
+            ]
+            .iter()
+            .all(|n| *n <= 1),
         )
     }
 
@@ -736,21 +822,27 @@ mod tests {
         let empty = Batch::new();
         // Claims name the scheduler's tables; the services' tests run those shapes.
         for i in 0..Shape::CLAIMS {
-            let bit = |b: usize| i & b != 0;
-            let shape = Shape::new(
-                bit(Shape::CHECKPOINTS),
-                bit(Shape::PROVENANCE),
-                bit(Shape::OUTCOMES),
-                bit(Shape::STARTS),
-                bit(Shape::ENQUEUES),
-                false,
-            );
-            let rows = empty
-                .query_shaped(shape, "node", "v1")
-                .fetch_all(k.pool())
-                .await
-                .unwrap_or_else(|e| panic!("shape {i:05b}: {e}"));
-            assert!(rows.is_empty(), "shape {i:05b} wrote nothing");
+            for one in [false, true] {
+                let bit = |b: usize| i & b != 0;
+                let shape = Shape::new(
+                    bit(Shape::CHECKPOINTS),
+                    bit(Shape::PROVENANCE),
+                    bit(Shape::OUTCOMES),
+                    bit(Shape::STARTS),
+                    bit(Shape::ENQUEUES),
+                    false,
+                )
+                .one_each(one);
+                let rows = empty
+                    .query_shaped(shape, "node", "v1")
+                    .fetch_all(k.pool())
+                    .await
+                    .unwrap_or_else(|e| panic!("shape {i:05b} (one each: {one}): {e}"));
+                assert!(
+                    rows.is_empty(),
+                    "shape {i:05b} (one each: {one}) wrote nothing"
+                );
+            }
         }
         k.shutdown().await.expect("shutdown");
     }

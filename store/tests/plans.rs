@@ -17,29 +17,33 @@ async fn the_group_commit_looks_workflows_up_by_key_even_on_empty_tables() {
         .expect("count");
     assert_eq!(empty, 0, "the plan is checked on an empty table");
     let mut c = k.pool().acquire().await.expect("a node connection");
-    let shape = batch::Shape::new(true, true, true, true, false, false);
-    // One checkpoint and one outcome: the two lookups of owned PENDING rows.
-    let plan = testing::prepared_plan(
-        &mut c,
-        "w",
-        batch::statement(shape),
-        "",
-        "('{a}', '{x}', '{1}', '{n}', '{o}', '{NULL}', '{NULL}', '{1}', '{1}',
-          '{b}', '{y}', '{SUCCESS}', '{o}', '{NULL}',
-          '{}', '{}', '{}', '{}', '{}', '{}', '{}',
-          'node', 'v1', 'PENDING', '{NULL}')",
-    )
-    .await;
-    assert!(
-        !plan.contains("Seq Scan on workflow_status"),
-        "the group commit reads workflow_status whole:\n{plan}"
-    );
-    assert_eq!(
-        plan.matches("Index Scan using workflow_status_pkey")
-            .count(),
-        2,
-        "each owned row is looked up by its key:\n{plan}"
-    );
+    // Batches of several requests per part, and of one each (the parts' rows built without
+    // `unnest`).
+    for (one, name) in [(false, "w"), (true, "w1")] {
+        let shape = batch::Shape::new(true, true, true, true, false, false).one_each(one);
+        // One checkpoint and one outcome: the two lookups of owned PENDING rows.
+        let plan = testing::prepared_plan(
+            &mut c,
+            name,
+            batch::statement(shape),
+            "",
+            "('{a}', '{x}', '{1}', '{n}', '{o}', '{NULL}', '{NULL}', '{1}', '{1}',
+              '{b}', '{y}', '{SUCCESS}', '{o}', '{NULL}',
+              '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+              'node', 'v1', 'PENDING', '{NULL}')",
+        )
+        .await;
+        assert!(
+            !plan.contains("Seq Scan on workflow_status"),
+            "the group commit (one each: {one}) reads workflow_status whole:\n{plan}"
+        );
+        assert_eq!(
+            plan.matches("Index Scan using workflow_status_pkey")
+                .count(),
+            2,
+            "each owned row is looked up by its key (one each: {one}):\n{plan}"
+        );
+    }
     drop(c);
     k.shutdown().await.expect("shutdown");
 }
