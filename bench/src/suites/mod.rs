@@ -505,6 +505,11 @@ where
     (all.len() as u64, all, start.elapsed())
 }
 
+/// `x` to two decimals, for a ratio in a row's `measured`.
+pub(super) fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Latencies of one caller, in ms.
 #[derive(Default)]
 pub(super) struct Latencies(Vec<f64>);

@@ -609,10 +609,6 @@ async fn poll_count(
     }
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
 fn size_name(bytes: usize) -> String {
     if bytes >= 1024 {
         format!("{} KB", bytes / 1024)

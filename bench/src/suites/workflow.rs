@@ -89,7 +89,7 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
             extra.insert("bare_rows_per_s".into(), b.ours.round().into());
             extra.insert(
                 "ratio_to_bare_rows".into(),
-                ((med / b.ours.max(f64::MIN_POSITIVE) * 100.0).round() / 100.0).into(),
+                round2(med / b.ours.max(f64::MIN_POSITIVE)).into(),
             );
         }
         row.extra = extra;
