@@ -63,6 +63,68 @@ async fn the_schema_refuses_an_inode_that_breaks_a_rule() {
 }
 
 #[tokio::test]
+async fn the_schema_refuses_to_delete_an_inode_something_still_names() {
+    let t = T::new().await;
+    let mut c = t.pool.acquire().await.unwrap();
+    let d = t.fs.mkdir(&mut c, &t.root, "/d", 0o755).await.unwrap();
+    let f = t.fs.create(&mut c, &t.root, "/d/f", 0o644).await.unwrap();
+    t.fs.write(&mut c, &t.root, "/d/f", 0, b"kept").await.unwrap();
+    // A file an entry names, a directory an entry names and that holds one, the root that
+    // holds /d: each delete is refused by a key and changes nothing.
+    let (named, parent) = ("dirents_child_fkey", ["dirents_parent_fkey", "inodes_parent_fkey"]);
+    for (ino, keys) in [
+        (f.ino, vec![named]),
+        (d.ino, vec![named, parent[0]]),
+        (1, parent.to_vec()),
+    ] {
+        let sql = format!("DELETE FROM fs.inodes WHERE ino = {ino}");
+        let err = sqlx::query(&sql).execute(&mut *c).await.expect_err(&sql);
+        assert!(
+            dbos_kernel::sqlstate::is(&err, dbos_kernel::sqlstate::FOREIGN_KEY_VIOLATION),
+            "{sql}: {err}"
+        );
+        let by = err.as_database_error().and_then(|e| e.constraint());
+        assert!(
+            by.is_some_and(|k| keys.contains(&k)),
+            "{sql}: refused by {by:?}, not one of {keys:?}"
+        );
+    }
+    assert_eq!(t.count("SELECT count(*) FROM fs.inodes").await, 3);
+    // Removing the entry first lets the file's inode go, with its blocks.
+    sqlx::query("DELETE FROM fs.dirents WHERE child = $1")
+        .bind(f.ino as i64)
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE fs.inodes SET nlink = 0 WHERE ino = $1")
+        .bind(f.ino as i64)
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM fs.inodes WHERE ino = $1")
+        .bind(f.ino as i64)
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.count(&format!(
+            "SELECT count(*) FROM fs.blocks WHERE ino = {}",
+            f.ino
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        t.fs.readdir(&mut c, &t.root, "/d", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    t.assert_consistent().await;
+}
+
+#[tokio::test]
 async fn whole_block_writes_replace_blocks_and_fill_holes() {
     let t = T::new().await;
     let (fs, r) = (&t.fs, &t.root);
