@@ -68,10 +68,15 @@ async fn the_schema_refuses_to_delete_an_inode_something_still_names() {
     let mut c = t.pool.acquire().await.unwrap();
     let d = t.fs.mkdir(&mut c, &t.root, "/d", 0o755).await.unwrap();
     let f = t.fs.create(&mut c, &t.root, "/d/f", 0o644).await.unwrap();
-    t.fs.write(&mut c, &t.root, "/d/f", 0, b"kept").await.unwrap();
+    t.fs.write(&mut c, &t.root, "/d/f", 0, b"kept")
+        .await
+        .unwrap();
     // A file an entry names, a directory an entry names and that holds one, the root that
     // holds /d: each delete is refused by a key and changes nothing.
-    let (named, parent) = ("dirents_child_fkey", ["dirents_parent_fkey", "inodes_parent_fkey"]);
+    let (named, parent) = (
+        "dirents_child_fkey",
+        ["dirents_parent_fkey", "inodes_parent_fkey"],
+    );
     for (ino, keys) in [
         (f.ino, vec![named]),
         (d.ino, vec![named, parent[0]]),
