@@ -258,7 +258,7 @@ impl Context {
     pub(super) async fn record(&self, c: Checkpoint) -> Result<(), Error> {
         let mut all: Vec<Checkpoint> = self.take_pending().into_iter().collect();
         all.push(c);
-        self.write_checkpoints(all).await
+        Box::pin(self.write_checkpoints(all)).await
     }
 
     /// Leaves a step's checkpoint to go out with the workflow's next write (see
@@ -271,7 +271,7 @@ impl Context {
         );
         // Never dropped, should a path run a step without settling first.
         match earlier {
-            Some(e) => self.write_checkpoints(vec![e]).await,
+            Some(e) => Box::pin(self.write_checkpoints(vec![e])).await,
             None => Ok(()),
         }
     }
@@ -283,9 +283,13 @@ impl Context {
 
     /// Writes the checkpoint left pending, if any: before anything that could depend on the
     /// step runs.
+    ///
+    /// Its write is boxed, as are those of [`Context::record`] and [`Context::defer`]: inline,
+    /// a write would size the future of every operation that settles first, and of the
+    /// workflow around it (see `Service::still_owner`).
     async fn settle(&self) -> Result<(), Error> {
         match self.take_pending() {
-            Some(c) => self.write_checkpoints(vec![c]).await,
+            Some(c) => Box::pin(self.write_checkpoints(vec![c])).await,
             None => Ok(()),
         }
     }
@@ -650,7 +654,7 @@ impl Context {
             .waiters()
             .register(dbos_msg::Channel::Cancel, self.inner.workflow_id.clone());
         let end_ms = self.timer(fid, duration).await?;
-        self.idle(async {
+        self.idle(Box::pin(async {
             loop {
                 let left = end_ms - self.clock_ms();
                 if left <= 0 {
@@ -661,14 +665,17 @@ impl Context {
                     self.stop_if_cancelled().await?;
                 }
             }
-        })
+        }))
         .await
     }
 
     /// Runs `wait` with this execution's node slot given back, so the node can run other work
     /// while this one waits for a message, an event or a timer; takes a slot again before
     /// going on. A replay, or an execution on its parent's slot, just waits.
-    pub(super) async fn idle<F: std::future::Future>(&self, wait: F) -> F::Output {
+    ///
+    /// The wait comes boxed: passed down by value, it would be held again in each future on
+    /// the way, for as long as it waits.
+    pub(super) async fn idle<F: Future>(&self, wait: std::pin::Pin<Box<F>>) -> F::Output {
         match self.inner.slot.get() {
             Some(slot) => slot.idle(wait).await,
             None => wait.await,

@@ -333,7 +333,9 @@ impl Context {
             .also(Channel::Cancel, self.inner.workflow_id.clone());
         // Something already there is taken at once: 1 round trip, no timer recorded (its
         // function ID stays reserved, so numbering is the same either way).
-        if let Some(v) = probe(false).await? {
+        // Each probe is boxed: held inline, its queries would size this wait's future for as
+        // long as it waits (see `Service::still_owner`).
+        if let Some(v) = Box::pin(probe(false)).await? {
             return Ok(v);
         }
         let (end_ms, record) = self.plan_timer(timer_fid, timeout).await?;
@@ -367,7 +369,7 @@ impl Context {
                     self.check_deadline().await?;
                 }
                 let last = Instant::now() >= deadline;
-                if let Some(v) = probe(last).await? {
+                if let Some(v) = Box::pin(probe(last)).await? {
                     return Ok(v);
                 }
                 if last {
@@ -377,7 +379,7 @@ impl Context {
         };
         tokio::pin!(record, wait);
         // Nothing was there: the wait gives the node slot back until it ends.
-        self.idle(async {
+        self.idle(Box::pin(async {
             tokio::select! {
                 // A refused timer record (cancelled, or owned elsewhere) ends the wait at once.
                 recorded = &mut record => {
@@ -393,7 +395,7 @@ impl Context {
                     Ok(got)
                 }
             }
-        })
+        }))
         .await
     }
 

@@ -905,8 +905,9 @@ impl Service {
                         }
                         None => run.await,
                     };
-                    svc.finish(&id, &owner_xid, last.take_pending(), result)
-                        .await;
+                    // Boxed: the task's future would otherwise be as large as the outcome's
+                    // write for the whole life of the workflow.
+                    Box::pin(svc.finish(&id, &owner_xid, last.take_pending(), result)).await;
                 },
                 span,
             )
@@ -1082,15 +1083,21 @@ impl Service {
 
     /// Whether the execution holding `owner_xid` still owns workflow `id` (it is PENDING).
     ///
+    /// The query's future is boxed, as are those of the other lookups a workflow's context
+    /// makes off its common path: an async function's future is as large as its largest
+    /// await, and a workflow's future keeps that size for as long as the workflow lives,
+    /// waiting in a `recv` or a `sleep` included. Boxed, a lookup holds its memory only while
+    /// it runs.
+    ///
     /// # Errors
     /// Database errors.
     pub(crate) async fn still_owner(&self, id: &str, owner_xid: &str) -> Result<bool, Error> {
-        Ok(workflows::is_owner(&self.inner.pool, id, owner_xid).await?)
+        Ok(Box::pin(workflows::is_owner(&self.inner.pool, id, owner_xid)).await?)
     }
 
     /// Why a write fenced on `(status = PENDING, owner_xid)` was refused.
     pub(crate) async fn why_not_owner(&self, id: &str) -> Error {
-        match workflows::status(&self.inner.pool, id).await {
+        match Box::pin(workflows::status(&self.inner.pool, id)).await {
             Ok(Status::Cancelled) => Error::Cancelled(id.to_owned()),
             Ok(Status::MaxRecoveryAttemptsExceeded) => {
                 Error::MaxRecoveryAttemptsExceeded(id.to_owned())
@@ -1104,7 +1111,7 @@ impl Service {
     ///
     /// 1 round trip, 1 commit.
     pub(crate) async fn cancel_expired(&self, id: &str) -> Result<(), Error> {
-        workflows::cancel_expired(&self.inner.pool, Some(id)).await?;
+        Box::pin(workflows::cancel_expired(&self.inner.pool, Some(id))).await?;
         Ok(())
     }
 
