@@ -70,6 +70,11 @@ pub struct Args {
     /// Postgres to measure; an embedded cluster in a scratch directory when unset.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A setting of the embedded cluster, `NAME=VALUE` (repeatable), given to its server as
+    /// `-c NAME=VALUE`: to measure a configuration against the defaults.
+    #[arg(long = "pg-setting", value_name = "NAME=VALUE", value_parser = parse_setting,
+          conflicts_with = "database_url")]
+    pub pg_settings: Vec<(String, String)>,
     /// Directory for result files.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub results_dir: PathBuf,
@@ -79,6 +84,15 @@ pub struct Args {
     /// Directory of `EVALUATION.md` (with `--report`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../papers"))]
     pub papers_dir: PathBuf,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -363,7 +377,7 @@ async fn run(args: Args) -> Result<()> {
     // From here a SIGINT or SIGTERM stops the run, then the node and its embedded Postgres.
     let mut signals = dbos_kernel::ShutdownSignals::install()?;
     let env = tokio::select! {
-        env = suites::Env::start(args.database_url.clone()) => env?,
+        env = suites::Env::start(args.database_url.clone(), &args.pg_settings) => env?,
         sig = signals.next() => return Err(Interrupted(sig).into()),
     };
     let measured = tokio::select! {
@@ -559,5 +573,40 @@ mod tests {
         );
         assert_eq!(point("1000 pending workflows, recovered"), None);
         assert_eq!(summarize(&[3.0, 1.0, 2.0, 10.0]), (2.5, 1.0, 10.0));
+    }
+
+    #[test]
+    fn a_server_setting_is_name_equals_value() {
+        // Whatever DATABASE_URL the tests run with.
+        let args = |a: &[&str]| {
+            let cmd =
+                <Args as clap::CommandFactory>::command().mut_arg("database_url", |u| u.env(None));
+            cmd.try_get_matches_from([&["dbos bench"], a].concat())
+                .and_then(|m| <Args as clap::FromArgMatches>::from_arg_matches(&m))
+        };
+        let parsed = args(&[
+            "--pg-setting",
+            "wal_compression=lz4",
+            "--pg-setting",
+            "log_line_prefix=%m [%p] ",
+        ])
+        .expect("two settings parse");
+        assert_eq!(
+            parsed.pg_settings,
+            [
+                ("wal_compression".to_owned(), "lz4".to_owned()),
+                ("log_line_prefix".to_owned(), "%m [%p] ".to_owned())
+            ]
+        );
+        let refused = |a: &[&str]| args(a).expect_err("refused").to_string();
+        assert!(refused(&["--pg-setting", "lz4"]).contains("\"lz4\" is not NAME=VALUE"));
+        assert!(refused(&["--pg-setting", "=on"]).contains("is not NAME=VALUE"));
+        assert!(refused(&[
+            "--pg-setting",
+            "fsync=on",
+            "--database-url",
+            "postgres://localhost/x"
+        ])
+        .contains("cannot be used with"));
     }
 }

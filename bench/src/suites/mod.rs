@@ -70,7 +70,11 @@ fn registry() -> Registry {
 }
 
 impl Env {
-    pub(crate) async fn start(database_url: Option<String>) -> Result<Env> {
+    /// `settings`: extra settings of the embedded cluster (none with `database_url`).
+    pub(crate) async fn start(
+        database_url: Option<String>,
+        settings: &[(String, String)],
+    ) -> Result<Env> {
         let scratch = match database_url {
             Some(_) => None,
             None => {
@@ -90,7 +94,7 @@ impl Env {
         // the module.
         let statements = scratch.is_some()
             && dbos_kernel::embedded::server_module_available(None, "pg_stat_statements");
-        let pg_settings = if statements {
+        let mut pg_settings = if statements {
             [
                 ("shared_preload_libraries", "pg_stat_statements"),
                 ("pg_stat_statements.track_planning", "on"),
@@ -100,6 +104,7 @@ impl Env {
         } else {
             Vec::new()
         };
+        pg_settings.extend_from_slice(settings);
         let config = Config {
             database_url,
             pg_settings,
@@ -167,7 +172,7 @@ impl Env {
         let settings: Vec<(String, String)> = sqlx::query_as(
             "SELECT name, current_setting(name) FROM unnest(ARRAY['server_version', 'fsync',
                  'synchronous_commit', 'wal_sync_method', 'shared_buffers', 'full_page_writes',
-                 'max_connections']) name",
+                 'max_connections', 'wal_compression', 'max_wal_size', 'checkpoint_timeout']) name",
         )
         .fetch_all(self.pool())
         .await?;
