@@ -408,6 +408,28 @@ fn env_str(env: Option<&serde_json::Value>, path: &[&str]) -> Option<String> {
     })
 }
 
+/// A line naming the server settings the run was given with `dbos bench --pg-setting`; empty
+/// when it was given none (the cluster ran with the defaults above).
+fn settings_given(environment: Option<&serde_json::Value>) -> String {
+    let given: Vec<&str> = environment
+        .and_then(|e| e.get("pg_settings_given"))
+        .and_then(|g| g.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if given.is_empty() {
+        return String::new();
+    }
+    format!(
+        "- Server settings given with `dbos bench --pg-setting` to the run of {}: {}.\n\n",
+        env_str(environment, &["measured_at"]).unwrap_or_else(|| "an unrecorded time".into()),
+        given
+            .iter()
+            .map(|g| format!("`{g}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// A line grouping the reported suites by the run that measured them, when there are several:
 /// a suite without a recorded time, beside suites with one, came from a run that did not record
 /// it. Empty when every suite comes from one run, or when the file records no times at all.
@@ -495,6 +517,7 @@ pub fn render(
         e(&["repeats"]),
         e(&["run_s"]),
     ));
+    s.push_str(&settings_given(environment));
     let reported: Vec<&str> = suites.iter().map(|(name, _)| name.as_str()).collect();
     s.push_str(&suite_times(environment, &reported));
     s.push_str(
@@ -645,6 +668,21 @@ const CAVEATS: &str = "## Caveats
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_names_the_server_settings_its_run_was_given() {
+        let given = serde_json::json!({"measured_at": "2026-12-05 17:20 UTC",
+            "pg_settings_given": ["wal_compression=lz4", "max_wal_size=4GB"]});
+        assert_eq!(
+            settings_given(Some(&given)),
+            "- Server settings given with `dbos bench --pg-setting` to the run of 2026-12-05 \
+             17:20 UTC: `wal_compression=lz4`, `max_wal_size=4GB`.\n\n"
+        );
+        let none = serde_json::json!({"pg_settings_given": []});
+        assert_eq!(settings_given(Some(&none)), "");
+        assert_eq!(settings_given(Some(&serde_json::json!({}))), "");
+        assert_eq!(settings_given(None), "");
+    }
 
     #[test]
     fn a_report_of_results_from_several_runs_says_when_each_suite_was_measured() {

@@ -41,6 +41,8 @@ pub(crate) struct Env {
     url: String,
     /// The superuser's URL on an embedded cluster, else `url`: peers create their databases.
     admin_url: String,
+    /// Settings of the embedded cluster given with `--pg-setting`, for the report.
+    settings_given: Vec<(String, String)>,
     _scratch: Option<tempfile::TempDir>,
 }
 
@@ -94,17 +96,7 @@ impl Env {
         // the module.
         let statements = scratch.is_some()
             && dbos_kernel::embedded::server_module_available(None, "pg_stat_statements");
-        let mut pg_settings = if statements {
-            [
-                ("shared_preload_libraries", "pg_stat_statements"),
-                ("pg_stat_statements.track_planning", "on"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .to_vec()
-        } else {
-            Vec::new()
-        };
-        pg_settings.extend_from_slice(settings);
+        let pg_settings = embedded_settings(statements, settings);
         let config = Config {
             database_url,
             pg_settings,
@@ -149,6 +141,7 @@ impl Env {
             wf,
             url,
             admin_url,
+            settings_given: settings.to_vec(),
             _scratch: scratch,
         })
     }
@@ -192,8 +185,43 @@ impl Env {
             "repeats": plan.repeats,
             "run_s": plan.run.as_secs_f64(),
             "postgres": postgres,
+            "pg_settings_given": self
+                .settings_given
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
         }))
     }
+}
+
+/// The settings of an embedded cluster: pg_stat_statements where `statements` (the server has
+/// the module), then those `given`, which override them; a `shared_preload_libraries` given
+/// keeps pg_stat_statements among its libraries, so server time per statement is still read.
+fn embedded_settings(statements: bool, given: &[(String, String)]) -> Vec<(String, String)> {
+    const PRELOAD: &str = "shared_preload_libraries";
+    let mut settings = Vec::new();
+    if statements {
+        settings.push((PRELOAD.to_owned(), "pg_stat_statements".to_owned()));
+        settings.push((
+            "pg_stat_statements.track_planning".to_owned(),
+            "on".to_owned(),
+        ));
+    }
+    for (name, value) in given {
+        let mut value = value.clone();
+        if statements
+            && name == PRELOAD
+            && !value.split(',').any(|l| l.trim() == "pg_stat_statements")
+        {
+            value = if value.trim().is_empty() {
+                "pg_stat_statements".to_owned()
+            } else {
+                format!("{value},pg_stat_statements")
+            };
+        }
+        settings.push((name.clone(), value));
+    }
+    settings
 }
 
 /// Workflows each node of the bench runs at once. A claimed workflow holds its slot from its
@@ -532,4 +560,66 @@ async fn statements_readable(pool: &PgPool) -> bool {
         .fetch_optional(pool)
         .await
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::embedded_settings;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn given_settings_come_last_and_keep_pg_stat_statements_loaded() {
+        let stats = [
+            ("shared_preload_libraries", "pg_stat_statements"),
+            ("pg_stat_statements.track_planning", "on"),
+        ];
+        assert_eq!(
+            embedded_settings(true, &pairs(&[("wal_compression", "lz4")])),
+            pairs(&[stats[0], stats[1], ("wal_compression", "lz4")])
+        );
+        assert_eq!(
+            embedded_settings(
+                true,
+                &pairs(&[("shared_preload_libraries", "auto_explain")])
+            ),
+            pairs(&[
+                stats[0],
+                stats[1],
+                (
+                    "shared_preload_libraries",
+                    "auto_explain,pg_stat_statements"
+                )
+            ])
+        );
+        assert_eq!(
+            embedded_settings(
+                true,
+                &pairs(&[(
+                    "shared_preload_libraries",
+                    "pg_stat_statements, auto_explain"
+                )])
+            ),
+            pairs(&[
+                stats[0],
+                stats[1],
+                (
+                    "shared_preload_libraries",
+                    "pg_stat_statements, auto_explain"
+                )
+            ])
+        );
+        assert_eq!(
+            embedded_settings(
+                false,
+                &pairs(&[("shared_preload_libraries", "auto_explain")])
+            ),
+            pairs(&[("shared_preload_libraries", "auto_explain")])
+        );
+        assert!(embedded_settings(false, &[]).is_empty());
+    }
 }
