@@ -1,5 +1,6 @@
 //! Suite `workflow`: no-op workflows of 1, 3 and 10 steps, started directly or through a
-//! queue, with 1, 8 and 32 concurrent callers. Commits, transactions (round trips), WAL fsyncs
+//! queue, with 1, 8 and 32 concurrent callers (the queued ones in turns with their direct
+//! counterparts, see [`groups`]). Commits, transactions (round trips), WAL fsyncs
 //! and WAL bytes per workflow are read from the server (see [`Counters`]), and the baseline is
 //! the commit bound: the ceiling suite's durable commits/s at the same concurrency divided by
 //! the commits each workflow took.
@@ -20,37 +21,67 @@ fn published(steps: u32, callers: usize, queued: bool) -> Option<&'static str> {
     }
 }
 
+/// A workload: steps, callers, through the queue.
+type Workload = (u32, usize, bool);
+
+/// The workloads in groups. The workloads of a group are measured in turns, one repetition of
+/// each before the next of any, so the queued rows and the direct rows they are set against
+/// meet the same database: measured one after the other, the queued rows came after every
+/// direct row, in tables that the rows before had grown and left dead versions in.
+fn groups(quick: bool) -> Vec<Vec<Workload>> {
+    if quick {
+        return vec![vec![(3, 1, false)], vec![(3, 32, false), (3, 32, true)]];
+    }
+    let mut g = Vec::new();
+    for steps in [1, 3, 10] {
+        for callers in [1, 8, 32] {
+            let mut group = vec![(steps, callers, false)];
+            if steps == 3 && callers != 8 {
+                group.push((steps, callers, true));
+            }
+            g.push(group);
+        }
+    }
+    g
+}
+
+/// What the repetitions of one workload measured.
+#[derive(Default)]
+struct Measured {
+    rates: Vec<f64>,
+    lats: Vec<f64>,
+    per_op: Vec<PerOp>,
+}
+
 pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Vec<Row>> {
-    // (steps, callers, via queue)
-    let workloads: Vec<(u32, usize, bool)> = if plan.quick {
-        vec![(3, 1, false), (3, 32, false), (3, 32, true)]
-    } else {
-        let mut w = Vec::new();
-        for steps in [1, 3, 10] {
-            for callers in [1, 8, 32] {
-                w.push((steps, callers, false));
+    let groups = groups(plan.quick);
+    let bare = bare_rows(env, plan, ceiling).await?;
+    let count: usize = groups.iter().map(Vec::len).sum();
+    let pb = bar((count * plan.repeats) as u64, "workflow");
+    let mut measured: Vec<(Workload, Measured)> = Vec::new();
+    for group in groups {
+        let mut m: Vec<Measured> = group.iter().map(|_| Measured::default()).collect();
+        for _ in 0..plan.repeats {
+            for (&(steps, callers, queued), m) in group.iter().zip(m.iter_mut()) {
+                let before = Counters::read(env, &[]).await?;
+                let (n, l, took) = drive_steps(env, steps, callers, queued, plan.run).await;
+                let after = Counters::read(env, &[]).await?;
+                m.per_op.push(before.per_op(&after, n, env.pool()).await?);
+                m.rates.push(n as f64 / took.as_secs_f64());
+                m.lats.extend(l);
+                pb.inc(1);
             }
         }
-        w.push((3, 1, true));
-        w.push((3, 32, true));
-        w
-    };
-    let bare = bare_rows(env, plan, ceiling).await?;
-    let pb = bar((workloads.len() * plan.repeats) as u64, "workflow");
+        measured.extend(group.into_iter().zip(m));
+    }
+    pb.finish_and_clear();
     let mut rows = Vec::new();
-    for (steps, callers, queued) in workloads {
-        let mut rates = Vec::new();
-        let mut lats = Vec::new();
-        let mut per_op = Vec::new();
-        for _ in 0..plan.repeats {
-            let before = Counters::read(env, &[]).await?;
-            let (n, l, took) = drive_steps(env, steps, callers, queued, plan.run).await;
-            let after = Counters::read(env, &[]).await?;
-            per_op.push(before.per_op(&after, n, env.pool()).await?);
-            rates.push(n as f64 / took.as_secs_f64());
-            lats.extend(l);
-            pb.inc(1);
-        }
+    for ((steps, callers, queued), m) in measured {
+        let Measured {
+            rates,
+            mut lats,
+            per_op,
+        } = m;
         let (med, _, _) = summarize(&rates);
         let median = |f: fn(&PerOp) -> f64| summarize(&per_op.iter().map(f).collect::<Vec<_>>()).0;
         let commits_per_wf = median(|p| p.commits);
@@ -95,7 +126,6 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         row.extra = extra;
         rows.push(row);
     }
-    pb.finish_and_clear();
     rows.extend(bare);
     Ok(rows)
 }
