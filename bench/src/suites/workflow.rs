@@ -321,3 +321,24 @@ pub(super) async fn drive_steps(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_queued_workload_is_measured_in_turns_with_its_direct_one() {
+        for (quick, count) in [(true, 3), (false, 11)] {
+            let groups = groups(quick);
+            assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), count);
+            let queued: Vec<Workload> = groups.iter().flatten().filter(|w| w.2).copied().collect();
+            assert!(!queued.is_empty());
+            for (steps, callers, _) in queued {
+                assert!(groups
+                    .iter()
+                    .any(|g| g.contains(&(steps, callers, true))
+                        && g.contains(&(steps, callers, false))));
+            }
+        }
+    }
+}
