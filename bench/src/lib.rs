@@ -55,7 +55,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Parser)]
 #[command(name = "dbos bench", about = "Benchmarks with same-run baselines")]
 pub struct Args {
-    /// Suites to run (ceiling, workflow, peer, recovery, fs); all when none is given.
+    /// Suites to run (ceiling, workflow, queue, peer, recovery, msg, fs, prov, replicated,
+    /// history), in that order; all when none is given.
     pub suites: Vec<String>,
     /// A smoke run: one short repetition of a few workloads (under a minute).
     #[arg(long)]
@@ -113,6 +114,7 @@ pub const SUITES: &[&str] = &[
     "fs",
     "prov",
     "replicated",
+    "history",
 ];
 
 /// Durability mode of a figure: D = fsync and synchronous_commit on.
@@ -454,6 +456,7 @@ async fn measure(env: &suites::Env, args: &Args, plan: Plan, wanted: &[&str]) ->
             "fs" => suites::fs(env, plan).await?,
             "prov" => suites::prov(env, plan).await?,
             "replicated" => suites::replicated(env, plan).await?,
+            "history" => suites::history(env, plan).await?,
             _ => unreachable!("checked above"),
         };
         write_results(&args.results_dir, suite, &rows)?;

@@ -34,6 +34,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 mod error;
+pub mod id;
 mod kernel;
 pub mod lease;
 pub mod loops;

@@ -39,7 +39,7 @@ impl Outgoing {
     fn message_uuid(&self) -> String {
         match &self.idempotency_key {
             Some(k) => format!("{k}::{}", self.destination),
-            None => uuid::Uuid::new_v4().to_string(),
+            None => dbos_kernel::id::new_id(),
         }
     }
 

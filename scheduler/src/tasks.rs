@@ -72,9 +72,7 @@ pub async fn submit(pool: &PgPool, s: &Submit) -> Result<String, Error> {
     if !dbos_store::queues::exists(pool, &s.queue).await? {
         return Err(Error::NoSuchQueue(s.queue.clone()));
     }
-    let id =
-        s.id.clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = s.id.clone().unwrap_or_else(dbos_kernel::id::new_id);
     let inputs = serde_json::json!({"positionalArgs": [&s.spec], "namedArgs": {}}).to_string();
     let mut attributes = serde_json::Map::new();
     for (key, labels) in [("sched.labels", &s.labels), ("sched.prefer", &s.prefer)] {

@@ -511,7 +511,7 @@ pub async fn debounce<'c>(db: impl PgExecutor<'c>, d: &Debounce<'_>) -> Result<O
                  (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
                   serialization, deduplication_id, is_debounced, delay_until_epoch_ms,
                   debounce_deadline_epoch_ms)
-             SELECT gen_random_uuid()::text, 'DELAYED', $1, $2, 0, gen_random_uuid()::text,
+             SELECT $7, 'DELAYED', $1, $2, 0, gen_random_uuid()::text,
                     'portable_json', $3, true, LEAST($4, COALESCE($5, $4)), $5
              WHERE NOT EXISTS (SELECT 1 FROM upd)
              ON CONFLICT DO NOTHING
@@ -527,6 +527,7 @@ pub async fn debounce<'c>(db: impl PgExecutor<'c>, d: &Debounce<'_>) -> Result<O
     .bind(d.until_ms)
     .bind(d.cap_ms)
     .bind(d.inputs)
+    .bind(dbos_kernel::id::new_id())
     .fetch_optional(db)
     .await?)
 }

@@ -124,7 +124,7 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let fs = Fs::new(Options::default());
     let who = Identity::root();
     let parent = env
-        ._scratch
+        .scratch
         .as_ref()
         .map(|d| d.path().to_owned())
         .unwrap_or_else(std::env::temp_dir);
@@ -613,7 +613,7 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     // Leave the database as we found it; the two large directories hold only plain files
     // with one name each, removed in bulk. A scratch cluster is thrown away instead: removing
     // a million files from it takes minutes.
-    if env._scratch.is_some() {
+    if env.scratch.is_some() {
         return Ok(name_baselines(rows, &fstype));
     }
     let mut tx = pool.begin().await?;

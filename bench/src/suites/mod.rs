@@ -15,6 +15,7 @@ use crate::{quantile, summarize, Plan, Row};
 
 mod ceiling;
 mod fs;
+mod history;
 mod msg;
 mod peer;
 mod prov;
@@ -26,6 +27,7 @@ mod workflow;
 
 pub(crate) use ceiling::ceiling;
 pub(crate) use fs::fs;
+pub(crate) use history::history;
 pub(crate) use msg::msg;
 pub(crate) use peer::peer;
 pub(crate) use prov::prov;
@@ -43,7 +45,7 @@ pub(crate) struct Env {
     admin_url: String,
     /// Settings of the embedded cluster given with `--pg-setting`, for the report.
     settings_given: Vec<(String, String)>,
-    _scratch: Option<tempfile::TempDir>,
+    scratch: Option<tempfile::TempDir>,
 }
 
 /// Name of the benchmark workflow: `n` no-op steps.
@@ -142,13 +144,18 @@ impl Env {
             url,
             admin_url,
             settings_given: settings.to_vec(),
-            _scratch: scratch,
+            scratch,
         })
     }
 
     /// The admin URL with database `db` instead of its own: where a peer keeps its tables.
     pub(super) fn peer_url(&self, db: &str) -> String {
         db::on_database(&self.admin_url, db)
+    }
+
+    /// Whether the run's database is a scratch cluster of this run (not `--database-url`).
+    pub(crate) fn is_scratch(&self) -> bool {
+        self.scratch.is_some()
     }
 
     pub(crate) async fn stop(self) -> Result<()> {
@@ -271,6 +278,10 @@ pub(super) struct Counters {
     lsn: String,
     xacts: i64,
     wal_syncs: i64,
+    /// Full-page images written to the WAL.
+    wal_fpi: i64,
+    /// Blocks of this database read from outside the server's buffers.
+    blocks_read: i64,
     /// Empty statements the reading ran to make the connections publish.
     touched: i64,
     /// CPU time of this process, ms.
@@ -289,6 +300,8 @@ pub(super) struct PerOp {
     pub(super) xacts: f64,
     pub(super) wal_bytes: f64,
     pub(super) wal_syncs: f64,
+    pub(super) wal_fpi: f64,
+    pub(super) blocks_read: f64,
     pub(super) cpu_ours_ms: f64,
     pub(super) cpu_pg_ms: f64,
     /// Statements executed (none known without pg_stat_statements).
@@ -422,15 +435,18 @@ impl Counters {
             touched += k.endpoint().touch_idle().await as i64;
         }
         let pool = env.pool();
-        let (xid, lsn, xacts, wal_syncs): (i64, String, i64, i64) = sqlx::query_as(
-            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+        let (xid, lsn, xacts, wal_syncs, wal_fpi, blocks_read): (i64, String, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8,
                     pg_current_wal_lsn()::text,
                     (SELECT xact_commit + xact_rollback FROM pg_stat_database
                      WHERE datname = current_database()),
-                    (SELECT wal_sync FROM pg_stat_wal)",
-        )
-        .fetch_one(pool)
-        .await?;
+                    (SELECT wal_sync FROM pg_stat_wal),
+                    (SELECT wal_fpi FROM pg_stat_wal),
+                    (SELECT blks_read FROM pg_stat_database WHERE datname = current_database())",
+            )
+            .fetch_one(pool)
+            .await?;
         // Readable by any role for its own statements; absent without the extension.
         let statements: BTreeMap<i64, (i64, f64, String)> = sqlx::query_as::<_, (i64, i64, f64, String)>(
             "SELECT queryid, calls, total_exec_time + total_plan_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
@@ -452,6 +468,8 @@ impl Counters {
             lsn,
             xacts,
             wal_syncs,
+            wal_fpi,
+            blocks_read,
             touched,
             cpu_ours_ms,
             cpu_pg_ms,
@@ -501,6 +519,8 @@ impl Counters {
             xacts: (later.xacts - self.xacts - later.touched - READING_XACTS).max(0) as f64 / n,
             wal_bytes: wal_bytes / n,
             wal_syncs: (later.wal_syncs - self.wal_syncs).max(0) as f64 / n,
+            wal_fpi: (later.wal_fpi - self.wal_fpi).max(0) as f64 / n,
+            blocks_read: (later.blocks_read - self.blocks_read).max(0) as f64 / n,
         })
     }
 }

@@ -221,7 +221,7 @@ async fn bare_rows(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Vec<Row>>
                 async move {
                     let [checkpoint, end] = &*sqls;
                     let mut conn = k.acquire().await?;
-                    let id = uuid::Uuid::new_v4().to_string();
+                    let id = dbos_kernel::id::new_id();
                     let xid = uuid::Uuid::new_v4().to_string();
                     let one = |what: &str, n: i64| {
                         anyhow::ensure!(n == 1, "the bare {what} wrote {n} rows, not 1");

@@ -1375,7 +1375,7 @@ pub(crate) fn workflow_id(given: Option<String>) -> Result<String, Error> {
         }
         Some(id) if id.len() > 1024 => Err(Error::Invalid("workflow ID is over 1024 bytes".into())),
         Some(id) => Ok(id),
-        None => Ok(uuid::Uuid::new_v4().to_string()),
+        None => Ok(dbos_kernel::id::new_id()),
     }
 }
 
