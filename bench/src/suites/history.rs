@@ -40,15 +40,12 @@ pub(crate) async fn history(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     }
     let (med_before, _, _) = summarize(&before.rates);
     let mut rows = Vec::new();
-    for (m, label) in [(before, "before"), (after, "after")] {
+    for (m, history_wf) in [(before, 0), (after, n)] {
         let (med, _, _) = summarize(&m.rates);
         let median =
             |f: fn(&PerOp) -> f64| summarize(&m.per_op.iter().map(f).collect::<Vec<_>>()).0;
         let mut extra = serde_json::Map::new();
-        extra.insert(
-            "history_wf".into(),
-            if label == "after" { n } else { 0 }.into(),
-        );
+        extra.insert("history_wf".into(), history_wf.into());
         extra.insert(
             "wal_bytes_per_wf".into(),
             median(|p| p.wal_bytes).round().into(),
@@ -59,15 +56,21 @@ pub(crate) async fn history(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             round2(median(|p| p.blocks_read)).into(),
         );
         PerOp::budget(&m.per_op, "wf", &mut extra);
-        let workload = if label == "before" {
-            format!("3-step workflow, {CALLERS} callers, before the history")
+        let (workload, series) = if history_wf == 0 {
+            (
+                format!("3-step workflow, {CALLERS} callers, before the history"),
+                "before",
+            )
         } else {
-            format!("3-step workflow, {CALLERS} callers, beside {n} finished workflows")
+            (
+                format!("3-step workflow, {CALLERS} callers, beside {n} finished workflows"),
+                "after",
+            )
         };
         let mut lats = m.lats;
         let mut row = Row::new("history", workload, &m.rates, "workflows/s", plan.repeats)
-            .at(format!("3-step workflow, {label}"), CALLERS as u32);
-        if label == "after" {
+            .at(format!("3-step workflow, {series}"), CALLERS as u32);
+        if history_wf > 0 {
             row.baseline = Some(med_before);
             row.baseline_name = Some("the same workload before the history, same run".into());
             row.ratio = Some(med / med_before.max(f64::MIN_POSITIVE));
@@ -80,23 +83,11 @@ pub(crate) async fn history(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Repetitions of the workload, with their counters.
-#[derive(Default)]
-struct Measured {
-    rates: Vec<f64>,
-    lats: Vec<f64>,
-    per_op: Vec<PerOp>,
-}
-
-async fn measure(env: &Env, plan: Plan, pb: &ProgressBar) -> Result<Measured> {
-    let mut m = Measured::default();
+/// The workload's repetitions, with their counters.
+async fn measure(env: &Env, plan: Plan, pb: &ProgressBar) -> Result<workflow::Measured> {
+    let mut m = workflow::Measured::default();
     for _ in 0..plan.repeats {
-        let before = Counters::read(env, &[]).await?;
-        let (n, l, took) = workflow::drive_steps(env, 3, CALLERS, false, plan.run).await;
-        let after = Counters::read(env, &[]).await?;
-        m.per_op.push(before.per_op(&after, n, env.pool()).await?);
-        m.rates.push(n as f64 / took.as_secs_f64());
-        m.lats.extend(l);
+        m.repeat(env, 3, CALLERS, false, plan.run).await?;
         pb.inc(1);
     }
     Ok(m)

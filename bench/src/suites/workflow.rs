@@ -47,10 +47,32 @@ fn groups(quick: bool) -> Vec<Vec<Workload>> {
 
 /// What the repetitions of one workload measured.
 #[derive(Default)]
-struct Measured {
-    rates: Vec<f64>,
-    lats: Vec<f64>,
-    per_op: Vec<PerOp>,
+pub(super) struct Measured {
+    pub(super) rates: Vec<f64>,
+    pub(super) lats: Vec<f64>,
+    pub(super) per_op: Vec<PerOp>,
+}
+
+impl Measured {
+    /// Measures one repetition of no-op workflows of `steps` steps from `callers` callers for
+    /// `run` ([`drive_steps`]), with the server's counters around it.
+    pub(super) async fn repeat(
+        &mut self,
+        env: &Env,
+        steps: u32,
+        callers: usize,
+        queued: bool,
+        run: Duration,
+    ) -> Result<()> {
+        let before = Counters::read(env, &[]).await?;
+        let (n, l, took) = drive_steps(env, steps, callers, queued, run).await;
+        let after = Counters::read(env, &[]).await?;
+        self.per_op
+            .push(before.per_op(&after, n, env.pool()).await?);
+        self.rates.push(n as f64 / took.as_secs_f64());
+        self.lats.extend(l);
+        Ok(())
+    }
 }
 
 pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Vec<Row>> {
@@ -63,12 +85,7 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
         let mut m: Vec<Measured> = group.iter().map(|_| Measured::default()).collect();
         for _ in 0..plan.repeats {
             for (&(steps, callers, queued), m) in group.iter().zip(m.iter_mut()) {
-                let before = Counters::read(env, &[]).await?;
-                let (n, l, took) = drive_steps(env, steps, callers, queued, plan.run).await;
-                let after = Counters::read(env, &[]).await?;
-                m.per_op.push(before.per_op(&after, n, env.pool()).await?);
-                m.rates.push(n as f64 / took.as_secs_f64());
-                m.lats.extend(l);
+                m.repeat(env, steps, callers, queued, plan.run).await?;
                 pb.inc(1);
             }
         }
