@@ -613,7 +613,7 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     // Leave the database as we found it; the two large directories hold only plain files
     // with one name each, removed in bulk. A scratch cluster is thrown away instead: removing
     // a million files from it takes minutes.
-    if env.scratch.is_some() {
+    if env.is_scratch() {
         return Ok(name_baselines(rows, &fstype));
     }
     let mut tx = pool.begin().await?;

@@ -104,7 +104,7 @@ async fn write_history(pool: &PgPool, n: i64) -> Result<()> {
     .bind(n)
     .execute(&mut *tx)
     .await?;
-    // Created over the last `n` seconds, a few milliseconds each.
+    // One a second over the last `n` seconds, each finished 5 ms after it began.
     sqlx::query(
         "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id,
              application_version, recovery_attempts, creator_xid, serialization, created_at,
