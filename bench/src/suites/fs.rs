@@ -94,6 +94,21 @@ fn mb_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
+/// The time budget of a durable operation's row: commits, fsyncs and WAL per operation, and
+/// [`PerOp::budget`]'s CPU and server time.
+fn budget(ops: &[PerOp], per: &str, r: &mut Row) {
+    let median = |f: fn(&PerOp) -> f64| summarize(&ops.iter().map(f).collect::<Vec<_>>()).0;
+    r.extra
+        .insert(format!("commits_per_{per}"), median(|p| p.commits).into());
+    r.extra
+        .insert(format!("fsyncs_per_{per}"), median(|p| p.wal_syncs).into());
+    r.extra.insert(
+        format!("wal_bytes_per_{per}"),
+        median(|p| p.wal_bytes).into(),
+    );
+    PerOp::budget(ops, per, &mut r.extra);
+}
+
 /// A row with two baselines: ext4 without fsync as the baseline, ext4 with fdatasync in
 /// `extra` (and its own ratio).
 fn row(
@@ -141,10 +156,12 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     // (a) create (with 1 KiB of content) and delete of small files.
     let data_1k = vec![7u8; 1024];
     let (mut ours, mut plain, mut synced) = (Vec::new(), Vec::new(), Vec::new());
+    let mut create_ops = Vec::new();
     for rep in 0..plan.repeats {
         let dir = mkdir(&fs, pool, &who, &format!("/bench-{run_id}-create-{rep}")).await?;
         // Each a single statement, so each commits on its own: durable like a FUSE request.
         let mut c = pool.acquire().await?;
+        let before = Counters::read(env, &[]).await?;
         let start = Instant::now();
         for i in 0..sizes.files_created {
             fs.create_with(&mut c, &who, dir, &format!("f{i}"), 0o644, &data_1k)
@@ -153,8 +170,14 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         for i in 0..sizes.files_created {
             fs.unlink_at(&mut c, &who, dir, &format!("f{i}")).await?;
         }
-        drop(c);
         ours.push(micros(start.elapsed(), sizes.files_created));
+        drop(c);
+        let after = Counters::read(env, &[]).await?;
+        create_ops.push(
+            before
+                .per_op(&after, sizes.files_created as u64, pool)
+                .await?,
+        );
         for sync in [false, true] {
             let d = ext4_dir.path().join(format!("create-{rep}-{sync}"));
             std::fs::create_dir(&d).map_err(io("mkdir"))?;
@@ -182,7 +205,7 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         }
         pb.inc(1);
     }
-    rows.push(row(
+    let mut r = row(
         "create (1 KiB) + delete of a small file",
         &ours,
         "µs/file",
@@ -192,7 +215,9 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             synced: summarize(&synced).0,
         }),
         Some("create 67.48 µs vs ext4 656.78 µs"),
-    ));
+    );
+    budget(&create_ops, "file", &mut r);
+    rows.push(r);
 
     // (b) 1 KiB random reads from files of 256 KiB; (c) 64 KiB random writes into them.
     let rdir = mkdir(&fs, pool, &who, &format!("/bench-{run_id}-rw")).await?;
@@ -296,6 +321,7 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     }
     let (mut ours, mut plain, mut synced, mut floor) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut write_ops = Vec::new();
     for _ in 0..plan.repeats {
         let picks: Vec<(usize, u64)> = (0..sizes.writes_64k)
             .map(|_| {
@@ -307,11 +333,17 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             .collect();
         // One statement each, committing on its own, as a FUSE write of one block is.
         let mut c = pool.acquire().await?;
+        let before = Counters::read(env, &[]).await?;
         let start = Instant::now();
         for &(f, off) in &picks {
             fs.write_at(&mut c, &who, inos[f], off, &block).await?;
         }
         ours.push(micros(start.elapsed(), picks.len()));
+        // Back in the pool, where the reading makes it publish its statistics.
+        drop(c);
+        let after = Counters::read(env, &[]).await?;
+        write_ops.push(before.per_op(&after, picks.len() as u64, pool).await?);
+        let mut c = pool.acquire().await?;
         let start = Instant::now();
         for &(f, off) in &picks {
             sqlx::query(FLOOR_UPSERT)
@@ -344,14 +376,16 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         plain: summarize(&plain).0,
         synced: summarize(&synced).0,
     };
-    rows.push(row(
+    let mut r = row(
         "64 KiB write",
         &ours,
         "µs/write",
         plan.repeats,
         Some(ext4_64k),
         Some("writes at or above ext4"),
-    ));
+    );
+    budget(&write_ops, "write", &mut r);
+    rows.push(r);
     let mut r = row(
         "64 KiB upsert of a bare row stored like fs.blocks (the floor under a write)",
         &floor,

@@ -284,10 +284,13 @@ pub(super) struct Counters {
     blocks_read: i64,
     /// Empty statements the reading ran to make the connections publish.
     touched: i64,
-    /// CPU time of this process, ms.
+    /// CPU time of this process, ms, when the reading ended (where a run starts).
     cpu_ours_ms: f64,
-    /// CPU time of the Postgres processes on this host, ms.
+    /// CPU time of the Postgres processes on this host, ms, when the reading ended.
     cpu_pg_ms: f64,
+    /// The same two when the reading began (where a run ended), before its wait for the
+    /// statistics: the idle node's CPU during that wait is no run's.
+    cpu_at_call_ms: (f64, f64),
     /// Per statement (pg_stat_statements, where installed): calls, planning and execution ms,
     /// text.
     statements: BTreeMap<i64, (i64, f64, String)>,
@@ -428,6 +431,7 @@ impl Counters {
     /// The counters of `env`'s database, after every connection of its node (and of the nodes
     /// `also`) has published its statistics.
     pub(super) async fn read(env: &Env, also: &[&Kernel]) -> Result<Counters> {
+        let cpu_at_call_ms = cpu_ms();
         tokio::time::sleep(Duration::from_millis(STATS_PUBLISH_INTERVAL_MS + 100)).await;
         // A connection busy now publishes when it next idles.
         let mut touched = 0;
@@ -473,6 +477,7 @@ impl Counters {
             touched,
             cpu_ours_ms,
             cpu_pg_ms,
+            cpu_at_call_ms,
             statements,
         })
     }
@@ -509,8 +514,8 @@ impl Counters {
             .map(|(calls, ms, text)| (ms / *calls as f64, *calls as f64 / n, text.clone()))
             .collect();
         Ok(PerOp {
-            cpu_ours_ms: (later.cpu_ours_ms - self.cpu_ours_ms) / n,
-            cpu_pg_ms: (later.cpu_pg_ms - self.cpu_pg_ms) / n,
+            cpu_ours_ms: (later.cpu_at_call_ms.0 - self.cpu_ours_ms).max(0.0) / n,
+            cpu_pg_ms: (later.cpu_at_call_ms.1 - self.cpu_pg_ms).max(0.0) / n,
             statements,
             server_ms,
             top,
