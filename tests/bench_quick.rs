@@ -107,6 +107,22 @@ fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures(
             > 0.0,
         "{one}"
     );
+    // The fs rows that commit read with their budget: each file's create and delete commit.
+    let files = rows
+        .iter()
+        .find(|r| r["suite"] == "fs" && r["workload"] == "create (1 KiB) + delete of a small file")
+        .expect("the fs create + delete row");
+    assert!(
+        files["extra"]["commits_per_file"]
+            .as_f64()
+            .expect("commits measured")
+            > 1.5,
+        "{files}"
+    );
+    assert!(
+        files["extra"]["cpu_pg_ms_per_file"].as_f64().is_some(),
+        "{files}"
+    );
 
     // The report regenerates from the result files alone.
     let papers = out_dir.path().join("papers");
