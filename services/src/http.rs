@@ -223,28 +223,38 @@ ORDER BY alive DESC, node_id";
        partition_concurrency::text
 FROM os.queues ORDER BY queue";
     /// Queue throughput and wait, per minute of the last ten.
+    /// The view's times are computed from DBOS's epoch milliseconds, which no index orders, so
+    /// the starts are found as a range of `idx_workflow_status_started_at` first. Minutes in
+    /// time order, across midnight too.
     pub const QUEUE_MINUTES: &str = "SELECT queue, to_char(date_trunc('minute', started_at), 'HH24:MI') AS minute,
        count(*)::text AS started, (percentile_cont(0.5) WITHIN GROUP (ORDER BY wait_ms))::int8::text AS wait_p50_ms
 FROM os.workflows
-WHERE queue IS NOT NULL AND started_at > now() - interval '10 minutes'
-GROUP BY 1, 2 ORDER BY 1, 2";
+WHERE workflow_id IN (
+    SELECT workflow_uuid FROM dbos.workflow_status
+    WHERE started_at_epoch_ms > (extract(epoch FROM now() - interval '10 minutes') * 1000)::int8
+      AND queue_name IS NOT NULL)
+GROUP BY 1, 2 ORDER BY 1, min(started_at)";
     /// Running workflows.
     pub const RUNNING: &str = "SELECT workflow_id, name, queue, node,
        to_char(now() - started_at, 'HH24:MI:SS') AS running_for
 FROM os.workflows WHERE status = 'PENDING' ORDER BY started_at LIMIT 100";
-    /// Latest failures.
-    pub const FAILURES: &str =
-        "SELECT workflow_id, name, queue, node, status, error, completed_at::text
-FROM os.workflows WHERE status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
-ORDER BY created_at DESC LIMIT 10";
+    /// Latest failures: the same as `dbos top`'s.
+    pub const FAILURES: &str = crate::observe::sql::FAILURES;
     /// Workflows, filtered: $1 status, $2 name, $3 queue, $4 node, $5 created at or after
-    /// (empty: any).
+    /// (empty: any). The newest 200 that match are read backwards along
+    /// `workflow_status_created_at_index` first, down to `$5` at most: the view's times are
+    /// computed, and no index orders them.
     pub const WORKFLOWS: &str = "SELECT workflow_id, status, name, queue, node, created_at::text,
        duration_ms::text, wait_ms::text, error
 FROM os.workflows
-WHERE ($1 = '' OR status = $1) AND ($2 = '' OR name = $2) AND ($3 = '' OR queue = $3)
-  AND ($4 = '' OR node = $4) AND ($5 = '' OR created_at >= $5::timestamptz)
-ORDER BY created_at DESC LIMIT 200";
+WHERE workflow_id IN (
+    SELECT workflow_uuid FROM dbos.workflow_status
+    WHERE ($1 = '' OR status = $1) AND ($2 = '' OR name = $2) AND ($3 = '' OR queue_name = $3)
+      AND ($4 = '' OR executor_id = $4)
+      AND created_at >= CASE WHEN $5 = '' THEN 0
+                             ELSE (extract(epoch FROM $5::timestamptz) * 1000)::int8 END
+    ORDER BY created_at DESC LIMIT 200)
+ORDER BY created_at DESC";
     /// One workflow.
     pub const WORKFLOW: &str =
         "SELECT w.workflow_id, w.status, w.name, w.queue, w.node, w.app_version, w.parent,
