@@ -1,5 +1,6 @@
-//! The observation queries of `dbos top`, the dashboard and `/metrics` read DBOS's indexes
-//! instead of the whole history, and answer what the plain queries over the whole table answer.
+//! The observation queries of `dbos top`, the dashboard, `/metrics` and the CLI's lists read
+//! DBOS's indexes instead of the whole history, and answer what the plain queries over the
+//! whole table answer.
 //! A test binary of its own: a snapshot's count of succeeded workflows is kept per process.
 
 use dbos_services::http;
@@ -164,5 +165,89 @@ async fn observation_queries_answer_as_the_whole_table_does() {
     assert_eq!(minutes, whole);
     assert!(minutes.len() >= 10, "{minutes:?}");
     drop(c);
+    n.stop().await;
+}
+
+/// Pages of `dbos wf list` cut along the creation-time index keep the order by creation time
+/// and ID, also where workflows share a creation time at a page's edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_read_newest_first_and_page_over_ties() {
+    use dbos_services::store::inspect::{list, ListFilter};
+    let n = node(|_| {}).await;
+    let pool = n.pool();
+    // Seven workflows at one time, three at others.
+    for (i, at) in [5, 5, 5, 5, 5, 5, 5, 3, 9, 1].into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id,
+                 recovery_attempts, serialization, created_at, updated_at)
+             VALUES ($1, 'SUCCESS', 'tie.test', 'observe-node', 1, 'portable_json', $2, $2)",
+        )
+        .bind(format!("tie-{}", (b'a' + (i * 7 % 10) as u8) as char))
+        .bind(1_700_000_000_000i64 + at)
+        .execute(pool)
+        .await
+        .expect("insert");
+    }
+    for desc in [true, false] {
+        let order = if desc { "DESC" } else { "ASC" };
+        let expected: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT workflow_uuid FROM dbos.workflow_status WHERE name = 'tie.test'
+             ORDER BY created_at {order}, workflow_uuid {order}"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("expected order");
+        assert_eq!(expected.len(), 10);
+        let mut paged = Vec::new();
+        for offset in (0..12).step_by(3) {
+            let page = list(
+                pool,
+                &ListFilter {
+                    name: Some("tie.test".into()),
+                    limit: Some(3),
+                    offset: Some(offset),
+                    sort_desc: desc,
+                    ..ListFilter::default()
+                },
+            )
+            .await
+            .expect("page");
+            assert!(page.len() <= 3);
+            paged.extend(page.into_iter().map(|w| w.workflow_id));
+        }
+        assert_eq!(paged, expected, "sort_desc {desc}");
+    }
+
+    // `dbos task list`: the newest command tasks, of one status when asked.
+    for (id, status, at) in [
+        ("task-old", "SUCCESS", 1),
+        ("task-failed", "ERROR", 2),
+        ("task-mid", "SUCCESS", 3),
+        ("task-new", "SUCCESS", 4),
+    ] {
+        sqlx::query(
+            "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id,
+                 recovery_attempts, serialization, created_at, updated_at)
+             VALUES ($1, $2, 'dbos.command', 'observe-node', 1, 'portable_json', $3, $3)",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(1_700_000_000_000i64 + at)
+        .execute(pool)
+        .await
+        .expect("insert");
+    }
+    let ids = |tasks: Vec<dbos_services::scheduler::tasks::Task>| {
+        tasks.into_iter().map(|t| t.task_id).collect::<Vec<_>>()
+    };
+    let tasks = dbos_services::scheduler::tasks::list;
+    assert_eq!(
+        ids(tasks(pool, None, 2).await.expect("tasks")),
+        ["task-new", "task-mid"]
+    );
+    assert_eq!(
+        ids(tasks(pool, Some("ERROR"), 10).await.expect("tasks")),
+        ["task-failed"]
+    );
     n.stop().await;
 }

@@ -91,32 +91,54 @@ pub struct ListFilter {
     pub sort_desc: bool,
 }
 
-/// Lists workflows (1 round trip; served by `workflow_status_created_at_index`).
+/// Lists workflows (1 round trip; served by `workflow_status_created_at_index`, read from
+/// the end the order starts at and bounded by the creation times given).
+///
+/// The page is cut along that index first, by creation time alone, with the rows that tie at
+/// its edge (`FETCH ... WITH TIES`); only those are sorted by ID too and joined to their
+/// inputs and outputs. The limit and offset are written into the statement: a node's sessions
+/// plan generically, and a generic plan, which cannot know a parameter's limit nor how many
+/// rows the filters keep, sorted a long history whole (2.9 s for the newest 10 of 1,000,000
+/// on a 2-core host) instead of reading the index's first rows.
 ///
 /// # Errors
-/// Database errors.
+/// Database errors; a negative limit or offset is refused by Postgres.
 pub async fn list<'c>(db: impl PgExecutor<'c>, f: &ListFilter) -> Result<Vec<WorkflowStatus>> {
     let order = if f.sort_desc { "DESC" } else { "ASC" };
+    let offset = f.offset.unwrap_or(0);
+    let (limit, first) = match f.limit {
+        Some(n) => (
+            n.to_string(),
+            format!("FETCH FIRST {} ROWS WITH TIES", n.saturating_add(offset)),
+        ),
+        None => ("ALL".to_owned(), String::new()),
+    };
     let sql = format!(
         "SELECT s.workflow_uuid AS workflow_id, s.status, s.name, COALESCE(i.inputs, s.inputs) AS input,
                 COALESCE(o.output, s.output) AS output, COALESCE(o.error, s.error) AS error,
                 s.executor_id, s.application_version AS app_version, s.queue_name, s.created_at, s.updated_at,
                 s.recovery_attempts, s.parent_workflow_id, s.forked_from, s.workflow_deadline_epoch_ms
-         FROM dbos.workflow_status s
+         FROM (
+             SELECT * FROM dbos.workflow_status s
+             WHERE (cardinality($1::text[]) = 0 OR s.workflow_uuid = ANY($1))
+               AND (cardinality($2::text[]) = 0 OR s.status = ANY($2))
+               AND ($3::text IS NULL OR s.name = $3)
+               AND ($4::text IS NULL OR s.application_version = $4)
+               AND ($5::text IS NULL OR s.queue_name = $5)
+               AND ($6::text IS NULL OR s.workflow_uuid LIKE replace(replace($6, '%', '\\%'), '_', '\\_') || '%')
+               AND ($7::text IS NULL OR s.parent_workflow_id = $7)
+               AND ($8::text IS NULL OR s.executor_id = $8)
+               AND s.created_at BETWEEN COALESCE($9::int8, '{min}'::int8)
+                                    AND COALESCE($10::int8, '{max}'::int8)
+             ORDER BY s.created_at {order}
+             {first}
+         ) s
          LEFT JOIN dbos.workflow_input i USING (workflow_uuid)
          LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
-         WHERE (cardinality($1::text[]) = 0 OR s.workflow_uuid = ANY($1))
-           AND (cardinality($2::text[]) = 0 OR s.status = ANY($2))
-           AND ($3::text IS NULL OR s.name = $3)
-           AND ($4::text IS NULL OR s.application_version = $4)
-           AND ($5::text IS NULL OR s.queue_name = $5)
-           AND ($6::text IS NULL OR s.workflow_uuid LIKE replace(replace($6, '%', '\\%'), '_', '\\_') || '%')
-           AND ($7::text IS NULL OR s.parent_workflow_id = $7)
-           AND ($8::text IS NULL OR s.executor_id = $8)
-           AND ($9::int8 IS NULL OR s.created_at >= $9)
-           AND ($10::int8 IS NULL OR s.created_at <= $10)
          ORDER BY s.created_at {order}, s.workflow_uuid {order}
-         LIMIT $11 OFFSET $12"
+         LIMIT {limit} OFFSET {offset}",
+        min = i64::MIN,
+        max = i64::MAX
     );
     Ok(sqlx::query_as(&sql)
         .bind(&f.workflow_ids)
@@ -129,8 +151,6 @@ pub async fn list<'c>(db: impl PgExecutor<'c>, f: &ListFilter) -> Result<Vec<Wor
         .bind(&f.executor_id)
         .bind(f.start_time_ms)
         .bind(f.end_time_ms)
-        .bind(f.limit)
-        .bind(f.offset.unwrap_or(0))
         .fetch_all(db)
         .await?)
 }
