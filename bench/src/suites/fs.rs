@@ -94,21 +94,6 @@ fn mb_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
-/// The time budget of a durable operation's row: commits, fsyncs and WAL per operation, and
-/// [`PerOp::budget`]'s CPU and server time.
-fn budget(ops: &[PerOp], per: &str, r: &mut Row) {
-    let median = |f: fn(&PerOp) -> f64| summarize(&ops.iter().map(f).collect::<Vec<_>>()).0;
-    r.extra
-        .insert(format!("commits_per_{per}"), median(|p| p.commits).into());
-    r.extra
-        .insert(format!("fsyncs_per_{per}"), median(|p| p.wal_syncs).into());
-    r.extra.insert(
-        format!("wal_bytes_per_{per}"),
-        median(|p| p.wal_bytes).into(),
-    );
-    PerOp::budget(ops, per, &mut r.extra);
-}
-
 /// A row read against ext4. Where ext4 also ran with `fdatasync` (the operations ours commits),
 /// that is the baseline, as durable as ours, and ext4 without fsync goes in `extra` with its
 /// own ratio; elsewhere (reads) ext4 without fsync is the baseline.
@@ -220,7 +205,7 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         }),
         Some("create 67.48 µs vs ext4 656.78 µs"),
     );
-    budget(&create_ops, "file", &mut r);
+    PerOp::budget(&create_ops, "file", &mut r.extra);
     rows.push(r);
 
     // (b) 1 KiB random reads from files of 256 KiB; (c) 64 KiB random writes into them.
@@ -388,7 +373,7 @@ pub(crate) async fn fs(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         Some(ext4_64k),
         Some("writes at or above ext4"),
     );
-    budget(&write_ops, "write", &mut r);
+    PerOp::budget(&write_ops, "write", &mut r.extra);
     rows.push(r);
     let mut r = row(
         "64 KiB upsert of a bare row stored like fs.blocks (the floor under a write)",

@@ -42,14 +42,9 @@ pub(crate) async fn history(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (m, history_wf) in [(before, 0), (after, n)] {
         let (med, _, _) = summarize(&m.rates);
-        let median =
-            |f: fn(&PerOp) -> f64| summarize(&m.per_op.iter().map(f).collect::<Vec<_>>()).0;
+        let median = |f: fn(&PerOp) -> f64| PerOp::median(&m.per_op, f);
         let mut extra = serde_json::Map::new();
         extra.insert("history_wf".into(), history_wf.into());
-        extra.insert(
-            "wal_bytes_per_wf".into(),
-            median(|p| p.wal_bytes).round().into(),
-        );
         extra.insert("fpi_per_wf".into(), round2(median(|p| p.wal_fpi)).into());
         extra.insert(
             "blocks_read_per_wf".into(),

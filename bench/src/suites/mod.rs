@@ -317,7 +317,14 @@ pub(super) struct PerOp {
 }
 
 impl PerOp {
-    /// The time budget fields, for a row's `measured` column; `per` names the operation.
+    /// The median of one field over the measured runs.
+    pub(super) fn median(ops: &[PerOp], f: fn(&PerOp) -> f64) -> f64 {
+        summarize(&ops.iter().map(f).collect::<Vec<_>>()).0
+    }
+
+    /// The time budget fields, for a row's `measured` column; `per` names the operation:
+    /// its durable writes (commits, WAL flushes, WAL bytes), the CPU of both processes, its
+    /// statements and their server time, and the statements that took the most.
     pub(super) fn budget(
         ops: &[PerOp],
         per: &str,
@@ -329,6 +336,9 @@ impl PerOp {
         };
         let round = |v: f64| (v * 1000.0).round() / 1000.0;
         for (name, v) in [
+            ("commits", median(&|p| Some(p.commits))),
+            ("fsyncs", median(&|p| Some(p.wal_syncs))),
+            ("wal_bytes", median(&|p| Some(p.wal_bytes))),
             ("cpu_ours_ms", median(&|p| Some(p.cpu_ours_ms))),
             ("cpu_pg_ms", median(&|p| Some(p.cpu_pg_ms))),
             ("stmts", median(&|p| p.statements)),

@@ -138,9 +138,6 @@ pub(crate) async fn queue(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result<Ve
         row.extra.insert("tasks".into(), n.into());
         row.extra
             .insert("slots_per_node".into(), super::NODE_SLOTS.into());
-        let median = |f: fn(&PerOp) -> f64| summarize(&per_op.iter().map(f).collect::<Vec<_>>()).0;
-        row.extra
-            .insert("commits_per_task".into(), median(|p| p.commits).into());
         PerOp::budget(&per_op, "task", &mut row.extra);
         row.paper =
             Some("graphile-worker batched: 16K jobs/s; awa: 5.8K/s (same machine class)".into());

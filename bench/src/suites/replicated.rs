@@ -145,9 +145,6 @@ pub(crate) async fn replicated(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     row.ratio = Some(replicated / single);
     row.p50_ms = Some(quantile(&mut ha_lats, 0.5));
     row.p99_ms = Some(quantile(&mut ha_lats, 0.99));
-    let median = |f: fn(&PerOp) -> f64| summarize(&per_op.iter().map(f).collect::<Vec<_>>()).0;
-    row.extra
-        .insert("commits_per_wf".into(), median(|p| p.commits).into());
     row.extra
         .insert("synchronous_standby_names".into(), sync.into());
     PerOp::budget(&per_op, "wf", &mut row.extra);

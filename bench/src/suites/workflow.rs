@@ -100,18 +100,17 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
             per_op,
         } = m;
         let (med, _, _) = summarize(&rates);
-        let median = |f: fn(&PerOp) -> f64| summarize(&per_op.iter().map(f).collect::<Vec<_>>()).0;
-        let commits_per_wf = median(|p| p.commits);
+        let commits_per_wf = PerOp::median(&per_op, |p| p.commits);
         let bound = ceiling
             .commits_per_s
             .get(&callers)
             .map(|c| c / commits_per_wf.max(1.0));
         let mut extra = serde_json::Map::new();
         extra.insert("steps_per_s".into(), (med * f64::from(steps)).into());
-        extra.insert("commits_per_wf".into(), commits_per_wf.into());
-        extra.insert("xacts_per_wf".into(), median(|p| p.xacts).into());
-        extra.insert("fsyncs_per_wf".into(), median(|p| p.wal_syncs).into());
-        extra.insert("wal_bytes_per_wf".into(), median(|p| p.wal_bytes).into());
+        extra.insert(
+            "xacts_per_wf".into(),
+            PerOp::median(&per_op, |p| p.xacts).into(),
+        );
         PerOp::budget(&per_op, "wf", &mut extra);
         let how = if queued { "queued" } else { "direct" };
         let mut row = Row::new(
