@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRef, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -16,7 +16,7 @@ use futures_util::stream::{Stream, StreamExt};
 use serde::Deserialize;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::observe::Snapshot;
+use crate::observe::{Snapshot, SucceededCount};
 
 /// Serves `/metrics` and the dashboard on `addr` until `stop` is cancelled.
 ///
@@ -41,6 +41,26 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// What the handlers share: the pool, and the count of succeeded workflows `/metrics` last
+/// read from its database.
+#[derive(Clone)]
+struct App {
+    pool: PgPool,
+    succeeded: std::sync::Arc<SucceededCount>,
+}
+
+impl FromRef<App> for PgPool {
+    fn from_ref(app: &App) -> PgPool {
+        app.pool.clone()
+    }
+}
+
+impl FromRef<App> for std::sync::Arc<SucceededCount> {
+    fn from_ref(app: &App) -> std::sync::Arc<SucceededCount> {
+        app.succeeded.clone()
+    }
+}
+
 /// The routes.
 pub fn router(pool: PgPool) -> Router {
     Router::new()
@@ -56,7 +76,10 @@ pub fn router(pool: PgPool) -> Router {
         .route("/tasks", post(submit))
         .route("/tasks/{id}/output", get(output))
         .route("/files", get(files))
-        .with_state(pool)
+        .with_state(App {
+            pool,
+            succeeded: std::sync::Arc::default(),
+        })
 }
 
 /// A failure shown as a page with its status code.
@@ -715,9 +738,12 @@ async fn files(State(pool): State<PgPool>, Query(q): Query<FilesQuery>) -> Page 
     Ok(page(&format!("files {path}"), &body))
 }
 
-async fn metrics(State(pool): State<PgPool>) -> Result<Response, Failure> {
+async fn metrics(
+    State(pool): State<PgPool>,
+    State(succeeded): State<std::sync::Arc<SucceededCount>>,
+) -> Result<Response, Failure> {
     let mut c = pool.acquire().await?;
-    let snap = Snapshot::read(&mut c).await?;
+    let snap = Snapshot::read(&mut c, &succeeded).await?;
     let mut out = String::new();
     render_snapshot(&snap, &mut out);
     crate::metrics::METRICS.render(&mut out);

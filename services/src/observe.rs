@@ -48,19 +48,49 @@ SELECT status, count(*) FROM dbos.workflow_status
 WHERE status IN ('ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED') GROUP BY status";
     /// Workflows that succeeded: no index holds them alone, so this reads the whole table
     /// (about 0.1–0.2 s a million rows on a 2-core host) and runs at most once per
-    /// [`super::SUCCESS_COUNT_MAX_AGE`] in a process.
+    /// [`super::SUCCESS_COUNT_MAX_AGE`] for a watcher ([`super::SucceededCount`]).
     pub const SUCCEEDED: &str =
         "SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'";
 }
 
-/// How old the count of succeeded workflows in a [`Snapshot`] may be. `dbos top` reads a
-/// snapshot every second; counting a long history that often would take a good part of a core
-/// from the workloads it watches.
+/// How old the count of succeeded workflows in a [`Snapshot`] may be by default. `dbos top`
+/// reads a snapshot every second; counting a long history that often would take a good part of
+/// a core from the workloads it watches.
 pub const SUCCESS_COUNT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The last count of succeeded workflows this process read, and when.
-static SUCCEEDED: parking_lot::Mutex<Option<(std::time::Instant, i64)>> =
-    parking_lot::Mutex::new(None);
+/// The last count of succeeded workflows one watcher of one database read, and when: kept by
+/// the watcher (`dbos top`'s loop, the HTTP server) and handed to each [`Snapshot::read`], so
+/// a count is never shown for another database than the one it was read from.
+#[derive(Debug)]
+pub struct SucceededCount {
+    max_age: std::time::Duration,
+    last: parking_lot::Mutex<Option<(std::time::Instant, i64)>>,
+}
+
+impl SucceededCount {
+    /// A count read again once it is older than `max_age`.
+    pub fn new(max_age: std::time::Duration) -> SucceededCount {
+        SucceededCount {
+            max_age,
+            last: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The last count, while younger than the maximum age.
+    fn recent(&self) -> Option<i64> {
+        self.last
+            .lock()
+            .filter(|(at, _)| at.elapsed() < self.max_age)
+            .map(|(_, n)| n)
+    }
+}
+
+impl Default for SucceededCount {
+    /// A count read again once it is older than [`SUCCESS_COUNT_MAX_AGE`].
+    fn default() -> SucceededCount {
+        SucceededCount::new(SUCCESS_COUNT_MAX_AGE)
+    }
+}
 
 /// A node and its load.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -148,18 +178,21 @@ pub struct Snapshot {
     /// The latest failures.
     pub failures: Vec<Failure>,
     /// Workflows by status, in status order; statuses without any are left out. The count of
-    /// SUCCESS may be up to [`SUCCESS_COUNT_MAX_AGE`] old.
+    /// SUCCESS may be as old as the [`SucceededCount`] the snapshot was read with allows.
     pub by_status: Vec<(String, i64)>,
 }
 
 impl Snapshot {
     /// Reads the snapshot in one read-only transaction (5 statements, and a sixth, the count
-    /// of succeeded workflows, when this process's last one is older than
-    /// [`SUCCESS_COUNT_MAX_AGE`]; one snapshot of the tables).
+    /// of succeeded workflows, when `succeeded` holds none young enough; one snapshot of the
+    /// tables).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn read(conn: &mut PgConnection) -> Result<Snapshot, sqlx::Error> {
+    pub async fn read(
+        conn: &mut PgConnection,
+        succeeded: &SucceededCount,
+    ) -> Result<Snapshot, sqlx::Error> {
         let mut tx = conn.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -170,17 +203,13 @@ impl Snapshot {
         let failures = sqlx::query_as(sql::FAILURES).fetch_all(&mut *tx).await?;
         let counted: Vec<(Option<String>, i64)> =
             sqlx::query_as(sql::BY_STATUS).fetch_all(&mut *tx).await?;
-        let recent = SUCCEEDED
-            .lock()
-            .filter(|(at, _)| at.elapsed() < SUCCESS_COUNT_MAX_AGE)
-            .map(|(_, n)| n);
-        let succeeded = match recent {
+        let succeeded = match succeeded.recent() {
             Some(n) => n,
             None => {
                 let n: i64 = sqlx::query_scalar(sql::SUCCEEDED)
                     .fetch_one(&mut *tx)
                     .await?;
-                *SUCCEEDED.lock() = Some((std::time::Instant::now(), n));
+                *succeeded.last.lock() = Some((std::time::Instant::now(), n));
                 n
             }
         };

@@ -1,10 +1,9 @@
 //! The observation queries of `dbos top`, the dashboard, `/metrics` and the CLI's lists read
 //! DBOS's indexes instead of the whole history, and answer what the plain queries over the
 //! whole table answer.
-//! A test binary of its own: a snapshot's count of succeeded workflows is kept per process.
 
 use dbos_services::http;
-use dbos_services::observe::Snapshot;
+use dbos_services::observe::{Snapshot, SucceededCount};
 use dbos_services::testing::node;
 
 /// Rows of each status, `created_at` one second apart and interleaved across statuses, so
@@ -57,7 +56,9 @@ async fn observation_queries_answer_as_the_whole_table_does() {
     }
 
     let mut c = pool.acquire().await.expect("connection");
-    let snap = Snapshot::read(&mut c).await.expect("snapshot");
+    // A count kept longer than the test can take: its reuse below does not depend on time.
+    let succeeded = SucceededCount::new(std::time::Duration::from_secs(24 * 3600));
+    let snap = Snapshot::read(&mut c, &succeeded).await.expect("snapshot");
 
     let all: Vec<(String, i64)> = sqlx::query_as(
         "SELECT status, count(*) FROM dbos.workflow_status GROUP BY status ORDER BY status",
@@ -164,6 +165,37 @@ async fn observation_queries_answer_as_the_whole_table_does() {
     .expect("minutes over the whole table");
     assert_eq!(minutes, whole);
     assert!(minutes.len() >= 10, "{minutes:?}");
+
+    // The count of succeeded workflows is its watcher's: the same one is reused while young
+    // enough, a new watcher counts again.
+    sqlx::query(
+        "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id,
+             serialization, created_at, updated_at, completed_at)
+         VALUES ('obs-success-late', 'SUCCESS', 'observe.absent', 'observe-node',
+                 'portable_json', $1, $1, $1)",
+    )
+    .bind(base + k * 1000)
+    .execute(pool)
+    .await
+    .expect("insert");
+    let succeeded_of = |snap: &Snapshot| {
+        snap.by_status
+            .iter()
+            .find(|(s, _)| s == "SUCCESS")
+            .map(|(_, n)| *n)
+    };
+    let kept = Snapshot::read(&mut c, &succeeded).await.expect("snapshot");
+    assert_eq!(succeeded_of(&kept), Some(30));
+    let fresh = Snapshot::read(&mut c, &SucceededCount::default())
+        .await
+        .expect("snapshot");
+    let now: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+    assert!(now > 30, "{now}");
+    assert_eq!(succeeded_of(&fresh), Some(now));
     drop(c);
     n.stop().await;
 }

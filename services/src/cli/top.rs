@@ -9,7 +9,7 @@ use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
 use crossterm::{cursor, execute, terminal};
 
 use super::ConnArgs;
-use crate::observe::{Snapshot, Sort};
+use crate::observe::{Snapshot, Sort, SucceededCount};
 
 pub(super) async fn run(
     conn: &ConnArgs,
@@ -18,15 +18,16 @@ pub(super) async fn run(
     mut sort: Sort,
 ) -> Result<ExitCode> {
     let pool = super::pool(conn).await?;
+    let succeeded = SucceededCount::default();
     let interactive = !once && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     if !interactive {
-        let snap = Snapshot::read(&mut *pool.acquire().await?).await?;
+        let snap = Snapshot::read(&mut *pool.acquire().await?, &succeeded).await?;
         print!("{}", snap.render_text(sort, usize::MAX));
         return Ok(ExitCode::SUCCESS);
     }
     let _screen = Screen::enter()?;
     loop {
-        let snap = Snapshot::read(&mut *pool.acquire().await?).await?;
+        let snap = Snapshot::read(&mut *pool.acquire().await?, &succeeded).await?;
         let (cols, rows) = terminal::size().unwrap_or((120, 40));
         let text = snap.render_text(sort, cols as usize);
         let mut out = std::io::stdout().lock();
