@@ -377,7 +377,7 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         .success());
 
     // A node dies mid-workflow; another finishes the work after the dead node's lease.
-    ok(&["sql", "--data-dir", d, "SELECT dbos.enqueue_workflow('dbos.demo', 'default', ARRAY['800'::json], workflow_id => 'moved')"]);
+    ok(&["sql", "--data-dir", d, "SELECT dbos.enqueue_workflow('dbos.demo', 'default', ARRAY['3000'::json], workflow_id => 'moved')"]);
     let mut runner = String::new();
     eventually("the demo is running", || {
         let r = &sql_json(

@@ -109,7 +109,7 @@ fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
         "--data-dir",
         d,
         "--timeout",
-        "500ms",
+        "2s",
         "--wait",
         "--",
         "sh",
@@ -197,8 +197,9 @@ fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
         before
     );
 
-    // Deduplication: the second submission with a key in use is refused.
-    ok(&[
+    // Deduplication: the second submission with a key in use is refused. The first runs
+    // until cancelled, so its key is in use however slowly the second comes.
+    let first = ok(&[
         "task",
         "submit",
         "--data-dir",
@@ -207,7 +208,7 @@ fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
         "nightly",
         "--",
         "sleep",
-        "2",
+        "600",
     ]);
     let dup = run(&[
         "task",
@@ -222,6 +223,7 @@ fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
     ]);
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already queued or running"));
+    ok(&["task", "cancel", first.trim(), "--data-dir", d]);
 }
 
 fn dbos_scheduler_marker() -> String {
@@ -234,10 +236,13 @@ fn a_task_lost_with_its_node_runs_again_unless_no_retry() {
     let dir = scratch.path().join("data");
     let d = path(&dir);
     let first = Node::boot(&dir, &[]);
-    // Each run appends a line to a file, then sleeps long enough to be killed mid-run.
+    // Each run appends a line to a file; the first then waits to be killed mid-run.
     let shared = support::task_writable_dir(scratch.path());
     let marks = shared.join("runs");
-    let script = format!("echo run >> {}; sleep 2", marks.display());
+    let script = format!(
+        "echo run >> {m}; [ $(wc -l < {m}) -gt 1 ] || sleep 600",
+        m = marks.display()
+    );
     ok(&[
         "task",
         "submit",

@@ -160,7 +160,7 @@ fn wf_commands_list_inspect_cancel_resume_fork_and_delete() {
 fn demo_kills_a_node_mid_workflow_and_the_next_one_finishes_it() {
     let scratch = scratch_dir_for_cluster();
     let dir = scratch.path().join("data");
-    let out = ok(&["demo", "--data-dir", path(&dir), "--pause-ms", "300"]);
+    let out = ok(&["demo", "--data-dir", path(&dir), "--pause-ms", "1000"]);
     assert!(out.contains("kill -9") && out.contains("SUCCESS"), "{out}");
     let runs = sql_json_after_demo(&dir);
     assert_eq!(

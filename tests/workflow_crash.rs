@@ -34,7 +34,7 @@ fn crash_at(point: Point) {
         "sql",
         "--data-dir",
         path(&dir),
-        &format!("SELECT dbos.enqueue_workflow('dbos.demo', 'default', ARRAY['1500'::json], workflow_id => '{wf}')"),
+        &format!("SELECT dbos.enqueue_workflow('dbos.demo', 'default', ARRAY['3000'::json], workflow_id => '{wf}')"),
     ]);
     let ops = |dir: &Path| {
         one(
@@ -59,8 +59,14 @@ fn crash_at(point: Point) {
             ops(&dir) == 3
         }),
     }
-    let recorded_before = ops(&dir);
     first.kill9();
+    // What the dead node recorded is final once none of its backends is in a transaction (a
+    // commit already on its way when the kill came still lands, and the demo pauses between
+    // steps for 3 s, not forever).
+    eventually("the killed node's transactions have ended", || {
+        one(&dir, "SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND state <> 'idle'")["n"] == 0
+    });
+    let recorded_before = ops(&dir);
 
     let second = Node::boot(&dir, &[]);
     eventually("the workflow finishes on the new node", || {

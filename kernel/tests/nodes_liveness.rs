@@ -26,7 +26,9 @@ fn info(node_id: &str, pid: i32, data_dir: Option<&str>) -> NodeInfo {
         data_dir: data_dir.map(str::to_owned),
         slots: 4,
         labels: Default::default(),
-        lease_ms: 1_000,
+        // Long enough that no test's own pace can expire it; tests that need it expired
+        // age the heartbeat themselves.
+        lease_ms: 60_000,
     }
 }
 

@@ -279,7 +279,7 @@ async fn shutdown_drains_quick_tasks_abandons_slow_ones_and_refuses_new_ones() {
     let db = testing::database().await;
     let k = Kernel::boot(
         Config {
-            drain_timeout_ms: 300,
+            drain_timeout_ms: 2_000,
             ..db.config()
         },
         &[],

@@ -713,7 +713,8 @@ mod tests {
     #[tokio::test]
     async fn a_timeout_stops_the_whole_group() {
         let mut s = spec(&["sh", "-c", "sleep 300 & echo $! ; wait"]);
-        s.timeout_ms = Some(300);
+        // Long enough for the shell to print the pid first on a loaded machine.
+        s.timeout_ms = Some(2_000);
         let (r, out, _) = collect(&s, &Limits::default()).await;
         let r = r.expect("ran");
         assert!(r.timed_out);

@@ -869,7 +869,9 @@ async fn debounce_coalesces_calls_and_the_last_arguments_win() {
                 "default",
                 "three",
                 "k",
-                Duration::from_millis(400),
+                // Far longer than the calls take: each call lands before the start it pushes
+                // back, however slow the machine.
+                Duration::from_secs(2),
                 None,
                 (i,),
             )
@@ -928,7 +930,8 @@ async fn delayed_enqueue_and_wait_first() {
     })
     .await;
     let delayed = StartOptions {
-        delay: Some(Duration::from_millis(300)),
+        // Long enough that the status is read before the delay runs out.
+        delay: Some(Duration::from_secs(2)),
         ..id("later")
     };
     let h =
