@@ -341,8 +341,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
     }
     let pid_file = pgdata.join("postmaster.pid");
     if pid_file.exists() {
-        tracing::warn!(path = %pid_file.display(), "removing the stale postmaster.pid of a server that is gone");
-        fs::remove_file(&pid_file).map_err(|e| Error::io("removing", &pid_file, e))?;
+        clear_stale_server(&pid_file, &run)?;
     }
     if !pgdata.join("PG_VERSION").exists() {
         let empty = fs::read_dir(&pgdata)
@@ -491,6 +490,105 @@ fn running(dir: &Path) -> Result<Option<ClusterInfo>> {
     }))
 }
 
+/// How long a boot waits for the processes of a server that died to leave its shared memory.
+const ORPHANS_WAIT: Duration = Duration::from_secs(30);
+
+/// Clears what a server that is gone left behind: its `postmaster.pid` and the lock files of
+/// its sockets in `run`, whose pid may be a zombie not yet reaped or, after a reboot, another
+/// process (either makes Postgres refuse to start). First waits, up to [`ORPHANS_WAIT`], until
+/// no process is attached to its shared memory: backends of a killed postmaster run on until
+/// they notice, and Postgres refuses to start beside them ("pre-existing shared memory block
+/// is still in use"), which would fail the boot.
+fn clear_stale_server(pid_file: &Path, run: &Path) -> Result<()> {
+    let text = fs::read_to_string(pid_file).map_err(|e| Error::io("reading", pid_file, e))?;
+    if let Some(id) = shmem_id(&text) {
+        let deadline = Instant::now() + ORPHANS_WAIT;
+        let mut told = false;
+        loop {
+            let attached = shmem_attached(id);
+            if attached == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Postgres {
+                    program: "postgres".into(),
+                    detail: format!(
+                        "{attached} processes of the server that ran here before are still \
+                         attached to its shared memory (System V segment {id}) after {} s; stop \
+                         them and boot again",
+                        ORPHANS_WAIT.as_secs()
+                    ),
+                });
+            }
+            if !told {
+                tracing::warn!(
+                    segment = id,
+                    attached,
+                    "waiting for the processes of the server that ran here before to exit"
+                );
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    tracing::warn!(path = %pid_file.display(), "removing the stale postmaster.pid of a server that is gone");
+    fs::remove_file(pid_file).map_err(|e| Error::io("removing", pid_file, e))?;
+    let Ok(entries) = fs::read_dir(run) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(socket) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".lock"))
+            .filter(|n| n.starts_with(".s.PGSQL."))
+        else {
+            continue;
+        };
+        let owner = fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+        if owner.is_some_and(is_postgres) {
+            continue;
+        }
+        tracing::warn!(path = %entry.path().display(), "removing the stale socket lock of a server that is gone");
+        for path in [entry.path(), run.join(socket)] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("removing", &path, e))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The System V shared memory segment a `postmaster.pid` names (its 7th line: key, then ID).
+fn shmem_id(pid_file: &str) -> Option<i64> {
+    pid_file
+        .lines()
+        .nth(6)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Processes attached to System V shared memory segment `id`; 0 when there is no such segment.
+fn shmem_attached(id: i64) -> u64 {
+    // Columns: key, shmid, perms, size, cpid, lpid, nattch, ...
+    fs::read_to_string("/proc/sysvipc/shm")
+        .ok()
+        .and_then(|t| {
+            t.lines().skip(1).find_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                (cols.get(1)?.parse::<i64>().ok()? == id).then(|| cols.get(6)?.parse().ok())?
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// Whether `pid` is a live Postgres process (not a recycled pid of something else).
 fn is_postgres(pid: i32) -> bool {
     if pid <= 0 || !alive(pid) {
@@ -523,6 +621,10 @@ fn alive(pid: i32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false);
+    if zombie {
+        // It exited between the reap above and the look: reaped now, if it is our child.
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    }
     !zombie
 }
 

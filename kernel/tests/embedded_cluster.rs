@@ -30,8 +30,16 @@ fn postmaster_pid(dir: &Path) -> i32 {
         .expect("a pid")
 }
 
-fn gone(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+/// Waits until the killed postmaster `pid`, this process's child, has ended, and reaps it.
+fn reap(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !testing::process_gone(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(pid),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
 }
 
 #[tokio::test]
@@ -61,7 +69,7 @@ async fn the_last_process_to_leave_stops_the_server_and_data_survives_a_restart(
         !first.stop().await.expect("stop"),
         "another process is attached"
     );
-    assert!(!gone(pid));
+    assert!(!testing::process_gone(pid));
     assert_eq!(
         query_one(second.url(), "SELECT 1::int8")
             .await
@@ -72,7 +80,10 @@ async fn the_last_process_to_leave_stops_the_server_and_data_survives_a_restart(
         second.stop().await.expect("stop"),
         "the last one out stops the server"
     );
-    assert!(gone(pid), "no Postgres process is left behind");
+    assert!(
+        testing::process_gone(pid),
+        "no Postgres process is left behind"
+    );
     assert!(matches!(
         embedded::discover(&dir),
         Err(Error::NoRunningCluster { .. })
@@ -145,16 +156,8 @@ async fn a_stale_postmaster_pid_after_kill_9_is_handled() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill -9");
-    // The killed postmaster is this process's child: reap it via the cluster handle.
     drop(c);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !gone(pid) && std::time::Instant::now() < deadline {
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(pid),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    reap(pid);
     assert!(
         dir.join("pgdata/postmaster.pid").exists(),
         "kill -9 leaves the pid file"
@@ -165,6 +168,75 @@ async fn a_stale_postmaster_pid_after_kill_9_is_handled() {
         .expect("start over a stale pid file");
     assert!(c.started_here());
     assert_eq!(query_one(c.url(), "SELECT 2::int8").await.expect("up"), 2);
+    c.stop().await.expect("stop");
+}
+
+/// Backends of a killed postmaster run on until they notice; a new server starts only once
+/// they have left, never beside them on the same files.
+#[tokio::test]
+async fn a_new_server_waits_for_the_backends_of_a_killed_one() {
+    let scratch = testing::scratch_dir_for_cluster();
+    let dir = scratch.path().join("d");
+    let c = Cluster::start(options(&dir)).await.expect("start");
+    let url = c.url().to_owned();
+    let ended_file = dir.join("pgdata/busy_ended");
+    // A backend busy for 4 s, then noting when it ended (in its data directory); a busy loop
+    // does not look for its postmaster's death, as a wait would.
+    let busy_sql = format!(
+        "DO $busy$
+         DECLARE t timestamptz := clock_timestamp();
+         BEGIN
+             WHILE clock_timestamp() < t + interval '4 seconds' LOOP NULL; END LOOP;
+             EXECUTE 'COPY (SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::int8) '
+                     'TO ''{}''';
+         END $busy$",
+        ended_file.display()
+    );
+    let busy = tokio::spawn(async move {
+        let mut conn = PgConnection::connect(&url).await.expect("connect");
+        sqlx::query(&busy_sql).execute(&mut conn).await
+    });
+    let mut orphan = 0;
+    while orphan == 0 {
+        orphan = query_one(
+            c.url(),
+            "SELECT COALESCE(max(pid), 0)::int8 FROM pg_stat_activity
+             WHERE query LIKE 'DO $busy$%' AND state = 'active'",
+        )
+        .await
+        .expect("look for the busy backend");
+    }
+    let pid = postmaster_pid(&dir);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    drop(c);
+    reap(pid);
+    assert!(
+        !testing::process_gone(orphan as i32),
+        "backend {orphan} outlived its postmaster"
+    );
+    let c = Cluster::start(options(&dir))
+        .await
+        .expect("start once the old backends are gone");
+    let ended: i64 = std::fs::read_to_string(&ended_file)
+        .expect("the old backend had ended when the new server started")
+        .trim()
+        .parse()
+        .expect("a time");
+    let started = query_one(
+        c.url(),
+        "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8",
+    )
+    .await
+    .expect("up");
+    let _ = busy.await;
+    assert!(
+        started >= ended,
+        "the new server started at {started}, before backend {orphan} of the old one ended at {ended}"
+    );
     c.stop().await.expect("stop");
 }
 
