@@ -501,11 +501,11 @@ const ORPHANS_WAIT: Duration = Duration::from_secs(30);
 /// is still in use"), which would fail the boot.
 fn clear_stale_server(pid_file: &Path, run: &Path) -> Result<()> {
     let text = fs::read_to_string(pid_file).map_err(|e| Error::io("reading", pid_file, e))?;
-    if let Some(id) = shmem_id(&text) {
+    if let Some(segment) = shmem_segment(&text) {
         let deadline = Instant::now() + ORPHANS_WAIT;
         let mut told = false;
         loop {
-            let attached = shmem_attached(id);
+            let attached = shmem_attached(segment);
             if attached == 0 {
                 break;
             }
@@ -514,15 +514,16 @@ fn clear_stale_server(pid_file: &Path, run: &Path) -> Result<()> {
                     program: "postgres".into(),
                     detail: format!(
                         "{attached} processes of the server that ran here before are still \
-                         attached to its shared memory (System V segment {id}) after {} s; stop \
+                         attached to its shared memory (System V segment {}) after {} s; stop \
                          them and boot again",
+                        segment.1,
                         ORPHANS_WAIT.as_secs()
                     ),
                 });
             }
             if !told {
                 tracing::warn!(
-                    segment = id,
+                    segment = segment.1,
                     attached,
                     "waiting for the processes of the server that ran here before to exit"
                 );
@@ -565,26 +566,32 @@ fn clear_stale_server(pid_file: &Path, run: &Path) -> Result<()> {
 }
 
 /// The System V shared memory segment a `postmaster.pid` names (its 7th line: key, then ID).
-fn shmem_id(pid_file: &str) -> Option<i64> {
-    pid_file
-        .lines()
-        .nth(6)?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+fn shmem_segment(pid_file: &str) -> Option<(i64, i64)> {
+    let mut cols = pid_file.lines().nth(6)?.split_whitespace();
+    Some((cols.next()?.parse().ok()?, cols.next()?.parse().ok()?))
 }
 
-/// Processes attached to System V shared memory segment `id`; 0 when there is no such segment.
-fn shmem_attached(id: i64) -> u64 {
-    // Columns: key, shmid, perms, size, cpid, lpid, nattch, ...
+/// Processes attached to System V shared memory segment `(key, id)`; 0 when there is no such
+/// segment (an ID reused by a segment of another key is another segment).
+fn shmem_attached(segment: (i64, i64)) -> u64 {
     fs::read_to_string("/proc/sysvipc/shm")
-        .ok()
-        .and_then(|t| {
-            t.lines().skip(1).find_map(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                (cols.get(1)?.parse::<i64>().ok()? == id).then(|| cols.get(6)?.parse().ok())?
-            })
+        .map(|table| attached_in(&table, segment))
+        .unwrap_or(0)
+}
+
+/// [`shmem_attached`] read from the text of `/proc/sysvipc/shm`.
+fn attached_in(table: &str, (key, id): (i64, i64)) -> u64 {
+    // Columns: key, shmid, perms, size, cpid, lpid, nattch, ...
+    table
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let this = (
+                cols.first()?.parse::<i64>().ok()?,
+                cols.get(1)?.parse::<i64>().ok()?,
+            );
+            (this == (key, id)).then(|| cols.get(6)?.parse().ok())?
         })
         .unwrap_or(0)
 }
@@ -1138,4 +1145,28 @@ fn read_from(path: &Path, offset: u64) -> String {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_servers_shared_memory_is_found_by_key_and_id() {
+        let pid_file = "31672\n/d/pgdata\n1796531129\n33775\n/d/run\n127.0.0.1\n 10058230   5734499\nready   \n";
+        assert_eq!(shmem_segment(pid_file), Some((10058230, 5734499)));
+        assert_eq!(shmem_segment("31672\n/d/pgdata\n"), None, "no segment yet");
+        let table = "       key      shmid perms       size  cpid  lpid nattch   uid\n\
+                     \x20 10110196    3047424   600         56 24449 24454      0   101\n\
+                     \x20 10058230    5734499   600         56 31672 31672      8   101\n\
+                     \x20 99999999    5734500   600         56 31672 31672      3   101\n";
+        assert_eq!(attached_in(table, (10058230, 5734499)), 8);
+        assert_eq!(attached_in(table, (10110196, 3047424)), 0);
+        assert_eq!(
+            attached_in(table, (10058230, 5734500)),
+            0,
+            "the same ID under another key is another segment"
+        );
+        assert_eq!(attached_in(table, (1, 2)), 0, "gone");
+    }
 }

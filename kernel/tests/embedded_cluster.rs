@@ -30,8 +30,16 @@ fn postmaster_pid(dir: &Path) -> i32 {
         .expect("a pid")
 }
 
-/// Waits until the killed postmaster `pid`, this process's child, has ended, and reaps it.
-fn reap(pid: i32) {
+/// Kills the postmaster of cluster `c` (started by this process, in `dir`) with SIGKILL and
+/// reaps it once it has ended; its backends are left to notice on their own.
+fn kill_postmaster(c: Cluster, dir: &Path) {
+    let pid = postmaster_pid(dir);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    drop(c);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !testing::process_gone(pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -150,14 +158,7 @@ async fn a_stale_postmaster_pid_after_kill_9_is_handled() {
     let scratch = testing::scratch_dir_for_cluster();
     let dir = scratch.path().join("d");
     let c = Cluster::start(options(&dir)).await.expect("start");
-    let pid = postmaster_pid(&dir);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    drop(c);
-    reap(pid);
+    kill_postmaster(c, &dir);
     assert!(
         dir.join("pgdata/postmaster.pid").exists(),
         "kill -9 leaves the pid file"
@@ -206,14 +207,7 @@ async fn a_new_server_waits_for_the_backends_of_a_killed_one() {
         .await
         .expect("look for the busy backend");
     }
-    let pid = postmaster_pid(&dir);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    drop(c);
-    reap(pid);
+    kill_postmaster(c, &dir);
     assert!(
         !testing::process_gone(orphan as i32),
         "backend {orphan} outlived its postmaster"
