@@ -152,8 +152,10 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
         .ok()
 }
 
+/// Whether process `pid` runs: one that has exited counts as gone though its parent (for an
+/// orphaned server, whatever reaps orphans) may not have reaped it yet.
 pub fn process_alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    !dbos_kernel::testing::process_gone(pid)
 }
 
 /// A directory inside `parent` that command tasks may write to: on a node running as root they
