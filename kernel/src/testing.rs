@@ -2,7 +2,7 @@
 //!
 //! Set `DBOS_TEST_DATABASE_URL` to use another server instead of the embedded cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use sqlx::{Connection, Executor, PgConnection};
@@ -188,8 +188,9 @@ pub async fn database() -> TestDb {
 }
 
 /// An empty scratch directory that the unprivileged Postgres user can reach (tests run as root
-/// in CI), removed when dropped.
-pub fn scratch_dir_for_cluster() -> tempfile::TempDir {
+/// in CI). When dropped, it stops any embedded server still running in it and is removed.
+pub fn scratch_dir_for_cluster() -> ScratchDir {
+    watchdog();
     let dir = tempfile::Builder::new()
         .prefix("dbos-scratch-")
         .tempdir()
@@ -199,7 +200,58 @@ pub fn scratch_dir_for_cluster() -> tempfile::TempDir {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("the temporary directory's mode can be set");
-    dir
+    ScratchDir { dir }
+}
+
+/// A scratch directory from [`scratch_dir_for_cluster`].
+#[derive(Debug)]
+pub struct ScratchDir {
+    dir: tempfile::TempDir,
+}
+
+impl ScratchDir {
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ScratchDir {
+    /// A test that ends with its node killed (or fails midway) leaves the node's embedded
+    /// server running: the server outlives its node by design. It is stopped here (immediate
+    /// shutdown) before its files go, rather than left to notice their removal on its own up
+    /// to a minute later while the next tests run.
+    fn drop(&mut self) {
+        // A data directory of the scratch directory itself or of one of its entries.
+        let entries = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path());
+        for dir in std::iter::once(self.dir.path().to_owned()).chain(entries) {
+            let pid = std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+            let Some(pid) = pid.filter(|&p| p > 0 && is_postgres(p)) else {
+                continue;
+            };
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !process_gone(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Whether `pid` runs a Postgres program.
+fn is_postgres(pid: i32) -> bool {
+    !process_gone(pid)
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| matches!(c.trim(), "postgres" | "postmaster"))
 }
 
 /// Whether process `pid` has ended: gone, or a zombie waiting for its reaper (it will never run

@@ -197,8 +197,13 @@ async fn a_new_server_waits_for_the_backends_of_a_killed_one() {
         let mut conn = PgConnection::connect(&url).await.expect("connect");
         sqlx::query(&busy_sql).execute(&mut conn).await
     });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut orphan = 0;
     while orphan == 0 {
+        assert!(
+            !busy.is_finished() && std::time::Instant::now() < deadline,
+            "the busy statement runs"
+        );
         orphan = query_one(
             c.url(),
             "SELECT COALESCE(max(pid), 0)::int8 FROM pg_stat_activity
@@ -206,6 +211,7 @@ async fn a_new_server_waits_for_the_backends_of_a_killed_one() {
         )
         .await
         .expect("look for the busy backend");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     kill_postmaster(c, &dir);
     assert!(

@@ -202,9 +202,12 @@ pub fn pg_ctl(data_dir: &Path, action: &[&str]) {
             .expect("the data dir's owner exists");
         let mut cmd = vec![path(&pg_ctl_binary()).to_owned()];
         cmd.extend(args);
+        // Run from the data directory: Postgres 15's programs return to their working
+        // directory, which the owner may not be allowed to enter (a checkout under /root).
         Command::new("su")
             .args([&user.name, "-s", "/bin/sh", "-c"])
             .arg(cmd.join(" "))
+            .current_dir(&pgdata)
             .status()
     } else {
         Command::new(pg_ctl_binary()).args(&args).status()
