@@ -597,7 +597,7 @@ fn attached_in(table: &str, (key, id): (i64, i64)) -> u64 {
 }
 
 /// Whether `pid` is a live Postgres process (not a recycled pid of something else).
-fn is_postgres(pid: i32) -> bool {
+pub(crate) fn is_postgres(pid: i32) -> bool {
     if pid <= 0 || !alive(pid) {
         return false;
     }

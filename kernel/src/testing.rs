@@ -232,7 +232,7 @@ impl Drop for ScratchDir {
             let pid = std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
                 .ok()
                 .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-            let Some(pid) = pid.filter(|&p| p > 0 && is_postgres(p)) else {
+            let Some(pid) = pid.filter(|&p| embedded::is_postgres(p)) else {
                 continue;
             };
             let _ = nix::sys::signal::kill(
@@ -245,13 +245,6 @@ impl Drop for ScratchDir {
             }
         }
     }
-}
-
-/// Whether `pid` runs a Postgres program.
-fn is_postgres(pid: i32) -> bool {
-    !process_gone(pid)
-        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| matches!(c.trim(), "postgres" | "postmaster"))
 }
 
 /// Whether process `pid` has ended: gone, or a zombie waiting for its reaper (it will never run
