@@ -71,7 +71,7 @@ fn ordinary_tools_work_on_a_fuse_mount() {
     sh(
         scratch.path(),
         &format!(
-            "git -C {} archive HEAD | tar -x -C {}",
+            "git -c safe.directory='*' -C {} archive HEAD | tar -x -C {}",
             env!("CARGO_MANIFEST_DIR"),
             path(&src)
         ),

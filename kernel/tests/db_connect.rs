@@ -22,13 +22,20 @@ async fn a_url_that_does_not_parse_is_a_clear_error() {
     }
 }
 
+/// A port of this host that refuses connections for as long as the socket lives: bound, so no
+/// other process can take it meanwhile, but not listening.
+fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bound");
+    let port = socket.local_addr().expect("its address").port();
+    (socket, port)
+}
+
 #[tokio::test]
 async fn an_unreachable_server_fails_after_bounded_retries() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let (_held, port) = refusing_port();
     let url = format!("postgres://u:secret@127.0.0.1:{port}/db");
     let err = db::connect(&url, &quick()).await.expect_err("unreachable");
     match &err {
@@ -81,10 +88,7 @@ async fn a_missing_database_is_created_and_sessions_carry_the_guards() {
 async fn a_multi_host_url_connects_to_the_first_host_that_answers_and_accepts_writes() {
     let db = testing::database().await;
     // A host nothing listens on comes first in the list.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let (_held, dead) = refusing_port();
     let (head, rest) = db.url.split_once('@').expect("user info");
     let (live, path) = rest.split_once('/').expect("a database");
     let url = format!("{head}@127.0.0.1:{dead},{live}/{path}?target_session_attrs=read-write");

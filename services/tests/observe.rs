@@ -137,14 +137,16 @@ async fn observation_queries_answer_as_the_whole_table_does() {
     assert_eq!(recent, expected("true", since_ms).await);
     assert!(!recent.is_empty() && recent.len() < 53, "{}", recent.len());
 
-    // The dashboard's minutes: starts of the last ten minutes, per queue and minute.
+    // The dashboard's minutes: starts of the last ten minutes, per queue and minute. The starts
+    // lie 10 s off every multiple of 20 s, so none sits on the ten-minute edge, where the two
+    // queries, run a moment apart, could disagree.
     sqlx::query(
         "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, queue_name, executor_id,
              recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms,
              completed_at)
          SELECT 'obs-recent-' || i, 'SUCCESS', 'observe.absent', 'observe-q', 'observe-node', 1,
                 'portable_json', t - 40, t, t, t + 5
-         FROM (SELECT i, kernel.now_ms() - i * 20000 AS t FROM generate_series(0, 40) i) r",
+         FROM (SELECT i, kernel.now_ms() - 10000 - i * 20000 AS t FROM generate_series(0, 40) i) r",
     )
     .execute(pool)
     .await
