@@ -471,15 +471,14 @@ fn running(dir: &Path) -> Result<Option<ClusterInfo>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("reading", &pid_file, e)),
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let pid: i32 = match lines.first().and_then(|l| l.trim().parse().ok()) {
-        Some(pid) => pid,
-        None => return Ok(None),
-    };
-    if !is_postgres(pid) {
+    let Some(pid) = live_owner(&text) else {
         return Ok(None);
-    }
-    let Some(port) = lines.get(3).and_then(|l| l.trim().parse::<u16>().ok()) else {
+    };
+    let Some(port) = text
+        .lines()
+        .nth(3)
+        .and_then(|l| l.trim().parse::<u16>().ok())
+    else {
         return Ok(None);
     };
     let password = read_password(dir)?;
@@ -546,10 +545,11 @@ fn clear_stale_server(pid_file: &Path, run: &Path) -> Result<()> {
         else {
             continue;
         };
-        let owner = fs::read_to_string(entry.path())
+        if fs::read_to_string(entry.path())
             .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-        if owner.is_some_and(is_postgres) {
+            .and_then(|t| live_owner(&t))
+            .is_some()
+        {
             continue;
         }
         tracing::warn!(path = %entry.path().display(), "removing the stale socket lock of a server that is gone");
@@ -596,8 +596,20 @@ fn attached_in(table: &str, (key, id): (i64, i64)) -> u64 {
         .unwrap_or(0)
 }
 
+/// The pid on the first line of a Postgres lock file (`postmaster.pid`, a socket's `.lock`)
+/// when it is a live Postgres process.
+fn live_owner(lock_file: &str) -> Option<i32> {
+    let pid = lock_file.lines().next()?.trim().parse().ok()?;
+    is_postgres(pid).then_some(pid)
+}
+
+/// The pid of the live server of data directory `dir`, if any.
+pub(crate) fn server_pid(dir: &Path) -> Option<i32> {
+    live_owner(&fs::read_to_string(dir.join(PGDATA).join("postmaster.pid")).ok()?)
+}
+
 /// Whether `pid` is a live Postgres process (not a recycled pid of something else).
-pub(crate) fn is_postgres(pid: i32) -> bool {
+fn is_postgres(pid: i32) -> bool {
     if pid <= 0 || !alive(pid) {
         return false;
     }

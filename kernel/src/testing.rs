@@ -229,10 +229,7 @@ impl Drop for ScratchDir {
             .flatten()
             .map(|e| e.path());
         for dir in std::iter::once(self.dir.path().to_owned()).chain(entries) {
-            let pid = std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
-                .ok()
-                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
-            let Some(pid) = pid.filter(|&p| embedded::is_postgres(p)) else {
+            let Some(pid) = embedded::server_pid(&dir) else {
                 continue;
             };
             let _ = nix::sys::signal::kill(
