@@ -557,7 +557,15 @@ async fn a_publish_reaches_every_subscriber_once_in_order() {
 
 #[tokio::test]
 async fn plain_consumers_commit_the_cursor_with_their_transaction_and_retention_sweeps() {
-    let n = node(|_| {}).await;
+    // The node's own sweep stays out of the way of the one this test runs and counts.
+    let n = node_with_msg(
+        |_| {},
+        dbos_msg::Options {
+            sweep_interval_ms: 86_400_000,
+            ..dbos_msg::Options::default()
+        },
+    )
+    .await;
     let msg = n.wf.messages();
     assert_eq!(
         msg.subscribe("jobs", "worker", Start::Next)

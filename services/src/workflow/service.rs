@@ -51,6 +51,8 @@ pub struct Options {
     pub scheduler: dbos_scheduler::Options,
     /// Limits of messaging (send/recv, events, streams, topics).
     pub msg: dbos_msg::Options,
+    /// Pause between sweeps of provenance older than `prov.config.retention`.
+    pub provenance_sweep_interval: Duration,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             checkpoint_batches_in_flight_max: 2,
             scheduler: dbos_scheduler::Options::default(),
             msg: dbos_msg::Options::default(),
+            provenance_sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -464,12 +467,13 @@ impl Service {
                 }
             });
         let prov_pool = pool.clone();
+        let prov_pause = opts.provenance_sweep_interval;
         kernel
             .loops()
             .spawn("prov-retention", Phase::Claim, move |stop| {
                 let pool = prov_pool.clone();
                 async move {
-                    sweep_provenance(&pool, stop).await;
+                    sweep_provenance(&pool, prov_pause, stop).await;
                     Ok::<(), Error>(())
                 }
             });
@@ -1317,17 +1321,15 @@ enum Slot {
     Parent,
 }
 
-/// Pause between provenance retention sweeps.
-const PROV_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Events deleted by one statement of a sweep at most.
 const PROV_SWEEP_BATCH: i64 = 10_000;
 
-/// Deletes provenance older than `prov.config.retention`, now and then, in batches.
-async fn sweep_provenance(pool: &PgPool, stop: dbos_kernel::CancellationToken) {
+/// Deletes provenance older than `prov.config.retention` every `pause`, in batches.
+async fn sweep_provenance(pool: &PgPool, pause: Duration, stop: dbos_kernel::CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(PROV_SWEEP_INTERVAL) => {}
+            () = tokio::time::sleep(pause) => {}
         }
         loop {
             match dbos_store::prov::sweep(pool, PROV_SWEEP_BATCH).await {
