@@ -51,7 +51,8 @@ pub struct Options {
     pub scheduler: dbos_scheduler::Options,
     /// Limits of messaging (send/recv, events, streams, topics).
     pub msg: dbos_msg::Options,
-    /// Pause between sweeps of provenance older than `prov.config.retention`.
+    /// Pause between sweeps of provenance older than `prov.config.retention` (at least 1 ms,
+    /// as messaging's `sweep_interval_ms`).
     pub provenance_sweep_interval: Duration,
 }
 
@@ -467,7 +468,7 @@ impl Service {
                 }
             });
         let prov_pool = pool.clone();
-        let prov_pause = opts.provenance_sweep_interval;
+        let prov_pause = opts.provenance_sweep_interval.max(Duration::from_millis(1));
         kernel
             .loops()
             .spawn("prov-retention", Phase::Claim, move |stop| {
