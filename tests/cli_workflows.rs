@@ -152,6 +152,47 @@ fn wf_commands_list_inspect_cancel_resume_fork_and_delete() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown status"));
     let out = run(&["wf", "list", "--data-dir", d, "-t", "yesterday"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+
+    // gc: refused without a policy; none of these workflows is an hour old; with an age of 0
+    // every ended one goes. The resumed sleeper is cancelled again, to end.
+    ok(&["wf", "cancel", "cli-3", "--data-dir", d]);
+    let out = run(&["wf", "gc", "--data-dir", d]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--older-than"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["wf", "gc", "--keep", "0", "--data-dir", d]);
+    assert!(!out.status.success());
+    eventually("every workflow ended", || {
+        sql_json(
+            &dir,
+            "SELECT count(*) AS n FROM dbos.workflow_status
+             WHERE status IN ('ENQUEUED', 'PENDING', 'DELAYED')",
+        )[0]["n"]
+            == 0
+    });
+    let all = sql_json(&dir, "SELECT count(*) AS n FROM dbos.workflow_status")[0]["n"].clone();
+    assert!(all.as_i64() > Some(0), "{all}");
+    let gc = |age: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&[
+            "wf",
+            "gc",
+            "--older-than",
+            age,
+            "--data-dir",
+            d,
+            "--json",
+        ]))
+        .expect("json")
+    };
+    assert_eq!(gc("1h")["deleted"], 0);
+    assert_eq!(gc("0s")["deleted"], all);
+    assert_eq!(
+        sql_json(&dir, "SELECT count(*) AS n FROM dbos.workflow_status")[0]["n"],
+        0
+    );
     node.signal(Signal::SIGINT);
     assert!(node.wait());
 }

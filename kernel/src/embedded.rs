@@ -604,6 +604,7 @@ fn live_owner(lock_file: &str) -> Option<i32> {
 }
 
 /// The pid of the live server of data directory `dir`, if any.
+#[cfg(feature = "testing")]
 pub(crate) fn server_pid(dir: &Path) -> Option<i32> {
     live_owner(&fs::read_to_string(dir.join(PGDATA).join("postmaster.pid")).ok()?)
 }

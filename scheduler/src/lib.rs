@@ -13,6 +13,8 @@
 //!   that reaches every process of the group.
 //!
 //! - [`tasks`]: command tasks as users submit, list and inspect them, and their typed outcome.
+//! - `sched.workflow_retention`: how long ended workflows are kept; the workflow service's
+//!   retention sweep applies it through [`dbos_store::workflows::gc`].
 //!
 //! The statements on schema `dbos` are [`dbos_store`]'s; this crate decides when and which.
 #![warn(missing_docs, unreachable_pub)]
@@ -71,6 +73,12 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             version: 6,
             name: "the claim's lock step probes each limited queue",
             sql: include_str!("../migrations/sched_0006_claim_lock_probe.sql"),
+            earlier: &[],
+        },
+        Migration {
+            version: 7,
+            name: "workflow retention",
+            sql: include_str!("../migrations/sched_0007_workflow_retention.sql"),
             earlier: &[],
         },
     ],

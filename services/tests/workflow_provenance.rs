@@ -108,7 +108,7 @@ async fn rows(n: &Node, sql: &str) -> Value {
 async fn lineage_and_read_then_send_are_answered_from_the_os_views() {
     // The node's own sweep stays out of the way of the one this test runs and counts.
     let opts = workflow::Options {
-        provenance_sweep_interval: Duration::from_secs(86_400),
+        retention_sweep_interval: Duration::from_secs(86_400),
         ..workflow::Options::default()
     };
     let n = node_on(

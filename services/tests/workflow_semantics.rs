@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbos_services::testing::{
-    fork_and_wait, node, seed, status, step_names, wait_status, Counter, WAIT,
+    fork_and_wait, node, node_on, seed, status, step_names, wait_status, Counter, WAIT,
 };
 use dbos_services::workflow::{self, manage, RetryPolicy, StartOptions};
 
@@ -852,6 +852,207 @@ async fn list_steps_and_delete() {
         manage::steps(n.pool(), "l0").await,
         Err(workflow::Error::NotFound(_))
     ));
+    n.stop().await;
+}
+
+/// Moves workflow `id`'s creation `days` into the past.
+async fn age(pool: &sqlx::PgPool, id: &str, days: i64) {
+    sqlx::query(
+        "UPDATE dbos.workflow_status SET created_at = created_at - $2 * 86400000
+         WHERE workflow_uuid = $1",
+    )
+    .bind(id)
+    .bind(days)
+    .execute(pool)
+    .await
+    .expect("age");
+}
+
+/// Rows recorded for workflow `id` in each workflow table, status row first.
+async fn records(pool: &sqlx::PgPool, id: &str) -> Vec<i64> {
+    let mut n = Vec::new();
+    for table in [
+        "workflow_status",
+        "workflow_input",
+        "workflow_output",
+        "operation_outputs",
+        "workflow_events",
+    ] {
+        let c: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM dbos.{table} WHERE workflow_uuid = $1"
+        ))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("count");
+        n.push(c);
+    }
+    let c: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.notifications WHERE destination_uuid = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .expect("count");
+    n.push(c);
+    n
+}
+
+#[tokio::test]
+async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    let pool = n.pool();
+    for i in 0..3 {
+        let _: i64 =
+            n.wf.run("three", (i,), id(&format!("g{i}")))
+                .await
+                .expect("run");
+    }
+    // g0 ran ten days ago and left a message and an event behind.
+    sqlx::query(
+        "WITH m AS (INSERT INTO dbos.notifications (destination_uuid, topic, message)
+                    VALUES ('g0', 't', '1'))
+         INSERT INTO dbos.workflow_events (workflow_uuid, key, value) VALUES ('g0', 'k', '1')",
+    )
+    .execute(pool)
+    .await
+    .expect("message and event");
+    let before = records(pool, "g0").await;
+    assert!(
+        before[0] == 1 && before[1] == 1 && before[3] == 3 && before[4] == 1 && before[5] == 1,
+        "{before:?}"
+    );
+    age(pool, "g0", 10).await;
+    // As old, but ended otherwise, or never ended: no node runs `nobody`.
+    seed(pool, "old-error", "three", "ERROR", "gone", "v", 1, &[]).await;
+    seed(
+        pool,
+        "old-queued",
+        "nobody",
+        "ENQUEUED",
+        "gone",
+        "v",
+        0,
+        &[],
+    )
+    .await;
+    seed(
+        pool,
+        "old-running",
+        "nobody",
+        "PENDING",
+        "gone",
+        "v",
+        1,
+        &[],
+    )
+    .await;
+    for w in ["old-error", "old-queued", "old-running"] {
+        age(pool, w, 10).await;
+    }
+
+    // A policy that keeps everything, or keeps nothing at all, is refused.
+    for bad in [
+        manage::Retention::default(),
+        manage::Retention {
+            max_age_ms: None,
+            max_rows: Some(0),
+        },
+        manage::Retention {
+            max_age_ms: Some(-1),
+            max_rows: None,
+        },
+    ] {
+        assert!(
+            matches!(
+                manage::gc(pool, &bad).await,
+                Err(workflow::Error::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+
+    let week = manage::Retention {
+        max_age_ms: Some(7 * 86_400_000),
+        max_rows: None,
+    };
+    assert_eq!(manage::gc(pool, &week).await.expect("gc"), 2);
+    assert_eq!(records(pool, "g0").await, vec![0; 6]);
+    assert_eq!(status(pool, "old-error").await, "");
+    for w in ["old-queued", "old-running"] {
+        assert!(!status(pool, w).await.is_empty(), "{w} stays");
+    }
+    for w in ["g1", "g2"] {
+        assert_eq!(status(pool, w).await, "SUCCESS");
+    }
+    assert_eq!(manage::gc(pool, &week).await.expect("gc again"), 0);
+
+    // Keep the 3 newest: g1 and g2 (a day older) go; the two old, unended ones stay.
+    for w in ["g1", "g2"] {
+        age(pool, w, 1).await;
+    }
+    for i in 3..6 {
+        let _: i64 =
+            n.wf.run("three", (i,), id(&format!("g{i}")))
+                .await
+                .expect("run");
+    }
+    let three = manage::Retention {
+        max_age_ms: None,
+        max_rows: Some(3),
+    };
+    assert_eq!(manage::gc(pool, &three).await.expect("gc"), 2);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT workflow_uuid FROM dbos.workflow_status ORDER BY workflow_uuid")
+            .fetch_all(pool)
+            .await
+            .expect("left");
+    assert_eq!(left, ["g3", "g4", "g5", "old-queued", "old-running"]);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn the_nodes_sweep_applies_the_retention_policy_of_the_table() {
+    let c = Counter::default();
+    let n = node_on(
+        dbos_kernel::testing::database().await,
+        |r| {
+            r.register("three", three_steps(c.clone()));
+        },
+        workflow::Options {
+            retention_sweep_interval: Duration::from_millis(50),
+            ..workflow::Options::default()
+        },
+    )
+    .await;
+    let pool = n.pool();
+    for w in ["old", "young"] {
+        let _: i64 = n.wf.run("three", (1,), id(w)).await.expect("run");
+    }
+    age(pool, "old", 2).await;
+    sqlx::query("UPDATE sched.workflow_retention SET max_age = '1 day'")
+        .execute(pool)
+        .await
+        .expect("policy");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !status(pool, "old").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweep deleted the old workflow"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The round that took `old` looked at `young` too.
+    assert_eq!(status(pool, "young").await, "SUCCESS");
+    // The table refuses a policy that would delete everything at once.
+    let e = sqlx::query("UPDATE sched.workflow_retention SET max_rows = 0")
+        .execute(pool)
+        .await
+        .expect_err("max_rows 0");
+    assert!(e.to_string().contains("check constraint"), "{e}");
     n.stop().await;
 }
 

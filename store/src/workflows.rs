@@ -756,6 +756,17 @@ pub async fn rewind(tx: &mut PgConnection, id: &str, start_step: i32) -> Result<
     Ok(())
 }
 
+/// The statements that erase what the workflow tables record for the workflows of CTE `gone`
+/// (column `id`) beside their status rows: inputs, outputs and operations. Messages, events and
+/// streams go with the status rows (their keys cascade).
+const ERASE_RECORDS: &str = "i AS (
+         DELETE FROM dbos.workflow_input WHERE workflow_uuid IN (SELECT id FROM gone)
+     ), o AS (
+         DELETE FROM dbos.workflow_output WHERE workflow_uuid IN (SELECT id FROM gone)
+     ), ops AS (
+         DELETE FROM dbos.operation_outputs WHERE workflow_uuid IN (SELECT id FROM gone)
+     )";
+
 /// Deletes a workflow and what is recorded for it in the workflow tables (with `children`, its
 /// descendants too). Returns the IDs deleted.
 ///
@@ -764,22 +775,16 @@ pub async fn rewind(tx: &mut PgConnection, id: &str, start_step: i32) -> Result<
 /// # Errors
 /// [`Error::NotFound`].
 pub async fn delete<'c>(db: impl PgExecutor<'c>, id: &str, children: bool) -> Result<Vec<String>> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "WITH RECURSIVE tree(id) AS (
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "WITH RECURSIVE gone(id) AS (
              SELECT $1::text
              UNION
-             SELECT w.workflow_uuid FROM dbos.workflow_status w JOIN tree ON w.parent_workflow_id = tree.id
+             SELECT w.workflow_uuid FROM dbos.workflow_status w JOIN gone ON w.parent_workflow_id = gone.id
              WHERE $2
-         ), i AS (
-             DELETE FROM dbos.workflow_input WHERE workflow_uuid IN (SELECT id FROM tree)
-         ), o AS (
-             DELETE FROM dbos.workflow_output WHERE workflow_uuid IN (SELECT id FROM tree)
-         ), ops AS (
-             DELETE FROM dbos.operation_outputs WHERE workflow_uuid IN (SELECT id FROM tree)
-         )
-         DELETE FROM dbos.workflow_status WHERE workflow_uuid IN (SELECT id FROM tree)
-         RETURNING workflow_uuid",
-    )
+         ), {ERASE_RECORDS}
+         DELETE FROM dbos.workflow_status WHERE workflow_uuid IN (SELECT id FROM gone)
+         RETURNING workflow_uuid"
+    ))
     .bind(id)
     .bind(children)
     .fetch_all(db)
@@ -788,6 +793,91 @@ pub async fn delete<'c>(db: impl PgExecutor<'c>, id: &str, children: bool) -> Re
         return Err(Error::NotFound(id.to_owned()));
     }
     Ok(ids)
+}
+
+/// How long ended workflows are kept: the one row of `sched.workflow_retention`, or the
+/// arguments of `dbos wf gc`. An ended workflow (SUCCESS, ERROR, CANCELLED or dead-lettered)
+/// goes once it is older than `max_age_ms`, or once `max_rows` workflows created after it exist,
+/// as DBOS 2.x's `garbage_collect(cutoff, rows_threshold)` decided; workflows still queued,
+/// delayed or running always stay. Both `None` keeps every workflow, as DBOS does by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Age (from `created_at`) past which an ended workflow goes.
+    pub max_age_ms: Option<i64>,
+    /// Most workflows kept: an ended workflow older than the `max_rows`-th newest goes (at
+    /// least 1).
+    pub max_rows: Option<i64>,
+}
+
+impl Retention {
+    /// Whether this policy deletes anything at all.
+    pub const fn is_set(&self) -> bool {
+        self.max_age_ms.is_some() || self.max_rows.is_some()
+    }
+}
+
+/// The retention policy the nodes' sweep applies (`sched.workflow_retention`).
+///
+/// 1 round trip.
+///
+/// # Errors
+/// Database errors.
+pub async fn retention<'c>(db: impl PgExecutor<'c>) -> Result<Retention> {
+    let (max_age_ms, max_rows): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (extract(epoch FROM max_age) * 1000)::int8, max_rows
+         FROM sched.workflow_retention",
+    )
+    .fetch_optional(db)
+    .await?
+    .unwrap_or((None, None));
+    Ok(Retention {
+        max_age_ms,
+        max_rows,
+    })
+}
+
+/// Deletes at most `batch` ended workflows that `policy` no longer keeps, oldest first, with
+/// everything recorded for them (as [`delete`]); returns how many went. A workflow that another
+/// transaction holds (a resume, a rewind, another node's sweep) is skipped for this round.
+///
+/// 1 round trip, 1 commit (index `workflow_status_created_at_index`).
+///
+/// # Errors
+/// Database errors.
+pub async fn gc<'c>(db: impl PgExecutor<'c>, policy: &Retention, batch: i64) -> Result<u64> {
+    if !policy.is_set() {
+        return Ok(0);
+    }
+    let ended = Status::ALL
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // GREATEST skips a NULL bound; `OFFSET NULL` would mean no offset, hence the CASE.
+    let r = sqlx::query(&format!(
+        "WITH bound AS (
+             SELECT GREATEST(
+                 kernel.now_ms() - $1::int8,
+                 CASE WHEN $2::int8 IS NOT NULL THEN
+                     (SELECT created_at FROM dbos.workflow_status
+                      ORDER BY created_at DESC OFFSET $2::int8 - 1 LIMIT 1) END) AS t
+         ), gone AS (
+             SELECT w.workflow_uuid AS id FROM dbos.workflow_status w, bound
+             WHERE w.created_at < bound.t
+               AND w.status IN ({ended})
+             ORDER BY w.created_at
+             LIMIT $3
+             FOR UPDATE OF w SKIP LOCKED
+         ), {ERASE_RECORDS}
+         DELETE FROM dbos.workflow_status WHERE workflow_uuid IN (SELECT id FROM gone)",
+    ))
+    .bind(policy.max_age_ms)
+    .bind(policy.max_rows.map(|n| n.max(1)))
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// `Ok` when a workflow has this ID: asked only after a statement that touched nothing, to tell

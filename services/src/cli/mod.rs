@@ -271,7 +271,7 @@ struct BootArgs {
     connect_retry_ms_max: u64,
 }
 
-/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`), or plain milliseconds.
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`, `d`), or plain milliseconds.
 pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s
@@ -280,15 +280,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m or 1h"))?;
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m, 1h or 7d"))?;
     let ms = match unit.trim() {
         "" | "ms" => n,
         "s" => n * 1e3,
         "m" | "min" => n * 60e3,
         "h" => n * 3600e3,
+        "d" => n * 86_400e3,
         other => {
             return Err(format!(
-                "invalid duration unit {other:?} in {s:?}: use ms, s, m or h"
+                "invalid duration unit {other:?} in {s:?}: use ms, s, m, h or d"
             ))
         }
     };

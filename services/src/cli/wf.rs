@@ -63,6 +63,11 @@ pub(super) enum WfCommand {
     /// Re-run this program's workflow code against recorded histories, writing nothing: prints
     /// per workflow "consistent" or the first divergence; exits 1 when any diverges.
     Replay(ReplayArgs),
+    /// Delete ended workflows (SUCCESS, ERROR, CANCELLED, dead-lettered) older than
+    /// --older-than, or beyond the --keep newest, with everything recorded for them. Queued,
+    /// delayed and running workflows stay. `sched.workflow_retention` makes the nodes do this
+    /// every minute.
+    Gc(GcArgs),
     /// Delete a workflow and everything recorded for it.
     Delete {
         /// Workflow ID.
@@ -111,6 +116,17 @@ pub(super) struct ListArgs {
     /// Newest first.
     #[arg(short = 'd', long)]
     sort_desc: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub(super) struct GcArgs {
+    /// Delete ended workflows created longer ago than this (e.g. 7d, 12h; 0s: every one).
+    #[arg(long, value_parser = super::parse_duration)]
+    older_than: Option<std::time::Duration>,
+    /// Keep at most this many of the newest workflows: delete the ended ones older than them.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    keep: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +274,16 @@ pub(super) async fn run(
                 &serde_json::json!({ "rewound": id, "from_step": step }),
                 format,
             )?;
+        }
+        WfCommand::Gc(a) => {
+            let policy = manage::Retention {
+                max_age_ms: a
+                    .older_than
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                max_rows: a.keep,
+            };
+            let n = manage::gc(&pool, &policy).await?;
+            render::print_message(&serde_json::json!({ "deleted": n }), format)?;
         }
         WfCommand::Delete { id, children } => {
             let ids = manage::delete(&pool, &id, children).await?;

@@ -1,4 +1,5 @@
-//! Managing workflows with SQL alone: list, inspect, cancel, resume, fork, rewind, delete. Every
+//! Managing workflows with SQL alone: list, inspect, cancel, resume, fork, rewind, delete, and
+//! the deletion of ended workflows past a retention policy ([`gc`]). Every
 //! function works on any pool, with or without a running node, as DBOS's client does. The
 //! statements are [`dbos_store`]'s (and, for events and streams, [`dbos_msg`]'s); a fork or a
 //! rewind runs them in one transaction.
@@ -6,6 +7,7 @@
 use sqlx::{Connection, PgPool};
 
 pub use dbos_store::inspect::{ListFilter, StepInfo, WorkflowStatus};
+pub use dbos_store::workflows::Retention;
 
 use super::error::Error;
 
@@ -116,6 +118,39 @@ pub async fn fork(
 /// [`Error::NotFound`].
 pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<String>, Error> {
     Ok(dbos_store::workflows::delete(pool, id, children).await?)
+}
+
+/// Ended workflows deleted by one statement of [`gc`] or of a node's retention sweep at most:
+/// each statement holds their rows locked until its commit.
+pub(crate) const GC_BATCH: i64 = 1_000;
+
+/// Deletes every ended workflow (SUCCESS, ERROR, CANCELLED, dead-lettered) that `policy` no
+/// longer keeps, oldest first, with everything recorded for it, in batches of [`GC_BATCH`]
+/// workflows, each its own transaction. Returns how many went. Workflows still queued, delayed
+/// or running are never deleted.
+///
+/// # Errors
+/// [`Error::Invalid`] for a policy that keeps everything, a negative age or fewer than 1 row;
+/// database errors.
+pub async fn gc(pool: &PgPool, policy: &Retention) -> Result<u64, Error> {
+    if !policy.is_set() {
+        return Err(Error::Invalid(
+            "say which ended workflows to delete: an age, a number of newest workflows to keep, or both".to_owned(),
+        ));
+    }
+    if policy.max_age_ms.is_some_and(|a| a < 0) {
+        return Err(Error::Invalid("the age must be 0 or more".to_owned()));
+    }
+    if policy.max_rows.is_some_and(|n| n < 1) {
+        return Err(Error::Invalid(
+            "the number of workflows to keep must be at least 1".to_owned(),
+        ));
+    }
+    let never = dbos_kernel::CancellationToken::new();
+    Ok(super::service::in_batches(GC_BATCH, &never, || {
+        dbos_store::workflows::gc(pool, policy, GC_BATCH)
+    })
+    .await?)
 }
 
 /// Rewinds an ended workflow in place to step `start_step`: its operations, events and stream

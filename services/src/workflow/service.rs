@@ -26,6 +26,7 @@ use super::codec;
 use super::committer::Committer;
 use super::ctx::{Context, CtxInner, Mode};
 use super::error::{Error, Fate};
+use super::manage;
 
 pub use dbos_store::{ENQUEUE_CHANNEL, INTERNAL_QUEUE, OUTCOME_CHANNEL};
 
@@ -51,9 +52,10 @@ pub struct Options {
     pub scheduler: dbos_scheduler::Options,
     /// Limits of messaging (send/recv, events, streams, topics).
     pub msg: dbos_msg::Options,
-    /// Pause between sweeps of provenance older than `prov.config.retention` (at least 1 ms,
-    /// as messaging's `sweep_interval_ms`).
-    pub provenance_sweep_interval: Duration,
+    /// Pause between retention sweeps (at least 1 ms, as messaging's `sweep_interval_ms`):
+    /// of provenance older than `prov.config.retention`, and of the ended workflows that
+    /// `sched.workflow_retention` no longer keeps.
+    pub retention_sweep_interval: Duration,
 }
 
 impl Default for Options {
@@ -66,7 +68,7 @@ impl Default for Options {
             checkpoint_batches_in_flight_max: 2,
             scheduler: dbos_scheduler::Options::default(),
             msg: dbos_msg::Options::default(),
-            provenance_sweep_interval: Duration::from_secs(60),
+            retention_sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -467,14 +469,14 @@ impl Service {
                     Ok::<(), Error>(())
                 }
             });
-        let prov_pool = pool.clone();
-        let prov_pause = opts.provenance_sweep_interval.max(Duration::from_millis(1));
+        let sweep_pool = pool.clone();
+        let sweep_pause = opts.retention_sweep_interval.max(Duration::from_millis(1));
         kernel
             .loops()
-            .spawn("prov-retention", Phase::Claim, move |stop| {
-                let pool = prov_pool.clone();
+            .spawn("retention", Phase::Claim, move |stop| {
+                let pool = sweep_pool.clone();
                 async move {
-                    sweep_provenance(&pool, prov_pause, stop).await;
+                    sweep_retention(&pool, sweep_pause, stop).await;
                     Ok::<(), Error>(())
                 }
             });
@@ -1325,22 +1327,58 @@ enum Slot {
 /// Events deleted by one statement of a sweep at most.
 const PROV_SWEEP_BATCH: i64 = 10_000;
 
-/// Deletes provenance older than `prov.config.retention` every `pause`, in batches.
-async fn sweep_provenance(pool: &PgPool, pause: Duration, stop: dbos_kernel::CancellationToken) {
+/// Every `pause`, deletes provenance older than `prov.config.retention` and the ended workflows
+/// that `sched.workflow_retention` no longer keeps, each in batches until none is left.
+async fn sweep_retention(pool: &PgPool, pause: Duration, stop: dbos_kernel::CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
-        loop {
-            match dbos_store::prov::sweep(pool, PROV_SWEEP_BATCH).await {
-                Ok(n) if n as i64 == PROV_SWEEP_BATCH && !stop.is_cancelled() => continue,
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(deleted = n, "swept provenance beyond retention"),
-                Err(e) => tracing::warn!(error = %e, "provenance retention sweep failed"),
+        let prov = in_batches(PROV_SWEEP_BATCH, &stop, || {
+            dbos_store::prov::sweep(pool, PROV_SWEEP_BATCH)
+        })
+        .await;
+        log_sweep("provenance", prov);
+        let workflows = match dbos_store::workflows::retention(pool).await {
+            Ok(policy) => {
+                in_batches(manage::GC_BATCH, &stop, || {
+                    dbos_store::workflows::gc(pool, &policy, manage::GC_BATCH)
+                })
+                .await
             }
-            break;
+            Err(e) => Err(e),
+        };
+        log_sweep("workflows", workflows);
+    }
+}
+
+/// Runs `delete` (which deletes at most `batch` rows) until it deletes fewer or `stop` is
+/// cancelled; the rows deleted in all.
+pub(crate) async fn in_batches<F, Fut>(
+    batch: i64,
+    stop: &dbos_kernel::CancellationToken,
+    mut delete: F,
+) -> dbos_store::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = dbos_store::Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let n = delete().await?;
+        total += n;
+        if (n as i64) < batch || stop.is_cancelled() {
+            return Ok(total);
         }
+    }
+}
+
+fn log_sweep(what: &str, r: dbos_store::Result<u64>) {
+    match r {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(deleted = n, "swept {what} beyond retention"),
+        Err(e) => tracing::warn!(error = %e, "{what} retention sweep failed"),
     }
 }
 
