@@ -950,7 +950,25 @@ async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
         &[],
     )
     .await;
-    for w in ["old-error", "old-queued", "old-running"] {
+    // Two ended children: one of the running workflow, which may yet read its outcome, and one
+    // of the ended g0.
+    seed(pool, "old-child", "three", "SUCCESS", "gone", "v", 1, &[]).await;
+    seed(pool, "g0-child", "three", "SUCCESS", "gone", "v", 1, &[]).await;
+    sqlx::query(
+        "UPDATE dbos.workflow_status SET parent_workflow_id = CASE workflow_uuid
+             WHEN 'old-child' THEN 'old-running' ELSE 'g0' END
+         WHERE workflow_uuid IN ('old-child', 'g0-child')",
+    )
+    .execute(pool)
+    .await
+    .expect("parents");
+    for w in [
+        "old-error",
+        "old-queued",
+        "old-running",
+        "old-child",
+        "g0-child",
+    ] {
         age(pool, w, 10).await;
     }
 
@@ -979,10 +997,12 @@ async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
         max_age_ms: Some(7 * 86_400_000),
         max_rows: None,
     };
-    assert_eq!(manage::gc(pool, &week).await.expect("gc"), 2);
+    assert_eq!(manage::gc(pool, &week).await.expect("gc"), 3);
     assert_eq!(records(pool, "g0").await, vec![0; 6]);
-    assert_eq!(status(pool, "old-error").await, "");
-    for w in ["old-queued", "old-running"] {
+    for w in ["old-error", "g0-child"] {
+        assert_eq!(status(pool, w).await, "", "{w} went");
+    }
+    for w in ["old-queued", "old-running", "old-child"] {
         assert!(!status(pool, w).await.is_empty(), "{w} stays");
     }
     for w in ["g1", "g2"] {
@@ -990,7 +1010,8 @@ async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
     }
     assert_eq!(manage::gc(pool, &week).await.expect("gc again"), 0);
 
-    // Keep the 3 newest: g1 and g2 (a day older) go; the two old, unended ones stay.
+    // Keep the 3 newest: g1 and g2 (a day older) go; the old, unended ones and the running
+    // one's child stay.
     for w in ["g1", "g2"] {
         age(pool, w, 1).await;
     }
@@ -1010,7 +1031,10 @@ async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
             .fetch_all(pool)
             .await
             .expect("left");
-    assert_eq!(left, ["g3", "g4", "g5", "old-queued", "old-running"]);
+    assert_eq!(
+        left,
+        ["g3", "g4", "g5", "old-child", "old-queued", "old-running"]
+    );
     n.stop().await;
 }
 

@@ -798,8 +798,9 @@ pub async fn delete<'c>(db: impl PgExecutor<'c>, id: &str, children: bool) -> Re
 /// How long ended workflows are kept: the one row of `sched.workflow_retention`, or the
 /// arguments of `dbos wf gc`. An ended workflow (SUCCESS, ERROR, CANCELLED or dead-lettered)
 /// goes once it is older than `max_age_ms`, or once `max_rows` workflows created after it exist,
-/// as DBOS 2.x's `garbage_collect(cutoff, rows_threshold)` decided; workflows still queued,
-/// delayed or running always stay. Both `None` keeps every workflow, as DBOS does by default.
+/// as DBOS 2.x's `garbage_collect(cutoff, rows_threshold)` decided. Workflows still queued,
+/// delayed or running always stay, and so does a child whose parent has not ended: the parent
+/// may yet read its outcome. Both `None` keeps every workflow, as DBOS does by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Retention {
     /// Age (from `created_at`) past which an ended workflow goes.
@@ -866,6 +867,9 @@ pub async fn gc<'c>(db: impl PgExecutor<'c>, policy: &Retention, batch: i64) -> 
              SELECT w.workflow_uuid AS id FROM dbos.workflow_status w, bound
              WHERE w.created_at < bound.t
                AND w.status IN ({ended})
+               AND NOT EXISTS (SELECT 1 FROM dbos.workflow_status p
+                               WHERE p.workflow_uuid = w.parent_workflow_id
+                                 AND p.status NOT IN ({ended}))
              ORDER BY w.created_at
              LIMIT $3
              FOR UPDATE OF w SKIP LOCKED

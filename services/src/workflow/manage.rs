@@ -127,7 +127,7 @@ pub(crate) const GC_BATCH: i64 = 1_000;
 /// Deletes every ended workflow (SUCCESS, ERROR, CANCELLED, dead-lettered) that `policy` no
 /// longer keeps, oldest first, with everything recorded for it, in batches of [`GC_BATCH`]
 /// workflows, each its own transaction. Returns how many went. Workflows still queued, delayed
-/// or running are never deleted.
+/// or running are never deleted, nor a child whose parent has not ended.
 ///
 /// # Errors
 /// [`Error::Invalid`] for a policy that keeps everything, a negative age or fewer than 1 row;
