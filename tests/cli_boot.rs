@@ -104,9 +104,26 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         services,
         vec!["dbos", "fs", "kernel", "msg", "sched", "views"]
     );
+    assert_eq!(
+        status["retention"],
+        serde_json::json!([
+            {"what": "workflows", "kept": "all"},
+            {"what": "provenance", "kept": "created within 30 days"},
+        ])
+    );
+    ok(&[
+        "sql",
+        "--data-dir",
+        path(&dir),
+        "UPDATE sched.workflow_retention SET max_age = '30 days', max_rows = 1000",
+    ]);
     let table = ok(&["status", "--data-dir", path(&dir)]);
     assert!(
         table.contains("nodes:") && table.contains(&node.node_id),
+        "{table}"
+    );
+    assert!(
+        table.contains("unended, and ended ones created within 30d and among the newest 1000"),
         "{table}"
     );
 

@@ -638,6 +638,9 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
     let migrations = dbos_kernel::migrate::summary(&mut c)
         .await
         .with_context(|| hint("migrations"))?;
+    let retention = retention_rows(&mut c)
+        .await
+        .with_context(|| hint("retention"))?;
     let hosts = db::host_roles(&url, &cli_limits()).await?;
     let mut sections = vec![];
     if hosts.len() > 1 {
@@ -675,6 +678,11 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
             rows: json_rows(&waiting)?,
         },
         render::Section {
+            name: "retention",
+            columns: &["what", "kept"],
+            rows: retention,
+        },
+        render::Section {
             name: "migrations",
             columns: &["service", "version", "applied", "last_applied_at"],
             rows: json_rows(&migrations)?,
@@ -682,6 +690,58 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
     ]);
     render::print_sections(&sections, format)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the nodes' retention sweeps keep: workflows (`sched.workflow_retention`) and
+/// provenance (`prov.config`).
+async fn retention_rows(c: &mut sqlx::PgConnection) -> Result<Vec<serde_json::Value>> {
+    // A database last booted by an older version has no policy table yet: it keeps all.
+    let has_policy: bool =
+        sqlx::query_scalar("SELECT to_regclass('sched.workflow_retention') IS NOT NULL")
+            .fetch_one(&mut *c)
+            .await?;
+    let wf = if has_policy {
+        dbos_store::workflows::retention(&mut *c).await?
+    } else {
+        dbos_store::workflows::Retention::default()
+    };
+    let prov: String = sqlx::query_scalar("SELECT retention::text FROM prov.config")
+        .fetch_one(&mut *c)
+        .await?;
+    let ended = [
+        wf.max_age_ms
+            .map(|ms| format!("created within {}", human_duration(ms))),
+        wf.max_rows.map(|n| format!("among the newest {n}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    let workflows = if ended.is_empty() {
+        "all".to_owned()
+    } else {
+        format!("unended, and ended ones {}", ended.join(" and "))
+    };
+    Ok(vec![
+        serde_json::json!({ "what": "workflows", "kept": workflows }),
+        serde_json::json!({ "what": "provenance", "kept": format!("created within {prov}") }),
+    ])
+}
+
+/// `ms` in the largest whole unit of d, h, m, s or ms.
+fn human_duration(ms: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    UNITS
+        .iter()
+        .find(|(unit, _)| ms % unit == 0 && ms >= *unit)
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(unit, name)| format!("{}{name}", ms / unit),
+        )
 }
 
 /// Typed results as JSON objects, for [`render`].
@@ -717,6 +777,15 @@ mod tests {
                 proptest::prop_assert!(!e.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn a_duration_reads_in_its_largest_whole_unit() {
+        assert_eq!(human_duration(30 * 86_400_000), "30d");
+        assert_eq!(human_duration(36 * 3_600_000), "36h");
+        assert_eq!(human_duration(90_000), "90s");
+        assert_eq!(human_duration(1_500), "1500ms");
+        assert_eq!(human_duration(0), "0ms");
     }
 
     #[test]
