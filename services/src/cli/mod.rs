@@ -36,8 +36,8 @@ struct Cli {
 enum Command {
     /// Boot a node in the foreground (Ctrl-C or SIGTERM stops it cleanly).
     Boot(BootArgs),
-    /// Show the database, its nodes, the tasks waiting for a node (and why) and the applied
-    /// migrations.
+    /// Show the database, its nodes, the tasks waiting for a node (and why), what the
+    /// retention sweeps keep, and the applied migrations.
     Status {
         #[command(flatten)]
         conn: ConnArgs,
