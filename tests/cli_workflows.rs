@@ -188,6 +188,18 @@ fn wf_commands_list_inspect_cancel_resume_fork_and_delete() {
         .expect("json")
     };
     assert_eq!(gc("1h")["deleted"], 0);
+    let dry: serde_json::Value = serde_json::from_str(&ok(&[
+        "wf",
+        "gc",
+        "--keep",
+        "1",
+        "--dry-run",
+        "--data-dir",
+        d,
+        "--json",
+    ]))
+    .expect("json");
+    assert_eq!(dry["would_delete"].as_i64(), all.as_i64().map(|n| n - 1));
     assert_eq!(gc("0s")["deleted"], all);
     assert_eq!(
         sql_json(&dir, "SELECT count(*) AS n FROM dbos.workflow_status")[0]["n"],

@@ -991,13 +991,23 @@ async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
             ),
             "{bad:?}"
         );
+        assert!(
+            matches!(
+                manage::gc_count(pool, &bad).await,
+                Err(workflow::Error::Invalid(_))
+            ),
+            "{bad:?}"
+        );
     }
 
     let week = manage::Retention {
         max_age_ms: Some(7 * 86_400_000),
         max_rows: None,
     };
+    assert_eq!(manage::gc_count(pool, &week).await.expect("count"), 3);
+    assert_eq!(manage::gc_count(pool, &week).await.expect("count again"), 3);
     assert_eq!(manage::gc(pool, &week).await.expect("gc"), 3);
+    assert_eq!(manage::gc_count(pool, &week).await.expect("count after"), 0);
     assert_eq!(records(pool, "g0").await, vec![0; 6]);
     for w in ["old-error", "g0-child"] {
         assert_eq!(status(pool, w).await, "", "{w} went");

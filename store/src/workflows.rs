@@ -849,32 +849,17 @@ pub async fn gc<'c>(db: impl PgExecutor<'c>, policy: &Retention, batch: i64) -> 
     if !policy.is_set() {
         return Ok(0);
     }
-    let ended = Status::ALL
-        .iter()
-        .filter(|s| s.is_terminal())
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // GREATEST skips a NULL bound; `OFFSET NULL` would mean no offset, hence the CASE.
     let r = sqlx::query(&format!(
-        "WITH bound AS (
-             SELECT GREATEST(
-                 kernel.now_ms() - $1::int8,
-                 CASE WHEN $2::int8 IS NOT NULL THEN
-                     (SELECT created_at FROM dbos.workflow_status
-                      ORDER BY created_at DESC OFFSET $2::int8 - 1 LIMIT 1) END) AS t
-         ), gone AS (
+        "WITH {}, gone AS (
              SELECT w.workflow_uuid AS id FROM dbos.workflow_status w, bound
-             WHERE w.created_at < bound.t
-               AND w.status IN ({ended})
-               AND NOT EXISTS (SELECT 1 FROM dbos.workflow_status p
-                               WHERE p.workflow_uuid = w.parent_workflow_id
-                                 AND p.status NOT IN ({ended}))
+             WHERE {}
              ORDER BY w.created_at
              LIMIT $3
              FOR UPDATE OF w SKIP LOCKED
          ), {ERASE_RECORDS}
          DELETE FROM dbos.workflow_status WHERE workflow_uuid IN (SELECT id FROM gone)",
+        GcPolicy::BOUND,
+        GcPolicy::condition(),
     ))
     .bind(policy.max_age_ms)
     .bind(policy.max_rows.map(|n| n.max(1)))
@@ -882,6 +867,61 @@ pub async fn gc<'c>(db: impl PgExecutor<'c>, policy: &Retention, batch: i64) -> 
     .execute(db)
     .await?;
     Ok(r.rows_affected())
+}
+
+/// How many ended workflows [`gc`] would delete under `policy` now, deleting nothing.
+///
+/// 1 round trip.
+///
+/// # Errors
+/// Database errors.
+pub async fn gc_count<'c>(db: impl PgExecutor<'c>, policy: &Retention) -> Result<i64> {
+    if !policy.is_set() {
+        return Ok(0);
+    }
+    Ok(sqlx::query_scalar(&format!(
+        "WITH {} SELECT count(*) FROM dbos.workflow_status w, bound WHERE {}",
+        GcPolicy::BOUND,
+        GcPolicy::condition(),
+    ))
+    .bind(policy.max_age_ms)
+    .bind(policy.max_rows.map(|n| n.max(1)))
+    .fetch_one(db)
+    .await?)
+}
+
+/// The parts of [`gc`]'s statement that decide which workflows go ($1 the age in ms, $2 the
+/// rows kept).
+struct GcPolicy;
+
+impl GcPolicy {
+    /// CTE `bound`: the creation time below which an ended workflow goes. GREATEST skips a NULL
+    /// bound; `OFFSET NULL` would mean no offset, hence the CASE.
+    const BOUND: &'static str = "bound AS (
+             SELECT GREATEST(
+                 kernel.now_ms() - $1::int8,
+                 CASE WHEN $2::int8 IS NOT NULL THEN
+                     (SELECT created_at FROM dbos.workflow_status
+                      ORDER BY created_at DESC OFFSET $2::int8 - 1 LIMIT 1) END) AS t
+         )";
+
+    /// Whether workflow `w` goes: created before the bound, ended, and not a child of a
+    /// workflow that has not ended.
+    fn condition() -> String {
+        let ended = Status::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "w.created_at < bound.t
+             AND w.status IN ({ended})
+             AND NOT EXISTS (SELECT 1 FROM dbos.workflow_status p
+                             WHERE p.workflow_uuid = w.parent_workflow_id
+                               AND p.status NOT IN ({ended}))"
+        )
+    }
 }
 
 /// `Ok` when a workflow has this ID: asked only after a statement that touched nothing, to tell

@@ -65,9 +65,15 @@ pub(super) enum WfCommand {
     Replay(ReplayArgs),
     /// Delete ended workflows (SUCCESS, ERROR, CANCELLED, dead-lettered) older than
     /// --older-than, or beyond the --keep newest, with everything recorded for them. Queued,
-    /// delayed and running workflows stay. `sched.workflow_retention` makes the nodes do this
-    /// every minute.
-    Gc(GcArgs),
+    /// delayed and running workflows stay, and so do their children. `sched.workflow_retention`
+    /// makes the nodes do this every minute.
+    Gc {
+        #[command(flatten)]
+        policy: GcArgs,
+        /// Only count the workflows that would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete a workflow and everything recorded for it.
     Delete {
         /// Workflow ID.
@@ -275,15 +281,19 @@ pub(super) async fn run(
                 format,
             )?;
         }
-        WfCommand::Gc(a) => {
+        WfCommand::Gc { policy: a, dry_run } => {
             let policy = manage::Retention {
                 max_age_ms: a
                     .older_than
                     .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
                 max_rows: a.keep,
             };
-            let n = manage::gc(&pool, &policy).await?;
-            render::print_message(&serde_json::json!({ "deleted": n }), format)?;
+            let msg = if dry_run {
+                serde_json::json!({ "would_delete": manage::gc_count(&pool, &policy).await? })
+            } else {
+                serde_json::json!({ "deleted": manage::gc(&pool, &policy).await? })
+            };
+            render::print_message(&msg, format)?;
         }
         WfCommand::Delete { id, children } => {
             let ids = manage::delete(&pool, &id, children).await?;

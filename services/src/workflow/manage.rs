@@ -133,6 +133,24 @@ pub(crate) const GC_BATCH: i64 = 1_000;
 /// [`Error::Invalid`] for a policy that keeps everything, a negative age or fewer than 1 row;
 /// database errors.
 pub async fn gc(pool: &PgPool, policy: &Retention) -> Result<u64, Error> {
+    check_policy(policy)?;
+    let never = dbos_kernel::CancellationToken::new();
+    Ok(super::service::in_batches(GC_BATCH, &never, || {
+        dbos_store::workflows::gc(pool, policy, GC_BATCH)
+    })
+    .await?)
+}
+
+/// How many ended workflows [`gc`] would delete under `policy` now; deletes nothing.
+///
+/// # Errors
+/// As [`gc`].
+pub async fn gc_count(pool: &PgPool, policy: &Retention) -> Result<i64, Error> {
+    check_policy(policy)?;
+    Ok(dbos_store::workflows::gc_count(pool, policy).await?)
+}
+
+fn check_policy(policy: &Retention) -> Result<(), Error> {
     if !policy.is_set() {
         return Err(Error::Invalid(
             "say which ended workflows to delete: an age, a number of newest workflows to keep, or both".to_owned(),
@@ -146,11 +164,7 @@ pub async fn gc(pool: &PgPool, policy: &Retention) -> Result<u64, Error> {
             "the number of workflows to keep must be at least 1".to_owned(),
         ));
     }
-    let never = dbos_kernel::CancellationToken::new();
-    Ok(super::service::in_batches(GC_BATCH, &never, || {
-        dbos_store::workflows::gc(pool, policy, GC_BATCH)
-    })
-    .await?)
+    Ok(())
 }
 
 /// Rewinds an ended workflow in place to step `start_step`: its operations, events and stream
