@@ -117,6 +117,35 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         path(&dir),
         "UPDATE sched.workflow_retention SET max_age = '30 days', max_rows = 1000",
     ]);
+    // A host that booted many times: the live node and the 20 latest gone ones are shown.
+    ok(&[
+        "sql",
+        "--data-dir",
+        path(&dir),
+        "INSERT INTO kernel.nodes (node_id, hostname, pid, version, slots, lease_ms, state,
+                                   started_at, stopped_at)
+         SELECT 'old-' || i, 'here', 4242, '0', 1, 1000, 'stopped',
+                now() - i * interval '1 hour', now() - i * interval '1 hour'
+         FROM generate_series(1, 25) i",
+    ]);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--json", "--data-dir", path(&dir)])).expect("json");
+    let nodes = status["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 21, "{status}");
+    assert_eq!(nodes[0]["node_id"], node.node_id.as_str());
+    assert_eq!(nodes[1]["node_id"], "old-1");
+    assert_eq!(nodes[20]["node_id"], "old-20");
+    assert_eq!(status["nodes_not_shown"][0]["stopped_or_dead"], 5);
+    let every: serde_json::Value = serde_json::from_str(&ok(&[
+        "status",
+        "--json",
+        "--all-nodes",
+        "--data-dir",
+        path(&dir),
+    ]))
+    .expect("json");
+    assert_eq!(every["nodes"].as_array().expect("nodes").len(), 26);
+    assert!(every.get("nodes_not_shown").is_none(), "{every}");
     let table = ok(&["status", "--data-dir", path(&dir)]);
     assert!(
         table.contains("nodes:") && table.contains(&node.node_id),
@@ -139,7 +168,7 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
     let node2 = Node::boot(&dir, &[]);
     let rows = sql_json(
         &dir,
-        "SELECT node_id, state FROM os.nodes ORDER BY started_at",
+        "SELECT node_id, state FROM os.nodes WHERE node_id NOT LIKE 'old-%' ORDER BY started_at",
     );
     assert_eq!(rows[0]["state"], "stopped");
     assert_eq!(rows[1]["node_id"], node2.node_id.as_str());

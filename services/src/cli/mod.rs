@@ -44,6 +44,10 @@ enum Command {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// Show every node that ever booted on this database, not only the live ones and the
+        /// 20 that stopped or died last.
+        #[arg(long)]
+        all_nodes: bool,
     },
     /// Run SQL on the system database and print the rows.
     Sql {
@@ -387,7 +391,11 @@ fn one_line(e: &anyhow::Error) -> String {
 async fn run(command: Command, own: crate::workflow::Registry) -> Result<ExitCode> {
     match command {
         Command::Boot(args) => boot(args, own).await,
-        Command::Status { conn, json } => status(&conn, Format::from_json_flag(json)).await,
+        Command::Status {
+            conn,
+            json,
+            all_nodes,
+        } => status(&conn, Format::from_json_flag(json), all_nodes).await,
         Command::Sql { conn, json, query } => {
             sql(&conn, &query, Format::from_json_flag(json)).await
         }
@@ -618,8 +626,10 @@ async fn sql(conn: &ConnArgs, query: &str, format: Format) -> Result<ExitCode> {
 
 /// Waiting tasks `dbos status` shows at most.
 const STATUS_WAITING_MAX: i64 = 20;
+/// Nodes that stopped or died `dbos status` shows at most (the latest), beside the live ones.
+const STATUS_GONE_NODES_MAX: usize = 20;
 
-async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
+async fn status(conn: &ConnArgs, format: Format, all_nodes: bool) -> Result<ExitCode> {
     let url = conn.url()?;
     let mut c = db::connect_one(&url, &cli_limits()).await?;
     let hint = |what: &str| format!("reading {what}; was this database booted by `dbos boot`?");
@@ -629,9 +639,18 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
             .with_context(|| hint("database"))?,
     )?;
     database["url"] = redact_url(&url).into();
-    let nodes = dbos_kernel::node::all_nodes(&mut c)
+    let mut nodes = dbos_kernel::node::all_nodes(&mut c)
         .await
         .with_context(|| hint("nodes"))?;
+    // Live nodes first, then the others, latest first: a host that booted many times keeps a
+    // row for every boot.
+    let shown = if all_nodes {
+        nodes.len()
+    } else {
+        nodes.iter().filter(|n| n.alive).count() + STATUS_GONE_NODES_MAX
+    };
+    let hidden = nodes.len().saturating_sub(shown);
+    nodes.truncate(shown);
     let waiting = dbos_scheduler::tasks::waiting(&mut c, STATUS_WAITING_MAX)
         .await
         .with_context(|| hint("waiting"))?;
@@ -688,6 +707,23 @@ async fn status(conn: &ConnArgs, format: Format) -> Result<ExitCode> {
             rows: json_rows(&migrations)?,
         },
     ]);
+    if hidden > 0 {
+        let at = sections
+            .iter()
+            .position(|s| s.name == "nodes")
+            .map_or(0, |i| i + 1);
+        sections.insert(
+            at,
+            render::Section {
+                name: "nodes_not_shown",
+                columns: &["stopped_or_dead", "shown_by"],
+                rows: vec![serde_json::json!({
+                    "stopped_or_dead": hidden,
+                    "shown_by": "dbos status --all-nodes",
+                })],
+            },
+        );
+    }
     render::print_sections(&sections, format)?;
     Ok(ExitCode::SUCCESS)
 }
