@@ -108,7 +108,7 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         status["retention"],
         serde_json::json!([
             {"what": "workflows", "kept": "all"},
-            {"what": "provenance", "kept": "created within 30 days"},
+            {"what": "provenance", "kept": "the last 30 days"},
         ])
     );
     ok(&[
@@ -152,7 +152,7 @@ fn boot_sql_status_and_ctrl_c_leave_no_postgres_behind() {
         "{table}"
     );
     assert!(
-        table.contains("unended, and ended ones created within 30d and among the newest 1000"),
+        table.contains("all but ended ones older than 30d or beyond the newest 1000"),
         "{table}"
     );
 

@@ -744,22 +744,22 @@ async fn retention_rows(c: &mut sqlx::PgConnection) -> Result<Vec<serde_json::Va
     let prov: String = sqlx::query_scalar("SELECT retention::text FROM prov.config")
         .fetch_one(&mut *c)
         .await?;
-    let ended = [
+    let gone = [
         wf.max_age_ms
-            .map(|ms| format!("created within {}", human_duration(ms))),
-        wf.max_rows.map(|n| format!("among the newest {n}")),
+            .map(|ms| format!("older than {}", human_duration(ms))),
+        wf.max_rows.map(|n| format!("beyond the newest {n}")),
     ]
     .into_iter()
     .flatten()
     .collect::<Vec<_>>();
-    let workflows = if ended.is_empty() {
+    let workflows = if gone.is_empty() {
         "all".to_owned()
     } else {
-        format!("unended, and ended ones {}", ended.join(" and "))
+        format!("all but ended ones {}", gone.join(" or "))
     };
     Ok(vec![
         serde_json::json!({ "what": "workflows", "kept": workflows }),
-        serde_json::json!({ "what": "provenance", "kept": format!("created within {prov}") }),
+        serde_json::json!({ "what": "provenance", "kept": format!("the last {prov}") }),
     ])
 }
 
