@@ -5,8 +5,10 @@
 //! path. Full-page images and blocks read from outside the server's buffers, per workflow, say
 //! where a difference comes from.
 //!
-//! It runs last: every suite after it would meet the history. On a server given with
-//! `--database-url` the history is deleted at the end.
+//! It runs last: every suite after it would meet the history. On its own scratch cluster it
+//! then times `dbos wf gc` deleting the history, with the workload measured before it (all
+//! ended workflows created before the history was written); on a server given with
+//! `--database-url` only the history's rows are deleted, by their executor ID.
 
 use super::*;
 
@@ -33,11 +35,15 @@ pub(crate) async fn history(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let pb = bar((2 * plan.repeats) as u64, "history");
     let before = measure(env, plan, &pb).await?;
     write_history(env.pool(), n).await?;
+    let written = Instant::now();
     let after = measure(env, plan, &pb).await?;
     pb.finish_and_clear();
-    if !env.is_scratch() {
+    let gc = if env.is_scratch() {
+        Some(gc_history(env, n, written).await?)
+    } else {
         delete_history(env.pool()).await?;
-    }
+        None
+    };
     let (med_before, _, _) = summarize(&before.rates);
     let mut rows = Vec::new();
     for (m, history_wf) in [(before, 0), (after, n)] {
@@ -75,7 +81,38 @@ pub(crate) async fn history(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         row.extra = extra;
         rows.push(row);
     }
+    rows.extend(gc);
     Ok(rows)
+}
+
+/// Times `dbos wf gc` (`workflow::manage::gc`) deleting every ended workflow created before the
+/// history was written at `written`: the history's `n` and the workload measured before it.
+async fn gc_history(env: &Env, n: i64, written: Instant) -> Result<Row> {
+    let policy = wf::manage::Retention {
+        max_age_ms: Some(i64::try_from(written.elapsed().as_millis())?),
+        max_rows: None,
+    };
+    let before = Counters::read(env, &[]).await?;
+    let t = Instant::now();
+    let deleted = wf::manage::gc(env.pool(), &policy).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let after = Counters::read(env, &[]).await?;
+    anyhow::ensure!(
+        deleted >= n as u64,
+        "gc deleted {deleted} workflows, fewer than the history's {n}"
+    );
+    let per_op = before.per_op(&after, deleted, env.pool()).await?;
+    let mut row = Row::new(
+        "history",
+        format!("ended workflows deleted by `dbos wf gc` ({deleted}: the history and the workload before it)"),
+        &[deleted as f64 / secs.max(f64::MIN_POSITIVE)],
+        "workflows/s",
+        1,
+    );
+    row.extra.insert("deleted".into(), deleted.into());
+    row.extra.insert("secs".into(), round2(secs).into());
+    PerOp::budget(&[per_op], "wf", &mut row.extra);
+    Ok(row)
 }
 
 /// The workload's repetitions, with their counters.
