@@ -122,7 +122,7 @@ pub async fn delete(pool: &PgPool, id: &str, children: bool) -> Result<Vec<Strin
 
 /// Ended workflows deleted by one statement of [`gc`] or of a node's retention sweep at most:
 /// each statement holds their rows locked until its commit.
-pub(crate) const GC_BATCH: i64 = 1_000;
+const GC_BATCH: i64 = 1_000;
 
 /// Deletes every ended workflow (SUCCESS, ERROR, CANCELLED, dead-lettered) that `policy` no
 /// longer keeps, oldest first, with everything recorded for it, in batches of [`GC_BATCH`]
@@ -134,11 +134,20 @@ pub(crate) const GC_BATCH: i64 = 1_000;
 /// database errors.
 pub async fn gc(pool: &PgPool, policy: &Retention) -> Result<u64, Error> {
     check_policy(policy)?;
-    let never = dbos_kernel::CancellationToken::new();
-    Ok(super::service::in_batches(GC_BATCH, &never, || {
+    Ok(gc_until(pool, policy, &dbos_kernel::CancellationToken::new()).await?)
+}
+
+/// [`gc`]'s batches, until none is left or `stop` is cancelled (a node's retention sweep), for a
+/// policy already checked; a policy that keeps everything deletes nothing.
+pub(crate) async fn gc_until(
+    pool: &PgPool,
+    policy: &Retention,
+    stop: &dbos_kernel::CancellationToken,
+) -> dbos_store::Result<u64> {
+    super::service::in_batches(GC_BATCH, stop, || {
         dbos_store::workflows::gc(pool, policy, GC_BATCH)
     })
-    .await?)
+    .await
 }
 
 /// How many ended workflows [`gc`] would delete under `policy` now; deletes nothing.

@@ -1340,15 +1340,11 @@ async fn sweep_retention(pool: &PgPool, pause: Duration, stop: dbos_kernel::Canc
         })
         .await;
         log_sweep("provenance", prov);
-        let workflows = match dbos_store::workflows::retention(pool).await {
-            Ok(policy) => {
-                in_batches(manage::GC_BATCH, &stop, || {
-                    dbos_store::workflows::gc(pool, &policy, manage::GC_BATCH)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let workflows = async {
+            let policy = dbos_store::workflows::retention(pool).await?;
+            manage::gc_until(pool, &policy, &stop).await
+        }
+        .await;
         log_sweep("workflows", workflows);
     }
 }
