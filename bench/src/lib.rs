@@ -38,6 +38,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod compare;
 pub mod plot;
 pub mod report;
 mod scratch;
@@ -82,6 +83,12 @@ pub struct Args {
     /// Run nothing: regenerate `EVALUATION.md` in the papers directory from the result files.
     #[arg(long, conflicts_with_all = ["suites", "quick", "json"])]
     pub report: bool,
+    /// Run nothing: set the rows of earlier runs side by side, each variant one `--json` file
+    /// or several joined by commas (its rounds, when runs alternate), with each variant's ratio
+    /// to the first and whether their runs overlap.
+    #[arg(long, value_name = "FILE[,FILE...]", num_args = 2..,
+          conflicts_with_all = ["suites", "quick", "json", "report", "run_secs", "pg_settings"])]
+    pub compare: Vec<String>,
     /// Directory of `EVALUATION.md` (with `--report`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../papers"))]
     pub papers_dir: PathBuf,
@@ -337,6 +344,10 @@ pub fn main_from(args: impl IntoIterator<Item = String>) -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if !args.compare.is_empty() {
+        println!("{}", compare::compare(&args.compare)?);
+        return Ok(());
+    }
     if args.report {
         let path = report::write(&args.results_dir, &args.papers_dir)?;
         println!("wrote {}", path.display());
@@ -611,5 +622,16 @@ mod tests {
             "postgres://localhost/x"
         ])
         .contains("cannot be used with"));
+    }
+
+    #[test]
+    fn a_comparison_takes_two_variants_or_more_and_runs_nothing_else() {
+        let args = |a: &[&str]| Args::try_parse_from([&["dbos bench"], a].concat());
+        let parsed = args(&["--compare", "a-1.json,a-2.json", "b.json"]).expect("two variants");
+        assert_eq!(parsed.compare, ["a-1.json,a-2.json", "b.json"]);
+        let refused = |a: &[&str]| args(a).expect_err("refused").to_string();
+        assert!(refused(&["--compare", "a.json"]).contains("2 values required"));
+        assert!(refused(&["--compare", "a.json", "b.json", "--quick"]).contains("cannot be used"));
+        assert!(refused(&["workflow", "--compare", "a.json", "b.json"]).contains("cannot be used"));
     }
 }
