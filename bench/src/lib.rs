@@ -20,7 +20,8 @@
 //! Figures are medians of repeated runs, with min and max. Results go to stdout as a table and
 //! to `bench/results/<suite>.json` and `.md`, with a plot per suite beside them
 //! (`<suite>.svg` and `.png`, see [`plot`]); `dbos bench --report` turns the result files into
-//! `papers/EVALUATION.md` (see [`report`]) without running anything.
+//! `papers/EVALUATION.md` (see [`report`]) without running anything, and `dbos bench --compare`
+//! sets earlier runs' `--json` rows side by side (see [`compare`]).
 //!
 //! A suite is a function that returns [`Row`]s. Plots, tables and the report are generic over
 //! suites and rows: a row with a concurrency (set with [`Row::at`], or read from a workload
