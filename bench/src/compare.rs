@@ -33,10 +33,18 @@ pub fn compare(variants: &[String]) -> Result<String> {
         variants.len() >= 2,
         "--compare needs at least two variants (each a --json file, or files joined by commas)"
     );
-    let variants = variants
+    let mut read = variants
         .iter()
         .map(|v| read_variant(v))
         .collect::<Result<Vec<_>>>()?;
+    // Files of one name in different directories: the header names each as it was given.
+    let labels: BTreeSet<&str> = read.iter().map(|v| v.label.as_str()).collect();
+    if labels.len() < read.len() {
+        for (v, spec) in read.iter_mut().zip(variants) {
+            v.label = spec.clone();
+        }
+    }
+    let variants = read;
     let table = table(&variants);
     anyhow::ensure!(
         !table.is_empty(),
@@ -326,6 +334,31 @@ mod tests {
             t.contains("| 100 | 120 | 1.20 (within the spread) |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn files_of_one_name_are_told_apart_by_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("old")).unwrap();
+        std::fs::create_dir(dir.path().join("new")).unwrap();
+        let a = write(
+            &dir.path().join("old"),
+            "full.json",
+            &[row("w", "ms p50", &[2.0])],
+        );
+        let b = write(
+            &dir.path().join("new"),
+            "full.json",
+            &[row("w", "ms p50", &[3.0])],
+        );
+        let t = compare(&[a.clone(), b.clone()]).unwrap();
+        let head = t.lines().next().unwrap();
+        assert_eq!(
+            head,
+            format!("| suite | workload | unit | {a} | {b} | {b} ÷ {a} |")
+        );
+        // A single run each, apart: 3 ms against 2 is worse.
+        assert!(t.contains("| 2.00 | 3.00 | 1.50 (worse) |"), "{t}");
     }
 
     #[test]
