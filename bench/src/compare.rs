@@ -12,9 +12,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::{summarize, Mode, Row};
+use crate::{fmt_num, summarize, Mode, Row};
 
 /// One variant: its label and the rows of each of its rounds.
 struct Variant {
@@ -62,11 +62,7 @@ fn read_variant(spec: &str) -> Result<Variant> {
     anyhow::ensure!(!files.is_empty(), "{spec:?} names no file");
     let rounds = files
         .iter()
-        .map(|f| {
-            let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            serde_json::from_slice::<Vec<Row>>(&text)
-                .with_context(|| format!("{} is not a --json file of dbos bench", f.display()))
-        })
+        .map(|f| crate::report::read_rows(f))
         .collect::<Result<Vec<_>>>()?;
     Ok(Variant {
         label: label(&files),
@@ -189,7 +185,7 @@ fn table(variants: &[Variant]) -> String {
         let mut line = format!("| {suite} | {workload} | {unit} |");
         let base = summarize(&cells[0].medians).0;
         for (i, c) in cells.iter().enumerate() {
-            let values: Vec<String> = c.medians.iter().map(|m| figure(*m)).collect();
+            let values: Vec<String> = c.medians.iter().map(|m| fmt_num(*m)).collect();
             let mut text = values.join(", ");
             if let Some(cpu) = c.cpu_ms {
                 text.push_str(&format!("; CPU {cpu:.3} ms"));
@@ -230,17 +226,6 @@ fn verdict(ratio: f64, base: &Cell, other: &Cell, unit: &str) -> String {
         _ => "within the spread",
     };
     format!("{ratio:.2} ({word})")
-}
-
-/// A figure with as many digits as its size warrants.
-fn figure(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
 }
 
 #[cfg(test)]
@@ -375,7 +360,7 @@ mod tests {
             "{:#}",
             compare(&[a.clone(), not_json.display().to_string()]).unwrap_err()
         );
-        assert!(e.contains("is not a --json file of dbos bench"), "{e}");
+        assert!(e.contains("is not a list of rows"), "{e}");
         let e = format!(
             "{:#}",
             compare(&[a, dir.path().join("none.json").display().to_string()]).unwrap_err()

@@ -499,7 +499,7 @@ async fn measure(env: &suites::Env, args: &Args, plan: Plan, wanted: &[&str]) ->
     Ok(all)
 }
 
-fn fmt_num(v: f64) -> String {
+pub(crate) fn fmt_num(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {

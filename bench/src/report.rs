@@ -300,8 +300,15 @@ impl Published {
 /// # Errors
 /// The file is missing or is not a list of rows.
 pub fn read_suite(dir: &Path, suite: &str) -> Result<Vec<Row>> {
-    let path = dir.join(format!("{suite}.json"));
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    read_rows(&dir.join(format!("{suite}.json")))
+}
+
+/// The rows of a result file: a suite's, or a run's `--json` file.
+///
+/// # Errors
+/// The file is missing or is not a list of rows.
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a list of rows", path.display()))
 }
