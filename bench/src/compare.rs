@@ -148,13 +148,13 @@ fn extra(r: &Row, prefix: &str) -> Option<f64> {
 
 fn table(variants: &[Variant]) -> String {
     // Rows in the order the first variant's first round has them, then any others it lacks.
-    let mut order: Vec<(Key, String)> = Vec::new();
+    let mut order: Vec<(Key, &Row)> = Vec::new();
     let mut seen = BTreeSet::new();
     for v in variants {
         for round in &v.rounds {
             for r in round {
                 if seen.insert(key(r)) {
-                    order.push((key(r), r.unit.clone()));
+                    order.push((key(r), r));
                 }
             }
         }
@@ -171,7 +171,7 @@ fn table(variants: &[Variant]) -> String {
         }
     }
     let mut lines = 0;
-    for (k, unit) in &order {
+    for (k, first) in &order {
         let cells: Vec<Option<Cell>> = variants.iter().map(|v| cell(v, k)).collect();
         if cells.iter().any(Option::is_none) {
             continue;
@@ -182,7 +182,7 @@ fn table(variants: &[Variant]) -> String {
             Mode::D => workload.clone(),
             m => format!("{workload} ({m:?})"),
         };
-        let mut line = format!("| {suite} | {workload} | {unit} |");
+        let mut line = format!("| {suite} | {workload} | {} |", first.unit);
         let base = summarize(&cells[0].medians).0;
         for (i, c) in cells.iter().enumerate() {
             let values: Vec<String> = c.medians.iter().map(|m| fmt_num(*m)).collect();
@@ -196,7 +196,11 @@ fn table(variants: &[Variant]) -> String {
             line.push_str(&format!(" {text} |"));
             if i > 0 {
                 let ratio = summarize(&c.medians).0 / base;
-                line.push_str(&format!(" {} |", verdict(ratio, &cells[0], c, unit)));
+                let higher_is_better = first.is_rate();
+                line.push_str(&format!(
+                    " {} |",
+                    verdict(ratio, &cells[0], c, higher_is_better)
+                ));
             }
         }
         out.push_str(&line);
@@ -210,14 +214,13 @@ fn table(variants: &[Variant]) -> String {
 }
 
 /// The ratio, and what it says: better or worse when the runs do not overlap, else within
-/// the spread. Rates (units per second) are better higher, everything else lower.
-fn verdict(ratio: f64, base: &Cell, other: &Cell, unit: &str) -> String {
+/// the spread. Rates ([`Row::is_rate`]) are better higher, everything else lower.
+fn verdict(ratio: f64, base: &Cell, other: &Cell, higher_is_better: bool) -> String {
     if !ratio.is_finite() {
         return "—".to_owned();
     }
     let apart_higher = other.low > base.high;
     let apart_lower = other.high < base.low;
-    let higher_is_better = unit.ends_with("/s");
     let word = match (apart_higher, apart_lower) {
         (true, _) if higher_is_better => "better",
         (true, _) => "worse",
