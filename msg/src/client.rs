@@ -1,12 +1,14 @@
 //! Messaging for code outside workflows: send, events, streams, publish and subscribe.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dbos_kernel::db::{Kept, KeptConn};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -102,11 +104,27 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<T> {
 /// Messaging operations for code outside workflows. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
+    src: Source,
+    waiters: Waiters,
+    opts: Options,
+    consumes: Arc<Consumes>,
+}
+
+/// Where a client's statements take their connections.
+#[derive(Clone, Debug)]
+struct Source {
     pool: PgPool,
     /// Where the hot operations take their connections, when set ([`Client::with_hot`]).
     hot: Option<Arc<Kept>>,
-    waiters: Waiters,
-    opts: Options,
+}
+
+impl Source {
+    async fn connection(&self) -> Result<Conn<'_>> {
+        Ok(Conn(match &self.hot {
+            Some(k) => Held::Kept(k.acquire().await?),
+            None => Held::Pooled(self.pool.acquire().await?),
+        }))
+    }
 }
 
 /// How [`Client::wait_topic`] reads a topic.
@@ -133,10 +151,10 @@ impl Client {
     /// A client over `pool`, waking waiters through `waiters`.
     pub fn new(pool: PgPool, waiters: Waiters, opts: Options) -> Client {
         Client {
-            pool,
-            hot: None,
+            src: Source { pool, hot: None },
             waiters,
             opts,
+            consumes: Arc::default(),
         }
     }
 
@@ -145,7 +163,9 @@ impl Client {
     /// take turns, a node's first hundred or so of them each met a backend that had not yet
     /// run the statement or read the tables' catalog entries, a few milliseconds each.
     pub fn with_hot(mut self, hot: Kept) -> Client {
-        self.hot = Some(Arc::new(hot));
+        self.src.hot = Some(Arc::new(hot));
+        // Consumes combined from now on take the kept connections too.
+        self.consumes = Arc::default();
         self
     }
 
@@ -155,10 +175,7 @@ impl Client {
     /// # Errors
     /// The pool's, when no connection could be had within its acquire timeout.
     pub async fn connection(&self) -> Result<Conn<'_>> {
-        Ok(Conn(match &self.hot {
-            Some(k) => Held::Kept(k.acquire().await?),
-            None => Held::Pooled(self.pool.acquire().await?),
-        }))
+        self.src.connection().await
     }
 
     /// The limits in force.
@@ -268,7 +285,7 @@ impl Client {
     /// # Errors
     /// Database errors.
     pub async fn get_all_events(&self, workflow_id: &str) -> Result<Vec<(String, String)>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.src.pool.acquire().await?;
         sql::get_all_events(&mut conn, workflow_id).await
     }
 
@@ -320,7 +337,7 @@ impl Client {
     /// # Errors
     /// [`Error::InvalidName`].
     pub async fn subscribe(&self, topic: &str, subscriber: &str, start: Start) -> Result<i64> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.src.pool.acquire().await?;
         sql::subscribe(&mut conn, topic, subscriber, start).await
     }
 
@@ -329,14 +346,16 @@ impl Client {
     /// # Errors
     /// Database errors.
     pub async fn unsubscribe(&self, topic: &str, subscriber: &str) -> Result<bool> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.src.pool.acquire().await?;
         sql::unsubscribe(&mut conn, topic, subscriber).await
     }
 
     /// Consumes up to `topic_batch_max` messages of a subscription, waiting up to `timeout`
     /// for the first; empty when none came. Each message is taken once (the cursor commits
     /// with the read); a caller that must not lose one on a crash consumes with
-    /// [`sql::consume`] inside the transaction that handles it, or from a workflow.
+    /// [`sql::consume`] inside the transaction that handles it, or from a workflow. Consumes
+    /// of this client that come while another is in flight share its next statement and
+    /// commit ([`sql::consume_many`]).
     ///
     /// # Errors
     /// [`Error::NotSubscribed`].
@@ -381,16 +400,19 @@ impl Client {
                 topic.to_owned(),
                 Some(deadline),
                 || async move {
-                    let mut conn = self.connection().await?;
                     let v = match read {
                         TopicRead::Consume(subscriber) => {
-                            sql::consume(&mut conn, topic, subscriber, max).await?
+                            self.consumes
+                                .consume(&self.src, max, topic, subscriber)
+                                .await?
                         }
                         TopicRead::After(after) => {
-                            sql::read_topic(&mut conn, topic, after, max).await?
+                            let mut conn = self.connection().await?;
+                            let v = sql::read_topic(&mut conn, topic, after, max).await?;
+                            conn.keep();
+                            v
                         }
                     };
-                    conn.keep();
                     Ok((!v.is_empty()).then_some(v))
                 },
             )
@@ -408,7 +430,7 @@ impl Client {
         max_age_ms: Option<i64>,
         max_count: Option<i64>,
     ) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.src.pool.acquire().await?;
         sql::set_retention(&mut conn, topic, max_age_ms, max_count).await
     }
 
@@ -417,7 +439,7 @@ impl Client {
     /// # Errors
     /// Database errors.
     pub async fn topics(&self) -> Result<Vec<sql::Topic>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.src.pool.acquire().await?;
         sql::topics(&mut conn).await
     }
 
@@ -429,7 +451,7 @@ impl Client {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
-            let swept = match self.pool.acquire().await {
+            let swept = match self.src.pool.acquire().await {
                 Ok(mut conn) => sql::sweep(&mut conn).await,
                 Err(e) => Err(e.into()),
             };
@@ -525,6 +547,149 @@ impl StreamReader {
     /// The offset of the next value to be returned.
     pub fn offset(&self) -> i32 {
         self.offset - self.buffered.len() as i32
+    }
+}
+
+/// Requests in one combined consume statement at most.
+const CONSUMES_PER_STATEMENT: usize = 64;
+/// Combined consume statements in flight at once: while one commits, the next gathers.
+const CONSUMES_IN_FLIGHT: usize = 2;
+
+/// The consumes of one client's subscribers, combined: those that arrive while a statement is
+/// in flight go together in the next ([`sql::consume_many`]), one commit for all. A broadcast
+/// to many subscribers of one node otherwise pays a commit per subscriber per message batch.
+/// Started on the first consume.
+#[derive(Debug, Default)]
+struct Consumes(OnceLock<mpsc::UnboundedSender<ConsumeRequest>>);
+
+#[derive(Debug)]
+struct ConsumeRequest {
+    topic: String,
+    subscriber: String,
+    reply: oneshot::Sender<Result<Vec<Delivered>>>,
+}
+
+impl Consumes {
+    /// Consumes up to `max` messages of `subscriber`'s subscription to `topic`, in the next
+    /// combined statement.
+    async fn consume(
+        &self,
+        src: &Source,
+        max: i64,
+        topic: &str,
+        subscriber: &str,
+    ) -> Result<Vec<Delivered>> {
+        let requests = self.0.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(combine_consumes(rx, src.clone(), max));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let request = ConsumeRequest {
+            topic: topic.to_owned(),
+            subscriber: subscriber.to_owned(),
+            reply,
+        };
+        // The combiner ends only with its runtime: then there is no answer to wait for.
+        let gone = || Error::Db(sqlx::Error::WorkerCrashed);
+        requests.send(request).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// Gathers consume requests into statements, at most [`CONSUMES_IN_FLIGHT`] at once, until
+/// every sender is gone.
+async fn combine_consumes(
+    mut requests: mpsc::UnboundedReceiver<ConsumeRequest>,
+    src: Source,
+    max: i64,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONSUMES_IN_FLIGHT));
+    let mut waiting = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match requests.recv().await {
+                Some(r) => waiting.push_back(r),
+                None => return,
+            }
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        while let Ok(r) = requests.try_recv() {
+            waiting.push_back(r);
+        }
+        let batch = take_consumes(&mut waiting);
+        if batch.is_empty() {
+            continue;
+        }
+        let src = src.clone();
+        tokio::spawn(async move {
+            consume_batch(&src, batch, max).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The next statement's requests from `waiting`: each subscription once (a second consume of
+/// one waits for the next statement, or it would read the same messages), none whose caller
+/// has gone (nothing is consumed for it).
+fn take_consumes(waiting: &mut VecDeque<ConsumeRequest>) -> Vec<ConsumeRequest> {
+    let mut batch: Vec<ConsumeRequest> = Vec::new();
+    let mut later = VecDeque::new();
+    for r in waiting.drain(..) {
+        if r.reply.is_closed() {
+            continue;
+        }
+        let taken = batch
+            .iter()
+            .any(|b| b.topic == r.topic && b.subscriber == r.subscriber);
+        if taken || batch.len() == CONSUMES_PER_STATEMENT {
+            later.push_back(r);
+        } else {
+            batch.push(r);
+        }
+    }
+    *waiting = later;
+    batch
+}
+
+/// Runs one combined statement and answers its requests. A lone request runs as
+/// [`sql::consume`]; when the combined statement fails, each request runs alone, so one that
+/// cannot be served fails only itself.
+async fn consume_batch(src: &Source, batch: Vec<ConsumeRequest>, max: i64) {
+    if batch.len() > 1 {
+        let subs: Vec<(String, String)> = batch
+            .iter()
+            .map(|r| (r.topic.clone(), r.subscriber.clone()))
+            .collect();
+        let combined = async {
+            let mut conn = src.connection().await?;
+            let answers = sql::consume_many(&mut conn, &subs, max).await?;
+            conn.keep();
+            Ok::<_, Error>(answers)
+        }
+        .await;
+        match combined {
+            Ok(answers) => {
+                for (r, a) in batch.into_iter().zip(answers) {
+                    let _ = r.reply.send(a);
+                }
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, requests = batch.len(),
+                "combined consume failed; each request runs alone"),
+        }
+    }
+    for r in batch {
+        let alone = async {
+            let mut conn = src.connection().await?;
+            let v = sql::consume(&mut conn, &r.topic, &r.subscriber, max).await?;
+            conn.keep();
+            Ok(v)
+        }
+        .await;
+        let _ = r.reply.send(alone);
     }
 }
 

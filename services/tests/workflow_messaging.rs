@@ -645,6 +645,142 @@ async fn plain_consumers_commit_the_cursor_with_their_transaction_and_retention_
     n.stop().await;
 }
 
+#[tokio::test]
+async fn consumes_of_many_subscriptions_in_one_statement_each_take_their_own_messages() {
+    let n = node_with_msg(|_| {}, no_recheck()).await;
+    let msg = n.wf.messages();
+    for (topic, sub) in [("jobs", "a"), ("jobs", "b"), ("news", "a")] {
+        msg.subscribe(topic, sub, Start::Next).await.expect("sub");
+    }
+    msg.publish("jobs", &[1, 2, 3, 4, 5])
+        .await
+        .expect("publish");
+    msg.publish("news", &[10]).await.expect("publish");
+    let subs: Vec<(String, String)> = [
+        ("jobs", "a"),
+        ("jobs", "stranger"),
+        ("news", "a"),
+        ("jobs", "b"),
+    ]
+    .iter()
+    .map(|(t, s)| ((*t).to_owned(), (*s).to_owned()))
+    .collect();
+    let payloads = |r: &dbos_msg::Result<Vec<dbos_msg::Delivered>>| -> Vec<String> {
+        r.as_ref()
+            .expect("consumed")
+            .iter()
+            .map(|d| d.payload.clone())
+            .collect()
+    };
+    // Rolled back, the statement consumed nothing.
+    let mut tx = n.pool().begin().await.expect("begin");
+    let got = dbos_msg::sql::consume_many(&mut tx, &subs, 3)
+        .await
+        .expect("consume many");
+    assert_eq!(payloads(&got[0]), ["1", "2", "3"]);
+    tx.rollback().await.expect("rollback");
+    let mut conn = n.pool().acquire().await.expect("conn");
+    let got = dbos_msg::sql::consume_many(&mut conn, &subs, 3)
+        .await
+        .expect("consume many");
+    assert_eq!(got.len(), 4);
+    assert_eq!(payloads(&got[0]), ["1", "2", "3"]);
+    assert!(
+        matches!(&got[1], Err(dbos_msg::Error::NotSubscribed { subscriber, .. }) if subscriber == "stranger"),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(payloads(&got[2]), ["10"]);
+    assert_eq!(payloads(&got[3]), ["1", "2", "3"]);
+    // Each cursor moved by what its own subscription took, and each takes from its own place;
+    // one with nothing new gets nothing.
+    let one = dbos_msg::sql::consume(&mut conn, "jobs", "a", 1)
+        .await
+        .expect("consume");
+    assert_eq!(one.iter().map(|d| d.seq).collect::<Vec<_>>(), [4]);
+    let got = dbos_msg::sql::consume_many(&mut conn, &subs, 10)
+        .await
+        .expect("consume many");
+    assert_eq!(payloads(&got[0]), ["5"]);
+    assert!(payloads(&got[2]).is_empty());
+    assert_eq!(payloads(&got[3]), ["4", "5"]);
+    let cursors: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT topic, subscriber, cursor FROM msg.subscriptions ORDER BY topic, subscriber",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("cursors");
+    let want = [("jobs", "a", 5), ("jobs", "b", 5), ("news", "a", 1)];
+    assert_eq!(
+        cursors,
+        want.map(|(t, s, c)| (t.to_owned(), s.to_owned(), c))
+    );
+    drop(conn);
+
+    // Through the client, consumers of 40 subscriptions at once (their consumes combined) and
+    // two that share one subscription: every subscriber gets every message once, in order, and
+    // the two sharing one get disjoint parts that make up the whole.
+    msg.subscribe("fan", "shared", Start::Next)
+        .await
+        .expect("sub");
+    let subscribers: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    for s in &subscribers {
+        msg.subscribe("fan", s, Start::Next).await.expect("sub");
+    }
+    const MESSAGES: usize = 600;
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut consumers = Vec::new();
+    for name in subscribers
+        .iter()
+        .cloned()
+        .chain(["shared".into(), "shared".into()])
+    {
+        let (msg, taken) = (msg.clone(), taken.clone());
+        consumers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            let shared = name == "shared";
+            loop {
+                if shared && taken.load(std::sync::atomic::Ordering::SeqCst) >= MESSAGES {
+                    break;
+                }
+                if !shared && seqs.len() >= MESSAGES {
+                    break;
+                }
+                let got = msg
+                    .consume("fan", &name, Duration::from_millis(200))
+                    .await
+                    .expect("consume");
+                if shared {
+                    taken.fetch_add(got.len(), std::sync::atomic::Ordering::SeqCst);
+                }
+                seqs.extend(got.iter().map(|d| d.seq));
+            }
+            (name, seqs)
+        }));
+    }
+    let batch: Vec<i64> = (0..50).collect();
+    for _ in 0..MESSAGES / batch.len() {
+        msg.publish("fan", &batch).await.expect("publish");
+    }
+    let every: Vec<i64> = (1..=MESSAGES as i64).collect();
+    let mut shared = Vec::new();
+    for c in consumers {
+        let (name, seqs) = tokio::time::timeout(WAIT, c)
+            .await
+            .expect("consumers end")
+            .expect("consumer");
+        if name == "shared" {
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+            shared.extend(seqs);
+        } else {
+            assert_eq!(seqs, every, "{name}");
+        }
+    }
+    shared.sort_unstable();
+    assert_eq!(shared, every);
+    n.stop().await;
+}
+
 /// Messages keep their topic as a foreign key would, though the check runs once per statement:
 /// a message of a missing topic, or moved to one, is refused; a topic with messages cannot be
 /// renamed; deleting a topic deletes its messages.
