@@ -781,6 +781,104 @@ async fn consumes_of_many_subscriptions_in_one_statement_each_take_their_own_mes
     n.stop().await;
 }
 
+#[tokio::test]
+async fn a_consume_that_fails_fails_alone_though_its_statement_was_shared() {
+    let n = node_with_msg(|_| {}, no_recheck()).await;
+    let msg = n.wf.messages();
+    let names: Vec<String> = (0..10)
+        .map(|i| format!("good{i}"))
+        .chain(["poison".to_owned()])
+        .collect();
+    for s in &names {
+        msg.subscribe("jobs", s, Start::Next).await.expect("sub");
+    }
+    // A trigger of the application's that refuses to move one subscriber's cursor.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'poisoned subscriber'; END $$;
+         CREATE TRIGGER refuse_poison BEFORE UPDATE ON msg.subscriptions FOR EACH ROW
+             WHEN (NEW.subscriber = 'poison') EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(n.pool())
+    .await
+    .expect("trigger");
+    msg.publish("jobs", &[1, 2, 3]).await.expect("publish");
+    // Together, the poisoned subscription fails the whole statement, which moves nothing.
+    let subs: Vec<(String, String)> = names
+        .iter()
+        .map(|s| ("jobs".to_owned(), s.clone()))
+        .collect();
+    let mut conn = n.pool().acquire().await.expect("conn");
+    let err = dbos_msg::sql::consume_many(&mut conn, &subs, 10)
+        .await
+        .expect_err("poisoned statement");
+    assert!(err.to_string().contains("poisoned subscriber"), "{err}");
+    let moved: i64 = sqlx::query_scalar("SELECT count(*) FROM msg.subscriptions WHERE cursor > 0")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("cursors");
+    assert_eq!(moved, 0);
+    drop(conn);
+    // Through the client, every consume but the poisoned one gets its messages. Two consumes
+    // that wait on a lock hold both of the client's statements in flight, so the other nine
+    // go together in the next one, which the poisoned subscription fails.
+    let mut blocker = n.pool().begin().await.expect("begin");
+    sqlx::query(
+        "SELECT 1 FROM msg.subscriptions WHERE subscriber IN ('good0', 'good1') FOR UPDATE",
+    )
+    .execute(&mut *blocker)
+    .await
+    .expect("lock");
+    let consume = |s: &String| {
+        let (msg, s) = (msg.clone(), s.clone());
+        tokio::spawn(async move { (s.clone(), msg.consume("jobs", &s, Duration::ZERO).await) })
+    };
+    let mut consumes = Vec::new();
+    for (i, s) in names.iter().enumerate() {
+        consumes.push(consume(s));
+        if i < 2 {
+            let waiting = i as i64 + 1;
+            tokio::time::timeout(WAIT, async {
+                loop {
+                    let blocked: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    .fetch_one(n.pool())
+                    .await
+                    .expect("activity");
+                    if blocked == waiting {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("consume waits on the lock");
+        }
+    }
+    // The others' requests are sent before this task runs again.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    blocker.commit().await.expect("release");
+    for c in consumes {
+        let (name, got) = c.await.expect("consumer");
+        if name == "poison" {
+            let err = got.expect_err("poisoned");
+            assert!(err.to_string().contains("poisoned subscriber"), "{err}");
+        } else {
+            let got = got.expect("consumed");
+            assert_eq!(
+                got.iter().map(|d| d.seq).collect::<Vec<_>>(),
+                [1, 2, 3],
+                "{name}"
+            );
+        }
+    }
+    n.stop().await;
+}
+
 /// Messages keep their topic as a foreign key would, though the check runs once per statement:
 /// a message of a missing topic, or moved to one, is refused; a topic with messages cannot be
 /// renamed; deleting a topic deletes its messages.
