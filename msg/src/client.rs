@@ -655,8 +655,8 @@ fn take_consumes(waiting: &mut VecDeque<ConsumeRequest>) -> Vec<ConsumeRequest> 
 }
 
 /// Runs one combined statement and answers its requests. A lone request runs as
-/// [`sql::consume`]; when the combined statement fails, each request runs alone, so one that
-/// cannot be served fails only itself.
+/// [`sql::consume`]; when the combined statement fails, each request runs alone (all at once),
+/// so one that cannot be served fails only itself.
 async fn consume_batch(src: &Source, batch: Vec<ConsumeRequest>, max: i64) {
     if batch.len() > 1 {
         let subs: Vec<(String, String)> = batch
@@ -681,7 +681,9 @@ async fn consume_batch(src: &Source, batch: Vec<ConsumeRequest>, max: i64) {
                 "combined consume failed; each request runs alone"),
         }
     }
-    for r in batch {
+    // At once, so that requests that cannot reach the database each wait their own timeout
+    // side by side rather than one after another.
+    futures_util::future::join_all(batch.into_iter().map(|r| async move {
         let alone = async {
             let mut conn = src.connection().await?;
             let v = sql::consume(&mut conn, &r.topic, &r.subscriber, max).await?;
@@ -690,7 +692,8 @@ async fn consume_batch(src: &Source, batch: Vec<ConsumeRequest>, max: i64) {
         }
         .await;
         let _ = r.reply.send(alone);
-    }
+    }))
+    .await;
 }
 
 /// A connection for one statement of a messaging operation ([`Client::connection`]).
