@@ -38,6 +38,14 @@ pub enum Error {
         /// The subscriber.
         subscriber: String,
     },
+    /// One consume of several subscriptions names one of them twice.
+    #[error("subscription of {subscriber:?} to topic {topic:?} is named twice in one consume; name each once")]
+    NamedTwice {
+        /// The topic.
+        topic: String,
+        /// The subscriber.
+        subscriber: String,
+    },
     /// A database error.
     #[error(transparent)]
     Db(#[from] sqlx::Error),

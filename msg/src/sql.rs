@@ -890,8 +890,7 @@ pub async fn consume(
 
 /// [`consume`] for several subscriptions in one statement and one commit: `subs[i]` is a
 /// `(topic, subscriber)`, and the answer's element `i` its messages (up to `max`), or
-/// [`Error::NotSubscribed`]. Each subscription at most once: a pair given twice would read the
-/// same messages twice.
+/// [`Error::NotSubscribed`]. Each subscription at most once.
 ///
 /// The subscriptions are locked in the order of their keys, as every statement locking more
 /// than one does, so two of these never wait on each other in a cycle. A message that several
@@ -901,12 +900,19 @@ pub async fn consume(
 /// 1 round trip (indexes: `subscriptions`, `messages` primary keys).
 ///
 /// # Errors
-/// Database errors, for the whole batch.
+/// [`Error::NamedTwice`] (nothing is consumed); database errors, for the whole batch.
 pub async fn consume_many(
     conn: &mut PgConnection,
     subs: &[(String, String)],
     max: i64,
 ) -> Result<Vec<Result<Vec<Delivered>>>> {
+    let mut seen = std::collections::HashSet::with_capacity(subs.len());
+    if let Some((topic, subscriber)) = subs.iter().find(|s| !seen.insert(*s)) {
+        return Err(Error::NamedTwice {
+            topic: topic.clone(),
+            subscriber: subscriber.clone(),
+        });
+    }
     let (topics, subscribers): (Vec<&str>, Vec<&str>) =
         subs.iter().map(|(t, s)| (t.as_str(), s.as_str())).unzip();
     // Rows of kind 'r': request `i`, whether subscribed, and the range (cursor, last] it takes;

@@ -674,6 +674,14 @@ async fn consumes_of_many_subscriptions_in_one_statement_each_take_their_own_mes
     };
     // Rolled back, the statement consumed nothing.
     let mut tx = n.pool().begin().await.expect("begin");
+    let twice = [subs[0].clone(), subs[2].clone(), subs[0].clone()];
+    let err = dbos_msg::sql::consume_many(&mut tx, &twice, 3)
+        .await
+        .expect_err("a subscription named twice");
+    assert!(
+        matches!(&err, dbos_msg::Error::NamedTwice { topic, subscriber } if topic == "jobs" && subscriber == "a"),
+        "{err}"
+    );
     let got = dbos_msg::sql::consume_many(&mut tx, &subs, 3)
         .await
         .expect("consume many");
