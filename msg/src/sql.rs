@@ -7,7 +7,7 @@
 //! They return `None` (or `false`) when the caller no longer owns the workflow; nothing is
 //! written then.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
@@ -892,8 +892,8 @@ pub async fn consume(
 /// `(topic, subscriber)`, and the answer's element `i` its messages (up to `max`), or
 /// [`Error::NotSubscribed`]. Each subscription at most once.
 ///
-/// The subscriptions are locked in the order of their keys, as every statement locking more
-/// than one does, so two of these never wait on each other in a cycle. A message that several
+/// The subscriptions are locked in the order of their keys, so two of these statements never
+/// wait on each other in a cycle. A message that several
 /// of them take comes back once, and each gets its own copy here: subscribers of one topic
 /// consuming together are mostly at the same place.
 ///
@@ -906,7 +906,7 @@ pub async fn consume_many(
     subs: &[(String, String)],
     max: i64,
 ) -> Result<Vec<Result<Vec<Delivered>>>> {
-    let mut seen = std::collections::HashSet::with_capacity(subs.len());
+    let mut seen = HashSet::with_capacity(subs.len());
     if let Some((topic, subscriber)) = subs.iter().find(|s| !seen.insert(*s)) {
         return Err(Error::NamedTwice {
             topic: topic.clone(),
