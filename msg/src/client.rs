@@ -354,8 +354,8 @@ impl Client {
     /// for the first; empty when none came. Each message is taken once (the cursor commits
     /// with the read); a caller that must not lose one on a crash consumes with
     /// [`sql::consume`] inside the transaction that handles it, or from a workflow. Consumes
-    /// of this client that come while another is in flight share its next statement and
-    /// commit ([`sql::consume_many`]).
+    /// of this client that arrive while both of its consume statements are busy share the
+    /// next one and its commit ([`sql::consume_many`]).
     ///
     /// # Errors
     /// [`Error::NotSubscribed`].
@@ -555,9 +555,10 @@ const CONSUMES_PER_STATEMENT: usize = 64;
 /// Combined consume statements in flight at once: while one commits, the next gathers.
 const CONSUMES_IN_FLIGHT: usize = 2;
 
-/// The consumes of one client's subscribers, combined: those that arrive while a statement is
-/// in flight go together in the next ([`sql::consume_many`]), one commit for all. A broadcast
-/// to many subscribers of one node otherwise pays a commit per subscriber per message batch.
+/// The consumes of one client's subscribers, combined: those that arrive while
+/// [`CONSUMES_IN_FLIGHT`] statements are in flight go together in the next
+/// ([`sql::consume_many`]), one commit for all. A broadcast to many subscribers of one node
+/// otherwise pays a commit per subscriber per message batch.
 /// Started on the first consume.
 #[derive(Debug, Default)]
 struct Consumes(OnceLock<mpsc::UnboundedSender<ConsumeRequest>>);
