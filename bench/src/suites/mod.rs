@@ -286,7 +286,8 @@ pub(super) struct Counters {
     touched: i64,
     /// CPU time of this process, ms, when the reading ended (where a run starts).
     cpu_ours_ms: f64,
-    /// CPU time of the Postgres processes on this host, ms, when the reading ended.
+    /// CPU time of the Postgres processes on this host, those that have exited included, ms,
+    /// when the reading ended.
     cpu_pg_ms: f64,
     /// The same two when the reading began (where a run ended), before its wait for the
     /// statistics: the idle node's CPU during that wait is no run's.
@@ -361,7 +362,6 @@ impl PerOp {
     }
 }
 
-/// CPU time (user + system) of process `pid`'s `/proc` stat line, in clock ticks.
 /// Waits until queue `queue` has no workflow ENQUEUED or PENDING, `what` failing after
 /// 10 minutes. Each probe reads one entry of the in-flight index, so the waiting takes no CPU
 /// from the work it waits for.
@@ -386,11 +386,30 @@ async fn until_queue_empty(pool: &PgPool, queue: &str, what: &str) -> Result<()>
     }
 }
 
+/// CPU time (user + system) of a process from its `/proc/PID/stat` line, in clock ticks.
 fn cpu_ticks(stat: &str) -> Option<u64> {
-    // Fields after the command (which may hold spaces) start at the state, field 3.
+    stat_fields(stat, &[14, 15])
+}
+
+/// [`cpu_ticks`] plus the CPU time of the children the process has waited for (`cutime`,
+/// `cstime`). Postgres's postmaster waits for every server process that exits: an autovacuum
+/// worker, which runs for a fraction of a second and is gone before the next reading, or a
+/// backend whose connection closed. Their CPU is counted there, and nowhere else once they
+/// are gone.
+fn cpu_ticks_with_reaped(stat: &str) -> Option<u64> {
+    stat_fields(stat, &[14, 15, 16, 17])
+}
+
+/// The sum of numeric fields of a `/proc/PID/stat` line, numbered from 1 as in `proc(5)`.
+fn stat_fields(stat: &str, fields: &[usize]) -> Option<u64> {
+    // Fields after the command (which may hold spaces and parentheses) start at the state,
+    // field 3.
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    fields
+        .iter()
+        .map(|n| f.get(n.checked_sub(3)?)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Milliseconds per clock tick.
@@ -402,7 +421,9 @@ fn ms_per_tick() -> f64 {
     1000.0 / hz as f64
 }
 
-/// CPU time of this process and of every `postgres` process on the host, ms.
+/// CPU time of this process and of every `postgres` process on the host, ms. The latter
+/// includes the server processes that have exited ([`cpu_ticks_with_reaped`]), so a run's
+/// autovacuum work counts though its workers come and go within the run.
 fn cpu_ms() -> (f64, f64) {
     let tick = ms_per_tick();
     let ours = std::fs::read_to_string("/proc/self/stat")
@@ -424,7 +445,7 @@ fn cpu_ms() -> (f64, f64) {
                 continue;
             };
             if stat.contains("(postgres)") {
-                pg += cpu_ticks(&stat).unwrap_or(0);
+                pg += cpu_ticks_with_reaped(&stat).unwrap_or(0);
             }
         }
     }
@@ -599,7 +620,19 @@ async fn statements_readable(pool: &PgPool) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::embedded_settings;
+    use super::{cpu_ticks, cpu_ticks_with_reaped, embedded_settings};
+
+    #[test]
+    fn cpu_ticks_read_a_process_and_the_children_it_waited_for() {
+        // A postmaster's line (proc(5): utime 14, stime 15, cutime 16, cstime 17), with a
+        // command name holding a space and a parenthesis.
+        let stat = "4242 (post gres)) S 1 4242 4242 0 -1 4194560 9000 70000 0 0 \
+                    120 30 5000 700 20 0 1 0 123456 229154816 7000 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(150));
+        assert_eq!(cpu_ticks_with_reaped(stat), Some(5850));
+        assert_eq!(cpu_ticks("4242 (postgres) S 1 2"), None);
+        assert_eq!(cpu_ticks("no command"), None);
+    }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         p.iter()
