@@ -67,6 +67,11 @@ pub struct Args {
     /// a long run of one workload, to profile it.
     #[arg(long, value_parser = parse_secs)]
     pub run_secs: Option<Duration>,
+    /// Also sample, through each run, the wait events of the database's active backends
+    /// (`waits`, `active_backends` in a row's measured column): where a workload's server
+    /// time goes. The sampling costs the server about 1 % of a core.
+    #[arg(long)]
+    pub waits: bool,
     /// Also write every row to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -82,13 +87,14 @@ pub struct Args {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     pub results_dir: PathBuf,
     /// Run nothing: regenerate `EVALUATION.md` in the papers directory from the result files.
-    #[arg(long, conflicts_with_all = ["suites", "quick", "json"])]
+    #[arg(long, conflicts_with_all = ["suites", "quick", "json", "waits"])]
     pub report: bool,
     /// Run nothing: set the rows of earlier runs side by side, each variant one `--json` file
     /// or several joined by commas (its rounds, when runs alternate), with each variant's ratio
     /// to the first and whether their runs overlap.
     #[arg(long, value_name = "FILE[,FILE...]", num_args = 2..,
-          conflicts_with_all = ["suites", "quick", "json", "report", "run_secs", "pg_settings"])]
+          conflicts_with_all = ["suites", "quick", "json", "report", "run_secs", "pg_settings",
+                              "waits"])]
     pub compare: Vec<String>,
     /// Directory of `EVALUATION.md` (with `--report`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../papers"))]
@@ -391,7 +397,7 @@ async fn run(args: Args) -> Result<()> {
     // From here a SIGINT or SIGTERM stops the run, then the node and its embedded Postgres.
     let mut signals = dbos_kernel::ShutdownSignals::install()?;
     let env = tokio::select! {
-        env = suites::Env::start(args.database_url.clone(), &args.pg_settings) => env?,
+        env = suites::Env::start(args.database_url.clone(), &args.pg_settings, args.waits) => env?,
         sig = signals.next() => return Err(Interrupted(sig).into()),
     };
     let measured = tokio::select! {

@@ -45,6 +45,8 @@ pub(crate) struct Env {
     admin_url: String,
     /// Settings of the embedded cluster given with `--pg-setting`, for the report.
     settings_given: Vec<(String, String)>,
+    /// Whether each run samples its backends' wait events (`--waits`).
+    sample_waits: bool,
     scratch: Option<tempfile::TempDir>,
 }
 
@@ -78,6 +80,7 @@ impl Env {
     pub(crate) async fn start(
         database_url: Option<String>,
         settings: &[(String, String)],
+        sample_waits: bool,
     ) -> Result<Env> {
         let scratch = match database_url {
             Some(_) => None,
@@ -144,6 +147,7 @@ impl Env {
             url,
             admin_url,
             settings_given: settings.to_vec(),
+            sample_waits,
             scratch,
         })
     }
@@ -295,6 +299,10 @@ pub(super) struct Counters {
     /// Per statement (pg_stat_statements, where installed): calls, planning and execution ms,
     /// text.
     statements: BTreeMap<i64, (i64, f64, String)>,
+    /// When the reading began (where a run ended).
+    called_at: Instant,
+    /// With `--waits`, the wait events sampled from the end of this reading on.
+    waits: Option<Arc<WaitSampler>>,
 }
 
 /// Per-operation differences of two [`Counters`].
@@ -315,6 +323,8 @@ pub(super) struct PerOp {
     /// The statements that took most server time: mean ms per call, calls per operation, and
     /// the start of the text.
     pub(super) top: Vec<(f64, f64, String)>,
+    /// With `--waits`: observations of active backends per wait event, and the samples taken.
+    pub(super) waits: Option<(BTreeMap<String, u64>, u64)>,
 }
 
 impl PerOp {
@@ -348,6 +358,22 @@ impl PerOp {
             if let Some(v) = v {
                 extra.insert(format!("{name}_per_{per}"), round(v).into());
             }
+        }
+        let mut waits: BTreeMap<String, u64> = BTreeMap::new();
+        let mut samples = 0;
+        for (w, n) in ops.iter().filter_map(|p| p.waits.as_ref()) {
+            for (event, k) in w {
+                *waits.entry(event.clone()).or_default() += k;
+            }
+            samples += n;
+        }
+        if samples > 0 {
+            let seen: u64 = waits.values().sum();
+            extra.insert("waits".into(), wait_shares(&waits).into());
+            extra.insert(
+                "active_backends".into(),
+                round(seen as f64 / samples as f64).into(),
+            );
         }
         if let Some(last) = ops.last() {
             let top: Vec<String> = last
@@ -452,6 +478,102 @@ fn cpu_ms() -> (f64, f64) {
     (ours as f64 * tick, pg as f64 * tick)
 }
 
+/// How often [`WaitSampler`] looks at the backends.
+const WAIT_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The wait events of the run's database's active client backends, sampled every
+/// [`WAIT_SAMPLE_INTERVAL`] from a connection to database `postgres` (so the run's database
+/// counts none of its transactions) until dropped. `CPU` is a backend on a core or waiting for
+/// one. Its queries cost the server about 1 % of a core, which the run's `cpu_pg` includes:
+/// `dbos bench --waits` only.
+pub(super) struct WaitSampler {
+    samples: Arc<parking_lot::Mutex<Vec<WaitSample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// When a sample was taken, and the wait event of each active backend then.
+type WaitSample = (Instant, Vec<String>);
+
+impl std::fmt::Debug for WaitSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitSampler").finish_non_exhaustive()
+    }
+}
+
+impl Drop for WaitSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WaitSampler {
+    /// Starts sampling; `None`, with a notice, when database `postgres` cannot be reached.
+    async fn start(env: &Env) -> Option<WaitSampler> {
+        use sqlx::Connection;
+        let watched = sqlx::query_scalar::<_, String>("SELECT current_database()")
+            .fetch_one(env.pool())
+            .await
+            .ok()?;
+        let mut conn = match sqlx::PgConnection::connect(&env.peer_url("postgres")).await {
+            Ok(c) => c,
+            Err(e) => {
+                static TOLD: std::sync::Once = std::sync::Once::new();
+                TOLD.call_once(|| eprintln!("NOTICE: no wait events sampled: {e}"));
+                return None;
+            }
+        };
+        let samples = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let into = samples.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WAIT_SAMPLE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Ok(events) = sqlx::query_scalar::<_, String>(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU')
+                     FROM pg_stat_activity
+                     WHERE datname = $1 AND state = 'active' AND backend_type = 'client backend'",
+                )
+                .bind(&watched)
+                .fetch_all(&mut conn)
+                .await
+                else {
+                    return;
+                };
+                into.lock().push((Instant::now(), events));
+            }
+        });
+        Some(WaitSampler { samples, task })
+    }
+
+    /// Observations per wait event in the samples taken before `end`, and how many samples.
+    fn until(&self, end: Instant) -> (BTreeMap<String, u64>, u64) {
+        let samples = self.samples.lock();
+        let mut waits = BTreeMap::new();
+        let mut n = 0;
+        for (_, events) in samples.iter().filter(|(at, _)| *at <= end) {
+            n += 1;
+            for e in events {
+                *waits.entry(e.clone()).or_default() += 1;
+            }
+        }
+        (waits, n)
+    }
+}
+
+/// Wait events as shares of all observations, largest first, those under 1 % left out:
+/// `CPU 46%, IO:WALSync 21%`.
+fn wait_shares(waits: &BTreeMap<String, u64>) -> String {
+    let total: u64 = waits.values().sum();
+    let mut v: Vec<(&String, u64)> = waits.iter().map(|(e, n)| (e, *n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .filter(|(_, n)| *n * 100 >= total)
+        .map(|(e, n)| format!("{e} {:.0}%", *n as f64 * 100.0 / total as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Transactions of a reading itself (its two queries), published with the next reading.
 const READING_XACTS: i64 = 2;
 
@@ -462,6 +584,7 @@ impl Counters {
     /// The counters of `env`'s database, after every connection of its node (and of the nodes
     /// `also`) has published its statistics.
     pub(super) async fn read(env: &Env, also: &[&Kernel]) -> Result<Counters> {
+        let called_at = Instant::now();
         let cpu_at_call_ms = cpu_ms();
         tokio::time::sleep(Duration::from_millis(STATS_PUBLISH_INTERVAL_MS + 100)).await;
         // A connection busy now publishes when it next idles.
@@ -498,6 +621,11 @@ impl Counters {
             BTreeMap::new()
         });
         let (cpu_ours_ms, cpu_pg_ms) = cpu_ms();
+        let waits = if env.sample_waits {
+            WaitSampler::start(env).await.map(Arc::new)
+        } else {
+            None
+        };
         Ok(Counters {
             xid,
             lsn,
@@ -510,6 +638,8 @@ impl Counters {
             cpu_pg_ms,
             cpu_at_call_ms,
             statements,
+            called_at,
+            waits,
         })
     }
 
@@ -550,6 +680,7 @@ impl Counters {
             statements,
             server_ms,
             top,
+            waits: self.waits.as_ref().map(|w| w.until(later.called_at)),
             // Minus the reading query's own transaction id.
             commits: (later.xid - self.xid - 1).max(0) as f64 / n,
             xacts: (later.xacts - self.xacts - later.touched - READING_XACTS).max(0) as f64 / n,
@@ -620,7 +751,29 @@ async fn statements_readable(pool: &PgPool) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{cpu_ticks, cpu_ticks_with_reaped, embedded_settings};
+    use std::collections::BTreeMap;
+
+    use super::{cpu_ticks, cpu_ticks_with_reaped, embedded_settings, wait_shares};
+
+    #[test]
+    fn wait_shares_go_largest_first_without_the_rare_ones() {
+        let waits: BTreeMap<String, u64> = [
+            ("IO:WALSync", 210),
+            ("CPU", 460),
+            ("LWLock:WALWrite", 110),
+            ("Client:ClientRead", 210),
+            ("LWLock:BufferContent", 9),
+            ("Lock:extend", 1),
+        ]
+        .into_iter()
+        .map(|(e, n)| (e.to_owned(), n))
+        .collect();
+        assert_eq!(
+            wait_shares(&waits),
+            "CPU 46%, Client:ClientRead 21%, IO:WALSync 21%, LWLock:WALWrite 11%"
+        );
+        assert_eq!(wait_shares(&BTreeMap::new()), "");
+    }
 
     #[test]
     fn cpu_ticks_read_a_process_and_the_children_it_waited_for() {

@@ -87,7 +87,7 @@ pub(crate) async fn replicated(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         port: 24_000 + (std::process::id() % 1_000) as u16 * 3,
     };
     let url = formation.run("up")?;
-    let ha = Env::start(Some(url), &[]).await?;
+    let ha = Env::start(Some(url), &[], env.sample_waits).await?;
     let sync: String = sqlx::query_scalar("SELECT current_setting('synchronous_standby_names')")
         .fetch_one(ha.pool())
         .await?;
