@@ -156,3 +156,55 @@ fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures(
         assert!(papers.join(format!("figures/{suite}.svg")).exists());
     }
 }
+
+#[test]
+fn bench_waits_adds_the_backends_wait_events_to_rows_with_a_time_budget() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let json = out_dir.path().join("workflow.json");
+    let out = support::dbos()
+        .args(["bench", "workflow", "--quick", "--waits", "--json"])
+        .arg(&json)
+        .arg("--results-dir")
+        .arg(out_dir.path().join("results"))
+        .output()
+        .expect("dbos bench runs");
+    assert!(
+        out.status.success(),
+        "dbos bench --waits failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid JSON");
+    let row = rows
+        .as_array()
+        .expect("an array of rows")
+        .iter()
+        .find(|r| r["workload"] == "3-step workflow, 32 callers, direct")
+        .expect("the 32-caller 3-step row");
+    // Each event with its share, largest first: "CPU 53%, IO:WALSync 32%, ...".
+    let waits = row["extra"]["waits"].as_str().expect("wait events sampled");
+    let shares: Vec<u32> = waits
+        .split(", ")
+        .map(|w| {
+            let (event, share) = w.rsplit_once(' ').expect("an event and its share");
+            assert!(!event.is_empty(), "{waits}");
+            share
+                .strip_suffix('%')
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("a share in {waits}"))
+        })
+        .collect();
+    assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{waits}");
+    // Shares of at least 1 %, each rounded: together at most all of them, give or take.
+    assert!(
+        shares.iter().sum::<u32>() <= 100 + shares.len() as u32,
+        "{waits}"
+    );
+    assert!(
+        row["extra"]["active_backends"]
+            .as_f64()
+            .expect("backends counted")
+            > 0.0,
+        "{row}"
+    );
+}
