@@ -488,7 +488,8 @@ const WAIT_SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 /// `dbos bench --waits` only.
 pub(super) struct WaitSampler {
     samples: Arc<parking_lot::Mutex<Vec<WaitSample>>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Told when the sampler is dropped: its task closes its connection and ends.
+    stop: Arc<tokio::sync::Notify>,
 }
 
 /// When a sample was taken, and the wait event of each active backend then.
@@ -502,7 +503,7 @@ impl std::fmt::Debug for WaitSampler {
 
 impl Drop for WaitSampler {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.notify_one();
     }
 }
 
@@ -510,10 +511,13 @@ impl WaitSampler {
     /// Starts sampling; `None`, with a notice, when database `postgres` cannot be reached.
     async fn start(env: &Env) -> Option<WaitSampler> {
         use sqlx::Connection;
-        let watched = sqlx::query_scalar::<_, String>("SELECT current_database()")
-            .fetch_one(env.pool())
-            .await
-            .ok()?;
+        // Read from the URL: a query on the run's database would be one of its transactions.
+        let watched = env
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .ok()?
+            .get_database()?
+            .to_owned();
         let mut conn = match sqlx::PgConnection::connect(&env.peer_url("postgres")).await {
             Ok(c) => c,
             Err(e) => {
@@ -523,12 +527,16 @@ impl WaitSampler {
             }
         };
         let samples = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let into = samples.clone();
-        let task = tokio::spawn(async move {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let (into, stopped) = (samples.clone(), stop.clone());
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(WAIT_SAMPLE_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stopped.notified() => break,
+                }
                 let Ok(events) = sqlx::query_scalar::<_, String>(
                     "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU')
                      FROM pg_stat_activity
@@ -542,8 +550,9 @@ impl WaitSampler {
                 };
                 into.lock().push((Instant::now(), events));
             }
+            let _ = conn.close().await;
         });
-        Some(WaitSampler { samples, task })
+        Some(WaitSampler { samples, stop })
     }
 
     /// Observations per wait event in the samples taken before `end`, and how many samples.
