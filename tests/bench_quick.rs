@@ -3,26 +3,35 @@
 
 mod support;
 
-#[test]
-fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures() {
-    let out_dir = tempfile::tempdir().expect("tempdir");
-    let json = out_dir.path().join("all.json");
-    let results = out_dir.path().join("results");
+use std::path::Path;
+
+/// Runs `dbos bench ARGS`, its result files in `dir/results`; every row it wrote to its JSON.
+fn bench_rows(args: &[&str], dir: &Path) -> Vec<serde_json::Value> {
+    let json = dir.join("rows.json");
     let out = support::dbos()
-        .args(["bench", "--quick", "--json"])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .arg(&json)
         .arg("--results-dir")
-        .arg(&results)
+        .arg(dir.join("results"))
         .output()
         .expect("dbos bench runs");
     assert!(
         out.status.success(),
-        "dbos bench failed:\n{}",
+        "dbos bench {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid JSON");
-    let rows = rows.as_array().expect("an array of rows");
+    rows.as_array().expect("an array of rows").clone()
+}
+
+#[test]
+fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let results = out_dir.path().join("results");
+    let rows = &bench_rows(&["--quick"], out_dir.path());
     let mut suites = vec![
         "ceiling", "workflow", "queue", "recovery", "msg", "fs", "prov",
     ];
@@ -160,24 +169,8 @@ fn quick_bench_of_every_suite_writes_json_plots_and_report_with_nonzero_figures(
 #[test]
 fn bench_waits_adds_the_backends_wait_events_to_rows_with_a_time_budget() {
     let out_dir = tempfile::tempdir().expect("tempdir");
-    let json = out_dir.path().join("workflow.json");
-    let out = support::dbos()
-        .args(["bench", "workflow", "--quick", "--waits", "--json"])
-        .arg(&json)
-        .arg("--results-dir")
-        .arg(out_dir.path().join("results"))
-        .output()
-        .expect("dbos bench runs");
-    assert!(
-        out.status.success(),
-        "dbos bench --waits failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid JSON");
+    let rows = bench_rows(&["workflow", "--quick", "--waits"], out_dir.path());
     let row = rows
-        .as_array()
-        .expect("an array of rows")
         .iter()
         .find(|r| r["workload"] == "3-step workflow, 32 callers, direct")
         .expect("the 32-caller 3-step row");
