@@ -508,18 +508,23 @@ impl Drop for WaitSampler {
 }
 
 impl WaitSampler {
-    /// Starts sampling; `None`, with a notice, when database `postgres` cannot be reached.
+    /// Starts sampling; `None`, with a notice, when database `postgres` cannot be reached or
+    /// the run's database is not known.
     async fn start(env: &Env) -> Option<WaitSampler> {
         use sqlx::Connection;
-        // Read from the URL: a query on the run's database would be one of its transactions.
-        let watched = env
-            .url
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .ok()?
-            .get_database()?
-            .to_owned();
-        let mut conn = match sqlx::PgConnection::connect(&env.peer_url("postgres")).await {
-            Ok(c) => c,
+        let opened = async {
+            // Read from the URL: a query on the run's database would be one of its
+            // transactions.
+            let opts: sqlx::postgres::PgConnectOptions = env.url.parse()?;
+            let watched = opts
+                .get_database()
+                .ok_or_else(|| anyhow::anyhow!("the run's URL names no database"))?
+                .to_owned();
+            let conn = sqlx::PgConnection::connect(&env.peer_url("postgres")).await?;
+            anyhow::Ok((watched, conn))
+        };
+        let (watched, mut conn) = match opened.await {
+            Ok(o) => o,
             Err(e) => {
                 static TOLD: std::sync::Once = std::sync::Once::new();
                 TOLD.call_once(|| eprintln!("NOTICE: no wait events sampled: {e}"));
