@@ -67,6 +67,7 @@ fn registry() -> Registry {
     r.register(msg::PONG, msg::pong);
     r.register(msg::PING, msg::ping);
     r.register(msg::PROBE, msg::probe);
+    r.register(msg::TOPIC_READER, msg::topic_reader);
     r.register(msg::WAIT_RECV, msg::wait_recv);
     r.register(msg::WAIT_SLEEP, msg::wait_sleep);
     r.register(queue::NOOP, queue::noop);

@@ -7,6 +7,8 @@
 //! - ping20-pong20: 20 messages outstanding (one bulk send), replies received one by one.
 //! - broadcast: a publisher publishes 64 B messages to a topic (batches of 100 per commit) and R
 //!   plain subscribers consume them through their cursors; figure: deliveries per second.
+//!   Then the same to 40 subscriber workflows, each taking its messages with `next_messages`,
+//!   which records every batch it takes as the workflow's operation.
 //! - send to a waiting `recv`: time from the client's send to the workflow's receipt, alone and
 //!   among a crowd of waiting workflows (10,000 in `recv`, 10,000 in `sleep`), with the node's
 //!   resident memory while they wait.
@@ -31,6 +33,9 @@ pub(super) const PROBE: &str = "bench.recv_probe";
 const PROBE_TOPIC: &str = "probe";
 /// Messages the running probe has received (one probe runs at a time, in this process).
 static PROBE_RECEIVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// Workflow subscribed to topic `topic` (by the bench, as its ID) that takes `n` messages of it
+/// with `next_messages`; output how many it took.
+pub(super) const TOPIC_READER: &str = "bench.topic_reader";
 /// Workflow that waits up to an hour for one message on topic "wake".
 pub(super) const WAIT_RECV: &str = "bench.wait_recv";
 /// Workflow that sleeps an hour (until cancelled).
@@ -99,6 +104,21 @@ pub(super) async fn probe(ctx: wf::Context, (n,): (u32,)) -> Result<Vec<f64>, wf
         PROBE_RECEIVED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     Ok(lats)
+}
+
+pub(super) async fn topic_reader(
+    ctx: wf::Context,
+    (topic, n): (String, usize),
+) -> Result<usize, wf::Error> {
+    let mut got = 0;
+    while got < n {
+        let batch = ctx.next_messages::<String>(&topic, WAIT).await?;
+        if batch.is_empty() {
+            break;
+        }
+        got += batch.len();
+    }
+    Ok(got)
 }
 
 pub(super) async fn wait_recv(ctx: wf::Context, (_,): (u32,)) -> Result<bool, wf::Error> {
@@ -279,10 +299,46 @@ async fn ours_broadcast(env: &Env, receivers: usize, messages: usize) -> Result<
     Ok((receivers * messages) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Our broadcast to `receivers` subscriber workflows (each subscribed before the first
+/// publish): deliveries per second from the first publish to the last workflow's end.
+async fn ours_broadcast_to_workflows(env: &Env, receivers: usize, messages: usize) -> Result<f64> {
+    let msg = env.wf.messages().clone();
+    let tag = uuid_tag();
+    let topic = format!("bench-{tag}");
+    let ids: Vec<String> = (0..receivers)
+        .map(|r| format!("reader-{tag}-{r}"))
+        .collect();
+    for id in &ids {
+        msg.subscribe(&topic, id, Start::Next).await?;
+    }
+    let start = Instant::now();
+    let mut readers = Vec::new();
+    for id in &ids {
+        readers.push(
+            env.wf
+                .start::<_, usize>(TOPIC_READER, (topic.clone(), messages), start_opts(id))
+                .await?,
+        );
+    }
+    let payload = "x".repeat(62); // 64 bytes of JSON with its quotes
+    let batch: Vec<&str> = vec![payload.as_str(); 100];
+    for _ in 0..messages.div_ceil(100) {
+        msg.publish(&topic, &batch).await?;
+    }
+    for (id, r) in ids.iter().zip(readers) {
+        let got = r.result().await?;
+        anyhow::ensure!(
+            got == messages,
+            "reader {id} took {got} of {messages} messages"
+        );
+    }
+    Ok((receivers * messages) as f64 / start.elapsed().as_secs_f64())
+}
+
 pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let sizes = [64usize, 1024, 8192];
     let fanouts = [1usize, 10, 40];
-    let cells = sizes.len() + 1 + fanouts.len() + 1;
+    let cells = sizes.len() + 1 + fanouts.len() + 2;
     let pb = bar((cells * plan.repeats) as u64, "msg: IPC");
     let mut rows = Vec::new();
     for (bytes, batch) in sizes.iter().map(|&b| (b, 1)).chain([(64, 20)]) {
@@ -375,6 +431,32 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         }
         rows.push(row);
     }
+    let readers = 40;
+    let (mut ours, mut tcp, mut per_op) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..plan.repeats {
+        let before = Counters::read(env, &[]).await?;
+        ours.push(ours_broadcast_to_workflows(env, readers, messages).await?);
+        let after = Counters::read(env, &[]).await?;
+        // Per message published: each reaches every reader.
+        per_op.push(before.per_op(&after, messages as u64, env.pool()).await?);
+        tcp.push(socket_broadcast(&Transport::Tcp, readers, messages).await?);
+        pb.inc(1);
+    }
+    let mut row = Row::new(
+        "msg",
+        format!("broadcast 64 B to {readers} subscriber workflows (next_messages)"),
+        &ours,
+        "deliveries/s",
+        plan.repeats,
+    );
+    let tcp_med = summarize(&tcp).0;
+    row.baseline = Some(tcp_med);
+    row.baseline_name = Some("tokio TCP loopback, one write per message".into());
+    row.ratio = Some(row.ours / tcp_med);
+    row.extra.insert("messages".into(), messages.into());
+    row.extra.insert("publish_batch".into(), 100.into());
+    PerOp::budget(&per_op, "message", &mut row.extra);
+    rows.push(row);
     // Send to a waiting recv: alone, then among a crowd of waiting workflows.
     let n: u32 = if plan.quick { 30 } else { 300 };
     let mut idle = Vec::new();
