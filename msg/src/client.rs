@@ -369,6 +369,32 @@ impl Client {
             .await
     }
 
+    /// A workflow's probe of its subscription ([`sql::consume_recorded`], up to
+    /// `topic_batch_max` messages, recorded as `op`): `None` when the caller does not own the
+    /// workflow. Probes of several workflows that arrive while both of this client's statements
+    /// for them are busy share the next one and its commit ([`sql::consume_recorded_many`]);
+    /// the final probe (`last`, which records an empty result too) runs alone.
+    ///
+    /// # Errors
+    /// [`Error::NotSubscribed`].
+    pub async fn consume_recorded(
+        &self,
+        op: &sql::Op<'_>,
+        topic: &str,
+        subscriber: &str,
+        last: bool,
+    ) -> Result<Option<Vec<Delivered>>> {
+        let max = self.opts.topic_batch_max;
+        if last {
+            let mut conn = self.connection().await?;
+            let v = sql::consume_recorded(&mut conn, op, topic, subscriber, max, true).await?;
+            conn.keep();
+            return Ok(v);
+        }
+        let request = WorkflowConsume::of(op, topic, subscriber);
+        self.consumes.recorded.ask(&self.src, max, request).await
+    }
+
     /// Retained messages of `topic` after sequence number `after`, waiting up to `timeout` for
     /// the first; no subscription needed, nothing is consumed.
     ///
@@ -402,9 +428,8 @@ impl Client {
                 || async move {
                     let v = match read {
                         TopicRead::Consume(subscriber) => {
-                            self.consumes
-                                .consume(&self.src, max, topic, subscriber)
-                                .await?
+                            let sub = (topic.to_owned(), subscriber.to_owned());
+                            self.consumes.plain.ask(&self.src, max, sub).await?
                         }
                         TopicRead::After(after) => {
                             let mut conn = self.connection().await?;
@@ -555,53 +580,179 @@ const CONSUMES_PER_STATEMENT: usize = 64;
 /// Combined consume statements in flight at once: while one commits, the next gathers.
 const CONSUMES_IN_FLIGHT: usize = 2;
 
-/// The consumes of one client's subscribers, combined: those that arrive while
-/// [`CONSUMES_IN_FLIGHT`] statements are in flight go together in the next
-/// ([`sql::consume_many`]), one commit for all. A broadcast to many subscribers of one node
-/// otherwise pays a commit per subscriber per message batch.
-/// Started on the first consume.
+/// The consumes of one client, combined: those that arrive while [`CONSUMES_IN_FLIGHT`]
+/// statements are in flight go together in the next, one commit for all. A broadcast to many
+/// subscribers of one node otherwise pays a commit per subscriber per message batch. Plain
+/// consumes ([`Subscription`], [`sql::consume_many`]) and workflows' ([`WorkflowConsume`],
+/// [`sql::consume_recorded_many`]) each have their own.
 #[derive(Debug, Default)]
-struct Consumes(OnceLock<mpsc::UnboundedSender<ConsumeRequest>>);
-
-#[derive(Debug)]
-struct ConsumeRequest {
-    topic: String,
-    subscriber: String,
-    reply: oneshot::Sender<Result<Vec<Delivered>>>,
+struct Consumes {
+    plain: Combiner<Subscription>,
+    recorded: Combiner<WorkflowConsume>,
 }
 
-impl Consumes {
-    /// Consumes up to `max` messages of `subscriber`'s subscription to `topic`, in the next
-    /// combined statement.
-    async fn consume(
-        &self,
-        src: &Source,
+/// A kind of consume a [`Combiner`] gathers into statements.
+trait Combinable: Send + Sync + Sized + 'static {
+    /// What one request gets.
+    type Answer: Send + 'static;
+
+    /// Whether the two may not share a statement (they would take the same messages, or lock
+    /// the same row twice).
+    fn clashes(&self, other: &Self) -> bool;
+
+    /// The combined statement: one answer per request, in order.
+    fn many<'a>(
+        conn: &'a mut PgConnection,
+        batch: &'a [Self],
         max: i64,
-        topic: &str,
-        subscriber: &str,
-    ) -> Result<Vec<Delivered>> {
+    ) -> BoxFuture<'a, Result<Vec<Result<Self::Answer>>>>;
+
+    /// One request's statement alone.
+    fn one<'a>(
+        conn: &'a mut PgConnection,
+        request: &'a Self,
+        max: i64,
+    ) -> BoxFuture<'a, Result<Self::Answer>>;
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A plain subscriber's consume: `(topic, subscriber)`.
+type Subscription = (String, String);
+
+impl Combinable for Subscription {
+    type Answer = Vec<Delivered>;
+
+    fn clashes(&self, other: &Self) -> bool {
+        self == other
+    }
+
+    fn many<'a>(
+        conn: &'a mut PgConnection,
+        batch: &'a [Self],
+        max: i64,
+    ) -> BoxFuture<'a, Result<Vec<Result<Self::Answer>>>> {
+        Box::pin(sql::consume_many(conn, batch, max))
+    }
+
+    fn one<'a>(
+        conn: &'a mut PgConnection,
+        (topic, subscriber): &'a Self,
+        max: i64,
+    ) -> BoxFuture<'a, Result<Self::Answer>> {
+        Box::pin(sql::consume(conn, topic, subscriber, max))
+    }
+}
+
+/// A workflow's consume probe, recorded as its operation ([`sql::consume_recorded`]).
+#[derive(Debug)]
+struct WorkflowConsume {
+    workflow_id: String,
+    owner_xid: String,
+    function_id: i32,
+    name: String,
+    started_at_ms: i64,
+    topic: String,
+    subscriber: String,
+}
+
+impl WorkflowConsume {
+    fn of(op: &sql::Op<'_>, topic: &str, subscriber: &str) -> WorkflowConsume {
+        WorkflowConsume {
+            workflow_id: op.workflow_id.to_owned(),
+            owner_xid: op.owner_xid.to_owned(),
+            function_id: op.function_id,
+            name: op.name.to_owned(),
+            started_at_ms: op.started_at_ms,
+            topic: topic.to_owned(),
+            subscriber: subscriber.to_owned(),
+        }
+    }
+
+    fn borrowed(&self) -> sql::RecordedConsume<'_> {
+        sql::RecordedConsume {
+            op: sql::Op {
+                workflow_id: &self.workflow_id,
+                owner_xid: &self.owner_xid,
+                function_id: self.function_id,
+                name: &self.name,
+                started_at_ms: self.started_at_ms,
+            },
+            topic: &self.topic,
+            subscriber: &self.subscriber,
+        }
+    }
+}
+
+impl Combinable for WorkflowConsume {
+    type Answer = Option<Vec<Delivered>>;
+
+    fn clashes(&self, other: &Self) -> bool {
+        self.workflow_id == other.workflow_id
+    }
+
+    fn many<'a>(
+        conn: &'a mut PgConnection,
+        batch: &'a [Self],
+        max: i64,
+    ) -> BoxFuture<'a, Result<Vec<Result<Self::Answer>>>> {
+        Box::pin(async move {
+            let reqs: Vec<_> = batch.iter().map(WorkflowConsume::borrowed).collect();
+            sql::consume_recorded_many(conn, &reqs, max).await
+        })
+    }
+
+    fn one<'a>(
+        conn: &'a mut PgConnection,
+        request: &'a Self,
+        max: i64,
+    ) -> BoxFuture<'a, Result<Self::Answer>> {
+        Box::pin(async move {
+            let r = request.borrowed();
+            sql::consume_recorded(conn, &r.op, r.topic, r.subscriber, max, false).await
+        })
+    }
+}
+
+/// One request waiting for its statement.
+#[derive(Debug)]
+struct Request<R: Combinable> {
+    request: R,
+    reply: oneshot::Sender<Result<R::Answer>>,
+}
+
+/// Gathers requests of one kind into combined statements, started on the first request.
+#[derive(Debug)]
+struct Combiner<R: Combinable>(OnceLock<mpsc::UnboundedSender<Request<R>>>);
+
+impl<R: Combinable> Default for Combiner<R> {
+    fn default() -> Self {
+        Combiner(OnceLock::new())
+    }
+}
+
+impl<R: Combinable> Combiner<R> {
+    /// `request`'s answer, from the next combined statement (up to `max` messages each).
+    async fn ask(&self, src: &Source, max: i64, request: R) -> Result<R::Answer> {
         let requests = self.0.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(combine_consumes(rx, src.clone(), max));
+            tokio::spawn(combine(rx, src.clone(), max));
             tx
         });
         let (reply, answer) = oneshot::channel();
-        let request = ConsumeRequest {
-            topic: topic.to_owned(),
-            subscriber: subscriber.to_owned(),
-            reply,
-        };
         // The combiner ends only with its runtime: then there is no answer to wait for.
         let gone = || Error::Db(sqlx::Error::WorkerCrashed);
-        requests.send(request).map_err(|_| gone())?;
+        requests
+            .send(Request { request, reply })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
 
-/// Gathers consume requests into statements, at most [`CONSUMES_IN_FLIGHT`] at once, until
-/// every sender is gone.
-async fn combine_consumes(
-    mut requests: mpsc::UnboundedReceiver<ConsumeRequest>,
+/// Gathers requests into statements, at most [`CONSUMES_IN_FLIGHT`] at once, until every
+/// sender is gone.
+async fn combine<R: Combinable>(
+    mut requests: mpsc::UnboundedReceiver<Request<R>>,
     src: Source,
     max: i64,
 ) {
@@ -620,32 +771,29 @@ async fn combine_consumes(
         while let Ok(r) = requests.try_recv() {
             waiting.push_back(r);
         }
-        let batch = take_consumes(&mut waiting);
+        let batch = take(&mut waiting);
         if batch.is_empty() {
             continue;
         }
         let src = src.clone();
         tokio::spawn(async move {
-            consume_batch(&src, batch, max).await;
+            answer(&src, batch, max).await;
             drop(slot);
         });
     }
 }
 
-/// The next statement's requests from `waiting`: each subscription once (a second consume of
-/// one waits for the next statement, or it would read the same messages), none whose caller
-/// has gone (nothing is consumed for it).
-fn take_consumes(waiting: &mut VecDeque<ConsumeRequest>) -> Vec<ConsumeRequest> {
-    let mut batch: Vec<ConsumeRequest> = Vec::new();
+/// The next statement's requests from `waiting`: none that clashes with one taken (it waits
+/// for the next statement), none whose caller has gone (nothing is done for it).
+fn take<R: Combinable>(waiting: &mut VecDeque<Request<R>>) -> Vec<Request<R>> {
+    let mut batch: Vec<Request<R>> = Vec::new();
     let mut later = VecDeque::new();
     for r in waiting.drain(..) {
         if r.reply.is_closed() {
             continue;
         }
-        let taken = batch
-            .iter()
-            .any(|b| b.topic == r.topic && b.subscriber == r.subscriber);
-        if taken || batch.len() == CONSUMES_PER_STATEMENT {
+        let clash = batch.iter().any(|b| b.request.clashes(&r.request));
+        if clash || batch.len() == CONSUMES_PER_STATEMENT {
             later.push_back(r);
         } else {
             batch.push(r);
@@ -655,44 +803,42 @@ fn take_consumes(waiting: &mut VecDeque<ConsumeRequest>) -> Vec<ConsumeRequest> 
     batch
 }
 
-/// Runs one combined statement and answers its requests. A lone request runs as
-/// [`sql::consume`]; when the combined statement fails, each request runs alone (all at once),
-/// so one that cannot be served fails only itself.
-async fn consume_batch(src: &Source, batch: Vec<ConsumeRequest>, max: i64) {
-    if batch.len() > 1 {
-        let subs: Vec<(String, String)> = batch
-            .iter()
-            .map(|r| (r.topic.clone(), r.subscriber.clone()))
-            .collect();
+/// Runs one combined statement and answers its requests. A lone request runs alone; when the
+/// combined statement fails, each request runs alone (all at once), so one that cannot be
+/// served fails only itself.
+async fn answer<R: Combinable>(src: &Source, batch: Vec<Request<R>>, max: i64) {
+    let (requests, replies): (Vec<R>, Vec<_>) =
+        batch.into_iter().map(|r| (r.request, r.reply)).unzip();
+    if requests.len() > 1 {
         let combined = async {
             let mut conn = src.connection().await?;
-            let answers = sql::consume_many(&mut conn, &subs, max).await?;
+            let answers = R::many(&mut conn, &requests, max).await?;
             conn.keep();
             Ok::<_, Error>(answers)
         }
         .await;
         match combined {
             Ok(answers) => {
-                for (r, a) in batch.into_iter().zip(answers) {
-                    let _ = r.reply.send(a);
+                for (reply, a) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(a);
                 }
                 return;
             }
-            Err(e) => tracing::debug!(error = %e, requests = batch.len(),
+            Err(e) => tracing::debug!(error = %e, requests = requests.len(),
                 "combined consume failed; each request runs alone"),
         }
     }
     // At once, so that requests that cannot reach the database each wait their own timeout
     // side by side rather than one after another.
-    futures_util::future::join_all(batch.into_iter().map(|r| async move {
+    futures_util::future::join_all(requests.iter().zip(replies).map(|(r, reply)| async move {
         let alone = async {
             let mut conn = src.connection().await?;
-            let v = sql::consume(&mut conn, &r.topic, &r.subscriber, max).await?;
+            let v = R::one(&mut conn, r, max).await?;
             conn.keep();
             Ok(v)
         }
         .await;
-        let _ = r.reply.send(alone);
+        let _ = reply.send(alone);
     }))
     .await;
 }

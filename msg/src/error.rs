@@ -46,6 +46,9 @@ pub enum Error {
         /// The subscriber.
         subscriber: String,
     },
+    /// One consume of several workflows names one of them twice.
+    #[error("workflow {0:?} is named twice in one consume; name each once")]
+    WorkflowTwice(String),
     /// A database error.
     #[error(transparent)]
     Db(#[from] sqlx::Error),

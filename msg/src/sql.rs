@@ -981,16 +981,7 @@ pub async fn consume_many(
         .zip(spans)
         .map(|((topic, subscriber), span)| match span {
             Some((true, Some(cursor), Some(last))) => {
-                let all = taken.get(topic).map_or(&[][..], Vec::as_slice);
-                let from = all.partition_point(|(seq, _)| *seq <= cursor);
-                Ok(all[from..]
-                    .iter()
-                    .take_while(|(seq, _)| *seq <= last)
-                    .map(|(seq, payload)| Delivered {
-                        seq: *seq,
-                        payload: payload.clone(),
-                    })
-                    .collect())
+                Ok(in_range(taken.get(topic), (cursor, last)))
             }
             Some((true, _, _)) => Ok(Vec::new()),
             _ => Err(Error::NotSubscribed {
@@ -1054,6 +1045,197 @@ pub async fn consume_recorded(
     };
     let msgs = delivered(rows, topic, subscriber)?;
     Ok(owned.then_some(msgs))
+}
+
+/// One workflow's consume in [`consume_recorded_many`]: the operation that records it, and the
+/// subscription it takes from.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordedConsume<'a> {
+    /// The operation, as [`consume_recorded`] records it.
+    pub op: Op<'a>,
+    /// The topic.
+    pub topic: &'a str,
+    /// The subscriber.
+    pub subscriber: &'a str,
+}
+
+/// [`consume_recorded`] (its probe, `last` unset) for the consumes of several workflows, in one
+/// statement and one commit: element `i` of the answer is what `reqs[i]` took (`None` when its
+/// caller does not own its workflow), or [`Error::NotSubscribed`]. Each workflow at most once:
+/// its row is locked once.
+///
+/// Only a request with a message waiting locks its workflow's row and its subscription, so a
+/// probe that finds nothing writes nothing. The workflow rows are locked in key order, then the
+/// subscriptions in theirs.
+///
+/// 1 round trip (indexes: primary keys of `workflow_status`, `subscriptions`, `messages` and
+/// `operation_outputs`).
+///
+/// # Errors
+/// [`Error::WorkflowTwice`] (nothing is consumed); database errors, for the whole batch.
+pub async fn consume_recorded_many(
+    conn: &mut PgConnection,
+    reqs: &[RecordedConsume<'_>],
+    max: i64,
+) -> Result<Vec<Result<Option<Vec<Delivered>>>>> {
+    let mut seen = HashSet::with_capacity(reqs.len());
+    if let Some(r) = reqs.iter().find(|r| !seen.insert(r.op.workflow_id)) {
+        return Err(Error::WorkflowTwice(r.op.workflow_id.to_owned()));
+    }
+    let rows = sqlx::query(
+        "WITH r AS (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::text[],
+                                  $6::text[], $7::text[])
+                 WITH ORDINALITY AS r(wf, owner, fid, started, name, topic, subscriber, i)
+         ), own AS (
+             SELECT r.i, w.executor_id, w.application_version, w.name AS wf_name, w.queue_name
+             FROM r JOIN dbos.workflow_status w
+                 ON w.workflow_uuid = r.wf AND w.owner_xid = r.owner
+                    AND (w.status = 'PENDING') IS TRUE
+             WHERE EXISTS (
+                 SELECT 1 FROM msg.subscriptions s JOIN msg.messages m ON m.topic = s.topic
+                 WHERE s.topic = r.topic AND s.subscriber = r.subscriber AND m.seq > s.cursor)
+             ORDER BY w.workflow_uuid
+             FOR NO KEY UPDATE OF w
+         ), sub AS (
+             SELECT own.i, s.topic, s.subscriber, s.cursor
+             FROM own JOIN r ON r.i = own.i
+             JOIN msg.subscriptions s ON s.topic = r.topic AND s.subscriber = r.subscriber
+             ORDER BY s.topic, s.subscriber
+             FOR UPDATE OF s
+         ), span AS (
+             SELECT sub.*, (SELECT max(x.seq) FROM (
+                                SELECT m.seq FROM msg.messages m
+                                WHERE m.topic = sub.topic AND m.seq > sub.cursor
+                                ORDER BY m.seq LIMIT $8) x) AS last
+             FROM sub
+         ), got AS (
+             -- Each request's messages, one row each, for its record.
+             SELECT span.i, m.seq, m.payload
+             FROM span JOIN msg.messages m
+                 ON m.topic = span.topic AND m.seq > span.cursor AND m.seq <= span.last
+         ), taken AS (
+             -- Each request's record, written as text: the payloads are JSON already.
+             SELECT i, '[' || string_agg('{\"seq\":' || seq || ',\"payload\":' || payload || '}',
+                                         ',' ORDER BY seq) || ']' AS output,
+                    sum(octet_length(payload))::int8 AS bytes, count(*) AS n
+             FROM got GROUP BY i
+         ), adv AS (
+             UPDATE msg.subscriptions s SET cursor = span.last, consumed_at = now()
+             FROM span
+             WHERE s.topic = span.topic AND s.subscriber = span.subscriber
+               AND span.last IS NOT NULL
+         ), rec AS (
+             INSERT INTO dbos.operation_outputs
+                 (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
+                  completed_at_epoch_ms, serialization)
+             SELECT r.wf, r.fid, r.name, t.output, r.started, kernel.now_ms(), 'portable_json'
+             FROM r JOIN taken t ON t.i = r.i
+             ON CONFLICT DO NOTHING
+             RETURNING workflow_uuid, function_id
+         ), pv AS (
+             INSERT INTO prov.events
+                 (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id,
+                  app_version)
+             SELECT r.wf, r.fid, 'consume', r.topic, NULL, t.bytes,
+                    jsonb_build_object('messages', t.n), own.executor_id, own.application_version
+             FROM r JOIN own ON own.i = r.i JOIN taken t ON t.i = r.i
+             JOIN rec ON rec.workflow_uuid = r.wf AND rec.function_id = r.fid
+             WHERE prov.capture(own.wf_name, own.queue_name)
+         ), t AS (
+             SELECT topic, min(cursor) AS lo, max(last) AS hi FROM span
+             WHERE last IS NOT NULL GROUP BY topic
+         )
+         -- Rows of kind 'r': request `i`, whether subscribed and owned, and the range
+         -- (cursor, last] it took; of kind 'm': a message some request took, once.
+         SELECT 'r' AS kind, r.i,
+                EXISTS (SELECT 1 FROM msg.subscriptions s
+                        WHERE s.topic = r.topic AND s.subscriber = r.subscriber) AS subscribed,
+                EXISTS (SELECT 1 FROM own WHERE own.i = r.i) OR EXISTS (
+                    SELECT 1 FROM dbos.workflow_status w
+                    WHERE w.workflow_uuid = r.wf AND w.owner_xid = r.owner
+                      AND (w.status = 'PENDING') IS TRUE) AS owned,
+                NULL::text AS topic, span.cursor AS seq, span.last, NULL::text AS payload
+         FROM r LEFT JOIN span ON span.i = r.i
+         UNION ALL
+         -- Each message read once is checked once to be JSON: a payload published as text
+         -- that is not fails the statement, and nothing is recorded, as in `consume_recorded`.
+         SELECT 'm', NULL, NULL, NULL, m.topic, m.seq, NULL, m.payload::json::text
+         FROM t JOIN msg.messages m ON m.topic = t.topic AND m.seq > t.lo AND m.seq <= t.hi
+         WHERE EXISTS (SELECT 1 FROM span
+                       WHERE span.topic = m.topic AND m.seq > span.cursor AND m.seq <= span.last)",
+    )
+    .bind(reqs.iter().map(|r| r.op.workflow_id).collect::<Vec<_>>())
+    .bind(reqs.iter().map(|r| r.op.owner_xid).collect::<Vec<_>>())
+    .bind(reqs.iter().map(|r| r.op.function_id).collect::<Vec<i32>>())
+    .bind(
+        reqs.iter()
+            .map(|r| r.op.started_at_ms)
+            .collect::<Vec<i64>>(),
+    )
+    .bind(reqs.iter().map(|r| r.op.name).collect::<Vec<_>>())
+    .bind(reqs.iter().map(|r| r.topic).collect::<Vec<_>>())
+    .bind(reqs.iter().map(|r| r.subscriber).collect::<Vec<_>>())
+    .bind(max)
+    .fetch_all(conn)
+    .await?;
+    // Per request: subscribed, owned, and the range it took; the messages, once per topic.
+    let mut spans: Vec<Option<Taken>> = vec![None; reqs.len()];
+    let mut taken: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    for row in rows {
+        if row.try_get::<&str, _>("kind")? == "m" {
+            taken
+                .entry(row.try_get("topic")?)
+                .or_default()
+                .push((row.try_get("seq")?, row.try_get("payload")?));
+            continue;
+        }
+        let i = usize::try_from(row.try_get::<i64, _>("i")? - 1).unwrap_or(usize::MAX);
+        if let Some(span) = spans.get_mut(i) {
+            let range = match (row.try_get("seq")?, row.try_get("last")?) {
+                (Some(cursor), Some(last)) => Some((cursor, last)),
+                _ => None,
+            };
+            *span = Some((row.try_get("subscribed")?, row.try_get("owned")?, range));
+        }
+    }
+    for messages in taken.values_mut() {
+        messages.sort_unstable_by_key(|(seq, _)| *seq);
+    }
+    Ok(reqs
+        .iter()
+        .zip(spans)
+        .map(|(r, span)| match span {
+            Some((true, false, _)) => Ok(None),
+            Some((true, true, range)) => Ok(Some(
+                range
+                    .map(|range| in_range(taken.get(r.topic), range))
+                    .unwrap_or_default(),
+            )),
+            _ => Err(Error::NotSubscribed {
+                topic: r.topic.to_owned(),
+                subscriber: r.subscriber.to_owned(),
+            }),
+        })
+        .collect())
+}
+
+/// What a request of [`consume_recorded_many`] found: subscribed, owned, and the range
+/// `(cursor, last]` it took, if any.
+type Taken = (bool, bool, Option<(i64, i64)>);
+
+/// The messages of `all` (sorted by sequence number) in the range `(cursor, last]`.
+fn in_range(all: Option<&Vec<(i64, String)>>, (cursor, last): (i64, i64)) -> Vec<Delivered> {
+    let all = all.map_or(&[][..], Vec::as_slice);
+    let from = all.partition_point(|(seq, _)| *seq <= cursor);
+    all[from..]
+        .iter()
+        .take_while(|(seq, _)| *seq <= last)
+        .map(|(seq, payload)| Delivered {
+            seq: *seq,
+            payload: payload.clone(),
+        })
+        .collect()
 }
 
 /// Up to `max` retained messages of `topic` after `after`, without a subscription.

@@ -1268,6 +1268,248 @@ async fn a_probe_of_an_empty_mailbox_or_topic_writes_nothing() {
     assert_eq!(got.expect("owned").len(), 0, "each message is taken once");
 }
 
+#[tokio::test]
+async fn consumes_of_many_workflows_in_one_statement_each_take_and_record_their_own() {
+    use dbos_msg::sql::{self, RecordedConsume};
+    let n = node(|_| {}).await;
+    let pool = n.pool();
+    for (wf, owner) in [("wa", "me"), ("wb", "someone-else"), ("wc", "me")] {
+        sqlx::query(
+            "INSERT INTO dbos.workflow_status
+                 (workflow_uuid, status, name, executor_id, owner_xid, serialization)
+             VALUES ($1, 'PENDING', 'parked', $2, $3, 'portable_json')",
+        )
+        .bind(wf)
+        .bind(n.kernel.node_id())
+        .bind(owner)
+        .execute(pool)
+        .await
+        .expect("a parked workflow");
+    }
+    let mut c = pool.acquire().await.expect("conn");
+    for (topic, sub) in [("news", "wa"), ("news", "wb"), ("jobs", "wc")] {
+        sql::subscribe(&mut c, topic, sub, dbos_msg::Start::Oldest)
+            .await
+            .expect("subscribe");
+    }
+    let news: Vec<String> = (1..=3).map(|i| i.to_string()).collect();
+    sql::publish(&mut c, "news", &news, None)
+        .await
+        .expect("publish");
+    drop(c);
+    // The owner of `wb` is another execution; `wc` has nothing waiting.
+    let req =
+        |wf: &'static str, fid: i32, topic: &'static str, sub: &'static str| RecordedConsume {
+            op: sql::Op {
+                workflow_id: wf,
+                owner_xid: "me",
+                function_id: fid,
+                name: "msg.consume",
+                started_at_ms: 0,
+            },
+            topic,
+            subscriber: sub,
+        };
+    let seqs = |r: &dbos_msg::Result<Option<Vec<dbos_msg::Delivered>>>| -> Option<Vec<i64>> {
+        r.as_ref()
+            .expect("answered")
+            .as_ref()
+            .map(|v| v.iter().map(|d| d.seq).collect())
+    };
+
+    // A workflow named twice is refused, and nothing is taken.
+    let twice = [req("wa", 1, "news", "wa"), req("wa", 2, "jobs", "wc")];
+    let mut c = pool.acquire().await.expect("conn");
+    let err = sql::consume_recorded_many(&mut c, &twice, 10)
+        .await
+        .expect_err("a workflow named twice");
+    assert!(
+        matches!(&err, dbos_msg::Error::WorkflowTwice(wf) if wf == "wa"),
+        "{err}"
+    );
+    drop(c);
+
+    // Probes that find nothing to take, or are not the owner's, write nothing.
+    let idle = [req("wb", 1, "news", "wb"), req("wc", 1, "jobs", "wc")];
+    let (got, wrote) = probe_in_tx!(pool, |c| sql::consume_recorded_many(c, &idle, 10));
+    assert_eq!(seqs(&got[0]), None, "not the owner");
+    assert_eq!(seqs(&got[1]), Some(vec![]));
+    assert!(!wrote, "probes that take nothing write nothing");
+
+    let all = [
+        req("wa", 1, "news", "wa"),
+        req("wb", 1, "news", "wb"),
+        req("wc", 1, "jobs", "wc"),
+        req("wc", 1, "jobs", "stranger"),
+    ];
+    let mut c = pool.acquire().await.expect("conn");
+    let err = sql::consume_recorded_many(&mut c, &all, 2)
+        .await
+        .expect_err("wc named twice");
+    assert!(matches!(err, dbos_msg::Error::WorkflowTwice(_)), "{err}");
+    let got = sql::consume_recorded_many(&mut c, &all[..3], 2)
+        .await
+        .expect("consume");
+    assert_eq!(seqs(&got[0]), Some(vec![1, 2]));
+    assert_eq!(seqs(&got[1]), None);
+    assert_eq!(seqs(&got[2]), Some(vec![]));
+    let stranger = [req("wa", 3, "jobs", "stranger")];
+    let got = sql::consume_recorded_many(&mut c, &stranger, 2)
+        .await
+        .expect("consume");
+    assert!(
+        matches!(&got[0], Err(dbos_msg::Error::NotSubscribed { subscriber, .. }) if subscriber == "stranger"),
+        "{:?}",
+        got[0]
+    );
+    // Each takes from its own place: `wa` the rest, recorded at its own position.
+    let got = sql::consume_recorded_many(&mut c, &[req("wa", 3, "news", "wa")], 10)
+        .await
+        .expect("consume");
+    assert_eq!(seqs(&got[0]), Some(vec![3]));
+
+    let cursors: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT subscriber, cursor FROM msg.subscriptions ORDER BY topic, subscriber",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .expect("cursors");
+    assert_eq!(
+        cursors,
+        [
+            ("wc".to_owned(), 0),
+            ("wa".to_owned(), 3),
+            ("wb".to_owned(), 0)
+        ]
+    );
+    let recorded: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT workflow_uuid, function_id, output FROM dbos.operation_outputs
+         ORDER BY workflow_uuid, function_id",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .expect("records");
+    let recorded: Vec<(String, i32, serde_json::Value)> = recorded
+        .into_iter()
+        .map(|(w, f, o)| (w, f, serde_json::from_str(&o).expect("JSON")))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (
+                "wa".to_owned(),
+                1,
+                serde_json::json!([{"seq": 1, "payload": 1}, {"seq": 2, "payload": 2}])
+            ),
+            (
+                "wa".to_owned(),
+                3,
+                serde_json::json!([{"seq": 3, "payload": 3}])
+            ),
+        ]
+    );
+    let events: Vec<(String, i32, String, Option<String>, serde_json::Value)> = sqlx::query_as(
+        "SELECT workflow_uuid, function_id, kind, object, detail FROM prov.events ORDER BY id",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .expect("provenance");
+    assert_eq!(
+        events,
+        [
+            (
+                "wa".to_owned(),
+                1,
+                "consume".to_owned(),
+                Some("news".to_owned()),
+                serde_json::json!({"messages": 2})
+            ),
+            (
+                "wa".to_owned(),
+                3,
+                "consume".to_owned(),
+                Some("news".to_owned()),
+                serde_json::json!({"messages": 1})
+            ),
+        ]
+    );
+    // A payload published as text that is not JSON fails the statement: nothing recorded,
+    // no cursor moved.
+    sql::publish(&mut c, "jobs", &["not json".to_owned()], None)
+        .await
+        .expect("publish");
+    let err = sql::consume_recorded_many(&mut c, &[req("wc", 1, "jobs", "wc")], 10)
+        .await
+        .expect_err("not JSON");
+    assert!(err.to_string().contains("json"), "{err}");
+    let (cursor, records): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT cursor FROM msg.subscriptions WHERE subscriber = 'wc'),
+                (SELECT count(*) FROM dbos.operation_outputs WHERE workflow_uuid = 'wc')",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .expect("wc");
+    assert_eq!((cursor, records), (0, 0));
+    n.stop().await;
+}
+
+/// Subscribed by the test before it starts (its ID is the subscriber), takes `n` messages of
+/// "feed" with `next_messages`; returns their sequence numbers.
+async fn feed_reader(ctx: workflow::Context, (n,): (usize,)) -> Result<Vec<i64>, workflow::Error> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let batch = ctx.next_messages::<i64>("feed", WAIT).await?;
+        got.extend(batch.into_iter().map(|m| m.seq));
+    }
+    Ok(got)
+}
+
+#[tokio::test]
+async fn many_workflows_reading_one_topic_each_take_every_message_once() {
+    let n = node(|r| {
+        r.register("feed_reader", feed_reader);
+    })
+    .await;
+    let msg = n.wf.messages();
+    let (readers, batches, per_batch) = (24, 10, 20);
+    let ids: Vec<String> = (0..readers).map(|i| format!("reader-{i}")).collect();
+    for wid in &ids {
+        msg.subscribe("feed", wid, Start::Next).await.expect("sub");
+    }
+    let mut handles = Vec::new();
+    for wid in &ids {
+        handles.push(
+            n.wf.start::<_, Vec<i64>>("feed_reader", (batches * per_batch,), id(wid))
+                .await
+                .expect("start"),
+        );
+    }
+    let batch: Vec<i64> = (0..per_batch as i64).collect();
+    for _ in 0..batches {
+        msg.publish("feed", &batch).await.expect("publish");
+    }
+    let all: Vec<i64> = (1..=(batches * per_batch) as i64).collect();
+    for h in handles {
+        assert_eq!(h.result().await.expect("reader"), all);
+    }
+    // Each message recorded once for each reader, in the operations that took it.
+    let per_reader: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT o.workflow_uuid, count(*), count(DISTINCT (m->>'seq')::int8)
+         FROM dbos.operation_outputs o, json_array_elements(o.output::json) m
+         WHERE o.function_name = 'msg.consume' AND o.workflow_uuid LIKE 'reader-%'
+         GROUP BY o.workflow_uuid ORDER BY o.workflow_uuid",
+    )
+    .fetch_all(n.pool())
+    .await
+    .expect("records");
+    assert_eq!(per_reader.len(), readers);
+    let want = (batches * per_batch) as i64;
+    for (wid, taken, distinct) in per_reader {
+        assert_eq!((taken, distinct), (want, want), "{wid}");
+    }
+    n.stop().await;
+}
+
 /// Receives one message of topic "a", however long it takes to come.
 async fn patient(ctx: workflow::Context, (_,): (i64,)) -> Result<Option<String>, workflow::Error> {
     ctx.recv(Some("a"), Duration::from_secs(3_600)).await

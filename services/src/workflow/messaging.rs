@@ -665,7 +665,7 @@ impl Context {
         };
         self.check_deadline().await?;
         let op = self.op(fid, name, self.clock_ms());
-        let (msg, max) = (self.msg()?, self.msg_options().topic_batch_max);
+        let msg = self.msg()?;
         let subscriber = self.inner.workflow_id.as_str();
         let got = self
             .wait_recorded(
@@ -676,10 +676,7 @@ impl Context {
                 |last| {
                     let op = &op;
                     async move {
-                        let mut conn = msg.connection().await?;
-                        let v = sql::consume_recorded(&mut conn, op, topic, subscriber, max, last)
-                            .await?;
-                        conn.keep();
+                        let v = msg.consume_recorded(op, topic, subscriber, last).await?;
                         Ok(match v {
                             Some(v) if v.is_empty() && !last => None,
                             other => Some(other),
