@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dbos_kernel::db::{Kept, KeptConn};
+use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -614,8 +615,6 @@ trait Combinable: Send + Sync + Sized + 'static {
         max: i64,
     ) -> BoxFuture<'a, Result<Self::Answer>>;
 }
-
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// A plain subscriber's consume: `(topic, subscriber)`.
 type Subscription = (String, String);

@@ -1129,20 +1129,20 @@ pub async fn consume_recorded_many(
              INSERT INTO dbos.operation_outputs
                  (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
                   completed_at_epoch_ms, serialization)
-             SELECT r.wf, r.fid, r.name, t.output, r.started, kernel.now_ms(), 'portable_json'
-             FROM r JOIN taken t ON t.i = r.i
+             SELECT r.wf, r.fid, r.name, tk.output, r.started, kernel.now_ms(), 'portable_json'
+             FROM r JOIN taken tk ON tk.i = r.i
              ON CONFLICT DO NOTHING
              RETURNING workflow_uuid, function_id
          ), pv AS (
              INSERT INTO prov.events
                  (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id,
                   app_version)
-             SELECT r.wf, r.fid, 'consume', r.topic, NULL, t.bytes,
-                    jsonb_build_object('messages', t.n), own.executor_id, own.application_version
-             FROM r JOIN own ON own.i = r.i JOIN taken t ON t.i = r.i
+             SELECT r.wf, r.fid, 'consume', r.topic, NULL, tk.bytes,
+                    jsonb_build_object('messages', tk.n), own.executor_id, own.application_version
+             FROM r JOIN own ON own.i = r.i JOIN taken tk ON tk.i = r.i
              JOIN rec ON rec.workflow_uuid = r.wf AND rec.function_id = r.fid
              WHERE prov.capture(own.wf_name, own.queue_name)
-         ), t AS (
+         ), ranges AS (
              SELECT topic, min(cursor) AS lo, max(last) AS hi FROM span
              WHERE last IS NOT NULL GROUP BY topic
          )
@@ -1161,7 +1161,7 @@ pub async fn consume_recorded_many(
          -- Each message read once is checked once to be JSON: a payload published as text
          -- that is not fails the statement, and nothing is recorded, as in `consume_recorded`.
          SELECT 'm', NULL, NULL, NULL, m.topic, m.seq, NULL, m.payload::json::text
-         FROM t JOIN msg.messages m ON m.topic = t.topic AND m.seq > t.lo AND m.seq <= t.hi
+         FROM ranges g JOIN msg.messages m ON m.topic = g.topic AND m.seq > g.lo AND m.seq <= g.hi
          WHERE EXISTS (SELECT 1 FROM span
                        WHERE span.topic = m.topic AND m.seq > span.cursor AND m.seq <= span.last)",
     )
