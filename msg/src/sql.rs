@@ -917,44 +917,94 @@ pub async fn consume_many(
         subs.iter().map(|(t, s)| (t.as_str(), s.as_str())).unzip();
     // Rows of kind 'r': request `i`, whether subscribed, and the range (cursor, last] it takes;
     // of kind 'm': a message some request takes.
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "WITH r AS (
              SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(topic, subscriber, i)
-         ), sub AS (
+         ), {}
+         SELECT 'r' AS kind, r.i, span.i IS NOT NULL AS subscribed, NULL::text AS topic,
+                span.cursor AS seq, span.last, NULL::text AS payload
+         FROM r LEFT JOIN span ON span.i = r.i
+         UNION ALL
+         SELECT 'm', NULL, NULL, {}",
+        spans_cte("r", "$3"),
+        messages_taken("m.payload"),
+    ))
+    .bind(&topics)
+    .bind(&subscribers)
+    .bind(max)
+    .fetch_all(conn)
+    .await?;
+    let (requests, taken) = split_rows(rows, subs.len())?;
+    let mut answers = Vec::with_capacity(subs.len());
+    for ((topic, subscriber), row) in subs.iter().zip(requests) {
+        let subscribed = match &row {
+            Some(r) => r.try_get::<bool, _>("subscribed")?,
+            None => false,
+        };
+        answers.push(if subscribed {
+            Ok(in_range(taken.get(topic), range(row.as_ref())?))
+        } else {
+            Err(Error::NotSubscribed {
+                topic: topic.clone(),
+                subscriber: subscriber.clone(),
+            })
+        });
+    }
+    Ok(answers)
+}
+
+/// The CTEs of a combined consume that take the messages: `sub`, the subscriptions of the
+/// requests in `from` (rows of `r`: `i`, `topic`, `subscriber`), locked in key order; `span`,
+/// each one's cursor and the last of the messages it takes (up to `max` after the cursor);
+/// `adv`, the cursors moved; `ranges`, per topic, from the lowest cursor to the highest last.
+fn spans_cte(from: &str, max: &str) -> String {
+    format!(
+        "sub AS (
              SELECT r.i, s.topic, s.subscriber, s.cursor
-             FROM r JOIN msg.subscriptions s ON s.topic = r.topic AND s.subscriber = r.subscriber
+             FROM {from}
+             JOIN msg.subscriptions s ON s.topic = r.topic AND s.subscriber = r.subscriber
              ORDER BY s.topic, s.subscriber
              FOR UPDATE OF s
          ), span AS (
              SELECT sub.*, (SELECT max(x.seq) FROM (
                                 SELECT m.seq FROM msg.messages m
                                 WHERE m.topic = sub.topic AND m.seq > sub.cursor
-                                ORDER BY m.seq LIMIT $3) x) AS last
+                                ORDER BY m.seq LIMIT {max}) x) AS last
              FROM sub
          ), adv AS (
              UPDATE msg.subscriptions s SET cursor = span.last, consumed_at = now()
              FROM span
              WHERE s.topic = span.topic AND s.subscriber = span.subscriber
                AND span.last IS NOT NULL
-         ), t AS (
+         ), ranges AS (
              SELECT topic, min(cursor) AS lo, max(last) AS hi FROM span
              WHERE last IS NOT NULL GROUP BY topic
-         )
-         SELECT 'r' AS kind, r.i, span.i IS NOT NULL AS subscribed, NULL::text AS topic,
-                span.cursor AS seq, span.last, NULL::text AS payload
-         FROM r LEFT JOIN span ON span.i = r.i
-         UNION ALL
-         SELECT 'm', NULL, NULL, m.topic, m.seq, NULL, m.payload
-         FROM t JOIN msg.messages m ON m.topic = t.topic AND m.seq > t.lo AND m.seq <= t.hi
-         WHERE EXISTS (SELECT 1 FROM span
-                       WHERE span.topic = m.topic AND m.seq > span.cursor AND m.seq <= span.last)",
+         )"
     )
-    .bind(&topics)
-    .bind(&subscribers)
-    .bind(max)
-    .fetch_all(conn)
-    .await?;
-    let mut spans = vec![None; subs.len()];
+}
+
+/// The end of the select of rows of kind 'm' after [`spans_cte`]: topic, sequence number, a
+/// column left empty, and `payload` (SQL over the message `m`) of each message some request
+/// takes, once.
+fn messages_taken(payload: &str) -> String {
+    format!(
+        "m.topic, m.seq, NULL, {payload}
+         FROM ranges g JOIN msg.messages m ON m.topic = g.topic AND m.seq > g.lo AND m.seq <= g.hi
+         WHERE EXISTS (SELECT 1 FROM span
+                       WHERE span.topic = m.topic AND m.seq > span.cursor AND m.seq <= span.last)"
+    )
+}
+
+/// The rows of a combined consume: each request's own (kind 'r', by its ordinal `i`), and the
+/// messages taken, each once (kind 'm'), by topic in sequence order.
+type Split = (
+    Vec<Option<sqlx::postgres::PgRow>>,
+    HashMap<String, Vec<(i64, String)>>,
+);
+
+fn split_rows(rows: Vec<sqlx::postgres::PgRow>, requests: usize) -> Result<Split> {
+    let mut own = Vec::new();
+    own.resize_with(requests, || None);
     let mut taken: HashMap<String, Vec<(i64, String)>> = HashMap::new();
     for r in rows {
         if r.try_get::<&str, _>("kind")? == "m" {
@@ -965,31 +1015,30 @@ pub async fn consume_many(
             continue;
         }
         let i = usize::try_from(r.try_get::<i64, _>("i")? - 1).unwrap_or(usize::MAX);
-        if let Some(span) = spans.get_mut(i) {
-            *span = Some((
-                r.try_get::<bool, _>("subscribed")?,
-                r.try_get::<Option<i64>, _>("seq")?,
-                r.try_get::<Option<i64>, _>("last")?,
-            ));
+        if let Some(slot) = own.get_mut(i) {
+            *slot = Some(r);
         }
     }
     for messages in taken.values_mut() {
         messages.sort_unstable_by_key(|(seq, _)| *seq);
     }
-    Ok(subs
-        .iter()
-        .zip(spans)
-        .map(|((topic, subscriber), span)| match span {
-            Some((true, Some(cursor), Some(last))) => {
-                Ok(in_range(taken.get(topic), (cursor, last)))
-            }
-            Some((true, _, _)) => Ok(Vec::new()),
-            _ => Err(Error::NotSubscribed {
-                topic: topic.clone(),
-                subscriber: subscriber.clone(),
-            }),
-        })
-        .collect())
+    Ok((own, taken))
+}
+
+/// The range `(cursor, last]` a request's row says it took, if any (`seq` and `last`).
+fn range(row: Option<&sqlx::postgres::PgRow>) -> Result<Option<(i64, i64)>> {
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    Ok(
+        match (
+            r.try_get::<Option<i64>, _>("seq")?,
+            r.try_get::<Option<i64>, _>("last")?,
+        ) {
+            (Some(cursor), Some(last)) => Some((cursor, last)),
+            _ => None,
+        },
+    )
 }
 
 /// [`consume`] from a workflow, recorded as `op` (output: the messages as a JSON array of
@@ -1082,7 +1131,7 @@ pub async fn consume_recorded_many(
     if let Some(r) = reqs.iter().find(|r| !seen.insert(r.op.workflow_id)) {
         return Err(Error::WorkflowTwice(r.op.workflow_id.to_owned()));
     }
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "WITH r AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::text[],
                                   $6::text[], $7::text[])
@@ -1097,34 +1146,17 @@ pub async fn consume_recorded_many(
                  WHERE s.topic = r.topic AND s.subscriber = r.subscriber AND m.seq > s.cursor)
              ORDER BY w.workflow_uuid
              FOR NO KEY UPDATE OF w
-         ), sub AS (
-             SELECT own.i, s.topic, s.subscriber, s.cursor
-             FROM own JOIN r ON r.i = own.i
-             JOIN msg.subscriptions s ON s.topic = r.topic AND s.subscriber = r.subscriber
-             ORDER BY s.topic, s.subscriber
-             FOR UPDATE OF s
-         ), span AS (
-             SELECT sub.*, (SELECT max(x.seq) FROM (
-                                SELECT m.seq FROM msg.messages m
-                                WHERE m.topic = sub.topic AND m.seq > sub.cursor
-                                ORDER BY m.seq LIMIT $8) x) AS last
-             FROM sub
-         ), got AS (
+         ), {}, got AS (
              -- Each request's messages, one row each, for its record.
              SELECT span.i, m.seq, m.payload
              FROM span JOIN msg.messages m
                  ON m.topic = span.topic AND m.seq > span.cursor AND m.seq <= span.last
          ), taken AS (
              -- Each request's record, written as text: the payloads are JSON already.
-             SELECT i, '[' || string_agg('{\"seq\":' || seq || ',\"payload\":' || payload || '}',
+             SELECT i, '[' || string_agg('{{\"seq\":' || seq || ',\"payload\":' || payload || '}}',
                                          ',' ORDER BY seq) || ']' AS output,
                     sum(octet_length(payload))::int8 AS bytes, count(*) AS n
              FROM got GROUP BY i
-         ), adv AS (
-             UPDATE msg.subscriptions s SET cursor = span.last, consumed_at = now()
-             FROM span
-             WHERE s.topic = span.topic AND s.subscriber = span.subscriber
-               AND span.last IS NOT NULL
          ), rec AS (
              INSERT INTO dbos.operation_outputs
                  (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
@@ -1142,9 +1174,6 @@ pub async fn consume_recorded_many(
              FROM r JOIN own ON own.i = r.i JOIN taken tk ON tk.i = r.i
              JOIN rec ON rec.workflow_uuid = r.wf AND rec.function_id = r.fid
              WHERE prov.capture(own.wf_name, own.queue_name)
-         ), ranges AS (
-             SELECT topic, min(cursor) AS lo, max(last) AS hi FROM span
-             WHERE last IS NOT NULL GROUP BY topic
          )
          -- Rows of kind 'r': request `i`, whether subscribed and owned, and the range
          -- (cursor, last] it took; of kind 'm': a message some request took, once.
@@ -1160,11 +1189,10 @@ pub async fn consume_recorded_many(
          UNION ALL
          -- Each message read once is checked once to be JSON: a payload published as text
          -- that is not fails the statement, and nothing is recorded, as in `consume_recorded`.
-         SELECT 'm', NULL, NULL, NULL, m.topic, m.seq, NULL, m.payload::json::text
-         FROM ranges g JOIN msg.messages m ON m.topic = g.topic AND m.seq > g.lo AND m.seq <= g.hi
-         WHERE EXISTS (SELECT 1 FROM span
-                       WHERE span.topic = m.topic AND m.seq > span.cursor AND m.seq <= span.last)",
-    )
+         SELECT 'm', NULL, NULL, NULL, {}",
+        spans_cte("own JOIN r ON r.i = own.i", "$8"),
+        messages_taken("m.payload::json::text"),
+    ))
     .bind(reqs.iter().map(|r| r.op.workflow_id).collect::<Vec<_>>())
     .bind(reqs.iter().map(|r| r.op.owner_xid).collect::<Vec<_>>())
     .bind(reqs.iter().map(|r| r.op.function_id).collect::<Vec<i32>>())
@@ -1179,53 +1207,31 @@ pub async fn consume_recorded_many(
     .bind(max)
     .fetch_all(conn)
     .await?;
-    // Per request: subscribed, owned, and the range it took; the messages, once per topic.
-    let mut spans: Vec<Option<Taken>> = vec![None; reqs.len()];
-    let mut taken: HashMap<String, Vec<(i64, String)>> = HashMap::new();
-    for row in rows {
-        if row.try_get::<&str, _>("kind")? == "m" {
-            taken
-                .entry(row.try_get("topic")?)
-                .or_default()
-                .push((row.try_get("seq")?, row.try_get("payload")?));
-            continue;
-        }
-        let i = usize::try_from(row.try_get::<i64, _>("i")? - 1).unwrap_or(usize::MAX);
-        if let Some(span) = spans.get_mut(i) {
-            let range = match (row.try_get("seq")?, row.try_get("last")?) {
-                (Some(cursor), Some(last)) => Some((cursor, last)),
-                _ => None,
-            };
-            *span = Some((row.try_get("subscribed")?, row.try_get("owned")?, range));
-        }
-    }
-    for messages in taken.values_mut() {
-        messages.sort_unstable_by_key(|(seq, _)| *seq);
-    }
-    Ok(reqs
-        .iter()
-        .zip(spans)
-        .map(|(r, span)| match span {
-            Some((true, false, _)) => Ok(None),
-            Some((true, true, range)) => Ok(Some(
-                range
-                    .map(|range| in_range(taken.get(r.topic), range))
-                    .unwrap_or_default(),
-            )),
-            _ => Err(Error::NotSubscribed {
+    let (requests, taken) = split_rows(rows, reqs.len())?;
+    let mut answers = Vec::with_capacity(reqs.len());
+    for (r, row) in reqs.iter().zip(requests) {
+        let (subscribed, owned) = match &row {
+            Some(row) => (row.try_get("subscribed")?, row.try_get("owned")?),
+            None => (false, false),
+        };
+        answers.push(match (subscribed, owned) {
+            (false, _) => Err(Error::NotSubscribed {
                 topic: r.topic.to_owned(),
                 subscriber: r.subscriber.to_owned(),
             }),
-        })
-        .collect())
+            (true, false) => Ok(None),
+            (true, true) => Ok(Some(in_range(taken.get(r.topic), range(row.as_ref())?))),
+        });
+    }
+    Ok(answers)
 }
 
-/// What a request of [`consume_recorded_many`] found: subscribed, owned, and the range
-/// `(cursor, last]` it took, if any.
-type Taken = (bool, bool, Option<(i64, i64)>);
-
-/// The messages of `all` (sorted by sequence number) in the range `(cursor, last]`.
-fn in_range(all: Option<&Vec<(i64, String)>>, (cursor, last): (i64, i64)) -> Vec<Delivered> {
+/// The messages of `all` (sorted by sequence number) in the range `(cursor, last]`; none
+/// without a range.
+fn in_range(all: Option<&Vec<(i64, String)>>, range: Option<(i64, i64)>) -> Vec<Delivered> {
+    let Some((cursor, last)) = range else {
+        return Vec::new();
+    };
     let all = all.map_or(&[][..], Vec::as_slice);
     let from = all.partition_point(|(seq, _)| *seq <= cursor);
     all[from..]
