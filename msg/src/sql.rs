@@ -21,7 +21,8 @@ pub const STREAM_CLOSED: &str = "\"__DBOS_STREAM_CLOSED__\"";
 
 pub use dbos_store::operations::Op;
 use dbos_store::operations::{
-    bind_op, own_cte_for, own_cte_if, prov_cte_for, record_cte_for, Params, OWNED,
+    bind_op, own_cte_for, own_cte_if, prov_cte_for, prov_many_cte, record_cte_for, record_many_cte,
+    Params, OWNED,
 };
 
 /// A message to send.
@@ -1157,24 +1158,7 @@ pub async fn consume_recorded_many(
                                          ',' ORDER BY seq) || ']' AS output,
                     sum(octet_length(payload))::int8 AS bytes, count(*) AS n
              FROM got GROUP BY i
-         ), rec AS (
-             INSERT INTO dbos.operation_outputs
-                 (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
-                  completed_at_epoch_ms, serialization)
-             SELECT r.wf, r.fid, r.name, tk.output, r.started, kernel.now_ms(), 'portable_json'
-             FROM r JOIN taken tk ON tk.i = r.i
-             ON CONFLICT DO NOTHING
-             RETURNING workflow_uuid, function_id
-         ), pv AS (
-             INSERT INTO prov.events
-                 (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id,
-                  app_version)
-             SELECT r.wf, r.fid, 'consume', r.topic, NULL, tk.bytes,
-                    jsonb_build_object('messages', tk.n), own.executor_id, own.application_version
-             FROM r JOIN own ON own.i = r.i JOIN taken tk ON tk.i = r.i
-             JOIN rec ON rec.workflow_uuid = r.wf AND rec.function_id = r.fid
-             WHERE prov.capture(own.wf_name, own.queue_name)
-         )
+         ), {}, {}
          -- Rows of kind 'r': request `i`, whether subscribed and owned, and the range
          -- (cursor, last] it took; of kind 'm': a message some request took, once.
          SELECT 'r' AS kind, r.i,
@@ -1191,6 +1175,15 @@ pub async fn consume_recorded_many(
          -- that is not fails the statement, and nothing is recorded, as in `consume_recorded`.
          SELECT 'm', NULL, NULL, NULL, {}",
         spans_cte("own JOIN r ON r.i = own.i", "$8"),
+        record_many_cte(
+            "SELECT r.wf, r.fid, r.name, tk.output, r.started FROM r JOIN taken tk ON tk.i = r.i"
+        ),
+        prov_many_cte(
+            "SELECT r.wf, r.fid, 'consume', r.topic, NULL::int8, tk.bytes,
+                    jsonb_build_object('messages', tk.n), own.executor_id,
+                    own.application_version, own.wf_name, own.queue_name
+             FROM r JOIN own ON own.i = r.i JOIN taken tk ON tk.i = r.i"
+        ),
         messages_taken("m.payload::json::text"),
     ))
     .bind(reqs.iter().map(|r| r.op.workflow_id).collect::<Vec<_>>())

@@ -149,6 +149,39 @@ pub fn record_cte_for(p: &Params<'_>, output: &str, cond: &str, returning: &str)
     )
 }
 
+/// [`record_cte`] for the operations of several workflows in one statement: a CTE named `rec`
+/// that writes a checkpoint for each row of `rows`, a query with the columns `wf`, `fid`,
+/// `name`, `output`, `started` (each of a workflow whose row the statement locked as its
+/// owner's), and returns the `workflow_uuid` and `function_id` of each it wrote.
+pub fn record_many_cte(rows: &str) -> String {
+    format!(
+        "rec AS (
+    INSERT INTO dbos.operation_outputs
+        (workflow_uuid, function_id, function_name, output, started_at_epoch_ms,
+         completed_at_epoch_ms, serialization)
+    SELECT o.wf, o.fid, o.name, o.output, o.started, kernel.now_ms(), 'portable_json'
+    FROM ({rows}) AS o(wf, fid, name, output, started)
+    ON CONFLICT DO NOTHING
+    RETURNING workflow_uuid, function_id)"
+    )
+}
+
+/// [`prov_cte`] beside a [`record_many_cte`]: a CTE named `pv` that writes the rows of `rows`,
+/// a query with the columns `wf`, `fid`, [`PROV_COLUMNS`], then the node and version that ran
+/// the operation and its workflow's name and queue, for each operation `rec` wrote whose
+/// workflow's capture is on (`prov.capture`).
+pub fn prov_many_cte(rows: &str) -> String {
+    format!(
+        "pv AS (
+    INSERT INTO prov.events
+        (workflow_uuid, function_id, kind, object, inode, bytes, detail, node_id, app_version)
+    SELECT p.wf, p.fid, p.kind, p.object, p.inode, p.bytes, p.detail, p.node, p.version
+    FROM ({rows}) AS p(wf, fid, kind, object, inode, bytes, detail, node, version, wf_name, queue)
+    JOIN rec ON rec.workflow_uuid = p.wf AND rec.function_id = p.fid
+    WHERE prov.capture(p.wf_name, p.queue))"
+    )
+}
+
 /// The checkpoint an operation inside a workflow writes with its effect: which execution, at
 /// which position, under which name. The fragments above bind it as `$1`..`$5` ([`bind_op`]).
 #[derive(Clone, Copy, Debug)]
