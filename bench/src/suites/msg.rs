@@ -300,7 +300,7 @@ async fn ours_broadcast(env: &Env, receivers: usize, messages: usize) -> Result<
 }
 
 /// Our broadcast to `receivers` subscriber workflows (each subscribed before the first
-/// publish): deliveries per second from the first publish to the last workflow's end.
+/// publish): deliveries per second from the readers' start to the last one's end.
 async fn ours_broadcast_to_workflows(env: &Env, receivers: usize, messages: usize) -> Result<f64> {
     let msg = env.wf.messages().clone();
     let tag = uuid_tag();
