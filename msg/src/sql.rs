@@ -8,6 +8,7 @@
 //! written then.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
@@ -257,7 +258,7 @@ pub async fn send_handoff(
 
 /// The statement of [`send_handoff`], with or without a sending workflow's record.
 fn handoff_sql(recorded: bool) -> &'static str {
-    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    static SQL: OnceLock<[String; 2]> = OnceLock::new();
     &SQL.get_or_init(|| [compose_handoff(false), compose_handoff(true)])[usize::from(recorded)]
 }
 
@@ -918,8 +919,10 @@ pub async fn consume_many(
         subs.iter().map(|(t, s)| (t.as_str(), s.as_str())).unzip();
     // Rows of kind 'r': request `i`, whether subscribed, and the range (cursor, last] it takes;
     // of kind 'm': a message some request takes.
-    let rows = sqlx::query(&format!(
-        "WITH r AS (
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "WITH r AS (
              SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(topic, subscriber, i)
          ), {}
          SELECT 'r' AS kind, r.i, span.i IS NOT NULL AS subscribed, NULL::text AS topic,
@@ -927,14 +930,16 @@ pub async fn consume_many(
          FROM r LEFT JOIN span ON span.i = r.i
          UNION ALL
          SELECT 'm', NULL, NULL, {}",
-        spans_cte("r", "$3"),
-        messages_taken("m.payload"),
-    ))
-    .bind(&topics)
-    .bind(&subscribers)
-    .bind(max)
-    .fetch_all(conn)
-    .await?;
+            spans_cte("r", "$3"),
+            messages_taken("m.payload"),
+        )
+    });
+    let rows = sqlx::query(sql)
+        .bind(&topics)
+        .bind(&subscribers)
+        .bind(max)
+        .fetch_all(conn)
+        .await?;
     let (requests, taken) = split_rows(rows, subs.len())?;
     let mut answers = Vec::with_capacity(subs.len());
     for ((topic, subscriber), row) in subs.iter().zip(requests) {
@@ -1004,8 +1009,8 @@ type Split = (
 );
 
 fn split_rows(rows: Vec<sqlx::postgres::PgRow>, requests: usize) -> Result<Split> {
-    let mut own = Vec::new();
-    own.resize_with(requests, || None);
+    let mut per_request = Vec::new();
+    per_request.resize_with(requests, || None);
     let mut taken: HashMap<String, Vec<(i64, String)>> = HashMap::new();
     for r in rows {
         if r.try_get::<&str, _>("kind")? == "m" {
@@ -1016,14 +1021,14 @@ fn split_rows(rows: Vec<sqlx::postgres::PgRow>, requests: usize) -> Result<Split
             continue;
         }
         let i = usize::try_from(r.try_get::<i64, _>("i")? - 1).unwrap_or(usize::MAX);
-        if let Some(slot) = own.get_mut(i) {
+        if let Some(slot) = per_request.get_mut(i) {
             *slot = Some(r);
         }
     }
     for messages in taken.values_mut() {
         messages.sort_unstable_by_key(|(seq, _)| *seq);
     }
-    Ok((own, taken))
+    Ok((per_request, taken))
 }
 
 /// The range `(cursor, last]` a request's row says it took, if any (`seq` and `last`).
@@ -1132,7 +1137,9 @@ pub async fn consume_recorded_many(
     if let Some(r) = reqs.iter().find(|r| !seen.insert(r.op.workflow_id)) {
         return Err(Error::WorkflowTwice(r.op.workflow_id.to_owned()));
     }
-    let rows = sqlx::query(&format!(
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
         "WITH r AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::text[],
                                   $6::text[], $7::text[])
@@ -1185,21 +1192,23 @@ pub async fn consume_recorded_many(
              FROM r JOIN own ON own.i = r.i JOIN taken tk ON tk.i = r.i"
         ),
         messages_taken("m.payload::json::text"),
-    ))
-    .bind(reqs.iter().map(|r| r.op.workflow_id).collect::<Vec<_>>())
-    .bind(reqs.iter().map(|r| r.op.owner_xid).collect::<Vec<_>>())
-    .bind(reqs.iter().map(|r| r.op.function_id).collect::<Vec<i32>>())
-    .bind(
-        reqs.iter()
-            .map(|r| r.op.started_at_ms)
-            .collect::<Vec<i64>>(),
-    )
-    .bind(reqs.iter().map(|r| r.op.name).collect::<Vec<_>>())
-    .bind(reqs.iter().map(|r| r.topic).collect::<Vec<_>>())
-    .bind(reqs.iter().map(|r| r.subscriber).collect::<Vec<_>>())
-    .bind(max)
-    .fetch_all(conn)
-    .await?;
+        )
+    });
+    let rows = sqlx::query(sql)
+        .bind(reqs.iter().map(|r| r.op.workflow_id).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|r| r.op.owner_xid).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|r| r.op.function_id).collect::<Vec<i32>>())
+        .bind(
+            reqs.iter()
+                .map(|r| r.op.started_at_ms)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(reqs.iter().map(|r| r.op.name).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|r| r.topic).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|r| r.subscriber).collect::<Vec<_>>())
+        .bind(max)
+        .fetch_all(conn)
+        .await?;
     let (requests, taken) = split_rows(rows, reqs.len())?;
     let mut answers = Vec::with_capacity(reqs.len());
     for (r, row) in reqs.iter().zip(requests) {
