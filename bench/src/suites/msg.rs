@@ -335,6 +335,17 @@ async fn ours_broadcast_to_workflows(env: &Env, receivers: usize, messages: usiz
     Ok((receivers * messages) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// A broadcast row's baseline, the TCP loop's runs `tcp`, and its size (`messages`, in
+/// publishes of 100).
+fn beside_tcp_broadcast(row: &mut Row, tcp: &[f64], messages: usize) {
+    let tcp_med = summarize(tcp).0;
+    row.baseline = Some(tcp_med);
+    row.baseline_name = Some("tokio TCP loopback, one write per message".into());
+    row.ratio = Some(row.ours / tcp_med);
+    row.extra.insert("messages".into(), messages.into());
+    row.extra.insert("publish_batch".into(), 100.into());
+}
+
 pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let sizes = [64usize, 1024, 8192];
     let fanouts = [1usize, 10, 40];
@@ -416,16 +427,11 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
             plan.repeats,
         )
         .at("broadcast 64 B (deliveries/s)", r as u32);
-        let tcp_med = summarize(&tcp).0;
-        row.baseline = Some(tcp_med);
-        row.baseline_name = Some("tokio TCP loopback, one write per message".into());
-        row.ratio = Some(row.ours / tcp_med);
+        beside_tcp_broadcast(&mut row, &tcp, messages);
         row.extra.insert(
             "unix_socket_deliveries_per_s".into(),
             summarize(&unix).0.into(),
         );
-        row.extra.insert("messages".into(), messages.into());
-        row.extra.insert("publish_batch".into(), 100.into());
         if r == 40 {
             row.paper = Some("2.3× gRPC throughput at 40 receivers (PVLDB §4.3)".into());
         }
@@ -449,12 +455,7 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         "deliveries/s",
         plan.repeats,
     );
-    let tcp_med = summarize(&tcp).0;
-    row.baseline = Some(tcp_med);
-    row.baseline_name = Some("tokio TCP loopback, one write per message".into());
-    row.ratio = Some(row.ours / tcp_med);
-    row.extra.insert("messages".into(), messages.into());
-    row.extra.insert("publish_batch".into(), 100.into());
+    beside_tcp_broadcast(&mut row, &tcp, messages);
     PerOp::budget(&per_op, "message", &mut row.extra);
     rows.push(row);
     // Send to a waiting recv: alone, then among a crowd of waiting workflows.
