@@ -1,9 +1,10 @@
 //! The torture test: nodes run a mixed load (workflows with transactional steps and messages,
-//! command tasks) while faults are injected at random: SIGKILL of a node, SIGSTOP of a node past
-//! its lease, `pg_ctl restart -m immediate`, and storms of `pg_terminate_backend`. Then the
-//! invariants are read from the tables: every workflow ends in SUCCESS, every transaction
-//! committed once, every message consumed once and none left over, and no process of the run
-//! is left behind.
+//! workflows publishing to and reading from a topic, command tasks) while faults are injected at
+//! random: SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`,
+//! and storms of `pg_terminate_backend`. Then the invariants are read from the tables: every
+//! workflow ends in SUCCESS, every transaction committed once, every message consumed once and
+//! none left over, every topic message published once and taken once by each reader, and no
+//! process of the run is left behind.
 //!
 //! The short variant runs with the tests. The long one:
 //!
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use dbos_kernel::embedded::{self, Cluster};
 use dbos_kernel::testing::scratch_dir_for_cluster;
 use dbos_kernel::{Config, Kernel};
+use dbos_services::msg::Start;
 use dbos_services::prelude::*;
 use dbos_services::scheduler::command::CommandSpec;
 use dbos_services::scheduler::tasks;
@@ -54,6 +56,15 @@ const NODES: usize = 3;
 /// previous), and command tasks.
 const WORKFLOWS_PER_CYCLE: u32 = 12;
 const COMMANDS_PER_CYCLE: u32 = 2;
+/// Each cycle's topic: one workflow publishes `PUBLISHES` × `PER_PUBLISH` messages to it, and
+/// `READERS` workflows each take all of them. Several readers on one node wait on the topic at
+/// once, so their probes share statements.
+const READERS: u32 = 8;
+const PUBLISHES: u32 = 4;
+const PER_PUBLISH: u32 = 5;
+/// How long a reader waits for the next messages before it records an empty take and waits
+/// again: its waits end both ways, by a publish and by the timer.
+const READER_WAIT: Duration = Duration::from_millis(300);
 /// Node timing: a stalled node is past its lease after `LEASE_MS`.
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2_000;
@@ -90,6 +101,35 @@ async fn ring(
     got.ok_or_else(|| workflow::Error::failed("NoMessage", "no message from the previous workflow"))
 }
 
+/// The publisher of a cycle's topic: `publishes` publishes of `per` messages (0, 1, 2, …), a
+/// durable sleep between them.
+async fn publisher(
+    ctx: workflow::Context,
+    (topic, publishes, per): (String, u32, u32),
+) -> Result<(), workflow::Error> {
+    for p in 0..publishes {
+        let batch: Vec<u32> = (p * per..(p + 1) * per).collect();
+        ctx.publish(&topic, &batch).await?;
+        ctx.sleep(Duration::from_millis(40)).await?;
+    }
+    Ok(())
+}
+
+/// A reader of a cycle's topic: subscribes from the oldest message and takes messages until it
+/// has `n`; returns them in the order taken.
+async fn reader(
+    ctx: workflow::Context,
+    (topic, n): (String, u32),
+) -> Result<Vec<u32>, workflow::Error> {
+    ctx.subscribe(&topic, Start::Oldest).await?;
+    let mut got = Vec::new();
+    while got.len() < n as usize {
+        let batch = ctx.next_messages::<u32>(&topic, READER_WAIT).await?;
+        got.extend(batch.into_iter().map(|m| m.payload));
+    }
+    Ok(got)
+}
+
 /// A node process (started by [`torture`], never on its own).
 #[test]
 #[ignore = "a node of the torture test, started by it"]
@@ -120,6 +160,8 @@ fn torture_node() {
                 let mut registry = Registry::new();
                 dbos_services::builtin::register(&mut registry);
                 registry.register("torture.ring", ring);
+                registry.register("torture.publisher", publisher);
+                registry.register("torture.reader", reader);
                 let _wf = Service::launch(&kernel, registry, Options::default())
                     .await
                     .expect("the workflow service launches");
@@ -310,6 +352,8 @@ struct Load {
     /// Seconds a command pauses (its `c`-th of a cycle pauses `pause + c/10`).
     pause: f64,
     rings: Vec<(String, u32)>,
+    /// The cycles' topics (each with its publisher and `READERS` readers).
+    topics: Vec<String>,
     commands: Vec<String>,
 }
 
@@ -318,16 +362,23 @@ impl Load {
     /// refused (a fault), to be tried again.
     async fn enqueue(&mut self, pool: &PgPool, cycle: usize) -> bool {
         let ring_id = format!("r{cycle}");
+        let topic = format!("t{cycle}");
         let done = enqueue_ring(pool, &ring_id, WORKFLOWS_PER_CYCLE).await
+            && enqueue_topic(pool, &topic).await
             && enqueue_commands(pool, self, cycle).await;
         if done && !self.rings.iter().any(|(r, _)| *r == ring_id) {
             self.rings.push((ring_id, WORKFLOWS_PER_CYCLE));
+        }
+        if done && !self.topics.contains(&topic) {
+            self.topics.push(topic);
         }
         done
     }
 
     fn total(&self) -> i64 {
-        self.rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE) + self.commands.len() as i64
+        self.rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE)
+            + self.topics.len() as i64 * i64::from(1 + READERS)
+            + self.commands.len() as i64
     }
 }
 
@@ -382,6 +433,7 @@ async fn torture() {
         runs: support::task_writable_dir(scratch.path()).join("command-runs"),
         pause: 0.3,
         rings: Vec::new(),
+        topics: Vec::new(),
         commands: Vec::new(),
     };
 
@@ -530,6 +582,7 @@ async fn failover() {
         runs: support::task_writable_dir(scratch.path()).join("command-runs"),
         pause: 2.0,
         rings: Vec::new(),
+        topics: Vec::new(),
         commands: Vec::new(),
     };
     let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
@@ -744,10 +797,22 @@ async fn wait_all_end(
             .fetch_all(pool)
             .await
             .unwrap_or_default();
+            // The cursors of the topic readers that did not end.
+            let cursors: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT s.topic, s.subscriber, s.cursor
+                 FROM msg.subscriptions s JOIN dbos.workflow_status w
+                      ON w.workflow_uuid = s.subscriber
+                 WHERE w.status NOT IN ('SUCCESS', 'ERROR', 'CANCELLED',
+                                        'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                 ORDER BY 1, 2",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
             panic!(
                 "every workflow ends (seed {seed}); {ended:?} of {total} ended, open: {open:?}\n\
                  their steps: {steps:?}\nnodes: {node_rows:?}\nmessages: {messages:?}\n\
-                 logs in {}",
+                 topic cursors: {cursors:?}\nlogs in {}",
                 logs.display()
             );
         }
@@ -835,12 +900,59 @@ async fn check(pool: &PgPool, load: &Load) {
         .await
         .expect("notifications");
     assert_eq!(messages, rows, "one message per workflow");
+    check_topics(pool, load).await;
     let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
     for id in &load.commands {
         assert!(
             ran.lines().any(|l| l.starts_with(&format!("{id} done "))),
             "command {id} ran to its end"
         );
+    }
+}
+
+/// Each topic holds every message of its publisher once, and each reader took every one of them
+/// once, in order, with its cursor after the last.
+async fn check_topics(pool: &PgPool, load: &Load) {
+    let n = PUBLISHES * PER_PUBLISH;
+    let want: Vec<u32> = (0..n).collect();
+    for topic in &load.topics {
+        let published: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM msg.messages WHERE topic = $1 ORDER BY seq")
+                .bind(topic)
+                .fetch_all(pool)
+                .await
+                .expect("msg.messages");
+        assert_eq!(
+            published,
+            (1..=i64::from(n)).collect::<Vec<_>>(),
+            "topic {topic}: each message published once"
+        );
+        let cursors: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT subscriber, cursor FROM msg.subscriptions WHERE topic = $1 ORDER BY 1",
+        )
+        .bind(topic)
+        .fetch_all(pool)
+        .await
+        .expect("msg.subscriptions");
+        let mut readers: Vec<String> = (0..READERS).map(|j| format!("{topic}-{j}")).collect();
+        readers.sort();
+        assert_eq!(
+            cursors,
+            readers
+                .iter()
+                .map(|r| (r.clone(), i64::from(n)))
+                .collect::<Vec<_>>(),
+            "topic {topic}: every reader's cursor is after the last message"
+        );
+        for id in &readers {
+            let output = dbos_services::store::workflows::outcome(pool, id)
+                .await
+                .expect("outcome")
+                .output;
+            let got: Vec<u32> = serde_json::from_str(output.as_deref().unwrap_or("null"))
+                .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+            assert_eq!(got, want, "{id} took each message once, in order");
+        }
     }
 }
 
@@ -890,6 +1002,28 @@ async fn enqueue_ring(pool: &PgPool, ring: &str, n: u32) -> bool {
     )
     .bind(ring)
     .bind(n as i32)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
+/// Enqueues the publisher and readers of `topic` in one statement; false when the database
+/// refused (a fault), to be tried again.
+async fn enqueue_topic(pool: &PgPool, topic: &str) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.publisher', 'default',
+             ARRAY[to_json($1::text), to_json($2::int), to_json($3::int)],
+             workflow_id => $1 || '-pub')
+         UNION ALL
+         SELECT dbos.enqueue_workflow('torture.reader', 'default',
+             ARRAY[to_json($1::text), to_json($2::int * $3::int)],
+             workflow_id => $1 || '-' || i)
+         FROM generate_series(0, $4::int - 1) AS i",
+    )
+    .bind(topic)
+    .bind(PUBLISHES as i32)
+    .bind(PER_PUBLISH as i32)
+    .bind(READERS as i32)
     .execute(pool)
     .await
     .is_ok()

@@ -783,21 +783,21 @@ pub async fn subscribe(
         Start::Next => "t.next_seq - 1",
         Start::Oldest => "0",
     };
+    // Both inserts return the row on a conflict (`DO UPDATE` of nothing): a topic or a
+    // subscription that a concurrent statement inserts commits after this statement's snapshot,
+    // so a read of it beside `DO NOTHING` would find no row.
     Ok(sqlx::query_scalar(&format!(
-        "WITH t0 AS (
-             INSERT INTO msg.topics (name) VALUES ($1) ON CONFLICT (name) DO NOTHING
+        "WITH t AS (
+             INSERT INTO msg.topics AS t (name) VALUES ($1)
+             ON CONFLICT (name) DO UPDATE SET name = t.name
              RETURNING next_seq
-         ), t AS (
-             SELECT next_seq FROM t0 UNION ALL SELECT next_seq FROM msg.topics WHERE name = $1
          ), s AS (
-             INSERT INTO msg.subscriptions (topic, subscriber, cursor)
-             SELECT $1, $2, {cursor} FROM t LIMIT 1
-             ON CONFLICT (topic, subscriber) DO NOTHING
+             INSERT INTO msg.subscriptions AS s (topic, subscriber, cursor)
+             SELECT $1, $2, {cursor} FROM t
+             ON CONFLICT (topic, subscriber) DO UPDATE SET cursor = s.cursor
              RETURNING cursor
          )
-         SELECT cursor FROM s
-         UNION ALL SELECT cursor FROM msg.subscriptions WHERE topic = $1 AND subscriber = $2
-         LIMIT 1"
+         SELECT cursor FROM s"
     ))
     .bind(topic)
     .bind(subscriber)
