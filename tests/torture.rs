@@ -1,9 +1,11 @@
 //! The torture test: nodes run a mixed load (workflows with transactional steps and messages,
-//! workflows publishing to and reading from a topic, command tasks) while faults are injected at
-//! random: SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`,
-//! and storms of `pg_terminate_backend`. Then the invariants are read from the tables: every
-//! workflow ends in SUCCESS, every transaction committed once, every message consumed once and
-//! none left over, every topic message published once and taken once by each reader, and no
+//! workflows publishing to and reading from a topic, a parent reading its child's stream and
+//! event while the child appends to a file in transactions, command tasks) while faults are
+//! injected at random: SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m
+//! immediate`, and storms of `pg_terminate_backend`. Then the invariants are read from the
+//! tables: every workflow ends in SUCCESS, every transaction committed once, every message
+//! consumed once and none left over, every topic message published once and taken once by each
+//! reader, every stream value written once and read once, each file append made once, and no
 //! process of the run is left behind.
 //!
 //! The short variant runs with the tests. The long one:
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use dbos_kernel::embedded::{self, Cluster};
 use dbos_kernel::testing::scratch_dir_for_cluster;
 use dbos_kernel::{Config, Kernel};
+use dbos_services::fs::{Fs, Identity, Options as FsOptions};
 use dbos_services::msg::Start;
 use dbos_services::prelude::*;
 use dbos_services::scheduler::command::CommandSpec;
@@ -65,6 +68,10 @@ const PER_PUBLISH: u32 = 5;
 /// How long a reader waits for the next messages before it records an empty take and waits
 /// again: its waits end both ways, by a publish and by the timer.
 const READER_WAIT: Duration = Duration::from_millis(300);
+/// Each cycle's family: a parent starts a child, which writes `FAMILY_VALUES` values to a
+/// stream, each beside a transaction appending a line to a file, then sets an event; the
+/// parent reads the stream, the event and the child's result.
+const FAMILY_VALUES: u32 = 4;
 /// Node timing: a stalled node is past its lease after `LEASE_MS`.
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2_000;
@@ -130,6 +137,53 @@ async fn reader(
     Ok(got)
 }
 
+/// The child of a cycle's family: for each value, writes it to stream `s` and appends its line
+/// to the file `path` in a transaction; then closes the stream and sets event `done`.
+async fn child(ctx: workflow::Context, (path,): (String,)) -> Result<u32, workflow::Error> {
+    for k in 0..FAMILY_VALUES {
+        ctx.write_stream("s", &k).await?;
+        let p = path.clone();
+        ctx.transaction("append", move |c: &mut PgConnection| {
+            let p = p.clone();
+            Box::pin(async move {
+                let (fs, root) = (Fs::new(FsOptions::default()), Identity::root());
+                if k == 0 {
+                    fs.create(&mut *c, &root, &p, 0o644).await?;
+                }
+                fs.append(&mut *c, &root, &p, format!("{k}\n").as_bytes())
+                    .await?;
+                Ok(())
+            })
+        })
+        .await?;
+    }
+    ctx.close_stream("s").await?;
+    ctx.set_event("done", &FAMILY_VALUES).await?;
+    Ok(FAMILY_VALUES)
+}
+
+/// The parent of a cycle's family: starts the child, reads its stream to the end, its event
+/// and its result.
+async fn parent(
+    ctx: workflow::Context,
+    (path,): (String,),
+) -> Result<(Vec<u32>, Option<u32>, u32), workflow::Error> {
+    let child: WorkflowHandle<u32> = ctx
+        .start_child("torture.child", (path,), StartOptions::default())
+        .await?;
+    let id = child.workflow_id().to_owned();
+    let mut stream = ctx.read_stream(&id, "s");
+    let mut values = Vec::new();
+    while let Some(v) = stream.next::<u32>(Duration::from_secs(3600)).await? {
+        values.push(v);
+    }
+    let event = ctx
+        .get_event(&id, "done", Duration::from_secs(3600))
+        .await?;
+    let result = ctx.result_of(child).await?;
+    Ok((values, event, result))
+}
+
 /// A node process (started by [`torture`], never on its own).
 #[test]
 #[ignore = "a node of the torture test, started by it"]
@@ -162,6 +216,8 @@ fn torture_node() {
                 registry.register("torture.ring", ring);
                 registry.register("torture.publisher", publisher);
                 registry.register("torture.reader", reader);
+                registry.register("torture.parent", parent);
+                registry.register("torture.child", child);
                 let _wf = Service::launch(&kernel, registry, Options::default())
                     .await
                     .expect("the workflow service launches");
@@ -354,6 +410,8 @@ struct Load {
     rings: Vec<(String, u32)>,
     /// The cycles' topics (each with its publisher and `READERS` readers).
     topics: Vec<String>,
+    /// The cycles' families (a parent and its child; the parent's ID names the child's file).
+    families: Vec<String>,
     commands: Vec<String>,
 }
 
@@ -363,8 +421,10 @@ impl Load {
     async fn enqueue(&mut self, pool: &PgPool, cycle: usize) -> bool {
         let ring_id = format!("r{cycle}");
         let topic = format!("t{cycle}");
+        let family = format!("f{cycle}");
         let done = enqueue_ring(pool, &ring_id, WORKFLOWS_PER_CYCLE).await
             && enqueue_topic(pool, &topic).await
+            && enqueue_family(pool, &family).await
             && enqueue_commands(pool, self, cycle).await;
         if done && !self.rings.iter().any(|(r, _)| *r == ring_id) {
             self.rings.push((ring_id, WORKFLOWS_PER_CYCLE));
@@ -372,12 +432,16 @@ impl Load {
         if done && !self.topics.contains(&topic) {
             self.topics.push(topic);
         }
+        if done && !self.families.contains(&family) {
+            self.families.push(family);
+        }
         done
     }
 
     fn total(&self) -> i64 {
         self.rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE)
             + self.topics.len() as i64 * i64::from(1 + READERS)
+            + self.families.len() as i64 * 2
             + self.commands.len() as i64
     }
 }
@@ -434,6 +498,7 @@ async fn torture() {
         pause: 0.3,
         rings: Vec::new(),
         topics: Vec::new(),
+        families: Vec::new(),
         commands: Vec::new(),
     };
 
@@ -583,6 +648,7 @@ async fn failover() {
         pause: 2.0,
         rings: Vec::new(),
         topics: Vec::new(),
+        families: Vec::new(),
         commands: Vec::new(),
     };
     let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
@@ -901,6 +967,7 @@ async fn check(pool: &PgPool, load: &Load) {
         .expect("notifications");
     assert_eq!(messages, rows, "one message per workflow");
     check_topics(pool, load).await;
+    check_families(pool, load).await;
     let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
     for id in &load.commands {
         assert!(
@@ -953,6 +1020,57 @@ async fn check_topics(pool: &PgPool, load: &Load) {
                 .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
             assert_eq!(got, want, "{id} took each message once, in order");
         }
+    }
+}
+
+/// Each parent read its child's values once, in order, its event and its result; the child
+/// wrote each stream value once and appended each line of its file once.
+async fn check_families(pool: &PgPool, load: &Load) {
+    let values: Vec<u32> = (0..FAMILY_VALUES).collect();
+    let lines: String = values.iter().map(|k| format!("{k}\n")).collect();
+    let mut c = pool.acquire().await.expect("connection");
+    for family in &load.families {
+        let output = dbos_services::store::workflows::outcome(pool, family)
+            .await
+            .expect("outcome")
+            .output;
+        let got: (Vec<u32>, Option<u32>, u32) =
+            serde_json::from_str(output.as_deref().unwrap_or("null"))
+                .unwrap_or_else(|e| panic!("{family}: output {output:?}: {e}"));
+        assert_eq!(
+            got,
+            (values.clone(), Some(FAMILY_VALUES), FAMILY_VALUES),
+            "{family} read its child's stream, event and result"
+        );
+        let children: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT w.workflow_uuid, count(s.*)
+             FROM dbos.workflow_status w LEFT JOIN dbos.streams s USING (workflow_uuid)
+             WHERE w.parent_workflow_id = $1 GROUP BY 1",
+        )
+        .bind(family)
+        .fetch_all(pool)
+        .await
+        .expect("children");
+        assert_eq!(
+            children.len(),
+            1,
+            "{family} started one child: {children:?}"
+        );
+        assert_eq!(
+            children[0].1,
+            i64::from(FAMILY_VALUES) + 1,
+            "{family}'s child wrote each value once, and closed its stream"
+        );
+        let (fs, root) = (Fs::new(FsOptions::default()), Identity::root());
+        let file = fs
+            .read(&mut c, &root, &format!("/{family}"), 0, 4096)
+            .await
+            .expect("the child's file");
+        assert_eq!(
+            String::from_utf8_lossy(&file),
+            lines,
+            "{family}'s child appended each line once"
+        );
     }
 }
 
@@ -1024,6 +1142,19 @@ async fn enqueue_topic(pool: &PgPool, topic: &str) -> bool {
     .bind(PUBLISHES as i32)
     .bind(PER_PUBLISH as i32)
     .bind(READERS as i32)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
+/// Enqueues the parent of `family` (its child's file is `/{family}`); false when the database
+/// refused (a fault), to be tried again.
+async fn enqueue_family(pool: &PgPool, family: &str) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.parent', 'default',
+             ARRAY[to_json('/' || $1::text)], workflow_id => $1)",
+    )
+    .bind(family)
     .execute(pool)
     .await
     .is_ok()
