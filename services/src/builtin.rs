@@ -78,19 +78,25 @@ async fn run_command(
                     }
                 };
                 let span = tracing::info_span!("command", argv = %spec.argv.join(" "));
+                let term = ctx.lease_term();
                 let run = command::run(&spec, &limits, sink, ctx.cancelled());
                 let result = tracing::Instrument::instrument(run, span)
                     .await
                     .map_err(|e| workflow::Error::failed(COMMAND_ERROR, e.to_string()))?;
-                if result.cancelled && !ctx.holds_lease() {
-                    // Stopped because this node gave its lease up, not by a cancel: nothing is
-                    // recorded, and the task is released to run again.
+                if result.cancelled && (term.is_cancelled() || !ctx.holds_lease()) {
+                    // Maybe stopped because this node gave its lease up (and perhaps renewed
+                    // it since), not by a cancel: nothing is recorded, and the task is released
+                    // to run again. A cancel, if there was one, ends it then.
                     return Err(workflow::Error::ShuttingDown);
                 }
                 Ok(result)
             }
         })
         .await;
+    // Released: the streams stay open for the run that comes next.
+    if let Err(workflow::Error::ShuttingDown) = run {
+        return Err(workflow::Error::ShuttingDown);
+    }
     for key in ["stdout", "stderr"] {
         ctx.close_stream(key).await?;
     }

@@ -370,6 +370,67 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_
     n.stop().await;
 }
 
+/// A command stopped because its node gave its lease up is released to run again, not recorded
+/// as cancelled, even when a heartbeat renews the lease before the command's group is gone (a
+/// node stalled past its local deadline and resumed before anyone declared it dead).
+#[tokio::test]
+async fn a_command_stopped_by_a_lease_given_up_then_renewed_runs_again() {
+    // SIGTERM is ignored and SIGKILL would come after an hour: the group outlives the renewal.
+    let limits = dbos_scheduler::command::Limits {
+        kill_grace_ms: 3_600_000,
+        ..Default::default()
+    };
+    let n = node(|r| dbos_services::builtin::register_with(r, limits)).await;
+    let submit = dbos_scheduler::tasks::Submit {
+        spec: dbos_scheduler::command::CommandSpec {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "trap '' TERM; sleep 300 & echo $!; wait".into(),
+            ],
+            ..Default::default()
+        },
+        queue: "default".into(),
+        id: Some("renewed".into()),
+        ..Default::default()
+    };
+    dbos_scheduler::tasks::submit(n.pool(), &submit)
+        .await
+        .expect("submit");
+    let first = wait_pids(n.pool(), "renewed", 1).await[0];
+    let admin = sqlx::PgPool::connect(&n.db.url).await.expect("connect");
+    let mut blocker = admin.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM kernel.nodes WHERE node_id = $1 FOR UPDATE")
+        .bind(n.kernel.node_id())
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the node's row");
+    let lost = n.kernel.lease().lost();
+    tokio::time::timeout(Duration::from_secs(30), lost.cancelled())
+        .await
+        .expect("the node gives its lease up");
+    blocker.rollback().await.expect("release the row");
+    wait_for("a heartbeat renews the lease", || {
+        n.kernel.lease().is_held()
+    })
+    .await;
+    assert!(!gone(first), "the stopped command's group is still there");
+    // The group ends now, after the renewal: the step sees its run stopped, under a lease
+    // held again.
+    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(first))).expect("pgid");
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).expect("killpg");
+    let again = wait_pids(n.pool(), "renewed", 2).await[1];
+    assert_ne!(again, first);
+    assert_eq!(status(n.pool(), "renewed").await, "PENDING");
+    workflow::manage::cancel(n.pool(), "renewed", false)
+        .await
+        .expect("cancel");
+    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(again))).expect("pgid");
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).expect("killpg");
+    wait_status(n.pool(), "renewed", "CANCELLED").await;
+    n.stop().await;
+}
+
 #[tokio::test]
 async fn a_cancel_by_a_plain_sql_update_stops_the_workflow_before_its_next_step() {
     let (n, gate, bodies, h) = gated_started("gated-1").await;

@@ -132,13 +132,26 @@ impl Context {
         &self.inner.workflow_id
     }
 
-    /// Whether this node still holds its lease (see [`dbos_kernel::Lease`]): a step whose work
-    /// was stopped because it does not should fail with [`Error::ShuttingDown`], so nothing is
-    /// recorded and the workflow is released to run again.
+    /// Whether this node still holds its lease (see [`dbos_kernel::Lease`]).
     pub fn holds_lease(&self) -> bool {
         match &self.inner.mode {
             Mode::Live { svc, .. } => svc.lease().is_held(),
             Mode::Replay(_) => true,
+        }
+    }
+
+    /// The term of this node's lease now: cancelled once the node gives that lease up, even
+    /// if a later heartbeat renews it. A step whose work [`Context::cancelled`] may stop takes
+    /// the term before the work starts. When the work was stopped and the term has ended (or
+    /// the lease is not held), the stop may have been this node giving its lease up rather
+    /// than a cancel of the workflow: the step should then fail with [`Error::ShuttingDown`],
+    /// so nothing is recorded and the workflow is released to run again. Asking
+    /// [`Context::holds_lease`] alone after the stop would miss a renewal in between. A replay's
+    /// term never ends.
+    pub fn lease_term(&self) -> dbos_kernel::CancellationToken {
+        match &self.inner.mode {
+            Mode::Live { svc, .. } => svc.lease().lost(),
+            Mode::Replay(_) => dbos_kernel::CancellationToken::new(),
         }
     }
 
