@@ -826,6 +826,9 @@ pub async fn unsubscribe(conn: &mut PgConnection, topic: &str, subscriber: &str)
 /// The subscription's cursor (`sub`, locked when `lock_if` holds), the next messages after it
 /// (`got`) and the cursor's advance (`adv`), for topic `$t`, subscriber `$s`, batch size `$n`;
 /// `guard` is an extra condition that must hold for anything to be taken.
+/// The CTEs of a consume of topic `t` by subscriber `s`: `sub`, the subscription, locked when
+/// `lock_if` holds; `got`, up to `n` messages after its cursor (and `guard`). [`advance_cte`]
+/// moves the cursor past them.
 fn consume_cte(t: &str, s: &str, n: &str, guard: &str, lock_if: &str) -> String {
     format!(
         "sub AS (
@@ -835,9 +838,17 @@ fn consume_cte(t: &str, s: &str, n: &str, guard: &str, lock_if: &str) -> String 
         SELECT m.seq, m.payload FROM msg.messages m, sub
         WHERE m.topic = {t} AND m.seq > sub.cursor {guard}
         ORDER BY m.seq LIMIT {n}
-    ), adv AS (
+    )"
+    )
+}
+
+/// The CTE `adv` after [`consume_cte`]: moves the cursor past the messages of `got`, when
+/// there are any and `cond` holds.
+fn advance_cte(t: &str, s: &str, cond: &str) -> String {
+    format!(
+        "adv AS (
         UPDATE msg.subscriptions SET cursor = (SELECT max(seq) FROM got), consumed_at = now()
-        WHERE topic = {t} AND subscriber = {s} AND EXISTS (SELECT 1 FROM got)
+        WHERE topic = {t} AND subscriber = {s} AND EXISTS (SELECT 1 FROM got) {cond}
         RETURNING 1
     )"
     )
@@ -877,10 +888,11 @@ pub async fn consume(
     max: i64,
 ) -> Result<Vec<Delivered>> {
     let rows = sqlx::query(&format!(
-        "WITH {}
+        "WITH {}, {}
          SELECT EXISTS (SELECT 1 FROM sub) AS subscribed, g.seq, g.payload
          FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
-        consume_cte("$1", "$2", "$3", "", "true")
+        consume_cte("$1", "$2", "$3", "", "true"),
+        advance_cte("$1", "$2", "")
     ))
     .bind(topic)
     .bind(subscriber)
@@ -924,13 +936,14 @@ pub async fn consume_many(
         format!(
             "WITH r AS (
              SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS r(topic, subscriber, i)
-         ), {}
+         ), {}, {}
          SELECT 'r' AS kind, r.i, span.i IS NOT NULL AS subscribed, NULL::text AS topic,
                 span.cursor AS seq, span.last, NULL::text AS payload
          FROM r LEFT JOIN span ON span.i = r.i
          UNION ALL
          SELECT 'm', NULL, NULL, {}",
             spans_cte("r", "$3"),
+            advance_many_cte(""),
             messages_taken("m.payload"),
         )
     });
@@ -962,7 +975,8 @@ pub async fn consume_many(
 /// The CTEs of a combined consume that take the messages: `sub`, the subscriptions of the
 /// requests in `from` (rows of `r`: `i`, `topic`, `subscriber`), locked in key order; `span`,
 /// each one's cursor and the last of the messages it takes (up to `max` after the cursor);
-/// `adv`, the cursors moved; `ranges`, per topic, from the lowest cursor to the highest last.
+/// `ranges`, per topic, from the lowest cursor to the highest last. [`advance_many_cte`] moves
+/// the cursors.
 fn spans_cte(from: &str, max: &str) -> String {
     format!(
         "sub AS (
@@ -977,14 +991,22 @@ fn spans_cte(from: &str, max: &str) -> String {
                                 WHERE m.topic = sub.topic AND m.seq > sub.cursor
                                 ORDER BY m.seq LIMIT {max}) x) AS last
              FROM sub
-         ), adv AS (
-             UPDATE msg.subscriptions s SET cursor = span.last, consumed_at = now()
-             FROM span
-             WHERE s.topic = span.topic AND s.subscriber = span.subscriber
-               AND span.last IS NOT NULL
          ), ranges AS (
              SELECT topic, min(cursor) AS lo, max(last) AS hi FROM span
              WHERE last IS NOT NULL GROUP BY topic
+         )"
+    )
+}
+
+/// The CTE `adv` after [`spans_cte`]: moves each cursor of `span` that takes messages, when
+/// `cond` (SQL over `span`) holds.
+fn advance_many_cte(cond: &str) -> String {
+    format!(
+        "adv AS (
+             UPDATE msg.subscriptions s SET cursor = span.last, consumed_at = now()
+             FROM span
+             WHERE s.topic = span.topic AND s.subscriber = span.subscriber
+               AND span.last IS NOT NULL {cond}
          )"
     )
 }
@@ -1051,6 +1073,10 @@ fn range(row: Option<&sqlx::postgres::PgRow>) -> Result<Option<(i64, i64)>> {
 /// `{seq, payload}`): each message is consumed exactly once. Nothing is recorded when there is
 /// no message, unless `last`. `None` when the caller is not the owner.
 ///
+/// The cursor moves only with the record: when `op` was recorded already (an earlier attempt
+/// committed, though its caller saw an error), nothing is taken, and the answer is what that
+/// attempt recorded.
+///
 /// 1 round trip, 1 commit, which writes nothing when no message waits and `last` is unset.
 ///
 /// # Errors
@@ -1067,39 +1093,96 @@ pub async fn consume_recorded(
     let waiting = "$9 OR EXISTS (
         SELECT 1 FROM msg.subscriptions s JOIN msg.messages m ON m.topic = s.topic
         WHERE s.topic = $6 AND s.subscriber = $7 AND m.seq > s.cursor)";
-    let sql = format!(
-        "WITH {}, {}, {}, {}
-         SELECT EXISTS (SELECT 1 FROM sub) OR EXISTS (
-                    SELECT 1 FROM msg.subscriptions WHERE topic = $6 AND subscriber = $7)
-                    AS subscribed,
-                EXISTS (SELECT 1 FROM rec) AS recorded, {OWNED} AS owned, g.seq, g.payload
-         FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
-        own_cte_if(waiting),
-        consume_cte("$6", "$7", "$8", "AND EXISTS (SELECT 1 FROM own)", waiting),
-        rec(
-            "(SELECT COALESCE(json_agg(json_build_object('seq', seq, 'payload', payload::json)
-                                        ORDER BY seq), '[]')::text FROM got)",
-            "WHERE EXISTS (SELECT 1 FROM got) OR $9"
-        ),
-        pv(
-            "SELECT 'consume', $6::text, NULL::int8, sum(octet_length(payload))::int8,
-                   jsonb_build_object('messages', count(*)) FROM got HAVING count(*) > 0"
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "WITH {}, {}, {}, {}, {}
+             SELECT EXISTS (SELECT 1 FROM sub) OR EXISTS (
+                        SELECT 1 FROM msg.subscriptions WHERE topic = $6 AND subscriber = $7)
+                        AS subscribed,
+                    EXISTS (SELECT 1 FROM rec) AS recorded, {OWNED} AS owned,
+                    {EARLIER} AS earlier, g.seq, g.payload
+             FROM (SELECT 1) one LEFT JOIN got g ON TRUE ORDER BY g.seq",
+            own_cte_if(waiting),
+            consume_cte("$6", "$7", "$8", "AND EXISTS (SELECT 1 FROM own)", waiting),
+            rec(
+                "(SELECT COALESCE(json_agg(json_build_object('seq', seq, 'payload', payload::json)
+                                            ORDER BY seq), '[]')::text FROM got)",
+                "WHERE EXISTS (SELECT 1 FROM got) OR $9"
+            ),
+            pv(
+                "SELECT 'consume', $6::text, NULL::int8, sum(octet_length(payload))::int8,
+                       jsonb_build_object('messages', count(*)) FROM got HAVING count(*) > 0"
+            ),
+            advance_cte("$6", "$7", "AND EXISTS (SELECT 1 FROM rec)")
         )
-    );
-    // A non-owner takes nothing (`got` is guarded), so the cursor never moves unrecorded.
-    let rows = bind_op(sqlx::query(&sql), op)
+    });
+    // A non-owner takes nothing (`got` is guarded), and the cursor moves only with the record.
+    let rows = bind_op(sqlx::query(sql), op)
         .bind(topic)
         .bind(subscriber)
         .bind(max)
         .bind(last)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
-    let owned = match rows.first() {
-        Some(r) => r.try_get::<bool, _>("owned")?,
-        None => false,
+    let (owned, recorded, earlier) = match rows.first() {
+        Some(r) => (
+            r.try_get::<bool, _>("owned")?,
+            r.try_get::<bool, _>("recorded")?,
+            r.try_get::<Option<String>, _>("earlier")?,
+        ),
+        None => (false, false, None),
     };
     let msgs = delivered(rows, topic, subscriber)?;
-    Ok(owned.then_some(msgs))
+    if !owned {
+        return Ok(None);
+    }
+    if recorded {
+        return Ok(Some(msgs));
+    }
+    // This statement wrote nothing. With no record before it and nothing to take, nothing
+    // waited; else an earlier attempt recorded the operation, maybe after this statement's
+    // snapshot (its insert then blocked this one's until it committed).
+    match earlier {
+        Some(text) => Ok(Some(recorded_messages(&text)?)),
+        None if msgs.is_empty() && !last => Ok(Some(msgs)),
+        None => Ok(Some(recorded_messages(&earlier_output(conn, op).await?)?)),
+    }
+}
+
+/// The output an earlier attempt recorded for the operation of the request `r` (SQL of the
+/// 'r' rows of [`consume_recorded_many`]; `$1` and `$3` in [`consume_recorded`]).
+const EARLIER: &str = "(SELECT o.output FROM dbos.operation_outputs o
+                        WHERE o.workflow_uuid = $1 AND o.function_id = $3)";
+
+/// The output recorded for `op`, read after a statement that found it recorded (by a
+/// transaction that committed after that statement's snapshot).
+async fn earlier_output(conn: &mut PgConnection, op: &Op<'_>) -> Result<String> {
+    let output: Option<String> = sqlx::query_scalar(
+        "SELECT output FROM dbos.operation_outputs WHERE workflow_uuid = $1 AND function_id = $2",
+    )
+    .bind(op.workflow_id)
+    .bind(op.function_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(output.unwrap_or_default())
+}
+
+/// The messages a consume's record holds: its output, a JSON array of `{seq, payload}`.
+fn recorded_messages(text: &str) -> Result<Vec<Delivered>> {
+    #[derive(serde::Deserialize)]
+    struct Taken {
+        seq: i64,
+        payload: serde_json::Value,
+    }
+    let taken: Vec<Taken> = serde_json::from_str(text)?;
+    Ok(taken
+        .into_iter()
+        .map(|t| Delivered {
+            seq: t.seq,
+            payload: t.payload.to_string(),
+        })
+        .collect())
 }
 
 /// One workflow's consume in [`consume_recorded_many`]: the operation that records it, and the
@@ -1165,9 +1248,10 @@ pub async fn consume_recorded_many(
                                          ',' ORDER BY seq) || ']' AS output,
                     sum(octet_length(payload))::int8 AS bytes, count(*) AS n
              FROM got GROUP BY i
-         ), {}, {}
-         -- Rows of kind 'r': request `i`, whether subscribed and owned, and the range
-         -- (cursor, last] it took; of kind 'm': a message some request took, once.
+         ), {}, {}, {}
+         -- Rows of kind 'r': request `i`, whether subscribed and owned, whether this statement
+         -- recorded it, what an earlier attempt recorded, and the range (cursor, last] it
+         -- took; of kind 'm': a message some request took, once.
          SELECT 'r' AS kind, r.i,
                 EXISTS (SELECT 1 FROM msg.subscriptions s
                         WHERE s.topic = r.topic AND s.subscriber = r.subscriber) AS subscribed,
@@ -1175,12 +1259,16 @@ pub async fn consume_recorded_many(
                     SELECT 1 FROM dbos.workflow_status w
                     WHERE w.workflow_uuid = r.wf AND w.owner_xid = r.owner
                       AND (w.status = 'PENDING') IS TRUE) AS owned,
+                EXISTS (SELECT 1 FROM rec
+                        WHERE rec.workflow_uuid = r.wf AND rec.function_id = r.fid) AS recorded,
+                (SELECT o.output FROM dbos.operation_outputs o
+                 WHERE o.workflow_uuid = r.wf AND o.function_id = r.fid) AS earlier,
                 NULL::text AS topic, span.cursor AS seq, span.last, NULL::text AS payload
          FROM r LEFT JOIN span ON span.i = r.i
          UNION ALL
          -- Each message read once is checked once to be JSON: a payload published as text
          -- that is not fails the statement, and nothing is recorded, as in `consume_recorded`.
-         SELECT 'm', NULL, NULL, NULL, {}",
+         SELECT 'm', NULL, NULL, NULL, NULL, NULL, {}",
         spans_cte("own JOIN r ON r.i = own.i", "$8"),
         record_many_cte(
             "SELECT r.wf, r.fid, r.name, tk.output, r.started FROM r JOIN taken tk ON tk.i = r.i"
@@ -1190,6 +1278,12 @@ pub async fn consume_recorded_many(
                     jsonb_build_object('messages', tk.n), own.executor_id,
                     own.application_version, own.wf_name, own.queue_name
              FROM r JOIN own ON own.i = r.i JOIN taken tk ON tk.i = r.i"
+        ),
+        // A cursor moves only with its record: a request recorded by an earlier attempt
+        // takes nothing.
+        advance_many_cte(
+            "AND span.i IN (SELECT r.i FROM r JOIN rec
+                            ON rec.workflow_uuid = r.wf AND rec.function_id = r.fid)"
         ),
         messages_taken("m.payload::json::text"),
         )
@@ -1207,22 +1301,39 @@ pub async fn consume_recorded_many(
         .bind(reqs.iter().map(|r| r.topic).collect::<Vec<_>>())
         .bind(reqs.iter().map(|r| r.subscriber).collect::<Vec<_>>())
         .bind(max)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
     let (requests, taken) = split_rows(rows, reqs.len())?;
     let mut answers = Vec::with_capacity(reqs.len());
     for (r, row) in reqs.iter().zip(requests) {
-        let (subscribed, owned) = match &row {
-            Some(row) => (row.try_get("subscribed")?, row.try_get("owned")?),
-            None => (false, false),
+        let Some(row) = row else {
+            answers.push(Err(Error::NotSubscribed {
+                topic: r.topic.to_owned(),
+                subscriber: r.subscriber.to_owned(),
+            }));
+            continue;
         };
+        let (subscribed, owned) = (row.try_get("subscribed")?, row.try_get("owned")?);
         answers.push(match (subscribed, owned) {
             (false, _) => Err(Error::NotSubscribed {
                 topic: r.topic.to_owned(),
                 subscriber: r.subscriber.to_owned(),
             }),
             (true, false) => Ok(None),
-            (true, true) => Ok(Some(in_range(taken.get(r.topic), range(row.as_ref())?))),
+            (true, true) => {
+                let took = range(Some(&row))?;
+                if row.try_get("recorded")? {
+                    Ok(Some(in_range(taken.get(r.topic), took)))
+                } else if let Some(text) = row.try_get::<Option<String>, _>("earlier")? {
+                    recorded_messages(&text).map(Some)
+                } else if took.is_none() {
+                    Ok(Some(Vec::new()))
+                } else {
+                    // Recorded by an attempt that committed after this statement's snapshot.
+                    let text = earlier_output(&mut *conn, &r.op).await?;
+                    recorded_messages(&text).map(Some)
+                }
+            }
         });
     }
     Ok(answers)

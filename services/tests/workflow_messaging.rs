@@ -1317,6 +1317,120 @@ async fn a_probe_of_an_empty_mailbox_or_topic_writes_nothing() {
     assert_eq!(got.expect("owned").len(), 0, "each message is taken once");
 }
 
+/// A consume tried again at the same position, after an attempt that committed though its
+/// caller saw an error (the combined statement's fallback runs each request alone): it takes
+/// nothing more and answers what the first attempt recorded, alone or combined, so no message
+/// is consumed without a record.
+#[tokio::test]
+async fn a_consume_tried_again_at_its_position_answers_its_record_and_takes_nothing() {
+    use dbos_msg::sql::{self, Op, RecordedConsume};
+    let n = node(|_| {}).await;
+    let pool = n.pool();
+    for wf in ["wa", "wb"] {
+        sqlx::query(
+            "INSERT INTO dbos.workflow_status
+                 (workflow_uuid, status, name, executor_id, owner_xid, serialization)
+             VALUES ($1, 'PENDING', 'parked', $2, 'me', 'portable_json')",
+        )
+        .bind(wf)
+        .bind(n.kernel.node_id())
+        .execute(pool)
+        .await
+        .expect("a parked workflow");
+    }
+    let mut c = pool.acquire().await.expect("conn");
+    for sub in ["wa", "wb"] {
+        sql::subscribe(&mut c, "news", sub, dbos_msg::Start::Oldest)
+            .await
+            .expect("subscribe");
+    }
+    let publish = |from: i32| (from..from + 3).map(|i| i.to_string()).collect::<Vec<_>>();
+    sql::publish(&mut c, "news", &publish(1), None)
+        .await
+        .expect("publish");
+    let op = |wf: &'static str, fid: i32| Op {
+        workflow_id: wf,
+        owner_xid: "me",
+        function_id: fid,
+        name: "msg.consume",
+        started_at_ms: 0,
+    };
+    let reqs = |fid: i32| {
+        ["wa", "wb"].map(|wf| RecordedConsume {
+            op: op(wf, fid),
+            topic: "news",
+            subscriber: wf,
+        })
+    };
+    let answers = |got: Vec<dbos_msg::Result<Option<Vec<dbos_msg::Delivered>>>>| {
+        got.into_iter()
+            .map(|a| a.expect("answered").expect("owned"))
+            .collect::<Vec<_>>()
+    };
+    let first = answers(
+        sql::consume_recorded_many(&mut c, &reqs(1), 10)
+            .await
+            .expect("consume"),
+    );
+    let seqs = |d: &[dbos_msg::Delivered]| d.iter().map(|d| d.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(&first[0]), [1, 2, 3]);
+    assert_eq!(first[0], first[1]);
+    const RECORDS: &str = "SELECT workflow_uuid, function_id, output FROM dbos.operation_outputs
+                           WHERE workflow_uuid IN ('wa', 'wb') ORDER BY 1, 2";
+    let recorded: Vec<(String, i32, String)> = sqlx::query_as(RECORDS)
+        .fetch_all(&mut *c)
+        .await
+        .expect("records");
+    sql::publish(&mut c, "news", &publish(4), None)
+        .await
+        .expect("publish");
+
+    // The same operations again, combined and alone, with messages waiting.
+    let again = answers(
+        sql::consume_recorded_many(&mut c, &reqs(1), 10)
+            .await
+            .expect("consume"),
+    );
+    assert_eq!(again, first, "combined: the first attempt's record");
+    for last in [false, true] {
+        let alone = sql::consume_recorded(&mut c, &op("wa", 1), "news", "wa", 10, last)
+            .await
+            .expect("consume")
+            .expect("owned");
+        assert_eq!(
+            alone, first[0],
+            "alone (last: {last}): the first attempt's record"
+        );
+    }
+    let cursors: Vec<i64> =
+        sqlx::query_scalar("SELECT cursor FROM msg.subscriptions ORDER BY subscriber")
+            .fetch_all(&mut *c)
+            .await
+            .expect("cursors");
+    assert_eq!(cursors, [3, 3], "no cursor moved without its record");
+    let now: Vec<(String, i32, String)> = sqlx::query_as(RECORDS)
+        .fetch_all(&mut *c)
+        .await
+        .expect("records");
+    assert_eq!(now, recorded);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM prov.events WHERE kind = 'consume'")
+        .fetch_one(&mut *c)
+        .await
+        .expect("events");
+    assert_eq!(events, 2, "one provenance event per operation");
+
+    // The next operations take the rest.
+    let next = answers(
+        sql::consume_recorded_many(&mut c, &reqs(2), 10)
+            .await
+            .expect("consume"),
+    );
+    assert_eq!(seqs(&next[0]), [4, 5, 6]);
+    assert_eq!(seqs(&next[1]), [4, 5, 6]);
+    drop(c);
+    n.stop().await;
+}
+
 #[tokio::test]
 async fn consumes_of_many_workflows_in_one_statement_each_take_and_record_their_own() {
     use dbos_msg::sql::{self, RecordedConsume};
