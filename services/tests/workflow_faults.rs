@@ -431,6 +431,38 @@ async fn a_command_stopped_by_a_lease_given_up_then_renewed_runs_again() {
     n.stop().await;
 }
 
+/// Returns `Cancelled` though nobody cancelled it.
+async fn claims_cancelled(ctx: workflow::Context, (): ()) -> Result<u32, workflow::Error> {
+    ctx.step("one", || async { Ok(1u32) }).await?;
+    Err(workflow::Error::Cancelled(ctx.workflow_id().to_owned()))
+}
+
+/// A workflow that ends with `Cancelled` while no cancel stands behind it (its status still
+/// PENDING, its execution the owner) ends in ERROR instead of staying PENDING for good; a real
+/// cancel keeps its CANCELLED (the other cancel tests).
+#[tokio::test]
+async fn a_cancelled_error_without_a_cancel_ends_the_workflow_in_error() {
+    let n = node(|r| {
+        r.register("claims_cancelled", claims_cancelled);
+    })
+    .await;
+    n.wf.start::<(), u32>("claims_cancelled", (), id("unbacked"))
+        .await
+        .expect("start");
+    wait_status(n.pool(), "unbacked", "ERROR").await;
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT error FROM dbos.workflow_output WHERE workflow_uuid = $1")
+            .bind("unbacked")
+            .fetch_one(n.pool())
+            .await
+            .expect("output");
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("unbacked")),
+        "{error:?}"
+    );
+    n.stop().await;
+}
+
 #[tokio::test]
 async fn a_cancel_by_a_plain_sql_update_stops_the_workflow_before_its_next_step() {
     let (n, gate, bodies, h) = gated_started("gated-1").await;

@@ -965,6 +965,11 @@ impl Service {
             },
             Err(e) => match e.fate() {
                 Fate::Record => Some(error(e)),
+                // A cancel writes the status before the execution sees it, and the outcome is
+                // written only over a PENDING status this execution owns: after a real cancel
+                // nothing is written. A `Cancelled` that no cancel stands behind ends the
+                // workflow in ERROR, rather than leaving it PENDING here for good.
+                Fate::Leave if matches!(e, Error::Cancelled(_)) => Some(error(e)),
                 Fate::Leave => {
                     tracing::debug!(workflow_id = id, error = %e, "workflow execution stopped");
                     // "Owned elsewhere" must not leave a workflow this execution still owns
