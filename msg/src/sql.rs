@@ -823,12 +823,9 @@ pub async fn unsubscribe(conn: &mut PgConnection, topic: &str, subscriber: &str)
     )
 }
 
-/// The subscription's cursor (`sub`, locked when `lock_if` holds), the next messages after it
-/// (`got`) and the cursor's advance (`adv`), for topic `$t`, subscriber `$s`, batch size `$n`;
-/// `guard` is an extra condition that must hold for anything to be taken.
 /// The CTEs of a consume of topic `t` by subscriber `s`: `sub`, the subscription, locked when
-/// `lock_if` holds; `got`, up to `n` messages after its cursor (and `guard`). [`advance_cte`]
-/// moves the cursor past them.
+/// `lock_if` holds; `got`, up to `n` messages after its cursor, when `guard` (an extra
+/// condition) holds. [`advance_cte`] moves the cursor past them.
 fn consume_cte(t: &str, s: &str, n: &str, guard: &str, lock_if: &str) -> String {
     format!(
         "sub AS (
@@ -1150,8 +1147,8 @@ pub async fn consume_recorded(
     }
 }
 
-/// The output an earlier attempt recorded for the operation of the request `r` (SQL of the
-/// 'r' rows of [`consume_recorded_many`]; `$1` and `$3` in [`consume_recorded`]).
+/// What was recorded for the operation (`$1` workflow, `$3` function ID) before the statement
+/// began, as [`consume_recorded`] reads it.
 const EARLIER: &str = "(SELECT o.output FROM dbos.operation_outputs o
                         WHERE o.workflow_uuid = $1 AND o.function_id = $3)";
 
@@ -1306,34 +1303,32 @@ pub async fn consume_recorded_many(
     let (requests, taken) = split_rows(rows, reqs.len())?;
     let mut answers = Vec::with_capacity(reqs.len());
     for (r, row) in reqs.iter().zip(requests) {
-        let Some(row) = row else {
+        let subscribed = match &row {
+            Some(row) => row.try_get("subscribed")?,
+            None => false,
+        };
+        let Some(row) = row.filter(|_| subscribed) else {
             answers.push(Err(Error::NotSubscribed {
                 topic: r.topic.to_owned(),
                 subscriber: r.subscriber.to_owned(),
             }));
             continue;
         };
-        let (subscribed, owned) = (row.try_get("subscribed")?, row.try_get("owned")?);
-        answers.push(match (subscribed, owned) {
-            (false, _) => Err(Error::NotSubscribed {
-                topic: r.topic.to_owned(),
-                subscriber: r.subscriber.to_owned(),
-            }),
-            (true, false) => Ok(None),
-            (true, true) => {
-                let took = range(Some(&row))?;
-                if row.try_get("recorded")? {
-                    Ok(Some(in_range(taken.get(r.topic), took)))
-                } else if let Some(text) = row.try_get::<Option<String>, _>("earlier")? {
-                    recorded_messages(&text).map(Some)
-                } else if took.is_none() {
-                    Ok(Some(Vec::new()))
-                } else {
-                    // Recorded by an attempt that committed after this statement's snapshot.
-                    let text = earlier_output(&mut *conn, &r.op).await?;
-                    recorded_messages(&text).map(Some)
-                }
-            }
+        if !row.try_get::<bool, _>("owned")? {
+            answers.push(Ok(None));
+            continue;
+        }
+        let took = range(Some(&row))?;
+        answers.push(if row.try_get("recorded")? {
+            Ok(Some(in_range(taken.get(r.topic), took)))
+        } else if let Some(text) = row.try_get::<Option<String>, _>("earlier")? {
+            recorded_messages(&text).map(Some)
+        } else if took.is_none() {
+            Ok(Some(Vec::new()))
+        } else {
+            // Recorded by an attempt that committed after this statement's snapshot.
+            let text = earlier_output(&mut *conn, &r.op).await?;
+            recorded_messages(&text).map(Some)
         });
     }
     Ok(answers)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use dbos_kernel::{testing, Config, Kernel};
-use dbos_services::testing::{node, node_with, status, wait_status};
+use dbos_services::testing::{node, node_with, status, wait_status, Node};
 use dbos_services::workflow::{self, Options, Registry, Service, StartOptions};
 
 fn id(s: &str) -> StartOptions {
@@ -321,24 +321,26 @@ async fn wait_pids(pool: &sqlx::PgPool, id: &str, n: usize) -> Vec<i32> {
     .unwrap_or_else(|_| panic!("waited in vain until the command printed {n} pids"))
 }
 
-#[tokio::test]
-async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_it_can() {
-    let n = node(dbos_services::builtin::register).await;
+/// Submits the command task `id`: `sh -c script` on the default queue.
+async fn submit_script(n: &Node, id: &str, script: &str) {
     let submit = dbos_scheduler::tasks::Submit {
         spec: dbos_scheduler::command::CommandSpec {
-            argv: vec!["sh".into(), "-c".into(), "sleep 300 & echo $!; wait".into()],
+            argv: vec!["sh".into(), "-c".into(), script.into()],
             ..Default::default()
         },
         queue: "default".into(),
-        id: Some("fenced".into()),
+        id: Some(id.into()),
         ..Default::default()
     };
     dbos_scheduler::tasks::submit(n.pool(), &submit)
         .await
         .expect("submit");
-    let first = wait_pids(n.pool(), "fenced", 1).await[0];
-    assert!(!gone(first));
-    // Another session holds the node's row: its heartbeats block and cannot renew the lease.
+}
+
+/// Holds the node's row from another session, so that its heartbeats block and cannot renew
+/// its lease, until the node gives the lease up; rolling the returned transaction back lets
+/// them through again.
+async fn block_heartbeats(n: &Node) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let admin = sqlx::PgPool::connect(&n.db.url).await.expect("connect");
     let mut blocker = admin.begin().await.expect("begin");
     sqlx::query("SELECT 1 FROM kernel.nodes WHERE node_id = $1 FOR UPDATE")
@@ -350,6 +352,16 @@ async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_
     tokio::time::timeout(Duration::from_secs(30), lost.cancelled())
         .await
         .expect("the node gives its lease up");
+    blocker
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_it_can() {
+    let n = node(dbos_services::builtin::register).await;
+    submit_script(&n, "fenced", "sleep 300 & echo $!; wait").await;
+    let first = wait_pids(n.pool(), "fenced", 1).await[0];
+    assert!(!gone(first));
+    let blocker = block_heartbeats(&n).await;
     assert!(!n.kernel.lease().is_held());
     // Before anyone may take the task over, its process group is gone.
     wait_for(
@@ -381,34 +393,9 @@ async fn a_command_stopped_by_a_lease_given_up_then_renewed_runs_again() {
         ..Default::default()
     };
     let n = node(|r| dbos_services::builtin::register_with(r, limits)).await;
-    let submit = dbos_scheduler::tasks::Submit {
-        spec: dbos_scheduler::command::CommandSpec {
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                "trap '' TERM; sleep 300 & echo $!; wait".into(),
-            ],
-            ..Default::default()
-        },
-        queue: "default".into(),
-        id: Some("renewed".into()),
-        ..Default::default()
-    };
-    dbos_scheduler::tasks::submit(n.pool(), &submit)
-        .await
-        .expect("submit");
+    submit_script(&n, "renewed", "trap '' TERM; sleep 300 & echo $!; wait").await;
     let first = wait_pids(n.pool(), "renewed", 1).await[0];
-    let admin = sqlx::PgPool::connect(&n.db.url).await.expect("connect");
-    let mut blocker = admin.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM kernel.nodes WHERE node_id = $1 FOR UPDATE")
-        .bind(n.kernel.node_id())
-        .execute(&mut *blocker)
-        .await
-        .expect("lock the node's row");
-    let lost = n.kernel.lease().lost();
-    tokio::time::timeout(Duration::from_secs(30), lost.cancelled())
-        .await
-        .expect("the node gives its lease up");
+    let blocker = block_heartbeats(&n).await;
     blocker.rollback().await.expect("release the row");
     wait_for("a heartbeat renews the lease", || {
         n.kernel.lease().is_held()
