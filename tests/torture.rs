@@ -400,49 +400,56 @@ fn cycles(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The load of a run: rings of workflows and command tasks, enqueued cycle by cycle.
+/// The load of a run: per cycle a ring of workflows, a topic with its publisher and readers,
+/// a family (a parent and its child) and command tasks, enqueued cycle by cycle.
 struct Load {
     run: String,
     /// The file command tasks append their lines to.
     runs: PathBuf,
     /// Seconds a command pauses (its `c`-th of a cycle pauses `pause + c/10`).
     pause: f64,
-    rings: Vec<(String, u32)>,
-    /// The cycles' topics (each with its publisher and `READERS` readers).
-    topics: Vec<String>,
-    /// The cycles' families (a parent and its child; the parent's ID names the child's file).
-    families: Vec<String>,
+    /// The cycles whose workflows are enqueued.
+    cycles: Vec<usize>,
     commands: Vec<String>,
+}
+
+/// Cycle `c`'s ring: its workflows are `r{c}-0` … `r{c}-{WORKFLOWS_PER_CYCLE - 1}`.
+fn ring_of(c: usize) -> String {
+    format!("r{c}")
+}
+
+/// Cycle `c`'s topic: its publisher is `t{c}-pub`, its readers `t{c}-0` … `t{c}-{READERS - 1}`.
+fn topic_of(c: usize) -> String {
+    format!("t{c}")
+}
+
+/// Cycle `c`'s family: the parent's ID, which also names its child's file (`/f{c}`).
+fn family_of(c: usize) -> String {
+    format!("f{c}")
 }
 
 impl Load {
     /// Enqueues the cycle's ring and commands through SQL on `pool`; false when the database
     /// refused (a fault), to be tried again.
     async fn enqueue(&mut self, pool: &PgPool, cycle: usize) -> bool {
-        let ring_id = format!("r{cycle}");
-        let topic = format!("t{cycle}");
-        let family = format!("f{cycle}");
-        let done = enqueue_ring(pool, &ring_id, WORKFLOWS_PER_CYCLE).await
-            && enqueue_topic(pool, &topic).await
-            && enqueue_family(pool, &family).await
+        let done = enqueue_ring(pool, &ring_of(cycle), WORKFLOWS_PER_CYCLE).await
+            && enqueue_topic(pool, &topic_of(cycle)).await
+            && enqueue_family(pool, &family_of(cycle)).await
             && enqueue_commands(pool, self, cycle).await;
-        if done && !self.rings.iter().any(|(r, _)| *r == ring_id) {
-            self.rings.push((ring_id, WORKFLOWS_PER_CYCLE));
-        }
-        if done && !self.topics.contains(&topic) {
-            self.topics.push(topic);
-        }
-        if done && !self.families.contains(&family) {
-            self.families.push(family);
+        if done {
+            self.cycles.push(cycle);
         }
         done
     }
 
+    /// The workflows of the rings.
+    fn ring_workflows(&self) -> i64 {
+        self.cycles.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE)
+    }
+
     fn total(&self) -> i64 {
-        self.rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE)
-            + self.topics.len() as i64 * i64::from(1 + READERS)
-            + self.families.len() as i64 * 2
-            + self.commands.len() as i64
+        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2);
+        self.cycles.len() as i64 * per_cycle + self.commands.len() as i64
     }
 }
 
@@ -496,9 +503,7 @@ async fn torture() {
         run: run.clone(),
         runs: support::task_writable_dir(scratch.path()).join("command-runs"),
         pause: 0.3,
-        rings: Vec::new(),
-        topics: Vec::new(),
-        families: Vec::new(),
+        cycles: Vec::new(),
         commands: Vec::new(),
     };
 
@@ -646,9 +651,7 @@ async fn failover() {
         run: run.clone(),
         runs: support::task_writable_dir(scratch.path()).join("command-runs"),
         pause: 2.0,
-        rings: Vec::new(),
-        topics: Vec::new(),
-        families: Vec::new(),
+        cycles: Vec::new(),
         commands: Vec::new(),
     };
     let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
@@ -920,9 +923,10 @@ async fn check(pool: &PgPool, load: &Load) {
     .await
     .expect("statuses");
     assert!(failed.is_empty(), "every workflow succeeds: {failed:?}");
-    for (ring_id, n) in &load.rings {
-        for i in 0..*n {
-            let id = format!("{ring_id}-{i}");
+    let n = WORKFLOWS_PER_CYCLE;
+    for &c in &load.cycles {
+        for i in 0..n {
+            let id = format!("{}-{i}", ring_of(c));
             let output = dbos_services::store::workflows::outcome(pool, &id)
                 .await
                 .expect("outcome")
@@ -946,10 +950,7 @@ async fn check(pool: &PgPool, load: &Load) {
         .fetch_one(pool)
         .await
         .expect("ledger");
-    assert_eq!(
-        rows,
-        load.rings.len() as i64 * i64::from(WORKFLOWS_PER_CYCLE)
-    );
+    assert_eq!(rows, load.ring_workflows());
     let odd: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT destination_uuid, count(*), count(*) FILTER (WHERE consumed)
          FROM dbos.notifications GROUP BY 1 HAVING count(*) <> 1 OR bool_or(NOT consumed)",
@@ -982,7 +983,9 @@ async fn check(pool: &PgPool, load: &Load) {
 async fn check_topics(pool: &PgPool, load: &Load) {
     let n = PUBLISHES * PER_PUBLISH;
     let want: Vec<u32> = (0..n).collect();
-    for topic in &load.topics {
+    for &c in &load.cycles {
+        let topic = topic_of(c);
+        let topic = topic.as_str();
         let published: Vec<i64> =
             sqlx::query_scalar("SELECT seq FROM msg.messages WHERE topic = $1 ORDER BY seq")
                 .bind(topic)
@@ -1028,8 +1031,10 @@ async fn check_topics(pool: &PgPool, load: &Load) {
 async fn check_families(pool: &PgPool, load: &Load) {
     let values: Vec<u32> = (0..FAMILY_VALUES).collect();
     let lines: String = values.iter().map(|k| format!("{k}\n")).collect();
-    let mut c = pool.acquire().await.expect("connection");
-    for family in &load.families {
+    let mut conn = pool.acquire().await.expect("connection");
+    for &c in &load.cycles {
+        let family = family_of(c);
+        let family = family.as_str();
         let output = dbos_services::store::workflows::outcome(pool, family)
             .await
             .expect("outcome")
@@ -1063,7 +1068,7 @@ async fn check_families(pool: &PgPool, load: &Load) {
         );
         let (fs, root) = (Fs::new(FsOptions::default()), Identity::root());
         let file = fs
-            .read(&mut c, &root, &format!("/{family}"), 0, 4096)
+            .read(&mut conn, &root, &format!("/{family}"), 0, 4096)
             .await
             .expect("the child's file");
         assert_eq!(
