@@ -1,12 +1,14 @@
 //! The torture test: nodes run a mixed load (workflows with transactional steps and messages,
 //! workflows publishing to and reading from a topic, a parent reading its child's stream and
-//! event while the child appends to a file in transactions, command tasks) while faults are
-//! injected at random: SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m
-//! immediate`, and storms of `pg_terminate_backend`. Then the invariants are read from the
-//! tables: every workflow ends in SUCCESS, every transaction committed once, every message
-//! consumed once and none left over, every topic message published once and taken once by each
-//! reader, every stream value written once and read once, each file append made once, and no
-//! process of the run is left behind.
+//! event while the child appends to a file in transactions, workflows on a queue with a
+//! concurrency limit, workflows cancelled and resumed around a fault, command tasks) while
+//! faults are injected at random: SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl
+//! restart -m immediate`, and storms of `pg_terminate_backend`. Then the invariants are read
+//! from the tables: every workflow ends in SUCCESS, every transaction committed once, every
+//! message consumed once and none left over, every topic message published once and taken once
+//! by each reader, every stream value written once and read once, each file append made once,
+//! no transaction of the limited queue saw more of its workflows running than its limits allow,
+//! and no process of the run is left behind.
 //!
 //! The short variant runs with the tests. The long one:
 //!
@@ -42,6 +44,7 @@ use dbos_services::msg::Start;
 use dbos_services::prelude::*;
 use dbos_services::scheduler::command::CommandSpec;
 use dbos_services::scheduler::tasks;
+use dbos_services::workflow::manage;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
@@ -72,6 +75,14 @@ const READER_WAIT: Duration = Duration::from_millis(300);
 /// stream, each beside a transaction appending a line to a file, then sets an event; the
 /// parent reads the stream, the event and the child's result.
 const FAMILY_VALUES: u32 = 4;
+/// The queue with limits: at most `GATED_AT_ONCE` of its workflows run at once, and one per
+/// node. Each cycle enqueues `GATED_PER_CYCLE` workflows on it.
+const LIMITED_QUEUE: &str = "torture-limited";
+const GATED_AT_ONCE: i64 = 2;
+const GATED_PER_CYCLE: u32 = 4;
+/// Each cycle's ticker takes `TICKS` transactions, a durable sleep after each; the test cancels
+/// it (and the cycle's family, with its child) before the cycle's fault and resumes them after.
+const TICKS: u32 = 6;
 /// Node timing: a stalled node is past its lease after `LEASE_MS`.
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2_000;
@@ -184,6 +195,57 @@ async fn parent(
     Ok((values, event, result))
 }
 
+/// A workflow of the limited queue: in a transaction, records how many of the queue's
+/// workflows were running (PENDING) as it committed, across all nodes and on its own node;
+/// then a durable sleep, so that its run overlaps the others'.
+async fn gated(ctx: workflow::Context, (_k,): (u32,)) -> Result<(i64, i64), workflow::Error> {
+    let me = ctx.workflow_id().to_owned();
+    let seen = ctx
+        .transaction("gate", move |c: &mut PgConnection| {
+            let me = me.clone();
+            Box::pin(async move {
+                Ok(sqlx::query_as(
+                    "INSERT INTO torture_gate (workflow_id, running, running_here)
+                     SELECT $1, count(*),
+                            count(*) FILTER (WHERE w.executor_id = (
+                                SELECT executor_id FROM dbos.workflow_status
+                                WHERE workflow_uuid = $1))
+                     FROM dbos.workflow_status w
+                     WHERE w.queue_name = $2 AND w.status = 'PENDING'
+                     RETURNING running, running_here",
+                )
+                .bind(&me)
+                .bind(LIMITED_QUEUE)
+                .fetch_one(&mut *c)
+                .await?)
+            })
+        })
+        .await?;
+    ctx.sleep(Duration::from_millis(100)).await?;
+    Ok(seen)
+}
+
+/// A cycle's ticker: `n` transactions, each adding the ledger row `{id}:{j}`, a durable sleep
+/// after each. The test cancels and resumes it while it runs.
+async fn ticker(ctx: workflow::Context, (n,): (u32,)) -> Result<u32, workflow::Error> {
+    for j in 0..n {
+        let row = format!("{}:{j}", ctx.workflow_id());
+        ctx.transaction("tick", move |c: &mut PgConnection| {
+            let row = row.clone();
+            Box::pin(async move {
+                sqlx::query("INSERT INTO torture_ledger (workflow_id) VALUES ($1)")
+                    .bind(&row)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await?;
+        ctx.sleep(Duration::from_millis(50)).await?;
+    }
+    Ok(n)
+}
+
 /// A node process (started by [`torture`], never on its own).
 #[test]
 #[ignore = "a node of the torture test, started by it"]
@@ -218,6 +280,8 @@ fn torture_node() {
                 registry.register("torture.reader", reader);
                 registry.register("torture.parent", parent);
                 registry.register("torture.child", child);
+                registry.register("torture.gated", gated);
+                registry.register("torture.ticker", ticker);
                 let _wf = Service::launch(&kernel, registry, Options::default())
                     .await
                     .expect("the workflow service launches");
@@ -401,7 +465,8 @@ fn cycles(var: &str, default: usize) -> usize {
 }
 
 /// The load of a run: per cycle a ring of workflows, a topic with its publisher and readers,
-/// a family (a parent and its child) and command tasks, enqueued cycle by cycle.
+/// a family (a parent and its child), workflows of the limited queue, a ticker and command
+/// tasks, enqueued cycle by cycle.
 struct Load {
     run: String,
     /// The file command tasks append their lines to.
@@ -411,6 +476,10 @@ struct Load {
     /// The cycles whose workflows are enqueued.
     cycles: Vec<usize>,
     commands: Vec<String>,
+    /// Workflows the cancels found running (or waiting to run) and cancelled, and the resumes
+    /// that put a workflow back on a queue.
+    cancelled: usize,
+    resumed: usize,
 }
 
 /// Cycle `c`'s ring: its workflows are `r{c}-0` … `r{c}-{WORKFLOWS_PER_CYCLE - 1}`.
@@ -428,6 +497,16 @@ fn family_of(c: usize) -> String {
     format!("f{c}")
 }
 
+/// Cycle `c`'s workflows of the limited queue: `g{c}-0` … `g{c}-{GATED_PER_CYCLE - 1}`.
+fn gated_of(c: usize) -> String {
+    format!("g{c}")
+}
+
+/// Cycle `c`'s ticker.
+fn ticker_of(c: usize) -> String {
+    format!("k{c}")
+}
+
 impl Load {
     /// Enqueues the cycle's ring and commands through SQL on `pool`; false when the database
     /// refused (a fault), to be tried again.
@@ -435,6 +514,8 @@ impl Load {
         let done = enqueue_ring(pool, &ring_of(cycle), WORKFLOWS_PER_CYCLE).await
             && enqueue_topic(pool, &topic_of(cycle)).await
             && enqueue_family(pool, &family_of(cycle)).await
+            && enqueue_gated(pool, &gated_of(cycle)).await
+            && enqueue_ticker(pool, &ticker_of(cycle)).await
             && enqueue_commands(pool, self, cycle).await;
         if done {
             self.cycles.push(cycle);
@@ -448,8 +529,61 @@ impl Load {
     }
 
     fn total(&self) -> i64 {
-        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2);
+        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + GATED_PER_CYCLE + 1);
         self.cycles.len() as i64 * per_cycle + self.commands.len() as i64
+    }
+
+    /// Cancels cycle `c`'s ticker, and its family with the child, if it has one yet; each
+    /// statement is tried again until the database answers (a fault may hit it: a cancel that
+    /// committed unseen is made again, and changes nothing).
+    async fn cancel(&mut self, pool: &PgPool, c: usize) {
+        let ticker = ticker_of(c);
+        let ids = answered("cancel", || manage::cancel(pool, &ticker, false)).await;
+        self.cancelled += ids.len();
+        let family = family_of(c);
+        let ids = answered("cancel", || manage::cancel(pool, &family, true)).await;
+        self.cancelled += ids.len();
+    }
+
+    /// Resumes what [`Load::cancel`] cancelled: the family's child before its parent, so that
+    /// the parent, running again, finds its child running too. A workflow that had ended before
+    /// its cancel stays as it was.
+    async fn resume(&mut self, pool: &PgPool, c: usize) {
+        let ticker = ticker_of(c);
+        self.resumed += usize::from(answered("resume", || manage::resume(pool, &ticker)).await);
+        let family = family_of(c);
+        let children: Vec<String> = answered("children", || async {
+            sqlx::query_scalar(
+                "SELECT workflow_uuid FROM dbos.workflow_status WHERE parent_workflow_id = $1",
+            )
+            .bind(&family)
+            .fetch_all(pool)
+            .await
+        })
+        .await;
+        for child in &children {
+            self.resumed += usize::from(answered("resume", || manage::resume(pool, child)).await);
+        }
+        self.resumed += usize::from(answered("resume", || manage::resume(pool, &family)).await);
+    }
+}
+
+/// Runs `op` until it succeeds (a fault may refuse it for a while), at most `RESUME_WAIT_MAX`.
+async fn answered<T, E: std::fmt::Debug, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let began = Instant::now();
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => assert!(
+                began.elapsed() < RESUME_WAIT_MAX,
+                "{what}: the database refused for {RESUME_WAIT_MAX:?}: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -494,17 +628,15 @@ async fn torture() {
         n.wait_ready();
         nodes.push(n);
     }
-    db(
-        &pool,
-        "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
-    )
-    .await;
+    setup(&pool).await;
     let mut load = Load {
         run: run.clone(),
         runs: support::task_writable_dir(scratch.path()).join("command-runs"),
         pause: 0.3,
         cycles: Vec::new(),
         commands: Vec::new(),
+        cancelled: 0,
+        resumed: 0,
     };
 
     let plan = plan(FAULTS, cycles, &mut rng);
@@ -516,6 +648,7 @@ async fn torture() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
+        load.cancel(&pool, cycle).await;
         *seen.entry(*fault).or_default() += 1;
         match fault {
             Fault::KillNode => {
@@ -553,6 +686,7 @@ async fn torture() {
             }
             Fault::Failover | Fault::CutOff => unreachable!("faults of the failover test"),
         }
+        load.resume(&pool, cycle).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
         if cycles > 8 && cycle % 50 == 49 {
             eprintln!(
@@ -581,8 +715,11 @@ async fn torture() {
     check(&pool, &load).await;
     let _ = std::fs::remove_dir_all(&logs);
     eprintln!(
-        "torture: passed: {} workflows, {} commands, {} cycles in {:.1} s",
+        "torture: passed: {} workflows ({} cancelled, {} resumed), {} commands, {} cycles in \
+         {:.1} s",
         load.total() - load.commands.len() as i64,
+        load.cancelled,
+        load.resumed,
         load.commands.len(),
         cycles,
         began.elapsed().as_secs_f64()
@@ -618,11 +755,7 @@ async fn failover() {
     let ha = support::ha::Ha::up(&scratch.path().join("ha"), &net.db(), &net.db_addr(), port);
     let url = ha.url();
     let mut pool = ha.writable_pool().await;
-    db(
-        &pool,
-        "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
-    )
-    .await;
+    setup(&pool).await;
 
     let logs = std::env::temp_dir().join(&run);
     std::fs::create_dir_all(&logs).expect("log dir");
@@ -653,6 +786,8 @@ async fn failover() {
         pause: 2.0,
         cycles: Vec::new(),
         commands: Vec::new(),
+        cancelled: 0,
+        resumed: 0,
     };
     let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
     let began = Instant::now();
@@ -662,6 +797,7 @@ async fn failover() {
             pool = ha.writable_pool().await;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..1_500))).await;
+        load.cancel(&pool, cycle).await;
         match fault {
             Fault::Failover => {
                 // With a standby in sync again, so that no acknowledged write can be lost.
@@ -776,6 +912,7 @@ async fn failover() {
             }
             _ => unreachable!("faults of the torture test"),
         }
+        load.resume(&pool, cycle).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
     }
     ha.wait_healthy();
@@ -795,9 +932,11 @@ async fn failover() {
     let taken_over = check_no_overlap(&load);
     let _ = std::fs::remove_dir_all(&logs);
     eprintln!(
-        "failover: passed: {} workflows, {} commands ({taken_over} run again after a fault), \
-         {cycles} cycles, {started} nodes started, in {:.1} s",
+        "failover: passed: {} workflows ({} cancelled, {} resumed), {} commands ({taken_over} \
+         run again after a fault), {cycles} cycles, {started} nodes started, in {:.1} s",
         load.total() - load.commands.len() as i64,
+        load.cancelled,
+        load.resumed,
         load.commands.len(),
         began.elapsed().as_secs_f64()
     );
@@ -950,7 +1089,11 @@ async fn check(pool: &PgPool, load: &Load) {
         .fetch_one(pool)
         .await
         .expect("ledger");
-    assert_eq!(rows, load.ring_workflows());
+    assert_eq!(
+        rows,
+        load.ring_workflows() + load.cycles.len() as i64 * i64::from(TICKS),
+        "a ledger row for each ring workflow and each tick"
+    );
     let odd: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT destination_uuid, count(*), count(*) FILTER (WHERE consumed)
          FROM dbos.notifications GROUP BY 1 HAVING count(*) <> 1 OR bool_or(NOT consumed)",
@@ -966,9 +1109,15 @@ async fn check(pool: &PgPool, load: &Load) {
         .fetch_one(pool)
         .await
         .expect("notifications");
-    assert_eq!(messages, rows, "one message per workflow");
+    assert_eq!(
+        messages,
+        load.ring_workflows(),
+        "one message per ring workflow"
+    );
     check_topics(pool, load).await;
     check_families(pool, load).await;
+    check_gated(pool, load).await;
+    check_tickers(pool, load).await;
     let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
     for id in &load.commands {
         assert!(
@@ -1079,6 +1228,76 @@ async fn check_families(pool: &PgPool, load: &Load) {
     }
 }
 
+/// Each workflow of the limited queue committed its transaction once, and saw at most
+/// `GATED_AT_ONCE` of the queue's workflows running, and only itself on its node.
+async fn check_gated(pool: &PgPool, load: &Load) {
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT workflow_id, running, running_here FROM torture_gate ORDER BY 1")
+            .fetch_all(pool)
+            .await
+            .expect("torture_gate");
+    let mut want: Vec<String> = load
+        .cycles
+        .iter()
+        .flat_map(|&c| (0..GATED_PER_CYCLE).map(move |k| format!("{}-{k}", gated_of(c))))
+        .collect();
+    want.sort();
+    let ids: Vec<String> = rows.iter().map(|(id, _, _)| id.clone()).collect();
+    assert_eq!(
+        ids, want,
+        "each gated workflow committed its transaction once"
+    );
+    let over: Vec<_> = rows
+        .iter()
+        .filter(|(_, all, here)| !(1..=GATED_AT_ONCE).contains(all) || *here != 1)
+        .collect();
+    assert!(
+        over.is_empty(),
+        "the limited queue ran more at once than its limits allow: {over:?}"
+    );
+    for &c in &load.cycles {
+        for k in 0..GATED_PER_CYCLE {
+            let id = format!("{}-{k}", gated_of(c));
+            let output = dbos_services::store::workflows::outcome(pool, &id)
+                .await
+                .expect("outcome")
+                .output;
+            let got: (i64, i64) = serde_json::from_str(output.as_deref().unwrap_or("null"))
+                .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+            let row = rows.iter().find(|(r, _, _)| *r == id).expect("its row");
+            assert_eq!(got, (row.1, row.2), "{id} returned what it committed");
+        }
+    }
+    let full = rows
+        .iter()
+        .filter(|(_, all, _)| *all == GATED_AT_ONCE)
+        .count();
+    eprintln!(
+        "torture: {full} of {} gated transactions saw the queue at its limit",
+        rows.len()
+    );
+}
+
+/// Each ticker, cancelled and resumed, ended with every tick (each tick's ledger row once is
+/// checked with the ledger).
+async fn check_tickers(pool: &PgPool, load: &Load) {
+    for &c in &load.cycles {
+        let id = ticker_of(c);
+        let output = dbos_services::store::workflows::outcome(pool, &id)
+            .await
+            .expect("outcome")
+            .output;
+        assert_eq!(output.as_deref(), Some(TICKS.to_string().as_str()), "{id}");
+        let ticks: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM torture_ledger WHERE workflow_id LIKE $1")
+                .bind(format!("{id}:%"))
+                .fetch_one(pool)
+                .await
+                .expect("ledger");
+        assert_eq!(ticks, i64::from(TICKS), "{id}: each tick committed once");
+    }
+}
+
 /// Fencing, from the commands' own lines ("ID start PID", "ID done PID", appended in time
 /// order): once a command started again in another process, the earlier process never
 /// finishes — it was stopped before the takeover. Returns how many commands ran more than once.
@@ -1165,6 +1384,35 @@ async fn enqueue_family(pool: &PgPool, family: &str) -> bool {
     .is_ok()
 }
 
+/// Enqueues the workflows `{prefix}-0` … of the limited queue in one statement; false when the
+/// database refused (a fault), to be tried again.
+async fn enqueue_gated(pool: &PgPool, prefix: &str) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.gated', $2, ARRAY[to_json(i)],
+             workflow_id => $1 || '-' || i)
+         FROM generate_series(0, $3::int - 1) AS i",
+    )
+    .bind(prefix)
+    .bind(LIMITED_QUEUE)
+    .bind(GATED_PER_CYCLE as i32)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
+/// Enqueues the ticker `id`; false when the database refused (a fault), to be tried again.
+async fn enqueue_ticker(pool: &PgPool, id: &str) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.ticker', 'default', ARRAY[to_json($2::int)],
+             workflow_id => $1)",
+    )
+    .bind(id)
+    .bind(TICKS as i32)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
 /// Submits this cycle's command tasks: each appends "ID start PID" and "ID done PID" lines
 /// around a pause in a background process, so a lost node leaves a grandchild to be killed.
 async fn enqueue_commands(pool: &PgPool, load: &mut Load, cycle: usize) -> bool {
@@ -1240,6 +1488,29 @@ fn processes_marked(run: &str) -> Vec<(i32, String)> {
 
 fn uuid_like(seed: u64) -> String {
     format!("{seed:016x}-{}", std::process::id())
+}
+
+/// The run's tables and its limited queue, before any node works.
+async fn setup(pool: &PgPool) {
+    db(
+        pool,
+        "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
+    )
+    .await;
+    db(
+        pool,
+        "CREATE TABLE torture_gate (workflow_id text NOT NULL, running int8 NOT NULL,
+                                    running_here int8 NOT NULL)",
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO dbos.queues (name, concurrency, worker_concurrency) VALUES ($1, $2, 1)",
+    )
+    .bind(LIMITED_QUEUE)
+    .bind(GATED_AT_ONCE as i32)
+    .execute(pool)
+    .await
+    .expect("the limited queue");
 }
 
 async fn db(pool: &PgPool, sql: &str) {
