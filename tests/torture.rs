@@ -1,14 +1,16 @@
 //! The torture test: nodes run a mixed load (workflows with transactional steps and messages,
 //! workflows publishing to and reading from a topic, a parent reading its child's stream and
 //! event while the child appends to a file in transactions, workflows on a queue with a
-//! concurrency limit, workflows cancelled and resumed around a fault, command tasks) while
-//! faults are injected at random: SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl
-//! restart -m immediate`, and storms of `pg_terminate_backend`. Then the invariants are read
-//! from the tables: every workflow ends in SUCCESS, every transaction committed once, every
-//! message consumed once and none left over, every topic message published once and taken once
-//! by each reader, every stream value written once and read once, each file append made once,
-//! no transaction of the limited queue saw more of its workflows running than its limits allow,
-//! and no process of the run is left behind.
+//! concurrency limit, one of them delayed first, workflows cancelled and resumed around a
+//! fault, a workflow ended by its deadline, command tasks) while faults are injected at random:
+//! SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`, and
+//! storms of `pg_terminate_backend`. Then the invariants are read from the tables: every
+//! workflow ends in SUCCESS (the one ended by its deadline in CANCELLED, with its first ticks
+//! only), every transaction committed once, every message consumed once and none left over,
+//! every topic message published once and taken once by each reader, every stream value
+//! written once and read once, each file append made once, no transaction of the limited queue
+//! saw more of its workflows running than its limits allow, and no process of the run is left
+//! behind.
 //!
 //! The short variant runs with the tests. The long one:
 //!
@@ -83,6 +85,11 @@ const GATED_PER_CYCLE: u32 = 4;
 /// Each cycle's ticker takes `TICKS` transactions, a durable sleep after each; the test cancels
 /// it (and the cycle's family, with its child) before the cycle's fault and resumes them after.
 const TICKS: u32 = 6;
+/// Each cycle's late ticker has ticks for far longer than its timeout: its deadline cancels it.
+const LATE_TICKS: u32 = 100_000;
+const LATE_TIMEOUT_MS: i64 = 400;
+/// The first workflow of each cycle's limited queue waits this long (DELAYED) before it joins.
+const GATED_DELAY_MS: i64 = 300;
 /// Node timing: a stalled node is past its lease after `LEASE_MS`.
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2_000;
@@ -507,6 +514,11 @@ fn ticker_of(c: usize) -> String {
     format!("k{c}")
 }
 
+/// Cycle `c`'s late ticker, ended by its deadline.
+fn late_of(c: usize) -> String {
+    format!("d{c}")
+}
+
 impl Load {
     /// Enqueues the cycle's ring and commands through SQL on `pool`; false when the database
     /// refused (a fault), to be tried again.
@@ -515,7 +527,8 @@ impl Load {
             && enqueue_topic(pool, &topic_of(cycle)).await
             && enqueue_family(pool, &family_of(cycle)).await
             && enqueue_gated(pool, &gated_of(cycle)).await
-            && enqueue_ticker(pool, &ticker_of(cycle)).await
+            && enqueue_ticker(pool, &ticker_of(cycle), TICKS, None).await
+            && enqueue_ticker(pool, &late_of(cycle), LATE_TICKS, Some(LATE_TIMEOUT_MS)).await
             && enqueue_commands(pool, self, cycle).await;
         if done {
             self.cycles.push(cycle);
@@ -529,7 +542,7 @@ impl Load {
     }
 
     fn total(&self) -> i64 {
-        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + GATED_PER_CYCLE + 1);
+        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + GATED_PER_CYCLE + 2);
         self.cycles.len() as i64 * per_cycle + self.commands.len() as i64
     }
 
@@ -1053,15 +1066,21 @@ fn stop_nodes(nodes: &mut [NodeProc], run: &str) {
 /// predecessor's message, each transaction committed once, each message sent and consumed once,
 /// every command ran to its end.
 async fn check(pool: &PgPool, load: &Load) {
+    let late: Vec<String> = load.cycles.iter().map(|&c| late_of(c)).collect();
     let failed: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT s.workflow_uuid, s.status, COALESCE(o.error, s.error)
          FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
-         WHERE s.status <> 'SUCCESS' LIMIT 20",
+         WHERE s.status <> CASE WHEN s.workflow_uuid = ANY($1) THEN 'CANCELLED' ELSE 'SUCCESS' END
+         LIMIT 20",
     )
+    .bind(&late)
     .fetch_all(pool)
     .await
     .expect("statuses");
-    assert!(failed.is_empty(), "every workflow succeeds: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "every workflow succeeds, and each late ticker is cancelled by its deadline: {failed:?}"
+    );
     let n = WORKFLOWS_PER_CYCLE;
     for &c in &load.cycles {
         for i in 0..n {
@@ -1085,10 +1104,12 @@ async fn check(pool: &PgPool, load: &Load) {
         ledger.is_empty(),
         "a transaction committed twice: {ledger:?}"
     );
-    let rows: i64 = sqlx::query_scalar("SELECT count(DISTINCT workflow_id) FROM torture_ledger")
-        .fetch_one(pool)
-        .await
-        .expect("ledger");
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT workflow_id) FROM torture_ledger WHERE workflow_id NOT LIKE 'd%'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("ledger");
     assert_eq!(
         rows,
         load.ring_workflows() + load.cycles.len() as i64 * i64::from(TICKS),
@@ -1278,9 +1299,32 @@ async fn check_gated(pool: &PgPool, load: &Load) {
     );
 }
 
-/// Each ticker, cancelled and resumed, ended with every tick (each tick's ledger row once is
-/// checked with the ledger).
+/// Each ticker, cancelled and resumed, ended with every tick; each late ticker's ticks before
+/// its deadline are its first ones, without a gap (each tick's ledger row once is checked with
+/// the ledger).
 async fn check_tickers(pool: &PgPool, load: &Load) {
+    let mut late_ticks = Vec::new();
+    for &c in &load.cycles {
+        let id = late_of(c);
+        let ticks: Vec<i64> = sqlx::query_scalar(
+            "SELECT split_part(workflow_id, ':', 2)::int8 FROM torture_ledger
+             WHERE workflow_id LIKE $1 ORDER BY 1",
+        )
+        .bind(format!("{id}:%"))
+        .fetch_all(pool)
+        .await
+        .expect("ledger");
+        assert_eq!(
+            ticks,
+            (0..ticks.len() as i64).collect::<Vec<_>>(),
+            "{id}: its ticks before its deadline, without a gap"
+        );
+        late_ticks.push(ticks.len());
+    }
+    late_ticks.sort_unstable();
+    if let (Some(min), Some(max)) = (late_ticks.first(), late_ticks.last()) {
+        eprintln!("torture: the late tickers took {min} to {max} ticks before their deadline");
+    }
     for &c in &load.cycles {
         let id = ticker_of(c);
         let output = dbos_services::store::workflows::outcome(pool, &id)
@@ -1384,30 +1428,34 @@ async fn enqueue_family(pool: &PgPool, family: &str) -> bool {
     .is_ok()
 }
 
-/// Enqueues the workflows `{prefix}-0` … of the limited queue in one statement; false when the
-/// database refused (a fault), to be tried again.
+/// Enqueues the workflows `{prefix}-0` … of the limited queue in one statement, the first
+/// delayed by `GATED_DELAY_MS`; false when the database refused (a fault), to be tried again.
 async fn enqueue_gated(pool: &PgPool, prefix: &str) -> bool {
     sqlx::query(
         "SELECT dbos.enqueue_workflow('torture.gated', $2, ARRAY[to_json(i)],
-             workflow_id => $1 || '-' || i)
+             workflow_id => $1 || '-' || i,
+             delay_until_epoch_ms => CASE WHEN i = 0 THEN kernel.now_ms() + $4 END)
          FROM generate_series(0, $3::int - 1) AS i",
     )
     .bind(prefix)
     .bind(LIMITED_QUEUE)
     .bind(GATED_PER_CYCLE as i32)
+    .bind(GATED_DELAY_MS)
     .execute(pool)
     .await
     .is_ok()
 }
 
-/// Enqueues the ticker `id`; false when the database refused (a fault), to be tried again.
-async fn enqueue_ticker(pool: &PgPool, id: &str) -> bool {
+/// Enqueues the ticker `id` of `ticks` ticks, with a timeout when given; false when the
+/// database refused (a fault), to be tried again.
+async fn enqueue_ticker(pool: &PgPool, id: &str, ticks: u32, timeout_ms: Option<i64>) -> bool {
     sqlx::query(
         "SELECT dbos.enqueue_workflow('torture.ticker', 'default', ARRAY[to_json($2::int)],
-             workflow_id => $1)",
+             workflow_id => $1, timeout_ms => $3)",
     )
     .bind(id)
-    .bind(TICKS as i32)
+    .bind(ticks as i32)
+    .bind(timeout_ms)
     .execute(pool)
     .await
     .is_ok()
