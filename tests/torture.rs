@@ -2,12 +2,14 @@
 //! workflows publishing to and reading from a topic, a parent reading its child's stream and
 //! event while the child appends to a file in transactions, workflows on a queue with a
 //! concurrency limit, one of them delayed first, workflows cancelled and resumed around a
-//! fault, a workflow ended by its deadline, command tasks) while faults are injected at random:
+//! fault, a workflow ended by its deadline, a workflow receiving messages sent from outside
+//! before and after the fault, command tasks) while faults are injected at random:
 //! SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`, and
 //! storms of `pg_terminate_backend`. Then the invariants are read from the tables: every
 //! workflow ends in SUCCESS (the one ended by its deadline in CANCELLED, with its first ticks
 //! only), every transaction committed once, every message consumed once and none left over,
-//! every topic message published once and taken once by each reader, every stream value
+//! each sink's messages received once and in order, every topic message published once and
+//! taken once by each reader, every stream value
 //! written once and read once, each file append made once, no transaction of the limited queue
 //! saw more of its workflows running than its limits allow, and no process of the run is left
 //! behind.
@@ -90,6 +92,11 @@ const LATE_TICKS: u32 = 100_000;
 const LATE_TIMEOUT_MS: i64 = 400;
 /// The first workflow of each cycle's limited queue waits this long (DELAYED) before it joins.
 const GATED_DELAY_MS: i64 = 300;
+/// Each cycle's sink receives `SINK_MESSAGES` messages the test sends it from outside, half
+/// before the cycle's fault and half after; it waits `SINK_WAIT` for each before it records an
+/// empty receive and waits again.
+const SINK_MESSAGES: u32 = 8;
+const SINK_WAIT: Duration = Duration::from_millis(200);
 /// Node timing: a stalled node is past its lease after `LEASE_MS`.
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2_000;
@@ -253,6 +260,18 @@ async fn ticker(ctx: workflow::Context, (n,): (u32,)) -> Result<u32, workflow::E
     Ok(n)
 }
 
+/// A cycle's sink: receives messages from its mailbox until it has `n`; returns them in the
+/// order received.
+async fn sink(ctx: workflow::Context, (n,): (u32,)) -> Result<Vec<u32>, workflow::Error> {
+    let mut got = Vec::new();
+    while got.len() < n as usize {
+        if let Some(v) = ctx.recv(Some("sink"), SINK_WAIT).await? {
+            got.push(v);
+        }
+    }
+    Ok(got)
+}
+
 /// A node process (started by [`torture`], never on its own).
 #[test]
 #[ignore = "a node of the torture test, started by it"]
@@ -289,6 +308,7 @@ fn torture_node() {
                 registry.register("torture.child", child);
                 registry.register("torture.gated", gated);
                 registry.register("torture.ticker", ticker);
+                registry.register("torture.sink", sink);
                 let _wf = Service::launch(&kernel, registry, Options::default())
                     .await
                     .expect("the workflow service launches");
@@ -519,6 +539,11 @@ fn late_of(c: usize) -> String {
     format!("d{c}")
 }
 
+/// Cycle `c`'s sink.
+fn sink_of(c: usize) -> String {
+    format!("m{c}")
+}
+
 impl Load {
     /// Enqueues the cycle's ring and commands through SQL on `pool`; false when the database
     /// refused (a fault), to be tried again.
@@ -529,6 +554,7 @@ impl Load {
             && enqueue_gated(pool, &gated_of(cycle)).await
             && enqueue_ticker(pool, &ticker_of(cycle), TICKS, None).await
             && enqueue_ticker(pool, &late_of(cycle), LATE_TICKS, Some(LATE_TIMEOUT_MS)).await
+            && enqueue_sink(pool, &sink_of(cycle)).await
             && enqueue_commands(pool, self, cycle).await;
         if done {
             self.cycles.push(cycle);
@@ -542,8 +568,26 @@ impl Load {
     }
 
     fn total(&self) -> i64 {
-        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + GATED_PER_CYCLE + 2);
+        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + GATED_PER_CYCLE + 2 + 1);
         self.cycles.len() as i64 * per_cycle + self.commands.len() as i64
+    }
+
+    /// Sends cycle `c`'s sink its messages `range` from outside a workflow, one statement each,
+    /// each tried again until the database answers: the message's ID makes a send that
+    /// committed unseen the same send.
+    async fn send_to_sink(pool: &PgPool, c: usize, range: std::ops::Range<u32>) {
+        let sink = sink_of(c);
+        for k in range {
+            answered("send", || {
+                sqlx::query(
+                    "SELECT dbos.send_message($1, to_json($2::int), 'sink', $1 || ':' || $2)",
+                )
+                .bind(&sink)
+                .bind(k as i32)
+                .execute(pool)
+            })
+            .await;
+        }
     }
 
     /// Cancels cycle `c`'s ticker, and its family with the child, if it has one yet; each
@@ -661,6 +705,7 @@ async fn torture() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
+        Load::send_to_sink(&pool, cycle, 0..SINK_MESSAGES / 2).await;
         load.cancel(&pool, cycle).await;
         *seen.entry(*fault).or_default() += 1;
         match fault {
@@ -700,6 +745,7 @@ async fn torture() {
             Fault::Failover | Fault::CutOff => unreachable!("faults of the failover test"),
         }
         load.resume(&pool, cycle).await;
+        Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
         if cycles > 8 && cycle % 50 == 49 {
             eprintln!(
@@ -810,6 +856,7 @@ async fn failover() {
             pool = ha.writable_pool().await;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..1_500))).await;
+        Load::send_to_sink(&pool, cycle, 0..SINK_MESSAGES / 2).await;
         load.cancel(&pool, cycle).await;
         match fault {
             Fault::Failover => {
@@ -926,6 +973,7 @@ async fn failover() {
             _ => unreachable!("faults of the torture test"),
         }
         load.resume(&pool, cycle).await;
+        Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
     }
     ha.wait_healthy();
@@ -1115,10 +1163,16 @@ async fn check(pool: &PgPool, load: &Load) {
         load.ring_workflows() + load.cycles.len() as i64 * i64::from(TICKS),
         "a ledger row for each ring workflow and each tick"
     );
+    // One message for each ring workflow, `SINK_MESSAGES` for each sink.
+    let sinks: Vec<String> = load.cycles.iter().map(|&c| sink_of(c)).collect();
     let odd: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT destination_uuid, count(*), count(*) FILTER (WHERE consumed)
-         FROM dbos.notifications GROUP BY 1 HAVING count(*) <> 1 OR bool_or(NOT consumed)",
+         FROM dbos.notifications GROUP BY 1
+         HAVING count(*) <> CASE WHEN destination_uuid = ANY($1) THEN $2 ELSE 1 END
+             OR bool_or(NOT consumed)",
     )
+    .bind(&sinks)
+    .bind(i64::from(SINK_MESSAGES))
     .fetch_all(pool)
     .await
     .expect("notifications");
@@ -1132,9 +1186,19 @@ async fn check(pool: &PgPool, load: &Load) {
         .expect("notifications");
     assert_eq!(
         messages,
-        load.ring_workflows(),
-        "one message per ring workflow"
+        load.ring_workflows() + sinks.len() as i64 * i64::from(SINK_MESSAGES),
+        "one message per ring workflow, and the sinks' messages"
     );
+    let want: Vec<u32> = (0..SINK_MESSAGES).collect();
+    for id in &sinks {
+        let output = dbos_services::store::workflows::outcome(pool, id)
+            .await
+            .expect("outcome")
+            .output;
+        let got: Vec<u32> = serde_json::from_str(output.as_deref().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+        assert_eq!(got, want, "{id} received each message once, in order");
+    }
     check_topics(pool, load).await;
     check_families(pool, load).await;
     check_gated(pool, load).await;
@@ -1456,6 +1520,19 @@ async fn enqueue_ticker(pool: &PgPool, id: &str, ticks: u32, timeout_ms: Option<
     .bind(id)
     .bind(ticks as i32)
     .bind(timeout_ms)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
+/// Enqueues the sink `id`; false when the database refused (a fault), to be tried again.
+async fn enqueue_sink(pool: &PgPool, id: &str) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.sink', 'default', ARRAY[to_json($2::int)],
+             workflow_id => $1)",
+    )
+    .bind(id)
+    .bind(SINK_MESSAGES as i32)
     .execute(pool)
     .await
     .is_ok()
