@@ -1,7 +1,7 @@
 //! The torture test: nodes run a mixed load (workflows with transactional steps and messages,
 //! workflows publishing to and reading from a topic, a parent reading its child's stream and
-//! event while the child appends to a file in transactions, workflows on a queue with a
-//! concurrency limit, one of them delayed first, workflows cancelled and resumed around a
+//! event while the child appends to a file in transactions, workflows on a queue with
+//! concurrency limits, one of them delayed first, and on a partitioned queue, workflows cancelled and resumed around a
 //! fault, a workflow ended by its deadline, a workflow receiving messages sent from outside
 //! before and after the fault, command tasks) while faults are injected at random:
 //! SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`, and
@@ -10,8 +10,8 @@
 //! only), every transaction committed once, every message consumed once and none left over,
 //! each sink's messages received once and in order, every topic message published once and
 //! taken once by each reader, every stream value
-//! written once and read once, each file append made once, no transaction of the limited queue
-//! saw more of its workflows running than its limits allow, and no process of the run is left
+//! written once and read once, each file append made once, no transaction of a queue with
+//! limits saw more of its workflows running than the limits allow, and no process of the run is left
 //! behind.
 //!
 //! The short variant runs with the tests. The long one:
@@ -80,10 +80,13 @@ const READER_WAIT: Duration = Duration::from_millis(300);
 /// parent reads the stream, the event and the child's result.
 const FAMILY_VALUES: u32 = 4;
 /// The queue with limits: at most `GATED_AT_ONCE` of its workflows run at once, and one per
-/// node. Each cycle enqueues `GATED_PER_CYCLE` workflows on it.
+/// node. Each cycle enqueues `GATED_PER_CYCLE` workflows on it, and as many on the partitioned
+/// queue, whose `PARTITIONS` partitions each run one workflow at a time.
 const LIMITED_QUEUE: &str = "torture-limited";
 const GATED_AT_ONCE: i64 = 2;
 const GATED_PER_CYCLE: u32 = 4;
+const PARTITIONED_QUEUE: &str = "torture-partitioned";
+const PARTITIONS: u32 = 2;
 /// Each cycle's ticker takes `TICKS` transactions, a durable sleep after each; the test cancels
 /// it (and the cycle's family, with its child) before the cycle's fault and resumes them after.
 const TICKS: u32 = 6;
@@ -209,27 +212,30 @@ async fn parent(
     Ok((values, event, result))
 }
 
-/// A workflow of the limited queue: in a transaction, records how many of the queue's
-/// workflows were running (PENDING) as it committed, across all nodes and on its own node;
-/// then a durable sleep, so that its run overlaps the others'.
-async fn gated(ctx: workflow::Context, (_k,): (u32,)) -> Result<(i64, i64), workflow::Error> {
+/// A workflow of a queue with limits: in a transaction, records how many of its queue's
+/// workflows were running (PENDING) as it committed: across all nodes, on its own node, and in
+/// its partition; then a durable sleep, so that its run overlaps the others'.
+async fn gated(ctx: workflow::Context, (_k,): (u32,)) -> Result<(i64, i64, i64), workflow::Error> {
     let me = ctx.workflow_id().to_owned();
     let seen = ctx
         .transaction("gate", move |c: &mut PgConnection| {
             let me = me.clone();
             Box::pin(async move {
                 Ok(sqlx::query_as(
-                    "INSERT INTO torture_gate (workflow_id, running, running_here)
-                     SELECT $1, count(*),
-                            count(*) FILTER (WHERE w.executor_id = (
-                                SELECT executor_id FROM dbos.workflow_status
-                                WHERE workflow_uuid = $1))
-                     FROM dbos.workflow_status w
-                     WHERE w.queue_name = $2 AND w.status = 'PENDING'
-                     RETURNING running, running_here",
+                    "INSERT INTO torture_gate
+                         (workflow_id, queue, running, running_here, running_partition)
+                     SELECT $1, me.queue_name, count(w.*),
+                            count(w.*) FILTER (WHERE w.executor_id = me.executor_id),
+                            count(w.*) FILTER (WHERE w.queue_partition_key
+                                               IS NOT DISTINCT FROM me.queue_partition_key)
+                     FROM (SELECT queue_name, executor_id, queue_partition_key
+                           FROM dbos.workflow_status WHERE workflow_uuid = $1) me
+                     LEFT JOIN dbos.workflow_status w
+                            ON w.queue_name = me.queue_name AND w.status = 'PENDING'
+                     GROUP BY me.queue_name
+                     RETURNING running, running_here, running_partition",
                 )
                 .bind(&me)
-                .bind(LIMITED_QUEUE)
                 .fetch_one(&mut *c)
                 .await?)
             })
@@ -529,6 +535,11 @@ fn gated_of(c: usize) -> String {
     format!("g{c}")
 }
 
+/// Cycle `c`'s workflows of the partitioned queue: `p{c}-0` … `p{c}-{GATED_PER_CYCLE - 1}`.
+fn partitioned_of(c: usize) -> String {
+    format!("p{c}")
+}
+
 /// Cycle `c`'s ticker.
 fn ticker_of(c: usize) -> String {
     format!("k{c}")
@@ -552,6 +563,7 @@ impl Load {
             && enqueue_topic(pool, &topic_of(cycle)).await
             && enqueue_family(pool, &family_of(cycle)).await
             && enqueue_gated(pool, &gated_of(cycle)).await
+            && enqueue_partitioned(pool, &partitioned_of(cycle)).await
             && enqueue_ticker(pool, &ticker_of(cycle), TICKS, None).await
             && enqueue_ticker(pool, &late_of(cycle), LATE_TICKS, Some(LATE_TIMEOUT_MS)).await
             && enqueue_sink(pool, &sink_of(cycle)).await
@@ -568,7 +580,8 @@ impl Load {
     }
 
     fn total(&self) -> i64 {
-        let per_cycle = i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + GATED_PER_CYCLE + 2 + 1);
+        let per_cycle =
+            i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + 2 * GATED_PER_CYCLE + 2 + 1);
         self.cycles.len() as i64 * per_cycle + self.commands.len() as i64
     }
 
@@ -1313,53 +1326,63 @@ async fn check_families(pool: &PgPool, load: &Load) {
     }
 }
 
-/// Each workflow of the limited queue committed its transaction once, and saw at most
-/// `GATED_AT_ONCE` of the queue's workflows running, and only itself on its node.
+/// Each workflow of the queues with limits committed its transaction once and returned what it
+/// saw: at most `GATED_AT_ONCE` of the limited queue's workflows running, and only itself on its
+/// node; only itself in its partition of the partitioned queue.
 async fn check_gated(pool: &PgPool, load: &Load) {
-    let rows: Vec<(String, i64, i64)> =
-        sqlx::query_as("SELECT workflow_id, running, running_here FROM torture_gate ORDER BY 1")
-            .fetch_all(pool)
-            .await
-            .expect("torture_gate");
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT workflow_id, queue, running, running_here, running_partition
+         FROM torture_gate ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("torture_gate");
     let mut want: Vec<String> = load
         .cycles
         .iter()
-        .flat_map(|&c| (0..GATED_PER_CYCLE).map(move |k| format!("{}-{k}", gated_of(c))))
+        .flat_map(|&c| [gated_of(c), partitioned_of(c)])
+        .flat_map(|p| (0..GATED_PER_CYCLE).map(move |k| format!("{p}-{k}")))
         .collect();
     want.sort();
-    let ids: Vec<String> = rows.iter().map(|(id, _, _)| id.clone()).collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     assert_eq!(
         ids, want,
         "each gated workflow committed its transaction once"
     );
     let over: Vec<_> = rows
         .iter()
-        .filter(|(_, all, here)| !(1..=GATED_AT_ONCE).contains(all) || *here != 1)
+        .filter(|(_, queue, all, here, partition)| {
+            if queue == LIMITED_QUEUE {
+                !(1..=GATED_AT_ONCE).contains(all) || *here != 1
+            } else {
+                queue != PARTITIONED_QUEUE || *partition != 1
+            }
+        })
         .collect();
     assert!(
         over.is_empty(),
-        "the limited queue ran more at once than its limits allow: {over:?}"
+        "a queue ran more at once than its limits allow: {over:?}"
     );
-    for &c in &load.cycles {
-        for k in 0..GATED_PER_CYCLE {
-            let id = format!("{}-{k}", gated_of(c));
-            let output = dbos_services::store::workflows::outcome(pool, &id)
-                .await
-                .expect("outcome")
-                .output;
-            let got: (i64, i64) = serde_json::from_str(output.as_deref().unwrap_or("null"))
-                .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
-            let row = rows.iter().find(|(r, _, _)| *r == id).expect("its row");
-            assert_eq!(got, (row.1, row.2), "{id} returned what it committed");
-        }
+    for (id, _, all, here, partition) in &rows {
+        let output = dbos_services::store::workflows::outcome(pool, id)
+            .await
+            .expect("outcome")
+            .output;
+        let got: (i64, i64, i64) = serde_json::from_str(output.as_deref().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+        assert_eq!(
+            got,
+            (*all, *here, *partition),
+            "{id} returned what it committed"
+        );
     }
-    let full = rows
-        .iter()
-        .filter(|(_, all, _)| *all == GATED_AT_ONCE)
-        .count();
+    let at = |queue: &str, n: i64| rows.iter().filter(|r| r.1 == queue && r.2 == n).count();
     eprintln!(
-        "torture: {full} of {} gated transactions saw the queue at its limit",
-        rows.len()
+        "torture: of {} transactions of each queue with limits, {} saw the limited queue at its \
+         limit, {} saw both partitions of the partitioned one running",
+        rows.len() / 2,
+        at(LIMITED_QUEUE, GATED_AT_ONCE),
+        at(PARTITIONED_QUEUE, i64::from(PARTITIONS)),
     );
 }
 
@@ -1510,6 +1533,23 @@ async fn enqueue_gated(pool: &PgPool, prefix: &str) -> bool {
     .is_ok()
 }
 
+/// Enqueues the workflows `{prefix}-0` … of the partitioned queue in one statement, spread over
+/// its partitions; false when the database refused (a fault), to be tried again.
+async fn enqueue_partitioned(pool: &PgPool, prefix: &str) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.gated', $2, ARRAY[to_json(i)],
+             workflow_id => $1 || '-' || i, queue_partition_key => 'part' || (i % $4))
+         FROM generate_series(0, $3::int - 1) AS i",
+    )
+    .bind(prefix)
+    .bind(PARTITIONED_QUEUE)
+    .bind(GATED_PER_CYCLE as i32)
+    .bind(PARTITIONS as i32)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
 /// Enqueues the ticker `id` of `ticks` ticks, with a timeout when given; false when the
 /// database refused (a fault), to be tried again.
 async fn enqueue_ticker(pool: &PgPool, id: &str, ticks: u32, timeout_ms: Option<i64>) -> bool {
@@ -1615,7 +1655,7 @@ fn uuid_like(seed: u64) -> String {
     format!("{seed:016x}-{}", std::process::id())
 }
 
-/// The run's tables and its limited queue, before any node works.
+/// The run's tables and its queues with limits, before any node works.
 async fn setup(pool: &PgPool) {
     db(
         pool,
@@ -1624,8 +1664,9 @@ async fn setup(pool: &PgPool) {
     .await;
     db(
         pool,
-        "CREATE TABLE torture_gate (workflow_id text NOT NULL, running int8 NOT NULL,
-                                    running_here int8 NOT NULL)",
+        "CREATE TABLE torture_gate (workflow_id text NOT NULL, queue text NOT NULL,
+                                    running int8 NOT NULL, running_here int8 NOT NULL,
+                                    running_partition int8 NOT NULL)",
     )
     .await;
     sqlx::query(
@@ -1636,6 +1677,11 @@ async fn setup(pool: &PgPool) {
     .execute(pool)
     .await
     .expect("the limited queue");
+    sqlx::query("INSERT INTO dbos.queues (name, partition_concurrency) VALUES ($1, 1)")
+        .bind(PARTITIONED_QUEUE)
+        .execute(pool)
+        .await
+        .expect("the partitioned queue");
 }
 
 async fn db(pool: &PgPool, sql: &str) {
