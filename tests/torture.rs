@@ -827,7 +827,6 @@ async fn failover() {
     let ha = support::ha::Ha::up(&scratch.path().join("ha"), &net.db(), &net.db_addr(), port);
     let url = ha.url();
     let mut pool = ha.writable_pool().await;
-    setup(&pool).await;
 
     let logs = std::env::temp_dir().join(&run);
     std::fs::create_dir_all(&logs).expect("log dir");
@@ -851,6 +850,8 @@ async fn failover() {
             .expect("os.nodes");
     let want: Vec<String> = (0..NODES).map(|i| net.host_addr(i)).collect();
     assert_eq!(addrs, want, "os.nodes shows each node's host address");
+    // After the nodes' boot created the schema.
+    setup(&pool).await;
 
     let mut load = Load {
         run: run.clone(),

@@ -804,7 +804,11 @@ fn take<R: Combinable>(waiting: &mut VecDeque<Request<R>>) -> Vec<Request<R>> {
 
 /// Runs one combined statement and answers its requests. A lone request runs alone; when the
 /// combined statement fails, each request runs alone (all at once), so one that cannot be
-/// served fails only itself.
+/// served fails only itself. The failed statement may have committed unseen (a backend ended
+/// at its commit): a workflow's consume, run again at its position, then answers the record
+/// that commit left and takes nothing more ([`sql::consume_recorded`]); a plain consume outside
+/// a transaction has no record, and what that commit took is lost to it, as with any consume
+/// of its kind whose commit goes unseen.
 async fn answer<R: Combinable>(src: &Source, batch: Vec<Request<R>>, max: i64) {
     let (requests, replies): (Vec<R>, Vec<_>) =
         batch.into_iter().map(|r| (r.request, r.reply)).unzip();
