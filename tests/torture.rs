@@ -1,18 +1,18 @@
-//! The torture test: nodes run a mixed load (workflows with transactional steps and messages,
-//! workflows publishing to and reading from a topic, a parent reading its child's stream and
-//! event while the child appends to a file in transactions, workflows on a queue with
-//! concurrency limits, one of them delayed first, and on a partitioned queue, workflows cancelled and resumed around a
-//! fault, a workflow ended by its deadline, a workflow receiving messages sent from outside
-//! before and after the fault, command tasks) while faults are injected at random:
-//! SIGKILL of a node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`, and
-//! storms of `pg_terminate_backend`. Then the invariants are read from the tables: every
-//! workflow ends in SUCCESS (the one ended by its deadline in CANCELLED, with its first ticks
-//! only), every transaction committed once, every message consumed once and none left over,
-//! each sink's messages received once and in order, every topic message published once and
-//! taken once by each reader, every stream value
-//! written once and read once, each file append made once, no transaction of a queue with
-//! limits saw more of its workflows running than the limits allow, and no process of the run is left
-//! behind.
+//! The torture test: nodes run a mixed load while faults are injected at random: SIGKILL of a
+//! node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`, and storms of
+//! `pg_terminate_backend`. The load, per cycle: workflows with transactional steps and
+//! messages; workflows publishing to and reading from a topic; a parent reading its child's
+//! stream and event while the child appends to a file in transactions; workflows on a queue
+//! with concurrency limits (one of them delayed first) and on a partitioned queue; a ticker
+//! cancelled before the fault and resumed after it, with the family; a ticker ended by its
+//! deadline; a sink receiving messages sent from outside before and after the fault; command
+//! tasks. Then the invariants are read from the tables: every workflow ends in SUCCESS (the
+//! ticker ended by its deadline in CANCELLED, with its first ticks only), every transaction
+//! committed once, every message consumed once and none left over, each sink's messages
+//! received once and in order, every topic message published once and taken once by each
+//! reader, every stream value written once and read once, each file append made once, no
+//! transaction of a queue with limits saw more of its queue running than the limits allow, and
+//! no process of the run is left behind.
 //!
 //! The short variant runs with the tests. The long one:
 //!
@@ -79,9 +79,9 @@ const READER_WAIT: Duration = Duration::from_millis(300);
 /// stream, each beside a transaction appending a line to a file, then sets an event; the
 /// parent reads the stream, the event and the child's result.
 const FAMILY_VALUES: u32 = 4;
-/// The queue with limits: at most `GATED_AT_ONCE` of its workflows run at once, and one per
-/// node. Each cycle enqueues `GATED_PER_CYCLE` workflows on it, and as many on the partitioned
-/// queue, whose `PARTITIONS` partitions each run one workflow at a time.
+/// The limited queue runs at most `GATED_AT_ONCE` of its workflows at once, and one per node;
+/// each of the partitioned queue's `PARTITIONS` partitions runs one at a time. Each cycle
+/// enqueues `GATED_PER_CYCLE` workflows on each.
 const LIMITED_QUEUE: &str = "torture-limited";
 const GATED_AT_ONCE: i64 = 2;
 const GATED_PER_CYCLE: u32 = 4;
@@ -498,8 +498,8 @@ fn cycles(var: &str, default: usize) -> usize {
 }
 
 /// The load of a run: per cycle a ring of workflows, a topic with its publisher and readers,
-/// a family (a parent and its child), workflows of the limited queue, a ticker and command
-/// tasks, enqueued cycle by cycle.
+/// a family (a parent and its child), workflows of the two queues with limits, a ticker, a late
+/// ticker, a sink and command tasks, enqueued cycle by cycle.
 struct Load {
     run: String,
     /// The file command tasks append their lines to.
@@ -556,8 +556,8 @@ fn sink_of(c: usize) -> String {
 }
 
 impl Load {
-    /// Enqueues the cycle's ring and commands through SQL on `pool`; false when the database
-    /// refused (a fault), to be tried again.
+    /// Enqueues the cycle's workflows and commands through SQL on `pool`; false when the
+    /// database refused (a fault), to be tried again.
     async fn enqueue(&mut self, pool: &PgPool, cycle: usize) -> bool {
         let done = enqueue_ring(pool, &ring_of(cycle), WORKFLOWS_PER_CYCLE).await
             && enqueue_topic(pool, &topic_of(cycle)).await
@@ -1147,12 +1147,7 @@ async fn check(pool: &PgPool, load: &Load) {
     for &c in &load.cycles {
         for i in 0..n {
             let id = format!("{}-{i}", ring_of(c));
-            let output = dbos_services::store::workflows::outcome(pool, &id)
-                .await
-                .expect("outcome")
-                .output;
-            let got: String = serde_json::from_str(output.as_deref().unwrap_or("null"))
-                .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+            let got: String = output_of(pool, &id).await;
             assert_eq!(got, format!("from {}", (i + n - 1) % n), "{id}");
         }
     }
@@ -1205,12 +1200,7 @@ async fn check(pool: &PgPool, load: &Load) {
     );
     let want: Vec<u32> = (0..SINK_MESSAGES).collect();
     for id in &sinks {
-        let output = dbos_services::store::workflows::outcome(pool, id)
-            .await
-            .expect("outcome")
-            .output;
-        let got: Vec<u32> = serde_json::from_str(output.as_deref().unwrap_or("null"))
-            .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+        let got: Vec<u32> = output_of(pool, id).await;
         assert_eq!(got, want, "{id} received each message once, in order");
     }
     check_topics(pool, load).await;
@@ -1263,12 +1253,7 @@ async fn check_topics(pool: &PgPool, load: &Load) {
             "topic {topic}: every reader's cursor is after the last message"
         );
         for id in &readers {
-            let output = dbos_services::store::workflows::outcome(pool, id)
-                .await
-                .expect("outcome")
-                .output;
-            let got: Vec<u32> = serde_json::from_str(output.as_deref().unwrap_or("null"))
-                .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+            let got: Vec<u32> = output_of(pool, id).await;
             assert_eq!(got, want, "{id} took each message once, in order");
         }
     }
@@ -1283,13 +1268,7 @@ async fn check_families(pool: &PgPool, load: &Load) {
     for &c in &load.cycles {
         let family = family_of(c);
         let family = family.as_str();
-        let output = dbos_services::store::workflows::outcome(pool, family)
-            .await
-            .expect("outcome")
-            .output;
-        let got: (Vec<u32>, Option<u32>, u32) =
-            serde_json::from_str(output.as_deref().unwrap_or("null"))
-                .unwrap_or_else(|e| panic!("{family}: output {output:?}: {e}"));
+        let got: (Vec<u32>, Option<u32>, u32) = output_of(pool, family).await;
         assert_eq!(
             got,
             (values.clone(), Some(FAMILY_VALUES), FAMILY_VALUES),
@@ -1365,12 +1344,7 @@ async fn check_gated(pool: &PgPool, load: &Load) {
         "a queue ran more at once than its limits allow: {over:?}"
     );
     for (id, _, all, here, partition) in &rows {
-        let output = dbos_services::store::workflows::outcome(pool, id)
-            .await
-            .expect("outcome")
-            .output;
-        let got: (i64, i64, i64) = serde_json::from_str(output.as_deref().unwrap_or("null"))
-            .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"));
+        let got: (i64, i64, i64) = output_of(pool, id).await;
         assert_eq!(
             got,
             (*all, *here, *partition),
@@ -1415,11 +1389,8 @@ async fn check_tickers(pool: &PgPool, load: &Load) {
     }
     for &c in &load.cycles {
         let id = ticker_of(c);
-        let output = dbos_services::store::workflows::outcome(pool, &id)
-            .await
-            .expect("outcome")
-            .output;
-        assert_eq!(output.as_deref(), Some(TICKS.to_string().as_str()), "{id}");
+        let got: u32 = output_of(pool, &id).await;
+        assert_eq!(got, TICKS, "{id}");
         let ticks: i64 =
             sqlx::query_scalar("SELECT count(*) FROM torture_ledger WHERE workflow_id LIKE $1")
                 .bind(format!("{id}:%"))
@@ -1683,6 +1654,16 @@ async fn setup(pool: &PgPool) {
         .execute(pool)
         .await
         .expect("the partitioned queue");
+}
+
+/// The output of workflow `id`, which must have one of type `T`.
+async fn output_of<T: serde::de::DeserializeOwned>(pool: &PgPool, id: &str) -> T {
+    let output = dbos_services::store::workflows::outcome(pool, id)
+        .await
+        .expect("outcome")
+        .output;
+    serde_json::from_str(output.as_deref().unwrap_or("null"))
+        .unwrap_or_else(|e| panic!("{id}: output {output:?}: {e}"))
 }
 
 async fn db(pool: &PgPool, sql: &str) {
