@@ -3,16 +3,18 @@
 //! `pg_terminate_backend`. The load, per cycle: workflows with transactional steps and
 //! messages; workflows publishing to and reading from a topic; a parent reading its child's
 //! stream and event while the child appends to a file in transactions; workflows on a queue
-//! with concurrency limits (one of them delayed first) and on a partitioned queue; a ticker
-//! cancelled before the fault and resumed after it, with the family; a ticker ended by its
-//! deadline; a sink receiving messages sent from outside before and after the fault; command
-//! tasks. Then the invariants are read from the tables: every workflow ends in SUCCESS (the
-//! ticker ended by its deadline in CANCELLED, with its first ticks only), every transaction
-//! committed once, every message consumed once and none left over, each sink's messages
-//! received once and in order, every topic message published once and taken once by each
-//! reader, every stream value written once and read once, each file append made once, no
-//! transaction of a queue with limits saw more of its queue running than the limits allow, and
-//! no process of the run is left behind.
+//! with concurrency limits (one of them delayed first), on a partitioned queue and on a queue
+//! with a rate limit; a ticker cancelled before the fault and resumed after it, with the
+//! family, and forked after the fault; a ticker ended by its deadline; a sink receiving
+//! messages sent from outside before and after the fault; command tasks. Then the invariants
+//! are read from the tables: every workflow ends in SUCCESS (the ticker ended by its deadline
+//! in CANCELLED, with its first ticks only), every transaction committed once (a fork's only
+//! for the ticks it did not copy), every message consumed once and none left over, each sink's
+//! messages received once and in order, every topic message published once and taken once by
+//! each reader, every stream value written once and read once, each file append made once, no
+//! transaction of a queue with limits saw more of its queue running than the limits allow, no
+//! window of the rated queue's period saw more starts than its limit, and no process of the
+//! run is left behind.
 //!
 //! The short variant runs with the tests. The long one:
 //!
@@ -95,6 +97,12 @@ const LATE_TICKS: u32 = 100_000;
 const LATE_TIMEOUT_MS: i64 = 400;
 /// The first workflow of each cycle's limited queue waits this long (DELAYED) before it joins.
 const GATED_DELAY_MS: i64 = 300;
+/// The rated queue starts at most `RATED_MAX` of its workflows in any `RATED_PERIOD_MS`; each
+/// cycle enqueues `RATED_PER_CYCLE` tickers of one tick on it.
+const RATED_QUEUE: &str = "torture-rated";
+const RATED_MAX: usize = 2;
+const RATED_PERIOD_MS: i64 = 500;
+const RATED_PER_CYCLE: u32 = 4;
 /// Each cycle's sink receives `SINK_MESSAGES` messages the test sends it from outside, half
 /// before the cycle's fault and half after; it waits `SINK_WAIT` for each before it records an
 /// empty receive and waits again.
@@ -245,22 +253,25 @@ async fn gated(ctx: workflow::Context, (_k,): (u32,)) -> Result<(i64, i64, i64),
     Ok(seen)
 }
 
-/// A cycle's ticker: `n` transactions, each adding the ledger row `{id}:{j}`, a durable sleep
-/// after each. The test cancels and resumes it while it runs.
+/// A cycle's ticker: `n` transactions, each adding the ledger row `{id}:{j}` and returning the
+/// ID of the workflow that ran it (in a fork, the ticks copied from the original name the
+/// original), a durable sleep after each. The test cancels and resumes it while it runs, and
+/// forks it.
 async fn ticker(ctx: workflow::Context, (n,): (u32,)) -> Result<u32, workflow::Error> {
     for j in 0..n {
-        let row = format!("{}:{j}", ctx.workflow_id());
-        ctx.transaction("tick", move |c: &mut PgConnection| {
-            let row = row.clone();
-            Box::pin(async move {
-                sqlx::query("INSERT INTO torture_ledger (workflow_id) VALUES ($1)")
-                    .bind(&row)
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
+        let me = ctx.workflow_id().to_owned();
+        let _ran: String = ctx
+            .transaction("tick", move |c: &mut PgConnection| {
+                let me = me.clone();
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO torture_ledger (workflow_id) VALUES ($1)")
+                        .bind(format!("{me}:{j}"))
+                        .execute(&mut *c)
+                        .await?;
+                    Ok(me)
+                })
             })
-        })
-        .await?;
+            .await?;
         ctx.sleep(Duration::from_millis(50)).await?;
     }
     Ok(n)
@@ -498,8 +509,9 @@ fn cycles(var: &str, default: usize) -> usize {
 }
 
 /// The load of a run: per cycle a ring of workflows, a topic with its publisher and readers,
-/// a family (a parent and its child), workflows of the two queues with limits, a ticker, a late
-/// ticker, a sink and command tasks, enqueued cycle by cycle.
+/// a family (a parent and its child), workflows of the three queues with limits, a ticker (and
+/// its fork, made after the fault), a late ticker, a sink and command tasks, enqueued cycle by
+/// cycle.
 struct Load {
     run: String,
     /// The file command tasks append their lines to.
@@ -513,6 +525,8 @@ struct Load {
     /// that put a workflow back on a queue.
     cancelled: usize,
     resumed: usize,
+    /// The cycles' forks of their tickers made (one a cycle, after its fault).
+    forks: usize,
 }
 
 /// Cycle `c`'s ring: its workflows are `r{c}-0` … `r{c}-{WORKFLOWS_PER_CYCLE - 1}`.
@@ -555,6 +569,22 @@ fn sink_of(c: usize) -> String {
     format!("m{c}")
 }
 
+/// Cycle `c`'s tickers of the rated queue: `q{c}-0` … `q{c}-{RATED_PER_CYCLE - 1}`.
+fn rated_of(c: usize) -> String {
+    format!("q{c}")
+}
+
+/// Cycle `c`'s fork of its ticker, made after the cycle's fault.
+fn fork_of(c: usize) -> String {
+    format!("e{c}")
+}
+
+/// The step cycle `c` forks its ticker from: from 1 (nothing copied) to past its last tick
+/// (every tick recorded by then copied), cycle by cycle.
+fn fork_step(c: usize) -> i32 {
+    1 + (c % (2 * TICKS as usize + 1)) as i32
+}
+
 impl Load {
     /// Enqueues the cycle's workflows and commands through SQL on `pool`; false when the
     /// database refused (a fault), to be tried again.
@@ -567,6 +597,7 @@ impl Load {
             && enqueue_ticker(pool, &ticker_of(cycle), TICKS, None).await
             && enqueue_ticker(pool, &late_of(cycle), LATE_TICKS, Some(LATE_TIMEOUT_MS)).await
             && enqueue_sink(pool, &sink_of(cycle)).await
+            && enqueue_rated(pool, &rated_of(cycle)).await
             && enqueue_commands(pool, self, cycle).await;
         if done {
             self.cycles.push(cycle);
@@ -580,9 +611,10 @@ impl Load {
     }
 
     fn total(&self) -> i64 {
-        let per_cycle =
-            i64::from(WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + 2 * GATED_PER_CYCLE + 2 + 1);
-        self.cycles.len() as i64 * per_cycle + self.commands.len() as i64
+        let per_cycle = i64::from(
+            WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + 2 * GATED_PER_CYCLE + 2 + 1 + RATED_PER_CYCLE,
+        );
+        self.cycles.len() as i64 * per_cycle + self.forks as i64 + self.commands.len() as i64
     }
 
     /// Sends cycle `c`'s sink its messages `range` from outside a workflow, one statement each,
@@ -635,6 +667,34 @@ impl Load {
             self.resumed += usize::from(answered("resume", || manage::resume(pool, child)).await);
         }
         self.resumed += usize::from(answered("resume", || manage::resume(pool, &family)).await);
+    }
+
+    /// Forks cycle `c`'s ticker, running or ended, from [`fork_step`], tried again until the
+    /// database answers: a fork that committed unseen is found by its ID, which a second fork
+    /// would find taken.
+    async fn fork(&mut self, pool: &PgPool, c: usize) {
+        let (ticker, fork) = (ticker_of(c), fork_of(c));
+        loop {
+            let made = manage::fork(pool, &ticker, fork_step(c), Some(fork.clone()), None).await;
+            let forked_from: Option<Option<String>> = answered("fork", || async {
+                sqlx::query_scalar(
+                    "SELECT forked_from FROM dbos.workflow_status WHERE workflow_uuid = $1",
+                )
+                .bind(&fork)
+                .fetch_optional(pool)
+                .await
+            })
+            .await;
+            match forked_from {
+                Some(from) => {
+                    assert_eq!(from.as_deref(), Some(ticker.as_str()), "{fork}: {made:?}");
+                    break;
+                }
+                None => assert!(made.is_err(), "{fork}: made, and not found"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.forks += 1;
     }
 }
 
@@ -707,6 +767,7 @@ async fn torture() {
         commands: Vec::new(),
         cancelled: 0,
         resumed: 0,
+        forks: 0,
     };
 
     let plan = plan(FAULTS, cycles, &mut rng);
@@ -758,6 +819,7 @@ async fn torture() {
             Fault::Failover | Fault::CutOff => unreachable!("faults of the failover test"),
         }
         load.resume(&pool, cycle).await;
+        load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
         if cycles > 8 && cycle % 50 == 49 {
@@ -861,6 +923,7 @@ async fn failover() {
         commands: Vec::new(),
         cancelled: 0,
         resumed: 0,
+        forks: 0,
     };
     let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
     let began = Instant::now();
@@ -987,6 +1050,7 @@ async fn failover() {
             _ => unreachable!("faults of the torture test"),
         }
         load.resume(&pool, cycle).await;
+        load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
     }
@@ -1163,19 +1227,25 @@ async fn check(pool: &PgPool, load: &Load) {
         ledger.is_empty(),
         "a transaction committed twice: {ledger:?}"
     );
-    // The late tickers' ticks are a prefix of theirs (`check_tickers`), not a count.
+    // The late tickers' ticks are a prefix of theirs (`check_tickers`), and the forks' the ticks
+    // they did not copy (`check_forks`), not a count.
+    let apart: Vec<String> = late
+        .iter()
+        .cloned()
+        .chain(load.cycles.iter().map(|&c| fork_of(c)))
+        .collect();
     let rows: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT workflow_id) FROM torture_ledger
          WHERE split_part(workflow_id, ':', 1) <> ALL($1)",
     )
-    .bind(&late)
+    .bind(&apart)
     .fetch_one(pool)
     .await
     .expect("ledger");
     assert_eq!(
         rows,
-        load.ring_workflows() + load.cycles.len() as i64 * i64::from(TICKS),
-        "a ledger row for each ring workflow and each tick"
+        load.ring_workflows() + load.cycles.len() as i64 * i64::from(TICKS + RATED_PER_CYCLE),
+        "a ledger row for each ring workflow, each tick and each rated ticker's tick"
     );
     // One message for each ring workflow, `SINK_MESSAGES` for each sink.
     let sinks: Vec<String> = load.cycles.iter().map(|&c| sink_of(c)).collect();
@@ -1212,6 +1282,8 @@ async fn check(pool: &PgPool, load: &Load) {
     check_families(pool, load).await;
     check_gated(pool, load).await;
     check_tickers(pool, load).await;
+    check_forks(pool, load).await;
+    check_rated(pool, load).await;
     let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
     for id in &load.commands {
         assert!(
@@ -1406,6 +1478,103 @@ async fn check_tickers(pool: &PgPool, load: &Load) {
     }
 }
 
+/// Each cycle's fork of its ticker ended with every tick: first the ticks it copied (recorded
+/// by the original before the fork's step), whose outputs name the original and which it did
+/// not run again, then the ticks it ran itself, each with its ledger row `{fork}:{j}` (once:
+/// the ledger's count of each row is checked with the ledger).
+async fn check_forks(pool: &PgPool, load: &Load) {
+    assert_eq!(load.forks, load.cycles.len(), "a fork in each cycle");
+    let mut copied_counts = Vec::new();
+    for &c in &load.cycles {
+        let (ticker, fork) = (ticker_of(c), fork_of(c));
+        let got: u32 = output_of(pool, &fork).await;
+        assert_eq!(got, TICKS, "{fork}");
+        let ticks: Vec<(i32, Option<String>)> = sqlx::query_as(
+            "SELECT function_id, output FROM dbos.operation_outputs
+             WHERE workflow_uuid = $1 AND function_name = 'tick' ORDER BY 1",
+        )
+        .bind(&fork)
+        .fetch_all(pool)
+        .await
+        .expect("the fork's ticks");
+        let ran_by: Vec<String> = ticks
+            .iter()
+            .map(|(_, out)| serde_json::from_str(out.as_deref().unwrap_or("null")).expect("an ID"))
+            .collect();
+        assert_eq!(ran_by.len(), TICKS as usize, "{fork}: each tick recorded");
+        let copied = ran_by.iter().take_while(|by| **by == ticker).count();
+        assert!(
+            ran_by[copied..].iter().all(|by| *by == fork),
+            "{fork}: the copied ticks first, then its own: {ran_by:?}"
+        );
+        assert!(
+            ticks[..copied].iter().all(|(fid, _)| *fid < fork_step(c)),
+            "{fork}: copied only before step {}: {ticks:?}",
+            fork_step(c)
+        );
+        let own: Vec<i64> = sqlx::query_scalar(
+            "SELECT split_part(workflow_id, ':', 2)::int8 FROM torture_ledger
+             WHERE workflow_id LIKE $1 ORDER BY 1",
+        )
+        .bind(format!("{fork}:%"))
+        .fetch_all(pool)
+        .await
+        .expect("ledger");
+        assert_eq!(
+            own,
+            (copied as i64..i64::from(TICKS)).collect::<Vec<_>>(),
+            "{fork}: a ledger row for each tick it ran, none for a tick it copied"
+        );
+        copied_counts.push(copied);
+    }
+    let with = |n: usize| copied_counts.iter().filter(|&&k| k == n).count();
+    eprintln!(
+        "torture: of {} forks, {} copied no tick, {} every tick, the rest some",
+        copied_counts.len(),
+        with(0),
+        with(TICKS as usize)
+    );
+}
+
+/// No `RATED_PERIOD_MS` saw more than `RATED_MAX` of the rated queue's workflows start. A
+/// workflow's start is that of its last claim (a workflow claimed again loses its earlier
+/// start): a claim counts the starts of the window before it as they are then, and each of
+/// them that stays the last of its workflow is among those checked, so the last starts keep
+/// the limit however often a fault had workflows claimed again.
+async fn check_rated(pool: &PgPool, load: &Load) {
+    let starts: Vec<Option<i64>> = sqlx::query_scalar(
+        "SELECT started_at_epoch_ms FROM dbos.workflow_status WHERE queue_name = $1 ORDER BY 1",
+    )
+    .bind(RATED_QUEUE)
+    .fetch_all(pool)
+    .await
+    .expect("the rated queue's starts");
+    assert_eq!(
+        starts.len(),
+        load.cycles.len() * RATED_PER_CYCLE as usize,
+        "each rated ticker on its queue"
+    );
+    let starts: Vec<i64> = starts.into_iter().map(|s| s.expect("a start")).collect();
+    let mut at_limit = 0;
+    for (i, &t) in starts.iter().enumerate() {
+        let window = starts[..=i]
+            .iter()
+            .rev()
+            .take_while(|&&s| s > t - RATED_PERIOD_MS)
+            .count();
+        assert!(
+            window <= RATED_MAX,
+            "{window} rated workflows started in the {RATED_PERIOD_MS} ms up to {t}: {starts:?}"
+        );
+        at_limit += usize::from(window == RATED_MAX);
+    }
+    eprintln!(
+        "torture: of {} starts of the rated queue, {at_limit} came with the queue at its rate \
+         limit",
+        starts.len()
+    );
+}
+
 /// Fencing, from the commands' own lines ("ID start PID", "ID done PID", appended in time
 /// order): once a command started again in another process, the earlier process never
 /// finishes — it was stopped before the takeover. Returns how many commands ran more than once.
@@ -1542,6 +1711,22 @@ async fn enqueue_ticker(pool: &PgPool, id: &str, ticks: u32, timeout_ms: Option<
     .is_ok()
 }
 
+/// Enqueues the tickers `{prefix}-0` … of one tick each on the rated queue in one statement;
+/// false when the database refused (a fault), to be tried again.
+async fn enqueue_rated(pool: &PgPool, prefix: &str) -> bool {
+    sqlx::query(
+        "SELECT dbos.enqueue_workflow('torture.ticker', $2, ARRAY[to_json(1)],
+             workflow_id => $1 || '-' || i)
+         FROM generate_series(0, $3::int - 1) AS i",
+    )
+    .bind(prefix)
+    .bind(RATED_QUEUE)
+    .bind(RATED_PER_CYCLE as i32)
+    .execute(pool)
+    .await
+    .is_ok()
+}
+
 /// Enqueues the sink `id`; false when the database refused (a fault), to be tried again.
 async fn enqueue_sink(pool: &PgPool, id: &str) -> bool {
     sqlx::query(
@@ -1659,6 +1844,16 @@ async fn setup(pool: &PgPool) {
         .execute(pool)
         .await
         .expect("the partitioned queue");
+    sqlx::query(
+        "INSERT INTO dbos.queues (name, rate_limit_max, rate_limit_period_sec)
+         VALUES ($1, $2, $3::float8 / 1000)",
+    )
+    .bind(RATED_QUEUE)
+    .bind(RATED_MAX as i32)
+    .bind(RATED_PERIOD_MS as f64)
+    .execute(pool)
+    .await
+    .expect("the rated queue");
 }
 
 /// The output of workflow `id`, which must have one of type `T`.
