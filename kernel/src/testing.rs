@@ -281,3 +281,28 @@ pub async fn prepared_plan(
         .expect("the prepared statement is explained");
     lines.join("\n")
 }
+
+/// Returns once `waiting` backends of the database wait on a lock (the event a test waits for
+/// before it lets a lock holder go on).
+///
+/// # Panics
+/// When that does not happen within 20 s, or the database cannot be read.
+pub async fn waiting_on_locks(pool: &sqlx::PgPool, waiting: i64) {
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("activity");
+            if blocked == waiting {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{waiting} backends wait on a lock"));
+}

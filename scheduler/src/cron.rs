@@ -142,8 +142,9 @@ fn missing(name: &str) -> Error {
     Error::Invalid(format!("schedule {name:?}: no schedule has this name"))
 }
 
-/// Pauses (`true`) or resumes a schedule. A resumed schedule fires from its next tick, or
-/// enqueues the missed ones if it backfills.
+/// Pauses (`true`) or resumes a schedule. Once a pause has returned, no tick of the schedule
+/// is enqueued (a sweep under way waits for it and finds the schedule paused). A resumed
+/// schedule fires from its next tick, or enqueues the missed ones if it backfills.
 ///
 /// # Errors
 /// [`Error::Invalid`] for an unknown schedule.
@@ -154,7 +155,7 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
     Ok(())
 }
 
-/// Removes a schedule (runs already enqueued stay).
+/// Removes a schedule (runs already enqueued stay; once this returns, none is added).
 ///
 /// # Errors
 /// [`Error::Invalid`] for an unknown schedule.

@@ -1,5 +1,6 @@
 //! Cron catch-up after downtime: a schedule with automatic backfill gets every missed tick, one
-//! without gets only the latest, and firing again at the same instant adds nothing.
+//! without gets only the latest, and firing again at the same instant adds nothing. A pause
+//! that has returned stops every tick, even of a sweep under way.
 
 use dbos_kernel::testing;
 use dbos_scheduler::cron::{self, Schedule};
@@ -57,6 +58,74 @@ async fn missed_ticks_are_backfilled_only_when_the_schedule_asks() {
     // Firing again at the same instant adds nothing.
     cron::fire_due(&pool, now).await.expect("fire again");
     assert_eq!(count("every-sec").await, 1);
+    drop(c);
+    kernel.shutdown().await.expect("shutdown");
+}
+
+/// A sweep that read a schedule as ACTIVE before a pause committed enqueues none of its ticks
+/// once the pause has returned: it waits for the pause, and finds the schedule paused.
+#[tokio::test]
+async fn a_sweep_under_way_enqueues_nothing_after_a_pause() {
+    let db = testing::database().await;
+    let kernel = dbos_kernel::Kernel::boot(db.config(), &dbos_services::migrations())
+        .await
+        .expect("boot");
+    let pool = kernel.pool().clone();
+    let name = "paused-mid-sweep";
+    let mut c = pool.acquire().await.expect("conn");
+    let s = Schedule {
+        schedule_name: name.into(),
+        workflow_name: "nowhere".into(),
+        schedule: "* * * * * *".into(),
+        status: "ACTIVE".into(),
+        context: None,
+        last_fired_at: None,
+        automatic_backfill: true,
+        cron_timezone: None,
+        queue_name: Some("no-worker-here".into()),
+    };
+    cron::add(&mut c, &s).await.expect("add");
+    let now = chrono::Utc::now();
+    let last =
+        (now - chrono::Duration::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    sqlx::query("UPDATE dbos.workflow_schedules SET last_fired_at = $1")
+        .bind(&last)
+        .execute(&mut *c)
+        .await
+        .expect("rewind");
+    // The pause, not yet committed, holds the schedule's row.
+    let mut pause = pool.begin().await.expect("begin");
+    cron::set_paused(&mut pause, name, true)
+        .await
+        .expect("pause");
+    let sweep = {
+        let pool = pool.clone();
+        tokio::spawn(async move { cron::fire_due(&pool, now).await })
+    };
+    // The sweep read the schedule as ACTIVE and waits for its row.
+    testing::waiting_on_locks(&pool, 1).await;
+    pause.commit().await.expect("the pause commits");
+    let fired = sweep.await.expect("join").expect("fire");
+    assert_eq!(fired.enqueued, 0, "no tick enqueued after the pause");
+    let runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE schedule_name = $1")
+            .bind(name)
+            .fetch_one(&mut *c)
+            .await
+            .expect("count");
+    assert_eq!(runs, 0, "no run of the paused schedule");
+    let left: Option<String> = sqlx::query_scalar(
+        "SELECT last_fired_at FROM dbos.workflow_schedules WHERE schedule_name = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *c)
+    .await
+    .expect("schedule");
+    assert_eq!(
+        left.as_deref(),
+        Some(last.as_str()),
+        "the ticks the sweep did not enqueue stay due: a resume backfills them"
+    );
     drop(c);
     kernel.shutdown().await.expect("shutdown");
 }

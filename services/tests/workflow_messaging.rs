@@ -845,7 +845,7 @@ async fn a_consume_that_fails_fails_alone_though_its_statement_was_shared() {
     for (i, s) in names.iter().enumerate() {
         consumes.push(consume(s));
         if i < 2 {
-            waiting_on_locks(n.pool(), i as i64 + 1).await;
+            dbos_kernel::testing::waiting_on_locks(n.pool(), i as i64 + 1).await;
         }
     }
     // The others' requests are sent before this task runs again.
@@ -870,27 +870,6 @@ async fn a_consume_that_fails_fails_alone_though_its_statement_was_shared() {
     n.stop().await;
 }
 
-/// Returns once `waiting` backends of the database wait on a lock.
-async fn waiting_on_locks(pool: &sqlx::PgPool, waiting: i64) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let blocked: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-            .await
-            .expect("activity");
-            if blocked == waiting {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{waiting} backends wait on a lock"));
-}
-
 /// A subscribe that waits for another's insert of the same new topic, or of the same
 /// subscription, gets its cursor once the other commits: the row it waited for was inserted
 /// after its statement's snapshot.
@@ -908,7 +887,7 @@ async fn subscribes_that_race_for_a_new_topic_or_subscription_get_their_cursor()
             let (msg, topic, second) = (msg.clone(), topic.to_owned(), second.to_owned());
             tokio::spawn(async move { msg.subscribe(&topic, &second, Start::Next).await })
         };
-        waiting_on_locks(n.pool(), 1).await;
+        dbos_kernel::testing::waiting_on_locks(n.pool(), 1).await;
         tx.commit().await.expect("commit");
         let cursor = racing
             .await

@@ -190,6 +190,11 @@ pub struct ScheduledRun {
 /// run exists) and moves each schedule's `last_fired_at` forward to its given tick (never
 /// back). Returns how many runs were new.
 ///
+/// With `fired` (a sweep's due ticks), only the schedules still ACTIVE enqueue or move, locked
+/// in name order for the statement: a pause or removal that has returned stops every later
+/// tick, and one under way waits for the enqueue. Without (a trigger or a backfill asked for),
+/// the runs are enqueued whatever the schedule's state.
+///
 /// 1 round trip, 1 commit (primary keys).
 ///
 /// # Errors
@@ -203,9 +208,15 @@ pub async fn enqueue_scheduled<'c>(
         |f: fn(&ScheduledRun) -> &String| runs.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
     let (names, ats): (Vec<String>, Vec<String>) = fired.iter().cloned().unzip();
     let n: i64 = sqlx::query_scalar(
-        "WITH r AS (
+        "WITH active AS (
+             SELECT schedule_name FROM dbos.workflow_schedules
+             WHERE schedule_name = ANY($6::text[]) AND status = 'ACTIVE'
+             ORDER BY schedule_name
+             FOR NO KEY UPDATE
+         ), r AS (
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
                  AS r(id, sched, wf, queue, inputs)
+             WHERE cardinality($6::text[]) = 0 OR r.sched IN (SELECT schedule_name FROM active)
          ), ins AS (
              INSERT INTO dbos.workflow_status
                  (workflow_uuid, status, name, queue_name, schedule_name, recovery_attempts,
@@ -221,7 +232,7 @@ pub async fn enqueue_scheduled<'c>(
          ), f AS (
              UPDATE dbos.workflow_schedules s SET last_fired_at = u.at
              FROM unnest($6::text[], $7::text[]) AS u(name, at)
-             WHERE s.schedule_name = u.name
+             WHERE s.schedule_name = u.name AND u.name IN (SELECT schedule_name FROM active)
                AND (s.last_fired_at IS NULL OR s.last_fired_at::timestamptz < u.at::timestamptz)
          )
          SELECT count(*) FROM ins, LATERAL (SELECT pg_notify($8, '')) wake",
