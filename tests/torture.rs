@@ -6,15 +6,17 @@
 //! with concurrency limits (one of them delayed first), on a partitioned queue and on a queue
 //! with a rate limit; a ticker cancelled before the fault and resumed after it, with the
 //! family, and forked after the fault; a ticker ended by its deadline; a sink receiving
-//! messages sent from outside before and after the fault; command tasks. Then the invariants
-//! are read from the tables: every workflow ends in SUCCESS (the ticker ended by its deadline
-//! in CANCELLED, with its first ticks only), every transaction committed once (a fork's only
-//! for the ticks it did not copy), every message consumed once and none left over, each sink's
-//! messages received once and in order, every topic message published once and taken once by
-//! each reader, every stream value written once and read once, each file append made once, no
-//! transaction of a queue with limits saw more of its queue running than the limits allow, no
-//! window of the rated queue's period saw more starts than its limit, and no process of the
-//! run is left behind.
+//! messages sent from outside before and after the fault; command tasks; and through the
+//! whole run a cron schedule firing every second, paused after the last cycle. Then the
+//! invariants are read from the tables: every workflow ends in SUCCESS (the ticker ended by its
+//! deadline in CANCELLED, with its first ticks only), every transaction committed once (a
+//! fork's only for the ticks it did not copy), every message consumed once and none left over,
+//! each sink's messages received once and in order, every topic message published once and
+//! taken once by each reader, every stream value written once and read once, each file append
+//! made once, no transaction of a queue with limits saw more of its queue running than the
+//! limits allow, no window of the rated queue's period saw more starts than its limit, the cron
+//! schedule ran every second from its first tick to its last once, and no process of the run
+//! is left behind.
 //!
 //! The short variant runs with the tests. The long one:
 //!
@@ -42,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use dbos_kernel::embedded::{self, Cluster};
 use dbos_kernel::testing::scratch_dir_for_cluster;
 use dbos_kernel::{Config, Kernel};
@@ -49,6 +52,7 @@ use dbos_services::fs::{Fs, Identity, Options as FsOptions};
 use dbos_services::msg::Start;
 use dbos_services::prelude::*;
 use dbos_services::scheduler::command::CommandSpec;
+use dbos_services::scheduler::cron::{self, Schedule};
 use dbos_services::scheduler::tasks;
 use dbos_services::workflow::manage;
 use nix::sys::signal::{kill, Signal};
@@ -108,6 +112,9 @@ const RATED_PER_CYCLE: u32 = 4;
 /// empty receive and waits again.
 const SINK_MESSAGES: u32 = 8;
 const SINK_WAIT: Duration = Duration::from_millis(200);
+/// The run's cron schedule: a tick every second, each missed one backfilled, from its start to
+/// after the last cycle.
+const CRON: &str = "torture";
 /// Node timing: a stalled node is past its lease after `LEASE_MS`.
 const HEARTBEAT_MS: u64 = 200;
 const LEASE_MS: u64 = 2_000;
@@ -289,6 +296,24 @@ async fn sink(ctx: workflow::Context, (n,): (u32,)) -> Result<Vec<u32>, workflow
     Ok(got)
 }
 
+/// The run of the cron schedule for tick `at`: a transaction recording the tick.
+async fn cron_run(
+    ctx: workflow::Context,
+    (at, _context): (String, serde_json::Value),
+) -> Result<(), workflow::Error> {
+    ctx.transaction("tick", move |c: &mut PgConnection| {
+        let at = at.clone();
+        Box::pin(async move {
+            sqlx::query("INSERT INTO torture_cron (tick) VALUES ($1::timestamptz)")
+                .bind(&at)
+                .execute(&mut *c)
+                .await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
 /// A node process (started by [`torture`], never on its own).
 #[test]
 #[ignore = "a node of the torture test, started by it"]
@@ -326,6 +351,7 @@ fn torture_node() {
                 registry.register("torture.gated", gated);
                 registry.register("torture.ticker", ticker);
                 registry.register("torture.sink", sink);
+                registry.register("torture.cron", cron_run);
                 let _wf = Service::launch(&kernel, registry, Options::default())
                     .await
                     .expect("the workflow service launches");
@@ -527,6 +553,10 @@ struct Load {
     resumed: usize,
     /// The cycles' forks of their tickers made (one a cycle, after its fault).
     forks: usize,
+    /// The cron schedule: when the test began adding it and when that returned, and its runs
+    /// once paused.
+    cron_added: (DateTime<Utc>, DateTime<Utc>),
+    cron_runs: i64,
 }
 
 /// Cycle `c`'s ring: its workflows are `r{c}-0` … `r{c}-{WORKFLOWS_PER_CYCLE - 1}`.
@@ -614,7 +644,10 @@ impl Load {
         let per_cycle = i64::from(
             WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + 2 * GATED_PER_CYCLE + 2 + 1 + RATED_PER_CYCLE,
         );
-        self.cycles.len() as i64 * per_cycle + self.forks as i64 + self.commands.len() as i64
+        self.cycles.len() as i64 * per_cycle
+            + self.forks as i64
+            + self.cron_runs
+            + self.commands.len() as i64
     }
 
     /// Sends cycle `c`'s sink its messages `range` from outside a workflow, one statement each,
@@ -674,6 +707,7 @@ impl Load {
     /// would find taken.
     async fn fork(&mut self, pool: &PgPool, c: usize) {
         let (ticker, fork) = (ticker_of(c), fork_of(c));
+        let began = Instant::now();
         loop {
             let made = manage::fork(pool, &ticker, fork_step(c), Some(fork.clone()), None).await;
             let forked_from: Option<Option<String>> = answered("fork", || async {
@@ -690,12 +724,79 @@ impl Load {
                     assert_eq!(from.as_deref(), Some(ticker.as_str()), "{fork}: {made:?}");
                     break;
                 }
-                None => assert!(made.is_err(), "{fork}: made, and not found"),
+                None => assert!(
+                    made.is_err() && began.elapsed() < RESUME_WAIT_MAX,
+                    "{fork}: not made in {RESUME_WAIT_MAX:?}: {made:?}"
+                ),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         self.forks += 1;
     }
+}
+
+impl Load {
+    /// Adds the run's cron schedule (before any fault).
+    async fn start_cron(&mut self, pool: &PgPool) {
+        let began = Utc::now();
+        let mut conn = pool.acquire().await.expect("conn");
+        let s = Schedule {
+            schedule_name: CRON.into(),
+            workflow_name: "torture.cron".into(),
+            schedule: "* * * * * *".into(),
+            status: "ACTIVE".into(),
+            context: None,
+            last_fired_at: None,
+            automatic_backfill: true,
+            cron_timezone: None,
+            queue_name: None,
+        };
+        cron::add(&mut conn, &s).await.expect("the cron schedule");
+        self.cron_added = (began, Utc::now());
+    }
+
+    /// Pauses the cron schedule once it has fired a tick after the last cycle, and counts its
+    /// runs: once the pause has returned, no tick is enqueued.
+    async fn stop_cron(&mut self, pool: &PgPool) {
+        let now = Utc::now();
+        let began = Instant::now();
+        while fired_until(pool).await.is_none_or(|t| t < now) {
+            assert!(
+                began.elapsed() < RESUME_WAIT_MAX,
+                "the cron schedule fired no tick after {now} in {RESUME_WAIT_MAX:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        answered("pause", || async {
+            let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+            cron::set_paused(&mut conn, CRON, true)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        self.cron_runs = answered("runs", || {
+            sqlx::query_scalar("SELECT count(*) FROM dbos.workflow_status WHERE schedule_name = $1")
+                .bind(CRON)
+                .fetch_one(pool)
+        })
+        .await;
+    }
+}
+
+/// The latest tick the cron schedule has fired, if it has fired one (`None` too while the
+/// database does not answer).
+async fn fired_until(pool: &PgPool) -> Option<DateTime<Utc>> {
+    let at: String = sqlx::query_scalar::<_, Option<String>>(
+        "SELECT last_fired_at FROM dbos.workflow_schedules WHERE schedule_name = $1",
+    )
+    .bind(CRON)
+    .fetch_one(pool)
+    .await
+    .ok()
+    .flatten()?;
+    DateTime::parse_from_rfc3339(&at)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Runs `op` until it succeeds (a fault may refuse it for a while), at most `RESUME_WAIT_MAX`.
@@ -768,7 +869,10 @@ async fn torture() {
         cancelled: 0,
         resumed: 0,
         forks: 0,
+        cron_added: (Utc::now(), Utc::now()),
+        cron_runs: 0,
     };
+    load.start_cron(&pool).await;
 
     let plan = plan(FAULTS, cycles, &mut rng);
     let mut seen: BTreeMap<Fault, usize> = BTreeMap::new();
@@ -835,6 +939,7 @@ async fn torture() {
         started,
         began.elapsed().as_secs_f64()
     );
+    load.stop_cron(&pool).await;
     wait_all_end(
         &pool,
         &load,
@@ -924,7 +1029,10 @@ async fn failover() {
         cancelled: 0,
         resumed: 0,
         forks: 0,
+        cron_added: (Utc::now(), Utc::now()),
+        cron_runs: 0,
     };
+    load.start_cron(&pool).await;
     let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
     let began = Instant::now();
     for (cycle, fault) in plan.iter().enumerate() {
@@ -1056,6 +1164,7 @@ async fn failover() {
     }
     ha.wait_healthy();
     pool = ha.writable_pool().await;
+    load.stop_cron(&pool).await;
     wait_all_end(
         &pool,
         &load,
@@ -1284,6 +1393,7 @@ async fn check(pool: &PgPool, load: &Load) {
     check_tickers(pool, load).await;
     check_forks(pool, load).await;
     check_rated(pool, load).await;
+    check_cron(pool, load).await;
     let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
     for id in &load.commands {
         assert!(
@@ -1575,6 +1685,41 @@ async fn check_rated(pool: &PgPool, load: &Load) {
     );
 }
 
+/// The cron schedule's runs recorded each tick once, every second without a gap from its first
+/// tick (the first whole second after it was added) to the last it fired.
+async fn check_cron(pool: &PgPool, load: &Load) {
+    let ticks: Vec<DateTime<Utc>> = sqlx::query_scalar("SELECT tick FROM torture_cron ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .expect("torture_cron");
+    assert_eq!(
+        ticks.len() as i64,
+        load.cron_runs,
+        "a tick recorded by each run, once"
+    );
+    let last = fired_until(pool).await.expect("the last tick fired");
+    let (Some(first), Some(latest)) = (ticks.first(), ticks.last()) else {
+        panic!("the cron schedule ran no tick");
+    };
+    assert_eq!(*latest, last, "the last tick fired ran");
+    let (began, added) = load.cron_added;
+    let next_second = |t: DateTime<Utc>| t.timestamp() + 1;
+    assert!(
+        (next_second(began)..=next_second(added)).contains(&first.timestamp()),
+        "the first tick {first} is the first second after the schedule was added ({began} … \
+         {added})"
+    );
+    let gaps: Vec<_> = ticks
+        .windows(2)
+        .filter(|w| (w[1] - w[0]).num_milliseconds() != 1_000)
+        .collect();
+    assert!(gaps.is_empty(), "cron ticks missed or repeated: {gaps:?}");
+    eprintln!(
+        "torture: the cron schedule ran {} ticks, {first} to {latest}",
+        ticks.len()
+    );
+}
+
 /// Fencing, from the commands' own lines ("ID start PID", "ID done PID", appended in time
 /// order): once a command started again in another process, the earlier process never
 /// finishes — it was stopped before the takeover. Returns how many commands ran more than once.
@@ -1822,6 +1967,11 @@ async fn setup(pool: &PgPool) {
     db(
         pool,
         "CREATE TABLE torture_ledger (workflow_id text NOT NULL)",
+    )
+    .await;
+    db(
+        pool,
+        "CREATE TABLE torture_cron (tick timestamptz NOT NULL)",
     )
     .await;
     db(
