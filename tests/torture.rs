@@ -1040,9 +1040,12 @@ async fn failover() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             pool = ha.writable_pool().await;
         }
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..1_500))).await;
-        Load::send_to_sink(&pool, cycle, 0..SINK_MESSAGES / 2).await;
+        // The cancel comes early, while the ticker runs; the fault later, with the work of
+        // the cycle under way.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..400))).await;
         load.cancel(&pool, cycle).await;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(400..1_100))).await;
+        Load::send_to_sink(&pool, cycle, 0..SINK_MESSAGES / 2).await;
         match fault {
             Fault::Failover => {
                 // With a standby in sync again, so that no acknowledged write can be lost.
