@@ -741,15 +741,8 @@ impl Load {
         let began = Utc::now();
         let mut conn = pool.acquire().await.expect("conn");
         let s = Schedule {
-            schedule_name: CRON.into(),
-            workflow_name: "torture.cron".into(),
-            schedule: "* * * * * *".into(),
-            status: "ACTIVE".into(),
-            context: None,
-            last_fired_at: None,
             automatic_backfill: true,
-            cron_timezone: None,
-            queue_name: None,
+            ..Schedule::new(CRON, "torture.cron", "* * * * * *")
         };
         cron::add(&mut conn, &s).await.expect("the cron schedule");
         self.cron_added = (began, Utc::now());
@@ -1558,14 +1551,7 @@ async fn check_tickers(pool: &PgPool, load: &Load) {
     let mut late_ticks = Vec::new();
     for &c in &load.cycles {
         let id = late_of(c);
-        let ticks: Vec<i64> = sqlx::query_scalar(
-            "SELECT split_part(workflow_id, ':', 2)::int8 FROM torture_ledger
-             WHERE workflow_id LIKE $1 ORDER BY 1",
-        )
-        .bind(format!("{id}:%"))
-        .fetch_all(pool)
-        .await
-        .expect("ledger");
+        let ticks = ticks_of(pool, &id).await;
         assert_eq!(
             ticks,
             (0..ticks.len() as i64).collect::<Vec<_>>(),
@@ -1581,14 +1567,25 @@ async fn check_tickers(pool: &PgPool, load: &Load) {
         let id = ticker_of(c);
         let got: u32 = output_of(pool, &id).await;
         assert_eq!(got, TICKS, "{id}");
-        let ticks: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM torture_ledger WHERE workflow_id LIKE $1")
-                .bind(format!("{id}:%"))
-                .fetch_one(pool)
-                .await
-                .expect("ledger");
-        assert_eq!(ticks, i64::from(TICKS), "{id}: each tick committed once");
+        let ticks = ticks_of(pool, &id).await;
+        assert_eq!(
+            ticks,
+            (0..i64::from(TICKS)).collect::<Vec<_>>(),
+            "{id}: each tick committed once"
+        );
     }
+}
+
+/// The ticks of ticker `id` in the ledger (from its rows `{id}:{j}`), in order.
+async fn ticks_of(pool: &PgPool, id: &str) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT split_part(workflow_id, ':', 2)::int8 FROM torture_ledger
+         WHERE workflow_id LIKE $1 ORDER BY 1",
+    )
+    .bind(format!("{id}:%"))
+    .fetch_all(pool)
+    .await
+    .expect("ledger")
 }
 
 /// Each cycle's fork of its ticker ended with every tick: first the ticks it copied (recorded
@@ -1625,14 +1622,7 @@ async fn check_forks(pool: &PgPool, load: &Load) {
             "{fork}: copied only before step {}: {ticks:?}",
             fork_step(c)
         );
-        let own: Vec<i64> = sqlx::query_scalar(
-            "SELECT split_part(workflow_id, ':', 2)::int8 FROM torture_ledger
-             WHERE workflow_id LIKE $1 ORDER BY 1",
-        )
-        .bind(format!("{fork}:%"))
-        .fetch_all(pool)
-        .await
-        .expect("ledger");
+        let own = ticks_of(pool, &fork).await;
         assert_eq!(
             own,
             (copied as i64..i64::from(TICKS)).collect::<Vec<_>>(),

@@ -4,6 +4,31 @@
 
 use dbos_kernel::testing;
 use dbos_scheduler::cron::{self, Schedule};
+use sqlx::PgConnection;
+
+/// Adds schedule `name`, every second, of a workflow no node runs on a queue no node claims
+/// from, as if it had last fired at `last`; returns `last` as recorded (RFC 3339).
+async fn add_fired_before(
+    c: &mut PgConnection,
+    name: &str,
+    backfill: bool,
+    last: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let s = Schedule {
+        automatic_backfill: backfill,
+        queue_name: Some("no-worker-here".into()),
+        ..Schedule::new(name, "nowhere", "* * * * * *")
+    };
+    cron::add(&mut *c, &s).await.expect("add");
+    let last = last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    sqlx::query("UPDATE dbos.workflow_schedules SET last_fired_at = $1 WHERE schedule_name = $2")
+        .bind(&last)
+        .bind(name)
+        .execute(&mut *c)
+        .await
+        .expect("rewind");
+    last
+}
 
 #[tokio::test]
 async fn missed_ticks_are_backfilled_only_when_the_schedule_asks() {
@@ -14,29 +39,11 @@ async fn missed_ticks_are_backfilled_only_when_the_schedule_asks() {
         .expect("boot");
     let pool = kernel.pool().clone();
     let mut c = pool.acquire().await.expect("conn");
-    for (name, backfill) in [("every-sec-bf", true), ("every-sec", false)] {
-        let s = Schedule {
-            schedule_name: name.into(),
-            workflow_name: "nowhere".into(),
-            schedule: "* * * * * *".into(),
-            status: "PAUSED".into(),
-            context: None,
-            last_fired_at: None,
-            automatic_backfill: backfill,
-            cron_timezone: None,
-            queue_name: Some("no-worker-here".into()),
-        };
-        cron::add(&mut c, &s).await.expect("add");
-    }
     // As if every node had been down for ten seconds since the last tick.
     let now = chrono::Utc::now();
-    let last =
-        (now - chrono::Duration::seconds(10)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    sqlx::query("UPDATE dbos.workflow_schedules SET last_fired_at = $1")
-        .bind(&last)
-        .execute(&mut *c)
-        .await
-        .expect("rewind");
+    for (name, backfill) in [("every-sec-bf", true), ("every-sec", false)] {
+        add_fired_before(&mut c, name, backfill, now - chrono::Duration::seconds(10)).await;
+    }
     cron::fire_due(&pool, now).await.expect("fire");
     let count = |name: &'static str| {
         let pool = pool.clone();
@@ -73,26 +80,8 @@ async fn a_sweep_under_way_enqueues_nothing_after_a_pause() {
     let pool = kernel.pool().clone();
     let name = "paused-mid-sweep";
     let mut c = pool.acquire().await.expect("conn");
-    let s = Schedule {
-        schedule_name: name.into(),
-        workflow_name: "nowhere".into(),
-        schedule: "* * * * * *".into(),
-        status: "ACTIVE".into(),
-        context: None,
-        last_fired_at: None,
-        automatic_backfill: true,
-        cron_timezone: None,
-        queue_name: Some("no-worker-here".into()),
-    };
-    cron::add(&mut c, &s).await.expect("add");
     let now = chrono::Utc::now();
-    let last =
-        (now - chrono::Duration::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    sqlx::query("UPDATE dbos.workflow_schedules SET last_fired_at = $1")
-        .bind(&last)
-        .execute(&mut *c)
-        .await
-        .expect("rewind");
+    let last = add_fired_before(&mut c, name, true, now - chrono::Duration::seconds(5)).await;
     // The pause, not yet committed, holds the schedule's row.
     let mut pause = pool.begin().await.expect("begin");
     cron::set_paused(&mut pause, name, true)

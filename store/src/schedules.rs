@@ -29,6 +29,24 @@ pub struct Schedule {
     pub queue_name: Option<String>,
 }
 
+impl Schedule {
+    /// An ACTIVE schedule `name` running `workflow_name` on the cron expression `expr`: no
+    /// context, no backfill, UTC, the internal queue. Set the other fields as needed.
+    pub fn new(name: &str, workflow_name: &str, expr: &str) -> Schedule {
+        Schedule {
+            schedule_name: name.to_owned(),
+            workflow_name: workflow_name.to_owned(),
+            schedule: expr.to_owned(),
+            status: "ACTIVE".to_owned(),
+            context: None,
+            last_fired_at: None,
+            automatic_backfill: false,
+            cron_timezone: None,
+            queue_name: None,
+        }
+    }
+}
+
 const COLUMNS: &str = "schedule_name, workflow_name, schedule, status, context, last_fired_at,
     COALESCE(automatic_backfill, FALSE) AS automatic_backfill, cron_timezone, queue_name";
 
