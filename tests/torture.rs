@@ -733,9 +733,7 @@ impl Load {
         }
         self.forks += 1;
     }
-}
 
-impl Load {
     /// Adds the run's cron schedule (before any fault).
     async fn start_cron(&mut self, pool: &PgPool) {
         let began = Utc::now();
