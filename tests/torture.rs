@@ -616,6 +616,30 @@ fn fork_step(c: usize) -> i32 {
 }
 
 impl Load {
+    /// The load of run `run`, before any cycle: adds the run's cron schedule (before any
+    /// fault). Command tasks append to `runs` and pause `pause` seconds.
+    async fn start(pool: &PgPool, run: &str, runs: PathBuf, pause: f64) -> Load {
+        let began = Utc::now();
+        let mut conn = pool.acquire().await.expect("conn");
+        let s = Schedule {
+            automatic_backfill: true,
+            ..Schedule::new(CRON, "torture.cron", "* * * * * *")
+        };
+        cron::add(&mut conn, &s).await.expect("the cron schedule");
+        Load {
+            run: run.to_owned(),
+            runs,
+            pause,
+            cycles: Vec::new(),
+            commands: Vec::new(),
+            cancelled: 0,
+            resumed: 0,
+            forks: 0,
+            cron_added: (began, Utc::now()),
+            cron_runs: 0,
+        }
+    }
+
     /// Enqueues the cycle's workflows and commands through SQL on `pool`; false when the
     /// database refused (a fault), to be tried again.
     async fn enqueue(&mut self, pool: &PgPool, cycle: usize) -> bool {
@@ -734,18 +758,6 @@ impl Load {
         self.forks += 1;
     }
 
-    /// Adds the run's cron schedule (before any fault).
-    async fn start_cron(&mut self, pool: &PgPool) {
-        let began = Utc::now();
-        let mut conn = pool.acquire().await.expect("conn");
-        let s = Schedule {
-            automatic_backfill: true,
-            ..Schedule::new(CRON, "torture.cron", "* * * * * *")
-        };
-        cron::add(&mut conn, &s).await.expect("the cron schedule");
-        self.cron_added = (began, Utc::now());
-    }
-
     /// Pauses the cron schedule once it has fired a tick after the last cycle, and counts its
     /// runs: once the pause has returned, no tick is enqueued.
     async fn stop_cron(&mut self, pool: &PgPool) {
@@ -851,19 +863,8 @@ async fn torture() {
         nodes.push(n);
     }
     setup(&pool).await;
-    let mut load = Load {
-        run: run.clone(),
-        runs: support::task_writable_dir(scratch.path()).join("command-runs"),
-        pause: 0.3,
-        cycles: Vec::new(),
-        commands: Vec::new(),
-        cancelled: 0,
-        resumed: 0,
-        forks: 0,
-        cron_added: (Utc::now(), Utc::now()),
-        cron_runs: 0,
-    };
-    load.start_cron(&pool).await;
+    let runs = support::task_writable_dir(scratch.path()).join("command-runs");
+    let mut load = Load::start(&pool, &run, runs, 0.3).await;
 
     let plan = plan(FAULTS, cycles, &mut rng);
     let mut seen: BTreeMap<Fault, usize> = BTreeMap::new();
@@ -1011,19 +1012,8 @@ async fn failover() {
     // After the nodes' boot created the schema.
     setup(&pool).await;
 
-    let mut load = Load {
-        run: run.clone(),
-        runs: support::task_writable_dir(scratch.path()).join("command-runs"),
-        pause: 2.0,
-        cycles: Vec::new(),
-        commands: Vec::new(),
-        cancelled: 0,
-        resumed: 0,
-        forks: 0,
-        cron_added: (Utc::now(), Utc::now()),
-        cron_runs: 0,
-    };
-    load.start_cron(&pool).await;
+    let runs = support::task_writable_dir(scratch.path()).join("command-runs");
+    let mut load = Load::start(&pool, &run, runs, 2.0).await;
     let plan = plan([Fault::Failover, Fault::CutOff], cycles, &mut rng);
     let began = Instant::now();
     for (cycle, fault) in plan.iter().enumerate() {
