@@ -81,5 +81,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0007_workflow_retention.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 8,
+            name: "a queue's pause lock",
+            sql: include_str!("../migrations/sched_0008_pause_lock.sql"),
+            earlier: &[],
+        },
     ],
 };

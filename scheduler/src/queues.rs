@@ -215,6 +215,11 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
 /// Pauses (`true`) or resumes a queue: nothing is claimed from a paused queue; running work
 /// goes on. Returns whether the state changed.
 ///
+/// Once a pause has returned, no workflow of the queue starts: the pause takes the queue's
+/// pause lock exclusive before it commits, so it waits for the claims that read the queue
+/// before it to commit, and the claims that read the queue after it wait for its commit and
+/// see it (`sched.queue_paused`).
+///
 /// 1 round trip.
 ///
 /// # Errors
@@ -225,8 +230,10 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
               ins AS (INSERT INTO sched.paused_queues (queue_name)
                       SELECT $1 FROM q WHERE $2 ON CONFLICT DO NOTHING RETURNING 1),
               del AS (DELETE FROM sched.paused_queues WHERE queue_name = $1 AND NOT $2
-                      RETURNING 1)
-         SELECT EXISTS (SELECT 1 FROM q), EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM del)",
+                      RETURNING 1),
+              lk AS (SELECT pg_advisory_xact_lock(sched.queue_pause_key($1)) FROM q WHERE $2)
+         SELECT EXISTS (SELECT 1 FROM q) AND (NOT $2 OR EXISTS (SELECT 1 FROM lk)),
+                EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM del)",
     )
     .bind(name)
     .bind(paused)

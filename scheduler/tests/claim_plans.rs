@@ -1,5 +1,6 @@
 //! The plan of an enqueue that its node may claim: the checks that decide the claim (queue
-//! limits, a pause, placement rules, work waiting before it) run once per enqueue.
+//! limits, placement rules, work waiting before it) run once per enqueue. The pause is read in
+//! function `sched.queue_paused`, called in the same CASE as those checks.
 
 use dbos_kernel::{testing, Kernel};
 use dbos_store::batch;
@@ -34,11 +35,7 @@ async fn the_claim_checks_of_an_enqueue_run_once() {
         plan.contains("Tuples Inserted: 1"),
         "the enqueue is inserted:\n{plan}"
     );
-    for check in [
-        "paused_queues",
-        "queue_rules",
-        "idx_workflow_status_in_flight_v2",
-    ] {
+    for check in ["queue_rules", "idx_workflow_status_in_flight_v2"] {
         assert_eq!(
             plan.lines()
                 .filter(|l| l.contains("Scan") && l.contains(check))

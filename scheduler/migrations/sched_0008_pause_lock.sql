@@ -1,0 +1,211 @@
+-- A queue's pause stops every later start. A claim reads whether a queue is paused through
+-- `sched.queue_paused`, which first takes the queue's pause lock shared, to the claim's commit,
+-- and then reads `sched.paused_queues` in a snapshot of its own, taken after the lock is held.
+-- A pause takes the same lock exclusive before it commits. So a claim that read the queue
+-- before the pause has committed by the time the pause returns, and one that reads it later
+-- waits for the pause's commit and sees it. Before, a claim whose snapshot predated a pause
+-- could still start a workflow of the queue after the pause had returned.
+
+-- The advisory lock key of a queue's pause.
+CREATE FUNCTION sched.queue_pause_key(text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $key$ SELECT hashtextextended('sched.queue.pause:' || $1, 0) $key$;
+
+-- Whether a queue is paused, read after its pause lock is held shared until commit. VOLATILE,
+-- so its read takes a fresh snapshot though the calling statement's was taken earlier.
+CREATE FUNCTION sched.queue_paused(text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE STRICT
+    AS $paused$
+DECLARE
+    v_paused boolean;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(sched.queue_pause_key($1));
+    SELECT EXISTS (SELECT 1 FROM sched.paused_queues WHERE queue_name = $1) INTO v_paused;
+    RETURN v_paused;
+END
+$paused$;
+
+-- The claim of `sched_0006_claim_lock_probe.sql`, with the pause read through
+-- `sched.queue_paused`. The rest of the function is unchanged.
+CREATE OR REPLACE FUNCTION sched.claim(text[], text, bigint, text, jsonb, integer)
+    RETURNS TABLE (o_workflow_uuid text, o_name text, o_owner_xid text,
+                   o_recovery_attempts bigint, o_deadline_ms bigint, o_inputs text,
+                   o_recorded json, o_traceparent text, o_created_at bigint)
+    LANGUAGE plpgsql VOLATILE
+    AS $claim$
+DECLARE
+    v_locked text[];
+    v_now bigint;
+BEGIN
+    -- In this order: a queue without a shared limit is never locked, and one without work
+    -- waiting is probed with one index lookup, not joined to every ENQUEUED row.
+    SELECT COALESCE(array_agg(q.name), '{}') INTO v_locked FROM dbos.queues q
+    WHERE CASE WHEN q.concurrency IS NULL AND q.rate_limit_max IS NULL
+                    AND q.partition_concurrency IS NULL AND q.partition_rate_limit_max IS NULL
+               THEN false
+               WHEN (SELECT true FROM dbos.workflow_status w
+                     WHERE w.queue_name = q.name AND w.status = 'ENQUEUED' LIMIT 1)
+               THEN pg_try_advisory_xact_lock(hashtextextended('dbos.queue.claim:' || q.name, 0))
+               ELSE false END;
+    -- The claim's time is read before its snapshot: a start never precedes a completion the
+    -- claim saw.
+    v_now := (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint;
+    RETURN QUERY
+WITH RECURSIVE qs(q) AS (
+    -- Queues with work in flight: a loose scan of idx_workflow_status_in_flight_v2.
+    (SELECT queue_name FROM dbos.workflow_status
+     WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL
+     ORDER BY queue_name LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue_name FROM dbos.workflow_status
+            WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name > qs.q
+            ORDER BY queue_name LIMIT 1)
+    FROM qs WHERE qs.q IS NOT NULL
+), latest AS (
+    -- Latest of this application's versions: ours are unclaimed (no application name); a
+    -- version another (named) DBOS application registered on the same database is not ours.
+    SELECT version_name FROM dbos.application_versions WHERE application_name IS NULL
+    ORDER BY version_timestamp DESC LIMIT 1
+), now_ms AS (
+    SELECT v_now AS t
+), queues AS (
+    SELECT qs.q AS name, c.concurrency, c.worker_concurrency, c.rate_limit_max,
+           c.rate_limit_period_sec, c.partition_concurrency, c.partition_worker_concurrency,
+           c.partition_rate_limit_max, c.partition_rate_limit_period_sec,
+           (c.partition_concurrency IS NOT NULL OR c.partition_worker_concurrency IS NOT NULL
+            OR c.partition_rate_limit_max IS NOT NULL) AS partitioned,
+           (c.rate_limit_max IS NOT NULL OR c.partition_rate_limit_max IS NOT NULL) AS limited_rate
+    FROM qs LEFT JOIN dbos.queues c ON c.name = qs.q
+    LEFT JOIN sched.queue_rules r ON r.queue_name = qs.q
+    WHERE qs.q IS NOT NULL
+      AND NOT sched.queue_paused(qs.q)
+      -- Placement: this node has the labels the queue requires, and the queue's policy lets
+      -- it claim now (least_loaded: no eligible live node is less loaded).
+      AND $5::jsonb @> COALESCE(r.require_labels, '{}')
+      AND (r.policy IS DISTINCT FROM 'least_loaded' OR NOT EXISTS (
+          SELECT 1 FROM kernel.nodes n
+          WHERE n.node_id <> $4 AND n.state = 'running'
+            AND NOT kernel.lease_expired(n.heartbeat_at, n.lease_ms)
+            AND n.labels @> r.require_labels
+            AND (SELECT count(*) FROM dbos.workflow_status w
+                 WHERE w.status = 'PENDING' AND w.executor_id = n.node_id)::float8 / n.slots
+              < (SELECT count(*) FROM dbos.workflow_status w
+                 WHERE w.status = 'PENDING' AND w.executor_id = $4)::float8 / $6))
+      AND (qs.q = ANY(v_locked)
+           OR c.name IS NULL
+           OR (c.concurrency IS NULL AND c.rate_limit_max IS NULL
+               AND c.partition_concurrency IS NULL AND c.partition_rate_limit_max IS NULL))
+), budget AS (
+    SELECT q.*, LEAST($3,
+        CASE WHEN q.worker_concurrency IS NULL THEN $3 ELSE q.worker_concurrency -
+            (SELECT count(*) FROM dbos.workflow_status w
+             WHERE w.queue_name = q.name AND w.status = 'PENDING' AND w.executor_id = $4) END,
+        CASE WHEN q.concurrency IS NULL THEN $3 ELSE q.concurrency -
+            (SELECT count(*) FROM dbos.workflow_status w
+             WHERE w.queue_name = q.name AND w.status = 'PENDING') END,
+        CASE WHEN q.rate_limit_max IS NULL THEN $3 ELSE q.rate_limit_max -
+            (SELECT count(*) FROM dbos.workflow_status w, now_ms
+             WHERE w.queue_name = q.name AND w.rate_limited
+               AND w.status NOT IN ('ENQUEUED', 'DELAYED')
+               AND w.started_at_epoch_ms > now_ms.t - (q.rate_limit_period_sec * 1000)::bigint) END
+    ) AS n
+    FROM queues q
+), groups AS (
+    SELECT b.name, NULL::text AS pk, b.n AS gn FROM budget b WHERE NOT b.partitioned AND b.n > 0
+    UNION ALL
+    SELECT b.name, p.pk, LEAST(b.n,
+        CASE WHEN b.partition_concurrency IS NULL THEN b.n ELSE b.partition_concurrency -
+            (SELECT count(*) FROM dbos.workflow_status w
+             WHERE w.queue_name = b.name AND w.queue_partition_key = p.pk
+               AND w.status = 'PENDING') END,
+        CASE WHEN b.partition_worker_concurrency IS NULL THEN b.n
+             ELSE b.partition_worker_concurrency -
+            (SELECT count(*) FROM dbos.workflow_status w
+             WHERE w.queue_name = b.name AND w.queue_partition_key = p.pk
+               AND w.status = 'PENDING' AND w.executor_id = $4) END,
+        CASE WHEN b.partition_rate_limit_max IS NULL THEN b.n ELSE b.partition_rate_limit_max -
+            (SELECT count(*) FROM dbos.workflow_status w, now_ms
+             WHERE w.queue_name = b.name AND w.queue_partition_key = p.pk AND w.rate_limited
+               AND w.status NOT IN ('ENQUEUED', 'DELAYED')
+               AND w.started_at_epoch_ms >
+                   now_ms.t - (b.partition_rate_limit_period_sec * 1000)::bigint) END)
+    FROM budget b
+    CROSS JOIN LATERAL (
+        -- Served by idx_workflow_status_partition_dequeue_v3.
+        SELECT DISTINCT w.queue_partition_key AS pk FROM dbos.workflow_status w
+        WHERE w.queue_name = b.name AND w.status = 'ENQUEUED'
+          AND w.queue_partition_key IS NOT NULL
+    ) p
+    WHERE b.partitioned AND b.n > 0
+), cand AS (
+    SELECT g.name, x.workflow_uuid, x.priority, x.created_at, x.rn
+    FROM groups g
+    CROSS JOIN LATERAL (
+        SELECT y.*, row_number() OVER (ORDER BY y.priority, y.created_at) AS rn
+        FROM (
+            -- Served by idx_workflow_status_in_flight_v2 / _partition_dequeue_v3.
+            SELECT w.workflow_uuid, w.priority, w.created_at FROM dbos.workflow_status w
+            WHERE w.queue_name = g.name AND w.status = 'ENQUEUED'
+              AND (g.pk IS NULL OR w.queue_partition_key = g.pk)
+              AND w.name = ANY($1)
+              -- Labels the workflow itself requires (a task's `--label`).
+              AND (w.attributes IS NULL OR NOT (w.attributes ? 'sched.labels')
+                   OR $5::jsonb @> (w.attributes -> 'sched.labels'))
+              -- Locality: leave a task that prefers another value of the queue's label to a
+              -- live node that has it.
+              AND NOT EXISTS (
+                  SELECT 1 FROM sched.queue_rules r
+                  WHERE r.queue_name = g.name AND r.policy = 'locality'
+                    AND w.attributes -> 'sched.prefer' ? r.locality_label
+                    AND ($5::jsonb ->> r.locality_label) IS DISTINCT FROM
+                        (w.attributes -> 'sched.prefer' ->> r.locality_label)
+                    AND EXISTS (
+                        SELECT 1 FROM kernel.nodes n
+                        WHERE n.state = 'running'
+                          AND NOT kernel.lease_expired(n.heartbeat_at, n.lease_ms)
+                          AND n.labels @> r.require_labels
+                          AND n.labels ->> r.locality_label =
+                              w.attributes -> 'sched.prefer' ->> r.locality_label))
+              AND (w.application_version = $2
+                   OR (w.application_version IS NULL
+                       AND $2 IS NOT DISTINCT FROM (SELECT version_name FROM latest)))
+            ORDER BY w.priority, w.created_at
+            LIMIT GREATEST(g.gn, 0)
+            FOR UPDATE OF w SKIP LOCKED
+        ) y
+    ) x
+), ranked AS (
+    SELECT c.*, row_number() OVER (PARTITION BY c.name ORDER BY c.rn, c.priority, c.created_at)
+               AS qrank
+    FROM cand c
+), pick AS (
+    SELECT r.workflow_uuid, b.limited_rate FROM ranked r JOIN budget b ON b.name = r.name
+    WHERE r.qrank <= b.n
+    ORDER BY r.rn, r.priority, r.created_at
+    LIMIT $3
+)
+UPDATE dbos.workflow_status w
+SET status = 'PENDING', owner_xid = gen_random_uuid()::text, executor_id = $4,
+    application_version = $2,
+    -- The statement's time, not the transaction's: the claim began before the completions
+    -- its snapshot sees, and a start must not precede them.
+    started_at_epoch_ms = v_now,
+    rate_limited = pick.limited_rate,
+    recovery_attempts = w.recovery_attempts + 1,
+    updated_at = kernel.now_ms(),
+    workflow_deadline_epoch_ms = CASE
+        WHEN w.workflow_timeout_ms IS NOT NULL AND w.workflow_deadline_epoch_ms IS NULL
+        THEN v_now + w.workflow_timeout_ms
+        ELSE w.workflow_deadline_epoch_ms END
+FROM pick WHERE w.workflow_uuid = pick.workflow_uuid
+RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
+    w.workflow_deadline_epoch_ms,
+    COALESCE((SELECT inputs FROM dbos.workflow_input i WHERE i.workflow_uuid = w.workflow_uuid),
+             w.inputs),
+    (SELECT json_agg(json_build_object(
+         'function_id', o.function_id, 'function_name', o.function_name,
+         'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id))
+     FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid),
+    w.attributes ->> 'otel.traceparent', w.created_at;
+END
+$claim$;
