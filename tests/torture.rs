@@ -6,15 +6,17 @@
 //! with concurrency limits (one of them delayed first), on a partitioned queue and on a queue
 //! with a rate limit; a ticker cancelled before the fault and resumed after it, with the
 //! family, and forked after the fault; a ticker ended by its deadline; a sink receiving
-//! messages sent from outside before and after the fault; command tasks; and through the
-//! whole run a cron schedule firing every second, paused after the last cycle. Then the
+//! messages sent from outside before and after the fault; command tasks; tickers on a queue
+//! paused as they are enqueued and resumed after the fault; and through the whole run a cron
+//! schedule firing every second, paused after the last cycle. Then the
 //! invariants are read from the tables: every workflow ends in SUCCESS (the ticker ended by its
 //! deadline in CANCELLED, with its first ticks only), every transaction committed once (a
 //! fork's only for the ticks it did not copy), every message consumed once and none left over,
 //! each sink's messages received once and in order, every topic message published once and
 //! taken once by each reader, every stream value written once and read once, each file append
 //! made once, no transaction of a queue with limits saw more of its queue running than the
-//! limits allow, no window of the rated queue's period saw more starts than its limit, the cron
+//! limits allow, no window of the rated queue's period saw more starts than its limit, no
+//! workflow of the paused queue was claimed between its pause's return and its resume, the cron
 //! schedule ran every second from its first tick to its last once, and no process of the run
 //! is left behind.
 //!
@@ -53,6 +55,7 @@ use dbos_services::msg::Start;
 use dbos_services::prelude::*;
 use dbos_services::scheduler::command::CommandSpec;
 use dbos_services::scheduler::cron::{self, Schedule};
+use dbos_services::scheduler::queues;
 use dbos_services::scheduler::tasks;
 use dbos_services::workflow::manage;
 use nix::sys::signal::{kill, Signal};
@@ -107,6 +110,10 @@ const RATED_QUEUE: &str = "torture-rated";
 const RATED_MAX: usize = 2;
 const RATED_PERIOD_MS: i64 = 500;
 const RATED_PER_CYCLE: u32 = 4;
+/// Each cycle enqueues `PAUSED_PER_CYCLE` tickers of one tick on this queue and pauses it at
+/// once, racing the claims of idle nodes, then resumes it after the fault.
+const PAUSED_QUEUE: &str = "torture-paused";
+const PAUSED_PER_CYCLE: u32 = 4;
 /// Each cycle's sink receives `SINK_MESSAGES` messages the test sends it from outside, half
 /// before the cycle's fault and half after; it waits `SINK_WAIT` for each before it records an
 /// empty receive and waits again.
@@ -553,6 +560,10 @@ struct Load {
     resumed: usize,
     /// The cycles' forks of their tickers made (one a cycle, after its fault).
     forks: usize,
+    /// The claims of the paused queue's workflows (their `recovery_attempts` summed) once its
+    /// pause returned, while paused; and the workflows the pauses found not yet claimed.
+    paused_claims: Option<i64>,
+    held_by_pause: i64,
     /// The cron schedule: when the test began adding it and when that returned, and its runs
     /// once paused.
     cron_added: (DateTime<Utc>, DateTime<Utc>),
@@ -604,6 +615,11 @@ fn rated_of(c: usize) -> String {
     format!("q{c}")
 }
 
+/// Cycle `c`'s tickers of the paused queue: `z{c}-0` … `z{c}-{PAUSED_PER_CYCLE - 1}`.
+fn paused_of(c: usize) -> String {
+    format!("z{c}")
+}
+
 /// Cycle `c`'s fork of its ticker, made after the cycle's fault.
 fn fork_of(c: usize) -> String {
     format!("e{c}")
@@ -635,6 +651,8 @@ impl Load {
             cancelled: 0,
             resumed: 0,
             forks: 0,
+            paused_claims: None,
+            held_by_pause: 0,
             cron_added: (began, Utc::now()),
             cron_runs: 0,
         }
@@ -651,8 +669,10 @@ impl Load {
             && enqueue_ticker(pool, &ticker_of(cycle), TICKS, None).await
             && enqueue_ticker(pool, &late_of(cycle), LATE_TICKS, Some(LATE_TIMEOUT_MS)).await
             && enqueue_sink(pool, &sink_of(cycle)).await
-            && enqueue_rated(pool, &rated_of(cycle)).await
-            && enqueue_commands(pool, self, cycle).await;
+            && enqueue_tickers(pool, &rated_of(cycle), RATED_QUEUE, RATED_PER_CYCLE).await
+            && enqueue_commands(pool, self, cycle).await
+            // Last: the pause that follows races the claims of these.
+            && enqueue_tickers(pool, &paused_of(cycle), PAUSED_QUEUE, PAUSED_PER_CYCLE).await;
         if done {
             self.cycles.push(cycle);
         }
@@ -666,7 +686,15 @@ impl Load {
 
     fn total(&self) -> i64 {
         let per_cycle = i64::from(
-            WORKFLOWS_PER_CYCLE + 1 + READERS + 2 + 2 * GATED_PER_CYCLE + 2 + 1 + RATED_PER_CYCLE,
+            WORKFLOWS_PER_CYCLE
+                + 1
+                + READERS
+                + 2
+                + 2 * GATED_PER_CYCLE
+                + 2
+                + 1
+                + RATED_PER_CYCLE
+                + PAUSED_PER_CYCLE,
         );
         self.cycles.len() as i64 * per_cycle
             + self.forks as i64
@@ -758,6 +786,27 @@ impl Load {
         self.forks += 1;
     }
 
+    /// Pauses [`PAUSED_QUEUE`] (tried again until the database answers), then reads its claims
+    /// so far: once the pause has returned, no claim of the queue commits.
+    async fn pause_queue(&mut self, pool: &PgPool) {
+        set_queue_paused(pool, true).await;
+        let (claims, waiting) = paused_queue_claims(pool).await;
+        self.paused_claims = Some(claims);
+        self.held_by_pause += waiting;
+    }
+
+    /// Checks that nothing of [`PAUSED_QUEUE`] was claimed since [`Load::pause_queue`]
+    /// returned, through the fault, and resumes the queue.
+    async fn resume_queue(&mut self, pool: &PgPool) {
+        let (claims, _) = paused_queue_claims(pool).await;
+        let paused = self.paused_claims.take().expect("paused");
+        assert_eq!(
+            claims, paused,
+            "workflows of {PAUSED_QUEUE} were claimed after its pause had returned"
+        );
+        set_queue_paused(pool, false).await;
+    }
+
     /// Pauses the cron schedule once it has fired a tick after the last cycle, and counts its
     /// runs: once the pause has returned, no tick is enqueued.
     async fn stop_cron(&mut self, pool: &PgPool) {
@@ -784,6 +833,33 @@ impl Load {
         })
         .await;
     }
+}
+
+/// Pauses or resumes [`PAUSED_QUEUE`], tried again until the database answers: a repeat of a
+/// change that committed unseen changes nothing.
+async fn set_queue_paused(pool: &PgPool, paused: bool) {
+    answered("queue pause", || async {
+        let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+        queues::set_paused(&mut conn, PAUSED_QUEUE, paused)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+}
+
+/// [`PAUSED_QUEUE`]'s claims so far (each claim adds one to its workflow's
+/// `recovery_attempts`, which nothing else on this queue changes), and its workflows waiting.
+async fn paused_queue_claims(pool: &PgPool) -> (i64, i64) {
+    answered("claims", || {
+        sqlx::query_as(
+            "SELECT COALESCE(sum(recovery_attempts), 0)::int8,
+                    count(*) FILTER (WHERE status = 'ENQUEUED')
+             FROM dbos.workflow_status WHERE queue_name = $1",
+        )
+        .bind(PAUSED_QUEUE)
+        .fetch_one(pool)
+    })
+    .await
 }
 
 /// The latest tick the cron schedule has fired, if it has fired one (`None` too while the
@@ -874,6 +950,7 @@ async fn torture() {
         while !load.enqueue(&pool, cycle).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        load.pause_queue(&pool).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
         Load::send_to_sink(&pool, cycle, 0..SINK_MESSAGES / 2).await;
         load.cancel(&pool, cycle).await;
@@ -915,6 +992,7 @@ async fn torture() {
             Fault::Failover | Fault::CutOff => unreachable!("faults of the failover test"),
         }
         load.resume(&pool, cycle).await;
+        load.resume_queue(&pool).await;
         load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
@@ -1021,6 +1099,7 @@ async fn failover() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             pool = ha.writable_pool().await;
         }
+        load.pause_queue(&pool).await;
         // The cancel comes early, while the ticker runs; the fault later, with the work of
         // the cycle under way.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..400))).await;
@@ -1142,6 +1221,7 @@ async fn failover() {
             _ => unreachable!("faults of the torture test"),
         }
         load.resume(&pool, cycle).await;
+        load.resume_queue(&pool).await;
         load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
@@ -1337,8 +1417,9 @@ async fn check(pool: &PgPool, load: &Load) {
     .expect("ledger");
     assert_eq!(
         rows,
-        load.ring_workflows() + load.cycles.len() as i64 * i64::from(TICKS + RATED_PER_CYCLE),
-        "a ledger row for each ring workflow, each tick and each rated ticker's tick"
+        load.ring_workflows()
+            + load.cycles.len() as i64 * i64::from(TICKS + RATED_PER_CYCLE + PAUSED_PER_CYCLE),
+        "a ledger row for each ring workflow, each tick and each one-tick ticker's tick"
     );
     // One message for each ring workflow, `SINK_MESSAGES` for each sink.
     let sinks: Vec<String> = load.cycles.iter().map(|&c| sink_of(c)).collect();
@@ -1377,6 +1458,11 @@ async fn check(pool: &PgPool, load: &Load) {
     check_tickers(pool, load).await;
     check_forks(pool, load).await;
     check_rated(pool, load).await;
+    eprintln!(
+        "torture: the queue pauses found {} of the paused queue's {} workflows not yet claimed",
+        load.held_by_pause,
+        load.cycles.len() * PAUSED_PER_CYCLE as usize
+    );
     check_cron(pool, load).await;
     let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
     for id in &load.commands {
@@ -1837,17 +1923,17 @@ async fn enqueue_ticker(pool: &PgPool, id: &str, ticks: u32, timeout_ms: Option<
     .is_ok()
 }
 
-/// Enqueues the tickers `{prefix}-0` … of one tick each on the rated queue in one statement;
-/// false when the database refused (a fault), to be tried again.
-async fn enqueue_rated(pool: &PgPool, prefix: &str) -> bool {
+/// Enqueues the tickers `{prefix}-0` … `{prefix}-{n - 1}` of one tick each on `queue` in one
+/// statement; false when the database refused (a fault), to be tried again.
+async fn enqueue_tickers(pool: &PgPool, prefix: &str, queue: &str, n: u32) -> bool {
     sqlx::query(
         "SELECT dbos.enqueue_workflow('torture.ticker', $2, ARRAY[to_json(1)],
              workflow_id => $1 || '-' || i)
          FROM generate_series(0, $3::int - 1) AS i",
     )
     .bind(prefix)
-    .bind(RATED_QUEUE)
-    .bind(RATED_PER_CYCLE as i32)
+    .bind(queue)
+    .bind(n as i32)
     .execute(pool)
     .await
     .is_ok()
@@ -1985,6 +2071,11 @@ async fn setup(pool: &PgPool) {
     .execute(pool)
     .await
     .expect("the rated queue");
+    sqlx::query("INSERT INTO dbos.queues (name) VALUES ($1)")
+        .bind(PAUSED_QUEUE)
+        .execute(pool)
+        .await
+        .expect("the paused queue");
 }
 
 /// The output of workflow `id`, which must have one of type `T`.
