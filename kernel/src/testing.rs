@@ -288,6 +288,21 @@ pub async fn prepared_plan(
 /// # Panics
 /// When that does not happen within 20 s, or the database cannot be read.
 pub async fn waiting_on_locks(pool: &sqlx::PgPool, waiting: i64) {
+    locks_awaited(pool, waiting, || None).await;
+}
+
+/// [`waiting_on_locks`] while `task` runs: panics with `what` if the task ends first, without
+/// having waited on the lock it should have.
+pub async fn waiting_on_locks_before<T>(
+    pool: &sqlx::PgPool,
+    waiting: i64,
+    task: &tokio::task::JoinHandle<T>,
+    what: &str,
+) {
+    locks_awaited(pool, waiting, || task.is_finished().then_some(what)).await;
+}
+
+async fn locks_awaited<'a>(pool: &sqlx::PgPool, waiting: i64, ended: impl Fn() -> Option<&'a str>) {
     tokio::time::timeout(std::time::Duration::from_secs(20), async {
         loop {
             let blocked: i64 = sqlx::query_scalar(
@@ -299,6 +314,9 @@ pub async fn waiting_on_locks(pool: &sqlx::PgPool, waiting: i64) {
             .expect("activity");
             if blocked == waiting {
                 break;
+            }
+            if let Some(what) = ended() {
+                panic!("{what}");
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }

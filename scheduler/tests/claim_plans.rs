@@ -2,18 +2,13 @@
 //! limits, placement rules, work waiting before it) run once per enqueue. The pause is read in
 //! function `sched.queue_paused`, called in the same CASE as those checks.
 
-use dbos_kernel::{testing, Kernel};
+use dbos_kernel::testing;
+use dbos_services::testing::kernel_alone;
 use dbos_store::batch;
 
 #[tokio::test]
 async fn the_claim_checks_of_an_enqueue_run_once() {
-    let db = testing::database().await;
-    let k = Kernel::boot(
-        db.config(),
-        &[dbos_store::MIGRATIONS, dbos_scheduler::MIGRATIONS],
-    )
-    .await
-    .expect("boot");
+    let (_db, k) = kernel_alone().await;
     let mut c = k.pool().acquire().await.expect("a node connection");
     // Every part, so every parameter has a type.
     let shape = batch::Shape::new(true, false, true, true, true, true);

@@ -4,6 +4,7 @@
 
 use dbos_kernel::testing;
 use dbos_scheduler::cron::{self, Schedule};
+use dbos_services::testing::kernel_alone;
 use sqlx::PgConnection;
 
 /// Adds schedule `name`, every second, of a workflow no node runs on a queue no node claims
@@ -33,10 +34,7 @@ async fn add_fired_before(
 #[tokio::test]
 async fn missed_ticks_are_backfilled_only_when_the_schedule_asks() {
     // The kernel alone: no cron loop of a workflow service fires these schedules meanwhile.
-    let db = testing::database().await;
-    let kernel = dbos_kernel::Kernel::boot(db.config(), &dbos_services::migrations())
-        .await
-        .expect("boot");
+    let (_db, kernel) = kernel_alone().await;
     let pool = kernel.pool().clone();
     let mut c = pool.acquire().await.expect("conn");
     // As if every node had been down for ten seconds since the last tick.
@@ -73,10 +71,7 @@ async fn missed_ticks_are_backfilled_only_when_the_schedule_asks() {
 /// once the pause has returned: it waits for the pause, and finds the schedule paused.
 #[tokio::test]
 async fn a_sweep_under_way_enqueues_nothing_after_a_pause() {
-    let db = testing::database().await;
-    let kernel = dbos_kernel::Kernel::boot(db.config(), &dbos_services::migrations())
-        .await
-        .expect("boot");
+    let (_db, kernel) = kernel_alone().await;
     let pool = kernel.pool().clone();
     let name = "paused-mid-sweep";
     let mut c = pool.acquire().await.expect("conn");

@@ -4,21 +4,15 @@
 
 use dbos_kernel::{testing, Kernel};
 use dbos_scheduler::queues::{self, Queue};
+use dbos_services::testing::{kernel_alone, status};
 use dbos_store::workflows::{self, Enqueue, Here};
 use sqlx::{PgConnection, PgPool};
-use tokio::task::JoinHandle;
 
 const QUEUE: &str = "pausing";
 
 /// A kernel alone (no dispatcher claims meanwhile) with queue [`QUEUE`].
 async fn boot() -> (testing::TestDb, Kernel) {
-    let db = testing::database().await;
-    let k = Kernel::boot(
-        db.config(),
-        &[dbos_store::MIGRATIONS, dbos_scheduler::MIGRATIONS],
-    )
-    .await
-    .expect("boot");
+    let (db, k) = kernel_alone().await;
     let mut c = k.pool().acquire().await.expect("conn");
     queues::create(&mut c, &Queue::named(QUEUE))
         .await
@@ -42,36 +36,6 @@ async fn claim_on(conn: &mut PgConnection) -> Vec<String> {
         .expect("claim")
 }
 
-/// Waits until a backend waits on a lock; panics with `what` if `task` ends first.
-async fn blocks<T>(pool: &PgPool, task: &JoinHandle<T>, what: &str) {
-    tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-            .await
-            .expect("activity");
-            if waiting > 0 {
-                return;
-            }
-            assert!(!task.is_finished(), "{what}");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("neither waited on a lock nor ended");
-}
-
-async fn status(pool: &PgPool, id: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM dbos.workflow_status WHERE workflow_uuid = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .expect("status")
-}
-
 #[tokio::test]
 async fn a_pause_waits_for_a_claim_under_way() {
     let (_db, k) = boot().await;
@@ -85,8 +49,9 @@ async fn a_pause_waits_for_a_claim_under_way() {
         let mut c = p.acquire().await.expect("conn");
         queues::set_paused(&mut c, QUEUE, true).await
     });
-    blocks(
+    testing::waiting_on_locks_before(
         &pool,
+        1,
         &pause,
         "the pause returned while a claim of its queue was under way",
     )
@@ -120,8 +85,9 @@ async fn a_claim_during_a_pause_waits_for_it_and_claims_nothing() {
         let mut c = p.acquire().await.expect("conn");
         claim_on(&mut c).await
     });
-    blocks(
+    testing::waiting_on_locks_before(
         &pool,
+        1,
         &round,
         "a claim read the queue while its pause was under way without waiting for it",
     )
@@ -147,8 +113,9 @@ async fn an_enqueue_during_a_pause_is_not_claimed_as_it_is_enqueued() {
         .expect("pause"));
     let p = pool.clone();
     let enq = tokio::spawn(async move { enqueue(&p, "w1", true).await });
-    blocks(
+    testing::waiting_on_locks_before(
         &pool,
+        1,
         &enq,
         "an enqueue read the queue while its pause was under way without waiting for it",
     )

@@ -85,6 +85,16 @@ impl Node {
     }
 }
 
+/// Boots a kernel with every service's schema on a fresh database, and no service: nothing
+/// claims, fires a schedule or sweeps meanwhile.
+pub async fn kernel_alone() -> (testing::TestDb, Kernel) {
+    let db = testing::database().await;
+    let kernel = Kernel::boot(db.config(), &crate::migrations())
+        .await
+        .expect("boot");
+    (db, kernel)
+}
+
 /// Boots a node on a fresh database with the workflows `register` adds.
 pub async fn node(register: impl FnOnce(&mut Registry)) -> Node {
     let db = testing::database().await;
