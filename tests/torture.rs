@@ -561,7 +561,8 @@ struct Load {
     /// The cycles' forks of their tickers made (one a cycle, after its fault).
     forks: usize,
     /// The claims of the paused queue's workflows (their `recovery_attempts` summed) once its
-    /// pause returned, while paused; and the workflows the pauses found not yet claimed.
+    /// pause returned, while paused; and the cycles' workflows their pauses found not yet
+    /// claimed.
     paused_claims: Option<i64>,
     held_by_pause: i64,
     /// The cron schedule: when the test began adding it and when that returned, and its runs
@@ -788,17 +789,17 @@ impl Load {
 
     /// Pauses [`PAUSED_QUEUE`] (tried again until the database answers), then reads its claims
     /// so far: once the pause has returned, no claim of the queue commits.
-    async fn pause_queue(&mut self, pool: &PgPool) {
+    async fn pause_queue(&mut self, pool: &PgPool, c: usize) {
         set_queue_paused(pool, true).await;
-        let (claims, waiting) = paused_queue_claims(pool).await;
+        let (claims, waiting) = paused_queue_claims(pool, c).await;
         self.paused_claims = Some(claims);
         self.held_by_pause += waiting;
     }
 
-    /// Checks that nothing of [`PAUSED_QUEUE`] was claimed since [`Load::pause_queue`]
-    /// returned, through the fault, and resumes the queue.
-    async fn resume_queue(&mut self, pool: &PgPool) {
-        let (claims, _) = paused_queue_claims(pool).await;
+    /// Checks that nothing of [`PAUSED_QUEUE`] was claimed since cycle `c`'s
+    /// [`Load::pause_queue`] returned, through the fault, and resumes the queue.
+    async fn resume_queue(&mut self, pool: &PgPool, c: usize) {
+        let (claims, _) = paused_queue_claims(pool, c).await;
         let paused = self.paused_claims.take().expect("paused");
         assert_eq!(
             claims, paused,
@@ -848,15 +849,17 @@ async fn set_queue_paused(pool: &PgPool, paused: bool) {
 }
 
 /// [`PAUSED_QUEUE`]'s claims so far (each claim adds one to its workflow's
-/// `recovery_attempts`, which nothing else on this queue changes), and its workflows waiting.
-async fn paused_queue_claims(pool: &PgPool) -> (i64, i64) {
+/// `recovery_attempts`, which nothing else on this queue changes), and cycle `c`'s workflows
+/// of it waiting.
+async fn paused_queue_claims(pool: &PgPool, c: usize) -> (i64, i64) {
     answered("claims", || {
         sqlx::query_as(
             "SELECT COALESCE(sum(recovery_attempts), 0)::int8,
-                    count(*) FILTER (WHERE status = 'ENQUEUED')
+                    count(*) FILTER (WHERE status = 'ENQUEUED' AND workflow_uuid LIKE $2 || '-%')
              FROM dbos.workflow_status WHERE queue_name = $1",
         )
         .bind(PAUSED_QUEUE)
+        .bind(paused_of(c))
         .fetch_one(pool)
     })
     .await
@@ -950,7 +953,7 @@ async fn torture() {
         while !load.enqueue(&pool, cycle).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        load.pause_queue(&pool).await;
+        load.pause_queue(&pool, cycle).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
         Load::send_to_sink(&pool, cycle, 0..SINK_MESSAGES / 2).await;
         load.cancel(&pool, cycle).await;
@@ -992,7 +995,7 @@ async fn torture() {
             Fault::Failover | Fault::CutOff => unreachable!("faults of the failover test"),
         }
         load.resume(&pool, cycle).await;
-        load.resume_queue(&pool).await;
+        load.resume_queue(&pool, cycle).await;
         load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
@@ -1099,7 +1102,7 @@ async fn failover() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             pool = ha.writable_pool().await;
         }
-        load.pause_queue(&pool).await;
+        load.pause_queue(&pool, cycle).await;
         // The cancel comes early, while the ticker runs; the fault later, with the work of
         // the cycle under way.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..400))).await;
@@ -1221,7 +1224,7 @@ async fn failover() {
             _ => unreachable!("faults of the torture test"),
         }
         load.resume(&pool, cycle).await;
-        load.resume_queue(&pool).await;
+        load.resume_queue(&pool, cycle).await;
         load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
