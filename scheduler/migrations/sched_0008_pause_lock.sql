@@ -1,17 +1,23 @@
--- A queue's pause stops every later start. A claim reads whether a queue is paused through
--- `sched.queue_paused`, which first takes the queue's pause lock shared, to the claim's commit,
--- and then reads `sched.paused_queues` in a snapshot of its own, taken after the lock is held.
--- A pause takes the same lock exclusive before it commits. So a claim that read the queue
--- before the pause has committed by the time the pause returns, and one that reads it later
--- waits for the pause's commit and sees it. Before, a claim whose snapshot predated a pause
--- could still start a workflow of the queue after the pause had returned.
+-- A queue's pause stops every later start. Every claim holds the pause lock shared to its
+-- commit and reads `sched.paused_queues` in a snapshot taken after the lock is held: a claim
+-- round takes it in the first statement of `sched.claim`, before the second's snapshot; an
+-- enqueue that would claim takes it through `sched.queue_paused`, which reads in a snapshot of
+-- its own. A pause takes the lock exclusive before it commits. So a claim that read the pause
+-- state before the pause has committed by the time the pause returns, and one that reads it
+-- later waits for the pause's commit and sees it. Before, a claim whose snapshot predated a
+-- pause could still start a workflow of the queue after the pause had returned.
+--
+-- One lock for every queue, not one per queue: a claim round reads every queue with work, and a
+-- lock per queue would take that many entries of the server's shared lock table, which a few
+-- thousand queues exhaust. A pause holds back other queues' claims only while the claims under
+-- way finish and it commits.
 
--- The advisory lock key of a queue's pause.
-CREATE FUNCTION sched.queue_pause_key(text) RETURNS bigint
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $key$ SELECT hashtextextended('sched.queue.pause:' || $1, 0) $key$;
+-- The advisory lock key of the pause lock.
+CREATE FUNCTION sched.pause_lock_key() RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $key$ SELECT hashtextextended('sched.queue.pause', 0) $key$;
 
--- Whether a queue is paused, read after its pause lock is held shared until commit. VOLATILE,
+-- Whether a queue is paused, read after the pause lock is held shared until commit. VOLATILE,
 -- so its read takes a fresh snapshot though the calling statement's was taken earlier.
 CREATE FUNCTION sched.queue_paused(text) RETURNS boolean
     LANGUAGE plpgsql VOLATILE STRICT
@@ -19,14 +25,14 @@ CREATE FUNCTION sched.queue_paused(text) RETURNS boolean
 DECLARE
     v_paused boolean;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(sched.queue_pause_key($1));
+    PERFORM pg_advisory_xact_lock_shared(sched.pause_lock_key());
     SELECT EXISTS (SELECT 1 FROM sched.paused_queues WHERE queue_name = $1) INTO v_paused;
     RETURN v_paused;
 END
 $paused$;
 
--- The claim of `sched_0006_claim_lock_probe.sql`, with the pause read through
--- `sched.queue_paused`. The rest of the function is unchanged.
+-- The claim of `sched_0006_claim_lock_probe.sql`, with the pause lock taken first. The rest of
+-- the function is unchanged.
 CREATE OR REPLACE FUNCTION sched.claim(text[], text, bigint, text, jsonb, integer)
     RETURNS TABLE (o_workflow_uuid text, o_name text, o_owner_xid text,
                    o_recovery_attempts bigint, o_deadline_ms bigint, o_inputs text,
@@ -37,6 +43,8 @@ DECLARE
     v_locked text[];
     v_now bigint;
 BEGIN
+    -- Before the claim's snapshot: see the top of this file.
+    PERFORM pg_advisory_xact_lock_shared(sched.pause_lock_key());
     -- In this order: a queue without a shared limit is never locked, and one without work
     -- waiting is probed with one index lookup, not joined to every ENQUEUED row.
     SELECT COALESCE(array_agg(q.name), '{}') INTO v_locked FROM dbos.queues q
@@ -78,7 +86,7 @@ WITH RECURSIVE qs(q) AS (
     FROM qs LEFT JOIN dbos.queues c ON c.name = qs.q
     LEFT JOIN sched.queue_rules r ON r.queue_name = qs.q
     WHERE qs.q IS NOT NULL
-      AND NOT sched.queue_paused(qs.q)
+      AND NOT EXISTS (SELECT 1 FROM sched.paused_queues p WHERE p.queue_name = qs.q)
       -- Placement: this node has the labels the queue requires, and the queue's policy lets
       -- it claim now (least_loaded: no eligible live node is less loaded).
       AND $5::jsonb @> COALESCE(r.require_labels, '{}')

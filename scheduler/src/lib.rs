@@ -83,7 +83,7 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
         },
         Migration {
             version: 8,
-            name: "a queue's pause lock",
+            name: "the pause lock",
             sql: include_str!("../migrations/sched_0008_pause_lock.sql"),
             earlier: &[],
         },

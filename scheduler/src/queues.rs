@@ -215,10 +215,10 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
 /// Pauses (`true`) or resumes a queue: nothing is claimed from a paused queue; running work
 /// goes on. Returns whether the state changed.
 ///
-/// Once a pause has returned, no workflow of the queue starts: the pause takes the queue's
-/// pause lock exclusive before it commits, so it waits for the claims that read the queue
-/// before it to commit, and the claims that read the queue after it wait for its commit and
-/// see it (`sched.queue_paused`).
+/// Once a pause has returned, no workflow of the queue starts: the pause takes the pause lock
+/// exclusive before it commits, so it waits for the claims that read the pause state before it
+/// to commit, and the claims that read it after wait for its commit and see it
+/// (`scheduler/migrations/sched_0008_pause_lock.sql`).
 ///
 /// 1 round trip.
 ///
@@ -231,7 +231,7 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
                       SELECT $1 FROM q WHERE $2 ON CONFLICT DO NOTHING RETURNING 1),
               del AS (DELETE FROM sched.paused_queues WHERE queue_name = $1 AND NOT $2
                       RETURNING 1),
-              lk AS (SELECT pg_advisory_xact_lock(sched.queue_pause_key($1)) FROM q WHERE $2)
+              lk AS (SELECT pg_advisory_xact_lock(sched.pause_lock_key()) FROM q WHERE $2)
          SELECT EXISTS (SELECT 1 FROM q) AND (NOT $2 OR EXISTS (SELECT 1 FROM lk)),
                 EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM del)",
     )

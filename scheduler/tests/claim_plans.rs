@@ -1,6 +1,6 @@
 //! The plan of an enqueue that its node may claim: the checks that decide the claim (queue
-//! limits, placement rules, work waiting before it) run once per enqueue. The pause is read in
-//! function `sched.queue_paused`, called in the same CASE as those checks.
+//! limits, placement rules, work waiting before it) run once per enqueue. The pause is read by
+//! function `sched.queue_paused`, in the same CASE as those checks.
 
 use dbos_kernel::testing;
 use dbos_services::testing::kernel_alone;

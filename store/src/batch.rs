@@ -389,7 +389,7 @@ const CLAIMS: &str = "eh AS MATERIALIZED (
                                    OR q.partition_concurrency IS NOT NULL
                                    OR q.partition_worker_concurrency IS NOT NULL
                                    OR q.partition_rate_limit_max IS NOT NULL) THEN false
-                         -- Takes the queue's pause lock: see `sched.queue_paused`.
+                         -- Takes the pause lock: see `sched.queue_paused`.
                          WHEN sched.queue_paused(e.queue) THEN false
                          WHEN (SELECT true FROM sched.queue_rules r
                                WHERE r.queue_name = e.queue) THEN false
