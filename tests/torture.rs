@@ -8,8 +8,8 @@
 //! family, and forked after the fault; a ticker ended by its deadline; a sink receiving
 //! messages sent from outside before and after the fault; command tasks; tickers on a queue
 //! paused as they are enqueued and resumed after the fault; and through the whole run a cron
-//! schedule firing every second, paused after the last cycle. Then the
-//! invariants are read from the tables: every workflow ends in SUCCESS (the ticker ended by its
+//! schedule firing every second, paused after the last cycle. Then the invariants are read
+//! from the tables: every workflow ends in SUCCESS (the ticker ended by its
 //! deadline in CANCELLED, with its first ticks only), every transaction committed once (a
 //! fork's only for the ticks it did not copy), every message consumed once and none left over,
 //! each sink's messages received once and in order, every topic message published once and

@@ -302,6 +302,8 @@ pub async fn waiting_on_locks_before<T>(
     locks_awaited(pool, waiting, || task.is_finished().then_some(what)).await;
 }
 
+/// The loop of [`waiting_on_locks`]: between reads of the waiting backends, `ended` names why
+/// waiting is pointless (the test then fails with it).
 async fn locks_awaited<'a>(pool: &sqlx::PgPool, waiting: i64, ended: impl Fn() -> Option<&'a str>) {
     tokio::time::timeout(std::time::Duration::from_secs(20), async {
         loop {
