@@ -87,5 +87,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0008_pause_lock.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 9,
+            name: "queue settings under the pause lock",
+            sql: include_str!("../migrations/sched_0009_settings_lock.sql"),
+            earlier: &[],
+        },
     ],
 };

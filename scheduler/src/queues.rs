@@ -92,31 +92,50 @@ pub fn validate(queue: &Queue) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates a queue.
+/// Takes the pause lock exclusive until the transaction on `conn` ends. Every claim holds it
+/// shared from before it reads a queue's pause, limits and placement until its commit, so a
+/// change that holds it when it commits waits for the claims that read the old state, and the
+/// claims after it read the new (`scheduler/migrations/sched_0008_pause_lock.sql` and
+/// `sched_0009_settings_lock.sql`).
+async fn hold_claims(conn: &mut PgConnection) -> Result<(), Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(sched.pause_lock_key())")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Creates a queue. Once it has returned, every start of its work keeps its limits.
 ///
-/// 1 round trip (index: `queues_name_key`).
+/// 1 transaction of 2 statements (index: `queues_name_key`).
 ///
 /// # Errors
 /// [`Error::Invalid`], [`Error::QueueExists`].
 pub async fn create(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error> {
     validate(queue)?;
-    if !dbos_store::queues::insert(conn, queue).await? {
+    let mut tx = conn.begin().await?;
+    hold_claims(&mut tx).await?;
+    if !dbos_store::queues::insert(&mut *tx, queue).await? {
         return Err(Error::QueueExists(queue.name.clone()));
     }
+    tx.commit().await?;
     Ok(())
 }
 
-/// Replaces a queue's settings; claims use them from their next round.
+/// Replaces a queue's settings. Once it has returned, every start of the queue's work keeps
+/// them: a claim under way commits first (see [`hold_claims`]).
 ///
-/// 1 round trip.
+/// 1 transaction of 2 statements.
 ///
 /// # Errors
 /// [`Error::Invalid`], [`Error::NoSuchQueue`].
 pub async fn update(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error> {
     validate(queue)?;
-    if !dbos_store::queues::update(conn, queue).await? {
+    let mut tx = conn.begin().await?;
+    hold_claims(&mut tx).await?;
+    if !dbos_store::queues::update(&mut *tx, queue).await? {
         return Err(Error::NoSuchQueue(queue.name.clone()));
     }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -284,6 +303,10 @@ impl Policy {
 }
 
 /// Sets a queue's placement: the labels a node must have to claim from it, and its policy.
+/// Once it has returned, every start of the queue's work keeps it: the statement takes the
+/// pause lock exclusive (see [`hold_claims`]). No label with the fifo policy is the placement
+/// of a queue without a rule, and removes its rule: an enqueue through a node may then claim
+/// its workflow for that node again.
 ///
 /// 1 round trip.
 ///
@@ -301,24 +324,27 @@ pub async fn set_placement(
         )));
     }
     let labels = serde_json::to_value(require_labels).map_err(|e| Error::Invalid(e.to_string()))?;
-    let n: i64 = sqlx::query_scalar(
+    let none = require_labels.is_empty() && *policy == Policy::Fifo;
+    let exists: bool = sqlx::query_scalar(
         "WITH q AS (SELECT 1 FROM dbos.queues WHERE name = $1),
               up AS (INSERT INTO sched.queue_rules
                          (queue_name, require_labels, policy, locality_label)
-                     SELECT $1, $2, $3, $4 FROM q
+                     SELECT $1, $2, $3, $4 FROM q WHERE NOT $5
                      ON CONFLICT (queue_name) DO UPDATE
                          SET require_labels = excluded.require_labels, policy = excluded.policy,
-                             locality_label = excluded.locality_label, updated_at = now()
-                     RETURNING 1)
-         SELECT count(*) FROM up",
+                             locality_label = excluded.locality_label, updated_at = now()),
+              del AS (DELETE FROM sched.queue_rules WHERE queue_name = $1 AND $5),
+              lk AS (SELECT pg_advisory_xact_lock(sched.pause_lock_key()) FROM q)
+         SELECT EXISTS (SELECT 1 FROM lk)",
     )
     .bind(name)
     .bind(labels)
     .bind(policy.as_str())
     .bind(policy.label())
+    .bind(none)
     .fetch_one(conn)
     .await?;
-    if n == 0 {
+    if !exists {
         return Err(Error::NoSuchQueue(name.to_owned()));
     }
     Ok(())

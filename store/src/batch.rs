@@ -377,7 +377,7 @@ const NO_CLAIMS: &str = "eh AS (SELECT e.*, q.partition_queue, false AS claim
 const CLAIMS: &str = "eh AS MATERIALIZED (
              -- Claimed by the enqueuing node as it is enqueued when the queue would let any node
              -- take it now. Each probe is a CASE branch, so it runs only when those before it
-             -- passed, and one index lookup at most. Materialized, so the CASE runs once per
+             -- passed, and a few index lookups at most. Materialized, so the CASE runs once per
              -- enqueue: inlined, it ran again for each of the seven uses of `claim` in the
              -- insert.
              SELECT e.*, q.partition_queue,
@@ -389,10 +389,9 @@ const CLAIMS: &str = "eh AS MATERIALIZED (
                                    OR q.partition_concurrency IS NOT NULL
                                    OR q.partition_worker_concurrency IS NOT NULL
                                    OR q.partition_rate_limit_max IS NOT NULL) THEN false
-                         -- Takes the pause lock: see `sched.queue_paused`.
-                         WHEN sched.queue_paused(e.queue) THEN false
-                         WHEN (SELECT true FROM sched.queue_rules r
-                               WHERE r.queue_name = e.queue) THEN false
+                         -- Takes the pause lock and reads the pause, the rule and the
+                         -- limits again after it: see `sched.enqueue_may_claim`.
+                         WHEN NOT sched.enqueue_may_claim(e.queue) THEN false
                          WHEN (SELECT true FROM dbos.workflow_status o
                                WHERE o.queue_name = e.queue AND o.status = 'ENQUEUED'
                                LIMIT 1) THEN false

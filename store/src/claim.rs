@@ -16,9 +16,10 @@
 //! Statement 2 starts after statement 1 holds its locks, so its snapshot includes every claim
 //! committed by the previous holder: shared limits hold across any number of nodes. Queues
 //! without shared limits are claimed concurrently by all nodes (`SKIP LOCKED`). Statement 1
-//! first takes the pause lock shared (held to the commit), so statement 2 reads the paused
-//! queues after it: a pause, which takes the lock exclusive, waits for a round under way, and a
-//! round after it sees it.
+//! first takes the pause lock shared (held to the commit), so both statements read the paused
+//! queues, the queues' limits and their placement rules after it: a pause or a change of a
+//! queue's settings, which takes the lock exclusive, waits for a round under way, and a round
+//! after it sees it.
 //!
 //! Cost: 1 round trip and 1 commit per batch.
 
