@@ -7,7 +7,8 @@
 //! with a rate limit; a ticker cancelled before the fault and resumed after it, with the
 //! family, and forked after the fault; a ticker ended by its deadline; a sink receiving
 //! messages sent from outside before and after the fault; command tasks; tickers on a queue
-//! paused as they are enqueued and resumed after the fault; and through the whole run a cron
+//! held as they are enqueued (paused, or given a placement rule no node meets) and released
+//! after the fault; and through the whole run a cron
 //! schedule firing every second, paused after the last cycle. Then the invariants are read
 //! from the tables: every workflow ends in SUCCESS (the ticker ended by its
 //! deadline in CANCELLED, with its first ticks only), every transaction committed once (a
@@ -16,7 +17,7 @@
 //! taken once by each reader, every stream value written once and read once, each file append
 //! made once, no transaction of a queue with limits saw more of its queue running than the
 //! limits allow, no window of the rated queue's period saw more starts than its limit, no
-//! workflow of the paused queue was claimed between its pause's return and its resume, the cron
+//! workflow of the held queue was claimed between its hold's return and its release, the cron
 //! schedule ran every second from its first tick to its last once, and no process of the run
 //! is left behind.
 //!
@@ -110,10 +111,10 @@ const RATED_QUEUE: &str = "torture-rated";
 const RATED_MAX: usize = 2;
 const RATED_PERIOD_MS: i64 = 500;
 const RATED_PER_CYCLE: u32 = 4;
-/// Each cycle enqueues `PAUSED_PER_CYCLE` tickers of one tick on this queue and pauses it at
+/// Each cycle enqueues `HELD_PER_CYCLE` tickers of one tick on this queue and holds it at
 /// once, racing the claims of idle nodes, then resumes it after the fault.
-const PAUSED_QUEUE: &str = "torture-paused";
-const PAUSED_PER_CYCLE: u32 = 4;
+const HELD_QUEUE: &str = "torture-held";
+const HELD_PER_CYCLE: u32 = 4;
 /// Each cycle's sink receives `SINK_MESSAGES` messages the test sends it from outside, half
 /// before the cycle's fault and half after; it waits `SINK_WAIT` for each before it records an
 /// empty receive and waits again.
@@ -560,11 +561,10 @@ struct Load {
     resumed: usize,
     /// The cycles' forks of their tickers made (one a cycle, after its fault).
     forks: usize,
-    /// The claims of the paused queue's workflows (their `recovery_attempts` summed) once its
-    /// pause returned, while paused; and the cycles' workflows their pauses found not yet
-    /// claimed.
-    paused_claims: Option<i64>,
-    held_by_pause: i64,
+    /// The claims of the held queue's workflows (their `recovery_attempts` summed) once its
+    /// hold returned, while held; and the cycles' workflows their holds found not yet claimed.
+    held_claims: Option<i64>,
+    held_back: i64,
     /// The cron schedule: when the test began adding it and when that returned, and its runs
     /// once paused.
     cron_added: (DateTime<Utc>, DateTime<Utc>),
@@ -616,8 +616,8 @@ fn rated_of(c: usize) -> String {
     format!("q{c}")
 }
 
-/// Cycle `c`'s tickers of the paused queue: `z{c}-0` … `z{c}-{PAUSED_PER_CYCLE - 1}`.
-fn paused_of(c: usize) -> String {
+/// Cycle `c`'s tickers of the held queue: `z{c}-0` … `z{c}-{HELD_PER_CYCLE - 1}`.
+fn held_of(c: usize) -> String {
     format!("z{c}")
 }
 
@@ -652,8 +652,8 @@ impl Load {
             cancelled: 0,
             resumed: 0,
             forks: 0,
-            paused_claims: None,
-            held_by_pause: 0,
+            held_claims: None,
+            held_back: 0,
             cron_added: (began, Utc::now()),
             cron_runs: 0,
         }
@@ -672,8 +672,8 @@ impl Load {
             && enqueue_sink(pool, &sink_of(cycle)).await
             && enqueue_tickers(pool, &rated_of(cycle), RATED_QUEUE, RATED_PER_CYCLE).await
             && enqueue_commands(pool, self, cycle).await
-            // Last: the pause that follows races the claims of these.
-            && enqueue_tickers(pool, &paused_of(cycle), PAUSED_QUEUE, PAUSED_PER_CYCLE).await;
+            // Last: the hold that follows races the claims of these.
+            && enqueue_tickers(pool, &held_of(cycle), HELD_QUEUE, HELD_PER_CYCLE).await;
         if done {
             self.cycles.push(cycle);
         }
@@ -695,7 +695,7 @@ impl Load {
                 + 2
                 + 1
                 + RATED_PER_CYCLE
-                + PAUSED_PER_CYCLE,
+                + HELD_PER_CYCLE,
         );
         self.cycles.len() as i64 * per_cycle
             + self.forks as i64
@@ -787,25 +787,25 @@ impl Load {
         self.forks += 1;
     }
 
-    /// Pauses [`PAUSED_QUEUE`] (tried again until the database answers), then reads its claims
-    /// so far: once the pause has returned, no claim of the queue commits.
-    async fn pause_queue(&mut self, pool: &PgPool, c: usize) {
-        set_queue_paused(pool, true).await;
-        let (claims, waiting) = paused_queue_claims(pool, c).await;
-        self.paused_claims = Some(claims);
-        self.held_by_pause += waiting;
+    /// Holds [`HELD_QUEUE`] for cycle `c` (tried again until the database answers), then reads
+    /// its claims so far: once the hold has returned, no claim of the queue commits.
+    async fn hold_queue(&mut self, pool: &PgPool, c: usize) {
+        set_queue_held(pool, c, true).await;
+        let (claims, waiting) = held_queue_claims(pool, c).await;
+        self.held_claims = Some(claims);
+        self.held_back += waiting;
     }
 
-    /// Checks that nothing of [`PAUSED_QUEUE`] was claimed since cycle `c`'s
-    /// [`Load::pause_queue`] returned, through the fault, and resumes the queue.
-    async fn resume_queue(&mut self, pool: &PgPool, c: usize) {
-        let (claims, _) = paused_queue_claims(pool, c).await;
-        let paused = self.paused_claims.take().expect("paused");
+    /// Checks that nothing of [`HELD_QUEUE`] was claimed since cycle `c`'s
+    /// [`Load::hold_queue`] returned, through the fault, and releases the queue.
+    async fn release_queue(&mut self, pool: &PgPool, c: usize) {
+        let (claims, _) = held_queue_claims(pool, c).await;
+        let held = self.held_claims.take().expect("held");
         assert_eq!(
-            claims, paused,
-            "workflows of {PAUSED_QUEUE} were claimed after its pause had returned"
+            claims, held,
+            "workflows of {HELD_QUEUE} were claimed after its hold (cycle {c}) had returned"
         );
-        set_queue_paused(pool, false).await;
+        set_queue_held(pool, c, false).await;
     }
 
     /// Pauses the cron schedule once it has fired a tick after the last cycle, and counts its
@@ -836,30 +836,38 @@ impl Load {
     }
 }
 
-/// Pauses or resumes [`PAUSED_QUEUE`], tried again until the database answers: a repeat of a
-/// change that committed unseen changes nothing.
-async fn set_queue_paused(pool: &PgPool, paused: bool) {
-    answered("queue pause", || async {
+/// Holds (`held`) or releases [`HELD_QUEUE`] for cycle `c`, tried again until the database
+/// answers: a repeat of a change that committed unseen changes nothing. An even cycle pauses
+/// and resumes it; an odd one gives it a placement rule that no node meets, then removes it.
+async fn set_queue_held(pool: &PgPool, c: usize, held: bool) {
+    answered("queue hold", || async {
         let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
-        queues::set_paused(&mut conn, PAUSED_QUEUE, paused)
-            .await
-            .map_err(|e| e.to_string())
+        if c % 2 == 0 {
+            queues::set_paused(&mut conn, HELD_QUEUE, held)
+                .await
+                .map(drop)
+        } else {
+            let nowhere = BTreeMap::from([("torture".to_owned(), "nowhere".to_owned())]);
+            let labels = if held { nowhere } else { BTreeMap::new() };
+            queues::set_placement(&mut conn, HELD_QUEUE, &labels, &queues::Policy::Fifo).await
+        }
+        .map_err(|e| e.to_string())
     })
     .await;
 }
 
-/// [`PAUSED_QUEUE`]'s claims so far (each claim adds one to its workflow's
+/// [`HELD_QUEUE`]'s claims so far (each claim adds one to its workflow's
 /// `recovery_attempts`, which nothing else on this queue changes), and cycle `c`'s workflows
 /// of it waiting.
-async fn paused_queue_claims(pool: &PgPool, c: usize) -> (i64, i64) {
+async fn held_queue_claims(pool: &PgPool, c: usize) -> (i64, i64) {
     answered("claims", || {
         sqlx::query_as(
             "SELECT COALESCE(sum(recovery_attempts), 0)::int8,
                     count(*) FILTER (WHERE status = 'ENQUEUED' AND workflow_uuid LIKE $2 || '-%')
              FROM dbos.workflow_status WHERE queue_name = $1",
         )
-        .bind(PAUSED_QUEUE)
-        .bind(paused_of(c))
+        .bind(HELD_QUEUE)
+        .bind(held_of(c))
         .fetch_one(pool)
     })
     .await
@@ -953,7 +961,7 @@ async fn torture() {
         while !load.enqueue(&pool, cycle).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        load.pause_queue(&pool, cycle).await;
+        load.hold_queue(&pool, cycle).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..800))).await;
         Load::send_to_sink(&pool, cycle, 0..SINK_MESSAGES / 2).await;
         load.cancel(&pool, cycle).await;
@@ -995,7 +1003,7 @@ async fn torture() {
             Fault::Failover | Fault::CutOff => unreachable!("faults of the failover test"),
         }
         load.resume(&pool, cycle).await;
-        load.resume_queue(&pool, cycle).await;
+        load.release_queue(&pool, cycle).await;
         load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
@@ -1102,7 +1110,7 @@ async fn failover() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             pool = ha.writable_pool().await;
         }
-        load.pause_queue(&pool, cycle).await;
+        load.hold_queue(&pool, cycle).await;
         // The cancel comes early, while the ticker runs; the fault later, with the work of
         // the cycle under way.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(100..400))).await;
@@ -1224,7 +1232,7 @@ async fn failover() {
             _ => unreachable!("faults of the torture test"),
         }
         load.resume(&pool, cycle).await;
-        load.resume_queue(&pool, cycle).await;
+        load.release_queue(&pool, cycle).await;
         load.fork(&pool, cycle).await;
         Load::send_to_sink(&pool, cycle, SINK_MESSAGES / 2..SINK_MESSAGES).await;
         replace_exited_nodes(&mut nodes, &mut start_node, &mut started);
@@ -1421,7 +1429,7 @@ async fn check(pool: &PgPool, load: &Load) {
     assert_eq!(
         rows,
         load.ring_workflows()
-            + load.cycles.len() as i64 * i64::from(TICKS + RATED_PER_CYCLE + PAUSED_PER_CYCLE),
+            + load.cycles.len() as i64 * i64::from(TICKS + RATED_PER_CYCLE + HELD_PER_CYCLE),
         "a ledger row for each ring workflow, each tick and each one-tick ticker's tick"
     );
     // One message for each ring workflow, `SINK_MESSAGES` for each sink.
@@ -1462,9 +1470,9 @@ async fn check(pool: &PgPool, load: &Load) {
     check_forks(pool, load).await;
     check_rated(pool, load).await;
     eprintln!(
-        "torture: the queue pauses found {} of the paused queue's {} workflows not yet claimed",
-        load.held_by_pause,
-        load.cycles.len() * PAUSED_PER_CYCLE as usize
+        "torture: the queue holds found {} of the held queue's {} workflows not yet claimed",
+        load.held_back,
+        load.cycles.len() * HELD_PER_CYCLE as usize
     );
     check_cron(pool, load).await;
     let ran = std::fs::read_to_string(&load.runs).unwrap_or_default();
@@ -2075,10 +2083,10 @@ async fn setup(pool: &PgPool) {
     .await
     .expect("the rated queue");
     sqlx::query("INSERT INTO dbos.queues (name) VALUES ($1)")
-        .bind(PAUSED_QUEUE)
+        .bind(HELD_QUEUE)
         .execute(pool)
         .await
-        .expect("the paused queue");
+        .expect("the held queue");
 }
 
 /// The output of workflow `id`, which must have one of type `T`.

@@ -104,9 +104,21 @@ async fn hold_claims(conn: &mut PgConnection) -> Result<(), Error> {
     Ok(())
 }
 
+/// Wakes idle nodes to claim from queue `name` (at the commit of the transaction on `conn`, if
+/// one is open): a change that lets them claim more, a resume, a raised limit or a removed
+/// placement rule, then takes effect at once, not at their next poll.
+async fn wake_claimers(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::ENQUEUE_CHANNEL)
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Creates a queue. Once it has returned, every start of its work keeps its limits.
 ///
-/// 1 transaction of 2 statements (index: `queues_name_key`).
+/// 1 transaction of 3 statements (index: `queues_name_key`).
 ///
 /// # Errors
 /// [`Error::Invalid`], [`Error::QueueExists`].
@@ -117,6 +129,7 @@ pub async fn create(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error>
     if !dbos_store::queues::insert(&mut *tx, queue).await? {
         return Err(Error::QueueExists(queue.name.clone()));
     }
+    wake_claimers(&mut tx, &queue.name).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -124,7 +137,7 @@ pub async fn create(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error>
 /// Replaces a queue's settings. Once it has returned, every start of the queue's work keeps
 /// them: a claim under way commits first (see [`hold_claims`]).
 ///
-/// 1 transaction of 2 statements.
+/// 1 transaction of 3 statements.
 ///
 /// # Errors
 /// [`Error::Invalid`], [`Error::NoSuchQueue`].
@@ -135,6 +148,7 @@ pub async fn update(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error>
     if !dbos_store::queues::update(&mut *tx, queue).await? {
         return Err(Error::NoSuchQueue(queue.name.clone()));
     }
+    wake_claimers(&mut tx, &queue.name).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -206,7 +220,7 @@ pub async fn overview(conn: &mut PgConnection) -> Result<Vec<Overview>, Error> {
 /// Deletes a queue's settings (and its pause and placement). Workflows still on it keep their queue name
 /// and run without limits. The default queue cannot be deleted.
 ///
-/// 1 transaction of 2 statements.
+/// 1 transaction of 3 statements.
 ///
 /// # Errors
 /// [`Error::Invalid`] for the default queue, [`Error::NoSuchQueue`].
@@ -227,6 +241,7 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
     if !dbos_store::queues::delete(&mut *tx, name).await? {
         return Err(Error::NoSuchQueue(name.to_owned()));
     }
+    wake_claimers(&mut tx, name).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -262,12 +277,7 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
         return Err(Error::NoSuchQueue(name.to_owned()));
     }
     if changed && !paused {
-        // Idle nodes learn of the resumed queue's work at once.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(crate::ENQUEUE_CHANNEL)
-            .bind(name)
-            .execute(conn)
-            .await?;
+        wake_claimers(conn, name).await?;
     }
     Ok(changed)
 }
@@ -308,7 +318,7 @@ impl Policy {
 /// of a queue without a rule, and removes its rule: an enqueue through a node may then claim
 /// its workflow for that node again.
 ///
-/// 1 round trip.
+/// 2 round trips (the change, then the wake-up).
 ///
 /// # Errors
 /// [`Error::NoSuchQueue`].
@@ -342,10 +352,10 @@ pub async fn set_placement(
     .bind(policy.as_str())
     .bind(policy.label())
     .bind(none)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
     if !exists {
         return Err(Error::NoSuchQueue(name.to_owned()));
     }
-    Ok(())
+    wake_claimers(conn, name).await
 }

@@ -560,26 +560,7 @@ async fn held(_ctx: workflow::Context, (x,): (u64,)) -> Result<u64, workflow::Er
 /// poll: here the poll is an hour away and nothing announces the waiting workflow.
 #[tokio::test]
 async fn a_freed_slot_claims_waiting_work_without_a_poll() {
-    // Booted here rather than with `node_with`, which sets the dispatcher's poll to 100 ms.
-    let db = testing::database().await;
-    let mut config = db.config();
-    config.slots = 1;
-    let kernel = dbos_kernel::Kernel::boot(config, &dbos_services::migrations())
-        .await
-        .expect("boot");
-    let mut registry = workflow::Registry::new();
-    registry.register("held", held);
-    let opts = Options {
-        scheduler: dbos_scheduler::Options {
-            poll_interval_ms: 3_600_000,
-            ..Default::default()
-        },
-        ..Options::default()
-    };
-    let wf = workflow::Service::launch(&kernel, registry, opts)
-        .await
-        .expect("launch");
-    let n = Node { kernel, wf, db };
+    let n = unpolled_node(1).await;
     let version = n.wf.app_version().to_owned();
     let enqueue = |id| seed(n.pool(), id, "held", "ENQUEUED", "nobody", &version, 0, &[]);
     enqueue("first").await;
@@ -590,5 +571,74 @@ async fn a_freed_slot_claims_waiting_work_without_a_poll() {
     GATE.add_permits(2);
     wait_status(n.pool(), "second", "SUCCESS").await;
     assert_eq!(status(n.pool(), "first").await, "SUCCESS");
+    n.stop().await;
+}
+
+/// A node with `slots` slots that runs `held` and `nap`, whose dispatcher polls once an hour:
+/// booted here rather than with `node_with`, which sets the poll to 100 ms.
+async fn unpolled_node(slots: u32) -> Node {
+    let db = testing::database().await;
+    let mut config = db.config();
+    config.slots = slots;
+    let kernel = dbos_kernel::Kernel::boot(config, &dbos_services::migrations())
+        .await
+        .expect("boot");
+    let mut registry = workflow::Registry::new();
+    registry.register("held", held);
+    registry.register("nap", nap);
+    let opts = Options {
+        scheduler: dbos_scheduler::Options {
+            poll_interval_ms: 3_600_000,
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let wf = workflow::Service::launch(&kernel, registry, opts)
+        .await
+        .expect("launch");
+    Node { kernel, wf, db }
+}
+
+/// A change that lets nodes claim more wakes them: removing a placement rule no node met, and
+/// deleting a queue whose limit was reached, each start the work waiting on the queue though
+/// the poll is an hour away. The work is written without a notification.
+#[tokio::test]
+async fn a_loosened_queue_is_claimed_without_a_poll() {
+    let n = unpolled_node(8).await;
+    let version = n.wf.app_version().to_owned();
+    let mut c = n.pool().acquire().await.expect("conn");
+    let far = std::collections::BTreeMap::from([("zone".to_owned(), "far".to_owned())]);
+    create(&n, Queue::named("placed")).await;
+    queues::set_placement(&mut c, "placed", &far, &queues::Policy::Fifo)
+        .await
+        .expect("placement");
+    create(
+        &n,
+        Queue {
+            concurrency: Some(1),
+            ..Queue::named("narrow")
+        },
+    )
+    .await;
+    for (id, queue, st) in [
+        ("placed-1", "placed", "ENQUEUED"),
+        ("narrow-running", "narrow", "PENDING"),
+        ("narrow-1", "narrow", "ENQUEUED"),
+    ] {
+        seed(n.pool(), id, "nap", st, "elsewhere", &version, 0, &[]).await;
+        sqlx::query("UPDATE dbos.workflow_status SET queue_name = $2 WHERE workflow_uuid = $1")
+            .bind(id)
+            .bind(queue)
+            .execute(&mut *c)
+            .await
+            .expect("queue");
+    }
+    queues::set_placement(&mut c, "placed", &Default::default(), &queues::Policy::Fifo)
+        .await
+        .expect("placement removed");
+    wait_status(n.pool(), "placed-1", "SUCCESS").await;
+    queues::delete(&mut c, "narrow").await.expect("delete");
+    wait_status(n.pool(), "narrow-1", "SUCCESS").await;
+    drop(c);
     n.stop().await;
 }
