@@ -558,6 +558,9 @@ struct Load {
     /// Workflows the cancels found running (or waiting to run) and cancelled, and the resumes
     /// that put a workflow back on a queue.
     cancelled: usize,
+    /// The current cycle's ticker's ticks once its cancel returned: none commits until its
+    /// resume.
+    ticks_at_cancel: Option<i64>,
     resumed: usize,
     /// The cycles' forks of their tickers made (one a cycle, after its fault).
     forks: usize,
@@ -650,6 +653,7 @@ impl Load {
             cycles: Vec::new(),
             commands: Vec::new(),
             cancelled: 0,
+            ticks_at_cancel: None,
             resumed: 0,
             forks: 0,
             held_claims: None,
@@ -728,6 +732,7 @@ impl Load {
         let ticker = ticker_of(c);
         let ids = answered("cancel", || manage::cancel(pool, &ticker, false)).await;
         self.cancelled += ids.len();
+        self.ticks_at_cancel = Some(ticks_so_far(pool, &ticker).await);
         let family = family_of(c);
         let ids = answered("cancel", || manage::cancel(pool, &family, true)).await;
         self.cancelled += ids.len();
@@ -738,6 +743,12 @@ impl Load {
     /// its cancel stays as it was.
     async fn resume(&mut self, pool: &PgPool, c: usize) {
         let ticker = ticker_of(c);
+        let at_cancel = self.ticks_at_cancel.take().expect("cancelled");
+        assert_eq!(
+            ticks_so_far(pool, &ticker).await,
+            at_cancel,
+            "{ticker} committed a tick after its cancel had returned"
+        );
         self.resumed += usize::from(answered("resume", || manage::resume(pool, &ticker)).await);
         let family = family_of(c);
         let children: Vec<String> = answered("children", || async {
@@ -854,6 +865,16 @@ async fn set_queue_held(pool: &PgPool, c: usize, held: bool) {
         .map_err(|e| e.to_string())
     })
     .await;
+}
+
+/// The ticks of ticker `id` committed so far, read until the database answers.
+async fn ticks_so_far(pool: &PgPool, id: &str) -> i64 {
+    answered("ticks", || {
+        sqlx::query_scalar("SELECT count(*) FROM torture_ledger WHERE workflow_id LIKE $1")
+            .bind(format!("{id}:%"))
+            .fetch_one(pool)
+    })
+    .await
 }
 
 /// [`HELD_QUEUE`]'s claims so far (each claim adds one to its workflow's

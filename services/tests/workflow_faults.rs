@@ -64,6 +64,68 @@ async fn a_users_sql_error_in_a_transaction_is_recorded_and_ends_the_workflow_in
     n.stop().await;
 }
 
+/// A cancel that returns while a transaction step of the workflow is under way: the step's
+/// writes never commit, as its checkpoint is written only under the lock of a PENDING status
+/// row, and the workflow ends CANCELLED.
+#[tokio::test]
+async fn a_transaction_under_way_when_its_workflow_is_cancelled_never_commits() {
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+    let (inside, gate) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let (i, g) = (inside.clone(), gate.clone());
+    let n = node(move |r| {
+        r.register("held_write", move |ctx: workflow::Context, (): ()| {
+            let (i, g) = (i.clone(), g.clone());
+            async move {
+                ctx.transaction("write", move |c| {
+                    let (i, g) = (i.clone(), g.clone());
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO faults_keys VALUES ('held')")
+                            .execute(&mut *c)
+                            .await?;
+                        // Inside the transaction, its write made: the test cancels now.
+                        i.add_permits(1);
+                        g.acquire().await.expect("open").forget();
+                        Ok(())
+                    })
+                })
+                .await
+            }
+        });
+    })
+    .await;
+    sqlx::query("CREATE TABLE faults_keys (k text PRIMARY KEY)")
+        .execute(n.pool())
+        .await
+        .expect("table");
+    let h =
+        n.wf.start::<_, ()>("held_write", (), id("held"))
+            .await
+            .expect("start");
+    inside.acquire().await.expect("inside").forget();
+    let cancelled = workflow::manage::cancel(n.pool(), "held", false)
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled, ["held"]);
+    gate.add_permits(1);
+    let err = h
+        .result_within(Duration::from_secs(60))
+        .await
+        .expect_err("cancelled");
+    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
+    n.wait_no_tasks_running().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM faults_keys")
+        .fetch_one(n.pool())
+        .await
+        .expect("count");
+    assert_eq!(
+        rows, 0,
+        "the transaction committed after its workflow's cancel had returned"
+    );
+    assert_eq!(status(n.pool(), "held").await, "CANCELLED");
+    n.stop().await;
+}
+
 async fn named_step(ctx: workflow::Context, (name,): (String,)) -> Result<u32, workflow::Error> {
     ctx.step(&name, || async { Ok(1u32) }).await
 }
