@@ -1,24 +1,23 @@
-//! The torture test: nodes run a mixed load while faults are injected at random: SIGKILL of a
-//! node, SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`, and storms of
-//! `pg_terminate_backend`. The load, per cycle: workflows with transactional steps and
-//! messages; workflows publishing to and reading from a topic; a parent reading its child's
-//! stream and event while the child appends to a file in transactions; workflows on a queue
-//! with concurrency limits (one of them delayed first), on a partitioned queue and on a queue
-//! with a rate limit; a ticker cancelled before the fault and resumed after it, with the
-//! family, and forked after the fault; a ticker ended by its deadline; a sink receiving
-//! messages sent from outside before and after the fault; command tasks; tickers on a queue
-//! held as they are enqueued (paused, or given a placement rule no node meets) and released
-//! after the fault; and through the whole run a cron
-//! schedule firing every second, paused after the last cycle. Then the invariants are read
-//! from the tables: every workflow ends in SUCCESS (the ticker ended by its
-//! deadline in CANCELLED, with its first ticks only), every transaction committed once (a
-//! fork's only for the ticks it did not copy), every message consumed once and none left over,
-//! each sink's messages received once and in order, every topic message published once and
-//! taken once by each reader, every stream value written once and read once, each file append
-//! made once, no transaction of a queue with limits saw more of its queue running than the
-//! limits allow, no window of the rated queue's period saw more starts than its limit, no
-//! workflow of the held queue was claimed between its hold's return and its release, the cron
-//! schedule ran every second from its first tick to its last once, and no process of the run
+//! The torture test: nodes run a mixed load while faults are injected at random: SIGKILL of a node,
+//! SIGSTOP of a node past its lease, `pg_ctl restart -m immediate`, and storms of
+//! `pg_terminate_backend`. The load, per cycle: workflows with transactional steps and messages;
+//! workflows publishing to and reading from a topic; a parent reading its child's stream and event
+//! while the child appends to a file in transactions; workflows on a queue with concurrency limits
+//! (one of them delayed first), on a partitioned queue and on a queue with a rate limit; a ticker
+//! cancelled before the fault and resumed after it, with the family, and forked after the fault; a
+//! ticker ended by its deadline; a sink receiving messages sent from outside before and after the
+//! fault; command tasks; tickers on a queue held as they are enqueued (paused, or given a placement
+//! rule no node meets) and released after the fault; and through the whole run a cron schedule
+//! firing every second, paused after the last cycle. Then the invariants are read from the tables:
+//! every workflow ends in SUCCESS (the ticker ended by its deadline in CANCELLED, with its first
+//! ticks only), every transaction committed once (a fork's only for the ticks it did not copy), no
+//! tick of a cancelled ticker committed between its cancel's return and its resume, every message
+//! consumed once and none left over, each sink's messages received once and in order, every topic
+//! message published once and taken once by each reader, every stream value written once and read
+//! once, each file append made once, no transaction of a queue with limits saw more of its queue
+//! running than the limits allow, no window of the rated queue's period saw more starts than its
+//! limit, no workflow of the held queue was claimed between its hold's return and its release, the
+//! cron schedule ran every second from its first tick to its last once, and no process of the run
 //! is left behind.
 //!
 //! The short variant runs with the tests. The long one:
@@ -112,7 +111,7 @@ const RATED_MAX: usize = 2;
 const RATED_PERIOD_MS: i64 = 500;
 const RATED_PER_CYCLE: u32 = 4;
 /// Each cycle enqueues `HELD_PER_CYCLE` tickers of one tick on this queue and holds it at
-/// once, racing the claims of idle nodes, then resumes it after the fault.
+/// once, racing the claims of idle nodes, then releases it after the fault.
 const HELD_QUEUE: &str = "torture-held";
 const HELD_PER_CYCLE: u32 = 4;
 /// Each cycle's sink receives `SINK_MESSAGES` messages the test sends it from outside, half
@@ -558,10 +557,10 @@ struct Load {
     /// Workflows the cancels found running (or waiting to run) and cancelled, and the resumes
     /// that put a workflow back on a queue.
     cancelled: usize,
+    resumed: usize,
     /// The current cycle's ticker's ticks once its cancel returned: none commits until its
     /// resume.
     ticks_at_cancel: Option<i64>,
-    resumed: usize,
     /// The cycles' forks of their tickers made (one a cycle, after its fault).
     forks: usize,
     /// The claims of the held queue's workflows (their `recovery_attempts` summed) once its
@@ -653,8 +652,8 @@ impl Load {
             cycles: Vec::new(),
             commands: Vec::new(),
             cancelled: 0,
-            ticks_at_cancel: None,
             resumed: 0,
+            ticks_at_cancel: None,
             forks: 0,
             held_claims: None,
             held_back: 0,

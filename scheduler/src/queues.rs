@@ -96,7 +96,8 @@ pub fn validate(queue: &Queue) -> Result<(), Error> {
 /// shared from before it reads a queue's pause, limits and placement until its commit, so a
 /// change that holds it when it commits waits for the claims that read the old state, and the
 /// claims after it read the new (`scheduler/migrations/sched_0008_pause_lock.sql` and
-/// `sched_0009_settings_lock.sql`).
+/// `sched_0009_settings_lock.sql`). New claims of every queue wait while it is held: a change
+/// made inside a long transaction holds them back until that transaction ends.
 async fn hold_claims(conn: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(sched.pause_lock_key())")
         .execute(conn)
