@@ -107,13 +107,7 @@ async fn a_transaction_under_way_when_its_workflow_is_cancelled_never_commits() 
         .await
         .expect("cancel");
     assert_eq!(cancelled, ["held"]);
-    gate.add_permits(1);
-    let err = h
-        .result_within(Duration::from_secs(60))
-        .await
-        .expect_err("cancelled");
-    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
-    n.wait_no_tasks_running().await;
+    opened_ends_cancelled(&n, &gate, h).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM faults_keys")
         .fetch_one(n.pool())
         .await
@@ -124,6 +118,22 @@ async fn a_transaction_under_way_when_its_workflow_is_cancelled_never_commits() 
     );
     assert_eq!(status(n.pool(), "held").await, "CANCELLED");
     n.stop().await;
+}
+
+/// Opens `gate` for the workflow of `h`, which must then end cancelled, and waits until no task
+/// of it runs on `n`.
+async fn opened_ends_cancelled(
+    n: &Node,
+    gate: &tokio::sync::Semaphore,
+    h: workflow::WorkflowHandle<()>,
+) {
+    gate.add_permits(1);
+    let err = h
+        .result_within(Duration::from_secs(60))
+        .await
+        .expect_err("cancelled");
+    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
+    n.wait_no_tasks_running().await;
 }
 
 async fn named_step(ctx: workflow::Context, (name,): (String,)) -> Result<u32, workflow::Error> {
@@ -527,13 +537,7 @@ async fn a_cancel_by_a_plain_sql_update_stops_the_workflow_before_its_next_step(
     .await
     .expect("cancel by SQL");
     assert!(matches!(arrived.wait(None).await, dbos_msg::Woke::Key(0)));
-    gate.add_permits(1);
-    let err = h
-        .result_within(Duration::from_secs(60))
-        .await
-        .expect_err("cancelled");
-    assert!(matches!(err, workflow::Error::Cancelled(_)), "{err}");
-    n.wait_no_tasks_running().await;
+    opened_ends_cancelled(&n, &gate, h).await;
     assert_eq!(
         bodies.load(std::sync::atomic::Ordering::SeqCst),
         1,
