@@ -98,8 +98,13 @@ pub fn validate(queue: &Queue) -> Result<(), Error> {
 /// claims after it read the new (`scheduler/migrations/sched_0008_pause_lock.sql` and
 /// `sched_0009_settings_lock.sql`). New claims of every queue wait while it is held: a change
 /// made inside a long transaction holds them back until that transaction ends.
-async fn hold_claims(conn: &mut PgConnection) -> Result<(), Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(sched.pause_lock_key())")
+///
+/// In the same statement, queues the wake-up of [`wake_claimers`] for queue `name`: it goes out
+/// only if the transaction commits.
+async fn hold_claims(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(sched.pause_lock_key()), pg_notify($1, $2)")
+        .bind(crate::ENQUEUE_CHANNEL)
+        .bind(name)
         .execute(conn)
         .await?;
     Ok(())
@@ -119,18 +124,17 @@ async fn wake_claimers(conn: &mut PgConnection, name: &str) -> Result<(), Error>
 
 /// Creates a queue. Once it has returned, every start of its work keeps its limits.
 ///
-/// 1 transaction of 3 statements (index: `queues_name_key`).
+/// 1 transaction of 2 statements (index: `queues_name_key`).
 ///
 /// # Errors
 /// [`Error::Invalid`], [`Error::QueueExists`].
 pub async fn create(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error> {
     validate(queue)?;
     let mut tx = conn.begin().await?;
-    hold_claims(&mut tx).await?;
+    hold_claims(&mut tx, &queue.name).await?;
     if !dbos_store::queues::insert(&mut *tx, queue).await? {
         return Err(Error::QueueExists(queue.name.clone()));
     }
-    wake_claimers(&mut tx, &queue.name).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -138,18 +142,17 @@ pub async fn create(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error>
 /// Replaces a queue's settings. Once it has returned, every start of the queue's work keeps
 /// them: a claim under way commits first (see [`hold_claims`]).
 ///
-/// 1 transaction of 3 statements.
+/// 1 transaction of 2 statements.
 ///
 /// # Errors
 /// [`Error::Invalid`], [`Error::NoSuchQueue`].
 pub async fn update(conn: &mut PgConnection, queue: &Queue) -> Result<(), Error> {
     validate(queue)?;
     let mut tx = conn.begin().await?;
-    hold_claims(&mut tx).await?;
+    hold_claims(&mut tx, &queue.name).await?;
     if !dbos_store::queues::update(&mut *tx, queue).await? {
         return Err(Error::NoSuchQueue(queue.name.clone()));
     }
-    wake_claimers(&mut tx, &queue.name).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -319,7 +322,7 @@ impl Policy {
 /// of a queue without a rule, and removes its rule: an enqueue through a node may then claim
 /// its workflow for that node again.
 ///
-/// 2 round trips (the change, then the wake-up).
+/// 1 round trip.
 ///
 /// # Errors
 /// [`Error::NoSuchQueue`].
@@ -345,7 +348,9 @@ pub async fn set_placement(
                          SET require_labels = excluded.require_labels, policy = excluded.policy,
                              locality_label = excluded.locality_label, updated_at = now()),
               del AS (DELETE FROM sched.queue_rules WHERE queue_name = $1 AND $5),
-              lk AS (SELECT pg_advisory_xact_lock(sched.pause_lock_key()) FROM q)
+              -- The lock, and the wake-up of `wake_claimers`, sent at the commit.
+              lk AS (SELECT pg_advisory_xact_lock(sched.pause_lock_key()), pg_notify($6, $1)
+                     FROM q)
          SELECT EXISTS (SELECT 1 FROM lk)",
     )
     .bind(name)
@@ -353,10 +358,11 @@ pub async fn set_placement(
     .bind(policy.as_str())
     .bind(policy.label())
     .bind(none)
-    .fetch_one(&mut *conn)
+    .bind(crate::ENQUEUE_CHANNEL)
+    .fetch_one(conn)
     .await?;
     if !exists {
         return Err(Error::NoSuchQueue(name.to_owned()));
     }
-    wake_claimers(conn, name).await
+    Ok(())
 }
