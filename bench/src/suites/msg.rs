@@ -462,7 +462,7 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     let n: u32 = if plan.quick { 30 } else { 300 };
     let mut idle = Vec::new();
     for _ in 0..plan.repeats {
-        idle.extend(wake_latencies(env, n).await?);
+        idle.extend(wake_latencies(env, n, 0).await?);
     }
     let idle_p50 = quantile(&mut idle, 0.5);
     let mut row = Row::new(
@@ -494,15 +494,49 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         round2(idle_p50 / (2.0 * commit_p50)).into(),
     );
     rows.push(row);
+    rows.push(long_mailbox(env, plan, n, idle_p50).await?);
     rows.extend(crowd(env, plan, n, idle_p50).await?);
     pb.finish_and_clear();
     Ok(rows)
 }
 
+/// Consumed messages in the probe's mailbox for the row of a long mailbox.
+const LONG_MAILBOX: i64 = 10_000;
+
+/// Send to a waiting recv whose mailbox holds [`LONG_MAILBOX`] consumed messages, against the
+/// same with an empty one (`idle_p50`). DBOS keeps consumed messages, and its one index of
+/// `dbos.notifications`, `(destination_uuid, topic)`, cannot tell them apart: finding the
+/// oldest unconsumed message reads every message the mailbox ever had, on every send that
+/// hands one over and every receive that looks.
+async fn long_mailbox(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Row> {
+    let mut lats = Vec::new();
+    for _ in 0..plan.repeats {
+        lats.extend(wake_latencies(env, n, LONG_MAILBOX).await?);
+    }
+    let p50 = quantile(&mut lats, 0.5);
+    let mut row = Row::new(
+        "msg",
+        format!("send to a waiting recv, {LONG_MAILBOX} messages consumed before (one way)"),
+        &[p50],
+        "ms p50",
+        plan.repeats,
+    );
+    row.p50_ms = Some(p50);
+    row.p99_ms = Some(quantile(&mut lats, 0.99));
+    row.baseline = Some(idle_p50);
+    row.baseline_name = Some("the same with an empty mailbox, same run".into());
+    row.ratio = Some(p50 / idle_p50);
+    row.extra.insert(
+        "us_per_consumed_message".into(),
+        round2((p50 - idle_p50) * 1e3 / LONG_MAILBOX as f64).into(),
+    );
+    Ok(row)
+}
+
 /// One probe workflow receiving `n` messages, each sent once the probe has taken the last one
 /// and waits for the next (its receive registered, and 2 ms more for its first look at the
-/// table): their delays in ms.
-async fn wake_latencies(env: &Env, n: u32) -> Result<Vec<f64>> {
+/// table): their delays in ms. Its mailbox first gets `consumed` messages, stored consumed.
+async fn wake_latencies(env: &Env, n: u32, consumed: i64) -> Result<Vec<f64>> {
     let waiters = env.wf.messages().waiters();
     let id = format!("probe-{}", uuid_tag());
     let key = format!("{id}::{PROBE_TOPIC}");
@@ -511,6 +545,19 @@ async fn wake_latencies(env: &Env, n: u32) -> Result<Vec<f64>> {
         .wf
         .start::<_, Vec<f64>>(PROBE, (n,), start_opts(&id))
         .await?;
+    if consumed > 0 {
+        sqlx::query(
+            "INSERT INTO dbos.notifications
+                 (destination_uuid, topic, message, serialization, consumed,
+                  consumed_by_function_id)
+             SELECT $1, $2, '0', 'portable_json', true, 0 FROM generate_series(1, $3)",
+        )
+        .bind(&id)
+        .bind(PROBE_TOPIC)
+        .bind(consumed)
+        .execute(env.pool())
+        .await?;
+    }
     for sent in 0..n {
         // The last message taken, and the next receive registered.
         while PROBE_RECEIVED.load(std::sync::atomic::Ordering::SeqCst) < sent
@@ -600,7 +647,7 @@ async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>>
     let rss_waiting = rss_mb()?;
     let mut crowded = Vec::new();
     for _ in 0..plan.repeats {
-        crowded.extend(wake_latencies(env, n).await?);
+        crowded.extend(wake_latencies(env, n, 0).await?);
     }
     let rss_after = rss_mb()?;
     // Wake the receivers, cancel the sleepers, and wait for all of them to end.
