@@ -464,16 +464,6 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
     for _ in 0..plan.repeats {
         idle.extend(wake_latencies(env, n, 0).await?);
     }
-    let idle_p50 = quantile(&mut idle, 0.5);
-    let mut row = Row::new(
-        "msg",
-        "send to a waiting recv (one way)".into(),
-        &[idle_p50],
-        "ms p50",
-        plan.repeats,
-    );
-    row.p50_ms = Some(idle_p50);
-    row.p99_ms = Some(quantile(&mut idle, 0.99));
     // The bound: the send commits, with the receive's record of the message (the receive
     // waits on this node, so the send takes the message to it), on a machine that was idle for
     // the probe's pause; a commit then waits longer than in the ceiling's tight loop (the disk
@@ -483,10 +473,14 @@ pub(crate) async fn msg(env: &Env, plan: Plan) -> Result<Vec<Row>> {
         super::ceiling::idle_commits(env, n * plan.repeats as u32, Duration::from_millis(2))
             .await?;
     let commit_p50 = quantile(&mut commits, 0.5);
-    row.baseline = Some(commit_p50);
-    row.baseline_name =
-        Some("one single-row INSERT commit after the probe's 2 ms pause, same run".into());
-    row.ratio = Some(idle_p50 / commit_p50);
+    let mut row = delay_row(
+        "send to a waiting recv (one way)".into(),
+        &mut idle,
+        plan.repeats,
+        commit_p50,
+        "one single-row INSERT commit after the probe's 2 ms pause, same run",
+    );
+    let idle_p50 = row.ours;
     row.extra
         .insert("idle_commit_p50_ms".into(), round2(commit_p50).into());
     row.extra.insert(
@@ -513,24 +507,36 @@ async fn long_mailbox(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Ro
     for _ in 0..plan.repeats {
         lats.extend(wake_latencies(env, n, LONG_MAILBOX).await?);
     }
-    let p50 = quantile(&mut lats, 0.5);
-    let mut row = Row::new(
-        "msg",
+    let mut row = delay_row(
         format!("send to a waiting recv, {LONG_MAILBOX} messages consumed before (one way)"),
-        &[p50],
-        "ms p50",
+        &mut lats,
         plan.repeats,
+        idle_p50,
+        "the same with an empty mailbox, same run",
     );
-    row.p50_ms = Some(p50);
-    row.p99_ms = Some(quantile(&mut lats, 0.99));
-    row.baseline = Some(idle_p50);
-    row.baseline_name = Some("the same with an empty mailbox, same run".into());
-    row.ratio = Some(p50 / idle_p50);
     row.extra.insert(
         "us_per_consumed_message".into(),
-        round2((p50 - idle_p50) * 1e3 / LONG_MAILBOX as f64).into(),
+        round2((row.ours - idle_p50) * 1e3 / LONG_MAILBOX as f64).into(),
     );
     Ok(row)
+}
+
+/// A row of one-way delays `lats` (ms), by their median, read against `baseline` (ms, p50).
+fn delay_row(
+    name: String,
+    lats: &mut [f64],
+    repeats: usize,
+    baseline: f64,
+    baseline_name: &str,
+) -> Row {
+    let p50 = quantile(lats, 0.5);
+    let mut row = Row::new("msg", name, &[p50], "ms p50", repeats);
+    row.p50_ms = Some(p50);
+    row.p99_ms = Some(quantile(lats, 0.99));
+    row.baseline = Some(baseline);
+    row.baseline_name = Some(baseline_name.to_owned());
+    row.ratio = Some(p50 / baseline);
+    row
 }
 
 /// One probe workflow receiving `n` messages, each sent once the probe has taken the last one
@@ -697,19 +703,13 @@ async fn crowd(env: &Env, plan: Plan, n: u32, idle_p50: f64) -> Result<Vec<Row>>
         .insert("rss_after_probe_mb".into(), round2(rss_after).into());
     mem.extra.insert("start_s".into(), round2(start_s).into());
     mem.paper = Some("goal: under 300 MB with 10000 + 10000 waiting".into());
-    let p50 = quantile(&mut crowded, 0.5);
-    let mut wake = Row::new(
-        "msg",
+    let wake = delay_row(
         format!("send to a waiting recv among {waiting} waiting workflows (one way)"),
-        &[p50],
-        "ms p50",
+        &mut crowded,
         plan.repeats,
+        idle_p50,
+        "the same with none waiting, same run",
     );
-    wake.p50_ms = Some(p50);
-    wake.p99_ms = Some(quantile(&mut crowded, 0.99));
-    wake.baseline = Some(idle_p50);
-    wake.baseline_name = Some("the same with none waiting, same run".into());
-    wake.ratio = Some(p50 / idle_p50);
     Ok(vec![mem, wake])
 }
 
