@@ -125,10 +125,11 @@ async fn autovacuum_keeps_up_with_queue_churn_and_a_setting_of_the_node_override
         let url = c.url().to_owned();
         async move {
             let mut conn = PgConnection::connect(&url).await.expect("connect");
-            let v: (String, String, String) = sqlx::query_as(
+            let v: (String, String, String, String) = sqlx::query_as(
                 "SELECT current_setting('autovacuum_naptime'),
                         current_setting('autovacuum_vacuum_scale_factor'),
-                        current_setting('autovacuum_vacuum_cost_limit')",
+                        current_setting('autovacuum_vacuum_cost_limit'),
+                        current_setting('autovacuum_analyze_scale_factor')",
             )
             .fetch_one(&mut conn)
             .await
@@ -139,7 +140,7 @@ async fn autovacuum_keeps_up_with_queue_churn_and_a_setting_of_the_node_override
     let c = Cluster::start(options(&dir)).await.expect("start");
     assert_eq!(
         settings(&c).await,
-        ("1s".into(), "0.02".into(), "1000".into())
+        ("1s".into(), "0.02".into(), "1000".into(), "0.3".into())
     );
     c.stop().await.expect("stop");
 
@@ -148,7 +149,7 @@ async fn autovacuum_keeps_up_with_queue_churn_and_a_setting_of_the_node_override
     let c = Cluster::start(own).await.expect("restart");
     assert_eq!(
         settings(&c).await,
-        ("30s".into(), "0.02".into(), "1000".into())
+        ("30s".into(), "0.02".into(), "1000".into(), "0.3".into())
     );
     c.stop().await.expect("stop");
 }
