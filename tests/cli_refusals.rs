@@ -135,6 +135,10 @@ fn refusals_leave_no_trace() {
         "is a directory",
     );
     assert!(!local.exists(), "no local file left behind");
+    refused(
+        &["fs", "cat", "/adir", "--data-dir", d],
+        "error: /adir: is a directory",
+    );
     let file = scratch.path().join("a-file");
     std::fs::write(&file, "x").expect("a local file");
     refused(
@@ -206,6 +210,60 @@ fn refusals_leave_no_trace() {
         ),
         0,
         "a refused submission enqueues nothing"
+    );
+
+    // What names nothing is said so, with the command that lists what exists; a bad filter
+    // names the values it takes.
+    for (args, says) in [
+        (
+            vec!["task", "get", "nope", "--data-dir", d],
+            "error: no task has ID \"nope\"; `dbos task list` shows the tasks",
+        ),
+        (
+            vec!["cron", "pause", "nope", "--data-dir", d],
+            "error: no schedule named \"nope\"; `dbos cron list` shows the schedules",
+        ),
+        (
+            vec!["cron", "rm", "nope", "--data-dir", d],
+            "error: no schedule named \"nope\"",
+        ),
+        (
+            vec!["task", "list", "--status", "bogus", "--data-dir", d],
+            "error: invalid status \"bogus\": one of ENQUEUED, ",
+        ),
+    ] {
+        refused(&args, says);
+    }
+    ok(&[
+        "cron",
+        "add",
+        "c3",
+        "0 0 * * *",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    refused(
+        &[
+            "cron",
+            "add",
+            "c3",
+            "0 1 * * *",
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ],
+        "error: a schedule named \"c3\" exists already; `dbos cron rm` removes it",
+    );
+    assert_eq!(
+        sql_json(
+            &dir,
+            "SELECT schedule AS n FROM dbos.workflow_schedules WHERE schedule_name = 'c3'"
+        )[0]["n"],
+        "0 0 * * *",
+        "the refused add left the schedule as it was"
     );
 
     // A missing working directory is said as such, not as a missing program.

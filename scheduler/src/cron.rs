@@ -109,7 +109,8 @@ where
 /// 1 round trip.
 ///
 /// # Errors
-/// [`Error::Invalid`] for a bad name, expression, time zone or context, or a name in use.
+/// [`Error::Invalid`] for a bad name, expression, time zone or context; [`Error::Conflict`] for
+/// a name in use.
 pub async fn add(conn: &mut PgConnection, s: &Schedule) -> Result<(), Error> {
     if s.schedule_name.is_empty() || s.schedule_name.len() > 255 {
         return Err(Error::Invalid(
@@ -122,9 +123,9 @@ pub async fn add(conn: &mut PgConnection, s: &Schedule) -> Result<(), Error> {
             .map_err(|e| Error::Invalid(format!("schedule context: not JSON: {e}")))?;
     }
     if !dbos_store::schedules::insert(conn, s, &iso(&Utc::now())).await? {
-        return Err(Error::Invalid(format!(
-            "schedule {:?}: the name is in use",
-            s.schedule_name
+        return Err(Error::Conflict(format!(
+            "a schedule named {} exists already; `dbos cron rm` removes it",
+            dbos_store::limits::shown(&s.schedule_name)
         )));
     }
     Ok(())
@@ -139,7 +140,7 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Schedule>, Error> {
 }
 
 fn missing(name: &str) -> Error {
-    Error::Invalid(format!("schedule {name:?}: no schedule has this name"))
+    Error::NoSuchSchedule(name.to_owned())
 }
 
 /// Pauses (`true`) or resumes a schedule. Once a pause has returned, no tick of the schedule
@@ -147,7 +148,7 @@ fn missing(name: &str) -> Error {
 /// schedule fires from its next tick, or enqueues the missed ones if it backfills.
 ///
 /// # Errors
-/// [`Error::Invalid`] for an unknown schedule.
+/// [`Error::NoSuchSchedule`].
 pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Result<(), Error> {
     if !dbos_store::schedules::set_paused(conn, name, paused, &iso(&Utc::now())).await? {
         return Err(missing(name));
@@ -158,7 +159,7 @@ pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Re
 /// Removes a schedule (runs already enqueued stay; once this returns, none is added).
 ///
 /// # Errors
-/// [`Error::Invalid`] for an unknown schedule.
+/// [`Error::NoSuchSchedule`].
 pub async fn remove(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
     if !dbos_store::schedules::delete(conn, name).await? {
         return Err(missing(name));
@@ -277,7 +278,7 @@ pub async fn fire_due(pool: &PgPool, now: DateTime<Utc>) -> Result<Fired, Error>
 /// Enqueues one run of a schedule now (`sched-{name}-trigger-{now}`); returns its ID.
 ///
 /// # Errors
-/// [`Error::Invalid`] for an unknown schedule.
+/// [`Error::NoSuchSchedule`].
 pub async fn trigger(conn: &mut PgConnection, name: &str) -> Result<String, Error> {
     let s = get(conn, name).await?;
     let now = Utc::now();
@@ -291,7 +292,7 @@ pub async fn trigger(conn: &mut PgConnection, name: &str) -> Result<String, Erro
 /// enqueued before are not enqueued again).
 ///
 /// # Errors
-/// [`Error::Invalid`] for an unknown schedule or a range of over 10,000 ticks.
+/// [`Error::NoSuchSchedule`]; [`Error::Invalid`] for a range of over 10,000 ticks.
 pub async fn backfill(
     conn: &mut PgConnection,
     name: &str,

@@ -207,7 +207,7 @@ impl Dispatcher {
                 () = stop.cancelled() => return Ok(()),
                 () = self.shared.wake.notified() => {}
                 w = sub.recv() => if w.is_none() {
-                    return Err(Error::Invalid("the notifier stopped".into()));
+                    return Err(Error::Kernel(dbos_kernel::Error::ShuttingDown));
                 },
                 () = tokio::time::sleep(wait) => {}
                 // Every slot was busy: claim again as soon as one frees, not a poll later. The

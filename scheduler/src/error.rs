@@ -10,6 +10,16 @@ pub enum Error {
     /// No queue has this name.
     #[error("no queue named {}; `dbos queue list` shows the queues", dbos_store::limits::shown(.0))]
     NoSuchQueue(String),
+    /// No task has this ID.
+    #[error("no task has ID {}; `dbos task list` shows the tasks", dbos_store::limits::shown(.0))]
+    NoSuchTask(String),
+    /// No schedule has this name.
+    #[error("no schedule named {}; `dbos cron list` shows the schedules", dbos_store::limits::shown(.0))]
+    NoSuchSchedule(String),
+    /// The request is well formed but conflicts with work that exists: a deduplication key in
+    /// use, an ID taken by a workflow of another function.
+    #[error("{0}")]
+    Conflict(String),
     /// A queue of this name exists already.
     #[error("a queue named {} exists already; use `dbos queue update` to change it", dbos_store::limits::shown(.0))]
     QueueExists(String),

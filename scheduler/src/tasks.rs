@@ -58,8 +58,8 @@ pub struct Submit {
 /// 2 round trips (the queue's existence, then 1 enqueue that also wakes idle nodes).
 ///
 /// # Errors
-/// [`Error::Invalid`] for a bad spec, priority, a deduplication key in use, or an ID used by
-/// another workflow; [`Error::NoSuchQueue`].
+/// [`Error::Invalid`] for a bad spec or priority; [`Error::Conflict`] for a deduplication key
+/// in use or an ID used by another workflow; [`Error::NoSuchQueue`].
 pub async fn submit(pool: &PgPool, s: &Submit) -> Result<String, Error> {
     s.spec.validate()?;
     if s.priority < 0 {
@@ -96,15 +96,15 @@ pub async fn submit(pool: &PgPool, s: &Submit) -> Result<String, Error> {
             queue,
             deduplication_id,
             ..
-        } => Error::Invalid(format!(
+        } => Error::Conflict(format!(
             "a task with deduplication key {deduplication_id:?} is already queued or running on queue {queue:?}"
         )),
         other => Error::Store(other),
     })?;
     match created.name.as_deref() {
-        Some(name) if name != COMMAND && name != SCHEDULED_COMMAND => Err(Error::Invalid(format!(
-            "ID {id:?} is in use by a workflow of {name:?}, not a task"
-        ))),
+        Some(name) if name != COMMAND && name != SCHEDULED_COMMAND => Err(Error::Conflict(
+            format!("ID {id:?} is in use by a workflow of {name:?}, not a task"),
+        )),
         _ => Ok(id),
     }
 }
@@ -161,8 +161,13 @@ pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> Result<Vec
     }
     let status = status
         .map(|s| {
-            s.parse::<Status>()
-                .map_err(|e| Error::Invalid(e.to_string()))
+            s.parse::<Status>().map_err(|_| {
+                Error::Invalid(format!(
+                    "status {}: one of {}",
+                    dbos_store::limits::shown(s),
+                    Status::ALL.map(Status::as_str).join(", ")
+                ))
+            })
         })
         .transpose()?;
     // The newest tasks are found along `workflow_status_created_at_index` first: the view's
@@ -186,7 +191,7 @@ pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> Result<Vec
 /// 1 round trip.
 ///
 /// # Errors
-/// [`Error::Invalid`] when no task has this ID.
+/// [`Error::NoSuchTask`].
 pub async fn get(pool: &PgPool, id: &str) -> Result<Task, Error> {
     sqlx::query_as(&format!(
         "SELECT {TASK_COLUMNS} FROM os.tasks WHERE task_id = $1"
@@ -194,7 +199,7 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Task, Error> {
     .bind(id)
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| Error::Invalid(format!("no task has ID {id:?}")))
+    .ok_or_else(|| Error::NoSuchTask(id.to_owned()))
 }
 
 /// The oldest tasks no live node can run now (`waiting_for` says why), oldest first, at most

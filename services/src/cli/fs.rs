@@ -200,6 +200,9 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
             // One snapshot for the whole file, however many queries it takes.
             let mut tx = fs.snapshot(&mut c).await?;
             let st = fs.stat(&mut tx, &who, &path).await?;
+            if st.kind == Kind::Dir {
+                anyhow::bail!("{path}: is a directory");
+            }
             fs.read_to(&mut tx, &who, st.ino, tokio::io::stdout())
                 .await?;
             tx.commit().await?;
