@@ -95,7 +95,8 @@ fn msg_commands_send_read_events_and_streams_publish_and_subscribe() {
     eventually("echo-1 succeeds", || {
         sql_json(
             &dir,
-            "SELECT o.output FROM dbos.workflow_output o WHERE workflow_uuid = 'echo-1'",
+            "SELECT COALESCE(o.output, s.output) AS output FROM dbos.workflow_status s
+             LEFT JOIN dbos.workflow_output o USING (workflow_uuid) WHERE workflow_uuid = 'echo-1'",
         )[0]["output"]
             == "2"
     });

@@ -263,7 +263,8 @@ async fn dbos_golden_kwargs_row_inserted_by_sql_runs_and_produces_the_golden_out
     let out: String = wf.handle("golden-kw").result().await.expect("runs");
     assert_eq!(out, "test-42-a,b");
     let stored: String = sqlx::query_scalar(
-        "SELECT output FROM dbos.workflow_output WHERE workflow_uuid = 'golden-kw'",
+        "SELECT COALESCE(o.output, s.output) FROM dbos.workflow_status s
+         LEFT JOIN dbos.workflow_output o USING (workflow_uuid) WHERE workflow_uuid = 'golden-kw'",
     )
     .fetch_one(k.pool())
     .await

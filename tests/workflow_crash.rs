@@ -79,11 +79,11 @@ fn crash_at(point: Point) {
     let row = one(
         &dir,
         &format!(
-            "SELECT o.output, s.executor_id, s.recovery_attempts,
+            "SELECT COALESCE(o.output, s.output) AS output, s.executor_id, s.recovery_attempts,
                     (SELECT count(*) FROM public.dbos_demo_ledger WHERE workflow_id = '{wf}') AS deposits,
                     (SELECT count(*) FROM public.dbos_demo_runs WHERE workflow_id = '{wf}' AND step = 'fetch') AS fetches,
                     (SELECT count(*) FROM public.dbos_demo_runs WHERE workflow_id = '{wf}' AND step = 'report') AS reports
-             FROM dbos.workflow_status s JOIN dbos.workflow_output o USING (workflow_uuid)
+             FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
              WHERE s.workflow_uuid = '{wf}'"
         ),
     );

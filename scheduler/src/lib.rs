@@ -93,5 +93,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0009_settings_lock.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 10,
+            name: "task payloads in the status row",
+            sql: include_str!("../migrations/sched_0010_payloads_in_status.sql"),
+            earlier: &[],
+        },
     ],
 };

@@ -282,7 +282,8 @@ ORDER BY created_at DESC";
     pub const WORKFLOW: &str =
         "SELECT w.workflow_id, w.status, w.name, w.queue, w.node, w.app_version, w.parent,
        w.recovery_attempts::text, w.created_at::text, w.started_at::text, w.completed_at::text,
-       w.duration_ms::text, i.inputs, COALESCE(o.output, s.output) AS output,
+       w.duration_ms::text, COALESCE(i.inputs, s.inputs) AS inputs,
+       COALESCE(o.output, s.output) AS output,
        COALESCE(o.error, s.error) AS error
 FROM os.workflows w
 JOIN dbos.workflow_status s ON s.workflow_uuid = w.workflow_id

@@ -63,5 +63,11 @@ pub const VIEWS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/views_0002_workflows.sql"),
             earlier: &[],
         },
+        dbos_kernel::Migration {
+            version: 3,
+            name: "lineage inputs in the status row",
+            sql: include_str!("../migrations/views_0003_payloads_in_status.sql"),
+            earlier: &[],
+        },
     ],
 };

@@ -78,8 +78,10 @@ async fn completed_steps_run_once_across_repeated_calls_with_one_id() {
         vec![(1, "one".into()), (2, "two".into()), (3, "three".into())]
     );
     let (inputs, output, ser): (String, String, String) = sqlx::query_as(
-        "SELECT i.inputs, o.output, s.serialization FROM dbos.workflow_status s
-         JOIN dbos.workflow_input i USING (workflow_uuid) JOIN dbos.workflow_output o USING (workflow_uuid)
+        "SELECT COALESCE(i.inputs, s.inputs), COALESCE(o.output, s.output), s.serialization
+         FROM dbos.workflow_status s
+         LEFT JOIN dbos.workflow_input i USING (workflow_uuid)
+         LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
          WHERE workflow_uuid = 'w1'",
     )
     .fetch_one(n.pool())
@@ -150,11 +152,13 @@ async fn recorded_errors_replay_without_running_the_step_again() {
     assert_eq!(err2.to_string(), "ValueError: no good");
     assert_eq!(c.get("bad"), 1);
     assert_eq!(status(n.pool(), "e1").await, "ERROR");
-    let (err_row,): (String,) =
-        sqlx::query_as("SELECT error FROM dbos.workflow_output WHERE workflow_uuid = 'e1'")
-            .fetch_one(n.pool())
-            .await
-            .expect("error row");
+    let (err_row,): (String,) = sqlx::query_as(
+        "SELECT COALESCE(o.error, s.error) FROM dbos.workflow_status s
+             LEFT JOIN dbos.workflow_output o USING (workflow_uuid) WHERE workflow_uuid = 'e1'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("error row");
     assert_eq!(
         err_row,
         r#"{"name":"ValueError","message":"no good","code":null}"#
@@ -769,7 +773,7 @@ async fn concurrent_enqueues_each_get_their_own_answer() {
     );
     assert_eq!(errors.len(), 9, "{errors:?}");
     let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT w.workflow_uuid, w.status, w.queue_partition_key, i.inputs
+        "SELECT w.workflow_uuid, w.status, w.queue_partition_key, COALESCE(i.inputs, w.inputs)
          FROM dbos.workflow_status w LEFT JOIN dbos.workflow_input i USING (workflow_uuid)
          WHERE w.workflow_uuid IN ('twice', 'keyed', 'no-key', 'stray-key')
             OR w.deduplication_id = 'same'
@@ -911,10 +915,14 @@ async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
                 .await
                 .expect("run");
     }
-    // g0 ran ten days ago and left a message and an event behind.
+    // g0 ran ten days ago and left a message and an event behind, and the input and output
+    // rows DBOS 3.x writes (a node keeps both in the status row).
     sqlx::query(
         "WITH m AS (INSERT INTO dbos.notifications (destination_uuid, topic, message)
-                    VALUES ('g0', 't', '1'))
+                    VALUES ('g0', 't', '1')),
+              i AS (INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+                    VALUES ('g0', '{\"positionalArgs\":[0],\"namedArgs\":{}}')),
+              o AS (INSERT INTO dbos.workflow_output (workflow_uuid, output) VALUES ('g0', '3'))
          INSERT INTO dbos.workflow_events (workflow_uuid, key, value) VALUES ('g0', 'k', '1')",
     )
     .execute(pool)
@@ -922,7 +930,12 @@ async fn gc_deletes_ended_workflows_past_the_policy_with_all_they_recorded() {
     .expect("message and event");
     let before = records(pool, "g0").await;
     assert!(
-        before[0] == 1 && before[1] == 1 && before[3] == 3 && before[4] == 1 && before[5] == 1,
+        before[0] == 1
+            && before[1] == 1
+            && before[2] == 1
+            && before[3] == 3
+            && before[4] == 1
+            && before[5] == 1,
         "{before:?}"
     );
     age(pool, "g0", 10).await;
@@ -1532,4 +1545,44 @@ async fn an_enqueue_on_a_node_without_a_free_slot_waits_for_a_claim_round() {
     assert!(ran_once, "claimed once, by a round");
     kernel.shutdown().await.expect("shutdown");
     drop(db);
+}
+
+/// A workflow that DBOS's tools ended once (its output in a `workflow_output` row) and that
+/// runs again on a node shows the node's outcome: the node keeps outcomes in the status row,
+/// and deletes the older row that readers take first.
+#[tokio::test]
+async fn an_outcome_replaces_an_output_row_left_by_an_earlier_one() {
+    let c = Counter::default();
+    let n = node(|r| {
+        r.register("three", three_steps(c.clone()));
+    })
+    .await;
+    sqlx::query(
+        "WITH s AS (
+             INSERT INTO dbos.workflow_status
+                 (workflow_uuid, name, queue_name, status, recovery_attempts, serialization)
+             VALUES ('again', 'three', 'default', 'ENQUEUED', 0, 'portable_json')
+         ), i AS (
+             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
+             VALUES ('again', '{\"positionalArgs\":[4],\"namedArgs\":{}}')
+         )
+         INSERT INTO dbos.workflow_output (workflow_uuid, output) VALUES ('again', '1')",
+    )
+    .execute(n.pool())
+    .await
+    .expect("a workflow with an earlier outcome's row");
+    n.wf.wake();
+    let out: i64 = n.wf.handle("again").result().await.expect("runs");
+    assert_eq!(out, 110);
+    let (stored, rows): (Option<String>, i64) = sqlx::query_as(
+        "SELECT COALESCE(o.output, s.output),
+                (SELECT count(*) FROM dbos.workflow_output WHERE workflow_uuid = 'again')
+         FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
+         WHERE s.workflow_uuid = 'again'",
+    )
+    .fetch_one(n.pool())
+    .await
+    .expect("outcome");
+    assert_eq!(stored.as_deref(), Some("110"));
+    assert_eq!(rows, 0, "the earlier outcome's row is gone");
 }

@@ -130,8 +130,8 @@ impl Start {
 ///
 /// Every shape binds the same parameters: starts (`$15`..`$21`, executor `$22`, version
 /// `$23`), checkpoints of owned PENDING workflows (`$1`..`$9`, with what each step touched in
-/// `$25`, written to `prov.events`), outcomes with their output rows (`$10`..`$14`) and
-/// enqueues with their inputs (`$26`..`$37`, whether the enqueuing node may run each and its
+/// `$25`, written to `prov.events`), outcomes with their output (`$10`..`$14`) and enqueues
+/// with their inputs (`$26`..`$37`, whether the enqueuing node may run each and its
 /// deadline then, `$39`..`$40`, and the channel they notify at commit, if any, `$38`; a
 /// queue's partitioning decides whether a partition key is required or refused, and a refused
 /// one returns no row). Only
@@ -141,7 +141,13 @@ impl Start {
 /// of one workflow took 0.11 ms of execution). A batch whose parts hold one request each (a
 /// lone workflow's) takes each part's row from its arrays' first elements rather than
 /// `unnest` ([`Shape::one_each`]). Served by the primary keys of workflow_status,
-/// workflow_input and operation_outputs.
+/// workflow_output and operation_outputs.
+///
+/// Inputs and outcomes go into the status row's own columns (`inputs`, `output`, `error`),
+/// not into rows of `workflow_input` and `workflow_output` as DBOS 3.x writes them: DBOS reads
+/// each as COALESCE(the table's, the status row's), as every reader here does, and DBOS 2.x
+/// reads only the status row's. The row that a start, enqueue, claim and outcome write anyway
+/// carries them, instead of two more rows with two index entries each (see the README).
 ///
 /// `$24` is `PENDING`, a parameter rather than a literal on purpose: the statement runs its
 /// generic plan (nodes' sessions force generic plans, see `dbos_kernel::db::connect_options`),
@@ -235,7 +241,8 @@ const PROVENANCE: &str = "pv AS (
 const OUTCOMES: &str = "done AS (
              UPDATE dbos.workflow_status w
              SET status = o.status, owner_xid = NULL, deduplication_id = NULL,
-                 updated_at = kernel.now_ms(), completed_at = kernel.now_ms()
+                 updated_at = kernel.now_ms(), completed_at = kernel.now_ms(),
+                 output = o.output, error = o.error
              FROM o
              WHERE w.workflow_uuid = o.wf AND w.status = $24 AND w.owner_xid = o.owner
              -- Its waiters may be on other nodes when it came through a queue, unless its
@@ -244,26 +251,23 @@ const OUTCOMES: &str = "done AS (
              RETURNING w.workflow_uuid,
                        w.queue_name IS NOT NULL AND w.creator_xid IS DISTINCT FROM o.owner
                            AS announce
-         ), out AS (
-             INSERT INTO dbos.workflow_output (workflow_uuid, output, error)
-             SELECT o.wf, o.output, o.error FROM o JOIN done ON done.workflow_uuid = o.wf
-             ON CONFLICT (workflow_uuid) DO UPDATE SET output = excluded.output, error = excluded.error
+         ), stale AS (
+             -- The outcome is in the status row; readers take a `workflow_output` row first,
+             -- so one left by an earlier outcome (DBOS's, before a resume) must go.
+             DELETE FROM dbos.workflow_output x USING done
+             WHERE x.workflow_uuid = done.workflow_uuid
          )";
 
 const STARTS: &str = "st AS (
              INSERT INTO dbos.workflow_status AS w
                  (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
                   owner_xid, creator_xid, serialization, workflow_timeout_ms,
-                  workflow_deadline_epoch_ms, priority)
+                  workflow_deadline_epoch_ms, priority, inputs)
              SELECT id, 'PENDING', name, $22, $23, 1, xid, xid, 'portable_json', timeout, deadline,
-                    priority
+                    priority, inputs
              FROM s
              ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
              RETURNING workflow_uuid, name, creator_xid
-         ), st_in AS (
-             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-             SELECT s.id, s.inputs FROM s JOIN st ON st.workflow_uuid = s.id AND st.creator_xid = s.xid
-             ON CONFLICT DO NOTHING
          )";
 
 /// A part's requests as rows, from the column arrays bound for it: `(parameter, element type,
@@ -350,7 +354,7 @@ const ENQUEUE_INSERT: &str = "eq AS (
                  (workflow_uuid, status, name, queue_name, recovery_attempts, creator_xid,
                   serialization, workflow_timeout_ms, workflow_deadline_epoch_ms, priority,
                   deduplication_id, delay_until_epoch_ms, queue_partition_key, attributes,
-                  executor_id, application_version, owner_xid, started_at_epoch_ms)
+                  executor_id, application_version, owner_xid, started_at_epoch_ms, inputs)
              SELECT e.id,
                     CASE WHEN e.claim THEN 'PENDING' WHEN e.delay IS NULL THEN 'ENQUEUED'
                          ELSE 'DELAYED' END,
@@ -359,15 +363,11 @@ const ENQUEUE_INSERT: &str = "eq AS (
                     e.priority, e.dedup, e.delay, e.pkey, e.attrs::jsonb,
                     CASE WHEN e.claim THEN $22 END, CASE WHEN e.claim THEN $23 END,
                     CASE WHEN e.claim THEN e.xid END,
-                    CASE WHEN e.claim THEN kernel.now_ms() END
+                    CASE WHEN e.claim THEN kernel.now_ms() END, e.inputs
              FROM eh e
              WHERE COALESCE(e.partition_queue, false) = (e.pkey IS NOT NULL)
              ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
              RETURNING workflow_uuid, name, creator_xid, queue_name, status
-         ), eq_in AS (
-             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-             SELECT e.id, e.inputs FROM e JOIN eq ON eq.workflow_uuid = e.id AND eq.creator_xid = e.xid
-             ON CONFLICT DO NOTHING
          )";
 
 /// Whether each enqueue is claimed as it is enqueued: never, without [`Shape::CLAIMS`].

@@ -1,6 +1,8 @@
-//! Every statement that writes `dbos.workflow_status` with its `workflow_input` and
-//! `workflow_output` rows (except the group commit, [`crate::batch`], and the claim,
-//! [`crate::claim`]), and the reads that go with them.
+//! Every statement that writes `dbos.workflow_status` with its inputs and outcome (except the
+//! group commit, [`crate::batch`], and the claim, [`crate::claim`]), and the reads that go with
+//! them. A workflow's inputs and outcome are read as COALESCE(the `workflow_input` /
+//! `workflow_output` row's, the status row's): DBOS 3.x writes the rows, a node writes the
+//! status row's columns (see [`crate::batch::statement`]).
 //!
 //! Ownership: a PENDING workflow belongs to the execution holding its `owner_xid`; statements
 //! that act for an execution are fenced on `(status = 'PENDING', owner_xid)`, so a zombie
@@ -302,14 +304,11 @@ pub async fn start_child<'c>(db: impl PgExecutor<'c>, c: &StartChild<'_>) -> Res
              INSERT INTO dbos.workflow_status AS w
                  (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
                   owner_xid, creator_xid, serialization, workflow_timeout_ms,
-                  workflow_deadline_epoch_ms, parent_workflow_id, priority)
-             SELECT $3, 'PENDING', $4, $5, $6, 1, $7, $7, 'portable_json', $8, $9, $1, $10 FROM own
+                  workflow_deadline_epoch_ms, parent_workflow_id, priority, inputs)
+             SELECT $3, 'PENDING', $4, $5, $6, 1, $7, $7, 'portable_json', $8, $9, $1, $10, $11
+             FROM own
              ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
              RETURNING name, creator_xid
-         ), inp AS (
-             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-             SELECT $3, $11 FROM child WHERE child.creator_xid = $7
-             ON CONFLICT DO NOTHING
          ), op AS (
              INSERT INTO dbos.operation_outputs
                  (workflow_uuid, function_id, function_name, child_workflow_id,
@@ -751,7 +750,9 @@ pub async fn rewind(tx: &mut PgConnection, id: &str, start_step: i32) -> Result<
          UPDATE dbos.workflow_status
          SET status = 'ENQUEUED', owner_xid = NULL, queue_name = $3, recovery_attempts = 0,
              workflow_deadline_epoch_ms = NULL, deduplication_id = NULL, started_at_epoch_ms = NULL,
-             completed_at = NULL, updated_at = kernel.now_ms()
+             completed_at = NULL, updated_at = kernel.now_ms(),
+             output = CASE WHEN $2 > 0 THEN NULL ELSE output END,
+             error = CASE WHEN $2 > 0 THEN NULL ELSE error END
          WHERE workflow_uuid = $1",
     )
     .bind(id)

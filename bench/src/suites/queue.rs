@@ -29,7 +29,8 @@ pub(super) async fn started_at(_ctx: wf::Context, (_,): (u32,)) -> Result<i64, w
 /// The idle time before each enqueue of the enqueue-to-start probe.
 const PAUSE: Duration = Duration::from_millis(5);
 
-/// Enqueues `n` no-op workflows on the default queue in batches of 1,000 rows per statement.
+/// Enqueues `n` no-op workflows on the default queue in batches of 1,000 rows per statement,
+/// their inputs in the status row as a node's enqueue writes them.
 async fn enqueue_batch(pool: &PgPool, prefix: &str, n: i64) -> Result<()> {
     let mut done = 0;
     while done < n {
@@ -37,13 +38,10 @@ async fn enqueue_batch(pool: &PgPool, prefix: &str, n: i64) -> Result<()> {
         sqlx::query(
             "WITH s AS (
                  INSERT INTO dbos.workflow_status
-                     (workflow_uuid, status, name, queue_name, recovery_attempts, serialization)
-                 SELECT $1 || '-' || i, 'ENQUEUED', $2, 'default', 0, 'portable_json'
+                     (workflow_uuid, status, name, queue_name, recovery_attempts, serialization, inputs)
+                 SELECT $1 || '-' || i, 'ENQUEUED', $2, 'default', 0, 'portable_json', '{\"namedArgs\":{},\"positionalArgs\":[0]}'
                  FROM generate_series($3::int8, $4::int8) i
                  RETURNING workflow_uuid
-             ), i AS (
-                 INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-                 SELECT workflow_uuid, '{\"namedArgs\":{},\"positionalArgs\":[0]}' FROM s
              )
              SELECT pg_notify($5, 'default')",
         )

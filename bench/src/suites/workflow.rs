@@ -149,36 +149,27 @@ pub(crate) async fn workflow(env: &Env, plan: Plan, ceiling: &Ceiling) -> Result
 /// Steps of the workflow whose rows [`bare_rows`] writes.
 const BARE_STEPS: u32 = 3;
 
-/// Copies of DBOS's workflow tables (columns, defaults, constraints, indexes and the foreign
-/// keys to the status row) in a scratch schema, for [`bare_rows`].
+/// Copies of DBOS's workflow tables that a node writes for a workflow (columns, defaults,
+/// constraints, indexes and the foreign key to the status row) in a scratch schema, for
+/// [`bare_rows`].
 const BARE_SCHEMA: &str = "
     DROP SCHEMA IF EXISTS bench_bare CASCADE;
     CREATE SCHEMA bench_bare;
     CREATE TABLE bench_bare.workflow_status (LIKE dbos.workflow_status INCLUDING ALL);
-    CREATE TABLE bench_bare.workflow_input (LIKE dbos.workflow_input INCLUDING ALL,
-        FOREIGN KEY (workflow_uuid) REFERENCES bench_bare.workflow_status (workflow_uuid)
-            ON UPDATE CASCADE ON DELETE CASCADE);
     CREATE TABLE bench_bare.operation_outputs (LIKE dbos.operation_outputs INCLUDING ALL,
-        FOREIGN KEY (workflow_uuid) REFERENCES bench_bare.workflow_status (workflow_uuid)
-            ON UPDATE CASCADE ON DELETE CASCADE);
-    CREATE TABLE bench_bare.workflow_output (LIKE dbos.workflow_output INCLUDING ALL,
         FOREIGN KEY (workflow_uuid) REFERENCES bench_bare.workflow_status (workflow_uuid)
             ON UPDATE CASCADE ON DELETE CASCADE);";
 
-/// The start: the status row PENDING under the execution's token, left alone when the ID is
-/// taken (its creator is returned either way), and the inputs.
+/// The start: the status row PENDING under the execution's token with its inputs, left alone
+/// when the ID is taken (its creator is returned either way).
 const BARE_START: &str = "
     WITH st AS (
         INSERT INTO bench_bare.workflow_status AS w
             (workflow_uuid, status, name, executor_id, application_version, recovery_attempts,
-             owner_xid, creator_xid, serialization, priority)
-        VALUES ($1, 'PENDING', 'bench.bare', 'bench', 'v1', 1, $2, $2, 'portable_json', 0)
+             owner_xid, creator_xid, serialization, priority, inputs)
+        VALUES ($1, 'PENDING', 'bench.bare', 'bench', 'v1', 1, $2, $2, 'portable_json', 0, $3)
         ON CONFLICT (workflow_uuid) DO UPDATE SET creator_xid = w.creator_xid
         RETURNING workflow_uuid, creator_xid
-    ), i AS (
-        INSERT INTO bench_bare.workflow_input (workflow_uuid, inputs)
-        SELECT workflow_uuid, $3 FROM st WHERE creator_xid = $2
-        ON CONFLICT DO NOTHING
     )
     SELECT count(*) FROM st WHERE creator_xid = $2";
 
@@ -197,23 +188,20 @@ const BARE_OWNED: &str = "owned AS (
         RETURNING workflow_uuid
     )";
 
-/// The last step's checkpoint with the outcome and the output row.
+/// The last step's checkpoint with the outcome and its output.
 const BARE_END: &str = ", done AS (
         UPDATE bench_bare.workflow_status
         SET status = 'SUCCESS', owner_xid = NULL, updated_at = kernel.now_ms(),
-            completed_at = kernel.now_ms()
+            completed_at = kernel.now_ms(), output = $4
         WHERE workflow_uuid = $1 AND status = 'PENDING' AND owner_xid = $2
           AND EXISTS (SELECT 1 FROM ck)
         RETURNING workflow_uuid
-    ), out AS (
-        INSERT INTO bench_bare.workflow_output (workflow_uuid, output)
-        SELECT workflow_uuid, $4 FROM done
     )
     SELECT count(*) FROM done";
 
-/// The rows of a [`BARE_STEPS`]-step workflow, written as DBOS writes them (a start with its
+/// The rows of a [`BARE_STEPS`]-step workflow, written as a node writes them (a start with its
 /// inputs; each step's output fenced on the owned status row; the last step's output with the
-/// outcome and the output row), one commit each and nothing else: no node, no group commit,
+/// outcome and its output, in the status row), one commit each and nothing else: no node, no group commit,
 /// single-row statements on kept connections into copies of the tables. What Postgres and this
 /// schema allow on this server, against which a workflow row's `ratio_to_bare_rows` reads
 /// what our node adds.
