@@ -1547,11 +1547,12 @@ async fn an_enqueue_on_a_node_without_a_free_slot_waits_for_a_claim_round() {
     drop(db);
 }
 
-/// A workflow that DBOS's tools ended once (its output in a `workflow_output` row) and that
-/// runs again on a node shows the node's outcome: the node keeps outcomes in the status row,
-/// and deletes the older row that readers take first.
+/// A workflow whose payloads DBOS's tools wrote in their own rows (`workflow_input`, and a
+/// `workflow_output` of an earlier end) and that runs again on a node: it runs on those inputs,
+/// shows the node's outcome (kept in the status row, the older row that readers take first
+/// deleted), and a fork of it takes the same inputs.
 #[tokio::test]
-async fn an_outcome_replaces_an_output_row_left_by_an_earlier_one() {
+async fn payload_rows_dbos_wrote_are_read_and_a_new_outcome_replaces_its_row() {
     let c = Counter::default();
     let n = node(|r| {
         r.register("three", three_steps(c.clone()));
@@ -1585,4 +1586,17 @@ async fn an_outcome_replaces_an_output_row_left_by_an_earlier_one() {
     .expect("outcome");
     assert_eq!(stored.as_deref(), Some("110"));
     assert_eq!(rows, 0, "the earlier outcome's row is gone");
+    // Its inputs are in the `workflow_input` row DBOS wrote: a fork from the first step
+    // takes them from there into the fork's status row.
+    let fid = manage::fork(n.pool(), "again", 1, Some("again-fork".into()), None)
+        .await
+        .expect("fork");
+    n.wf.wake();
+    let forked: i64 = n.wf.handle(fid).result().await.expect("forked");
+    assert_eq!(forked, 110);
+    assert_eq!(
+        c.get("one"),
+        2,
+        "the fork ran its first step on the same input"
+    );
 }

@@ -222,15 +222,12 @@ pub async fn enqueue_scheduled<'c>(
          ), ins AS (
              INSERT INTO dbos.workflow_status
                  (workflow_uuid, status, name, queue_name, schedule_name, recovery_attempts,
-                  serialization, creator_xid)
-             SELECT id, 'ENQUEUED', wf, queue, sched, 0, 'portable_json', gen_random_uuid()::text
+                  serialization, creator_xid, inputs)
+             SELECT id, 'ENQUEUED', wf, queue, sched, 0, 'portable_json', gen_random_uuid()::text,
+                    inputs
              FROM r
              ON CONFLICT (workflow_uuid) DO NOTHING
              RETURNING workflow_uuid
-         ), inp AS (
-             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-             SELECT r.id, r.inputs FROM r JOIN ins ON ins.workflow_uuid = r.id
-             ON CONFLICT DO NOTHING
          ), f AS (
              UPDATE dbos.workflow_schedules s SET last_fired_at = u.at
              FROM unnest($6::text[], $7::text[]) AS u(name, at)
@@ -660,11 +657,12 @@ pub async fn fork(
              (workflow_uuid, status, name, class_name, config_name, application_version,
               application_id, authenticated_user, assumed_role, authenticated_roles, queue_name,
               recovery_attempts, serialization, attributes, forked_from, workflow_timeout_ms,
-              creator_xid, application_name)
+              creator_xid, application_name, inputs)
          SELECT $2, 'ENQUEUED', name, class_name, config_name, $3, application_id,
                 authenticated_user, assumed_role, authenticated_roles, $4, 0, serialization,
                 attributes, workflow_uuid, workflow_timeout_ms, gen_random_uuid()::text,
-                application_name
+                application_name,
+                COALESCE((SELECT inputs FROM dbos.workflow_input WHERE workflow_uuid = $1), inputs)
          FROM dbos.workflow_status WHERE workflow_uuid = $1
          ON CONFLICT (workflow_uuid) DO NOTHING",
     )
@@ -678,11 +676,7 @@ pub async fn fork(
         return Err(Error::IdInUse(new_id.to_owned()));
     }
     sqlx::query(
-        "WITH i AS (
-             INSERT INTO dbos.workflow_input (workflow_uuid, inputs)
-             SELECT $2, COALESCE(i.inputs, s.inputs) FROM dbos.workflow_status s
-             LEFT JOIN dbos.workflow_input i USING (workflow_uuid) WHERE s.workflow_uuid = $1
-         ), ops AS (
+        "WITH ops AS (
              INSERT INTO dbos.operation_outputs
                  (workflow_uuid, function_id, function_name, output, error, child_workflow_id,
                   started_at_epoch_ms, completed_at_epoch_ms, serialization, application_name)
