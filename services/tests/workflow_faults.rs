@@ -509,14 +509,10 @@ async fn a_cancelled_error_without_a_cancel_ends_the_workflow_in_error() {
         .await
         .expect("start");
     wait_status(n.pool(), "unbacked", "ERROR").await;
-    let error: Option<String> = sqlx::query_scalar(
-        "SELECT COALESCE(o.error, s.error) FROM dbos.workflow_status s
-             LEFT JOIN dbos.workflow_output o USING (workflow_uuid) WHERE workflow_uuid = $1",
-    )
-    .bind("unbacked")
-    .fetch_one(n.pool())
-    .await
-    .expect("output");
+    let error = dbos_store::workflows::outcome(n.pool(), "unbacked")
+        .await
+        .expect("outcome")
+        .error;
     assert!(
         error.as_deref().is_some_and(|e| e.contains("unbacked")),
         "{error:?}"

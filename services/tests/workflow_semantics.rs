@@ -152,13 +152,11 @@ async fn recorded_errors_replay_without_running_the_step_again() {
     assert_eq!(err2.to_string(), "ValueError: no good");
     assert_eq!(c.get("bad"), 1);
     assert_eq!(status(n.pool(), "e1").await, "ERROR");
-    let (err_row,): (String,) = sqlx::query_as(
-        "SELECT COALESCE(o.error, s.error) FROM dbos.workflow_status s
-             LEFT JOIN dbos.workflow_output o USING (workflow_uuid) WHERE workflow_uuid = 'e1'",
-    )
-    .fetch_one(n.pool())
-    .await
-    .expect("error row");
+    let err_row = dbos_store::workflows::outcome(n.pool(), "e1")
+        .await
+        .expect("outcome")
+        .error
+        .expect("an error");
     assert_eq!(
         err_row,
         r#"{"name":"ValueError","message":"no good","code":null}"#
@@ -1575,16 +1573,17 @@ async fn payload_rows_dbos_wrote_are_read_and_a_new_outcome_replaces_its_row() {
     n.wf.wake();
     let out: i64 = n.wf.handle("again").result().await.expect("runs");
     assert_eq!(out, 110);
-    let (stored, rows): (Option<String>, i64) = sqlx::query_as(
-        "SELECT COALESCE(o.output, s.output),
-                (SELECT count(*) FROM dbos.workflow_output WHERE workflow_uuid = 'again')
-         FROM dbos.workflow_status s LEFT JOIN dbos.workflow_output o USING (workflow_uuid)
-         WHERE s.workflow_uuid = 'again'",
+    let stored = dbos_store::workflows::outcome(n.pool(), "again")
+        .await
+        .expect("outcome")
+        .output;
+    assert_eq!(stored.as_deref(), Some("110"));
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dbos.workflow_output WHERE workflow_uuid = 'again'",
     )
     .fetch_one(n.pool())
     .await
-    .expect("outcome");
-    assert_eq!(stored.as_deref(), Some("110"));
+    .expect("count");
     assert_eq!(rows, 0, "the earlier outcome's row is gone");
     // Its inputs are in the `workflow_input` row DBOS wrote: a fork from the first step
     // takes them from there into the fork's status row.
