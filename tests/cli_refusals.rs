@@ -266,6 +266,32 @@ fn refusals_leave_no_trace() {
         "the refused add left the schedule as it was"
     );
 
+    // A zero timeout is refused by the argument parser in the flag's terms, and submits
+    // nothing.
+    let before = count(&dir, "SELECT count(*) AS n FROM dbos.workflow_status");
+    let out = run(&[
+        "task",
+        "submit",
+        "--timeout",
+        "0s",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.contains("--timeout") && l.contains("at least 1ms")),
+        "{err}"
+    );
+    assert_eq!(
+        count(&dir, "SELECT count(*) AS n FROM dbos.workflow_status"),
+        before
+    );
+
     // A missing working directory is said as such, not as a missing program.
     let out = run(&[
         "task",

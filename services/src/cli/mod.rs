@@ -138,7 +138,7 @@ enum Command {
         #[arg(long)]
         once: bool,
         /// Refresh interval (e.g. 1s, 500ms).
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        #[arg(long, default_value = "1s", value_parser = parse_positive_duration)]
         interval: std::time::Duration,
         /// Order of the running workflows.
         #[arg(long, value_enum, default_value_t = crate::observe::Sort::Age)]
@@ -303,6 +303,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_millis(ms as u64))
 }
 
+/// A duration above zero: a `--timeout` of 0 would end every run at once, an `--interval` of 0
+/// would poll without pause.
+pub(crate) fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is too short: at least 1ms"));
+    }
+    Ok(d)
+}
+
 pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     config::parse_label(s).map_err(|e| e.to_string())
 }
@@ -340,6 +350,9 @@ pub fn main_with(register: impl FnOnce(&mut crate::workflow::Registry)) -> ExitC
     let mut own = crate::workflow::Registry::new();
     register(&mut own);
     let cli = Cli::parse();
+    if !cli.command.serves() {
+        end_on_closed_pipe();
+    }
     let default_level = if matches!(cli.command, Command::Boot(_)) {
         "info"
     } else {
@@ -368,6 +381,34 @@ pub fn main_with(register: impl FnOnce(&mut crate::workflow::Registry)) -> ExitC
             ExitCode::FAILURE
         }
     }
+}
+
+impl Command {
+    /// Whether the command serves until it is stopped (a node, the dashboard, the FUSE server,
+    /// the demo's nodes) rather than printing its answer and exiting.
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Boot(_)
+                | Command::Ui { .. }
+                | Command::Demo { .. }
+                | Command::Fs {
+                    command: fs::FsCommand::Mount { .. },
+                    ..
+                }
+        )
+    }
+}
+
+/// Lets SIGPIPE end the process, as it ends `cat` or `ls`: a command piped into `head` stops
+/// quietly when the reader goes away, instead of failing with "Broken pipe" (Rust ignores
+/// SIGPIPE from the start). Commands that serve keep ignoring it: a log reader that goes away
+/// must not kill a node.
+fn end_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition before the runtime's threads start; no handler
+    // function is installed. It fails only for an invalid signal, which SIGPIPE is not.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 /// An error as one line: the message, then each cause its predecessors did not already say

@@ -84,7 +84,7 @@ pub(super) enum MsgCommand {
     Retain {
         /// Topic.
         topic: String,
-        /// Drop messages older than this (e.g. 7d is not accepted; use 168h).
+        /// Drop messages older than this (e.g. 7d, 12h).
         #[arg(long, value_parser = parse_duration)]
         max_age: Option<Duration>,
         /// Keep at most this many newest messages.

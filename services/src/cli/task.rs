@@ -13,7 +13,7 @@ use dbos_scheduler::tasks::{self, Submit, Task};
 use serde_json::json;
 
 use super::render::{self, Format};
-use super::{parse_duration, ConnArgs};
+use super::{parse_duration, parse_positive_duration, ConnArgs};
 use crate::workflow::manage;
 
 #[derive(Debug, Subcommand)]
@@ -65,7 +65,7 @@ pub(super) struct SubmitArgs {
     priority: u32,
     /// Stop the command's process group after this long of running (e.g. 30s, 5m); time spent
     /// queued does not count.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_positive_duration)]
     timeout: Option<Duration>,
     /// Deduplication key: a second submission with the same key to the same queue is refused
     /// while the first is queued or running.
