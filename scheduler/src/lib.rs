@@ -99,5 +99,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0010_payloads_in_status.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 11,
+            name: "a deleted running workflow stops at once",
+            sql: include_str!("../migrations/sched_0011_delete_notify.sql"),
+            earlier: &[],
+        },
     ],
 };

@@ -1149,6 +1149,43 @@ async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
     n.stop().await;
 }
 
+#[tokio::test]
+async fn a_delete_ends_the_waits_of_a_running_workflow() {
+    // No periodic re-check: only the delete's notice can end these waits.
+    let n = node_with_msg(
+        |r| {
+            r.register("long_wait", long_wait);
+        },
+        no_recheck(),
+    )
+    .await;
+    for (wid, sleep) in [("del-recv", 0), ("del-sleep", 1)] {
+        let h =
+            n.wf.start::<_, Option<i64>>("long_wait", (sleep,), id(wid))
+                .await
+                .expect("start");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !step_names(n.pool(), wid)
+            .await
+            .iter()
+            .any(|(_, s)| s == "DBOS.sleep")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{wid} waits");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        dbos_services::workflow::manage::delete(n.pool(), wid, false)
+            .await
+            .expect("delete");
+        let out = tokio::time::timeout(Duration::from_secs(60), h.result())
+            .await
+            .expect("the delete ended the wait");
+        assert!(out.is_err(), "{out:?}");
+    }
+    // Its slot is free again: nothing of the deleted workflows still runs.
+    n.wait_no_tasks_running().await;
+    n.stop().await;
+}
+
 /// Runs `$probe` (given the connection `$c`) in a transaction of `$pool`: its result, and
 /// whether it wrote anything (a transaction ID was assigned, so its commit would wait for a WAL
 /// flush).
