@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
 use crate::config::Config;
 use crate::error::{redact_url, Error, Result};
@@ -72,6 +72,11 @@ pub fn connect_options(url: &str, limits: &PoolLimits) -> Result<PgConnectOption
             opts = opts.socket(dir);
         }
     }
+    // sqlx warns of every statement over a second. Here that is a person's long `dbos sql`
+    // query, a demo's sleep, or a node's batch under load: none is a fault, and each warned
+    // on the user's terminal. The server's `pg_stat_statements` and `dbos bench` measure
+    // statements; the line stays for `RUST_LOG=sqlx=debug`.
+    let opts = opts.log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
     Ok(opts.application_name("dbos").options([
         (
             "idle_in_transaction_session_timeout",
