@@ -202,6 +202,11 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
         303
     );
     assert_eq!(paused(), true);
+    // A second click is no error.
+    assert_eq!(
+        http(&addr, "POST", "/queues/default/pause", Some("")).0,
+        303
+    );
     assert!(http(&addr, "GET", "/", None).2.contains("resume default"));
     assert_eq!(
         http(&addr, "POST", "/queues/default/resume", Some("")).0,
@@ -209,7 +214,12 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
     );
     assert_eq!(paused(), false);
     let (status, _, body) = http(&addr, "POST", "/queues/nope/pause", Some(""));
-    assert!(status == 400 && body.contains("nope"), "{status}: {body}");
+    assert!(status == 404 && body.contains("nope"), "{status}: {body}");
+    let (status, _, body) = http(&addr, "POST", "/workflows/no-such/cancel", Some(""));
+    assert!(
+        status == 404 && body.contains("no-such"),
+        "{status}: {body}"
+    );
 
     // A sleeping task cancelled from its page.
     let sleeper = ok(&["task", "submit", "--data-dir", d, "--", "sleep", "600"]);

@@ -101,6 +101,26 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// A refused workflow action: 404 for a workflow that does not exist, 400 for the rest.
+fn wf_refused(e: crate::workflow::Error) -> Failure {
+    let code = match e {
+        crate::workflow::Error::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Failure(code, e.to_string())
+}
+
+/// A refused scheduler action: 404 for a queue, task or schedule that does not exist, 400 for
+/// the rest.
+fn sched_refused(e: dbos_scheduler::Error) -> Failure {
+    use dbos_scheduler::Error as E;
+    let code = match e {
+        E::NoSuchQueue(_) | E::NoSuchTask(_) | E::NoSuchSchedule(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Failure(code, e.to_string())
+}
+
 type Page = Result<Html<String>, Failure>;
 
 /// HTML-escapes `s`.
@@ -427,15 +447,10 @@ async fn unpause(
 
 async fn set_paused(pool: &PgPool, name: &str, paused: bool) -> Result<Redirect, Failure> {
     let mut c = pool.acquire().await?;
-    let found = dbos_scheduler::queues::set_paused(&mut c, name, paused)
+    // Already paused (or running) is no error: a second click lands where the first did.
+    dbos_scheduler::queues::set_paused(&mut c, name, paused)
         .await
-        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if !found {
-        return Err(Failure(
-            StatusCode::NOT_FOUND,
-            format!("no queue is named {name:?}"),
-        ));
-    }
+        .map_err(sched_refused)?;
     Ok(Redirect::to("/"))
 }
 
@@ -452,7 +467,7 @@ async fn fork(
 ) -> Result<Redirect, Failure> {
     let new = crate::workflow::manage::fork(&pool, &id, f.step, None, None)
         .await
-        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+        .map_err(wf_refused)?;
     Ok(Redirect::to(&format!("/workflows/{}", urlencode(&new))))
 }
 
@@ -590,14 +605,14 @@ es.addEventListener('end', () => es.close());
 async fn cancel(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Redirect, Failure> {
     crate::workflow::manage::cancel(&pool, &id, false)
         .await
-        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+        .map_err(wf_refused)?;
     Ok(Redirect::to(&format!("/workflows/{}", urlencode(&id))))
 }
 
 async fn resume(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Redirect, Failure> {
     crate::workflow::manage::resume(&pool, &id)
         .await
-        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+        .map_err(wf_refused)?;
     Ok(Redirect::to(&format!("/workflows/{}", urlencode(&id))))
 }
 
@@ -633,7 +648,7 @@ async fn submit(
     };
     let id = dbos_scheduler::tasks::submit(&pool, &s)
         .await
-        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.to_string()))?;
+        .map_err(sched_refused)?;
     Ok(Redirect::to(&format!("/workflows/{}", urlencode(&id))))
 }
 
