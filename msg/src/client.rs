@@ -148,6 +148,10 @@ pub struct StreamReader {
     done: bool,
 }
 
+/// Notifications a standalone client's subscriptions hold before a slow reader is told to
+/// re-check.
+const NOTIFY_BUFFER: usize = 1024;
+
 impl Client {
     /// A client over `pool`, waking waiters through `waiters`.
     pub fn new(pool: PgPool, waiters: Waiters, opts: Options) -> Client {
@@ -157,6 +161,23 @@ impl Client {
             opts,
             consumes: Arc::default(),
         }
+    }
+
+    /// A client for a program that runs no node (a command line): its own `LISTEN` connection
+    /// on a side pool of `pool`, which lives as long as the client or a clone of it does.
+    ///
+    /// # Errors
+    /// The listening connection cannot be opened.
+    pub async fn standalone(pool: PgPool, opts: Options) -> Result<Client> {
+        let notifier = dbos_kernel::Notifier::start(
+            &pool,
+            dbos_kernel::db::side_pool(&pool),
+            NOTIFY_BUFFER,
+            &dbos_kernel::Loops::new(),
+        )
+        .await?;
+        let waiters = Waiters::start(&notifier, opts.recheck_interval_ms).await?;
+        Ok(Client::new(pool, waiters, opts))
     }
 
     /// Runs the messaging statements ([`Client::connection`]) on `hot`, whose connections are

@@ -130,6 +130,9 @@ pub struct Waiters {
     /// Receives this node's sends may complete ([`crate::handoff`]).
     offers: Arc<crate::handoff::Offers>,
     recheck_interval: Duration,
+    /// The notifier whose subscriptions wake the table: its LISTEN loop runs while a handle to
+    /// it lives, so the waiters keep one (a command's client has no node to hold it).
+    _notifier: Notifier,
 }
 
 impl std::fmt::Debug for Waiters {
@@ -327,6 +330,7 @@ impl Waiters {
             table,
             offers: Arc::default(),
             recheck_interval: Duration::from_millis(recheck_interval_ms.max(1)),
+            _notifier: notifier.clone(),
         })
     }
 

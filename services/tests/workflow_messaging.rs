@@ -1149,6 +1149,55 @@ async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
     n.stop().await;
 }
 
+/// Waits for a message, then sets event `ev`.
+async fn announcer(ctx: workflow::Context, (): ()) -> Result<(), workflow::Error> {
+    let _: Option<String> = ctx.recv(None, WAIT).await?;
+    ctx.set_event("ev", &"set").await
+}
+
+#[tokio::test]
+async fn a_standalone_client_is_woken_by_notifications() {
+    let n = node_with_msg(
+        |r| {
+            r.register("announcer", announcer);
+        },
+        no_recheck(),
+    )
+    .await;
+    let h =
+        n.wf.start::<_, ()>("announcer", (), id("ann"))
+            .await
+            .expect("start");
+    // As a command line makes one: its own LISTEN connection, no node around it, and no
+    // periodic re-check: only the event's notification can end its wait.
+    let c = dbos_msg::Client::standalone(n.pool().clone(), no_recheck())
+        .await
+        .expect("a standalone client");
+    let reader = c.clone();
+    let waited = tokio::spawn(async move {
+        reader
+            .get_event::<String>("ann", "ev", Duration::from_secs(3600))
+            .await
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !c.waiters().is_waiting(dbos_msg::Channel::Events, "ann::ev") {
+        assert!(tokio::time::Instant::now() < deadline, "the client waits");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    n.wf.messages()
+        .send("ann", "go", None, None)
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(60), waited)
+        .await
+        .expect("the event's notification woke the client")
+        .expect("the reader ran")
+        .expect("get_event");
+    assert_eq!(got.as_deref(), Some("set"));
+    h.result().await.expect("the announcer ends");
+    n.stop().await;
+}
+
 #[tokio::test]
 async fn a_delete_ends_the_waits_of_a_running_workflow() {
     // No periodic re-check: only the delete's notice can end these waits.

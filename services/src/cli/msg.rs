@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use dbos_kernel::Notifier;
-use dbos_msg::{Client, Start, Waiters};
+use dbos_msg::{Client, Start};
 use serde_json::{json, Value};
 
 use super::render::{self, Format};
@@ -123,19 +122,9 @@ async fn client(conn: &ConnArgs) -> Result<Client> {
     client_on(super::pool(conn).await?).await
 }
 
-/// A messaging client on `pool`, with its own LISTEN connection (its loop lives as long as the
-/// command).
+/// A messaging client on `pool`, with its own LISTEN connection.
 pub(super) async fn client_on(pool: sqlx::PgPool) -> Result<Client> {
-    let notifier = Notifier::start(
-        &pool,
-        dbos_kernel::db::side_pool(&pool),
-        1024,
-        &dbos_kernel::Loops::new(),
-    )
-    .await?;
-    let opts = dbos_msg::Options::default();
-    let waiters = Waiters::start(&notifier, opts.recheck_interval_ms).await?;
-    Ok(Client::new(pool, waiters, opts))
+    Ok(Client::standalone(pool, dbos_msg::Options::default()).await?)
 }
 
 fn line(out: &mut impl Write, format: Format, seq: i64, payload: &str) -> Result<()> {
