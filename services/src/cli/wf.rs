@@ -92,10 +92,11 @@ pub(super) struct ListArgs {
     /// Workflows skipped first.
     #[arg(short = 'o', long, value_parser = clap::value_parser!(i64).range(0..))]
     offset: Option<i64>,
-    /// Created at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    /// Created at or after this time (RFC 3339, e.g. 2026-01-31T12:00:00Z, or a date, from its
+    /// start in UTC).
     #[arg(short = 't', long)]
     start_time: Option<String>,
-    /// Created at or before this time (RFC 3339).
+    /// Created at or before this time (RFC 3339, or a date, to its end in UTC).
     #[arg(short = 'e', long)]
     end_time: Option<String>,
     /// Only this status (repeatable): PENDING, ENQUEUED, SUCCESS, ERROR, CANCELLED, ...
@@ -145,7 +146,8 @@ pub(super) struct ReplayArgs {
     /// Only workflows of this function.
     #[arg(short = 'n', long)]
     name: Option<String>,
-    /// Only workflows created at or after this time (RFC 3339).
+    /// Only workflows created at or after this time (RFC 3339, or a date, from its start in
+    /// UTC).
     #[arg(long)]
     since: Option<String>,
     /// Longest a workflow's code may take to replay (e.g. 30s).
@@ -163,13 +165,26 @@ const STATUSES: &[&str] = &[
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
 ];
 
-fn epoch_ms(flag: &str, v: &Option<String>) -> Result<Option<i64>> {
+/// An RFC 3339 time, or a date alone, as epoch milliseconds: the date's first millisecond
+/// (UTC), or with `day_end` its last, so that "until 2026-01-31" includes that day.
+fn epoch_ms(flag: &str, v: &Option<String>, day_end: bool) -> Result<Option<i64>> {
     v.as_deref()
         .map(|t| {
             chrono::DateTime::parse_from_rfc3339(t)
                 .map(|d| d.timestamp_millis())
+                .or_else(|e| {
+                    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                        .map(|d| {
+                            let start = d.and_time(chrono::NaiveTime::MIN).and_utc();
+                            start.timestamp_millis() + if day_end { 86_399_999 } else { 0 }
+                        })
+                        .map_err(|_| e)
+                })
                 .with_context(|| {
-                    format!("{flag} {t:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z")
+                    format!(
+                        "{flag} {t:?} is neither an RFC 3339 time such as 2026-01-31T12:00:00Z \
+                         nor a date such as 2026-01-31"
+                    )
                 })
         })
         .transpose()
@@ -207,8 +222,8 @@ pub(super) async fn run(
                 workflow_id_prefix: a.prefix,
                 parent_workflow_id: a.parent,
                 executor_id: a.executor,
-                start_time_ms: epoch_ms("--start-time", &a.start_time)?,
-                end_time_ms: epoch_ms("--end-time", &a.end_time)?,
+                start_time_ms: epoch_ms("--start-time", &a.start_time, false)?,
+                end_time_ms: epoch_ms("--end-time", &a.end_time, true)?,
                 limit: Some(a.limit),
                 offset: a.offset,
                 sort_desc: a.sort_desc,
@@ -314,7 +329,7 @@ async fn replay(
     let reports = if a.ids.is_empty() {
         let f = ListFilter {
             name: a.name,
-            start_time_ms: epoch_ms("--since", &a.since)?,
+            start_time_ms: epoch_ms("--since", &a.since, false)?,
             ..ListFilter::default()
         };
         replayer.replay_all(&f).await?
@@ -346,4 +361,24 @@ async fn replay(
 
 fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("status rows serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_is_rfc_3339_or_a_whole_day() {
+        let ms = |v: &str, end| epoch_ms("-t", &Some(v.to_owned()), end).map(Option::unwrap);
+        let midnight = 1_769_817_600_000; // 2026-01-31T00:00:00Z
+        assert_eq!(ms("2026-01-31T00:00:00Z", false).unwrap(), midnight);
+        assert_eq!(ms("2026-01-31T01:00:00+01:00", true).unwrap(), midnight);
+        assert_eq!(ms("2026-01-31", false).unwrap(), midnight);
+        assert_eq!(ms("2026-01-31", true).unwrap(), midnight + 86_400_000 - 1);
+        for bad in ["notadate", "2026-13-01", "31/01/2026", ""] {
+            let e = ms(bad, false).expect_err(bad).to_string();
+            assert!(e.contains("neither an RFC 3339 time"), "{bad}: {e}");
+        }
+        assert_eq!(epoch_ms("-t", &None, false).unwrap(), None);
+    }
 }
