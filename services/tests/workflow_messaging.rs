@@ -1149,6 +1149,51 @@ async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
     n.stop().await;
 }
 
+#[tokio::test]
+async fn a_running_workflow_is_not_resumed_beside_itself() {
+    let n = node_with_msg(
+        |r| {
+            r.register("long_wait", long_wait);
+        },
+        no_recheck(),
+    )
+    .await;
+    let h =
+        n.wf.start::<_, Option<i64>>("long_wait", (1,), id("busy"))
+            .await
+            .expect("start");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !step_names(n.pool(), "busy")
+        .await
+        .iter()
+        .any(|(_, s)| s == "DBOS.sleep")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "busy sleeps");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Enqueued again, it would start a second execution beside this one.
+    let e = dbos_services::workflow::manage::resume(n.pool(), "busy")
+        .await
+        .expect_err("a running workflow is not resumed");
+    assert!(
+        matches!(&e, workflow::Error::Invalid(m) if m.contains("running on node")),
+        "{e}"
+    );
+    assert_eq!(status(n.pool(), "busy").await, "PENDING");
+    // Cancelled, it resumes.
+    dbos_services::workflow::manage::cancel(n.pool(), "busy", false)
+        .await
+        .expect("cancel");
+    let out = tokio::time::timeout(Duration::from_secs(60), h.result())
+        .await
+        .expect("the cancel ended the wait");
+    assert!(matches!(out, Err(workflow::Error::Cancelled(_))), "{out:?}");
+    assert!(dbos_services::workflow::manage::resume(n.pool(), "busy")
+        .await
+        .expect("resume"));
+    n.stop().await;
+}
+
 /// Waits for a message, then sets event `ev`.
 async fn announcer(ctx: workflow::Context, (): ()) -> Result<(), workflow::Error> {
     let _: Option<String> = ctx.recv(None, WAIT).await?;

@@ -608,27 +608,52 @@ pub async fn cancel(conn: &mut PgConnection, id: &str, cascade: bool) -> Result<
 /// Enqueues a cancelled, dead-lettered or stuck workflow again on the internal queue, its
 /// recovery counter and deadline reset. Returns whether it did (an ended workflow is left).
 ///
+/// A workflow running on a live node is refused: enqueued again, it would start a second
+/// execution beside the running one, each running the steps not yet recorded (DBOS resumes it
+/// anyway). Running on a node whose lease has expired, or on an executor that is not a node
+/// of ours, it is enqueued as DBOS does. The row is locked first, so a claim that commits
+/// meanwhile is seen.
+///
 /// 1 round trip, 1 commit (primary key); one more to tell a missing workflow from an ended one.
 ///
 /// # Errors
-/// [`Error::NotFound`].
+/// [`Error::NotFound`]; [`Error::WrongStatus`] for a workflow running on a live node.
 pub async fn resume(conn: &mut PgConnection, id: &str) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "WITH u AS (
-             UPDATE dbos.workflow_status
+    let (n, busy): (i64, Option<String>) = sqlx::query_as(
+        "WITH cur AS (
+             SELECT workflow_uuid, status, executor_id FROM dbos.workflow_status
+             WHERE workflow_uuid = $1
+             FOR UPDATE
+         ), busy AS (
+             SELECT n.node_id FROM cur JOIN kernel.nodes n ON n.node_id = cur.executor_id
+             WHERE cur.status = 'PENDING' AND n.state = 'running'
+               AND NOT kernel.lease_expired(n.heartbeat_at, n.lease_ms)
+         ), u AS (
+             UPDATE dbos.workflow_status w
              SET status = 'ENQUEUED', owner_xid = NULL, queue_name = $2, recovery_attempts = 0,
                  workflow_deadline_epoch_ms = NULL, deduplication_id = NULL,
                  started_at_epoch_ms = NULL, completed_at = NULL, updated_at = kernel.now_ms()
-             WHERE workflow_uuid = $1 AND status NOT IN ('SUCCESS', 'ERROR')
+             FROM cur
+             WHERE w.workflow_uuid = cur.workflow_uuid
+               AND cur.status NOT IN ('SUCCESS', 'ERROR')
+               AND NOT EXISTS (SELECT 1 FROM busy)
              RETURNING 1
          )
-         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($3, $2)) n",
+         SELECT (SELECT count(*) FROM u, LATERAL (SELECT pg_notify($3, $2)) n),
+                (SELECT node_id FROM busy)",
     )
     .bind(id)
     .bind(INTERNAL_QUEUE)
     .bind(ENQUEUE_CHANNEL)
     .fetch_one(&mut *conn)
     .await?;
+    if let Some(node) = busy {
+        return Err(Error::WrongStatus {
+            id: id.to_owned(),
+            status: format!("running on node {node}"),
+            wanted: "cancel it first (`dbos wf cancel`), or let it end",
+        });
+    }
     if n == 0 {
         exists(conn, id).await?;
     }

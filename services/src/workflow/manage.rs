@@ -62,15 +62,19 @@ pub async fn cancel(pool: &PgPool, id: &str, cascade: bool) -> Result<Vec<String
 }
 
 /// Resumes a cancelled, dead-lettered or stuck workflow: it is enqueued on the internal queue
-/// with its recovery counter and deadline reset, and replays its recorded steps.
+/// with its recovery counter and deadline reset, and replays its recorded steps. A workflow
+/// running on a live node is refused: a second execution would run its unrecorded steps again
+/// beside the first.
 ///
 /// 1 round trip, 1 commit.
 ///
 /// # Errors
-/// [`Error::NotFound`].
+/// [`Error::NotFound`], [`Error::Invalid`] for a workflow running on a live node.
 pub async fn resume(pool: &PgPool, id: &str) -> Result<bool, Error> {
     let mut conn = pool.acquire().await?;
-    Ok(dbos_store::workflows::resume(&mut conn, id).await?)
+    dbos_store::workflows::resume(&mut conn, id)
+        .await
+        .map_err(wrong_status_invalid)
 }
 
 /// Forks a workflow from step `start_step`: a new workflow with the same function and inputs
@@ -194,14 +198,19 @@ pub async fn rewind(pool: &PgPool, id: &str, start_step: i32) -> Result<(), Erro
     let mut tx = conn.begin().await?;
     dbos_store::workflows::lock_ended(&mut tx, id)
         .await
-        .map_err(|e| match e {
-            dbos_store::Error::WrongStatus { id, status, wanted } => {
-                Error::Invalid(format!("workflow {id} is {status}; {wanted}"))
-            }
-            other => other.into(),
-        })?;
+        .map_err(wrong_status_invalid)?;
     dbos_msg::sql::rewind(&mut tx, id, start_step).await?;
     dbos_store::workflows::rewind(&mut tx, id, start_step).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A workflow in a status the operation refuses is bad input, said as such.
+fn wrong_status_invalid(e: dbos_store::Error) -> Error {
+    match e {
+        dbos_store::Error::WrongStatus { id, status, wanted } => {
+            Error::Invalid(format!("workflow {id} is {status}; {wanted}"))
+        }
+        other => other.into(),
+    }
 }
