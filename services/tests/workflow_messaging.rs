@@ -1112,31 +1112,45 @@ async fn long_wait(
     }
 }
 
-#[tokio::test]
-async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
-    // No periodic re-check: only the cancellation notice can end these waits.
-    let n = node_with_msg(
+/// A node running [`long_wait`] whose waiters never re-check on their own.
+async fn long_wait_node() -> dbos_services::testing::Node {
+    node_with_msg(
         |r| {
             r.register("long_wait", long_wait);
         },
         no_recheck(),
     )
-    .await;
-    for (wid, sleep) in [("in-recv", 0), ("in-sleep", 1)] {
-        let h =
-            n.wf.start::<_, Option<i64>>("long_wait", (sleep,), id(wid))
-                .await
-                .expect("start");
-        // Waiting once its timer is recorded.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !step_names(n.pool(), wid)
+    .await
+}
+
+/// Starts [`long_wait`] as `wid` and returns once it waits (its timer is recorded).
+async fn waiting(
+    n: &dbos_services::testing::Node,
+    wid: &str,
+    sleep: i64,
+) -> workflow::WorkflowHandle<Option<i64>> {
+    let h =
+        n.wf.start::<_, Option<i64>>("long_wait", (sleep,), id(wid))
             .await
-            .iter()
-            .any(|(_, s)| s == "DBOS.sleep")
-        {
-            assert!(tokio::time::Instant::now() < deadline, "{wid} waits");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            .expect("start");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !step_names(n.pool(), wid)
+        .await
+        .iter()
+        .any(|(_, s)| s == "DBOS.sleep")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{wid} waits");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h
+}
+
+#[tokio::test]
+async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
+    // No periodic re-check: only the cancellation notice can end these waits.
+    let n = long_wait_node().await;
+    for (wid, sleep) in [("in-recv", 0), ("in-sleep", 1)] {
+        let h = waiting(&n, wid, sleep).await;
         dbos_services::workflow::manage::cancel(n.pool(), wid, false)
             .await
             .expect("cancel");
@@ -1151,26 +1165,8 @@ async fn a_cancel_wakes_workflows_waiting_in_recv_and_sleep() {
 
 #[tokio::test]
 async fn a_running_workflow_is_not_resumed_beside_itself() {
-    let n = node_with_msg(
-        |r| {
-            r.register("long_wait", long_wait);
-        },
-        no_recheck(),
-    )
-    .await;
-    let h =
-        n.wf.start::<_, Option<i64>>("long_wait", (1,), id("busy"))
-            .await
-            .expect("start");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !step_names(n.pool(), "busy")
-        .await
-        .iter()
-        .any(|(_, s)| s == "DBOS.sleep")
-    {
-        assert!(tokio::time::Instant::now() < deadline, "busy sleeps");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let n = long_wait_node().await;
+    let h = waiting(&n, "busy", 1).await;
     // Enqueued again, it would start a second execution beside this one.
     let e = dbos_services::workflow::manage::resume(n.pool(), "busy")
         .await
@@ -1246,27 +1242,9 @@ async fn a_standalone_client_is_woken_by_notifications() {
 #[tokio::test]
 async fn a_delete_ends_the_waits_of_a_running_workflow() {
     // No periodic re-check: only the delete's notice can end these waits.
-    let n = node_with_msg(
-        |r| {
-            r.register("long_wait", long_wait);
-        },
-        no_recheck(),
-    )
-    .await;
+    let n = long_wait_node().await;
     for (wid, sleep) in [("del-recv", 0), ("del-sleep", 1)] {
-        let h =
-            n.wf.start::<_, Option<i64>>("long_wait", (sleep,), id(wid))
-                .await
-                .expect("start");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !step_names(n.pool(), wid)
-            .await
-            .iter()
-            .any(|(_, s)| s == "DBOS.sleep")
-        {
-            assert!(tokio::time::Instant::now() < deadline, "{wid} waits");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let h = waiting(&n, wid, sleep).await;
         dbos_services::workflow::manage::delete(n.pool(), wid, false)
             .await
             .expect("delete");
