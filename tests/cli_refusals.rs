@@ -292,6 +292,56 @@ fn refusals_leave_no_trace() {
         before
     );
 
+    // A partitioned queue takes a task with a partition key, and only then.
+    ok(&[
+        "queue",
+        "create",
+        "parts",
+        "--partition-concurrency",
+        "1",
+        "--data-dir",
+        d,
+    ]);
+    refused(
+        &[
+            "task",
+            "submit",
+            "-q",
+            "parts",
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ],
+        "submit with --partition-key",
+    );
+    refused(
+        &[
+            "task",
+            "submit",
+            "--partition-key",
+            "p1",
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ],
+        "has no partitions",
+    );
+    ok(&[
+        "task",
+        "submit",
+        "-q",
+        "parts",
+        "--partition-key",
+        "p1",
+        "--wait",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+
     // A missing working directory is said as such, not as a missing program.
     let out = run(&[
         "task",

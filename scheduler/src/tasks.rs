@@ -51,6 +51,9 @@ pub struct Submit {
     pub prefer: BTreeMap<String, String>,
     /// Task ID; a fresh UUID when `None`. Submitting an existing ID returns that task unchanged.
     pub id: Option<String>,
+    /// Partition of a partitioned queue, whose limits hold per partition; required there, and
+    /// refused on a queue without partitions.
+    pub partition_key: Option<String>,
 }
 
 /// Submits a command task; returns its ID.
@@ -89,6 +92,7 @@ pub async fn submit(pool: &PgPool, s: &Submit) -> Result<String, Error> {
     e.deduplication_id = s.deduplication_id.clone();
     e.delay_until_ms = delay_until_ms;
     e.attributes = attributes;
+    e.partition_key = s.partition_key.clone();
     let created = workflows::enqueue(pool, &e)
     .await
     .map_err(|e| match e {
@@ -98,6 +102,12 @@ pub async fn submit(pool: &PgPool, s: &Submit) -> Result<String, Error> {
             ..
         } => Error::Conflict(format!(
             "a task with deduplication key {deduplication_id:?} is already queued or running on queue {queue:?}"
+        )),
+        dbos_store::Error::PartitionKey { queue, given: false } => Error::Invalid(format!(
+            "partition key: queue {queue:?} is partitioned; submit with --partition-key"
+        )),
+        dbos_store::Error::PartitionKey { queue, given: true } => Error::Invalid(format!(
+            "partition key: queue {queue:?} has no partitions; submit without --partition-key"
         )),
         other => Error::Store(other),
     })?;

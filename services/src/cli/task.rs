@@ -71,6 +71,9 @@ pub(super) struct SubmitArgs {
     /// while the first is queued or running.
     #[arg(long)]
     dedup: Option<String>,
+    /// Partition of a partitioned queue (its limits hold per partition); required on one.
+    #[arg(long)]
+    partition_key: Option<String>,
     /// Start no earlier than this long from now (e.g. 10s).
     #[arg(long, value_parser = parse_duration)]
     delay: Option<Duration>,
@@ -125,6 +128,7 @@ impl SubmitArgs {
             labels: self.labels.iter().cloned().collect(),
             prefer: self.prefer.iter().cloned().collect(),
             id: self.id.clone(),
+            partition_key: self.partition_key.clone(),
         })
     }
 
