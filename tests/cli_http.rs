@@ -155,6 +155,18 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
     }
     let (status, _, _) = http(&addr, "GET", "/workflows/no-such", None);
     assert_eq!(status, 404);
+    // A status in lower case filters as in upper case; an unknown one is refused, saying so.
+    let (status, _, lower) = http(&addr, "GET", "/workflows?status=success", None);
+    assert_eq!(status, 200, "{lower}");
+    assert!(
+        lower.contains("value=\"SUCCESS\""),
+        "the filter reads SUCCESS"
+    );
+    let (status, _, body) = http(&addr, "GET", "/workflows?status=BOGUS", None);
+    assert!(
+        status == 400 && body.contains("unknown workflow status"),
+        "{status}: {body}"
+    );
 
     // A task from the form: it runs, and its output arrives as server-sent events.
     let (status, head, _) = http(

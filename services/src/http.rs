@@ -485,7 +485,18 @@ struct Filter {
     since: String,
 }
 
-async fn workflows(State(pool): State<PgPool>, Query(f): Query<Filter>) -> Page {
+async fn workflows(State(pool): State<PgPool>, Query(mut f): Query<Filter>) -> Page {
+    // A status in any case, as the CLI takes it; an unknown one is said, not shown as no rows.
+    if !f.status.is_empty() {
+        let st: dbos_store::Status =
+            f.status
+                .trim()
+                .parse()
+                .map_err(|e: dbos_store::UnknownStatus| {
+                    Failure(StatusCode::BAD_REQUEST, e.to_string())
+                })?;
+        f.status = st.as_str().to_owned();
+    }
     let mut c = read_only(&pool).await?;
     let mut body = format!(
         "<form>status <input name=status value=\"{}\" size=10> name <input name=name value=\"{}\">
