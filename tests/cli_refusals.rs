@@ -139,6 +139,21 @@ fn refusals_leave_no_trace() {
         &["fs", "cat", "/adir", "--data-dir", d],
         "error: /adir: is a directory",
     );
+    refused(
+        &[
+            "fs",
+            "put",
+            path(scratch.path()),
+            "/put-dir",
+            "--data-dir",
+            d,
+        ],
+        "is a directory (put copies one file)",
+    );
+    refused(
+        &["fs", "stat", "/put-dir", "--data-dir", d],
+        "no such file or directory",
+    );
     let file = scratch.path().join("a-file");
     std::fs::write(&file, "x").expect("a local file");
     refused(

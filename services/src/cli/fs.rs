@@ -211,6 +211,9 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, cmd: FsCommand) -> Resu
             let file = tokio::fs::File::open(&local)
                 .await
                 .with_context(|| format!("opening {}", local.display()))?;
+            if file.metadata().await.is_ok_and(|m| m.is_dir()) {
+                anyhow::bail!("{}: is a directory (put copies one file)", local.display());
+            }
             let mut tx = c.begin().await?;
             let st = fs
                 .create_or_truncate(&mut tx, &who, &path, 0o666 & !umask())
