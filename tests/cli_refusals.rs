@@ -307,6 +307,26 @@ fn refusals_leave_no_trace() {
         before
     );
 
+    // Events of a workflow that does not exist are refused, not shown as none or waited for.
+    refused(
+        &["msg", "events", "no-such-wf", "--data-dir", d],
+        "non-existent workflow ID \"no-such-wf\"",
+    );
+    refused(
+        &[
+            "msg",
+            "events",
+            "no-such-wf",
+            "--key",
+            "k",
+            "--wait",
+            "1h",
+            "--data-dir",
+            d,
+        ],
+        "non-existent workflow ID",
+    );
+
     // A partitioned queue takes a task with a partition key, and only then.
     ok(&[
         "queue",

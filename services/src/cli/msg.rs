@@ -162,6 +162,13 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: MsgCommand) ->
             key,
             wait,
         } => {
+            // Events of a workflow that does not exist are refused as its stream is, rather
+            // than shown as none (or waited for).
+            let mut conn = c.connection().await?;
+            if !dbos_msg::sql::workflow_exists(&mut conn, &workflow_id).await? {
+                return Err(dbos_msg::Error::NoSuchWorkflow(workflow_id).into());
+            }
+            drop(conn);
             let rows: Vec<(String, String)> = match key {
                 Some(k) => match c.get_event_text(&workflow_id, &k, wait).await? {
                     Some(v) => vec![(k, v)],
