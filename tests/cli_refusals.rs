@@ -327,6 +327,49 @@ fn refusals_leave_no_trace() {
         "non-existent workflow ID",
     );
 
+    // A backfill's range may be given as dates; a bad one is refused in the flag's terms.
+    ok(&[
+        "cron",
+        "add",
+        "daily",
+        "0 0 0 * * *",
+        "--data-dir",
+        d,
+        "--",
+        "true",
+    ]);
+    let out = ok(&[
+        "cron",
+        "backfill",
+        "daily",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03",
+        "--data-dir",
+        d,
+        "--json",
+    ]);
+    let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(out["enqueued"], 2, "the ticks of Jan 2 and 3: {out}");
+    let out = run(&[
+        "cron",
+        "backfill",
+        "daily",
+        "--from",
+        "01/01/2026",
+        "--data-dir",
+        d,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.contains("--from") && l.contains("nor a date")),
+        "{err}"
+    );
+
     // A partitioned queue takes a task with a partition key, and only then.
     ok(&[
         "queue",

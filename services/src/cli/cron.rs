@@ -10,7 +10,7 @@ use dbos_scheduler::cron::{self, Schedule};
 use serde_json::json;
 
 use super::render::{self, Format};
-use super::ConnArgs;
+use super::{parse_time_from, parse_time_to, ConnArgs};
 use crate::builtin::SCHEDULED_COMMAND;
 
 #[derive(Debug, Subcommand)]
@@ -38,11 +38,11 @@ pub(super) enum CronCommand {
     Backfill {
         /// Schedule name.
         name: String,
-        /// Start of the range, exclusive (RFC 3339).
-        #[arg(long)]
+        /// Start of the range, exclusive (RFC 3339, or a date: from its start in UTC).
+        #[arg(long, value_parser = parse_time_from)]
         from: DateTime<Utc>,
-        /// End of the range, inclusive (RFC 3339); now when unset.
-        #[arg(long)]
+        /// End of the range, inclusive (RFC 3339, or a date: to its end in UTC); now when unset.
+        #[arg(long, value_parser = parse_time_to)]
         to: Option<DateTime<Utc>>,
     },
     /// Remove a schedule; runs already enqueued stay.

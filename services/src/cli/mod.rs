@@ -313,6 +313,38 @@ pub(crate) fn parse_positive_duration(s: &str) -> Result<std::time::Duration, St
     Ok(d)
 }
 
+/// A time on the command line: RFC 3339, or a date alone, in UTC, read as its first
+/// millisecond, or with `day_end` its last (so that "until 2026-01-31" takes in that day).
+pub(crate) fn parse_time(s: &str, day_end: bool) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(d) => {
+            let start = d.and_time(chrono::NaiveTime::MIN).and_utc();
+            Ok(if day_end {
+                start + chrono::Duration::milliseconds(86_399_999)
+            } else {
+                start
+            })
+        }
+        Err(_) => Err(format!(
+            "{s:?} is neither an RFC 3339 time such as 2026-01-31T12:00:00Z nor a date such as \
+             2026-01-31"
+        )),
+    }
+}
+
+/// [`parse_time`] for the start of a range.
+pub(crate) fn parse_time_from(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    parse_time(s, false)
+}
+
+/// [`parse_time`] for the end of a range.
+pub(crate) fn parse_time_to(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    parse_time(s, true)
+}
+
 pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     config::parse_label(s).map_err(|e| e.to_string())
 }

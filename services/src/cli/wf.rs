@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -165,27 +165,13 @@ const STATUSES: &[&str] = &[
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
 ];
 
-/// An RFC 3339 time, or a date alone, as epoch milliseconds: the date's first millisecond
-/// (UTC), or with `day_end` its last, so that "until 2026-01-31" includes that day.
+/// `--flag`'s time ([`super::parse_time`]) as epoch milliseconds.
 fn epoch_ms(flag: &str, v: &Option<String>, day_end: bool) -> Result<Option<i64>> {
     v.as_deref()
         .map(|t| {
-            chrono::DateTime::parse_from_rfc3339(t)
+            super::parse_time(t, day_end)
                 .map(|d| d.timestamp_millis())
-                .or_else(|e| {
-                    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                        .map(|d| {
-                            let start = d.and_time(chrono::NaiveTime::MIN).and_utc();
-                            start.timestamp_millis() + if day_end { 86_399_999 } else { 0 }
-                        })
-                        .map_err(|_| e)
-                })
-                .with_context(|| {
-                    format!(
-                        "{flag} {t:?} is neither an RFC 3339 time such as 2026-01-31T12:00:00Z \
-                         nor a date such as 2026-01-31"
-                    )
-                })
+                .map_err(|e| anyhow::anyhow!("{flag} {e}"))
         })
         .transpose()
 }
