@@ -15,6 +15,21 @@ fn refused(args: &[&str], says: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 }
 
+/// Runs `dbos ARGS`, which the argument parser must refuse: its first line is the error and
+/// says each of `says` (clap's usage hint follows). Returns stderr.
+fn refused_by_parser(args: &[&str], says: &[&str]) -> String {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "dbos {args:?} was accepted");
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("error: ") && says.iter().all(|s| l.contains(s))),
+        "dbos {args:?}: {err}"
+    );
+    err
+}
+
 fn count(dir: &std::path::Path, query: &str) -> i64 {
     sql_json(dir, query)[0]["n"].as_i64().expect("a count")
 }
@@ -163,15 +178,7 @@ fn refusals_leave_no_trace() {
 
     // Negative limits are refused by the argument parser (its usage hint follows), before
     // the database sees them.
-    let out = run(&["wf", "list", "-l", "-1", "--data-dir", d]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.lines()
-            .next()
-            .is_some_and(|l| l.starts_with("error: ") && l.contains("'-1'")),
-        "{err}"
-    );
+    let err = refused_by_parser(&["wf", "list", "-l", "-1", "--data-dir", d], &["'-1'"]);
     assert!(!err.contains("LIMIT"), "{err}");
 
     // Over-long names and IDs are refused by their named limit, in one short line that
@@ -284,23 +291,18 @@ fn refusals_leave_no_trace() {
     // A zero timeout is refused by the argument parser in the flag's terms, and submits
     // nothing.
     let before = count(&dir, "SELECT count(*) AS n FROM dbos.workflow_status");
-    let out = run(&[
-        "task",
-        "submit",
-        "--timeout",
-        "0s",
-        "--data-dir",
-        d,
-        "--",
-        "true",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.lines()
-            .next()
-            .is_some_and(|l| l.contains("--timeout") && l.contains("at least 1ms")),
-        "{err}"
+    refused_by_parser(
+        &[
+            "task",
+            "submit",
+            "--timeout",
+            "0s",
+            "--data-dir",
+            d,
+            "--",
+            "true",
+        ],
+        &["--timeout", "at least 1ms"],
     );
     assert_eq!(
         count(&dir, "SELECT count(*) AS n FROM dbos.workflow_status"),
@@ -352,22 +354,17 @@ fn refusals_leave_no_trace() {
     ]);
     let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(out["enqueued"], 2, "the ticks of Jan 2 and 3: {out}");
-    let out = run(&[
-        "cron",
-        "backfill",
-        "daily",
-        "--from",
-        "01/01/2026",
-        "--data-dir",
-        d,
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.lines()
-            .next()
-            .is_some_and(|l| l.contains("--from") && l.contains("nor a date")),
-        "{err}"
+    refused_by_parser(
+        &[
+            "cron",
+            "backfill",
+            "daily",
+            "--from",
+            "01/01/2026",
+            "--data-dir",
+            d,
+        ],
+        &["--from", "nor a date"],
     );
 
     // A partitioned queue takes a task with a partition key, and only then.
