@@ -53,7 +53,7 @@ async fn our_schema_is_the_one_dbos_3_4_creates() {
     let theirs = testing::database().await;
     dbos_cli(&bin, &["migrate", "-s", &theirs.url]);
     let (mut a, b) = (catalog(&ours.url).await, catalog(&theirs.url).await);
-    assert_eq!(without_our_triggers(&mut a), 2, "our triggers are seen");
+    assert_eq!(without_our_triggers(&mut a), 3, "our triggers are seen");
     let only_ours: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
     let only_theirs: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
     assert!(
@@ -72,18 +72,20 @@ async fn our_schema_is_the_one_dbos_3_4_creates() {
         .expect("boot on DBOS's schema");
     k.shutdown().await.expect("shutdown");
     let mut adopted = catalog(&theirs.url).await;
-    assert_eq!(without_our_triggers(&mut adopted), 2);
+    assert_eq!(without_our_triggers(&mut adopted), 3);
     assert_eq!(adopted, b);
 }
 
-/// Removes our two additions to schema `dbos`, on purpose, from a catalog and counts them: the
-/// scheduler's triggers that tell running workflows of a cancel or a delete made by any client
+/// Removes our three additions to schema `dbos`, on purpose, from a catalog and counts them: the
+/// scheduler's triggers that tell running workflows of a cancel, a delete or a resume made by any
+/// client
 /// (the README, "Errors and faults").
 fn without_our_triggers(catalog: &mut Vec<String>) -> usize {
     let before = catalog.len();
     catalog.retain(|l| {
         !l.starts_with("trigger sched_notify_cancel: ")
             && !l.starts_with("trigger sched_notify_delete: ")
+            && !l.starts_with("trigger sched_notify_resume: ")
     });
     before - catalog.len()
 }

@@ -105,5 +105,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0011_delete_notify.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 12,
+            name: "a running workflow resumed by any client stops at once",
+            sql: include_str!("../migrations/sched_0012_resume_notify.sql"),
+            earlier: &[],
+        },
     ],
 };

@@ -1,6 +1,7 @@
 //! Messaging semantics: send/recv mailboxes, idempotency, exactly-once inside workflows,
 //! events with history, streams read live, pub/sub topics with cursors, limits and bad input.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dbos_msg::{Outgoing, Start};
@@ -1133,8 +1134,14 @@ async fn waiting(
         n.wf.start::<_, Option<i64>>("long_wait", (sleep,), id(wid))
             .await
             .expect("start");
+    timer_recorded(n.pool(), wid).await;
+    h
+}
+
+/// Returns once workflow `wid` has recorded its timer.
+async fn timer_recorded(pool: &sqlx::PgPool, wid: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !step_names(n.pool(), wid)
+    while !step_names(pool, wid)
         .await
         .iter()
         .any(|(_, s)| s == "DBOS.sleep")
@@ -1142,7 +1149,6 @@ async fn waiting(
         assert!(tokio::time::Instant::now() < deadline, "{wid} waits");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    h
 }
 
 #[tokio::test]
@@ -1187,6 +1193,81 @@ async fn a_running_workflow_is_not_resumed_beside_itself() {
     assert!(dbos_services::workflow::manage::resume(n.pool(), "busy")
         .await
         .expect("resume"));
+    n.stop().await;
+}
+
+/// Executions of [`counted_sleep`] started, and those not yet returned.
+static SLEEPS_STARTED: AtomicUsize = AtomicUsize::new(0);
+static SLEEPS_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a live execution of [`counted_sleep`] until dropped.
+struct LiveSleep;
+
+impl Drop for LiveSleep {
+    fn drop(&mut self) {
+        SLEEPS_LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Sleeps an hour, counted in [`SLEEPS_STARTED`] and [`SLEEPS_LIVE`].
+async fn counted_sleep(ctx: workflow::Context, (): ()) -> Result<(), workflow::Error> {
+    SLEEPS_STARTED.fetch_add(1, Ordering::SeqCst);
+    SLEEPS_LIVE.fetch_add(1, Ordering::SeqCst);
+    let _live = LiveSleep;
+    ctx.sleep(Duration::from_secs(3600)).await
+}
+
+/// Waits until `count` holds `want`.
+async fn count_reaches(count: &AtomicUsize, want: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while count.load(Ordering::SeqCst) != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} instead of {want}",
+            count.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_resume_by_dbos_tools_stops_the_running_execution() {
+    // No periodic re-check: only the resume's notice can end the first execution's wait.
+    let n = node_with_msg(
+        |r| {
+            r.register("counted_sleep", counted_sleep);
+        },
+        no_recheck(),
+    )
+    .await;
+    let _h =
+        n.wf.start::<_, ()>("counted_sleep", (), id("resumed"))
+            .await
+            .expect("start");
+    timer_recorded(n.pool(), "resumed").await;
+    // DBOS's resume, as its tools write it: back on the internal queue, whoever runs it.
+    let r = sqlx::query(
+        "UPDATE dbos.workflow_status
+         SET status = 'ENQUEUED', owner_xid = NULL, queue_name = '_dbos_internal_queue',
+             recovery_attempts = 0, workflow_deadline_epoch_ms = NULL, deduplication_id = NULL,
+             started_at_epoch_ms = NULL, completed_at = NULL
+         WHERE workflow_uuid = 'resumed' AND status NOT IN ('SUCCESS', 'ERROR')",
+    )
+    .execute(n.pool())
+    .await
+    .expect("DBOS's resume");
+    assert_eq!(r.rows_affected(), 1);
+    // The node claims it again and starts a second execution; the first stops: one sleeps.
+    count_reaches(&SLEEPS_STARTED, 2, "executions started").await;
+    count_reaches(&SLEEPS_LIVE, 1, "executions still sleeping").await;
+    wait_status(n.pool(), "resumed", "PENDING").await;
+    // The second replays the first's timer rather than recording another.
+    let timers = step_names(n.pool(), "resumed").await;
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    dbos_services::workflow::manage::cancel(n.pool(), "resumed", false)
+        .await
+        .expect("cancel");
+    count_reaches(&SLEEPS_LIVE, 0, "executions still sleeping").await;
     n.stop().await;
 }
 
