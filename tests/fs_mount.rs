@@ -1,5 +1,6 @@
 //! Ordinary Linux tools on a real FUSE mount served by `dbos fs mount`: mkdir -p, cp -r of this
-//! repository's source and diff -r, mv, rm -r, ln -s, ls -l, cat, and git init/add/commit.
+//! repository's source and diff -r, df's figures, mv, rm -r, ln -s, ls -l, cat, and git
+//! init/add/commit.
 
 mod support;
 
@@ -37,6 +38,25 @@ fn mount(dir: &Path, mnt: &Path) -> Child {
     child
 }
 
+/// What `stat -f` reports used on a mount.
+#[derive(Debug)]
+struct Space {
+    used_blocks: u64,
+    used_inodes: u64,
+}
+
+fn space(mnt: &Path) -> Space {
+    let out = sh(mnt, "stat -f -c '%b %f %c %d' .");
+    let n: Vec<u64> = out
+        .split_whitespace()
+        .map(|w| w.parse().expect("a number"))
+        .collect();
+    Space {
+        used_blocks: n[0] - n[1],
+        used_inodes: n[2] - n[3],
+    }
+}
+
 /// Runs a shell command in `cwd`; it must succeed. Returns stdout.
 fn sh(cwd: &Path, script: &str) -> String {
     let out = Command::new("sh")
@@ -59,7 +79,7 @@ fn sh(cwd: &Path, script: &str) -> String {
 #[test]
 fn ordinary_tools_work_on_a_fuse_mount() {
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIPPED: /dev/fuse is missing, so nothing can be mounted here");
+        support::prerequisite_missing("/dev/fuse is missing, so nothing can be mounted here");
         return;
     }
     let scratch = scratch_dir_for_cluster();
@@ -80,8 +100,20 @@ fn ordinary_tools_work_on_a_fuse_mount() {
     std::fs::create_dir(&mnt).unwrap();
     let mut server = mount(&dir, &mnt);
 
+    let before = space(&mnt);
     sh(&mnt, "mkdir -p deep/a/b/c && test -d deep/a/b/c");
     sh(&mnt, &format!("cp -r {} ./src", path(&src)));
+    // df sees what the copy added: blocks at once, inodes once the server's statistics have
+    // counted them.
+    let after = space(&mnt);
+    assert!(
+        after.used_blocks > before.used_blocks,
+        "{before:?} {after:?}"
+    );
+    let files = sh(&mnt, "find . | wc -l").trim().parse::<u64>().unwrap();
+    eventually("df counts the copied inodes", || {
+        space(&mnt).used_inodes >= files
+    });
     sh(&mnt, &format!("diff -r {} ./src", path(&src)));
     sh(
         &mnt,

@@ -721,18 +721,26 @@ impl fuser::Filesystem for Served {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // Space is whatever the database can grow to; report a large, constant figure.
-        let blocks = 1u64 << 32;
-        reply.statfs(
-            blocks,
-            blocks,
-            blocks,
-            1 << 32,
-            1 << 32,
-            BLOCK_BYTES as u32,
-            crate::path::NAME_BYTES_MAX as u32,
-            BLOCK_BYTES as u32,
-        );
+        // The capacity is whatever the database can grow to, which no server reports: a
+        // large, constant figure. What is used is what the tables take on the server.
+        const TOTAL: u64 = 1 << 32;
+        match on_conn!(self, |c| self.fs.space(&mut c).await?) {
+            Ok((bytes, inodes)) => {
+                let used = bytes.div_ceil(BLOCK_BYTES as u64).min(TOTAL);
+                let files = inodes.min(TOTAL);
+                reply.statfs(
+                    TOTAL,
+                    TOTAL - used,
+                    TOTAL - used,
+                    TOTAL,
+                    TOTAL - files,
+                    BLOCK_BYTES as u32,
+                    crate::path::NAME_BYTES_MAX as u32,
+                    BLOCK_BYTES as u32,
+                );
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn getxattr(

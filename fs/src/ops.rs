@@ -71,6 +71,18 @@ impl Fs {
         }
     }
 
+    /// What the file system takes in the database: the bytes its tables and their indexes
+    /// occupy, and its inodes as the server's statistics count them (they lag by about a
+    /// second). For `statfs`: read from the catalog and the statistics, so as cheap for a
+    /// million files as for ten. 1 round trip.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn space(&self, c: &mut PgConnection) -> Result<(u64, u64)> {
+        let (bytes, inodes): (i64, i64) = sqlx::query_as(sql::SPACE).fetch_one(&mut *c).await?;
+        Ok((bytes.max(0) as u64, inodes.max(0) as u64))
+    }
+
     async fn getattr_lock(&self, c: &mut PgConnection, ino: u64) -> Result<Stat> {
         let row = sqlx::query(sql::GETATTR_LOCK)
             .bind(ino as i64)

@@ -259,3 +259,13 @@ pub(crate) const DU: &str = "SELECT path, bytes, files FROM os.du
 
 /// Begins a transaction that sees one snapshot for all its queries.
 pub(crate) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ";
+
+/// The on-disk bytes of the file system's tables with their indexes and TOAST, and the count
+/// of its inodes as the server's statistics keep it (live rows, reported by each backend within
+/// about a second; after a crash reset them, the last analyze's estimate, -1 before any).
+pub(crate) const SPACE: &str = "
+    SELECT (pg_total_relation_size('fs.inodes') + pg_total_relation_size('fs.dirents')
+            + pg_total_relation_size('fs.blocks'))::int8,
+           GREATEST(COALESCE(NULLIF(s.n_live_tup, 0), c.reltuples::int8), 1)::int8
+    FROM pg_class c LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+    WHERE c.oid = 'fs.inodes'::regclass";

@@ -168,6 +168,16 @@ pub fn task_writable_dir(parent: &Path) -> PathBuf {
     dir
 }
 
+/// Says loudly that a test cannot run here because `why`, so its caller returns early; under
+/// `CI=true` it fails the test instead, as CI must run every test.
+pub fn prerequisite_missing(why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "this test cannot run under CI: {why}"
+    );
+    eprintln!("NOTICE: test skipped: {why}");
+}
+
 /// Polls `f` until it returns true or a generous deadline passes.
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);

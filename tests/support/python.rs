@@ -8,13 +8,13 @@ use std::sync::OnceLock;
 pub const DBOS_VERSION: &str = "3.4.0";
 
 /// The virtualenv's `bin` directory, creating the virtualenv on first use; `None` (with a
-/// notice) when this machine has no python3.
+/// notice, or a failure under CI) when this machine has no python3.
 pub fn dbos_venv() -> Option<PathBuf> {
     static VENV: OnceLock<Option<PathBuf>> = OnceLock::new();
     VENV.get_or_init(|| {
         if Command::new("python3").arg("--version").output().is_err() {
-            eprintln!(
-                "NOTICE: python3 is not installed; skipping the interop tests with DBOS for Python"
+            super::prerequisite_missing(
+                "python3 is not installed, so DBOS for Python cannot be (scripts/setup installs it)",
             );
             return None;
         }
