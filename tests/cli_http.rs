@@ -12,12 +12,27 @@ use dbos_kernel::testing::scratch_dir_for_cluster;
 use nix::sys::signal::Signal;
 use support::{eventually, ok, path, sql_json, Node};
 
-/// One HTTP/1.1 request; returns the status code, the headers and the body.
+/// One HTTP/1.1 request, as a browser on the dashboard's own page sends it (a form is posted
+/// with the dashboard's origin); returns the status code, the headers and the body.
 fn http(addr: &str, method: &str, target: &str, form: Option<&str>) -> (u16, String, String) {
+    let origin = format!("Origin: http://{addr}\r\n");
+    let headers = if form.is_some() { origin.as_str() } else { "" };
+    http_with(addr, method, target, form, headers)
+}
+
+/// One HTTP/1.1 request with extra header lines (each ending in CRLF).
+fn http_with(
+    addr: &str,
+    method: &str,
+    target: &str,
+    form: Option<&str>,
+    headers: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("the dashboard accepts connections");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = form.unwrap_or("");
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}");
     if form.is_some() {
         req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
     }
@@ -167,6 +182,48 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
         status == 400 && body.contains("unknown workflow status"),
         "{status}: {body}"
     );
+
+    // A form posted from another site's page is refused, and submits nothing; so is one from
+    // a browser that names no origin but says the request is cross-site. A client that is no
+    // browser sends neither header and is served.
+    let submitted =
+        || sql_json(&dir, "SELECT count(*) AS n FROM dbos.workflow_status")[0]["n"].clone();
+    let before = submitted();
+    for headers in [
+        "Origin: http://evil.example\r\n",
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+    ] {
+        let (status, _, body) = http_with(
+            &addr,
+            "POST",
+            "/tasks",
+            Some("command=touch+/tmp/csrf&queue=default"),
+            headers,
+        );
+        assert!(
+            status == 403 && body.contains("another site"),
+            "{headers}: {status} {body}"
+        );
+    }
+    assert_eq!(submitted(), before, "a refused form submitted nothing");
+
+    // A workflow ID with a slash and a space: its link keeps it one path segment.
+    ok(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "-w",
+        "--id",
+        "x/y z",
+        "--",
+        "true",
+    ]);
+    let (_, _, list) = http(&addr, "GET", "/workflows", None);
+    assert!(list.contains("href=\"/workflows/x%2Fy%20z\""), "{list}");
+    let (status, _, page) = http(&addr, "GET", "/workflows/x%2Fy%20z", None);
+    assert!(status == 200 && page.contains("x/y z"), "{status}: {page}");
 
     // A task from the form: it runs, and its output arrives as server-sent events.
     let (status, head, _) = http(

@@ -76,10 +76,43 @@ pub fn router(pool: PgPool) -> Router {
         .route("/tasks", post(submit))
         .route("/tasks/{id}/output", get(output))
         .route("/files", get(files))
+        .layer(axum::middleware::from_fn(same_site_actions))
         .with_state(App {
             pool,
             succeeded: std::sync::Arc::default(),
         })
+}
+
+/// Refuses an action (any request but GET and HEAD) that a browser sent on behalf of another
+/// site: its `Origin` names another host than the one it was sent to, or, from a browser that
+/// sends no `Origin`, its `Sec-Fetch-Site` says cross-site. Without this any page open in the
+/// operator's browser could post a form here and run a command. Clients that are no browser
+/// (curl, scripts) send neither header and are served.
+async fn same_site_actions(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let host = text("host").unwrap_or("");
+    let refused = match text("origin") {
+        Some(origin) => {
+            let origin_host = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            origin_host != Some(host)
+        }
+        None => matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")),
+    };
+    if refused {
+        return Failure(
+            StatusCode::FORBIDDEN,
+            "refused: the request came from another site's page".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// A failure shown as a page with its status code.
@@ -235,11 +268,13 @@ async fn section(
     Ok(h)
 }
 
+/// Percent-encodes `s` as one path segment or one query value: a `/` in a workflow ID or a
+/// queue name stays inside its segment.
 fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(b as char)
             }
             _ => {
