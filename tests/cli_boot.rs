@@ -392,3 +392,50 @@ fn a_node_declared_dead_while_stalled_joins_again_as_a_new_node() {
     assert!(stalled.wait(), "the rejoined node stops cleanly");
     assert!(watcher.wait());
 }
+
+#[test]
+fn the_embedded_postgres_outlives_a_stopped_node_while_others_use_it() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let d = path(&dir);
+    let first = Node::boot(&dir, &[]);
+    let pid = postmaster_pid(&dir).expect("the first node started the server");
+    // A node booted elsewhere by URL holds no lock on the data directory.
+    let node_url = ok(&["url", "--data-dir", d, "--node", "--show-password"]);
+    let by_url = Node::boot(
+        &scratch.path().join("elsewhere"),
+        &["--database-url", node_url.trim()],
+    );
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait(), "the first node stops cleanly");
+    assert!(process_alive(pid), "the server outlives the first node");
+    let rows = sql_json(&dir, "SELECT count(*) AS n FROM os.nodes WHERE alive");
+    assert_eq!(
+        rows,
+        serde_json::json!([{"n": 1}]),
+        "the other node still works"
+    );
+
+    // The dashboard on its own holds the cluster as a node does.
+    let mut ui = support::dbos()
+        .args(["ui", "--data-dir", d, "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dbos ui starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(ui.stdout.take().expect("piped")),
+        &mut line,
+    )
+    .expect("dbos ui prints its address");
+    assert!(line.starts_with("http http://"), "{line}");
+    by_url.signal(Signal::SIGTERM);
+    assert!(by_url.wait(), "the node by URL stops cleanly");
+    assert!(process_alive(pid), "the server outlives the last node");
+
+    // The last process to leave stops it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ui.id() as i32), Signal::SIGINT)
+        .expect("signal dbos ui");
+    assert!(ui.wait().expect("dbos ui exits").success());
+    eventually("the server has stopped", || !process_alive(pid));
+}

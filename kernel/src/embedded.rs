@@ -190,6 +190,21 @@ impl Cluster {
         start_blocking(&opts)
     }
 
+    /// Attaches to the cluster already running in a data directory, for a long-running
+    /// process that only connects (a mount, the dashboard): it holds the cluster as a node
+    /// does, so a node that stops meanwhile leaves the server running for it, and
+    /// [`Cluster::stop`] stops the server when this process leaves last. Never starts one.
+    ///
+    /// # Errors
+    /// [`Error::NoRunningCluster`] when no live server belongs to the directory, or the lock
+    /// files cannot be used.
+    pub async fn attach(data_dir: &Path) -> Result<Cluster> {
+        let dir = data_dir.to_owned();
+        tokio::task::spawn_blocking(move || attach_blocking(&dir))
+            .await
+            .expect("the cluster attach task does not panic")
+    }
+
     /// Connection URL of the system database.
     pub fn url(&self) -> &str {
         &self.info.url
@@ -298,6 +313,27 @@ pub fn discover_node_url(data_dir: &Path) -> Result<String> {
 pub fn discover(data_dir: &Path) -> Result<ClusterInfo> {
     running(data_dir)?.ok_or_else(|| Error::NoRunningCluster {
         path: data_dir.to_owned(),
+    })
+}
+
+fn attach_blocking(dir: &Path) -> Result<Cluster> {
+    let dir = dir.canonicalize().map_err(|_| Error::NoRunningCluster {
+        path: dir.to_owned(),
+    })?;
+    let _guard = lock_exclusive(&dir.join(LOCK))?;
+    let attach_path = dir.join(ATTACH);
+    let attached = Flock::lock(open_lock_file(&attach_path)?, FlockArg::LockShared)
+        .map_err(|(_, e)| Error::io("locking", &attach_path, e.into()))?;
+    let info = discover(&dir)?;
+    let node_password = node_password(&dir)?;
+    attach_socket(&dir, info.port);
+    Ok(Cluster {
+        dir,
+        info,
+        child: None,
+        attached: Some(attached),
+        node_password,
+        parent: None,
     })
 }
 

@@ -324,7 +324,8 @@ impl Kernel {
     ///    group committer), and the heartbeat stops;
     /// 4. stop the notifier ([`Phase::Listen`]);
     /// 5. mark the node stopped;
-    /// 6. stop the embedded Postgres if no other node uses it.
+    /// 6. stop the embedded Postgres if no other process is attached to its data directory and
+    ///    no other live node uses its database.
     ///
     /// # Errors
     /// The database cannot record the stop, or Postgres does not stop.
@@ -416,6 +417,23 @@ impl Kernel {
                 }
             }
         };
+        // A node booted elsewhere on this database (`--database-url`) holds no lock on the
+        // data directory: ask the table before stopping the server under it.
+        let others = match (&self.cluster, db_answers) {
+            (Some(_), true) => match stop_step(step, "looking for other nodes", || {
+                node::others_live(&self.pool, &self.node)
+            })
+            .await
+            {
+                Some(Ok(others)) => others,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "could not look for other nodes");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
         let close = if db_answers { step } else { Duration::ZERO };
         if tokio::time::timeout(close, self.pool.close())
             .await
@@ -425,6 +443,13 @@ impl Kernel {
             tracing::warn!("the database pool did not close in time");
         }
         let postgres_stopped = match self.cluster {
+            Some(_) if !others.is_empty() => {
+                tracing::info!(
+                    nodes = ?others,
+                    "other nodes use the database; leaving the embedded Postgres running (the last node to stop on this data directory stops it)"
+                );
+                false
+            }
             Some(cluster) => cluster.stop().await?,
             None => false,
         };
@@ -441,10 +466,10 @@ impl Kernel {
 /// A shutdown step's statement, run again after a transient failure (a connection the server
 /// ended since its last use fails its first statement; the next one opens afresh), for at most
 /// `step`; `None` once that has passed.
-async fn stop_step<F, Fut>(step: Duration, what: &str, attempt: F) -> Option<Result<()>>
+async fn stop_step<T, F, Fut>(step: Duration, what: &str, attempt: F) -> Option<Result<T>>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let budget_ms = step.as_millis() as u64;
     tokio::time::timeout(

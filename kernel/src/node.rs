@@ -255,6 +255,33 @@ pub async fn mark_predecessors_dead(pool: &PgPool, me: &NodeInfo) -> Result<Vec<
     Ok(marked)
 }
 
+/// Other nodes that use this database now: running or draining within their lease, leaving
+/// out those of this machine whose processes are gone (killed, and not yet found dead). Read
+/// by a node that leaves, before it stops the embedded server: a node booted elsewhere with
+/// `--database-url` holds no lock on the data directory.
+///
+/// 1 round trip (served by `nodes_live_idx`).
+///
+/// # Errors
+/// Database errors.
+pub async fn others_live(pool: &PgPool, me: &NodeInfo) -> Result<Vec<String>> {
+    let rows: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT node_id, machine_id, pid, boot_id FROM kernel.nodes
+         WHERE state IN ('running', 'draining') AND node_id <> $1
+           AND NOT kernel.lease_expired(heartbeat_at, lease_ms)",
+    )
+    .bind(&me.node_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, machine, pid, boot)| {
+            *machine != me.machine_id || !gone(*pid, boot.as_deref(), &me.boot_id)
+        })
+        .map(|(node_id, ..)| node_id)
+        .collect())
+}
+
 /// Records a heartbeat. Returns `false` when the node is no longer registered as live (another
 /// node declared it dead), in which case it must stop.
 ///

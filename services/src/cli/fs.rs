@@ -326,8 +326,9 @@ async fn mount(
         attr_ttl_ms: (attr_ttl_s * 1000.0) as u64,
         ..dbos_fs::fuse::MountOptions::default()
     };
+    let (url, cluster) = conn.attach().await?;
     let pool = dbos_kernel::db::connect(
-        &conn.url()?,
+        &url,
         &dbos_kernel::db::PoolLimits {
             size_max: opts.threads as u32 + 1,
             ..dbos_kernel::db::PoolLimits::default()
@@ -350,5 +351,6 @@ async fn mount(
         }
     }
     tokio::task::block_in_place(|| m.unmount())?;
+    super::leave(cluster).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -215,6 +215,17 @@ impl ConnArgs {
         Ok(embedded::discover(&self.data_dir())?.url)
     }
 
+    /// For a command that serves until stopped (the dashboard, a mount): the database URL,
+    /// and on the embedded cluster the cluster held as a node holds it, so a node stopping
+    /// meanwhile leaves the server running. Give it to [`leave`] at the end.
+    pub(super) async fn attach(&self) -> Result<(String, Option<embedded::Cluster>)> {
+        if let Some(url) = &self.database_url {
+            return Ok((url.clone(), None));
+        }
+        let cluster = embedded::Cluster::attach(&self.data_dir()).await?;
+        Ok((cluster.url().to_owned(), Some(cluster)))
+    }
+
     /// The embedded cluster's data directory: given, or the default.
     fn data_dir(&self) -> PathBuf {
         self.data_dir
@@ -648,8 +659,9 @@ async fn boot_once(
 
 /// `dbos ui`: the dashboard on its own, until Ctrl-C.
 async fn ui(conn: &ConnArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
+    let (url, cluster) = conn.attach().await?;
     let pool = db::connect(
-        &conn.url()?,
+        &url,
         &PoolLimits {
             size_max: 4,
             ..cli_limits()
@@ -657,13 +669,26 @@ async fn ui(conn: &ConnArgs, addr: std::net::SocketAddr) -> Result<ExitCode> {
     )
     .await?;
     let stop = dbos_kernel::CancellationToken::new();
-    let bound = crate::http::serve(addr, pool, stop.clone())
+    let bound = crate::http::serve(addr, pool.clone(), stop.clone())
         .await
         .with_context(|| format!("cannot serve HTTP on {addr}"))?;
     println!("http http://{bound}/");
     tokio::signal::ctrl_c().await?;
     stop.cancel();
+    pool.close().await;
+    leave(cluster).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Detaches from a cluster [`ConnArgs::attach`] held, stopping its server when this process
+/// was the last one attached.
+pub(super) async fn leave(cluster: Option<embedded::Cluster>) -> Result<()> {
+    if let Some(c) = cluster {
+        if c.stop().await? {
+            eprintln!("stopped the embedded Postgres: no node or other process used it any more");
+        }
+    }
+    Ok(())
 }
 
 /// A small pool on the database of `conn`.
