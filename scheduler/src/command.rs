@@ -486,6 +486,12 @@ async fn deliver<S, SF>(
     if before < limit {
         let room = (limit - before) as usize;
         let keep = &bytes[..bytes.len().min(room)];
+        // Cut at the limit, a character is dropped whole rather than decoded in part.
+        let keep = if keep.len() < bytes.len() {
+            &keep[..utf8_whole_prefix(keep)]
+        } else {
+            keep
+        };
         sink(which, String::from_utf8_lossy(keep).into_owned()).await;
     }
     // The first chunk past the limit (even one that starts exactly at it) adds the marker.
@@ -495,7 +501,9 @@ async fn deliver<S, SF>(
     }
 }
 
-/// Reads `r` in chunks of at most `chunk_max` bytes into `tx`.
+/// Reads `r` in chunks of at most `chunk_max` bytes into `tx`. A character whose UTF-8 bytes
+/// a read splits goes whole with the next chunk, so each chunk, which is stored as text on
+/// its own, decodes as the program wrote it.
 async fn pump<R: AsyncRead + Unpin>(
     mut r: R,
     which: Output,
@@ -503,16 +511,46 @@ async fn pump<R: AsyncRead + Unpin>(
     chunk_max: usize,
 ) {
     let mut buf = vec![0u8; chunk_max.max(1)];
+    let mut carry: Vec<u8> = Vec::new();
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                if !carry.is_empty() {
+                    let _ = tx.send((which, carry)).await;
+                }
+                return;
+            }
             Ok(n) => {
-                if tx.send((which, buf[..n].to_vec())).await.is_err() {
+                let mut chunk = std::mem::take(&mut carry);
+                chunk.extend_from_slice(&buf[..n]);
+                let whole = utf8_whole_prefix(&chunk);
+                carry = chunk.split_off(whole);
+                if !chunk.is_empty() && tx.send((which, chunk)).await.is_err() {
                     return;
                 }
             }
         }
     }
+}
+
+/// The length of `b` without a UTF-8 sequence left incomplete at its end (at most 3 bytes
+/// shorter). Bytes that are no UTF-8 at all are left in: nothing would complete them.
+fn utf8_whole_prefix(b: &[u8]) -> usize {
+    let n = b.len();
+    for back in 1..=n.min(3) {
+        let c = b[n - back];
+        if c & 0xC0 == 0x80 {
+            continue;
+        }
+        let len = match c {
+            0xF0..=0xF7 => 4,
+            0xE0..=0xEF => 3,
+            0xC0..=0xDF => 2,
+            _ => 1,
+        };
+        return if len > back { n - back } else { n };
+    }
+    n
 }
 
 /// SIGTERM to the group now, SIGKILL after the grace period.
@@ -603,6 +641,43 @@ mod tests {
             let _ = serde_json::from_str::<CommandSpec>(&noise).map(|s| s.validate());
         }
     }
+    proptest::proptest! {
+        /// Read in chunks of any size, any text arrives whole, every chunk decoding on its own.
+        #[test]
+        fn output_read_in_any_chunks_keeps_every_character(
+            text in "\\PC{0,64}",
+            chunk in 1usize..8,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let chunks = rt.block_on(async {
+                let (tx, mut rx) = mpsc::channel(1024);
+                pump(text.as_bytes(), Output::Stdout, tx, chunk).await;
+                let mut chunks = Vec::new();
+                while let Ok((_, c)) = rx.try_recv() {
+                    chunks.push(c);
+                }
+                chunks
+            });
+            let mut joined = String::new();
+            for c in &chunks {
+                let part = std::str::from_utf8(c);
+                proptest::prop_assert!(part.is_ok(), "{c:?}");
+                joined.push_str(part.unwrap());
+            }
+            proptest::prop_assert_eq!(joined, text);
+        }
+    }
+
+    #[test]
+    fn a_cut_keeps_only_whole_characters() {
+        let euro = "€".as_bytes();
+        assert_eq!(utf8_whole_prefix(euro), 3);
+        assert_eq!(utf8_whole_prefix(&euro[..2]), 0);
+        assert_eq!(utf8_whole_prefix(b"ab\xF0\x9F\x98"), 2);
+        assert_eq!(utf8_whole_prefix(b"ab\xFF"), 3, "no UTF-8: left in");
+        assert_eq!(utf8_whole_prefix(b""), 0);
+    }
+
     use std::sync::{Arc, Mutex};
 
     fn spec(argv: &[&str]) -> CommandSpec {
