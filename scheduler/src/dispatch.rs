@@ -4,8 +4,9 @@
 //! second loop fires cron schedules.
 //!
 //! Wake-ups: a NOTIFY on [`crate::ENQUEUE_CHANNEL`] (every enqueue sends one at commit), a
-//! local [`Handle::wake`], a slot freed while every slot was busy, the earliest known delay, or
-//! the poll interval as a fallback.
+//! local [`Handle::wake`], a slot freed while every slot was busy, a workflow of this node
+//! ending while some queue limits its concurrency ([`Handle::workflow_ended`]), the earliest
+//! known delay, or the poll interval as a fallback.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,12 +74,29 @@ struct Shared {
     next_delay_ms: Mutex<Option<i64>>,
     /// Completed dispatcher rounds, for tests that wait for "the dispatcher looked".
     rounds: tokio::sync::watch::Sender<u64>,
+    /// Whether some queue limits its concurrency (as the last sweep found): then a workflow
+    /// ending on this node may let another one of its queue start.
+    concurrency_limited: std::sync::atomic::AtomicBool,
 }
 
 impl Handle {
     /// Wakes the dispatcher (work was enqueued, resumed or forked by this process).
     pub fn wake(&self) {
         self.shared.wake.notify_one();
+    }
+
+    /// Tells the dispatcher that a workflow of this node ended: when some queue limits its
+    /// concurrency, it claims again at once, since the end may let another workflow of that
+    /// queue start (without this, a queue of concurrency 1 would start one short task per
+    /// poll interval).
+    pub fn workflow_ended(&self) {
+        if self
+            .shared
+            .concurrency_limited
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.wake();
+        }
     }
 
     /// Tells the dispatcher that a DELAYED workflow becomes due at `until_ms` (epoch ms).
@@ -241,6 +259,13 @@ impl Dispatcher {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "recovery sweep failed"),
+        }
+        match crate::queues::concurrency_limited(&self.pool).await {
+            Ok(limited) => self
+                .shared
+                .concurrency_limited
+                .store(limited, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "reading the queues' limits failed"),
         }
         match dbos_store::workflows::promote_delayed(&self.pool).await {
             Ok((promoted, next)) => {

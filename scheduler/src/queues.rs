@@ -204,6 +204,24 @@ pub struct Overview {
     pub delayed: i64,
 }
 
+/// Whether any queue limits how many of its workflows run at once (globally, per node, or per
+/// partition). Read by the dispatcher's sweep.
+///
+/// 1 round trip.
+///
+/// # Errors
+/// Database errors.
+pub async fn concurrency_limited<'c>(db: impl sqlx::PgExecutor<'c>) -> Result<bool, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dbos.queues
+                        WHERE concurrency IS NOT NULL OR worker_concurrency IS NOT NULL
+                           OR partition_concurrency IS NOT NULL
+                           OR partition_worker_concurrency IS NOT NULL)",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
 /// Every queue with its limits, pause and work, by name.
 ///
 /// 1 round trip (a scan of `dbos.queues` with counts of each queue's ENQUEUED, PENDING and

@@ -577,12 +577,23 @@ async fn a_freed_slot_claims_waiting_work_without_a_poll() {
 /// A node with `slots` slots that runs `held` and `nap`, whose dispatcher polls once an hour:
 /// booted here rather than with `node_with`, which sets the poll to 100 ms.
 async fn unpolled_node(slots: u32) -> Node {
+    unpolled_node_with(slots, &[]).await
+}
+
+/// As [`unpolled_node`], with `queues` created before its dispatcher starts (and so seen by
+/// its first and, the poll being an hour away, only sweep).
+async fn unpolled_node_with(slots: u32, queues: &[Queue]) -> Node {
     let db = testing::database().await;
     let mut config = db.config();
     config.slots = slots;
     let kernel = dbos_kernel::Kernel::boot(config, &dbos_services::migrations())
         .await
         .expect("boot");
+    let mut c = kernel.pool().acquire().await.expect("conn");
+    for q in queues {
+        queues::create(&mut c, q).await.expect("create queue");
+    }
+    drop(c);
     let mut registry = workflow::Registry::new();
     registry.register("held", held);
     registry.register("nap", nap);
@@ -597,6 +608,35 @@ async fn unpolled_node(slots: u32) -> Node {
         .await
         .expect("launch");
     Node { kernel, wf, db }
+}
+
+/// Short workflows on a queue of concurrency 1 follow one another as each ends, though the
+/// dispatcher polls once an hour: a workflow's end wakes the claim that starts the next.
+#[tokio::test]
+async fn an_end_on_a_limited_queue_starts_the_next_without_a_poll() {
+    let n = unpolled_node_with(
+        8,
+        &[Queue {
+            concurrency: Some(1),
+            ..Queue::named("one")
+        }],
+    )
+    .await;
+    let mut handles = Vec::new();
+    for i in 0..5 {
+        handles.push(
+            n.wf.enqueue::<_, String>("one", "nap", (1u64,), opts(&format!("one-{i}")))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let out = tokio::time::timeout(Duration::from_secs(60), h.result())
+            .await
+            .unwrap_or_else(|_| panic!("one-{i} ran without waiting for a poll"));
+        assert_eq!(out.expect("nap"), format!("one-{i}"));
+    }
+    n.stop().await;
 }
 
 /// A change that lets nodes claim more wakes them: removing a placement rule no node met, and

@@ -1008,6 +1008,9 @@ impl Service {
                     crate::metrics::METRICS.outcomes[i]
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     recorded = Some(text);
+                    if let Some(d) = self.inner.dispatcher.get() {
+                        d.workflow_ended();
+                    }
                 }
                 Ok(false) => {
                     tracing::debug!(workflow_id = id, "outcome not written: no longer owned")
