@@ -354,6 +354,36 @@ fn refusals_leave_no_trace() {
     ]);
     let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(out["enqueued"], 2, "the ticks of Jan 2 and 3: {out}");
+    // A range that reaches into the future is backfilled up to now: the ticks to come run at
+    // their time, not at once. One that starts in the future is refused.
+    let today = chrono::Utc::now().date_naive();
+    let day = |d: i64| (today + chrono::Duration::days(d)).to_string();
+    let out = ok(&[
+        "cron",
+        "backfill",
+        "daily",
+        "--from",
+        &day(-2),
+        "--to",
+        &day(2),
+        "--data-dir",
+        d,
+        "--json",
+    ]);
+    let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(out["enqueued"], 2, "yesterday's and today's ticks: {out}");
+    refused(
+        &[
+            "cron",
+            "backfill",
+            "daily",
+            "--from",
+            &day(1),
+            "--data-dir",
+            d,
+        ],
+        "starts in the future",
+    );
     refused_by_parser(
         &[
             "cron",

@@ -288,17 +288,27 @@ pub async fn trigger(conn: &mut PgConnection, name: &str) -> Result<String, Erro
     Ok(id)
 }
 
-/// Enqueues every tick of a schedule in `(from, to]`; returns how many runs were new (ticks
-/// enqueued before are not enqueued again).
+/// Enqueues every tick of a schedule in `(from, to]`, up to now: the schedule itself fires the
+/// ticks to come, at their time, and a tick enqueued early would run now and not then. Returns
+/// how many runs were new (ticks enqueued before are not enqueued again).
 ///
 /// # Errors
-/// [`Error::NoSuchSchedule`]; [`Error::Invalid`] for a range of over 10,000 ticks.
+/// [`Error::NoSuchSchedule`]; [`Error::Invalid`] for a range that starts in the future or
+/// holds over 10,000 ticks.
 pub async fn backfill(
     conn: &mut PgConnection,
     name: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<u64, Error> {
+    let now = Utc::now();
+    if from >= now {
+        return Err(Error::Invalid(format!(
+            "backfill of {name:?}: the range starts in the future ({}); a backfill enqueues past ticks, and the schedule fires the ones to come",
+            iso(&from)
+        )));
+    }
+    let to = to.min(now);
     let s = get(conn, name).await?;
     let cron = Cron::parse(&s.schedule, s.cron_timezone.as_deref())?;
     let ticks = cron.ticks(from, to, 10_001);

@@ -41,7 +41,8 @@ pub(super) enum CronCommand {
         /// Start of the range, exclusive (RFC 3339, or a date: from its start in UTC).
         #[arg(long, value_parser = parse_time_from)]
         from: DateTime<Utc>,
-        /// End of the range, inclusive (RFC 3339, or a date: to its end in UTC); now when unset.
+        /// End of the range, inclusive (RFC 3339, or a date: to its end in UTC); now when unset
+        /// or later (the schedule fires the ticks to come at their time).
         #[arg(long, value_parser = parse_time_to)]
         to: Option<DateTime<Utc>>,
     },
@@ -158,10 +159,10 @@ pub(super) async fn run(conn: &ConnArgs, format: Format, command: CronCommand) -
             println!("{id}");
         }
         CronCommand::Backfill { name, from, to } => {
-            let to = to.unwrap_or_else(Utc::now);
-            if to <= from {
+            if to.is_some_and(|to| to <= from) {
                 bail!("--to must be after --from");
             }
+            let to = to.unwrap_or_else(Utc::now);
             let n = cron::backfill(&mut c, &name, from, to).await?;
             render::print_message(&json!({"schedule": name, "enqueued": n}), format)?;
         }
