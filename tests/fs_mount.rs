@@ -20,6 +20,20 @@ fn mounted(mnt: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(1) == Some(path(mnt)))
 }
 
+/// Unmounts (lazily) whatever is still mounted at its paths when dropped, so a test that fails
+/// midway ends its mount servers instead of hanging on their mounts.
+struct Unmount(Vec<std::path::PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for mnt in &self.0 {
+            if mounted(mnt) {
+                let _ = Command::new("umount").args(["-l", path(mnt)]).status();
+            }
+        }
+    }
+}
+
 /// `dbos fs mount` in the background, once it reports the mount.
 fn mount(dir: &Path, mnt: &Path) -> Child {
     let mut child = support::dbos()
@@ -98,6 +112,9 @@ fn ordinary_tools_work_on_a_fuse_mount() {
     );
     let mnt = scratch.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
+    let mnt2 = scratch.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let _unmount = Unmount(vec![mnt.clone(), mnt2.clone()]);
     let mut server = mount(&dir, &mnt);
 
     let before = space(&mnt);
@@ -140,6 +157,26 @@ fn ordinary_tools_work_on_a_fuse_mount() {
          && test -z \"$(git status --porcelain)\" && git log --oneline | grep -q 'in the mount' \
          && git fsck --no-progress",
     );
+    // Appends through two mounts of the same tables (as from two hosts) each land at the end
+    // the file has, not at the size the other mount's kernel cached.
+    let mut second = mount(&dir, &mnt2);
+    sh(&mnt, "touch seq.log && cat seq.log");
+    sh(&mnt2, "cat seq.log");
+    for (m, line) in [
+        (&mnt, "one"),
+        (&mnt2, "two"),
+        (&mnt, "three"),
+        (&mnt2, "four"),
+    ] {
+        sh(m, &format!("echo {line} >> seq.log"));
+    }
+    assert_eq!(
+        ok(&["fs", "--data-dir", path(&dir), "cat", "/seq.log"]),
+        "one\ntwo\nthree\nfour\n"
+    );
+    kill(Pid::from_raw(second.id() as i32), Signal::SIGINT).unwrap();
+    assert!(second.wait().unwrap().success());
+
     // What the tools wrote is in the tables, consistent.
     assert_eq!(
         ok(&["fs", "--data-dir", path(&dir), "cat", "/note"]),

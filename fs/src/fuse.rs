@@ -562,14 +562,22 @@ impl fuser::Filesystem for Served {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let who = identity(req);
+        // Opened to append: at the end the file has now, under its lock, not at the offset
+        // this host's kernel computed from the size it cached, which another mount (or host)
+        // may have grown meanwhile.
+        let written = if flags.0 & libc::O_APPEND != 0 {
+            in_tx!(self, |tx| self
+                .fs
+                .append_at(&mut tx, &who, ino.0, data)
+                .await?)
         // Up to one batch the write is one statement, its own transaction; a longer one is
         // all or nothing in a transaction. Either, retried, writes the same bytes again.
-        let written = if data.len() <= crate::WRITE_BATCH_BYTES {
+        } else if data.len() <= crate::WRITE_BATCH_BYTES {
             on_conn!(self, |c| self
                 .fs
                 .write_at(&mut c, &who, ino.0, offset, data)
