@@ -175,7 +175,8 @@ fn command_tasks_stream_output_exit_codes_timeouts_and_cancels() {
     let before = sql_json(&dir, "SELECT count(*) AS n FROM os.tasks")[0]["n"].clone();
     for (args, says) in [
         (vec!["-q", "nope"], "no queue named"),
-        (vec!["-p", "3000000000"], "--priority"),
+        (vec!["-p", "3000000000"], "not in 0..=2147483647"),
+        (vec!["-p", "99999999999"], "not in 0..=2147483647"),
         (vec!["--cwd", "/tmp", "--env", "NOEQUALS"], "KEY=VALUE"),
         (vec!["--timeout", "0s"], "timeout"),
     ] {

@@ -61,7 +61,8 @@ pub(super) struct SubmitArgs {
     #[arg(short = 'q', long, default_value = "default")]
     queue: String,
     /// Priority: lower runs earlier; 0 (the default) is highest. At most 2147483647.
-    #[arg(short = 'p', long, default_value_t = 0)]
+    #[arg(short = 'p', long, default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(i32::MAX)))]
     priority: u32,
     /// Stop the command's process group after this long of running (e.g. 30s, 5m); time spent
     /// queued does not count.
@@ -112,16 +113,10 @@ pub(super) struct SubmitArgs {
 
 impl SubmitArgs {
     fn submit(&self) -> Result<Submit> {
-        if self.priority > i32::MAX as u32 {
-            bail!(
-                "--priority must be at most {}, got {}",
-                i32::MAX,
-                self.priority
-            );
-        }
         Ok(Submit {
             spec: self.spec()?,
             queue: self.queue.clone(),
+            // At most i32::MAX, as the parser checked.
             priority: self.priority as i32,
             deduplication_id: self.dedup.clone(),
             delay: self.delay,

@@ -52,7 +52,9 @@ pub(super) enum WfCommand {
         #[arg(short = 'v', long)]
         app_version: Option<String>,
     },
-    /// Re-run an ended workflow in place from --step on.
+    /// Re-run an ended workflow in place from --step on, as DBOS's rewind does: what it
+    /// recorded from that step on is deleted, and so are the messages it consumed from that
+    /// step on and those sent to it that it never consumed (its new run receives afresh).
     Rewind {
         /// Workflow ID.
         id: String,
