@@ -209,6 +209,17 @@ fn invalid_sql_reports_the_postgres_error_and_breaks_nothing() {
         text.contains("2 rows affected") && text.contains("(2 rows)"),
         "{text}"
     );
+    // A query that finds nothing prints its columns over no row, not "OK".
+    let text = ok(&[
+        "sql",
+        "--data-dir",
+        path(&dir),
+        "SELECT x AS nothing FROM public.t WHERE x > 2",
+    ]);
+    assert!(
+        text.contains("nothing") && text.contains("(0 rows)"),
+        "{text}"
+    );
     let rows = sql_json(&dir, "SELECT count(*) AS n FROM os.nodes WHERE alive");
     assert_eq!(rows, serde_json::json!([{"n": 1}]));
     let out = ok(&[

@@ -380,6 +380,7 @@ where
     let _group = GroupGuard(pgid, watcher);
     let mut child = spawned.map_err(|source| Error::Spawn {
         program: spec.argv[0].clone(),
+        cwd: spec.cwd.clone(),
         source,
     })?;
     if let (Some(text), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
@@ -859,6 +860,16 @@ mod tests {
         let e = r.expect_err("missing cwd").to_string();
         assert!(
             e.starts_with("working directory \"/no/such/dir\": No such file"),
+            "{e}"
+        );
+        // Given a working directory, a start that fails names it: as the task's user,
+        // entering it may be what failed.
+        let mut s = spec(&["/no/such/program"]);
+        s.cwd = Some("/tmp".into());
+        let (r, _, _) = collect(&s, &Limits::default()).await;
+        let e = r.expect_err("missing").to_string();
+        assert!(
+            e.starts_with("cannot start \"/no/such/program\" in working directory \"/tmp\""),
             "{e}"
         );
         let mut s = spec(&["true"]);

@@ -24,10 +24,13 @@ pub enum Error {
     #[error("a queue named {} exists already; use `dbos queue update` to change it", dbos_store::limits::shown(.0))]
     QueueExists(String),
     /// The program of a command could not be started (not found, not executable, bad cwd, ...).
-    #[error("cannot start {program:?}: {source}")]
+    #[error("cannot start {program:?}{}: {source}", in_dir(.cwd.as_deref()))]
     Spawn {
         /// The program.
         program: String,
+        /// The working directory it was to start in, when one was given: as the task's user,
+        /// entering it may be what failed.
+        cwd: Option<String>,
         /// Why.
         source: std::io::Error,
     },
@@ -54,4 +57,10 @@ pub enum Error {
     /// The kernel failed (the notifier stopped, ...).
     #[error(transparent)]
     Kernel(#[from] dbos_kernel::Error),
+}
+
+/// " in working directory D", or nothing.
+fn in_dir(cwd: Option<&str>) -> String {
+    cwd.map(|d| format!(" in working directory {d:?}"))
+        .unwrap_or_default()
 }

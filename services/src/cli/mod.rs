@@ -927,6 +927,7 @@ mod tests {
         let io = std::io::Error::from_raw_os_error(20);
         let e = anyhow::Error::new(dbos_scheduler::Error::Spawn {
             program: "x".into(),
+            cwd: None,
             source: io,
         })
         .context("running the task");

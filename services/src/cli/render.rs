@@ -45,7 +45,7 @@ pub(super) async fn run_query(
 ) -> Result<Vec<ResultSet>, sqlx::Error> {
     let mut sets = Vec::new();
     let mut current = ResultSet::default();
-    let mut stream = sqlx::raw_sql(query).fetch_many(conn);
+    let mut stream = sqlx::raw_sql(query).fetch_many(&mut *conn);
     while let Some(item) = stream.try_next().await? {
         match item {
             Either::Left(done) => {
@@ -53,6 +53,21 @@ pub(super) async fn run_query(
                 sets.push(std::mem::take(&mut current));
             }
             Either::Right(row) => current.push(&row)?,
+        }
+    }
+    drop(stream);
+    // A query of one statement that returned no row: its columns, so it prints as an empty
+    // table rather than as a statement that changed nothing. Described only then, and only a
+    // single statement can be.
+    if let [set] = sets.as_mut_slice() {
+        if set.columns.is_empty() && set.rows_affected == 0 {
+            if let Ok(d) = sqlx::Executor::describe(&mut *conn, query).await {
+                set.columns = d
+                    .columns()
+                    .iter()
+                    .map(|c| (c.name().to_owned(), c.type_info().name().to_owned()))
+                    .collect();
+            }
         }
     }
     Ok(sets)
