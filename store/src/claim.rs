@@ -75,11 +75,19 @@ const CLAIM: &str = "SELECT * FROM sched.claim($1, $2, $3, $4, $5, $6)";
 
 /// Claims up to `req.max` enqueued workflows within their queues' limits.
 ///
+/// The claim runs in a transaction this function commits only once it holds every claimed
+/// row: a claim whose answer is lost (the server restarted, the connection was cut) is then
+/// either rolled back or known. When the commit itself fails, it may still have taken place,
+/// so every row is given back, fenced on its owner, before the error returns: no row stays
+/// PENDING under an owner that nothing runs while its node lives.
+///
+/// 3 round trips (begin, claim, commit), 1 commit.
+///
 /// # Errors
-/// Database errors; a claimed row the statement returned malformed (every row of the round is
-/// then released, back on its queue).
+/// Database errors; a claimed row the statement returned malformed (the claim is then rolled
+/// back).
 pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
-    let mut conn = pool.acquire().await?;
+    let mut tx = pool.begin().await?;
     let rows = sqlx::query(CLAIM)
         .bind(req.names)
         .bind(req.app_version)
@@ -87,7 +95,7 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
         .bind(req.executor_id)
         .bind(req.labels)
         .bind(req.slots)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut *tx)
         .await?;
     let claimed = rows
         .iter()
@@ -105,18 +113,32 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
                 created_at_ms: r.try_get(8)?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>();
-    match claimed {
-        Ok(claimed) => Ok(claimed),
-        Err(e) => {
-            // The claim has committed: give every row of it back, as a rollback would have.
-            for r in &rows {
-                if let (Ok(id), Ok(owner)) = (r.try_get::<String, _>(0), r.try_get::<String, _>(2))
-                {
-                    crate::workflows::release(&mut *conn, &id, &owner).await?;
-                }
-            }
-            Err(e.into())
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    if let Err(e) = tx.commit().await {
+        give_back(pool, &claimed).await;
+        return Err(e.into());
+    }
+    Ok(claimed)
+}
+
+/// Longest a node keeps trying to give back the rows of a claim whose commit it could not
+/// confirm (the server is restarting meanwhile).
+const GIVE_BACK_MS_MAX: u64 = 60_000;
+
+/// Puts the rows of a claim whose commit may or may not have taken place back on their queue,
+/// each fenced on its owner (a no-op for a claim that did not commit), retrying while the
+/// database is unreachable.
+async fn give_back(pool: &PgPool, claimed: &[Claimed]) {
+    for c in claimed {
+        let released = dbos_kernel::db::retry_transient(
+            "giving back a claimed workflow",
+            GIVE_BACK_MS_MAX,
+            crate::Error::is_transient,
+            || crate::workflows::release(pool, &c.workflow_id, &c.owner_xid),
+        )
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(workflow_id = %c.workflow_id, error = %e, "could not give back a workflow whose claim may have committed; it is released when this node stops or dies");
         }
     }
 }
