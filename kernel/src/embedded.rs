@@ -321,29 +321,41 @@ fn attach_blocking(dir: &Path) -> Result<Cluster> {
         path: dir.to_owned(),
     })?;
     let _guard = lock_exclusive(&dir.join(LOCK))?;
-    let attach_path = dir.join(ATTACH);
-    let attached = Flock::lock(open_lock_file(&attach_path)?, FlockArg::LockShared)
-        .map_err(|(_, e)| Error::io("locking", &attach_path, e.into()))?;
+    let attached = lock_attached(&dir)?;
     let info = discover(&dir)?;
     let node_password = node_password(&dir)?;
+    Ok(joined(dir, info, attached, node_password))
+}
+
+/// The shared lock on `attach.lock` that every process using the cluster holds.
+fn lock_attached(dir: &Path) -> Result<Flock<File>> {
+    let attach_path = dir.join(ATTACH);
+    Flock::lock(open_lock_file(&attach_path)?, FlockArg::LockShared)
+        .map_err(|(_, e)| Error::io("locking", &attach_path, e.into()))
+}
+
+/// The cluster running in `dir`, joined by this process (which did not start it).
+fn joined(
+    dir: PathBuf,
+    info: ClusterInfo,
+    attached: Flock<File>,
+    node_password: String,
+) -> Cluster {
     attach_socket(&dir, info.port);
-    Ok(Cluster {
+    Cluster {
         dir,
         info,
         child: None,
         attached: Some(attached),
         node_password,
         parent: None,
-    })
+    }
 }
 
 fn start_blocking(opts: &Options) -> Result<Cluster> {
     let dir = prepare_dir(&opts.data_dir)?;
     let _guard = lock_exclusive(&dir.join(LOCK))?;
-    let attach_path = dir.join(ATTACH);
-    let attach_file = open_lock_file(&attach_path)?;
-    let attached = Flock::lock(attach_file, FlockArg::LockShared)
-        .map_err(|(_, e)| Error::io("locking", &attach_path, e.into()))?;
+    let attached = lock_attached(&dir)?;
     // Made under the lock, so processes booting together agree on it.
     let node_password = node_password(&dir)?;
 
@@ -353,15 +365,7 @@ fn start_blocking(opts: &Options) -> Result<Cluster> {
             pid = info.pid,
             "joined the running embedded Postgres"
         );
-        attach_socket(&dir, info.port);
-        return Ok(Cluster {
-            dir,
-            info,
-            child: None,
-            attached: Some(attached),
-            node_password,
-            parent: None,
-        });
+        return Ok(joined(dir, info, attached, node_password));
     }
 
     let bin = find_binaries(opts.pg_bindir.as_deref())?;
