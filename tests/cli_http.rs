@@ -207,6 +207,19 @@ fn metrics_move_and_the_dashboard_submits_follows_and_cancels() {
         );
     }
     assert_eq!(submitted(), before, "a refused form submitted nothing");
+    // Behind a proxy, the browser's host may come as X-Forwarded-Host.
+    let (status, head, _) = http_with(
+        &addr,
+        "POST",
+        "/queues/default/pause",
+        Some(""),
+        "Origin: https://dash.example\r\nX-Forwarded-Host: dash.example\r\n",
+    );
+    assert_eq!(status, 303, "{head}");
+    assert_eq!(
+        http(&addr, "POST", "/queues/default/resume", Some("")).0,
+        303
+    );
 
     // A workflow ID with a slash and a space: its link keeps it one path segment.
     ok(&[

@@ -84,7 +84,8 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 /// Refuses an action (any request but GET and HEAD) that a browser sent on behalf of another
-/// site: its `Origin` names another host than the one it was sent to, or, from a browser that
+/// site: its `Origin` names another host than the one it was sent to (`Host`, or behind a proxy
+/// `X-Forwarded-Host`), or, from a browser that
 /// sends no `Origin`, its `Sec-Fetch-Site` says cross-site. Without this any page open in the
 /// operator's browser could post a form here and run a command. Clients that are no browser
 /// (curl, scripts) send neither header and are served.
@@ -95,13 +96,14 @@ async fn same_site_actions(req: axum::extract::Request, next: axum::middleware::
     }
     let h = req.headers();
     let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-    let host = text("host").unwrap_or("");
+    // Behind a proxy, the host the browser used may come as X-Forwarded-Host.
+    let hosts = [text("host"), text("x-forwarded-host")];
     let refused = match text("origin") {
         Some(origin) => {
             let origin_host = origin
                 .strip_prefix("http://")
                 .or_else(|| origin.strip_prefix("https://"));
-            origin_host != Some(host)
+            origin_host.is_none_or(|o| !hosts.contains(&Some(o)))
         }
         None => matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")),
     };
