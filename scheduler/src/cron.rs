@@ -42,8 +42,12 @@ impl Cron {
                 )))
             }
         };
-        let schedule = cron::Schedule::from_str(&full)
-            .map_err(|e| Error::Invalid(format!("cron expression {expr:?}: {e}")))?;
+        let schedule = cron::Schedule::from_str(&full).map_err(|e| {
+            Error::Invalid(format!(
+                "cron expression {expr:?}: {}",
+                bounds_said_right(&e)
+            ))
+        })?;
         let tz = match tz {
             None | Some("") => chrono_tz::UTC,
             Some(name) => name.parse().map_err(|_| {
@@ -339,6 +343,24 @@ async fn get(conn: &mut PgConnection, name: &str) -> Result<Schedule, Error> {
         .ok_or_else(|| missing(name))
 }
 
+/// The `cron` crate's refusal of a value out of its field's range says "must be less than 59"
+/// of seconds, whose largest value is 59: the bound is inclusive. Said as it is meant.
+fn bounds_said_right(e: &cron::error::Error) -> String {
+    let text = e.to_string();
+    for (theirs, ours) in [
+        (" must be less than ", " must be at most "),
+        (" must be greater than or equal to ", " must be at least "),
+    ] {
+        if let Some((field, rest)) = text.split_once(theirs) {
+            if let Some((bound, value)) = rest.split_once(". ('") {
+                let value = value.trim_end_matches("' specified.)");
+                return format!("{field}{ours}{bound}, not {value}");
+            }
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +444,14 @@ mod tests {
             "nonsense x y z w v",
         ] {
             assert!(Cron::parse(bad, None).is_err(), "{bad:?}");
+        }
+        for (bad, says) in [
+            ("60 * * * * *", "Seconds must be at most 59, not 60"),
+            ("0 0 24 * * *", "Hours must be at most 23, not 24"),
+            ("0 0 0 0 * *", "must be at least 1, not 0"),
+        ] {
+            let e = Cron::parse(bad, None).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
         let e = Cron::parse("* * * * * *", Some("Mars/Olympus")).expect_err("tz");
         assert!(e.to_string().contains("Mars/Olympus"));
