@@ -1409,7 +1409,8 @@ impl Fs {
     /// rename(2): atomic, replacing an existing target as POSIX does.
     ///
     /// # Errors
-    /// As [`Fs::rename_at`] and [`Fs::resolve`]; [`Error::Busy`] for the root.
+    /// As [`Fs::rename_at`] and [`Fs::resolve`]; [`Error::Busy`] for the root;
+    /// [`Error::NotDir`] when either path ends in `/` and the source is no directory.
     pub async fn rename(
         &self,
         c: &mut PgConnection,
@@ -1417,6 +1418,13 @@ impl Fs {
         from: &str,
         to: &str,
     ) -> Result<()> {
+        // A trailing slash names a directory, as on Linux.
+        if [from, to].iter().any(|p| p.len() > 1 && p.ends_with('/')) {
+            let st = self.lstat(c, who, from.trim_end_matches('/')).await?;
+            if !st.is_dir() {
+                return Err(Error::NotDir(from.to_owned()));
+            }
+        }
         self.on_names(
             c,
             who,

@@ -357,6 +357,12 @@ async fn rename_is_atomic_replaces_targets_and_refuses_cycles() {
         errno(fs.rename(&mut c, r, "/d", "/d/sub/inner").await),
         libc::EINVAL
     );
+    // A trailing slash names a directory: a file is not moved by it.
+    assert_eq!(
+        errno(fs.rename(&mut c, r, "/y", "/y2/").await),
+        libc::ENOTDIR
+    );
+    assert_eq!(errno(fs.stat(&mut c, r, "/y2").await), libc::ENOENT);
     assert_eq!(
         errno(fs.rename(&mut c, r, "/d", "/d/x").await),
         libc::EINVAL
