@@ -5,8 +5,10 @@
 //!
 //! Wake-ups: a NOTIFY on [`crate::ENQUEUE_CHANNEL`] (every enqueue sends one at commit), a
 //! local [`Handle::wake`], a slot freed while every slot was busy, a workflow of this node
-//! ending while some queue limits its concurrency ([`Handle::workflow_ended`]), the earliest
-//! known delay, or the poll interval as a fallback.
+//! ending while some queue limits its concurrency ([`Handle::workflow_ended`]; a workflow of
+//! another node ending on a queue of a shared limit notifies the enqueue channel), a round
+//! that skipped a queue another node's round held (soon after), the earliest known delay, or
+//! the poll interval as a fallback.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -197,11 +199,11 @@ impl Dispatcher {
             }
             let slots_free = self.runtime.free_slots();
             let free = slots_free.min(self.opts.claim_batch_max);
-            let mut claimed = 0;
+            let (mut claimed, mut contended) = (0, false);
             // A node that no longer holds its lease claims nothing.
             if free > 0 && self.lease.is_held() {
                 match self.claim(free).await {
-                    Ok(n) => claimed = n,
+                    Ok(round) => (claimed, contended) = round,
                     Err(e) => tracing::warn!(error = %e, "claiming workflows failed; retrying"),
                 }
             }
@@ -217,6 +219,11 @@ impl Dispatcher {
                 continue;
             }
             let mut wait = poll;
+            if contended {
+                // Another node's round held a queue with work: look again once it has likely
+                // committed, in case it could not take that work.
+                wait = wait.min(Duration::from_millis(CONTENDED_RETRY_MS));
+            }
             if let Some(next) = *self.shared.next_delay_ms.lock() {
                 let left = (next - self.clock.now_ms()).max(1) as u64;
                 wait = wait.min(Duration::from_millis(left));
@@ -278,8 +285,9 @@ impl Dispatcher {
     }
 
     /// Claims up to `n` workflows in one round (with their inputs and recorded steps) and hands
-    /// them to the executor. Returns how many were claimed.
-    async fn claim(&self, n: usize) -> Result<usize, Error> {
+    /// them to the executor. Returns how many were claimed, and whether the round skipped a
+    /// queue with work because another node's round held it.
+    async fn claim(&self, n: usize) -> Result<(usize, bool), Error> {
         let req = ClaimRequest {
             names: &self.names,
             app_version: &self.app_version,
@@ -288,9 +296,9 @@ impl Dispatcher {
             labels: &self.labels,
             slots: self.slots,
         };
-        let rows = dbos_store::claim::claim(&self.pool, &req).await?;
-        let claimed = rows.len();
-        for row in rows {
+        let round = dbos_store::claim::claim(&self.pool, &req).await?;
+        let claimed = round.claimed.len();
+        for row in round.claimed {
             if let Some(max) = self.opts.max_recovery_attempts {
                 if row.recovery_attempts > i64::from(max) + 1 {
                     tracing::warn!(
@@ -313,9 +321,13 @@ impl Dispatcher {
                 dbos_store::workflows::release(&self.pool, &id, &owner).await?;
             }
         }
-        Ok(claimed)
+        Ok((claimed, round.contended))
     }
 }
+
+/// How soon a dispatcher whose round was contended claims again: about a claim round's time,
+/// so the round that held the queue has committed.
+const CONTENDED_RETRY_MS: u64 = 5;
 
 fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
     let waker = std::task::Waker::noop();

@@ -111,5 +111,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0012_resume_notify.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 13,
+            name: "a claim round says when another node's round held a queue it skipped",
+            sql: include_str!("../migrations/sched_0013_claim_contended.sql"),
+            earlier: &[],
+        },
     ],
 };

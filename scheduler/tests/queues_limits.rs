@@ -583,7 +583,20 @@ async fn unpolled_node(slots: u32) -> Node {
 /// As [`unpolled_node`], with `queues` created before its dispatcher starts (and so seen by
 /// its first and, the poll being an hour away, only sweep).
 async fn unpolled_node_with(slots: u32, queues: &[Queue]) -> Node {
-    let db = testing::database().await;
+    unpolled_node_on(testing::database().await, slots, queues, |r| {
+        r.register("held", held);
+        r.register("nap", nap);
+    })
+    .await
+}
+
+/// As [`unpolled_node_with`], on `db`, running what `register` registers.
+async fn unpolled_node_on(
+    db: testing::TestDb,
+    slots: u32,
+    queues: &[Queue],
+    register: impl FnOnce(&mut workflow::Registry),
+) -> Node {
     let mut config = db.config();
     config.slots = slots;
     let kernel = dbos_kernel::Kernel::boot(config, &dbos_services::migrations())
@@ -595,13 +608,15 @@ async fn unpolled_node_with(slots: u32, queues: &[Queue]) -> Node {
     }
     drop(c);
     let mut registry = workflow::Registry::new();
-    registry.register("held", held);
-    registry.register("nap", nap);
+    register(&mut registry);
     let opts = Options {
         scheduler: dbos_scheduler::Options {
             poll_interval_ms: 3_600_000,
             ..Default::default()
         },
+        // One version for nodes that register different workflows, so that each claims the
+        // workflows it has code for, whichever node enqueued them.
+        app_version: Some("unpolled".to_owned()),
         ..Options::default()
     };
     let wf = workflow::Service::launch(&kernel, registry, opts)
@@ -636,6 +651,85 @@ async fn an_end_on_a_limited_queue_starts_the_next_without_a_poll() {
             .unwrap_or_else(|_| panic!("one-{i} ran without waiting for a poll"));
         assert_eq!(out.expect("nap"), format!("one-{i}"));
     }
+    n.stop().await;
+}
+
+/// The end of a workflow on a queue whose limit all nodes share starts the next on another
+/// node, though every dispatcher polls once an hour: node A runs `held` and node B `nap`, and
+/// B's `nap` waits for A's `held` to end.
+#[tokio::test]
+async fn an_end_on_a_shared_limit_starts_the_next_on_another_node_without_a_poll() {
+    let db = testing::database().await;
+    let shared = [Queue {
+        concurrency: Some(1),
+        ..Queue::named("shared")
+    }];
+    // A gate of its own: `GATE`'s permits belong to the test that opens it.
+    static OPEN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+    async fn held(_ctx: workflow::Context, (x,): (u64,)) -> Result<u64, workflow::Error> {
+        OPEN.acquire().await.expect("gate").forget();
+        Ok(x)
+    }
+    let a = unpolled_node_on(db.clone(), 8, &shared, |r| {
+        r.register("held", held);
+    })
+    .await;
+    let b = unpolled_node_on(db, 8, &[], |r| {
+        r.register("nap", nap);
+    })
+    .await;
+    let first =
+        a.wf.enqueue::<_, u64>("shared", "held", (7u64,), opts("shared-held"))
+            .await
+            .expect("enqueue held");
+    wait_status(a.pool(), "shared-held", "PENDING").await;
+    let second =
+        b.wf.enqueue::<_, String>("shared", "nap", (1u64,), opts("shared-nap"))
+            .await
+            .expect("enqueue nap");
+    // B has looked since the enqueue and left `nap` waiting behind the limit.
+    b.dispatcher_rounds(2).await;
+    assert_eq!(status(b.pool(), "shared-nap").await, "ENQUEUED");
+    OPEN.add_permits(1);
+    assert_eq!(first.result().await.expect("held"), 7);
+    let out = tokio::time::timeout(Duration::from_secs(60), second.result())
+        .await
+        .expect("the end on node A started node B's workflow without a poll");
+    assert_eq!(out.expect("nap"), "shared-nap");
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A round that skipped a queue with work because another round held it looks again soon,
+/// though the poll is an hour away: here a transaction of the test holds the queue's claim
+/// lock, as a round of a node that cannot take the work would.
+#[tokio::test]
+async fn a_round_that_found_its_queue_held_claims_again_once_it_is_free() {
+    let n = unpolled_node_with(
+        8,
+        &[Queue {
+            concurrency: Some(4),
+            ..Queue::named("held-elsewhere")
+        }],
+    )
+    .await;
+    let mut other = n.pool().begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('dbos.queue.claim:' || $1, 0))")
+        .bind("held-elsewhere")
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    let h =
+        n.wf.enqueue::<_, String>("held-elsewhere", "nap", (1u64,), opts("behind-a-round"))
+            .await
+            .expect("enqueue");
+    n.dispatcher_rounds(2).await;
+    assert_eq!(status(n.pool(), "behind-a-round").await, "ENQUEUED");
+    other.rollback().await.expect("rollback");
+    let out = tokio::time::timeout(Duration::from_secs(60), h.result())
+        .await
+        .expect("claimed once the other round ended, without a poll");
+    assert_eq!(out.expect("nap"), "behind-a-round");
     n.stop().await;
 }
 

@@ -250,7 +250,13 @@ const OUTCOMES: &str = "done AS (
              -- owner's): that one ran where it was enqueued, as a direct start does.
              RETURNING w.workflow_uuid,
                        w.queue_name IS NOT NULL AND w.creator_xid IS DISTINCT FROM o.owner
-                           AS announce
+                           AS announce,
+                       -- A queue whose limit is shared by every node: the end may let a
+                       -- workflow of it start on another node, which is told.
+                       (SELECT q.name FROM dbos.queues q
+                        WHERE q.name = w.queue_name
+                          AND (q.concurrency IS NOT NULL OR q.partition_concurrency IS NOT NULL))
+                           AS freed
          ), stale AS (
              -- The outcome is in the status row; readers take a `workflow_output` row first,
              -- so one left by an earlier outcome (DBOS's, before a resume) must go.
@@ -420,6 +426,11 @@ fn compose(shape: Shape) -> String {
         // Outcomes of workflows that came through a queue, to announce to their waiters.
         rows.push(
             "SELECT 'n'::text, workflow_uuid, 0, NULL::text, NULL::text FROM done WHERE announce",
+        );
+        // Queues of a shared concurrency limit that these ends freed a place in.
+        rows.push(
+            "SELECT DISTINCT 'f'::text, ''::text, 0, freed, NULL::text FROM done
+             WHERE freed IS NOT NULL",
         );
     }
     if shape.has(Shape::STARTS) {
@@ -622,6 +633,7 @@ impl Batch {
             starts: vec![None; self.st.id.len()],
             enqueues: vec![None; self.eq.id.len()],
             queued_outcomes: Vec::new(),
+            freed_queues: Vec::new(),
         };
         for (kind, wf, fid, name, creator) in rows {
             match kind.as_str() {
@@ -630,6 +642,7 @@ impl Batch {
                 }),
                 "o" => mark(&mut w.outcomes, &self.oc.wf, &wf, |_| true),
                 "n" => w.queued_outcomes.push(wf),
+                "f" => w.freed_queues.extend(name),
                 "e" => created(
                     &mut w.enqueues,
                     &self.eq.id,
@@ -697,6 +710,10 @@ pub struct Written {
     /// enqueue claimed for the enqueuing node): their waiters elsewhere are told
     /// ([`crate::OUTCOME_CHANNEL`]).
     pub queued_outcomes: Vec<String>,
+    /// Queues with a concurrency limit shared by every node (global or per partition) that
+    /// an outcome of the batch freed a place in: dispatchers elsewhere are told
+    /// ([`crate::ENQUEUE_CHANNEL`]), since a workflow waiting on one may start now.
+    pub freed_queues: Vec<String>,
 }
 
 #[derive(Debug, Default)]

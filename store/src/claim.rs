@@ -1,6 +1,6 @@
 //! Claiming enqueued workflows: one batch per round, within every queue's limits.
 //!
-//! A round is one statement, a call of function `sched.claim` that commits on its own and runs
+//! A round is one statement, a call of function `sched.claim_round` that runs
 //! two statements, each with its own snapshot:
 //! 1. take a transaction-scoped advisory lock on each queue with a limit shared by all nodes
 //!    (global or partition concurrency, rate limits) that has work, skipping those another
@@ -21,7 +21,12 @@
 //! queue's settings, which takes the lock exclusive, waits for a round under way, and a round
 //! after it sees it.
 //!
-//! Cost: 1 round trip and 1 commit per batch.
+//! A round that skipped a queue with work because another round held its lock says so
+//! ([`Round::contended`]): when that other round could not take the work (its node's slots
+//! were full, or it has no code for it), the node that skipped it must look again soon rather
+//! than at its next poll.
+//!
+//! Cost: 3 round trips (begin, the round, commit) and 1 commit per batch.
 
 use sqlx::{PgPool, Row};
 
@@ -68,10 +73,21 @@ pub struct Claimed {
     pub created_at_ms: i64,
 }
 
+/// What one claim round took.
+#[derive(Clone, Debug, Default)]
+pub struct Round {
+    /// The workflows claimed.
+    pub claimed: Vec<Claimed>,
+    /// Whether the round skipped a queue with work waiting because another claim round held
+    /// that queue's lock.
+    pub contended: bool,
+}
+
 /// `$1` names, `$2` app version, `$3` max, `$4` executor, `$5` the node's labels, `$6` its
-/// slots. The lock and the claim are the two statements of function `sched.claim`
-/// (`scheduler/migrations/sched_0005_claim_in_one_round_trip.sql`).
-const CLAIM: &str = "SELECT * FROM sched.claim($1, $2, $3, $4, $5, $6)";
+/// slots. The lock and the claim are the two statements of function `sched.claim_round`
+/// (`scheduler/migrations/sched_0013_claim_contended.sql`); a last row of NULLs says the
+/// round was contended.
+const CLAIM: &str = "SELECT * FROM sched.claim_round($1, $2, $3, $4, $5, $6)";
 
 /// Claims up to `req.max` enqueued workflows within their queues' limits.
 ///
@@ -86,7 +102,7 @@ const CLAIM: &str = "SELECT * FROM sched.claim($1, $2, $3, $4, $5, $6)";
 /// # Errors
 /// Database errors; a claimed row the statement returned malformed (the claim is then rolled
 /// back).
-pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>> {
+pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Round> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(CLAIM)
         .bind(req.names)
@@ -97,8 +113,15 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
         .bind(req.slots)
         .fetch_all(&mut *tx)
         .await?;
+    let mut contended = false;
     let claimed = rows
         .iter()
+        .filter(|r| {
+            // The mark of a contended round: the only row whose ID is NULL.
+            let mark = matches!(r.try_get::<Option<String>, _>(0), Ok(None));
+            contended |= mark;
+            !mark
+        })
         .map(|r| {
             let recorded: Option<sqlx::types::Json<Vec<Recorded>>> = r.try_get(6)?;
             Ok(Claimed {
@@ -118,7 +141,7 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Vec<Claimed>
         give_back(pool, &claimed).await;
         return Err(e.into());
     }
-    Ok(claimed)
+    Ok(Round { claimed, contended })
 }
 
 /// Longest a node keeps trying to give back the rows of a claim whose commit it could not

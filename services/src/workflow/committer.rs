@@ -342,6 +342,9 @@ async fn write(inner: &Inner, mut requests: Vec<Request>) {
             for id in std::mem::take(&mut w.queued_outcomes) {
                 inner.announcer.announce(dbos_store::OUTCOME_CHANNEL, id);
             }
+            for queue in std::mem::take(&mut w.freed_queues) {
+                inner.announcer.announce(dbos_store::ENQUEUE_CHANNEL, queue);
+            }
             answer_all(now, w);
         }
         Err(e) if now.len() > 1 && !is_transient(&e) => {
