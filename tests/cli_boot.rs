@@ -236,6 +236,47 @@ fn invalid_sql_reports_the_postgres_error_and_breaks_nothing() {
     assert!(node.wait());
 }
 
+/// Whoever holds the node role's password may replace the functions and triggers of the
+/// system's tables (the node role owns them): the CLI works as the node role, so such code
+/// never runs with the superuser's rights; only `--superuser` connects as the superuser.
+#[test]
+fn the_cli_works_as_the_node_role_so_node_code_never_runs_as_superuser() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let d = path(&dir);
+    let node = Node::boot(&dir, &[]);
+    let who = "SELECT current_user AS who, rolsuper FROM pg_roles WHERE rolname = current_user";
+    assert_eq!(
+        sql_json(&dir, who),
+        serde_json::json!([{"who": "dbos_node", "rolsuper": false}])
+    );
+    let su: serde_json::Value =
+        serde_json::from_str(&ok(&["sql", "--data-dir", d, "--superuser", "--json", who]))
+            .expect("json");
+    assert_eq!(su, serde_json::json!([{"who": "dbos", "rolsuper": true}]));
+    let out = ok(&["psql", "--data-dir", d, "--", "-At", "-c", "SELECT current_user"]);
+    assert_eq!(out.trim(), "dbos_node");
+    // Code the node role plants on the status table records who ran it.
+    ok(&[
+        "sql",
+        "--data-dir",
+        d,
+        "CREATE TABLE sched.ran_as (who text);
+         CREATE FUNCTION sched.record_who() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN INSERT INTO sched.ran_as VALUES (current_user); RETURN NULL; END $f$;
+         CREATE TRIGGER record_who AFTER INSERT OR UPDATE OR DELETE ON dbos.workflow_status
+             FOR EACH STATEMENT EXECUTE FUNCTION sched.record_who()",
+    ]);
+    let id = ok(&["task", "submit", "--data-dir", d, "--", "sleep", "600"]);
+    let id = id.trim();
+    ok(&["task", "cancel", "--data-dir", d, id]);
+    ok(&["wf", "delete", "--data-dir", d, id]);
+    let seen = sql_json(&dir, "SELECT DISTINCT who FROM sched.ran_as ORDER BY who");
+    assert_eq!(seen, serde_json::json!([{"who": "dbos_node"}]));
+    node.signal(Signal::SIGINT);
+    assert!(node.wait());
+}
+
 #[test]
 fn after_kill_9_a_new_boot_works_and_the_old_node_shows_dead() {
     let scratch = scratch_dir_for_cluster();

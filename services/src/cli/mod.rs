@@ -49,13 +49,19 @@ enum Command {
         #[arg(long)]
         all_nodes: bool,
     },
-    /// Run SQL on the system database and print the rows.
+    /// Run SQL on the system database and print the rows, as the node role `dbos_node` (on
+    /// the embedded cluster; the role of the URL otherwise).
     Sql {
         #[command(flatten)]
         conn: ConnArgs,
         /// Print the rows as a JSON array of objects.
         #[arg(long)]
         json: bool,
+        /// Run as the embedded cluster's superuser, for what only it may do (roles). A
+        /// statement that reads or writes the system's tables runs the node role's functions
+        /// and triggers with the superuser's rights: keep to roles and settings.
+        #[arg(long, conflicts_with = "database_url")]
+        superuser: bool,
         /// The SQL; several statements separated by `;` run in order.
         query: String,
     },
@@ -184,10 +190,14 @@ enum Command {
         #[arg(long, conflicts_with = "database_url")]
         node: bool,
     },
-    /// Open psql on the system database.
+    /// Open psql on the system database, as the node role `dbos_node` (on the embedded
+    /// cluster; the role of the URL otherwise).
     Psql {
         #[command(flatten)]
         conn: ConnArgs,
+        /// Connect as the embedded cluster's superuser (see `dbos sql --superuser`).
+        #[arg(long, conflicts_with = "database_url")]
+        superuser: bool,
         /// Extra arguments for psql, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -207,8 +217,21 @@ struct ConnArgs {
 }
 
 impl ConnArgs {
-    /// The database URL: given, or that of the running embedded cluster.
+    /// The database URL: given, or that of the running embedded cluster as the node role.
+    ///
+    /// Never the superuser's by default: the node role owns the system's tables, views,
+    /// functions and triggers, and whoever holds its password (any node, a DBOS for Python
+    /// app) may replace them, so a superuser session that reads or writes them would run that
+    /// code with the superuser's rights.
     fn url(&self) -> Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        Ok(embedded::discover_node_url(&self.data_dir())?)
+    }
+
+    /// The URL of the embedded cluster's superuser (or the given URL).
+    fn superuser_url(&self) -> Result<String> {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
@@ -223,7 +246,7 @@ impl ConnArgs {
             return Ok((url.clone(), None));
         }
         let cluster = embedded::Cluster::attach(&self.data_dir()).await?;
-        Ok((cluster.url().to_owned(), Some(cluster)))
+        Ok((cluster.node_url(embedded::DATABASE), Some(cluster)))
     }
 
     /// The embedded cluster's data directory: given, or the default.
@@ -480,19 +503,26 @@ async fn run(command: Command, own: crate::workflow::Registry) -> Result<ExitCod
             json,
             all_nodes,
         } => status(&conn, Format::from_json_flag(json), all_nodes).await,
-        Command::Sql { conn, json, query } => {
-            sql(&conn, &query, Format::from_json_flag(json)).await
-        }
-        Command::Psql { conn, args } => psql(&conn, &args),
+        Command::Sql {
+            conn,
+            json,
+            superuser,
+            query,
+        } => sql(&conn, superuser, &query, Format::from_json_flag(json)).await,
+        Command::Psql {
+            conn,
+            superuser,
+            args,
+        } => psql(&conn, superuser, &args),
         Command::Url {
             conn,
             show_password,
             node,
         } => {
             let url = if node {
-                embedded::discover_node_url(&conn.data_dir())?
-            } else {
                 conn.url()?
+            } else {
+                conn.superuser_url()?
             };
             println!("{}", if show_password { url } else { redact_url(&url) });
             Ok(ExitCode::SUCCESS)
@@ -703,8 +733,12 @@ fn cli_limits() -> PoolLimits {
     }
 }
 
-async fn sql(conn: &ConnArgs, query: &str, format: Format) -> Result<ExitCode> {
-    let url = conn.url()?;
+async fn sql(conn: &ConnArgs, superuser: bool, query: &str, format: Format) -> Result<ExitCode> {
+    let url = if superuser {
+        conn.superuser_url()?
+    } else {
+        conn.url()?
+    };
     let mut c = db::connect_one(&url, &cli_limits()).await?;
     // A person's query is planned as Postgres would plan it anywhere, not as a node's lookups.
     sqlx::raw_sql("RESET enable_seqscan; RESET jit")
@@ -886,9 +920,13 @@ fn json_rows<T: serde::Serialize>(rows: &[T]) -> Result<Vec<serde_json::Value>> 
         .collect::<Result<_, _>>()?)
 }
 
-fn psql(conn: &ConnArgs, args: &[String]) -> Result<ExitCode> {
+fn psql(conn: &ConnArgs, superuser: bool, args: &[String]) -> Result<ExitCode> {
     use std::os::unix::process::CommandExt;
-    let url = conn.url()?;
+    let url = if superuser {
+        conn.superuser_url()?
+    } else {
+        conn.url()?
+    };
     let err = std::process::Command::new("psql")
         .arg(&url)
         .args(args)
