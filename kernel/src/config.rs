@@ -159,14 +159,17 @@ impl Config {
         if let Some(id) = &self.node_id {
             if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
                 return Err(Error::Config(format!(
-                    "node id {id:?} must be 1 to 128 printable characters"
+                    "node id {} must be 1 to 128 printable characters",
+                    crate::error::shown(id)
                 )));
             }
         }
         for (k, v) in &self.labels {
             if k.is_empty() || k.len() > 128 || v.len() > 1024 {
                 return Err(Error::Config(format!(
-                    "label {k:?}={v:?}: keys are 1 to 128 bytes, values at most 1024 bytes"
+                    "label {}={}: keys are 1 to 128 bytes, values at most 1024 bytes",
+                    crate::error::shown(k),
+                    crate::error::shown(v)
                 )));
             }
         }

@@ -206,3 +206,17 @@ mod tests {
         assert_eq!(redact_url("not a url"), "not a url");
     }
 }
+
+/// Longest part of a value an error message quotes.
+pub const QUOTED_CHARS_MAX: usize = 40;
+
+/// `value` as an error message shows it: quoted, and cut to its first [`QUOTED_CHARS_MAX`]
+/// characters (with its length) when longer, so a refusal stays one short line.
+pub fn shown(value: &str) -> String {
+    if value.chars().count() <= QUOTED_CHARS_MAX {
+        format!("{value:?}")
+    } else {
+        let prefix: String = value.chars().take(QUOTED_CHARS_MAX).collect();
+        format!("{prefix:?}… ({} bytes)", value.len())
+    }
+}

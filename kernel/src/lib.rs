@@ -50,7 +50,7 @@ pub mod testing;
 
 pub use clock::{Clock, SharedClock};
 pub use config::Config;
-pub use error::{redact_url, Error, Result};
+pub use error::{redact_url, shown, Error, Result, QUOTED_CHARS_MAX};
 pub use kernel::{Kernel, ShutdownReport, ShutdownSignals, STOP_STEP_MS_MAX, VERSION};
 pub use lease::Lease;
 pub use loops::{Loops, Phase};

@@ -18,11 +18,11 @@ pub enum Error {
         max: usize,
     },
     /// A name (topic, subscriber, key) is empty or too long.
-    #[error("invalid {what} {value:?}: {why}")]
+    #[error("invalid {what} {value}: {why}")]
     InvalidName {
         /// Which kind of name.
         what: &'static str,
-        /// The name given.
+        /// The name given, as an error shows it (`dbos_store::limits::shown`).
         value: String,
         /// The rule it breaks.
         why: &'static str,

@@ -654,7 +654,7 @@ pub(crate) fn check_name(what: &'static str, value: &str) -> Result<()> {
     };
     Err(Error::InvalidName {
         what,
-        value: value.chars().take(80).collect(),
+        value: dbos_store::limits::shown(value),
         why,
     })
 }

@@ -638,6 +638,18 @@ async fn plain_consumers_commit_the_cursor_with_their_transaction_and_retention_
     // Bad names and limits are clear errors.
     let err = msg.publish("", &[1]).await.expect_err("empty topic");
     assert!(matches!(err, dbos_msg::Error::InvalidName { .. }), "{err}");
+    // A long name is quoted by its first 40 characters and its length.
+    let err = msg
+        .publish(&"t".repeat(300), &[1])
+        .await
+        .expect_err("long topic");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid topic \"{}\"… (300 bytes): it is longer than 255 bytes",
+            "t".repeat(40)
+        )
+    );
     let err = msg
         .set_retention("jobs", Some(0), None)
         .await

@@ -30,19 +30,7 @@ pub fn check(what: &'static str, value: &str, max: usize, may_be_empty: bool) ->
     Err(Error::Invalid { what, why })
 }
 
-/// Longest part of a value an error message quotes.
-pub const QUOTED_CHARS_MAX: usize = 40;
-
-/// `value` as an error message shows it: quoted, and cut to its first [`QUOTED_CHARS_MAX`]
-/// characters (with its length) when longer, so a refusal stays one short line.
-pub fn shown(value: &str) -> String {
-    if value.chars().count() <= QUOTED_CHARS_MAX {
-        format!("{value:?}")
-    } else {
-        let prefix: String = value.chars().take(QUOTED_CHARS_MAX).collect();
-        format!("{prefix:?}… ({} bytes)", value.len())
-    }
-}
+pub use dbos_kernel::{shown, QUOTED_CHARS_MAX};
 
 /// Checks a workflow ID (or another identifier) against [`ID_BYTES_MAX`].
 ///

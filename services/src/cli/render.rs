@@ -209,7 +209,9 @@ fn write_table(out: &mut impl Write, set: &ResultSet) -> Result<()> {
         cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!(" {c:<w$} "))
+            // Padded by hand: `{:<w$}` panics for widths beyond u16::MAX, and a cell may hold
+            // a whole message or argv.
+            .map(|(c, w)| format!(" {c}{} ", " ".repeat(w.saturating_sub(c.chars().count()))))
             .collect::<Vec<_>>()
             .join("|")
             .trim_end()
