@@ -427,6 +427,43 @@ async fn block_heartbeats(n: &Node) -> sqlx::Transaction<'static, sqlx::Postgres
     blocker
 }
 
+/// A command's output written while the database drops the node's connections is stored once
+/// the database answers again, not dropped.
+#[tokio::test]
+async fn a_commands_output_survives_the_loss_of_the_nodes_connections() {
+    let n = node(dbos_services::builtin::register).await;
+    let go = std::env::temp_dir().join(format!("dbos-output-go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    submit_script(
+        &n,
+        "printer",
+        &format!(
+            "echo 1; while [ ! -e {} ]; do sleep 0.02; done; echo 2; echo 3",
+            go.display()
+        ),
+    )
+    .await;
+    assert_eq!(wait_pids(n.pool(), "printer", 1).await, [1]);
+    let admin = sqlx::PgPool::connect(&testing::admin_url())
+        .await
+        .expect("admin");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&n.db.name)
+    .execute(&admin)
+    .await
+    .expect("terminate");
+    std::fs::write(&go, b"").expect("go");
+    // A pool of the test's own: the node's lost its connections too.
+    let pool = sqlx::PgPool::connect(&n.db.url).await.expect("connect");
+    wait_status(&pool, "printer", "SUCCESS").await;
+    assert_eq!(printed_pids(&pool, "printer").await, [1, 2, 3]);
+    let _ = std::fs::remove_file(&go);
+    n.stop().await;
+}
+
 #[tokio::test]
 async fn a_node_that_cannot_renew_its_lease_stops_its_commands_and_resumes_when_it_can() {
     let n = node(dbos_services::builtin::register).await;

@@ -201,6 +201,12 @@ impl Error {
         }
     }
 
+    /// Whether the same statement may succeed if tried again soon: a lost connection, a
+    /// server restarting, a deadlock (not the node shutting down).
+    pub(crate) fn may_pass(&self) -> bool {
+        self.fate() == Fate::Release && !matches!(self, Error::ShuttingDown)
+    }
+
     /// Whether this error ends the execution without recording it as the workflow's or the
     /// step's outcome (someone else decided the workflow's fate, or this node cannot go on).
     pub(crate) fn parks(&self) -> bool {
