@@ -397,3 +397,54 @@ fn tasks_run_unprivileged_and_without_the_nodes_secrets() {
         "{err}"
     );
 }
+
+/// A follower (`task submit --wait`, `task logs -f`) whose connections the server drops goes
+/// on once the database answers again, missing and repeating nothing, and exits with the
+/// command's code.
+#[test]
+fn followers_ride_out_dropped_connections() {
+    use std::io::{BufRead, BufReader};
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let _node = Node::boot(&dir, &[]);
+    let d = path(&dir);
+    // In /tmp, which the task user can search (the scratch directory is private).
+    let go = std::env::temp_dir().join(format!("dbos-follow-go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let script = format!(
+        "echo 1; while [ ! -e {} ]; do sleep 0.05; done; echo 2; exit 3",
+        go.display()
+    );
+    let mut submit = dbos()
+        .args(["task", "submit", "--data-dir", d, "--id", "ride", "--wait"])
+        .args(["--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dbos runs");
+    let mut lines = BufReader::new(submit.stdout.take().expect("piped")).lines();
+    assert_eq!(lines.next().expect("a line").expect("read"), "1");
+    let mut logs = dbos()
+        .args(["task", "logs", "-f", "--data-dir", d, "ride"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dbos runs");
+    let mut logged = BufReader::new(logs.stdout.take().expect("piped")).lines();
+    assert_eq!(logged.next().expect("a line").expect("read"), "1");
+    // Every client backend but this one: the followers', the node's.
+    ok(&[
+        "sql",
+        "--data-dir",
+        d,
+        "--superuser",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    ]);
+    std::fs::write(&go, b"").expect("go");
+    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    assert_eq!(rest, ["2"]);
+    assert_eq!(submit.wait().expect("wait").code(), Some(3));
+    let rest: Vec<String> = logged.map(|l| l.expect("read")).collect();
+    assert_eq!(rest, ["2"]);
+    assert!(logs.wait().expect("wait").success());
+    let _ = std::fs::remove_file(&go);
+}

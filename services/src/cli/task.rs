@@ -225,8 +225,15 @@ async fn follow(c: &Client, id: &str, live: bool) -> Result<()> {
     let copy = |key: &'static str| {
         let mut r = c.read_stream(id, key, 0);
         async move {
+            let mut failing = Failing::default();
             loop {
-                match r.next::<String>(wait).await? {
+                // The reader keeps its offset: a read tried again misses and repeats nothing.
+                let next = match r.next::<String>(wait).await {
+                    Err(dbos_msg::Error::Db(e)) if failing.may_retry(&e).await => continue,
+                    next => next?,
+                };
+                failing = Failing::default();
+                match next {
                     Some(text) => {
                         if key == "stdout" {
                             let mut o = std::io::stdout().lock();
@@ -248,9 +255,42 @@ async fn follow(c: &Client, id: &str, live: bool) -> Result<()> {
     Ok(())
 }
 
+/// A follower's reads failing in a row while the database restarts or fails over.
+#[derive(Default)]
+struct Failing {
+    since: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+/// Longest a follower keeps trying while the database fails.
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl Failing {
+    /// Whether to try again after `e`: when it may pass and the reads have not been failing for
+    /// longer than [`FOLLOW_RETRY_MAX`]; pauses first (50 ms, doubling up to 1 s).
+    async fn may_retry(&mut self, e: &sqlx::Error) -> bool {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if !dbos_kernel::sqlstate::is_transient(e) || since.elapsed() > FOLLOW_RETRY_MAX {
+            return false;
+        }
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::time::sleep(self.pause).await;
+        true
+    }
+}
+
 /// Waits for the task to end and exits as a shell would for it ([`tasks::Outcome::exit_code`]).
 async fn wait_exit(pool: &sqlx::PgPool, id: &str) -> Result<ExitCode> {
-    let outcome = tasks::wait(pool, id).await?;
+    let mut failing = Failing::default();
+    let outcome = loop {
+        match tasks::wait(pool, id).await {
+            Err(
+                dbos_scheduler::Error::Db(e)
+                | dbos_scheduler::Error::Store(dbos_store::Error::Db(e)),
+            ) if failing.may_retry(&e).await => {}
+            other => break other?,
+        }
+    };
     if !matches!(outcome, tasks::Outcome::Exited { code: 0 }) {
         eprintln!("task {id} {}", outcome.describe());
     }
