@@ -339,6 +339,10 @@ fn tasks_run_unprivileged_and_without_the_nodes_secrets() {
         password.exists(),
         "the data directory keeps its password file"
     );
+    // The server's log may quote statements with passwords: the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let log = std::fs::metadata(dir.join("postgres.log")).expect("the server's log");
+    assert_eq!(log.permissions().mode() & 0o777, 0o600);
     // Who runs it, whether it can read the password file, and whether it got the secret.
     let script = format!(
         "id -un; cat {} >/dev/null 2>&1 && echo read || echo refused; echo \"pw=$PGPASSWORD\"",

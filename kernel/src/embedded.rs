@@ -10,7 +10,7 @@
 //! | `D/run/` | the Unix socket directory |
 //! | `D/password` | the password of the `dbos` superuser (mode 0600) |
 //! | `D/node-password` | the password of the `dbos_node` role nodes connect as (mode 0600) |
-//! | `D/postgres.log` | the server's log |
+//! | `D/postgres.log` | the server's log (mode 0600) |
 //! | `D/port` | the TCP port last used, reused when still free so URLs stay valid |
 //! | `D/lock` | held exclusively while a process starts or stops the cluster |
 //! | `D/attach.lock` | held shared by every process using the cluster |
@@ -1055,11 +1055,16 @@ fn spawn_server(
     opts: &Options,
 ) -> Result<Started> {
     let log_path = dir.join(LOG);
+    // The owner's only: statements the server logs may quote passwords (a failed `CREATE ROLE
+    // ... PASSWORD`), and tasks run as other users.
     let mut log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| Error::io("opening", &log_path, e))?;
+    fs::set_permissions(&log_path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("restricting", &log_path, e))?;
     let log_start = log
         .seek(SeekFrom::End(0))
         .map_err(|e| Error::io("reading", &log_path, e))?;
