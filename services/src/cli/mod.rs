@@ -54,7 +54,8 @@ enum Command {
     Sql {
         #[command(flatten)]
         conn: ConnArgs,
-        /// Print the rows as a JSON array of objects.
+        /// Print the rows as a JSON array of objects (a `numeric` that a JSON number would
+        /// round is printed as a string of its exact digits).
         #[arg(long)]
         json: bool,
         /// Run as the embedded cluster's superuser, for what only it may do (roles). A

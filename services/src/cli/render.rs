@@ -118,13 +118,42 @@ fn json_value(ty: &str, v: Option<&str>) -> Value {
             .parse::<i64>()
             .map(Value::from)
             .unwrap_or_else(|_| Value::String(v.to_owned())),
-        "FLOAT4" | "FLOAT8" | "NUMERIC" => match v.parse::<f64>() {
+        "FLOAT4" | "FLOAT8" => match v.parse::<f64>() {
             Ok(f) if f.is_finite() => Value::from(f),
             _ => Value::String(v.to_owned()),
         },
+        "NUMERIC" => exact_number(v).unwrap_or_else(|| Value::String(v.to_owned())),
         "JSON" | "JSONB" => serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())),
         _ => Value::String(v.to_owned()),
     }
+}
+
+/// A `numeric` as a JSON number when one holds it exactly: an integer within 64 bits, or a
+/// decimal that a double gives back digit for digit (`0.1`, `1.50`). Otherwise `None`, and
+/// the caller keeps the exact text as a string (a sum beyond 2^63, `12345678901234567.89`).
+fn exact_number(v: &str) -> Option<Value> {
+    if let Ok(i) = v.parse::<i64>() {
+        return Some(Value::from(i));
+    }
+    if let Ok(u) = v.parse::<u64>() {
+        return Some(Value::from(u));
+    }
+    let f = v.parse::<f64>().ok().filter(|f| f.is_finite())?;
+    let canonical = |t: &str| -> String {
+        let t = t.strip_prefix('+').unwrap_or(t);
+        match t.split_once('.') {
+            Some((int, frac)) => {
+                let frac = frac.trim_end_matches('0');
+                if frac.is_empty() {
+                    int.to_owned()
+                } else {
+                    format!("{int}.{frac}")
+                }
+            }
+            None => t.to_owned(),
+        }
+    };
+    (!v.contains(['e', 'E']) && canonical(&f.to_string()) == canonical(v)).then(|| Value::from(f))
 }
 
 /// Prints every statement's rows: tables for people, or one JSON array of the row objects of
@@ -331,4 +360,31 @@ pub(super) fn print_message(v: &Value, format: Format) -> Result<()> {
         return Ok(());
     }
     print_json_rows(std::slice::from_ref(v), &[], format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numerics_stay_exact() {
+        let n = |v: &str| json_value("NUMERIC", Some(v));
+        assert_eq!(
+            n("9007199254740993"),
+            serde_json::json!(9007199254740993_i64)
+        );
+        assert_eq!(n("18446744073709551615"), serde_json::json!(u64::MAX));
+        assert_eq!(n("0.1"), serde_json::json!(0.1));
+        assert_eq!(n("1.50"), serde_json::json!(1.5));
+        assert_eq!(n("-2.25"), serde_json::json!(-2.25));
+        assert_eq!(
+            n("12345678901234567.89"),
+            serde_json::json!("12345678901234567.89")
+        );
+        assert_eq!(
+            n("123456789012345678901234"),
+            serde_json::json!("123456789012345678901234")
+        );
+        assert_eq!(n("NaN"), serde_json::json!("NaN"));
+    }
 }
