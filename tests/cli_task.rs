@@ -4,6 +4,7 @@
 mod support;
 
 use dbos_kernel::testing::scratch_dir_for_cluster;
+use nix::sys::signal::Signal;
 use support::{dbos, eventually, ok, path, run, sql_json, Node};
 
 use dbos_kernel::testing::process_gone as gone;
@@ -451,4 +452,50 @@ fn followers_ride_out_dropped_connections() {
     assert_eq!(rest, ["2"]);
     assert!(logs.wait().expect("wait").success());
     let _ = std::fs::remove_file(&go);
+}
+
+/// A node stopped (SIGSTOP) past its lease has no command running by the time its lease
+/// expires: the watcher of the command's group hears no more from the node and kills the
+/// group. Resumed, the node runs the task again rather than recording the kill.
+#[test]
+fn a_stalled_nodes_commands_die_before_its_lease_expires() {
+    let scratch = scratch_dir_for_cluster();
+    let dir = scratch.path().join("data");
+    let node = Node::boot(&dir, &[]);
+    let d = path(&dir);
+    let pids = || -> Vec<i32> {
+        let out = ok(&["task", "logs", "--data-dir", d, "stalled"]);
+        out.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    };
+    ok(&[
+        "task",
+        "submit",
+        "--data-dir",
+        d,
+        "--id",
+        "stalled",
+        "--",
+        "sh",
+        "-c",
+        "sleep 600 & echo $!; wait",
+    ]);
+    eventually("the command started", || pids().len() == 1);
+    let first = pids()[0];
+    node.signal(Signal::SIGSTOP);
+    // The node's lease is 2 s and it pinged its watchers until it stopped: the group goes
+    // while the node is still stopped (`eventually` fails unless it does).
+    eventually("the stopped node's command is gone", || gone(first));
+    node.signal(Signal::SIGCONT);
+    eventually("the task ran again", || pids().len() == 2);
+    assert_ne!(pids()[1], first);
+    let status = sql_json(
+        &dir,
+        "SELECT status FROM dbos.workflow_status WHERE workflow_uuid = 'stalled'",
+    );
+    assert_eq!(status, serde_json::json!([{"status": "PENDING"}]));
+    ok(&["task", "cancel", "--data-dir", d, "stalled"]);
+    let again = pids()[1];
+    eventually("the cancel stopped the command", || gone(again));
+    node.signal(Signal::SIGINT);
+    assert!(node.wait());
 }

@@ -185,6 +185,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Longest part of a value an error message quotes.
+pub const QUOTED_CHARS_MAX: usize = 40;
+
+/// `value` as an error message shows it: quoted, and cut to its first [`QUOTED_CHARS_MAX`]
+/// characters (with its length) when longer, so a refusal stays one short line.
+pub fn shown(value: &str) -> String {
+    if value.chars().count() <= QUOTED_CHARS_MAX {
+        format!("{value:?}")
+    } else {
+        let prefix: String = value.chars().take(QUOTED_CHARS_MAX).collect();
+        format!("{prefix:?}… ({} bytes)", value.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;
@@ -204,19 +218,5 @@ mod tests {
             "postgres:///db?host=/tmp"
         );
         assert_eq!(redact_url("not a url"), "not a url");
-    }
-}
-
-/// Longest part of a value an error message quotes.
-pub const QUOTED_CHARS_MAX: usize = 40;
-
-/// `value` as an error message shows it: quoted, and cut to its first [`QUOTED_CHARS_MAX`]
-/// characters (with its length) when longer, so a refusal stays one short line.
-pub fn shown(value: &str) -> String {
-    if value.chars().count() <= QUOTED_CHARS_MAX {
-        format!("{value:?}")
-    } else {
-        let prefix: String = value.chars().take(QUOTED_CHARS_MAX).collect();
-        format!("{prefix:?}… ({} bytes)", value.len())
     }
 }

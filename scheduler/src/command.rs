@@ -6,7 +6,16 @@
 //! process holds (close-on-exec, so no command inherits it). However the node ends — a clean
 //! exit, a panic, SIGKILL — the kernel closes that end, the watcher's read returns end-of-file
 //! and the watcher kills its whole group, grandchildren included. The watcher ignores the
-//! signals a cancel sends, so it stays until the node ends or the group is done. A supervisor
+//! signals a cancel sends, so it stays until the node ends or the group is done.
+//!
+//! **Nor does it outlive its node's lease.** A node stalled by `SIGSTOP` (or starved) is
+//! alive, so its lifeline stays open, yet another node may take its work over once its lease
+//! expires. Given the node's lease, the watcher (then `bash`, whose `read` has a timeout) reads
+//! a pipe of its own run instead, to which the node writes a line every sixth of the
+//! watcher's deadline while it holds its lease; a watcher that hears nothing for a third of
+//! the lease kills the group. The node stops pinging at its local deadline (two thirds of the
+//! lease), so the group is gone by the time the lease has expired. A group killed so is said
+//! ([`CommandResult::stalled`]): the run is released, not recorded. A supervisor
 //! process of our own would need a hook in every embedding program's `main`, a subreaper
 //! only moves orphans to the node (which is the process that died), and cgroups need root or
 //! a delegated hierarchy; a pipe and `sh` work everywhere, for any user.
@@ -120,6 +129,10 @@ pub struct CommandResult {
     pub timed_out: bool,
     /// Whether a cancellation stopped it.
     pub cancelled: bool,
+    /// Whether its watcher killed it because the node stopped telling it that it holds its
+    /// lease (stalled, or starved): the run says nothing about the command.
+    #[serde(skip)]
+    pub stalled: bool,
 }
 
 impl CommandResult {
@@ -285,6 +298,9 @@ pub fn truncation_marker(limit: u64) -> String {
 /// # Errors
 /// [`Error::Invalid`], [`Error::Spawn`] when the program cannot start, [`Error::Io`].
 ///
+/// With the node's `lease`, the group dies a third of the lease after the node last held it
+/// (see the module's documentation); without, only with the node process.
+///
 /// # Cancel safety
 /// Dropping the future kills the process group (the child is spawned with `kill_on_drop`, and
 /// the group is signalled).
@@ -293,6 +309,7 @@ pub async fn run<S, SF, C>(
     limits: &Limits,
     mut sink: S,
     cancelled: C,
+    lease: Option<&dbos_kernel::Lease>,
 ) -> Result<CommandResult, Error>
 where
     S: FnMut(Output, String) -> SF,
@@ -360,7 +377,11 @@ where
     // The group is the watcher's, joined before the program runs, so there is no instant at
     // which the program runs unwatched. Without a watcher (no `/bin/sh`) the program leads a
     // group of its own, and only the leader dies with the node.
-    let watcher = spawn_watcher();
+    let silence_max = lease.map(|l| l.local_deadline() / 2);
+    let (watcher, keepalive) = match spawn_watcher(silence_max) {
+        Some((w, k)) => (Some(w), k),
+        None => (None, None),
+    };
     let group = match &watcher {
         Some(w) => w.id().map(|p| p as i32),
         None => None,
@@ -377,7 +398,7 @@ where
     let pgid = group
         .or_else(|| spawned.as_ref().ok().and_then(|c| c.id()).map(|p| p as i32))
         .map(Pid::from_raw);
-    let _group = GroupGuard(pgid, watcher);
+    let mut group_guard = GroupGuard(pgid, watcher);
     let mut child = spawned.map_err(|source| Error::Spawn {
         program: spec.argv[0].clone(),
         cwd: spec.cwd.clone(),
@@ -407,8 +428,18 @@ where
     tokio::pin!(deadline, cancelled);
     let mut stopping = false;
     let mut output_done = false;
+    let mut ping = tokio::time::interval(silence_max.map_or(Duration::from_secs(3600), |d| d / 6));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let status = loop {
         tokio::select! {
+            _ = ping.tick(), if keepalive.is_some() => {
+                if let (Some(fd), Some(lease)) = (&keepalive, lease) {
+                    if lease.is_held() {
+                        // A full pipe (a watcher stopped with its group) loses a ping, no more.
+                        let _ = nix::unistd::write(fd, b"\n");
+                    }
+                }
+            }
             chunk = rx.recv(), if !output_done => match chunk {
                 Some((which, bytes)) => deliver(&mut result, limits, which, bytes, &mut sink).await,
                 None => output_done = true,
@@ -426,6 +457,16 @@ where
             }
         }
     };
+    // Killed by SIGKILL that this node did not send: its watcher's, when the watcher is gone
+    // too (it kills its own group, itself included), or someone else's (the OOM killer).
+    if !stopping && keepalive.is_some() && status.signal() == Some(Signal::SIGKILL as i32) {
+        if let Some(w) = group_guard.1.as_mut() {
+            result.stalled = tokio::time::timeout(Duration::from_millis(500), w.wait())
+                .await
+                .is_ok();
+        }
+    }
+    drop(keepalive);
     // The leader is gone: nothing of the group may outlive it (that also closes the pipes that
     // background processes held open), then the output still buffered is delivered.
     if let Some(pgid) = pgid {
@@ -597,18 +638,62 @@ fn lifeline() -> Option<&'static OwnedFd> {
 /// SIGTERM to the group must not end the watcher before the program.
 const WATCHER_SCRIPT: &str = "trap '' HUP INT QUIT TERM; read -r _; kill -s KILL 0";
 
-/// Starts a watcher leading a new process group, with the lifeline as its standard input.
-fn spawn_watcher() -> Option<tokio::process::Child> {
-    let read = lifeline()?.try_clone().ok()?;
-    let mut w = tokio::process::Command::new("/bin/sh");
-    w.args(["-c", WATCHER_SCRIPT])
-        .stdin(Stdio::from(read))
-        .stdout(Stdio::null())
+/// What a watcher with a deadline runs (`bash`, for `read -t`; `$1` the deadline in seconds):
+/// read the node's pings until one is late or the pipe ends, then kill the group.
+const KEEPALIVE_SCRIPT: &str =
+    "trap '' HUP INT QUIT TERM; while read -r -t \"$1\" _; do :; done; kill -s KILL 0";
+
+/// Where `bash` is, if anywhere.
+fn bash() -> Option<&'static str> {
+    static BASH: OnceLock<Option<&'static str>> = OnceLock::new();
+    *BASH.get_or_init(|| {
+        let found = ["/bin/bash", "/usr/bin/bash"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        if found.is_none() {
+            tracing::warn!("no bash: a command group dies with its node, not with its lease");
+        }
+        found
+    })
+}
+
+/// Starts a watcher leading a new process group. With a `deadline` (and `bash`), it reads a
+/// pipe of its own, whose write end (close-on-exec, non-blocking) is returned for the pings;
+/// otherwise the lifeline.
+fn spawn_watcher(deadline: Option<Duration>) -> Option<(tokio::process::Child, Option<OwnedFd>)> {
+    let kept = match (deadline, bash()) {
+        (Some(d), Some(bash)) => {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+            nix::fcntl::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&write),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            )
+            .ok()?;
+            Some((bash, d, read, write))
+        }
+        _ => None,
+    };
+    let (mut w, keepalive) = match kept {
+        Some((bash, deadline, read, write)) => {
+            let mut w = tokio::process::Command::new(bash);
+            w.args(["-c", KEEPALIVE_SCRIPT, "watcher"])
+                .arg(format!("{:.3}", deadline.as_secs_f64()))
+                .stdin(Stdio::from(read));
+            (w, Some(write))
+        }
+        None => {
+            let read = lifeline()?.try_clone().ok()?;
+            let mut w = tokio::process::Command::new("/bin/sh");
+            w.args(["-c", WATCHER_SCRIPT]).stdin(Stdio::from(read));
+            (w, None)
+        }
+    };
+    w.stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
     match w.spawn() {
-        Ok(child) => Some(child),
+        Ok(child) => Some((child, keepalive)),
         Err(e) => {
             tracing::warn!(
                 "no watcher for a command group (it dies with the node only in part): {e}"
@@ -708,10 +793,49 @@ mod tests {
                 }
             },
             std::future::pending(),
+            None,
         )
         .await;
         let g = out.lock().expect("lock").clone();
         (r, g.0, g.1)
+    }
+
+    /// Runs `argv` under `lease`, which nothing renews; its result and standard output.
+    async fn under_lease(argv: &[&str], lease: &dbos_kernel::Lease) -> (CommandResult, String) {
+        let out = Arc::new(Mutex::new(String::new()));
+        let o = out.clone();
+        let r = run(
+            &spec(argv),
+            &Limits::default(),
+            move |_, text| {
+                let o = o.clone();
+                async move { o.lock().expect("lock").push_str(&text) }
+            },
+            std::future::pending(),
+            Some(lease),
+        )
+        .await
+        .expect("run");
+        let text = out.lock().expect("lock").clone();
+        (r, text)
+    }
+
+    #[tokio::test]
+    async fn a_group_outlives_its_watchers_deadline_while_the_lease_is_held_and_no_longer() {
+        // Held for 3 s: the watcher hears from the node, though 2 s exceeds its deadline.
+        let held = dbos_kernel::Lease::new(Duration::from_secs(3));
+        let (r, _) = under_lease(&["sleep", "2"], &held).await;
+        assert!(r.succeeded() && !r.stalled, "{r:?}");
+        // Held for 0.6 s, then not: the node stops pinging and the watcher kills the group,
+        // its background processes included, and says so.
+        let lost = dbos_kernel::Lease::new(Duration::from_millis(600));
+        let (r, out) = under_lease(&["sh", "-c", "sleep 600 & echo $!; wait"], &lost).await;
+        assert!(r.stalled && r.signal == Some(9), "{r:?}");
+        let pid: i32 = out.trim().parse().expect("a pid");
+        assert!(
+            dbos_kernel::testing::process_gone(pid),
+            "the group's background process is gone"
+        );
     }
 
     #[tokio::test]

@@ -75,14 +75,18 @@ async fn run_command(
                 };
                 let span = tracing::info_span!("command", argv = %spec.argv.join(" "));
                 let term = ctx.lease_term();
-                let run = command::run(&spec, &limits, sink, ctx.cancelled());
+                let lease = ctx.lease();
+                let run = command::run(&spec, &limits, sink, ctx.cancelled(), lease.as_ref());
                 let result = tracing::Instrument::instrument(run, span)
                     .await
                     .map_err(|e| workflow::Error::failed(COMMAND_ERROR, e.to_string()))?;
-                if result.cancelled && (term.is_cancelled() || !ctx.holds_lease()) {
+                if result.stalled
+                    || result.cancelled && (term.is_cancelled() || !ctx.holds_lease())
+                {
                     // Maybe stopped because this node gave its lease up (and perhaps renewed
-                    // it since), not by a cancel: nothing is recorded, and the task is released
-                    // to run again. A cancel, if there was one, ends it then.
+                    // it since), not by a cancel, or killed by its watcher while this node
+                    // stalled: nothing is recorded, and the task is released to run again. A
+                    // cancel, if there was one, ends it then.
                     return Err(workflow::Error::ShuttingDown);
                 }
                 Ok(result)

@@ -510,11 +510,13 @@ async fn a_command_stopped_by_a_lease_given_up_then_renewed_runs_again() {
         n.kernel.lease().is_held()
     })
     .await;
-    assert!(!gone(first), "the stopped command's group is still there");
-    // The group ends now, after the renewal: the step sees its run stopped, under a lease
-    // held again.
-    let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(first))).expect("pgid");
-    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).expect("killpg");
+    // The group ends after the renewal, if its watcher has not ended it already for the
+    // node's silence (a third of the lease after the node stopped pinging, so it depends on
+    // how soon the heartbeat came back): either way the step sees its run stopped, under a
+    // lease held again.
+    if let Ok(group) = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(first))) {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
     let again = wait_pids(n.pool(), "renewed", 2).await[1];
     assert_ne!(again, first);
     assert_eq!(status(n.pool(), "renewed").await, "PENDING");

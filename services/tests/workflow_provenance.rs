@@ -62,6 +62,7 @@ async fn build(ctx: Context, (): ()) -> Result<Option<i32>, workflow::Error> {
                 &dbos_services::scheduler::command::Limits::default(),
                 |_, _| async {},
                 std::future::pending::<()>(),
+                None,
             )
             .await
             .map_err(|e| workflow::Error::failed("CommandError", e.to_string()))?;

@@ -140,6 +140,15 @@ impl Context {
         }
     }
 
+    /// This node's lease (`None` in a replay), for work that must end with it: a command's
+    /// group ([`dbos_scheduler::command::run`]).
+    pub fn lease(&self) -> Option<dbos_kernel::Lease> {
+        match &self.inner.mode {
+            Mode::Live { svc, .. } => Some(svc.lease().clone()),
+            Mode::Replay(_) => None,
+        }
+    }
+
     /// The term of this node's lease now: cancelled once the node gives that lease up, even
     /// if a later heartbeat renews it. A step whose work [`Context::cancelled`] may stop takes
     /// the term before the work starts. When the work was stopped and the term has ended (or
