@@ -539,9 +539,14 @@ impl StreamReader {
         let deadline = Instant::now() + timeout;
         let c = &self.client;
         let (wf, key, offset) = (&self.workflow_id, &self.key, self.offset);
-        let got = c
-            .waiters
-            .wait_for(
+        // A writer that ends without closing the stream (cancelled, failed, or done) writes
+        // nothing to it: its cancel and its outcome wake the reader too.
+        let mut ended = (
+            c.waiters.watch(Channel::Cancel, wf.clone()),
+            c.waiters.watch(Channel::Outcome, wf.clone()),
+        );
+        let got = loop {
+            let wait = c.waiters.wait_for(
                 Channel::Streams,
                 format!("{wf}::{key}"),
                 Some(deadline),
@@ -558,8 +563,13 @@ impl StreamReader {
                         Ok(None)
                     }
                 },
-            )
-            .await?;
+            );
+            tokio::select! {
+                got = wait => break got?,
+                () = ended.0.changed() => {}
+                () = ended.1.changed() => {}
+            }
+        };
         let Some(values) = got else {
             return Ok(None);
         };

@@ -2251,3 +2251,47 @@ async fn the_futures_of_waits_stay_small() {
     }
     n.stop().await;
 }
+
+/// Writes one value to stream "s", then waits an hour without closing it.
+async fn writes_then_waits(ctx: workflow::Context, (): ()) -> Result<(), workflow::Error> {
+    ctx.write_stream("s", &"first").await?;
+    ctx.sleep(Duration::from_secs(3600)).await?;
+    Ok(())
+}
+
+/// A reader of a stream whose writer is cancelled before closing it ends at the cancel, though
+/// nothing re-checks on its own: the cancel's notification wakes it, not only the stream's.
+#[tokio::test]
+async fn a_stream_reader_ends_when_its_writer_is_cancelled() {
+    let n = node_with_msg(
+        |r| {
+            r.register("writes_then_waits", writes_then_waits);
+        },
+        no_recheck(),
+    )
+    .await;
+    let opts = StartOptions {
+        workflow_id: Some("writer".to_owned()),
+        ..StartOptions::default()
+    };
+    n.wf.enqueue::<_, ()>("default", "writes_then_waits", (), opts)
+        .await
+        .expect("enqueue");
+    let mut r = n.wf.messages().read_stream("writer", "s", 0);
+    let first: Option<String> = r.next(Duration::from_secs(60)).await.expect("read");
+    assert_eq!(first.as_deref(), Some("first"));
+    let rest = tokio::spawn(async move {
+        let next: Option<String> = r.next(Duration::from_secs(3600)).await.expect("read");
+        (next, r.is_done())
+    });
+    workflow::manage::cancel(n.pool(), "writer", false)
+        .await
+        .expect("cancel");
+    let (next, done) = tokio::time::timeout(Duration::from_secs(60), rest)
+        .await
+        .expect("the reader woke at the cancel")
+        .expect("join");
+    assert_eq!(next, None);
+    assert!(done, "the stream ended with its writer");
+    n.stop().await;
+}
