@@ -364,6 +364,24 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         )[0]["status"],
         "ENQUEUED"
     );
+    // It says why it waits, and `dbos status` lists it.
+    assert_eq!(
+        sql_json(
+            &dir,
+            "SELECT waiting_for FROM os.tasks WHERE task_id = 'paused-1'"
+        ),
+        serde_json::json!([{"waiting_for": "its queue is paused (dbos queue resume)"}])
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--json", "--data-dir", d])).expect("json");
+    assert!(
+        status["waiting"]
+            .as_array()
+            .expect("waiting")
+            .iter()
+            .any(|t| t["task_id"] == "paused-1"),
+        "{status}"
+    );
     ok(&["queue", "resume", "q2", "--data-dir", d]);
     assert_eq!(
         run(&["task", "wait", "paused-1", "--data-dir", d])
@@ -371,6 +389,28 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
             .code(),
         Some(0)
     );
+    // A fork pinned to a version no node runs says so.
+    ok(&[
+        "wf",
+        "fork",
+        "paused-1",
+        "-f",
+        "pinned-1",
+        "-v",
+        "no-such-version",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(
+        sql_json(
+            &dir,
+            "SELECT waiting_for FROM os.tasks WHERE task_id = 'pinned-1'"
+        ),
+        serde_json::json!([{
+            "waiting_for": "it is pinned to application version no-such-version, not the latest"
+        }])
+    );
+    ok(&["wf", "delete", "pinned-1", "--data-dir", d]);
     ok(&["queue", "rm", "q2", "--data-dir", d]);
     assert!(!run(&["queue", "rm", "default", "--data-dir", d])
         .status

@@ -117,5 +117,11 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
             sql: include_str!("../migrations/sched_0013_claim_contended.sql"),
             earlier: &[],
         },
+        Migration {
+            version: 14,
+            name: "os.tasks says a task waits on a paused queue or a pinned version",
+            sql: include_str!("../migrations/sched_0014_tasks_waiting_for.sql"),
+            earlier: &[],
+        },
     ],
 };
