@@ -67,7 +67,7 @@ pub(super) async fn run(data_dir: PathBuf, pause_ms: u64) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding this program")?;
     say(&format!("1. booting node A on {}", data_dir.display()));
     let mut a = boot(&exe, &data_dir)?;
-    let url = dbos_kernel::embedded::discover(&data_dir)?.url;
+    let url = dbos_kernel::embedded::discover_node_url(&data_dir)?;
     let pool = dbos_kernel::db::connect(
         &url,
         &dbos_kernel::db::PoolLimits {
@@ -103,11 +103,12 @@ pub(super) async fn run(data_dir: PathBuf, pause_ms: u64) -> Result<ExitCode> {
         },
     )
     .await?;
-    say(&format!(
-        "5. node {} finished it. Its recorded steps:",
-        b.id
-    ));
     let report = demo::report(&pool, &id).await?;
+    // Whichever node took it over: B, or another live node on the same directory.
+    let finisher = report.workflow.executor_id.as_deref().unwrap_or(&b.id);
+    say(&format!(
+        "5. node {finisher} finished it. Its recorded steps:"
+    ));
     render::print_json_rows(
         &super::json_rows(&report.steps)?,
         &["function_id", "function_name", "output", "times_run"],
