@@ -229,15 +229,9 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
             "{t}"
         );
     }
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&["status", "--json", "--data-dir", d])).expect("json");
     assert!(
-        status["waiting"]
-            .as_array()
-            .expect("waiting")
-            .iter()
-            .any(|t| t["task_id"] == "no-tpu"),
-        "dbos status says what waits and why: {status}"
+        status_lists_waiting(d, "no-tpu"),
+        "dbos status says what waits and why"
     );
     // Locality: tasks preferring zone=b go to the node in zone b; a zone no node has runs anywhere.
     ok(&[
@@ -372,16 +366,7 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         ),
         serde_json::json!([{"waiting_for": "its queue is paused (dbos queue resume)"}])
     );
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&["status", "--json", "--data-dir", d])).expect("json");
-    assert!(
-        status["waiting"]
-            .as_array()
-            .expect("waiting")
-            .iter()
-            .any(|t| t["task_id"] == "paused-1"),
-        "{status}"
-    );
+    assert!(status_lists_waiting(d, "paused-1"));
     ok(&["queue", "resume", "q2", "--data-dir", d]);
     assert_eq!(
         run(&["task", "wait", "paused-1", "--data-dir", d])
@@ -463,4 +448,15 @@ fn limits_hold_across_three_nodes_and_a_killed_nodes_work_moves_elsewhere() {
         twice.len() <= 1,
         "at most the interrupted step ran again: {runs}"
     );
+}
+
+/// Whether `dbos status` lists task `id` among the tasks waiting for a node.
+fn status_lists_waiting(d: &str, id: &str) -> bool {
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["status", "--json", "--data-dir", d])).expect("json");
+    status["waiting"]
+        .as_array()
+        .expect("waiting")
+        .iter()
+        .any(|t| t["task_id"] == id)
 }

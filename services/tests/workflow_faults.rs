@@ -243,19 +243,9 @@ async fn workflows_end_when_the_database_drops_every_connection_of_the_node() {
         );
     }
     // Terminate the node's backends a few times while the workflows run.
-    let admin = sqlx::PgPool::connect(&testing::admin_url())
-        .await
-        .expect("admin");
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(&n.db.name)
-        .execute(&admin)
-        .await
-        .expect("terminate");
+        terminate_backends(&n).await;
     }
     for (i, h) in handles.into_iter().enumerate() {
         let out = h
@@ -348,6 +338,22 @@ async fn another_applications_newer_version_does_not_stop_unpinned_work() {
 use dbos_kernel::testing::process_gone as gone;
 
 /// Polls `done` until it holds; a hang fails after a minute rather than never.
+/// Terminates every backend of `n`'s database, as a server restart would drop them.
+async fn terminate_backends(n: &Node) {
+    let admin = sqlx::PgPool::connect(&testing::admin_url())
+        .await
+        .expect("admin");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&n.db.name)
+    .execute(&admin)
+    .await
+    .expect("terminate");
+    admin.close().await;
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     tokio::time::timeout(Duration::from_secs(60), async {
         while !done() {
@@ -444,17 +450,7 @@ async fn a_commands_output_survives_the_loss_of_the_nodes_connections() {
     )
     .await;
     assert_eq!(wait_pids(n.pool(), "printer", 1).await, [1]);
-    let admin = sqlx::PgPool::connect(&testing::admin_url())
-        .await
-        .expect("admin");
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(&n.db.name)
-    .execute(&admin)
-    .await
-    .expect("terminate");
+    terminate_backends(&n).await;
     std::fs::write(&go, b"").expect("go");
     // A pool of the test's own: the node's lost its connections too.
     let pool = sqlx::PgPool::connect(&n.db.url).await.expect("connect");
