@@ -7,8 +7,9 @@
 //! local [`Handle::wake`], a slot freed while every slot was busy, a workflow of this node
 //! ending while some queue limits its concurrency ([`Handle::workflow_ended`]; a workflow of
 //! another node ending on a queue of a shared limit notifies the enqueue channel), a round
-//! that skipped a queue another node's round held (soon after), the earliest known delay, or
-//! the poll interval as a fallback.
+//! that says to claim again (it skipped a queue another node's round held, or took its share
+//! of a least-loaded queue: soon after), the earliest known delay, or the poll interval as a
+//! fallback.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -190,6 +191,7 @@ impl Dispatcher {
     async fn run(self: Arc<Self>, stop: CancellationToken) -> Result<(), Error> {
         let mut sub = self.sub.lock().await;
         let poll = Duration::from_millis(self.opts.poll_interval_ms);
+        let mut again_pause = Duration::from_millis(CLAIM_AGAIN_MS / 2);
         let mut last_sweep = std::time::Instant::now()
             .checked_sub(poll)
             .unwrap_or_else(std::time::Instant::now);
@@ -199,11 +201,11 @@ impl Dispatcher {
             }
             let slots_free = self.runtime.free_slots();
             let free = slots_free.min(self.opts.claim_batch_max);
-            let (mut claimed, mut contended) = (0, false);
+            let (mut claimed, mut again) = (0, false);
             // A node that no longer holds its lease claims nothing.
             if free > 0 && self.lease.is_held() {
                 match self.claim(free).await {
-                    Ok(round) => (claimed, contended) = round,
+                    Ok(round) => (claimed, again) = round,
                     Err(e) => tracing::warn!(error = %e, "claiming workflows failed; retrying"),
                 }
             }
@@ -219,10 +221,19 @@ impl Dispatcher {
                 continue;
             }
             let mut wait = poll;
-            if contended {
-                // Another node's round held a queue with work: look again once it has likely
-                // committed, in case it could not take that work.
-                wait = wait.min(Duration::from_millis(CONTENDED_RETRY_MS));
+            if again {
+                // Another node's round held a queue with work (look again once it has likely
+                // committed, in case it could not take that work), or a least-loaded queue
+                // has work this node may take its share of. Rounds that take nothing back off,
+                // up to the poll interval: the work may wait for a node that cannot run it.
+                again_pause = if claimed > 0 {
+                    Duration::from_millis(CLAIM_AGAIN_MS)
+                } else {
+                    (again_pause * 2).min(poll)
+                };
+                wait = wait.min(again_pause);
+            } else {
+                again_pause = Duration::from_millis(CLAIM_AGAIN_MS / 2);
             }
             if let Some(next) = *self.shared.next_delay_ms.lock() {
                 let left = (next - self.clock.now_ms()).max(1) as u64;
@@ -285,8 +296,8 @@ impl Dispatcher {
     }
 
     /// Claims up to `n` workflows in one round (with their inputs and recorded steps) and hands
-    /// them to the executor. Returns how many were claimed, and whether the round skipped a
-    /// queue with work because another node's round held it.
+    /// them to the executor. Returns how many were claimed, and whether to claim again soon
+    /// ([`dbos_store::claim::Round::again`]).
     async fn claim(&self, n: usize) -> Result<(usize, bool), Error> {
         let req = ClaimRequest {
             names: &self.names,
@@ -321,13 +332,14 @@ impl Dispatcher {
                 dbos_store::workflows::release(&self.pool, &id, &owner).await?;
             }
         }
-        Ok((claimed, round.contended))
+        Ok((claimed, round.again))
     }
 }
 
-/// How soon a dispatcher whose round was contended claims again: about a claim round's time,
-/// so the round that held the queue has committed.
-const CONTENDED_RETRY_MS: u64 = 5;
+/// How soon a dispatcher told to claim again does: about a claim round's time, so a round
+/// that held a queue has committed, and other nodes have taken their share of a least-loaded
+/// queue.
+const CLAIM_AGAIN_MS: u64 = 5;
 
 fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
     let waker = std::task::Waker::noop();

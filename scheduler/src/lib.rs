@@ -113,8 +113,8 @@ pub const MIGRATIONS: ServiceMigrations = ServiceMigrations {
         },
         Migration {
             version: 13,
-            name: "a claim round says when another node's round held a queue it skipped",
-            sql: include_str!("../migrations/sched_0013_claim_contended.sql"),
+            name: "a claim round says when to claim again soon, and spreads least-loaded queues",
+            sql: include_str!("../migrations/sched_0013_claim_again.sql"),
             earlier: &[],
         },
         Migration {

@@ -733,6 +733,69 @@ async fn a_round_that_found_its_queue_held_claims_again_once_it_is_free() {
     n.stop().await;
 }
 
+/// A burst on a least-loaded queue spreads over the nodes, though every dispatcher polls once
+/// an hour: a round takes no more than keeps its node at the least loaded other node's share
+/// of its slots, then claims again. Before, the first node to look took up to all its slots.
+#[tokio::test]
+async fn a_burst_on_a_least_loaded_queue_spreads_over_the_nodes() {
+    static OPEN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+    async fn held(_ctx: workflow::Context, (x,): (u64,)) -> Result<u64, workflow::Error> {
+        OPEN.acquire().await.expect("gate").forget();
+        Ok(x)
+    }
+    let db = testing::database().await;
+    let register = |r: &mut workflow::Registry| {
+        r.register("held", held);
+    };
+    let spread = [Queue::named("spread")];
+    let a = unpolled_node_on(db.clone(), 4, &spread, register).await;
+    let mut c = a.pool().acquire().await.expect("conn");
+    queues::set_placement(
+        &mut c,
+        "spread",
+        &Default::default(),
+        &queues::Policy::LeastLoaded,
+    )
+    .await
+    .expect("placement");
+    drop(c);
+    let b = unpolled_node_on(db.clone(), 2, &[], register).await;
+    let c = unpolled_node_on(db, 4, &[], register).await;
+    // One statement enqueues the burst, so every node first sees all six, and wakes them as
+    // a node's enqueue does.
+    sqlx::query(
+        "WITH e AS (SELECT dbos.enqueue_workflow('held', 'spread', ARRAY[i::text::json],
+                                                 workflow_id => 'spread-' || i)
+                    FROM generate_series(0, 5) i)
+         SELECT count(*), pg_notify($1, 'spread') FROM e",
+    )
+    .bind(dbos_scheduler::ENQUEUE_CHANNEL)
+    .execute(a.pool())
+    .await
+    .expect("enqueue");
+    let handles: Vec<_> = (0..6)
+        .map(|i| a.wf.handle::<u64>(format!("spread-{i}")))
+        .collect();
+    for i in 0..6 {
+        wait_status(a.pool(), &format!("spread-{i}"), "PENDING").await;
+    }
+    let per_node: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT executor_id, count(*) FROM dbos.workflow_status
+         WHERE workflow_uuid LIKE 'spread-%' GROUP BY executor_id ORDER BY executor_id",
+    )
+    .fetch_all(a.pool())
+    .await
+    .expect("per node");
+    assert_eq!(per_node.len(), 3, "every node took a share: {per_node:?}");
+    OPEN.add_permits(6);
+    for h in handles {
+        h.result().await.expect("held");
+    }
+    for n in [c, b, a] {
+        n.stop().await;
+    }
+}
+
 /// A change that lets nodes claim more wakes them: removing a placement rule no node met, and
 /// deleting a queue whose limit was reached, each start the work waiting on the queue though
 /// the poll is an hour away. The work is written without a notification.

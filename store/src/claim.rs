@@ -21,10 +21,11 @@
 //! queue's settings, which takes the lock exclusive, waits for a round under way, and a round
 //! after it sees it.
 //!
-//! A round that skipped a queue with work because another round held its lock says so
-//! ([`Round::contended`]): when that other round could not take the work (its node's slots
-//! were full, or it has no code for it), the node that skipped it must look again soon rather
-//! than at its next poll.
+//! A round says when its node should claim again soon rather than at its next poll
+//! ([`Round::again`]): it skipped a queue with work because another round held its lock (that
+//! other round may not have taken the work: its node's slots were full, or it has no code for
+//! it), or it took from a least-loaded queue, of which a round takes only this node's fair
+//! share (at least one) so that the work spreads over the eligible nodes.
 //!
 //! Cost: 3 round trips (begin, the round, commit) and 1 commit per batch.
 
@@ -78,15 +79,15 @@ pub struct Claimed {
 pub struct Round {
     /// The workflows claimed.
     pub claimed: Vec<Claimed>,
-    /// Whether the round skipped a queue with work waiting because another claim round held
-    /// that queue's lock.
-    pub contended: bool,
+    /// Whether the node should claim again soon: the round skipped a queue with work waiting
+    /// because another claim round held that queue's lock, or took from a least-loaded queue.
+    pub again: bool,
 }
 
 /// `$1` names, `$2` app version, `$3` max, `$4` executor, `$5` the node's labels, `$6` its
 /// slots. The lock and the claim are the two statements of function `sched.claim_round`
-/// (`scheduler/migrations/sched_0013_claim_contended.sql`); a last row of NULLs says the
-/// round was contended.
+/// (`scheduler/migrations/sched_0013_claim_again.sql`); a last row of NULLs says to claim
+/// again soon.
 const CLAIM: &str = "SELECT * FROM sched.claim_round($1, $2, $3, $4, $5, $6)";
 
 /// Claims up to `req.max` enqueued workflows within their queues' limits.
@@ -113,13 +114,13 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Round> {
         .bind(req.slots)
         .fetch_all(&mut *tx)
         .await?;
-    let mut contended = false;
+    let mut again = false;
     let claimed = rows
         .iter()
         .filter(|r| {
-            // The mark of a contended round: the only row whose ID is NULL.
+            // The mark of "claim again soon": the only row whose ID is NULL.
             let mark = matches!(r.try_get::<Option<String>, _>(0), Ok(None));
-            contended |= mark;
+            again |= mark;
             !mark
         })
         .map(|r| {
@@ -141,7 +142,7 @@ pub async fn claim(pool: &PgPool, req: &ClaimRequest<'_>) -> Result<Round> {
         give_back(pool, &claimed).await;
         return Err(e.into());
     }
-    Ok(Round { claimed, contended })
+    Ok(Round { claimed, again })
 }
 
 /// Longest a node keeps trying to give back the rows of a claim whose commit it could not

@@ -1,9 +1,18 @@
--- The claim of sched_0008_pause_lock.sql as `sched.claim_round`, which also says when it
--- skipped a queue with work because another node's claim round held that queue's lock (a last
--- row of NULLs). Before, the node that skipped it waited for its next poll: when the round that
--- held the lock could not take the work (every slot busy, or no code for it), the work waited
--- a poll interval (1 s) though a node could run it. The node that is told claims again
--- shortly. The rest of the function is unchanged.
+-- The claim of sched_0008_pause_lock.sql as `sched.claim_round`, which also says when the node
+-- should claim again shortly (a last row of NULLs), and spreads least-loaded queues:
+--
+-- * It skipped a queue with work because another node's claim round held that queue's lock.
+--   Before, the node that skipped it waited for its next poll: when the round that held the
+--   lock could not take the work (every slot busy, or no code for it), the work waited a poll
+--   interval (1 s) though a node could run it.
+-- * A least-loaded queue that this node may claim from (its labels, its code) has work: a
+--   round takes from it only as many workflows as keep this node no more loaded than the least
+--   loaded other eligible node (at least one), and looks again, as do the nodes that found
+--   another less loaded. Before, the "no node less loaded" check ran once per round and the
+--   round then took up to all of the node's free slots, so one node filled up while others
+--   stayed idle.
+--
+-- The rest of the function is unchanged.
 
 CREATE FUNCTION sched.claim_round(text[], text, bigint, text, jsonb, integer)
     RETURNS TABLE (o_workflow_uuid text, o_name text, o_owner_xid text,
@@ -14,6 +23,7 @@ CREATE FUNCTION sched.claim_round(text[], text, bigint, text, jsonb, integer)
 DECLARE
     v_locked text[];
     v_contended boolean;
+    v_spread boolean;
     v_now bigint;
 BEGIN
     -- Before the claim's snapshot (sched_0008_pause_lock.sql).
@@ -35,6 +45,12 @@ BEGIN
                                hashtextextended('dbos.queue.claim:' || q.name, 0))
                       ELSE NULL END AS got
           FROM dbos.queues q) t;
+    SELECT EXISTS (SELECT 1 FROM sched.queue_rules r
+                   WHERE r.policy = 'least_loaded' AND $5::jsonb @> r.require_labels
+                     AND EXISTS (SELECT 1 FROM dbos.workflow_status w
+                                 WHERE w.queue_name = r.queue_name AND w.status = 'ENQUEUED'
+                                   AND w.name = ANY($1)))
+    INTO v_spread;
     -- The claim's time is read before its snapshot: a start never precedes a completion the
     -- claim saw.
     v_now := (EXTRACT(epoch FROM clock_timestamp()) * 1000)::bigint;
@@ -62,7 +78,8 @@ WITH RECURSIVE qs(q) AS (
            c.partition_rate_limit_max, c.partition_rate_limit_period_sec,
            (c.partition_concurrency IS NOT NULL OR c.partition_worker_concurrency IS NOT NULL
             OR c.partition_rate_limit_max IS NOT NULL) AS partitioned,
-           (c.rate_limit_max IS NOT NULL OR c.partition_rate_limit_max IS NOT NULL) AS limited_rate
+           (c.rate_limit_max IS NOT NULL OR c.partition_rate_limit_max IS NOT NULL) AS limited_rate,
+           r.policy, r.require_labels
     FROM qs LEFT JOIN dbos.queues c ON c.name = qs.q
     LEFT JOIN sched.queue_rules r ON r.queue_name = qs.q
     WHERE qs.q IS NOT NULL
@@ -95,7 +112,21 @@ WITH RECURSIVE qs(q) AS (
             (SELECT count(*) FROM dbos.workflow_status w, now_ms
              WHERE w.queue_name = q.name AND w.rate_limited
                AND w.status NOT IN ('ENQUEUED', 'DELAYED')
-               AND w.started_at_epoch_ms > now_ms.t - (q.rate_limit_period_sec * 1000)::bigint) END
+               AND w.started_at_epoch_ms > now_ms.t - (q.rate_limit_period_sec * 1000)::bigint) END,
+        -- Least loaded: no more than keeps this node at or below the least loaded other
+        -- eligible live node's share of its slots, and at least one (the queue is here only
+        -- when no such node is less loaded than this one).
+        CASE WHEN q.policy IS DISTINCT FROM 'least_loaded' THEN $3 ELSE GREATEST(1, COALESCE(
+            (SELECT floor(min((SELECT count(*) FROM dbos.workflow_status w
+                               WHERE w.status = 'PENDING' AND w.executor_id = n.node_id)::float8
+                              / n.slots) * $6)::bigint
+                    - (SELECT count(*) FROM dbos.workflow_status w
+                       WHERE w.status = 'PENDING' AND w.executor_id = $4) + 1
+             FROM kernel.nodes n
+             WHERE n.node_id <> $4 AND n.state = 'running'
+               AND NOT kernel.lease_expired(n.heartbeat_at, n.lease_ms)
+               AND n.labels @> q.require_labels),
+            $3)) END
     ) AS n
     FROM queues q
 ), groups AS (
@@ -195,7 +226,7 @@ RETURNING w.workflow_uuid, w.name, w.owner_xid, w.recovery_attempts,
          'output', o.output, 'error', o.error, 'child_workflow_id', o.child_workflow_id))
      FROM dbos.operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid),
     w.attributes ->> 'otel.traceparent', w.created_at;
-    IF v_contended THEN
+    IF v_contended OR v_spread THEN
         RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, NULL::bigint, NULL::bigint,
                             NULL::text, NULL::json, NULL::text, NULL::bigint;
     END IF;
