@@ -22,7 +22,7 @@ pub enum Error {
     InvalidName {
         /// Which kind of name.
         what: &'static str,
-        /// The name given, as an error shows it (`dbos_store::limits::shown`).
+        /// The name given, as an error shows it (`dbos_kernel::shown`).
         value: String,
         /// The rule it breaks.
         why: &'static str,

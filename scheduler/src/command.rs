@@ -661,16 +661,18 @@ fn bash() -> Option<&'static str> {
 /// pipe of its own, whose write end (close-on-exec, non-blocking) is returned for the pings;
 /// otherwise the lifeline.
 fn spawn_watcher(deadline: Option<Duration>) -> Option<(tokio::process::Child, Option<OwnedFd>)> {
+    // A pipe that cannot be made leaves the lifeline watcher, as without bash.
     let kept = match (deadline, bash()) {
-        (Some(d), Some(bash)) => {
-            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
-            nix::fcntl::fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(&write),
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-            )
-            .ok()?;
-            Some((bash, d, read, write))
-        }
+        (Some(d), Some(bash)) => nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .ok()
+            .filter(|(_, write)| {
+                nix::fcntl::fcntl(
+                    std::os::fd::AsRawFd::as_raw_fd(write),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )
+                .is_ok()
+            })
+            .map(|(read, write)| (bash, d, read, write)),
         _ => None,
     };
     let (mut w, keepalive) = match kept {

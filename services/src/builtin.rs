@@ -115,30 +115,24 @@ async fn run_command(
     })))
 }
 
-/// Longest a chunk of a command's output is tried again while the database fails.
-const OUTPUT_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Longest a chunk of a command's output is tried again while the database fails, in ms.
+const OUTPUT_RETRY_MS_MAX: u64 = 60_000;
 
 /// Appends a chunk of a command's output to its stream. A write lost with its connection (the
 /// server restarting, a backend killed) is tried again while this node holds its lease, up to
-/// [`OUTPUT_RETRY_MAX`]; meanwhile the pipe fills and the command waits to write, as it would
+/// [`OUTPUT_RETRY_MS_MAX`]; meanwhile the pipe fills and the command waits to write, as it would
 /// on a slow terminal. A write whose commit took place though its answer was lost stands
 /// twice in the stream: output is kept at least once, never dropped while it may be stored.
 async fn store_output(ctx: &workflow::Context, which: command::Output, text: &str) {
-    let start = std::time::Instant::now();
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match ctx.write_stream_from_step(which.key(), text).await {
-            Ok(()) => return,
-            Err(e) if e.may_pass() && ctx.holds_lease() && start.elapsed() < OUTPUT_RETRY_MAX => {
-                tracing::debug!(error = %e, stream = which.key(), "storing command output failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, stream = which.key(), "command output not stored");
-                return;
-            }
-        }
+    let stored = dbos_kernel::db::retry_transient(
+        "storing command output",
+        OUTPUT_RETRY_MS_MAX,
+        |e: &workflow::Error| e.may_pass() && ctx.holds_lease(),
+        || ctx.write_stream_from_step(which.key(), text),
+    )
+    .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, stream = which.key(), "command output not stored");
     }
 }
 
